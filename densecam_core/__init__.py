@@ -1,0 +1,44 @@
+"""densecam_core: dataset-scale CAM / Grad-CAM explanations of DenseNet169 radiograph classifiers.
+
+Exports are resolved lazily so that ``densecam_core.open_store`` (notebooks) never imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "load_densenet169": "densecam_core.model",
+    "model_fingerprint": "densecam_core.model",
+    "CheckpointError": "densecam_core.model",
+    "Explainer": "densecam_core.explain",
+    "Explanation": "densecam_core.explain",
+    "METHODS": "densecam_core.explain",
+    "BLOCKS": "densecam_core.explain",
+    "block_grid": "densecam_core.explain",
+    "read_manifest": "densecam_core.manifest",
+    "ManifestError": "densecam_core.manifest",
+    "plan_shards": "densecam_core.manifest",
+    "decode_image": "densecam_core.images",
+    "preprocess": "densecam_core.images",
+    "ImageError": "densecam_core.images",
+    "Geometry": "densecam_core.geometry",
+    "BatchLoader": "densecam_core.loader",
+    "generate_mura": "densecam_core.synth",
+    "open_store": "densecam_core.store.reader",
+    "compare_runs": "densecam_core.store.compare",
+    "StoreError": "densecam_core.store.format",
+    "pointing_game": "densecam_core.evaluate",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'densecam_core' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,282 @@
+"""One forward and one backward pass give CAM plus five gradient maps at all four dense blocks.
+
+Why one pass: pytorch-grad-cam builds one object and runs one full pass per method and layer,
+with parameter gradients. The maps only differ in how they weight (activation, gradient) pairs,
+so we tap the four block activations once, ask autograd for d logit / d activation only (no
+parameter, stem or input gradients), and evaluate every method as a small function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from densecam_core.fusion import fused_densenet
+
+METHODS: tuple[str, ...] = ("gradcam", "gradcampp", "layercam", "xgradcam", "hirescam")
+BLOCKS: tuple[int, ...] = (1, 2, 3, 4)
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+_EPS_GRADCAMPP = 1e-6
+_EPS_XGRADCAM = 1e-7
+
+
+@dataclass(frozen=True)
+class BlockTap:
+    """Where a block activation is taken: declared metadata, never a string to eval."""
+
+    block: int
+    module: str
+    channels: int
+    stride: int
+    description: str
+
+
+BLOCK_TAPS: tuple[BlockTap, ...] = (
+    BlockTap(1, "features.transition1", 128, 8, "output of transition 1 (after its average pool)"),
+    BlockTap(2, "features.transition2", 256, 16, "output of transition 2 (after its average pool)"),
+    BlockTap(3, "features.transition3", 640, 32, "output of transition 3 (after its average pool)"),
+    BlockTap(4, "features.norm5", 1664, 32, "ReLU(norm5): the tensor fed to global average pooling"),
+)
+
+
+def block_grid(height: int, width: int | None = None) -> dict[int, tuple[int, int]]:
+    """Spatial size (h, w) of each block's maps for an input of ``height`` x ``width`` pixels."""
+
+    def sizes(n: int) -> list[int]:
+        n = (n + 6 - 7) // 2 + 1  # conv0: 7x7, stride 2, pad 3
+        n = (n + 2 - 3) // 2 + 1  # pool0: 3x3, stride 2, pad 1
+        b1 = n // 2
+        b2 = b1 // 2
+        b3 = b2 // 2
+        return [b1, b2, b3, b3]
+
+    hs, ws = sizes(height), sizes(width if width is not None else height)
+    return {b: (hs[i], ws[i]) for i, b in enumerate(BLOCKS)}
+
+
+# ---- the five methods: (activations A, gradients g), both (B, C, h, w) float32 -> (B, h, w) ----
+
+def gradcam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Selvaraju et al.: channel weights are the spatial mean of the gradient."""
+    return F.relu(torch.einsum("bchw,bc->bhw", a, g.mean(dim=(2, 3))))
+
+
+def gradcampp(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Chattopadhay et al., the closed form pytorch-grad-cam uses (alpha = 0 where g = 0)."""
+    g2 = g * g
+    denom = 2 * g2 + a.sum(dim=(2, 3), keepdim=True) * (g2 * g) + _EPS_GRADCAMPP
+    alpha = torch.where(g != 0, g2 / denom, torch.zeros_like(g))
+    weights = (alpha * F.relu(g)).sum(dim=(2, 3))
+    return F.relu(torch.einsum("bchw,bc->bhw", a, weights))
+
+
+def layercam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Jiang et al.: positive gradients weight every location separately."""
+    return F.relu((F.relu(g) * a).sum(dim=1))
+
+
+def xgradcam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Fu et al.: activation-weighted gradient sums, normalised by the activation sum."""
+    weights = (g * a).sum(dim=(2, 3)) / (a.sum(dim=(2, 3)) + _EPS_XGRADCAM)
+    return F.relu(torch.einsum("bchw,bc->bhw", a, weights))
+
+
+def hirescam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Draelos & Carin: element-wise gradient x activation, summed over channels."""
+    return F.relu((g * a).sum(dim=1))
+
+
+METHOD_FUNCTIONS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "gradcam": gradcam,
+    "gradcampp": gradcampp,
+    "layercam": layercam,
+    "xgradcam": xgradcam,
+    "hirescam": hirescam,
+}
+
+
+@dataclass
+class Explanation:
+    """Raw float32 results for one batch: nothing normalised, nothing resized."""
+
+    logits: torch.Tensor  # (B, num_classes)
+    cam: torch.Tensor  # (B, K, h4, w4), signed, classifier bias excluded
+    maps: dict[str, dict[int, torch.Tensor]] = field(default_factory=dict)  # method -> block -> (B, K, h, w)
+    targets: torch.Tensor | None = None  # (B, K) class ids explained
+
+    def to(self, device: str | torch.device) -> "Explanation":
+        return Explanation(
+            self.logits.to(device),
+            self.cam.to(device),
+            {m: {b: t.to(device) for b, t in per.items()} for m, per in self.maps.items()},
+            None if self.targets is None else self.targets.to(device),
+        )
+
+
+def validate_methods(methods: Sequence[str] | None) -> tuple[str, ...]:
+    """Return methods in canonical order; unknown names raise a ValueError listing the valid ones."""
+    if methods is None:
+        return METHODS
+    if isinstance(methods, str):
+        methods = [m.strip() for m in methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHOD_FUNCTIONS]
+    if unknown or not methods:
+        raise ValueError(f"unknown method(s) {unknown or methods!r}; valid methods: {', '.join(METHODS)}")
+    return tuple(m for m in METHODS if m in methods)
+
+
+class Explainer:
+    """CAM and the gradient maps of a torchvision DenseNet, all from one forward and one backward pass.
+
+    ``targets``: ``None`` (class 0 for one-output models, else the predicted class), ``"predicted"``,
+    ``"all"`` or a list of class ids; one backward pass per explained class. The model is put in
+    eval mode; the passes run on a private copy with BatchNorms folded into convolutions
+    (``fusion.fused_densenet``), so the caller's model is never modified.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        methods: Sequence[str] | None = None,
+        targets: str | Sequence[int] | None = None,
+        precision: str = "fp32",
+        channels_last: bool | None = None,
+    ) -> None:
+        self.model = model.eval()
+        self.methods = validate_methods(methods)
+        self._check_architecture()
+        self.net = fused_densenet(self.model)  # private, frozen copy: the user's model is untouched
+        self.device = next(model.parameters()).device
+        self.num_classes = int(model.classifier.out_features)
+        self.targets = self._validate_targets(targets)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if precision == "fp16" and self.device.type != "cuda":
+            raise ValueError("precision='fp16' needs a CUDA model; use 'bf16' or 'fp32' on the CPU")
+        self.precision = precision
+        self.channels_last = self._default_channels_last() if channels_last is None else bool(channels_last)
+        if self.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+
+    def _default_channels_last(self) -> bool:
+        """channels_last: ~1.2-1.4x faster on CPU (oneDNN, measured by benchmarks/explainer.py)
+        and the tensor-core layout on CUDA."""
+        return self.device.type in ("cpu", "cuda")
+
+    @property
+    def num_targets(self) -> int:
+        """K, the number of explained classes per image."""
+        if self.targets == "all":
+            return self.num_classes
+        if isinstance(self.targets, tuple):
+            return len(self.targets)
+        return 1
+
+    def _check_architecture(self) -> None:
+        features = getattr(self.model, "features", None)
+        need = ["conv0", "norm0", "relu0", "pool0", "denseblock1", "transition1", "denseblock2",
+                "transition2", "denseblock3", "transition3", "denseblock4", "norm5"]
+        have = [n for n, _ in features.named_children()] if features is not None else []
+        missing = [n for n in need if n not in have]
+        if missing or not isinstance(getattr(self.model, "classifier", None), torch.nn.Linear):
+            raise TypeError(
+                f"Explainer needs a torchvision DenseNet (features.{{{', '.join(need)}}} and a Linear "
+                f"classifier); missing {missing or ['classifier']}; the model has features {have}"
+            )
+
+    def _validate_targets(self, targets: str | Sequence[int] | None) -> str | tuple[int, ...] | None:
+        if targets is None or targets in ("predicted", "all"):
+            return targets  # type: ignore[return-value]
+        if isinstance(targets, str):
+            raise ValueError(f"targets must be 'predicted', 'all' or a list of class ids, got {targets!r}")
+        ids = tuple(int(t) for t in targets)
+        bad = [t for t in ids if not 0 <= t < self.num_classes]
+        if bad or not ids:
+            raise ValueError(f"target class ids {bad or ids} outside 0..{self.num_classes - 1}")
+        return ids
+
+    def _validate_input(self, images: torch.Tensor) -> None:
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(f"expected a torch.Tensor of shape (B, 3, H, W), got {type(images).__name__}")
+        if images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
+            raise ValueError(
+                "expected a normalised float tensor of shape (B, 3, H, W); "
+                f"got dtype {images.dtype} and shape {tuple(images.shape)}"
+            )
+        if images.shape[0] == 0 or min(images.shape[2:]) < 32:
+            raise ValueError(f"expected B >= 1 and H, W >= 32 pixels; got shape {tuple(images.shape)}")
+
+    def _target_ids(self, logits: torch.Tensor) -> torch.Tensor:
+        batch = logits.shape[0]
+        if self.targets == "all":
+            return torch.arange(self.num_classes, device=logits.device).expand(batch, -1)
+        if isinstance(self.targets, tuple):
+            return torch.tensor(self.targets, device=logits.device).expand(batch, -1)
+        if self.targets is None and self.num_classes == 1:
+            return torch.zeros(batch, 1, dtype=torch.long, device=logits.device)
+        return logits.argmax(dim=1, keepdim=True)
+
+    def _autocast(self) -> torch.autocast:
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision, torch.float32)
+        return torch.autocast(self.device.type, dtype=dtype, enabled=self.precision != "fp32")
+
+    def _forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The model's own forward, written out so each block activation is a well-defined tensor.
+
+        torchvision applies ``F.relu(..., inplace=True)`` after norm5, which would modify a hooked
+        tensor after its hook ran; here block 4 is an explicit, out-of-place ReLU(norm5).
+        """
+        f = self.net.features
+        with torch.no_grad():  # nothing below block 1 needs a gradient
+            h = f.pool0(f.relu0(f.norm0(f.conv0(x))))
+            h = self._tap(f.transition1, f.denseblock1(h))
+        a1 = h.detach().requires_grad_(True)
+        a2 = self._tap(f.transition2, f.denseblock2(a1))
+        a3 = self._tap(f.transition3, f.denseblock3(a2))
+        a4 = self._tap(lambda t: F.relu(f.norm5(t)), f.denseblock4(a3))
+        pooled = F.adaptive_avg_pool2d(a4, 1).flatten(1)
+        return [a1, a2, a3, a4], self.net.classifier(pooled)
+
+    def _tap(self, module: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Compute a block's tapped activation in float32, even under autocast.
+
+        The taps are where the maps' arithmetic happens: rounding them to bf16 (8-bit mantissa)
+        turns the signed channel sums of HiResCAM and XGrad-CAM into noise. The transitions and
+        norm5 are a small share of the network's work.
+        """
+        if self.precision == "fp32":
+            return module(x)
+        with torch.autocast(self.device.type, enabled=False):
+            return module(x.float())
+
+    def __call__(self, images: torch.Tensor) -> Explanation:
+        self._validate_input(images)
+        x = images.to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.enable_grad(), self._autocast():
+            acts, logits = self._forward(x)
+        logits = logits.float()
+        target_ids = self._target_ids(logits.detach())
+        k_count = target_ids.shape[1]
+        per_target: list[list[torch.Tensor]] = []
+        for k in range(k_count):
+            score = logits.gather(1, target_ids[:, k : k + 1]).sum()
+            per_target.append(list(torch.autograd.grad(score, acts, retain_graph=k < k_count - 1)))
+        with torch.no_grad():
+            acts32 = [a.detach().float() for a in acts]
+            weight = self.net.classifier.weight.detach().float()  # (C, 1664)
+            cam = torch.stack(
+                [torch.einsum("bc,bchw->bhw", weight[target_ids[:, k]], acts32[3]) for k in range(k_count)],
+                dim=1,
+            )
+            maps: dict[str, dict[int, torch.Tensor]] = {m: {} for m in self.methods}
+            for index, block in enumerate(BLOCKS):
+                grads = [per_target[k][index].float() for k in range(k_count)]
+                for method in self.methods:
+                    fn = METHOD_FUNCTIONS[method]
+                    maps[method][block] = torch.stack([fn(acts32[index], g) for g in grads], dim=1).contiguous()
+        return Explanation(logits.detach(), cam.contiguous(), maps, target_ids)

@@ -1,0 +1,65 @@
+"""Inference-only rewrite of a DenseNet for explanation passes.
+
+Why: in eval mode every BatchNorm is a per-channel affine map. The stem's conv0+norm0 run without
+gradients and fold into one convolution. In the dense layers, ``norm2`` becomes one ``addcmul``
+(native BatchNorm is a slow kernel in channels_last on CPU). Folding ``norm2`` into ``conv1``
+was faster still, but with channels_last on CPU it made the block-1/2 gradients 1-3 % off a
+float64 reference, so it is not done (tests/test_explain.py pins the accuracy).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+def _scale_shift(norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    scale = norm.weight.detach() / torch.sqrt(norm.running_var + norm.eps)
+    return scale, norm.bias.detach() - norm.running_mean * scale
+
+
+def fold_batchnorm(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> nn.Conv2d:
+    """Return a convolution equal to ``norm(conv(x))`` for a BatchNorm in eval mode."""
+    scale, shift = _scale_shift(norm)
+    fused = nn.Conv2d(
+        conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+        conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode,
+    ).to(device=conv.weight.device, dtype=conv.weight.dtype)
+    bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(shift)
+    with torch.no_grad():
+        fused.weight.copy_(conv.weight.detach() * scale.reshape(-1, 1, 1, 1))
+        fused.bias.copy_(bias * scale + shift)
+    return fused
+
+
+class ChannelAffine(nn.Module):
+    """An eval-mode BatchNorm as ``shift + x * scale`` in one fused element-wise kernel."""
+
+    def __init__(self, norm: nn.BatchNorm2d) -> None:
+        super().__init__()
+        scale, shift = _scale_shift(norm)
+        self.register_buffer("scale", scale.reshape(1, -1, 1, 1).clone())
+        self.register_buffer("shift", shift.reshape(1, -1, 1, 1).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.shift, x, self.scale)
+
+
+def fused_densenet(model: nn.Module) -> nn.Module:
+    """A frozen copy of a torchvision DenseNet: conv0+norm0 folded, every ``norm2`` an affine.
+
+    The copy computes the same function (up to float rounding) and has ``requires_grad=False``
+    everywhere, so autograd only ever differentiates with respect to activations.
+    """
+    net = copy.deepcopy(model).eval()
+    features = net.features
+    features.conv0 = fold_batchnorm(features.conv0, features.norm0)
+    features.norm0 = nn.Identity()
+    for block in (m for name, m in features.named_children() if name.startswith("denseblock")):
+        for layer in block.children():
+            layer.norm2 = ChannelAffine(layer.norm2)
+    for parameter in net.parameters():
+        parameter.requires_grad_(False)
+    return net

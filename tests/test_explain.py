@@ -1,0 +1,215 @@
+"""The Explainer against plain references: one autograd call per block, channel loops, no fusion."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from densecam_core import Explainer, block_grid, load_densenet169
+from densecam_core.explain import BLOCKS, METHODS
+from densecam_core.testing import randomise_batchnorm
+
+
+def reference_forward(model: torch.nn.Module, x: torch.Tensor) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+    """The unmodified torchvision modules, step by step, keeping each block activation."""
+    f = model.features
+    h = x
+    acts: dict[int, torch.Tensor] = {}
+    for name, module in f.named_children():
+        h = module(h)
+        if name.startswith("transition"):
+            acts[int(name[-1])] = h
+    acts[4] = torch.relu(h)  # out of place: torchvision's own forward uses an in-place ReLU here
+    logits = model.classifier(acts[4].mean(dim=(2, 3)))
+    return acts, logits
+
+
+def reference_maps(model: torch.nn.Module, x: torch.Tensor, block: int, target: int) -> dict[str, torch.Tensor]:
+    """Every method at one block, written plainly: per image, per channel loops."""
+    acts, logits = reference_forward(model, x)
+    a = acts[block]
+    (g,) = torch.autograd.grad(logits[:, target].sum(), a)
+    a, g = a.detach(), g.detach()
+    out = {m: torch.zeros(a.shape[0], a.shape[2], a.shape[3]) for m in METHODS}
+    for i in range(a.shape[0]):
+        for k in range(a.shape[1]):
+            ak, gk = a[i, k], g[i, k]
+            out["gradcam"][i] += gk.mean() * ak
+            alpha = gk**2 / (2 * gk**2 + ak.sum() * gk**3 + 1e-6)
+            alpha = torch.where(gk != 0, alpha, torch.zeros_like(alpha))
+            out["gradcampp"][i] += (alpha * torch.relu(gk)).sum() * ak
+            out["layercam"][i] += torch.relu(gk) * ak
+            out["xgradcam"][i] += (gk * ak).sum() / (ak.sum() + 1e-7) * ak
+            out["hirescam"][i] += gk * ak
+    return {m: torch.relu(v) for m, v in out.items()}
+
+
+def assert_close_maps(actual: torch.Tensor, expected: torch.Tensor, rel: float = 2e-3) -> None:
+    scale = expected.abs().max().clamp_min(1e-12)
+    err = (actual - expected).abs().max() / scale
+    assert err < rel, f"max error {err:.2e} of the map's range"
+
+
+@pytest.fixture()
+def images() -> torch.Tensor:
+    return torch.randn(2, 3, 64, 80, generator=torch.Generator().manual_seed(3))
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0], ids=["classifier", "negated-classifier"])
+def test_every_method_matches_plain_reference(model, images, sign):
+    """Negating the classifier flips every gradient, so together the two runs exercise each method."""
+    with torch.no_grad():
+        model.classifier.weight.mul_(sign)
+    reference_model = copy.deepcopy(model)
+    result = Explainer(model)(images)
+    non_trivial = 0
+    for block in BLOCKS:
+        expected = reference_maps(reference_model, images, block, target=0)
+        for method in METHODS:
+            got = result.maps[method][block]
+            assert got.shape == (2, 1, *expected[method].shape[1:]), (method, block)
+            assert got.dtype == torch.float32
+            non_trivial += bool(expected[method].abs().max() > 0)
+            assert_close_maps(got[:, 0], expected[method])
+    assert non_trivial >= 10, "too many all-zero reference maps for the comparison to mean anything"
+
+
+def test_cam_is_signed_class_weighted_sum_and_logits_match(model, images):
+    reference_model = copy.deepcopy(model)
+    result = Explainer(model)(images)
+    with torch.no_grad():
+        acts, logits = reference_forward(reference_model, images)
+        expected = torch.zeros(2, *acts[4].shape[2:])
+        w = reference_model.classifier.weight[0]
+        for k in range(acts[4].shape[1]):
+            expected += w[k] * acts[4][:, k]
+        torchvision_logits = reference_model(images)
+    assert torch.allclose(result.logits, torchvision_logits, atol=1e-4, rtol=1e-4)
+    assert torch.allclose(logits, torchvision_logits, atol=1e-5)
+    assert_close_maps(result.cam[:, 0], expected, rel=1e-4)
+    assert (result.cam < 0).any(), "CAM must stay signed, not clipped"
+
+
+def test_block4_gradcam_is_relu_cam_over_area(model, images):
+    result = Explainer(model)(images)
+    h4, w4 = result.cam.shape[-2:]
+    assert torch.allclose(result.maps["gradcam"][4], torch.relu(result.cam) / (h4 * w4), atol=1e-6, rtol=1e-4)
+
+
+def test_shapes_follow_block_grid_at_320():
+    explainer = Explainer(load_densenet169(), methods=["gradcam"])
+    result = explainer(torch.zeros(1, 3, 320, 320))
+    shapes = {b: tuple(result.maps["gradcam"][b].shape[-2:]) for b in BLOCKS}
+    assert shapes == {1: (40, 40), 2: (20, 20), 3: (10, 10), 4: (10, 10)} == block_grid(320)
+    assert block_grid(64, 80) == {1: (8, 10), 2: (4, 5), 3: (2, 2), 4: (2, 2)}
+
+
+def test_batch_invariance_and_determinism(model):
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    explainer = Explainer(model)
+    full = explainer(x)
+    again = explainer(x)
+    single = explainer(x[1:2])
+    for method in METHODS:
+        for block in BLOCKS:
+            assert torch.equal(full.maps[method][block], again.maps[method][block])
+            assert_close_maps(single.maps[method][block][0], full.maps[method][block][1], rel=2e-3)
+    assert torch.equal(full.cam, again.cam)
+    assert torch.allclose(single.logits[0], full.logits[1], atol=1e-5)
+
+
+def test_one_pass_leaves_no_parameter_gradients_and_model_untouched(model, images):
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    Explainer(model)(images)
+    assert all(p.grad is None for p in model.parameters())
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert isinstance(model.features.norm0, torch.nn.BatchNorm2d), "the caller's model must not be fused"
+
+
+def test_one_forward_and_one_backward_per_class(model, images, monkeypatch):
+    calls = {"grad": 0}
+    real_grad = torch.autograd.grad
+
+    def counting_grad(*args, **kwargs):
+        calls["grad"] += 1
+        return real_grad(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", counting_grad)
+    explainer = Explainer(model)
+    forwards = {"n": 0}
+    explainer.net.features.denseblock4.register_forward_hook(lambda *a: forwards.__setitem__("n", forwards["n"] + 1))
+    explainer(images)
+    assert calls["grad"] == 1 and forwards["n"] == 1
+
+
+def test_bf16_close_to_fp32(model):
+    """With this seed the negated classifier gives positive Grad-CAM evidence at every block."""
+    with torch.no_grad():
+        model.classifier.weight.neg_()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    fp32 = Explainer(copy.deepcopy(model))(x)
+    bf16 = Explainer(copy.deepcopy(model), precision="bf16")(x)
+
+    def r(a: torch.Tensor, b: torch.Tensor) -> float:
+        """Minimum per-image Pearson r; two flat (all-zero) maps agree perfectly."""
+        a, b = a.flatten(1).double(), b.flatten(1).double()
+        a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+        both_flat = (a.norm(dim=1) < 1e-12) & (b.norm(dim=1) < 1e-12)
+        corr = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-30)
+        return float(torch.where(both_flat, torch.ones_like(corr), corr).min())
+
+    assert bf16.cam.dtype == torch.float32
+    assert all(fp32.maps["gradcam"][b].abs().amax(dim=(1, 2, 3)).min() > 0 for b in BLOCKS)
+    assert r(fp32.cam, bf16.cam) >= 0.99
+    for block in BLOCKS:
+        assert r(fp32.maps["gradcam"][block], bf16.maps["gradcam"][block]) >= 0.99
+        assert r(fp32.maps["gradcampp"][block], bf16.maps["gradcampp"][block]) >= 0.97
+        assert r(fp32.maps["layercam"][block], bf16.maps["layercam"][block]) >= 0.95
+
+
+def test_multiclass_targets(base_model):
+    model = randomise_batchnorm(load_densenet169(num_classes=3, seed=7), seed=8)
+    reference_model = copy.deepcopy(model)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(6))
+    everything = Explainer(copy.deepcopy(model), targets="all")(x)
+    assert everything.cam.shape[:2] == (2, 3) and everything.maps["layercam"][2].shape[:2] == (2, 3)
+    for cls in range(3):
+        expected = reference_maps(reference_model, x, block=2, target=cls)
+        assert_close_maps(everything.maps["layercam"][2][:, cls], expected["layercam"])
+    chosen = Explainer(copy.deepcopy(model), targets=[2])(x)
+    assert torch.allclose(chosen.maps["gradcam"][3][:, 0], everything.maps["gradcam"][3][:, 2], atol=1e-6)
+    predicted = Explainer(copy.deepcopy(model), targets="predicted")(x)
+    top = everything.logits.argmax(1)
+    assert torch.equal(predicted.targets[:, 0], top)
+    for i in range(2):
+        assert torch.allclose(predicted.cam[i, 0], everything.cam[i, top[i]], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (torch.zeros(3, 64, 64), r"\(B, 3, H, W\)"),
+        (torch.zeros(1, 1, 64, 64), r"\(B, 3, H, W\)"),
+        (torch.zeros(1, 3, 64, 64, dtype=torch.uint8), r"float"),
+        (torch.zeros(1, 3, 16, 16), r"H, W >= 32"),
+    ],
+)
+def test_bad_input_names_expected_shape(model, bad, message):
+    with pytest.raises(ValueError, match=message):
+        Explainer(model, methods=["gradcam"])(bad)
+
+
+def test_bad_settings(model):
+    with pytest.raises(ValueError, match="valid methods: gradcam, gradcampp, layercam, xgradcam, hirescam"):
+        Explainer(model, methods=["gradcam", "scorecam"])
+    with pytest.raises(ValueError, match="fp16"):
+        Explainer(model, precision="fp16")
+    with pytest.raises(ValueError, match="precision"):
+        Explainer(model, precision="int8")
+    with pytest.raises(ValueError, match="outside"):
+        Explainer(model, targets=[1])
+    with pytest.raises(TypeError, match="DenseNet"):
+        Explainer(torch.nn.Sequential(torch.nn.Linear(2, 2)))
