@@ -1,0 +1,119 @@
+"""Decoding every mode, per-image errors with reasons, and exact geometry back to the original."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from densecam_core import BatchLoader, Geometry, decode_image, preprocess
+from densecam_core.images import to_rgb8
+
+
+def png_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA", "P", "I;16", "I", "CMYK"])
+def test_every_mode_decodes_to_rgb8(mode: str):
+    base = Image.fromarray(np.tile(np.arange(40, dtype=np.uint8) * 6, (30, 1)), "L")
+    image = base.convert(mode) if mode not in ("I;16", "I") else Image.fromarray(np.asarray(base).astype(np.uint16) * 16)
+    if mode == "I":
+        image = image.convert("I")
+    fmt = "JPEG" if mode == "CMYK" else "PNG"
+    # Pillow writes no 32-bit PNGs; 16-bit PNGs may open as mode "I", so convert that one in memory
+    rgb = to_rgb8(image) if mode == "I" else decode_image(png_bytes(image, fmt))
+    assert rgb.shape == (30, 40, 3) and rgb.dtype == np.uint8
+    assert rgb[:, -1].mean() > rgb[:, 0].mean() + 100, "gradient must survive"
+
+
+def test_sixteen_bit_scaled_over_full_range_not_clipped():
+    values = np.array([[1000, 2000], [3000, 4095]], dtype=np.uint16)
+    image = Image.fromarray(values)
+    assert image.mode == "I;16"
+    rgb = decode_image(png_bytes(image))
+    assert rgb[0, 0, 0] == 0 and rgb[1, 1, 0] == 255
+    assert 80 <= rgb[0, 1, 0] <= 90  # (2000-1000)/3095*255 = 82.4
+
+
+def test_bad_files_give_reasons(tmp_path: Path):
+    good = tmp_path / "good.png"
+    Image.new("L", (50, 40), 128).save(good)
+    data = good.read_bytes()
+    (tmp_path / "truncated.png").write_bytes(data[: len(data) // 2])
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "text.png").write_text("hello")
+    big = tmp_path / "big.png"
+    Image.new("L", (300, 300)).save(big)
+    locked = tmp_path / "locked.png"
+    locked.write_bytes(data)
+    os.chmod(locked, 0)
+    expectations = {
+        "truncated.png": "truncated or corrupt",
+        "empty.png": "empty file",
+        "text.png": "not an image",
+        "missing.png": "missing file",
+        "big.png": "too large",
+    }
+    paths = [str(good)] + [str(tmp_path / name) for name in expectations]
+    if os.geteuid() != 0:  # root reads anything: the permission case only exists for other users
+        paths.append(str(locked))
+        expectations["locked.png"] = "permission denied"
+    batches = list(BatchLoader(paths, size=64, batch_size=len(paths), max_pixels=200 * 200))
+    assert len(batches) == 1
+    batch = batches[0]
+    assert batch.images is not None and batch.images.shape == (1, 3, 64, 64)
+    assert batch.records[0].error is None
+    for record in batch.records[1:]:
+        assert record.error and expectations[Path(record.path).name] in record.error, record
+
+
+def test_loader_keeps_order_across_batches(tmp_path: Path):
+    paths = []
+    for i in range(7):
+        path = tmp_path / f"{i}.png"
+        Image.new("L", (40 + i, 32), i * 30).save(path)
+        paths.append(str(path))
+    records = [r for b in BatchLoader(paths, size=32, batch_size=3, num_threads=2) for r in b.records]
+    assert [r.position for r in records] == list(range(7))
+    assert [r.geometry.orig_width for r in records] == [40 + i for i in range(7)]
+
+
+@pytest.mark.parametrize("mode", ["stretch", "pad"])
+@pytest.mark.parametrize("shape", [(60, 100), (100, 60)])
+def test_point_and_heatmap_land_on_the_right_original_pixel(mode: str, shape: tuple[int, int]):
+    height, width = shape
+    rgb = np.zeros((height, width, 3), dtype=np.uint8)
+    py, px = height // 2 - 1, width // 2 + 2  # off-centre, away from the reflected border copies
+    rgb[py, px] = 255
+    size = 64
+    pre = preprocess(rgb, size, mode)
+    channel = pre.array[0]
+    iy, ix = np.unravel_index(np.argmax(channel), channel.shape)
+    ox, oy = pre.geometry.input_to_original(ix + 0.5, iy + 0.5)
+    assert abs(ox - (px + 0.5)) <= pre.geometry.canvas[1] / size and abs(oy - (py + 0.5)) <= pre.geometry.canvas[0] / size
+    # a map that is the model input itself, mapped back, peaks on the bright pixel
+    back = pre.geometry.to_original(channel)
+    assert back.shape == (height, width)
+    assert np.unravel_index(np.argmax(back), back.shape) == (py, px)
+    # exact inverse
+    gx, gy = pre.geometry.original_to_input(*pre.geometry.input_to_original(10.25, 33.5))
+    assert np.isclose(gx, 10.25) and np.isclose(gy, 33.5)
+
+
+def test_pad_mode_crops_padding_and_reflects():
+    geometry = Geometry(50, 100, 64, "pad")
+    assert geometry.padding == (25, 25, 0, 0) and geometry.canvas == (100, 100)
+    rgb = np.zeros((50, 100, 3), dtype=np.uint8)
+    rgb[:5] = 200  # a bright top edge is reflected into the padding above it
+    pre = preprocess(rgb, 64, "pad")
+    assert pre.array[0, 14, 32] > pre.array[0, 0, 32]
+    full = np.arange(64 * 64, dtype=np.float32).reshape(64, 64)
+    back = geometry.to_original(full)
+    assert back.shape == (50, 100) and back.min() > full[15].min() - 64

@@ -1,0 +1,131 @@
+"""Manifest formats: MURA folder and CSVs, labelled studies, generic CSV/Parquet, bad manifests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from densecam_core import ManifestError, plan_shards, read_manifest
+
+
+def make_mura(root: Path) -> None:
+    rows = {
+        "train": [
+            "MURA-v1.1/train/XR_SHOULDER/patient00001/study1_positive/image1.png",
+            "MURA-v1.1/train/XR_SHOULDER/patient00001/study1_positive/image2.png",
+            "MURA-v1.1/train/XR_WRIST/patient00001/study1_negative/image1.png",
+            "MURA-v1.1/train/XR_WRIST/patient00001/study2_positive/image3.png",
+        ],
+        "valid": ["MURA-v1.1/valid/XR_HAND/patient11185/study1_negative/image1.png"],
+    }
+    studies = {
+        "train": ["MURA-v1.1/train/XR_SHOULDER/patient00001/study1_positive/,1",
+                  "MURA-v1.1/train/XR_WRIST/patient00001/study1_negative/,0",
+                  "MURA-v1.1/train/XR_WRIST/patient00001/study2_positive/,1"],
+        "valid": ["MURA-v1.1/valid/XR_HAND/patient11185/study1_negative/,0"],
+    }
+    for split in ("train", "valid"):
+        for rel in rows[split]:
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(b"png")
+        (root / "MURA-v1.1" / f"{split}_image_paths.csv").write_text("\n".join(rows[split]) + "\n")
+        (root / "MURA-v1.1" / f"{split}_labeled_studies.csv").write_text("\n".join(studies[split]) + "\n")
+    (root / "MURA-v1.1/train/XR_SHOULDER/patient00001/study1_positive/._image1.png").write_bytes(b"x")
+
+
+def test_official_folder_parses_fields(tmp_path: Path):
+    make_mura(tmp_path)
+    for source in (tmp_path, tmp_path / "MURA-v1.1"):
+        frame = read_manifest(source)
+        assert list(frame["image_id"]) == [
+            "MURA-v1.1/train/XR_SHOULDER/patient00001/study1_positive/image1.png",
+            "MURA-v1.1/train/XR_SHOULDER/patient00001/study1_positive/image2.png",
+            "MURA-v1.1/train/XR_WRIST/patient00001/study1_negative/image1.png",
+            "MURA-v1.1/train/XR_WRIST/patient00001/study2_positive/image3.png",
+            "MURA-v1.1/valid/XR_HAND/patient11185/study1_negative/image1.png",
+        ]
+        assert list(frame["label"]) == [1, 1, 0, 1, 0]
+        assert list(frame["split"]) == ["train"] * 4 + ["valid"]
+        assert list(frame["body_part"]) == ["SHOULDER", "SHOULDER", "WRIST", "WRIST", "HAND"]
+        assert list(frame["view"]) == [1, 2, 1, 3, 1]
+        # the same patient under two body parts, study numbers restarting: distinct studies
+        assert frame["study_id"].nunique() == 4
+        assert frame.loc[0, "study_id"] != frame.loc[2, "study_id"]
+        assert frame.loc[0, "patient_id"] == frame.loc[2, "patient_id"] == "patient00001"
+        assert Path(frame.loc[0, "path"]).is_file()
+
+
+def test_image_paths_csv_and_labelled_studies_csv(tmp_path: Path):
+    make_mura(tmp_path)
+    paths = read_manifest(tmp_path / "MURA-v1.1" / "train_image_paths.csv")
+    assert len(paths) == 4 and paths["split"].eq("train").all()
+    studies = read_manifest(tmp_path / "MURA-v1.1" / "train_labeled_studies.csv")
+    assert list(studies["image_id"]) == list(paths["image_id"])  # hidden ._image1.png not picked up
+    assert list(studies["label"]) == [1, 1, 0, 1]
+
+
+def test_contradicting_study_labels_are_rejected(tmp_path: Path):
+    make_mura(tmp_path)
+    csv = tmp_path / "MURA-v1.1" / "train_labeled_studies.csv"
+    csv.write_text(csv.read_text().replace("study1_negative/,0", "study1_negative/,1"))
+    with pytest.raises(ManifestError, match="contradict"):
+        read_manifest(tmp_path)
+
+
+def test_generic_csv_and_parquet_keep_extra_columns(tmp_path: Path):
+    (tmp_path / "imgs").mkdir()
+    table = pd.DataFrame({"path": ["imgs/a.png", "imgs/b.jpg", "/abs/c.png", "s3://bucket/d.png"],
+                          "label": [1, 0, None, 1], "hospital": ["x", "y", "x", "z"]})
+    table.to_csv(tmp_path / "m.csv", index=False)
+    table.to_parquet(tmp_path / "m.parquet")
+    for source in ("m.csv", "m.parquet"):
+        frame = read_manifest(tmp_path / source)
+        assert list(frame["image_id"]) == ["imgs/a.png", "imgs/b.jpg", "/abs/c.png", "s3://bucket/d.png"]
+        assert frame.loc[0, "path"] == str(tmp_path / "imgs/a.png")
+        assert frame.loc[3, "path"] == "s3://bucket/d.png"
+        assert list(frame["hospital"]) == ["x", "y", "x", "z"]
+        assert frame["label"].isna().tolist() == [False, False, True, False]
+        assert frame["body_part"].isna().all() and frame["split"].isna().all()
+    rooted = read_manifest(tmp_path / "m.csv", image_root="/data")
+    assert rooted.loc[0, "path"] == "/data/imgs/a.png"
+
+
+def test_folder_walk_skips_hidden_and_non_images(tmp_path: Path):
+    for name in ("b/2.png", "a/1.jpg", "a/._1.jpg", ".hidden/3.png", "a/notes.txt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    assert list(read_manifest(tmp_path)["image_id"]) == ["a/1.jpg", "b/2.png"]
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ("path\nx/../../etc/passwd\nok.png\n", "escape the image root"),
+        ("path\na.png\na.png\n", "duplicate image ids"),
+        ("file\na.png\n", "header with a 'path' column"),
+        ("", "empty"),
+        ("path,label\na.png,7\n", "'label' must be 0, 1"),
+        ("hello world\n", "neither a header"),
+    ],
+)
+def test_bad_manifests_are_rejected_with_a_reason(tmp_path: Path, rows: str, message: str):
+    path = tmp_path / "bad.csv"
+    path.write_text(rows)
+    with pytest.raises(ManifestError, match=message):
+        read_manifest(path)
+
+
+def test_missing_listed_file_stays_a_row(tmp_path: Path):
+    (tmp_path / "m.csv").write_text("path\nnot-there.png\n")
+    assert len(read_manifest(tmp_path / "m.csv")) == 1
+    with pytest.raises(ManifestError, match="does not exist"):
+        read_manifest(tmp_path / "nope.csv")
+
+
+def test_plan_shards_is_contiguous_and_chunk_aligned():
+    shards = plan_shards(10, 4, first_row=8)
+    assert [(s.index, s.row_start, s.row_stop) for s in shards] == [(2, 8, 12), (3, 12, 16), (4, 16, 18)]
+    with pytest.raises(ValueError, match="multiple"):
+        plan_shards(3, 4, first_row=2)
