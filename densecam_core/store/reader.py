@@ -1,0 +1,221 @@
+"""Reading stores from notebooks: ``open_store(url).run("latest").index / maps / heatmap / overlay``.
+
+Only committed shards (those with an ``index/part-*.parquet``) are visible. No torch import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import zarr
+
+from densecam_core.geometry import Geometry
+from densecam_core.store import format as fmt
+
+
+class Run:
+    """One run: a model fingerprint + settings, its arrays and its committed index."""
+
+    def __init__(self, store_url: str, run_id: str, meta: dict[str, Any]) -> None:
+        self.store_url = store_url
+        self.run_id = run_id
+        self.meta = meta
+        self.url = fmt.url_join(store_url, fmt.RUNS_DIR, run_id)
+        self._fs, self._root = fmt.filesystem(self.url)
+
+    def __repr__(self) -> str:
+        return f"Run({self.run_id!r}, fingerprint={self.fingerprint[:12]}…, settings={self.settings})"
+
+    @property
+    def fingerprint(self) -> str:
+        return self.meta["model_fingerprint"]
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.meta["settings"]
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.settings["methods"])
+
+    def part_files(self) -> list[str]:
+        """Committed index parts only: temporary files and anything else are ignored."""
+        index_dir = fmt.join(self._root, fmt.INDEX_DIR)
+        if not self._fs.exists(index_dir):
+            return []
+        return sorted(p for p in self._fs.ls(index_dir, detail=False) if fmt.PART_NAME.match(p.rsplit("/", 1)[-1]))
+
+    def read_index(self, filters: Any = None, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """Committed index rows; ``filters`` (a pyarrow expression or DNF list) are pushed down."""
+        files = self.part_files()
+        if not files:
+            return pd.DataFrame(columns=list(columns or fmt.CORE_INDEX_COLUMNS))
+        schemas = [ds.dataset(f, filesystem=self._fs, format="parquet").schema for f in files]
+        dataset = ds.dataset(files, filesystem=self._fs, format="parquet", schema=pa.unify_schemas(schemas))
+        expression = pa.parquet.filters_to_expression(filters) if isinstance(filters, list) else filters
+        table = dataset.to_table(filter=expression, columns=list(columns) if columns else None)
+        frame = table.to_pandas()
+        return frame.sort_values("row").reset_index(drop=True) if "row" in frame else frame
+
+    @cached_property
+    def index(self) -> pd.DataFrame:
+        """All committed rows (cached; ``read_index`` for filtered reads)."""
+        return self.read_index()
+
+    def _rows_for(self, image_ids: Sequence[str] | str | None, rows: Sequence[int] | None) -> np.ndarray:
+        if (image_ids is None) == (rows is None):
+            raise ValueError("pass exactly one of image_ids or rows")
+        if rows is not None:
+            return np.asarray(rows, dtype=np.int64)
+        ids = [image_ids] if isinstance(image_ids, str) else list(image_ids)
+        lookup = dict(zip(self.index["image_id"], self.index["row"]))
+        unknown = [i for i in ids if i not in lookup]
+        if unknown:
+            raise KeyError(f"image ids not committed in run {self.run_id}: {unknown[:5]}")
+        return np.array([lookup[i] for i in ids], dtype=np.int64)
+
+    def array(self, method: str, block: int | None = None) -> zarr.Array:
+        name = fmt.array_name(method, block)
+        if name not in ("cam", "logits") and method not in self.methods:
+            raise ValueError(f"method {method!r} is not in run {self.run_id}; it has cam, {', '.join(self.methods)}")
+        return zarr.open_array(store=fmt.url_join(self.url, fmt.ZARR_DIR), path=name, mode="r", zarr_format=3)
+
+    def maps(self, method: str, block: int | None = 4, image_ids: Sequence[str] | str | None = None,
+             rows: Sequence[int] | None = None) -> np.ndarray:
+        """Raw maps ``(n, K, h, w)`` in the order asked, reading only the chunks that hold them."""
+        wanted = self._rows_for(image_ids, rows)
+        array = self.array(method, None if method in ("cam", "logits") else block)
+        if wanted.size == 0:
+            return np.empty((0, *array.shape[1:]), dtype=np.float32)
+        order = np.argsort(wanted, kind="stable")
+        values = array.get_orthogonal_selection((wanted[order],) + (slice(None),) * (array.ndim - 1))
+        out = np.empty_like(values)
+        out[order] = values
+        return out
+
+    def geometry(self, image_id: str) -> Geometry:
+        row = self.index.loc[self.index["image_id"] == image_id]
+        if row.empty:
+            raise KeyError(f"image id {image_id!r} is not committed in run {self.run_id}")
+        record = row.iloc[0]
+        if record["status"] != "ok":
+            raise ValueError(f"image {image_id!r} has no maps: {record['error']}")
+        return Geometry(int(record["orig_height"]), int(record["orig_width"]), int(self.settings["size"]), str(record["resize_mode"]))
+
+    def heatmap(self, image_id: str, method: str = "gradcam", block: int | None = 4, *, target: int = 0,
+                normalize: bool = True) -> np.ndarray:
+        """A map resampled (bilinear) onto the original image's pixel grid, resize mode undone exactly."""
+        raw = self.maps(method, block, image_ids=[image_id])[0, target]
+        mapped = self.geometry(image_id).to_original(raw)
+        if normalize:
+            low, high = float(np.nanmin(mapped)), float(np.nanmax(mapped))
+            mapped = (mapped - low) / (high - low) if high > low else np.zeros_like(mapped)
+        return mapped
+
+    def overlay(self, image_id: str, method: str = "gradcam", block: int | None = 4, *, target: int = 0,
+                alpha: float = 0.45, colormap: str = "jet") -> np.ndarray:
+        """The radiograph with the normalised heatmap blended on top, as an (H, W, 3) uint8 image."""
+        from matplotlib import colormaps
+
+        from densecam_core.images import decode_image
+
+        path = str(self.index.loc[self.index["image_id"] == image_id, "path"].iloc[0])
+        image = decode_image(path).astype(np.float32)
+        heat = self.heatmap(image_id, method, block, target=target, normalize=True)
+        colour = colormaps[colormap](heat)[..., :3] * 255.0
+        return np.clip((1 - alpha) * image + alpha * colour, 0, 255).astype(np.uint8)
+
+    def to_xarray(self, methods: Sequence[str] | None = None, blocks: Sequence[int] = (1, 2, 3, 4),
+                  image_ids: Sequence[str] | None = None) -> Any:
+        """An xarray Dataset of the committed images: ``cam``, ``logits``, ``<method>_block<b>``.
+
+        Dimensions are ``image`` (coordinate: image_id, plus index columns), ``class``, and per
+        block ``y_b<b>``/``x_b<b>`` (blocks differ in size). Values are loaded eagerly: select
+        methods, blocks or image_ids for large runs.
+        """
+        import xarray as xr
+
+        index = self.index[self.index["status"] == "ok"]
+        if image_ids is not None:
+            index = index.set_index("image_id").loc[list(image_ids)].reset_index()
+        rows = index["row"].to_numpy()
+        coords = {"image": index["image_id"].to_numpy()}
+        for column in ("row", "split", "body_part", "patient_id", "study_id", "label", "prob"):
+            coords[column] = ("image", index[column].to_numpy())
+        variables = {
+            "logits": (("image", "logit_class"), self.maps("logits", rows=rows)),
+            "cam": (("image", "class", "y_b4", "x_b4"), self.maps("cam", rows=rows)),
+        }
+        for method in methods or self.methods:
+            for block in blocks:
+                variables[f"{method}_block{block}"] = (
+                    ("image", "class", f"y_b{block}", f"x_b{block}"), self.maps(method, block, rows=rows))
+        return xr.Dataset(variables, coords=coords, attrs={"run_id": self.run_id, "model_fingerprint": self.fingerprint})
+
+
+class Store:
+    """A heatmap store: several runs (one per model fingerprint and settings)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = str(url)
+        self._fs, self._root = fmt.filesystem(self.url)
+        marker = fmt.join(self._root, fmt.MARKER)
+        if not self._fs.exists(marker):
+            here = self._fs.ls(self._root, detail=False)[:10] if self._fs.exists(self._root) else "nothing (no such path)"
+            raise fmt.StoreError(f"{self.url!r} is not a densecam store (no {fmt.MARKER}); it holds {here}")
+        fmt.check_version(fmt.read_json(self._fs, marker).get("format_version", 0), f"store {self.url!r}")
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r}, runs={list(self._metas())})"
+
+    def _metas(self) -> dict[str, dict[str, Any]]:
+        runs_dir = fmt.join(self._root, fmt.RUNS_DIR)
+        metas = {}
+        if self._fs.exists(runs_dir):
+            for path in sorted(self._fs.ls(runs_dir, detail=False)):
+                run_json = fmt.join(path, fmt.RUN_JSON)
+                if self._fs.exists(run_json):
+                    meta = fmt.read_json(self._fs, run_json)
+                    fmt.check_version(meta.get("format_version", 0), f"run {path.rsplit('/', 1)[-1]}")
+                    metas[meta["run_id"]] = meta
+        return metas
+
+    @property
+    def runs(self) -> pd.DataFrame:
+        records = []
+        for run_id, meta in self._metas().items():
+            run = Run(self.url, run_id, meta)
+            records.append({
+                "run_id": run_id, "model_fingerprint": meta["model_fingerprint"], "checkpoint": meta["checkpoint"],
+                **{k: meta["settings"][k] for k in fmt.RUN_ID_SETTINGS}, "created": meta["created"],
+                "images_committed": len(run.read_index(columns=["row"])),
+            })
+        frame = pd.DataFrame.from_records(records, columns=["run_id", "model_fingerprint", "checkpoint",
+                                                            *fmt.RUN_ID_SETTINGS, "created", "images_committed"])
+        return frame.sort_values("created").reset_index(drop=True)
+
+    def run(self, key: str = "latest") -> Run:
+        """A run by id, by model fingerprint (or a unique prefix of either), or ``"latest"``."""
+        metas = self._metas()
+        if not metas:
+            raise fmt.StoreError(f"store {self.url!r} has no runs yet")
+        if key == "latest":
+            run_id = max(metas, key=lambda r: metas[r]["created"])
+            return Run(self.url, run_id, metas[run_id])
+        matches = [r for r, m in metas.items() if r.startswith(key) or m["model_fingerprint"].startswith(key)]
+        if len(matches) == 1:
+            return Run(self.url, matches[0], metas[matches[0]])
+        what = "is ambiguous between" if matches else "matches none of the runs"
+        listing = ", ".join(f"{r} (model {m['model_fingerprint'][:12]})" for r, m in metas.items())
+        raise fmt.StoreError(f"run {key!r} {what}: {listing}")
+
+
+def open_store(url: str) -> Store:
+    """Open a heatmap store at a local path or fsspec URL (``s3://``, ``gs://``, ``memory://``)."""
+    return Store(url)

@@ -1,0 +1,311 @@
+"""Writing runs: the driver creates and grows arrays; workers write whole chunks, then commit.
+
+Commit protocol for one shard: (1) every array's rows [shard start, start + shard_size) are
+written as whole chunks (a chunk along ``image`` is exactly one shard, so writers never share a
+chunk); (2) the shard's index part goes to a temporary name and is renamed to
+``index/part-<shard>.parquet``. A shard exists for readers only once (2) happened, so a crash
+anywhere leaves no visible trace; writing a shard again rewrites the same bytes (idempotent).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import platform
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import zarr
+
+from densecam_core.manifest import Shard
+from densecam_core.store import format as fmt
+
+COMPRESSOR = zarr.codecs.ZstdCodec(level=3)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that defines a run: the model, the settings, and the array shapes they imply."""
+
+    fingerprint: str
+    checkpoint: str
+    settings: dict[str, Any]  # methods, size, resize, precision, targets
+    num_classes: int
+    num_targets: int
+    grid: dict[int, tuple[int, int]]  # block -> (h, w)
+    shard_size: int
+
+    @property
+    def run_id(self) -> str:
+        return fmt.run_id_for(self.fingerprint, self.settings)
+
+    def array_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Per-image shape of every array (without the leading ``image`` axis)."""
+        k = self.num_targets
+        shapes: dict[str, tuple[int, ...]] = {"logits": (self.num_classes,), "cam": (k, *self.grid[4])}
+        for method in self.settings["methods"]:
+            for block in (1, 2, 3, 4):
+                shapes[fmt.array_name(method, block)] = (k, *self.grid[block])
+        return shapes
+
+
+def ensure_store(url: str) -> None:
+    """Create the store marker if missing; refuse a folder that is something else's non-empty dir."""
+    fs, root = fmt.filesystem(url)
+    marker = fmt.join(root, fmt.MARKER)
+    if fs.exists(marker):
+        fmt.check_version(fmt.read_json(fs, marker).get("format_version", 0), f"store {url!r}")
+        return
+    if fs.exists(root) and fs.isdir(root) and [p for p in fs.ls(root, detail=False) if not p.endswith(fmt.MARKER)]:
+        raise fmt.StoreError(f"{url!r} is a non-empty folder but not a densecam store (no {fmt.MARKER}); pick a new path")
+    fs.makedirs(root, exist_ok=True)
+    fmt.write_json_atomic(fs, marker, {"format": fmt.FORMAT_NAME, "format_version": fmt.FORMAT_VERSION})
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for name in ("densecam", "torch", "torchvision", "zarr", "pyarrow", "pandas", "ray"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+@dataclass
+class RunWriter:
+    """Driver-side handle: creates the run, plans rows for new images, grows the arrays."""
+
+    store_url: str
+    spec: RunSpec
+    run_url: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.run_url = fmt.url_join(self.store_url, fmt.RUNS_DIR, self.spec.run_id)
+
+    @property
+    def zarr_url(self) -> str:
+        return fmt.url_join(self.run_url, fmt.ZARR_DIR)
+
+    def create_or_open(self, manifest_source: str) -> bool:
+        """Create run.json and the arrays if new (returns True); else check the recorded settings."""
+        ensure_store(self.store_url)
+        fs, root = fmt.filesystem(self.run_url)
+        run_json = fmt.join(root, fmt.RUN_JSON)
+        if fs.exists(run_json):
+            recorded = fmt.read_json(fs, run_json)
+            fmt.check_version(recorded.get("format_version", 0), f"run {self.spec.run_id}")
+            if recorded["shard_size"] != self.spec.shard_size:
+                raise fmt.StoreError(
+                    f"run {self.spec.run_id} was written with shard size {recorded['shard_size']}, "
+                    f"not {self.spec.shard_size}: pass --shard-size {recorded['shard_size']} (or omit it)"
+                )
+            return False
+        group = zarr.open_group(store=self.zarr_url, mode="a", zarr_format=3)
+        for name, shape in self.spec.array_shapes().items():
+            dims = ("image", "class") if name == "logits" else fmt.DIMENSIONS
+            group.create_array(
+                name, shape=(0, *shape), chunks=(self.spec.shard_size, *shape), dtype="float32",
+                fill_value=np.nan, compressors=COMPRESSOR, dimension_names=dims, overwrite=True,
+            )
+        fmt.write_json_atomic(fs, run_json, {
+            "format": fmt.FORMAT_NAME, "format_version": fmt.FORMAT_VERSION, "run_id": self.spec.run_id,
+            "model_fingerprint": self.spec.fingerprint, "checkpoint": self.spec.checkpoint,
+            "settings": self.spec.settings, "num_classes": self.spec.num_classes,
+            "num_targets": self.spec.num_targets, "grid": {str(b): list(hw) for b, hw in self.spec.grid.items()},
+            "shard_size": self.spec.shard_size, "arrays": {k: list(v) for k, v in self.spec.array_shapes().items()},
+            "created": datetime.now(timezone.utc).isoformat(), "manifest_source": manifest_source,
+            "versions": _versions(),
+        })
+        return True
+
+    def planned_rows(self) -> pd.DataFrame:
+        """Every image ever planned into this run, with its row and shard (from plan segments)."""
+        fs, root = fmt.filesystem(self.run_url)
+        plan_dir = fmt.join(root, fmt.PLAN_DIR)
+        files = sorted(p for p in fs.ls(plan_dir, detail=False) if p.endswith(".parquet")) if fs.exists(plan_dir) else []
+        if not files:
+            return pd.DataFrame({"image_id": pd.Series(dtype="string"), "row": pd.Series(dtype="int64")})
+        return pd.concat([pq.read_table(f, filesystem=fs).to_pandas() for f in files], ignore_index=True)
+
+    def plan(self, manifest: pd.DataFrame) -> pd.DataFrame:
+        """Assign rows to the manifest's images: planned ones keep theirs, new ones are appended.
+
+        New images start at the next shard boundary, so committed chunks are never touched again.
+        A plan segment is written (atomically) before any work, so a restarted driver finds the
+        same rows. Returns the manifest with ``row`` and ``shard`` columns.
+        """
+        planned = self.planned_rows()
+        known = dict(zip(planned["image_id"], planned["row"]))
+        is_new = ~manifest["image_id"].isin(known)
+        out = manifest.copy()
+        out["row"] = out["image_id"].map(known)
+        if is_new.any():
+            size = self.spec.shard_size
+            allocated = 0 if planned.empty else (int(planned["row"].max()) // size + 1) * size
+            new_rows = np.arange(allocated, allocated + int(is_new.sum()))
+            out.loc[is_new, "row"] = new_rows
+            segment = out.loc[is_new].copy()
+            segment["row"] = segment["row"].astype("int64")
+            fs, root = fmt.filesystem(self.run_url)
+            plan_dir = fmt.join(root, fmt.PLAN_DIR)
+            fs.makedirs(plan_dir, exist_ok=True)
+            name = fmt.join(plan_dir, f"plan-{allocated // size:06d}.parquet")
+            _write_parquet_atomic(fs, name, pa.Table.from_pandas(segment.reset_index(drop=True), preserve_index=False))
+            self.grow(int(new_rows[-1]) + 1)
+        out["row"] = out["row"].astype("int64")
+        out["shard"] = (out["row"] // self.spec.shard_size).astype("int32")
+        return out
+
+    def grow(self, rows: int) -> None:
+        """Resize every array to hold ``rows`` images, rounded up to whole chunks (driver only)."""
+        size = self.spec.shard_size
+        target = -(-rows // size) * size
+        group = zarr.open_group(store=self.zarr_url, mode="r+", zarr_format=3)
+        for name in self.spec.array_shapes():
+            array = group[name]
+            if array.shape[0] < target:
+                array.resize((target, *array.shape[1:]))
+
+    def committed_shards(self) -> set[int]:
+        fs, root = fmt.filesystem(self.run_url)
+        index_dir = fmt.join(root, fmt.INDEX_DIR)
+        if not fs.exists(index_dir):
+            return set()
+        names = (p.rsplit("/", 1)[-1] for p in fs.ls(index_dir, detail=False))
+        return {int(m.group(1)) for m in map(fmt.PART_NAME.match, names) if m}
+
+
+def write_shard(run_url: str, shard: Shard, shard_size: int, arrays: dict[str, np.ndarray], index: pd.DataFrame) -> None:
+    """Worker side: write the shard's whole chunks, then commit its index part by rename.
+
+    ``arrays[name]`` holds ``shard.row_stop - shard.row_start`` rows; the chunk's remaining rows
+    are filled with NaN so that every write covers exactly one whole chunk.
+    """
+    if shard.row_start % shard_size or shard.row_stop - shard.row_start > shard_size:
+        raise ValueError(f"shard {shard} is not one chunk of size {shard_size}")
+    count = shard.row_stop - shard.row_start
+    group = zarr.open_group(store=fmt.url_join(run_url, fmt.ZARR_DIR), mode="r+", zarr_format=3)
+    for name, values in arrays.items():
+        if values.shape[0] != count:
+            raise ValueError(f"array {name!r} has {values.shape[0]} rows for a shard of {count}")
+        array = group[name]
+        chunk = np.full((shard_size, *array.shape[1:]), np.nan, dtype=np.float32)
+        chunk[:count] = values
+        array[shard.row_start : shard.row_start + shard_size] = chunk
+    fs, root = fmt.filesystem(run_url)
+    index_dir = fmt.join(root, fmt.INDEX_DIR)
+    fs.makedirs(index_dir, exist_ok=True)
+    _write_parquet_atomic(fs, fmt.join(index_dir, fmt.part_name(shard.index)), index_table(index))
+
+
+def index_table(index: pd.DataFrame) -> pa.Table:
+    """The index DataFrame as Arrow with the documented types for the core columns."""
+    fields = {f.name: f for f in fmt.index_schema_fields()}
+    missing = [c for c in fmt.CORE_INDEX_COLUMNS if c not in index.columns]
+    if missing:
+        raise ValueError(f"index rows lack columns {missing}")
+    columns, names = [], []
+    for name in index.columns:
+        values = index[name]
+        if name in fields:
+            columns.append(pa.array(values.astype(object).where(values.notna(), None).tolist(), type=fields[name].type))
+        else:
+            columns.append(pa.Array.from_pandas(values))
+        names.append(name)
+    return pa.Table.from_arrays(columns, names=names)
+
+
+def _write_parquet_atomic(fs: Any, path: str, table: pa.Table) -> None:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    fs.pipe_file(tmp, buffer.getvalue())
+    fs.mv(tmp, path)
+
+
+# ---- one job per run at a time ----
+
+def _holder() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(), "heartbeat": time.time()}
+
+
+def _alive(holder: dict[str, Any], stale_after: float) -> bool:
+    if holder.get("host") == socket.gethostname():
+        try:
+            os.kill(int(holder["pid"]), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return time.time() - float(holder.get("heartbeat", 0)) < stale_after
+
+
+class RunLock:
+    """``lock.json`` in the run folder: a second job refuses; a dead holder's lock is taken over.
+
+    Exclusive creation is atomic on local disks; on object stores the check is best effort.
+    """
+
+    def __init__(self, run_url: str, stale_after: float = 120.0) -> None:
+        self.fs, root = fmt.filesystem(run_url)
+        self.path = fmt.join(root, fmt.LOCK_FILE)
+        self.stale_after = stale_after
+        self.holder = _holder()
+
+    def acquire(self) -> None:
+        self.fs.makedirs(self.path.rsplit("/", 1)[0], exist_ok=True)
+        for _ in range(2):
+            if self._create_exclusive():
+                return
+            try:
+                current = fmt.read_json(self.fs, self.path)
+            except (FileNotFoundError, ValueError):
+                continue
+            if _alive(current, self.stale_after):
+                raise fmt.StoreError(
+                    f"run is being written by another job (host {current.get('host')}, pid {current.get('pid')}, "
+                    f"since {datetime.fromtimestamp(current.get('started', 0)).isoformat(timespec='seconds')}); "
+                    f"wait for it, or delete {self.path} if that job is gone"
+                )
+            self.fs.rm(self.path)  # the holder died: take over
+        raise fmt.StoreError(f"could not take the run lock {self.path}")
+
+    def _create_exclusive(self) -> bool:
+        payload = json.dumps(self.holder).encode()
+        protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+        if protocol in ("file", "local"):
+            try:
+                handle = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                return False
+            with os.fdopen(handle, "wb") as out:
+                out.write(payload)
+            return True
+        if self.fs.exists(self.path):
+            return False
+        self.fs.pipe_file(self.path, payload)
+        return True
+
+    def heartbeat(self) -> None:
+        self.holder["heartbeat"] = time.time()
+        fmt.write_json_atomic(self.fs, self.path, self.holder)
+
+    def release(self) -> None:
+        try:
+            if fmt.read_json(self.fs, self.path).get("pid") == self.holder["pid"]:
+                self.fs.rm(self.path)
+        except (FileNotFoundError, ValueError):
+            pass
