@@ -1,0 +1,52 @@
+"""The ``densecam`` command: explain (the main job), synth, and the tools around them."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _synth(argv: list[str]) -> int:
+    from densecam_core.synth import generate_mura
+
+    parser = argparse.ArgumentParser(prog="densecam synth", description="Write a synthetic MURA-v1.1 tree.")
+    parser.add_argument("out", help="folder to write MURA-v1.1/ and lesion_boxes.csv into")
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-side", type=int, default=512, help="longest image side in pixels (<= 512)")
+    parser.add_argument("--min-side", type=int, default=160)
+    args = parser.parse_args(argv)
+    summary = generate_mura(args.out, images=args.images, seed=args.seed, min_side=min(args.min_side, args.max_side),
+                            max_side=args.max_side)
+    print(f"wrote {summary.images} images in {summary.studies} studies of {summary.patients} patients "
+          f"({summary.lesions} with lesion boxes) to {summary.root}")
+    return 0
+
+
+COMMANDS = {
+    "explain": ("jobs.explain", "explain every image of a manifest into a heatmap store (Ray)"),
+    "synth": (None, "write a synthetic MURA-v1.1 tree with lesion boxes"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: densecam COMMAND [options]\n\ncommands:")
+        for name, (_, help_text) in COMMANDS.items():
+            print(f"  {name:<9} {help_text}")
+        print("\n'densecam COMMAND --help' explains each command's options.")
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"densecam: unknown command {command!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    if command == "synth":
+        return _synth(rest)
+    import importlib
+
+    return importlib.import_module(COMMANDS[command][0]).main(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

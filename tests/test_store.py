@@ -1,0 +1,205 @@
+"""The store: round trip, commit protocol, append, memory://, xarray, geometry-exact heatmaps, compare."""
+
+from __future__ import annotations
+
+import fsspec
+import numpy as np
+import pandas as pd
+import pytest
+
+from densecam_core import Geometry, block_grid, compare_runs, open_store
+from densecam_core.manifest import plan_shards
+from densecam_core.store import format as fmt
+from densecam_core.store.writer import RunLock, RunSpec, RunWriter, write_shard
+
+SIZE = 64
+GRID = block_grid(SIZE)
+
+
+def spec(fingerprint: str = "f" * 64, shard_size: int = 4, methods=("gradcam",)) -> RunSpec:
+    settings = {"methods": list(methods), "size": SIZE, "resize": "stretch", "precision": "fp32", "targets": None}
+    return RunSpec(fingerprint, "test.pt", settings, 1, 1, GRID, shard_size)
+
+
+def manifest(n: int, start: int = 0) -> pd.DataFrame:
+    return pd.DataFrame({
+        "image_id": [f"img{i:03d}.png" for i in range(start, start + n)], "path": [f"/x/img{i:03d}.png" for i in range(start, start + n)],
+        "split": "valid", "body_part": "WRIST", "patient_id": "p1", "study_id": "p1/XR_WRIST/study1",
+        "view": 1, "label": 1, "hospital": "north",
+    })
+
+
+def fake_outputs(rows: np.ndarray, the_spec: RunSpec) -> dict[str, np.ndarray]:
+    """Arrays whose every value encodes its row, so misplaced rows are caught."""
+    return {name: np.broadcast_to(rows.reshape(-1, *([1] * len(shape))), (len(rows), *shape)).astype(np.float32) * (1 + i)
+            for i, (name, shape) in enumerate(the_spec.array_shapes().items())}
+
+
+def index_rows(planned: pd.DataFrame, run_id: str, height: int = 50, width: int = 80, mode: str = "stretch") -> pd.DataFrame:
+    out = planned.copy()
+    out["orig_height"], out["orig_width"], out["resize_mode"] = height, width, mode
+    out["logit"], out["prob"] = 0.5, 0.62
+    out["status"], out["error"], out["run_id"] = "ok", None, run_id
+    return out
+
+
+def commit_all(writer: RunWriter, planned: pd.DataFrame, skip: set[int] = frozenset(), **geometry) -> None:
+    for shard_index, rows in planned.groupby("shard"):
+        if shard_index in skip:
+            continue
+        start = int(rows["row"].min())
+        shard = plan_shards(len(rows), writer.spec.shard_size, start)[0]
+        write_shard(writer.run_url, shard, writer.spec.shard_size, fake_outputs(rows["row"].to_numpy(), writer.spec),
+                    index_rows(rows, writer.spec.run_id, **geometry))
+
+
+@pytest.mark.parametrize("url_kind", ["local", "memory"])
+def test_round_trip_and_partial_shard_invisible(tmp_path, url_kind):
+    url = str(tmp_path / "store") if url_kind == "local" else "memory://densecam-test/store-rt"
+    writer = RunWriter(url, spec())
+    assert writer.create_or_open("manifest.csv")
+    planned = writer.plan(manifest(10))
+    assert list(planned["row"]) == list(range(10)) and list(planned["shard"]) == [0] * 4 + [1] * 4 + [2] * 2
+    commit_all(writer, planned, skip={1})
+    # shard 1: arrays written, part file missing (a crash between the two steps) + a temporary part
+    rows = planned[planned["shard"] == 1]
+    shard = plan_shards(4, 4, 4)[0]
+    group_url = fmt.url_join(writer.run_url, fmt.ZARR_DIR)
+    import zarr
+
+    zarr.open_array(store=group_url, path="cam", mode="r+")[4:8] = np.full((4, 1, *GRID[4]), 7.0, np.float32)
+    fs, root = fmt.filesystem(writer.run_url)
+    fs.pipe_file(fmt.join(root, fmt.INDEX_DIR, "part-000001.parquet.tmp-abc"), b"garbage")
+    run = open_store(url).run("latest")
+    assert sorted(run.index["row"]) == [0, 1, 2, 3, 8, 9]
+    assert run.index["hospital"].eq("north").all() and run.index["label"].eq(1).all()
+    maps = run.maps("gradcam", 2, image_ids=["img009.png", "img000.png"])
+    assert maps.shape == (2, 1, *GRID[2])
+    assert np.all(maps[0] == 9 * 4) and np.all(maps[1] == 0)  # block2 is the 4th array
+    assert np.all(run.maps("cam", None, rows=[8])[0] == 8 * 2)
+    with pytest.raises(KeyError, match="img005.png"):
+        run.maps("cam", image_ids=["img005.png"])
+    # the crashed shard is simply redone, idempotently
+    write_shard(writer.run_url, shard, 4, fake_outputs(rows["row"].to_numpy(), writer.spec), index_rows(rows, writer.spec.run_id))
+    write_shard(writer.run_url, shard, 4, fake_outputs(rows["row"].to_numpy(), writer.spec), index_rows(rows, writer.spec.run_id))
+    run = open_store(url).run(writer.spec.run_id)
+    assert sorted(run.index["row"]) == list(range(10))
+    assert np.all(run.maps("cam", rows=[5])[0] == 5 * 2)
+    assert open_store(url).runs.loc[0, "images_committed"] == 10
+    filtered = run.read_index(filters=[("row", ">=", 8)])
+    assert list(filtered["row"]) == [8, 9]
+
+
+def test_append_new_images_at_next_shard_boundary(tmp_path):
+    writer = RunWriter(str(tmp_path / "s"), spec())
+    writer.create_or_open("m")
+    first = writer.plan(manifest(6))
+    commit_all(writer, first)
+    before = open_store(str(tmp_path / "s")).run("latest").maps("gradcam", 1, rows=list(range(6)))
+    second = writer.plan(pd.concat([manifest(6), manifest(3, start=6)], ignore_index=True))
+    assert list(second["row"]) == [0, 1, 2, 3, 4, 5, 8, 9, 10]  # rows 6-7 stay unused: chunk 1 is committed
+    assert writer.committed_shards() == {0, 1}
+    commit_all(writer, second[second["shard"] == 2])
+    run = open_store(str(tmp_path / "s")).run("latest")
+    assert len(run.index) == 9 and run.index["image_id"].is_unique
+    assert np.array_equal(run.maps("gradcam", 1, rows=list(range(6))), before)
+    assert writer.plan(manifest(9))["row"].tolist() == [0, 1, 2, 3, 4, 5, 8, 9, 10]  # stable on re-plan
+
+
+def test_to_xarray_dims_and_coordinates(tmp_path):
+    writer = RunWriter(str(tmp_path / "s"), spec(methods=("gradcam", "layercam")))
+    writer.create_or_open("m")
+    commit_all(writer, writer.plan(manifest(5)))
+    dataset = open_store(str(tmp_path / "s")).run("latest").to_xarray()
+    assert dataset["gradcam_block1"].dims == ("image", "class", "y_b1", "x_b1")
+    assert dataset["gradcam_block1"].shape == (5, 1, *GRID[1])
+    assert list(dataset["image"].values) == [f"img{i:03d}.png" for i in range(5)]
+    assert dataset["body_part"].values.tolist() == ["WRIST"] * 5
+    assert float(dataset["layercam_block3"].sel(image="img004.png").max()) == 4 * 9  # layercam/block3 is the 9th array
+    import zarr
+
+    array = zarr.open_array(store=fmt.url_join(writer.run_url, fmt.ZARR_DIR), path="gradcam/block1", mode="r")
+    assert array.metadata.dimension_names == ("image", "class", "y", "x") and array.chunks[0] == 4
+
+
+@pytest.mark.parametrize("mode", ["stretch", "pad"])
+def test_heatmap_peaks_inside_a_known_lesion_of_a_non_square_image(tmp_path, mode):
+    height, width = 60, 140
+    box = (96, 38, 110, 50)  # x0, y0, x1, y1 in original pixels
+    geometry = Geometry(height, width, SIZE, mode)
+    writer = RunWriter(str(tmp_path / mode), spec())
+    writer.create_or_open("m")
+    planned = writer.plan(manifest(1))
+    h, w = GRID[1]
+    cx, cy = geometry.original_to_input((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+    gy, gx = np.mgrid[0:h, 0:w]
+    bump = np.exp(-(((gx + 0.5) * SIZE / w - cx) ** 2 + ((gy + 0.5) * SIZE / h - cy) ** 2) / 20.0).astype(np.float32)
+    outputs = fake_outputs(np.array([0]), writer.spec)
+    outputs["gradcam/block1"] = bump[None, None]
+    write_shard(writer.run_url, plan_shards(1, 4)[0], 4, outputs, index_rows(planned, writer.spec.run_id, height, width, mode))
+    run = open_store(str(tmp_path / mode)).run("latest")
+    heat = run.heatmap("img000.png", "gradcam", 1)
+    assert heat.shape == (height, width) and np.isclose(heat.max(), 1.0) and np.isclose(heat.min(), 0.0)
+    y, x = np.unravel_index(np.argmax(heat), heat.shape)
+    assert box[0] <= x < box[2] and box[1] <= y < box[3], (x, y)
+    raw = run.heatmap("img000.png", "gradcam", 1, normalize=False)
+    assert raw.max() <= bump.max() + 1e-6
+
+
+def test_compare_runs_reports_changes(tmp_path):
+    url = str(tmp_path / "s")
+    runs = []
+    for fingerprint, scale in (("a" * 64, 1.0), ("b" * 64, -1.0)):
+        writer = RunWriter(url, spec(fingerprint))
+        writer.create_or_open("m")
+        planned = writer.plan(manifest(4))
+        for shard_index, rows in planned.groupby("shard"):
+            outputs = fake_outputs(rows["row"].to_numpy(), writer.spec)
+            ramp = np.arange(np.prod(GRID[4]), dtype=np.float32).reshape(GRID[4])
+            outputs["gradcam/block4"] = np.stack([scale * ramp + i for i in range(len(rows))])[:, None]
+            index = index_rows(rows, writer.spec.run_id)
+            index["prob"] = 0.2 if scale > 0 else 0.7
+            write_shard(writer.run_url, plan_shards(len(rows), 4)[0], 4, outputs, index)
+        runs.append(open_store(url).run(fingerprint[:8]))
+    table = compare_runs(runs[0], runs[1], "gradcam", 4)
+    assert len(table) == 4
+    assert np.allclose(table["prob_change"], 0.5)
+    assert np.allclose(table["map_correlation"], -1.0)
+    assert (table["top_iou"] == 0).all()
+    same = compare_runs(runs[0], runs[0], "gradcam", 4)
+    assert np.allclose(same["map_correlation"], 1.0) and (same["top_iou"] == 1).all()
+
+
+def test_bad_stores_and_runs_explain_what_is_there(tmp_path):
+    with pytest.raises(fmt.StoreError, match="not a densecam store"):
+        open_store(str(tmp_path))
+    writer = RunWriter(str(tmp_path / "s"), spec())
+    writer.create_or_open("m")
+    store = open_store(str(tmp_path / "s"))
+    with pytest.raises(fmt.StoreError, match=f"matches none of the runs: {writer.spec.run_id}"):
+        store.run("run-doesnotexist")
+    fs = fsspec.filesystem("file")
+    marker = str(tmp_path / "s" / fmt.MARKER)
+    fs.pipe_file(marker, b'{"format": "densecam-heatmap-store", "format_version": 99}')
+    with pytest.raises(fmt.StoreError, match="format version 99, newer than this densecam's 1"):
+        open_store(str(tmp_path / "s"))
+    with pytest.raises(fmt.StoreError, match="shard size 4, not 8"):
+        other = RunWriter(str(tmp_path / "t"), spec(shard_size=4))
+        other.create_or_open("m")
+        RunWriter(str(tmp_path / "t"), spec(shard_size=8)).create_or_open("m")
+
+
+def test_run_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path):
+    url = str(tmp_path / "run")
+    first = RunLock(url)
+    first.acquire()
+    with pytest.raises(fmt.StoreError, match=r"another job \(host .*, pid \d+"):
+        RunLock(url).acquire()
+    first.release()
+    dead = RunLock(url)
+    dead.holder["pid"] = 2**22 + 12345  # no such process on this host
+    dead.acquire()
+    taker = RunLock(url)
+    taker.acquire()  # the dead holder's lock is taken over
+    assert fmt.read_json(taker.fs, taker.path)["pid"] == taker.holder["pid"]
+    taker.release()
