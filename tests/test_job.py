@@ -1,0 +1,188 @@
+"""The Ray job end to end (local Ray, 2 CPUs, images <= 96 px): completeness, equality, failures."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from densecam_core import Explainer, generate_mura, load_densenet169, open_store, read_manifest
+from densecam_core.loader import BatchLoader
+from densecam_core.store import format as fmt
+from densecam_core.store.writer import RunLock
+from jobs.explain import JobConfig, run_job
+
+ray = pytest.importorskip("ray")
+SIZE = 64
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("mura")
+    generate_mura(root, images=22, seed=5, min_side=48, max_side=96)
+    paths = (root / "MURA-v1.1" / "train_image_paths.csv").read_text().splitlines()
+    (root / paths[1]).write_bytes((root / paths[1]).read_bytes()[:60])  # corrupt
+    (root / paths[4]).write_bytes(b"")  # empty
+    (root / paths[7]).unlink()  # missing
+    return root
+
+
+def config(tree: Path, store: Path, **overrides) -> JobConfig:
+    base = dict(manifest=str(tree), store=str(store), size=SIZE, batch_size=4, shard_size=4, workers=2,
+                cpus_per_worker=1, progress=False, methods=("gradcam", "hirescam"))
+    base.update(overrides)
+    return JobConfig(**base)
+
+
+def assert_every_row_once(store: Path, tree: Path) -> pd.DataFrame:
+    run = open_store(str(store)).run("latest")
+    index = run.index
+    manifest = read_manifest(tree)
+    assert sorted(index["image_id"]) == sorted(manifest["image_id"])
+    assert index["image_id"].is_unique and index["row"].is_unique
+    return index
+
+
+def assert_same_maps(stored: np.ndarray, expected: np.ndarray) -> None:
+    """Equal up to float reassociation (other batch composition and thread count in the actor)."""
+    assert stored.shape == expected.shape
+    assert np.abs(stored - expected).max() <= 1e-2 * np.abs(expected).max()
+
+
+def test_job_completes_with_error_rows_and_maps_equal_in_process(local_ray, tree, tmp_path):
+    summary = run_job(config(tree, tmp_path / "store"))
+    assert summary.ok == 19 and summary.errors == 3 and not summary.shards_failed
+    index = assert_every_row_once(tmp_path / "store", tree)
+    errors = index[index["status"] == "error"].set_index("image_id")["error"]
+    assert len(errors) == 3
+    assert any("truncated or corrupt" in e for e in errors) and any("empty file" in e for e in errors)
+    assert any("missing file" in e for e in errors)
+    ok = index[index["status"] == "ok"].head(5)
+    images = next(iter(BatchLoader(ok["path"].tolist(), size=SIZE, batch_size=5))).images
+    expected = Explainer(load_densenet169(), methods=["gradcam", "hirescam"])(images)
+    run = open_store(str(tmp_path / "store")).run("latest")
+    for method in ("gradcam", "hirescam"):
+        for block in (1, 4):
+            stored = run.maps(method, block, image_ids=ok["image_id"].tolist())
+            assert_same_maps(stored, expected.maps[method][block].numpy())
+    assert_same_maps(run.maps("cam", image_ids=ok["image_id"].tolist()), expected.cam.numpy())
+    assert np.allclose(ok["logit"], expected.logits[:, 0].numpy(), atol=1e-5)
+    assert np.isnan(run.maps("cam", image_ids=[errors.index[0]])).all()
+    # the same job again skips everything; --force recomputes and gives the same store
+    again = run_job(config(tree, tmp_path / "store"))
+    assert again.shards_skipped == again.shards_total and again.images_done == 0
+    forced = run_job(config(tree, tmp_path / "store", force=True))
+    assert forced.shards_done == forced.shards_total
+    assert np.array_equal(run.maps("gradcam", 4, rows=index["row"].tolist()),
+                          open_store(str(tmp_path / "store")).run("latest").maps("gradcam", 4, rows=index["row"].tolist()),
+                          equal_nan=True)
+
+
+@pytest.mark.parametrize("how", ["ray.kill", "SIGKILL"])
+def test_killed_actor_is_replaced_and_every_row_lands_once(local_ray, tree, tmp_path, how):
+    killed = []
+
+    def kill_once(state, result):
+        if not killed:
+            actor = state.actors[0]
+            if how == "ray.kill":
+                ray.kill(actor, no_restart=True)
+            else:
+                os.kill(ray.get(actor.pid.remote()), signal.SIGKILL)
+            killed.append(how)
+
+    summary = run_job(config(tree, tmp_path / "store"), hook=kill_once)
+    assert killed and summary.actors_replaced >= 1 and not summary.shards_failed
+    index = assert_every_row_once(tmp_path / "store", tree)
+    assert (index["status"] == "ok").sum() == 19
+
+
+def test_new_checkpoint_makes_a_second_run_and_leaves_the_first(local_ray, tree, tmp_path):
+    store = tmp_path / "store"
+    first = run_job(config(tree, store))
+    before = open_store(str(store)).run(first.run_id).index
+    checkpoint = tmp_path / "other.pt"
+    torch.save(load_densenet169(seed=9).state_dict(), checkpoint)
+    second = run_job(config(tree, store, checkpoint=str(checkpoint)))
+    assert second.run_id != first.run_id and second.new_run
+    runs = open_store(str(store)).runs
+    assert set(runs["run_id"]) == {first.run_id, second.run_id}
+    assert open_store(str(store)).run(first.run_id).index.equals(before)
+
+
+def test_second_concurrent_job_is_refused(local_ray, tree, tmp_path):
+    store = tmp_path / "store"
+    first = run_job(config(tree, store))
+    lock = RunLock(fmt.url_join(str(store), fmt.RUNS_DIR, first.run_id))
+    lock.acquire()  # a live job holds the run
+    try:
+        with pytest.raises(fmt.StoreError, match=r"another job \(host"):
+            run_job(config(tree, store))
+    finally:
+        lock.release()
+
+
+def test_bad_checkpoint_and_manifest_stop_before_any_work(tree, tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_text("not weights")
+    from densecam_core import CheckpointError, ManifestError
+
+    with pytest.raises(CheckpointError, match="bad.pt"):
+        run_job(config(tree, tmp_path / "store", checkpoint=str(bad)))
+    with pytest.raises(ManifestError):
+        run_job(config(tmp_path / "nothing.csv", tmp_path / "store"))
+    assert not (tmp_path / "store" / "runs").exists()
+
+
+def job_command(tree: Path, store: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "jobs.explain", str(tree), "--store", str(store), "--size", str(SIZE),
+            "--batch-size", "4", "--shard-size", "4", "--workers", "1", "--cpus-per-worker", "1",
+            "--methods", "gradcam", "--no-progress", *extra]
+
+
+def test_killed_driver_resumes_and_matches_a_clean_run(tree, tmp_path):
+    store = tmp_path / "resumed"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(job_command(tree, store), cwd=REPO, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    parts: list[Path] = []
+    while time.time() < deadline and process.poll() is None:
+        parts = list(store.glob("runs/*/index/part-*.parquet"))
+        if len(parts) >= 2:
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, "the job ended before it could be killed"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    committed_at_kill = len(list(store.glob("runs/*/index/part-*.parquet")))
+    assert 2 <= committed_at_kill < 6
+    resumed = subprocess.run(job_command(tree, store), cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    skipped = int(resumed.stdout.split("already committed")[0].rsplit(",", 1)[-1].split()[0])
+    assert skipped >= committed_at_kill - 0 and "6 in the manifest" not in resumed.stdout
+    clean = tmp_path / "clean"
+    assert subprocess.run(job_command(tree, clean), cwd=REPO, env=env, capture_output=True, timeout=300).returncode == 0
+    a, b = open_store(str(store)).run("latest"), open_store(str(clean)).run("latest")
+    assert a.run_id == b.run_id
+    columns = ["image_id", "row", "status", "error", "logit"]
+    assert a.index[columns].equals(b.index[columns])
+    rows = a.index["row"].tolist()
+    for method, block in (("cam", None), ("gradcam", 1), ("gradcam", 4)):
+        assert np.array_equal(a.maps(method, block, rows=rows), b.maps(method, block, rows=rows), equal_nan=True)
