@@ -69,6 +69,7 @@ class JobSummary:
     actors_replaced: int
     seconds: float
     explained_seconds: float
+    actor_startup_seconds: float
     new_run: bool
 
     @property
@@ -85,7 +86,7 @@ class JobSummary:
             f"{self.shards_retried} retried, {len(self.shards_failed)} failed {self.shards_failed or ''}",
             f"actors replaced  {self.actors_replaced}",
             f"throughput       {self.images_per_second:.2f} images/s over {self.explained_seconds:.1f} s of dispatch "
-            f"({self.seconds:.1f} s wall, start-up included)",
+            f"({self.seconds:.1f} s wall; Ray and {self.actor_startup_seconds:.1f} s of model start-up on the actors before that)",
         ]
         return "\n".join(lines)
 
@@ -214,7 +215,7 @@ def run_job(config: JobConfig, *, hook: Callable[[JobState, ShardResult], None] 
             summary = _dispatch(ray, config, settings, spec, writer, model, todo, lock, hook)
         else:
             summary = {"images_done": 0, "ok": 0, "errors": 0, "shards_done": 0, "shards_retried": 0,
-                       "shards_failed": [], "actors_replaced": 0, "explained_seconds": 0.0}
+                       "shards_failed": [], "actors_replaced": 0, "explained_seconds": 0.0, "actor_startup_seconds": 0.0}
     finally:
         lock.release()
     summary.update(run_id=spec.run_id, store=config.store, images_total=len(manifest), shards_total=len(groups),
@@ -249,6 +250,9 @@ def _dispatch(ray: Any, config: JobConfig, settings: ExplainSettings, spec: RunS
     failed: list[int] = []
     retried, replaced, ok, errors, done_images = 0, 0, 0, 0, 0
     total_images = sum(len(g) for _, g in todo)
+    startup_start = time.perf_counter()
+    ray.get([actor.pid.remote() for actor in state.actors])  # model replicas built on every actor
+    actor_startup = time.perf_counter() - startup_start
     bar = tqdm(total=total_images, unit="img", desc="explaining", disable=not config.progress, smoothing=0.1)
     dispatch_start = time.perf_counter()
     last_beat = time.monotonic()
@@ -297,7 +301,7 @@ def _dispatch(ray: Any, config: JobConfig, settings: ExplainSettings, spec: RunS
     elapsed = time.perf_counter() - dispatch_start
     return {"images_done": done_images, "ok": ok, "errors": errors, "shards_done": len(state.results),
             "shards_retried": retried, "shards_failed": sorted(failed), "actors_replaced": replaced,
-            "explained_seconds": elapsed}
+            "explained_seconds": elapsed, "actor_startup_seconds": actor_startup}
 
 
 def _requeue(todo: deque, shard: Shard, rows: pd.DataFrame, attempts: dict[int, int], retries: int,
