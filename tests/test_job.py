@@ -202,11 +202,14 @@ def test_ray_job_submit_to_a_started_head(tree, tmp_path):
     assert started.returncode == 0, started.stderr[-2000:]
     try:
         store = tmp_path / "submitted"
-        submitted = subprocess.run(
-            [str(ray_bin), "job", "submit", "--address", "http://127.0.0.1:8299", "--working-dir", str(REPO), "--",
-             "python", "-m", "jobs.explain", str(tree), "--store", str(store), "--size", str(SIZE), "--batch-size", "4",
-             "--shard-size", "8", "--workers", "1", "--cpus-per-worker", "1", "--methods", "gradcam", "--no-progress"],
-            env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+        command = [str(ray_bin), "job", "submit", "--address", "http://127.0.0.1:8299", "--working-dir", str(REPO), "--",
+                   "python", "-m", "jobs.explain", str(tree), "--store", str(store), "--size", str(SIZE), "--batch-size", "4",
+                   "--shard-size", "8", "--workers", "1", "--cpus-per-worker", "1", "--methods", "gradcam", "--no-progress"]
+        for _ in range(30):  # the head's job agent comes up a few seconds after `ray start` returns
+            submitted = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+            if "No available agent" not in submitted.stdout + submitted.stderr:
+                break
+            time.sleep(2)
         assert submitted.returncode == 0, (submitted.stdout + submitted.stderr)[-3000:]
         assert "succeeded" in submitted.stdout.lower()
         assert_every_row_once(store, tree)
