@@ -18,27 +18,22 @@ import platform
 import time
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from densecam_core import Explainer, load_densenet169
 from densecam_core.explain import BLOCKS, Explanation
+from densecam_core.store.compare import pearson_rows
 from densecam_core.testing import randomise_batchnorm
-
-
-def pearson_per_image(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    a = a.flatten(1).double()
-    b = b.flatten(1).double()
-    a = a - a.mean(1, keepdim=True)
-    b = b - b.mean(1, keepdim=True)
-    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-30)
 
 
 def map_correlations(ref: Explanation, other: Explanation) -> dict[str, float]:
     """Minimum over images of the Pearson r between two explanations, per map."""
-    out = {"cam": float(pearson_per_image(ref.cam, other.cam).min())}
+    out = {"cam": float(np.nanmin(pearson_rows(ref.cam.numpy(), other.cam.numpy())))}
     for method, per_block in ref.maps.items():
         for block in BLOCKS:
-            out[f"{method}/block{block}"] = float(pearson_per_image(per_block[block], other.maps[method][block]).min())
+            r = pearson_rows(per_block[block].numpy(), other.maps[method][block].numpy())
+            out[f"{method}/block{block}"] = float(np.nanmin(r))  # NaN: a constant (all-zero) map
     return out
 
 

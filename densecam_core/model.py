@@ -135,7 +135,7 @@ def load_densenet169(
 
 def _load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], name: str) -> None:
     """Load every tensor or raise one error listing what is missing, unexpected or mis-shaped."""
-    expected = {k: v for k, v in model.state_dict().items()}
+    expected = model.state_dict()
     optional = {k for k in expected if k.endswith("num_batches_tracked")}
     missing = sorted(set(expected) - set(state) - optional)
     unexpected = sorted(set(state) - set(expected))

@@ -60,10 +60,7 @@ class ExplainWorker:
         if expected_fingerprint and expected_fingerprint != self.fingerprint:
             raise RuntimeError("weights received by the worker differ from the driver's (fingerprint mismatch)")
         self.settings = settings
-        self.explainer = Explainer(model, methods=settings.methods,
-                                   targets=list(settings.targets) if isinstance(settings.targets, tuple) else settings.targets,
-                                   precision=settings.precision)
-        self.device = device
+        self.explainer = Explainer(model, methods=settings.methods, targets=settings.targets, precision=settings.precision)
 
     def process_shard(self, run_url: str, run_id: str, shard: Shard, shard_size: int, rows: pd.DataFrame) -> ShardResult:
         """Decode (threads, overlapped), explain in batches, write the shard's chunks, commit its part."""

@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from densecam_core.explain import METHODS, Explainer, block_grid, validate_methods
+from densecam_core.geometry import validate_resize_mode
 from densecam_core.manifest import ManifestError, Shard, read_manifest
 from densecam_core.model import CheckpointError, load_densenet169, model_fingerprint, state_dict_bytes
 from densecam_core.store.format import StoreError
@@ -100,24 +101,22 @@ class JobState:
 
 
 def prepare(config: JobConfig) -> tuple[pd.DataFrame, Any, ExplainSettings, RunSpec, str]:
-    """Everything that can fail on bad input, before any work: manifest, checkpoint, settings."""
-    manifest_source = config.manifest
-    if manifest_source is None:
-        manifest_source = _synthetic_tree(config)
-    manifest = read_manifest(manifest_source, image_root=config.image_root)
-    model = load_densenet169(config.checkpoint)
-    methods = validate_methods(config.methods)
-    probe = Explainer(model, methods=methods, targets=list(config.targets) if isinstance(config.targets, tuple) else config.targets,
-                      precision="fp32" if config.precision == "fp16" else config.precision)
+    """Everything that can fail on bad input, before any work: settings, manifest, checkpoint."""
     if config.size < 32:
         raise ValueError(f"--size must be at least 32 pixels, got {config.size}")
     if config.shard_size < 1 or config.batch_size < 1:
         raise ValueError("--shard-size and --batch-size must be >= 1")
+    validate_resize_mode(config.resize)
+    methods = validate_methods(config.methods)
+    manifest_source = config.manifest if config.manifest is not None else _synthetic_tree(config)
+    manifest = read_manifest(manifest_source, image_root=config.image_root)
+    model = load_densenet169(config.checkpoint)
+    # the probe validates targets and precision against this model and tells the array shapes;
+    # fp16 is CUDA-only, and the driver may have no GPU, so the probe checks it as fp32
+    probe = Explainer(model, methods=methods, targets=config.targets,
+                      precision="fp32" if config.precision == "fp16" else config.precision)
     settings = ExplainSettings(methods=methods, size=config.size, resize=config.resize, precision=config.precision,
                                targets=config.targets, batch_size=config.batch_size)
-    from densecam_core.geometry import validate_resize_mode
-
-    validate_resize_mode(config.resize)
     spec = RunSpec(
         fingerprint=model_fingerprint(model), checkpoint=os.path.basename(config.checkpoint) if config.checkpoint else "<random init>",
         settings=settings.for_run_id(), num_classes=probe.num_classes, num_targets=probe.num_targets,
@@ -134,12 +133,6 @@ def _synthetic_tree(config: JobConfig) -> str:
         print(f"no manifest given: writing {config.synthetic_images} synthetic MURA images to {root}", flush=True)
         generate_mura(root, images=config.synthetic_images, seed=0)
     return root
-
-
-def _import_ray() -> Any:
-    import ray
-
-    return ray
 
 
 def _make_actor_class(ray: Any) -> Any:
@@ -174,11 +167,12 @@ def _resources(ray: Any, config: JobConfig) -> tuple[int, float, float, int]:
     """(workers, cpus per worker, gpus per worker, torch threads per worker)."""
     total = ray.cluster_resources()
     gpus, cpus = float(total.get("GPU", 0)), float(total.get("CPU", 1))
-    gpus_per_worker = config.gpus_per_worker or (1.0 if gpus >= 1 and config.workers is None else 0.0)
+    gpus_per_worker = config.gpus_per_worker or (1.0 if gpus >= 1 else 0.0)
     if gpus_per_worker > 0:
-        if gpus < gpus_per_worker:
-            raise ValueError(f"--gpus-per-worker {gpus_per_worker} but the cluster has {gpus:g} GPUs")
         workers = config.workers or int(gpus // gpus_per_worker)
+        if workers * gpus_per_worker > gpus:
+            raise ValueError(f"{workers} workers x {gpus_per_worker:g} GPUs each, but the cluster has {gpus:g} GPUs; "
+                             "lower --workers or --gpus-per-worker")
         cpus_per_worker = config.cpus_per_worker or max(1.0, min(4.0, cpus // max(workers, 1)))
     else:
         cpus_per_worker = config.cpus_per_worker or min(cpus, 4.0)
@@ -209,7 +203,8 @@ def run_job(config: JobConfig, *, hook: Callable[[JobState, ShardResult], None] 
         todo = deque((Shard(k, int(g["row"].min()), int(g["row"].max()) + 1), g) for k, g in groups.items() if k not in committed)
         skipped = len(groups) - len(todo)
         if todo:
-            ray = _import_ray()
+            import ray
+
             _start_ray(ray, config)
             _warn_local_store_on_cluster(ray, config.store)
             summary = _dispatch(ray, config, settings, spec, writer, model, todo, lock, hook)
@@ -226,7 +221,7 @@ def run_job(config: JobConfig, *, hook: Callable[[JobState, ShardResult], None] 
 def _dispatch(ray: Any, config: JobConfig, settings: ExplainSettings, spec: RunSpec, writer: RunWriter, model: Any,
               todo: deque, lock: RunLock, hook: Callable | None) -> dict[str, Any]:
     """Dynamic dispatch: bounded work per actor, results in completion order, dead actors replaced."""
-    from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+    from ray.exceptions import RayActorError, RayTaskError
 
     try:
         from ray.exceptions import ActorDiedError, ActorUnavailableError
@@ -286,7 +281,7 @@ def _dispatch(ray: Any, config: JobConfig, settings: ExplainSettings, spec: RunS
                 retried += 1
                 _requeue(todo, shard, rows, attempts, config.retries, failed, f"actor died: {exc}")
                 continue
-            except (RayTaskError, GetTimeoutError) as exc:
+            except RayTaskError as exc:
                 retried += 1
                 _requeue(todo, shard, rows, attempts, config.retries, failed, str(exc).splitlines()[0])
                 continue
@@ -369,7 +364,7 @@ def _existing_shard_size(args: argparse.Namespace) -> int | None:
     try:
         from densecam_core.store.reader import open_store
 
-        runs = open_store(args.store)._metas()
+        runs = open_store(args.store).run_metadata()
     except (StoreError, FileNotFoundError, OSError):
         return None
     sizes = {meta["shard_size"] for meta in runs.values()}

@@ -9,6 +9,7 @@ import hashlib
 import json
 import posixpath
 import re
+import uuid
 from typing import Any
 
 import fsspec
@@ -26,10 +27,7 @@ LOCK_FILE = "lock.json"
 DIMENSIONS = ("image", "class", "y", "x")
 PART_NAME = re.compile(r"^part-(\d{6})\.parquet$")
 RUN_ID_SETTINGS = ("methods", "size", "resize", "precision", "targets")
-CORE_INDEX_COLUMNS = (
-    "image_id", "row", "path", "split", "body_part", "patient_id", "study_id", "view", "label",
-    "orig_height", "orig_width", "resize_mode", "logit", "prob", "status", "error", "shard", "run_id",
-)
+
 
 
 class StoreError(ValueError):
@@ -77,7 +75,7 @@ def read_json(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, Any]:
 
 def write_json_atomic(fs: fsspec.AbstractFileSystem, path: str, payload: dict[str, Any]) -> None:
     """Write to a temporary name, then rename: readers never see half a file."""
-    tmp = f"{path}.tmp-{hashlib.sha256(repr(payload).encode()).hexdigest()[:8]}"
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
     fs.pipe_file(tmp, json.dumps(payload, indent=2, sort_keys=True, default=str).encode())
     fs.mv(tmp, path)
 
@@ -89,15 +87,14 @@ def check_version(found: int, where: str) -> None:
         )
 
 
-def index_schema_fields() -> list[pa.Field]:
-    """Types of the core index columns; extra manifest columns keep their own types."""
-    string = pa.string()
-    return [
-        pa.field("image_id", string), pa.field("row", pa.int64()), pa.field("path", string),
-        pa.field("split", string), pa.field("body_part", string), pa.field("patient_id", string),
-        pa.field("study_id", string), pa.field("view", pa.int16()), pa.field("label", pa.int8()),
-        pa.field("orig_height", pa.int32()), pa.field("orig_width", pa.int32()),
-        pa.field("resize_mode", string), pa.field("logit", pa.float32()), pa.field("prob", pa.float32()),
-        pa.field("status", string), pa.field("error", string), pa.field("shard", pa.int32()),
-        pa.field("run_id", string),
-    ]
+INDEX_FIELDS: tuple[pa.Field, ...] = (
+    pa.field("image_id", pa.string()), pa.field("row", pa.int64()), pa.field("path", pa.string()),
+    pa.field("split", pa.string()), pa.field("body_part", pa.string()), pa.field("patient_id", pa.string()),
+    pa.field("study_id", pa.string()), pa.field("view", pa.int16()), pa.field("label", pa.int8()),
+    pa.field("orig_height", pa.int32()), pa.field("orig_width", pa.int32()),
+    pa.field("resize_mode", pa.string()), pa.field("logit", pa.float32()), pa.field("prob", pa.float32()),
+    pa.field("status", pa.string()), pa.field("error", pa.string()), pa.field("shard", pa.int32()),
+    pa.field("run_id", pa.string()),
+)
+"""Names and types of the core index columns; extra manifest columns keep their own types."""
+CORE_INDEX_COLUMNS: tuple[str, ...] = tuple(f.name for f in INDEX_FIELDS)

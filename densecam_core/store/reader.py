@@ -68,17 +68,26 @@ class Run:
         """All committed rows (cached; ``read_index`` for filtered reads)."""
         return self.read_index()
 
+    @cached_property
+    def _by_id(self) -> pd.DataFrame:
+        """The index keyed by image_id, built once: per-image lookups stay O(1) in notebook loops."""
+        return self.index.set_index("image_id", drop=False)
+
+    def _record(self, image_id: str) -> pd.Series:
+        if image_id not in self._by_id.index:
+            raise KeyError(f"image id {image_id!r} is not committed in run {self.run_id}")
+        return self._by_id.loc[image_id]
+
     def _rows_for(self, image_ids: Sequence[str] | str | None, rows: Sequence[int] | None) -> np.ndarray:
         if (image_ids is None) == (rows is None):
             raise ValueError("pass exactly one of image_ids or rows")
         if rows is not None:
             return np.asarray(rows, dtype=np.int64)
         ids = [image_ids] if isinstance(image_ids, str) else list(image_ids)
-        lookup = dict(zip(self.index["image_id"], self.index["row"]))
-        unknown = [i for i in ids if i not in lookup]
+        unknown = [i for i in ids if i not in self._by_id.index]
         if unknown:
             raise KeyError(f"image ids not committed in run {self.run_id}: {unknown[:5]}")
-        return np.array([lookup[i] for i in ids], dtype=np.int64)
+        return self._by_id.loc[ids, "row"].to_numpy(dtype=np.int64)
 
     def array(self, method: str, block: int | None = None) -> zarr.Array:
         name = fmt.array_name(method, block)
@@ -100,10 +109,7 @@ class Run:
         return out
 
     def geometry(self, image_id: str) -> Geometry:
-        row = self.index.loc[self.index["image_id"] == image_id]
-        if row.empty:
-            raise KeyError(f"image id {image_id!r} is not committed in run {self.run_id}")
-        record = row.iloc[0]
+        record = self._record(image_id)
         if record["status"] != "ok":
             raise ValueError(f"image {image_id!r} has no maps: {record['error']}")
         return Geometry(int(record["orig_height"]), int(record["orig_width"]), int(self.settings["size"]), str(record["resize_mode"]))
@@ -125,7 +131,7 @@ class Run:
 
         from densecam_core.images import decode_image
 
-        path = str(self.index.loc[self.index["image_id"] == image_id, "path"].iloc[0])
+        path = str(self._record(image_id)["path"])
         image = decode_image(path).astype(np.float32)
         heat = self.heatmap(image_id, method, block, target=target, normalize=True)
         colour = colormaps[colormap](heat)[..., :3] * 255.0
@@ -172,9 +178,10 @@ class Store:
         fmt.check_version(fmt.read_json(self._fs, marker).get("format_version", 0), f"store {self.url!r}")
 
     def __repr__(self) -> str:
-        return f"Store({self.url!r}, runs={list(self._metas())})"
+        return f"Store({self.url!r}, runs={list(self.run_metadata())})"
 
-    def _metas(self) -> dict[str, dict[str, Any]]:
+    def run_metadata(self) -> dict[str, dict[str, Any]]:
+        """run_id -> the run's run.json, for every run in the store."""
         runs_dir = fmt.join(self._root, fmt.RUNS_DIR)
         metas = {}
         if self._fs.exists(runs_dir):
@@ -189,7 +196,7 @@ class Store:
     @property
     def runs(self) -> pd.DataFrame:
         records = []
-        for run_id, meta in self._metas().items():
+        for run_id, meta in self.run_metadata().items():
             run = Run(self.url, run_id, meta)
             records.append({
                 "run_id": run_id, "model_fingerprint": meta["model_fingerprint"], "checkpoint": meta["checkpoint"],
@@ -202,7 +209,7 @@ class Store:
 
     def run(self, key: str = "latest") -> Run:
         """A run by id, by model fingerprint (or a unique prefix of either), or ``"latest"``."""
-        metas = self._metas()
+        metas = self.run_metadata()
         if not metas:
             raise fmt.StoreError(f"store {self.url!r} has no runs yet")
         if key == "latest":

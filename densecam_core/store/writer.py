@@ -212,7 +212,7 @@ def write_shard(run_url: str, shard: Shard, shard_size: int, arrays: dict[str, n
 
 def index_table(index: pd.DataFrame) -> pa.Table:
     """The index DataFrame as Arrow with the documented types for the core columns."""
-    fields = {f.name: f for f in fmt.index_schema_fields()}
+    fields = {f.name: f for f in fmt.INDEX_FIELDS}
     missing = [c for c in fmt.CORE_INDEX_COLUMNS if c not in index.columns]
     if missing:
         raise ValueError(f"index rows lack columns {missing}")
