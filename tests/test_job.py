@@ -187,3 +187,20 @@ def test_killed_driver_resumes_and_matches_a_clean_run(tree, tmp_path):
     for method, block in (("cam", None), ("gradcam", 1), ("gradcam", 4)):
         assert np.array_equal(a.maps(method, block, rows=rows), b.maps(method, block, rows=rows), equal_nan=True)
 
+
+
+def test_shard_that_keeps_failing_is_reported_and_the_job_exits_non_zero(local_ray, tree, tmp_path, capsys):
+    from jobs.explain import main
+
+    store = tmp_path / "store"
+    first = run_job(config(tree, store))
+    fs, root = fmt.filesystem(fmt.url_join(str(store), fmt.RUNS_DIR, first.run_id, fmt.ZARR_DIR))
+    fs.rm(fmt.join(root, "cam"), recursive=True)  # every shard's write now fails inside the actor
+    failed = run_job(config(tree, store, force=True, retries=1))
+    assert sorted(failed.shards_failed) == list(range(failed.shards_total)) and failed.shards_done == 0
+    assert failed.shards_retried == 2 * failed.shards_total  # first attempt + one retry each
+    args = [str(tree), "--store", str(store), "--size", str(SIZE), "--batch-size", "4", "--shard-size", "4",
+            "--workers", "2", "--cpus-per-worker", "1", "--methods", "gradcam,hirescam", "--force",
+            "--retries", "0", "--no-progress"]
+    assert main(args) == 1
+    assert "failed" in capsys.readouterr().out

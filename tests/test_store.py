@@ -203,3 +203,24 @@ def test_run_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path):
     taker.acquire()  # the dead holder's lock is taken over
     assert fmt.read_json(taker.fs, taker.path)["pid"] == taker.holder["pid"]
     taker.release()
+
+
+def test_overlay_blends_the_heatmap_onto_the_radiograph(tmp_path):
+    from PIL import Image
+
+    height, width = 40, 70
+    picture = tmp_path / "xray.png"
+    Image.fromarray(np.full((height, width), 60, np.uint8)).save(picture)
+    writer = RunWriter(str(tmp_path / "s"), spec())
+    writer.create_or_open("m")
+    planned = writer.plan(manifest(1))
+    planned["path"] = str(picture)
+    outputs = fake_outputs(np.array([0]), writer.spec)
+    ramp = np.tile(np.arange(GRID[4][1], dtype=np.float32), (GRID[4][0], 1))
+    outputs["gradcam/block4"] = ramp[None, None]  # hot on the right, cold on the left
+    write_shard(writer.run_url, plan_shards(1, 4)[0], 4, outputs, index_rows(planned, writer.spec.run_id, height, width))
+    rgb = open_store(str(tmp_path / "s")).run("latest").overlay("img000.png", "gradcam", 4, alpha=0.5, colormap="jet")
+    assert rgb.shape == (height, width, 3) and rgb.dtype == np.uint8
+    left, right = rgb[:, :5].reshape(-1, 3).mean(0), rgb[:, -5:].reshape(-1, 3).mean(0)
+    assert left[2] > left[0] and right[0] > right[2], "jet: blue where cold, red where hot"
+    assert not np.allclose(rgb, 60), "the heatmap is visible"
