@@ -79,7 +79,8 @@ def _rotated_rect(cx: float, cy: float, length: float, width: float, angle: floa
     return [(cx + x * ca - y * sa, cy + x * sa + y * ca) for x, y in corners]
 
 
-def render(image: PlannedImage, min_side: int, max_side: int, rgb_fraction: float) -> tuple[Image.Image, tuple[int, int, int, int] | None]:
+def render(image: PlannedImage, min_side: int, max_side: int, rgb_fraction: float,
+           lesion_scale: float = 1.0) -> tuple[Image.Image, tuple[int, int, int, int] | None]:
     """Draw one radiograph-like image; returns it and its lesion box (x0, y0, x1, y1) or None."""
     rng = np.random.default_rng(image.seed)
     long_side = int(rng.integers(min_side, max_side + 1))
@@ -105,18 +106,20 @@ def render(image: PlannedImage, min_side: int, max_side: int, rgb_fraction: floa
         shift = rng.uniform(-0.25, 0.25) * max(width, height)
         lx, ly = bx + shift * math.cos(axis_angle), by + shift * math.sin(axis_angle)
         if rng.random() < 0.65:  # metal plate with screws
-            plate = _rotated_rect(lx, ly, rng.uniform(0.18, 0.28) * max(width, height), thick * 0.5, axis_angle)
+            plate = _rotated_rect(lx, ly, lesion_scale * rng.uniform(0.18, 0.28) * max(width, height),
+                                  min(thick, lesion_scale * thick * 0.5), axis_angle)
             draw.polygon(plate, fill=255)
             for t in (-0.3, 0.0, 0.3):
-                sx, sy = lx + t * 0.2 * max(width, height) * math.cos(axis_angle), ly + t * 0.2 * max(width, height) * math.sin(axis_angle)
+                reach = t * 0.2 * lesion_scale * max(width, height)
+                sx, sy = lx + reach * math.cos(axis_angle), ly + reach * math.sin(axis_angle)
                 r = max(1.5, thick * 0.12)
                 draw.ellipse([sx - r, sy - r, sx + r, sy + r], fill=90)
             points = plate
         else:  # fracture line across the bone, with a bright sclerotic rim
             across = axis_angle + math.pi / 2 + rng.uniform(-0.4, 0.4)
-            rim = _rotated_rect(lx, ly, thick * 1.5, thick * 0.5, across)
+            rim = _rotated_rect(lx, ly, lesion_scale * thick * 1.5, lesion_scale * thick * 0.5, across)
             draw.polygon(rim, fill=240)
-            draw.line(_rotated_rect(lx, ly, thick * 1.4, 0, across)[:2], fill=15, width=max(2, int(thick * 0.12)))
+            draw.line(_rotated_rect(lx, ly, lesion_scale * thick * 1.4, 0, across)[:2], fill=15, width=max(2, int(thick * 0.12)))
             points = rim
         xs, ys = [p[0] for p in points], [p[1] for p in points]
         box = (max(0, int(math.floor(min(xs)))), max(0, int(math.floor(min(ys)))),
@@ -139,19 +142,26 @@ def generate_mura(
     valid_fraction: float = 0.15,
     lesion_rate: float = 0.8,
     rgb_fraction: float = 0.2,
+    lesion_scale: float = 1.0,
     threads: int = 2,
 ) -> SynthSummary:
-    """Write a MURA-v1.1-shaped tree of ``images`` PNGs under ``out``; deterministic for ``seed``."""
+    """Write a MURA-v1.1-shaped tree of ``images`` PNGs under ``out``; deterministic for ``seed``.
+
+    ``lesion_scale`` enlarges plates and fractures (the demo uses 2 so that a 6 x 6 block-4 map
+    at its small input size can resolve them).
+    """
     if images < 1:
         raise ValueError("images must be >= 1")
     if not 16 <= min_side <= max_side <= 512:
         raise ValueError(f"need 16 <= min_side <= max_side <= 512, got {min_side}, {max_side}")
+    if not 0.25 <= lesion_scale <= 4:
+        raise ValueError(f"lesion_scale must be in 0.25..4, got {lesion_scale}")
     root = Path(out)
     rng = np.random.default_rng(seed)
     planned, studies = _plan(images, rng, valid_fraction, lesion_rate)
 
     def write(item: PlannedImage) -> tuple[int, int, int, int] | None:
-        picture, box = render(item, min_side, max_side, rgb_fraction)
+        picture, box = render(item, min_side, max_side, rgb_fraction, lesion_scale)
         path = root / item.image_id
         path.parent.mkdir(parents=True, exist_ok=True)
         picture.save(path, compress_level=1)

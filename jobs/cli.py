@@ -1,4 +1,4 @@
-"""The ``densecam`` command: explain (the main job), synth, and the tools around them."""
+"""The ``densecam`` command: demo, explain (the main job), train, evaluate, compare, synth."""
 
 from __future__ import annotations
 
@@ -24,7 +24,11 @@ def _synth(argv: list[str]) -> int:
 
 
 COMMANDS = {
+    "demo": ("jobs.demo", "the whole loop on generated data: train, explain, score, compare (minutes, CPU)"),
     "explain": ("jobs.explain", "explain every image of a manifest into a heatmap store (Ray)"),
+    "train": ("jobs.train", "fine-tune DenseNet169 the MURA-paper way; checkpoint + metrics"),
+    "evaluate": ("jobs.evaluate", "pointing game of a stored run against lesion boxes"),
+    "compare": ("jobs.compare", "what a model update changed between two runs"),
     "synth": (None, "write a synthetic MURA-v1.1 tree with lesion boxes"),
 }
 

@@ -31,7 +31,11 @@ def pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def compare_runs(run_a: Run, run_b: Run, method: str = "gradcam", block: int | None = 4, *,
                  target: int = 0, top_fraction: float = 0.1) -> pd.DataFrame:
-    """Per image ok in both runs: prob_a, prob_b, prob_change, map correlation and top-10 % IoU."""
+    """Per image ok in both runs: prob_a, prob_b, prob_change, map correlation and top-10 % IoU.
+
+    ``flat_a`` / ``flat_b`` mark constant maps (typically all zero after ReLU: no positive
+    evidence); their correlation is undefined (NaN).
+    """
     if run_a.settings["size"] != run_b.settings["size"]:
         raise ValueError("runs explained at different input sizes cannot be compared map to map")
     a = run_a.index[run_a.index["status"] == "ok"]
@@ -49,4 +53,6 @@ def compare_runs(run_a: Run, run_b: Run, method: str = "gradcam", block: int | N
     out["prob_change"] = out["prob_b"] - out["prob_a"]
     out["map_correlation"] = pearson_rows(maps_a, maps_b)
     out["top_iou"] = iou
+    out["flat_a"] = np.ptp(maps_a.reshape(len(maps_a), -1), axis=1) == 0
+    out["flat_b"] = np.ptp(maps_b.reshape(len(maps_b), -1), axis=1) == 0
     return out.reset_index(drop=True)

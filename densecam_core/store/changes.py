@@ -1,0 +1,75 @@
+"""Summaries of what a model update changed, built on ``compare_runs``' per-image table."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+SUMMARY_COLUMNS = ("images", "mean_prob_change", "mean_abs_prob_change", "flipped", "map_correlation", "top_iou",
+                   "flat_a", "flat_b")
+
+
+def summarise_changes(per_image: pd.DataFrame, threshold: float = 0.5) -> pd.DataFrame:
+    """One row per body part plus ``ALL``: probability change, decisions flipped, map agreement.
+
+    ``map_correlation`` and ``top_iou`` are means over images whose maps are not flat in either run;
+    ``flat_a`` / ``flat_b`` count the flat (all-zero) maps of each run.
+    """
+    frame = per_image.assign(
+        abs_change=per_image["prob_change"].abs(),
+        flipped=(per_image["prob_a"] >= threshold) != (per_image["prob_b"] >= threshold),
+        body_part=per_image["body_part"].fillna("UNKNOWN") if "body_part" in per_image else "UNKNOWN",
+    )
+
+    def aggregate(group: pd.DataFrame) -> dict[str, float]:
+        shaped = group[~(group["flat_a"] | group["flat_b"])]
+        return {"images": len(group), "mean_prob_change": group["prob_change"].mean(),
+                "mean_abs_prob_change": group["abs_change"].mean(), "flipped": int(group["flipped"].sum()),
+                "map_correlation": shaped["map_correlation"].mean(), "top_iou": shaped["top_iou"].mean(),
+                "flat_a": int(group["flat_a"].sum()), "flat_b": int(group["flat_b"].sum())}
+
+    rows = {part: aggregate(group) for part, group in frame.groupby("body_part", sort=True)}
+    rows["ALL"] = aggregate(frame)
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=list(SUMMARY_COLUMNS))
+    table.index.name = "body_part"
+    return table.reset_index()
+
+
+def most_changed(per_image: pd.DataFrame, count: int = 10) -> pd.DataFrame:
+    """The images whose explanation changed most: lowest map correlation, then largest |prob change|.
+
+    A map that became (or stopped being) flat changed entirely: it ranks first. Two flat maps did
+    not change: they rank as perfectly correlated.
+    """
+    unchanged_flat = per_image["flat_a"] & per_image["flat_b"]
+    correlation = per_image["map_correlation"].where(~unchanged_flat, 1.0).fillna(-2.0)
+    ranked = per_image.assign(abs_change=per_image["prob_change"].abs(), _corr=correlation)
+    ranked = ranked.sort_values(["_corr", "abs_change"], ascending=[True, False], kind="stable")
+    return ranked.drop(columns=["_corr", "abs_change"]).head(count).reset_index(drop=True)
+
+
+def plot_changes(per_image: pd.DataFrame, path: str, title: str = "") -> str:
+    """Two panels: probability before vs after, and map correlation per body part. Returns ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    parts = sorted(per_image["body_part"].fillna("UNKNOWN").unique()) if "body_part" in per_image else ["UNKNOWN"]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for part in parts:
+        rows = per_image[per_image["body_part"].fillna("UNKNOWN") == part] if "body_part" in per_image else per_image
+        left.scatter(rows["prob_a"], rows["prob_b"], s=12, label=part, alpha=0.8)
+    left.plot([0, 1], [0, 1], color="grey", linewidth=0.8)
+    left.set(xlabel="probability, run A", ylabel="probability, run B", xlim=(0, 1), ylim=(0, 1), title="abnormal probability")
+    left.legend(fontsize=7)
+    groups = [per_image.loc[per_image["body_part"].fillna("UNKNOWN") == p, "map_correlation"].dropna().to_numpy()
+              if "body_part" in per_image else per_image["map_correlation"].dropna().to_numpy() for p in parts]
+    right.boxplot([g if len(g) else [float("nan")] for g in groups], tick_labels=parts)
+    right.set(ylabel="Pearson r of maps (A vs B)", ylim=(-1.05, 1.05), title="map agreement")
+    right.tick_params(axis="x", rotation=45, labelsize=7)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

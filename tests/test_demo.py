@@ -1,0 +1,54 @@
+"""The demo end to end at a tiny size, and the evaluate / compare commands on the store it leaves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from densecam_core import load_densenet169, model_fingerprint, open_store
+from densecam_core.evaluate import pointing_game
+from jobs.cli import main as cli_main
+
+
+def test_demo_produces_its_summary_and_files(demo_result):
+    work = Path(demo_result["workdir"])
+    summary = json.loads((work / "demo-summary.json").read_text())
+    assert summary["runs"] == demo_result["runs"] and len(set(summary["runs"])) == 2
+    assert 0.0 <= summary["study_auroc"] <= 1.0
+    table = pd.DataFrame(summary["pointing_game"])
+    assert len(table) == 1 + 5 * 4, "CAM plus every method x block"
+    assert table["hit_rate"].between(0, 1).all()
+    assert 0 < summary["random_baseline"] < 1
+    for path in [*summary["overlays"], summary["contact_sheet"], summary["compare_plot"]]:
+        assert Path(path).is_file() and Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+    assert len(summary["overlays"]) == 2
+    # each run holds exactly the valid split, explained by the checkpoint it names
+    store = open_store(summary["store"])
+    valid = pd.read_csv(work / "valid.csv")
+    for run_id, checkpoint in zip(summary["runs"], summary["checkpoints"]):
+        run = store.run(run_id)
+        assert sorted(run.index["image_id"]) == sorted(valid["path"])
+        assert run.fingerprint == model_fingerprint(load_densenet169(checkpoint))
+    # the printed table is the library's pointing game over the stored run
+    again = pointing_game(store.run(summary["runs"][0]), work / "data" / "lesion_boxes.csv")
+    assert again["hit_rate"].tolist() == table["hit_rate"].tolist()
+
+
+def test_evaluate_and_compare_commands(demo_result, capsys, tmp_path):
+    work = Path(demo_result["workdir"])
+    store = str(work / "store")
+    assert cli_main(["evaluate", store, "--boxes", str(work / "data" / "lesion_boxes.csv"), "--run", demo_result["runs"][0]]) == 0
+    out = capsys.readouterr().out
+    assert "pointing game hit rate" in out and "block 4" in out and "random baseline" in out
+    run_a, run_b = demo_result["runs"]
+    plot, csv = tmp_path / "cmp.png", tmp_path / "cmp.csv"
+    assert cli_main(["compare", store, run_a, run_b, "--method", "cam", "--plot", str(plot), "--csv", str(csv)]) == 0
+    out = capsys.readouterr().out
+    assert "ALL" in out and "changed most" in out and plot.is_file()
+    per_image = pd.read_csv(csv)
+    assert len(per_image) == len(pd.read_csv(work / "valid.csv"))
+    assert cli_main(["compare", store, run_a, run_a]) == 2
+    assert "same run" in capsys.readouterr().err
+    assert cli_main(["evaluate", store, "--boxes", str(tmp_path / "none.csv")]) == 2
