@@ -1,6 +1,6 @@
 """End-to-end job throughput against the in-process Explainer on the same images, same settings.
 
-    python benchmarks/job.py                      # 64 synthetic images (<= 512 px), 320 px input, batch 8
+    python benchmarks/job.py                      # 128 synthetic images (<= 512 px), 320 px input, batch 8, 2 shards of 64
     python benchmarks/job.py --images 16 --size 128   # quick
 
 Baseline: the images decoded beforehand (untimed), then Explainer calls in batches (timed).
@@ -24,10 +24,10 @@ from jobs.explain import JobConfig, run_job
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--images", type=int, default=128)
     parser.add_argument("--size", type=int, default=320)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--shard-size", type=int, default=16)
+    parser.add_argument("--shard-size", type=int, default=64, help="the job default")
     parser.add_argument("--precision", default="fp32")
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="densecam-bench-")
@@ -54,6 +54,7 @@ def main() -> None:
     print(f"| in-process Explainer (pre-decoded) | {in_process:.2f} | 1.00x |")
     print(f"| job: decode + explain + write + commit, local Ray | {job:.2f} | {job / in_process:.2f}x |")
     print(f"\njob wall time {summary.seconds:.1f} s, of which actor model start-up {summary.actor_startup_seconds:.1f} s")
+    print("time inside the actors: " + ", ".join(f"{k} {v:.2f} s" for k, v in summary.stage_seconds.items()))
 
 
 if __name__ == "__main__":

@@ -72,6 +72,7 @@ class JobSummary:
     explained_seconds: float
     actor_startup_seconds: float
     new_run: bool
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def images_per_second(self) -> float:
@@ -89,6 +90,8 @@ class JobSummary:
             f"throughput       {self.images_per_second:.2f} images/s over {self.explained_seconds:.1f} s of dispatch "
             f"({self.seconds:.1f} s wall; Ray and {self.actor_startup_seconds:.1f} s of model start-up on the actors before that)",
         ]
+        if self.stage_seconds:
+            lines.append("actor time       " + ", ".join(f"{k} {v:.1f} s" for k, v in self.stage_seconds.items() if k != "total"))
         return "\n".join(lines)
 
 
@@ -294,7 +297,11 @@ def _dispatch(ray: Any, config: JobConfig, settings: ExplainSettings, spec: RunS
                 hook(state, result)
     bar.close()
     elapsed = time.perf_counter() - dispatch_start
-    return {"images_done": done_images, "ok": ok, "errors": errors, "shards_done": len(state.results),
+    stages: dict[str, float] = {}
+    for result in state.results:
+        for stage, seconds in result.seconds.items():
+            stages[stage] = stages.get(stage, 0.0) + seconds
+    return {"stage_seconds": stages, "images_done": done_images, "ok": ok, "errors": errors, "shards_done": len(state.results),
             "shards_retried": retried, "shards_failed": sorted(failed), "actors_replaced": replaced,
             "explained_seconds": elapsed, "actor_startup_seconds": actor_startup}
 
