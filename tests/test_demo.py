@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from densecam_core import load_densenet169, model_fingerprint, open_store
@@ -52,3 +53,13 @@ def test_evaluate_and_compare_commands(demo_result, capsys, tmp_path):
     assert cli_main(["compare", store, run_a, run_a]) == 2
     assert "same run" in capsys.readouterr().err
     assert cli_main(["evaluate", store, "--boxes", str(tmp_path / "none.csv")]) == 2
+
+
+def test_demo_is_deterministic_for_a_seed(demo_result, tmp_path):
+    from jobs.demo import DemoConfig, run_demo
+
+    config = DemoConfig(**{**demo_result["config"], "overlays": 0, "sheet_images": 1})
+    again = run_demo(tmp_path, config)
+    assert again["runs"] == demo_result["runs"], "same data, same weights, same settings -> same run ids"
+    assert again["pointing_game"] == demo_result["pointing_game"]
+    np.testing.assert_equal(again["study_auroc"], demo_result["study_auroc"])

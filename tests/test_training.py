@@ -138,3 +138,12 @@ def test_init_from_an_imagenet_file_keeps_features_and_replaces_the_head(tmp_pat
     assert model.classifier.weight.shape == (1, 1664)
     assert torch.equal(model.features.conv0.weight, imagenet.features.conv0.weight)
     assert torch.equal(model.features.denseblock4.denselayer32.conv2.weight, imagenet.features.denseblock4.denselayer32.conv2.weight)
+
+
+def test_bf16_autocast_trains_on_cpu(tiny_tree, tmp_path):
+    frame = read_manifest(tiny_tree / "MURA-v1.1")
+    result = train(frame, tmp_path / "bf16.pt", TrainConfig(size=32, epochs=1, batch_size=8, precision="bf16"),
+                   progress=False, log=lambda _: None)
+    model = load_densenet169(result.checkpoint)
+    assert all(p.dtype == torch.float32 for p in model.parameters()), "autocast keeps fp32 master weights"
+    assert np.isfinite(result.history[0]["train_loss"])
