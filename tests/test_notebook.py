@@ -14,7 +14,6 @@ def test_notebook_executes(demo_result, tmp_path, monkeypatch):
     work = Path(demo_result["workdir"])
     monkeypatch.setenv("DENSECAM_STORE", str(work / "store"))
     monkeypatch.setenv("DENSECAM_BOXES", str(work / "data" / "lesion_boxes.csv"))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
@@ -22,3 +21,4 @@ def test_notebook_executes(demo_result, tmp_path, monkeypatch):
     text = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for o in outputs)
     assert "images explained" in text and "random baseline" in text
     assert "only one run" not in text, "the tiny demo store has two runs to compare"
+    assert any("image/png" in o.get("data", {}) for o in outputs), "overlays shown inline"
