@@ -1,0 +1,71 @@
+"""Training-step throughput: fp32 against bf16 autocast, same model, same batches, interleaved.
+
+    python benchmarks/train.py                 # 192 px (the demo's size), batch 8
+    python benchmarks/train.py --size 320      # MURA's size
+
+bf16 pays off only on CPUs with native bf16 (AVX512-BF16 or AMX) or on CUDA; elsewhere oneDNN
+emulates it and it is slower. The table says which this machine is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from densecam_core.model import load_densenet169
+from densecam_core.training import weighted_bce
+
+
+def step_rate(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor,
+              dtype: torch.dtype | None, steps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(steps):
+        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            logits = model(images)[:, 0]
+        loss = weighted_bce(logits, labels, torch.ones_like(labels))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return steps * len(images) / (time.perf_counter() - start)
+
+
+def native_bf16() -> bool | str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = handle.read()
+    except OSError:
+        return "unknown"
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=192)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=4, help="timed steps per round")
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    model = load_densenet169(num_classes=1).train().to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-6)
+    images = torch.randn(args.batch, 3, args.size, args.size).to(memory_format=torch.channels_last)
+    labels = (torch.rand(args.batch) > 0.5).float()
+    variants = {"fp32": None, "bf16 autocast": torch.bfloat16}
+    for dtype in variants.values():  # warm-up both
+        step_rate(model, optimizer, images, labels, dtype, 1)
+    rates = {name: [] for name in variants}
+    for _ in range(args.rounds):
+        for name, dtype in variants.items():
+            rates[name].append(step_rate(model, optimizer, images, labels, dtype, args.steps))
+    best = {name: max(values) for name, values in rates.items()}
+    print(f"training steps, {args.size} px, batch {args.batch}, {torch.get_num_threads()} threads, "
+          f"native CPU bf16 (avx512_bf16 / amx_bf16 in /proc/cpuinfo): {native_bf16()}")
+    print("\n| precision | images/s | ratio |\n|---|---:|---:|")
+    for name, rate in best.items():
+        print(f"| {name} | {rate:.2f} | {rate / best['fp32']:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
