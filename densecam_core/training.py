@@ -232,6 +232,8 @@ def train(frame: pd.DataFrame, out: str | os.PathLike, config: TrainConfig = Tra
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas)
+    # fp16 gradients underflow without loss scaling; bf16 and fp32 need none
+    scaler = torch.amp.GradScaler("cuda", enabled=config.precision == "fp16")
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.1, patience=config.plateau_patience)
     train_set = RadiographDataset(train_rows, config.size, config.resize, weights, True, config.seed, config.max_rotation)
     valid_set = RadiographDataset(valid_rows, config.size, config.resize, weights, False, config.seed)
@@ -256,8 +258,9 @@ def train(frame: pd.DataFrame, out: str | os.PathLike, config: TrainConfig = Tra
                 logits = model(images)[:, 0]
             loss = weighted_bce(logits, labels.to(config.device), sample_weights.to(config.device))
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             running += float(loss.detach()) * len(rows)
             seen += len(rows)
             bar.set_postfix(loss=f"{running / seen:.4f}")
