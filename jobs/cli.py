@@ -15,9 +15,15 @@ def _synth(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-side", type=int, default=512, help="longest image side in pixels (<= 512)")
     parser.add_argument("--min-side", type=int, default=160)
+    parser.add_argument("--valid-fraction", type=float, default=0.15, help="share of patients in the valid split")
+    parser.add_argument("--lesion-scale", type=float, default=1.0, help="enlarge plates and fractures (0.25..4)")
     args = parser.parse_args(argv)
-    summary = generate_mura(args.out, images=args.images, seed=args.seed, min_side=min(args.min_side, args.max_side),
-                            max_side=args.max_side)
+    try:
+        summary = generate_mura(args.out, images=args.images, seed=args.seed, min_side=min(args.min_side, args.max_side),
+                                max_side=args.max_side, valid_fraction=args.valid_fraction, lesion_scale=args.lesion_scale)
+    except ValueError as exc:
+        print(f"densecam synth: {exc}", file=sys.stderr)
+        return 2
     print(f"wrote {summary.images} images in {summary.studies} studies of {summary.patients} patients "
           f"({summary.lesions} with lesion boxes) to {summary.root}")
     return 0
