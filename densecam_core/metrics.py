@@ -43,9 +43,13 @@ def binary_metrics(labels: Sequence[int] | np.ndarray, probabilities: Sequence[f
 
 def study_table(frame: pd.DataFrame, probability_column: str = "prob") -> pd.DataFrame:
     """One row per study: mean view probability, the study label, body part and number of views."""
-    missing = {"study_id", "label", probability_column} - set(frame.columns)
+    missing = {"label", probability_column} - set(frame.columns)
     if missing:
         raise ValueError(f"study_table needs columns {sorted(missing)}")
+    # an image without a study (a generic manifest) is a study of its own
+    own = frame["image_id"] if "image_id" in frame.columns else pd.Series(frame.index.astype(str), index=frame.index)
+    studies = frame["study_id"].astype(object).where(frame["study_id"].notna(), own) if "study_id" in frame.columns else own
+    frame = frame.assign(study_id=studies.astype(str))
     grouped = frame.groupby("study_id", sort=True)
     table = grouped.agg(prob=(probability_column, "mean"), label=("label", "first"), views=("label", "size"))
     if "body_part" in frame.columns:

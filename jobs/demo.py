@@ -35,6 +35,7 @@ class DemoConfig:
     overlays: int = 4
     sheet_images: int = 18
     workers: int | None = None
+    device: str | None = None  # training device; None: cuda when available
     progress: bool = True
 
 
@@ -74,8 +75,11 @@ def run_demo(workdir: str | os.PathLike, config: DemoConfig = DemoConfig()) -> d
     checkpoint_a = work / f"model-epoch{config.epochs}.pt"
     checkpoint_b = work / f"model-epoch{config.epochs + 1}.pt"
     _say(f"[2/6] training DenseNet169 at {config.size} px for {config.epochs} epochs, then one more for the update")
+    import torch
+
+    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     train_config = TrainConfig(size=config.size, epochs=config.epochs + 1, batch_size=config.batch_size, lr=config.lr,
-                               seed=config.seed)
+                               seed=config.seed, device=device)
     history: dict[int, dict[str, Any]] = {}
 
     def keep(epoch: int, model: Any, entry: dict[str, Any]) -> None:
@@ -164,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help="epochs of the first model (the update adds one)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--workers", type=int, default=None, help="Ray actors for the explanation job")
+    parser.add_argument("--device", default=None, help="training device (default: cuda when available, else cpu)")
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -171,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     config = DemoConfig(images=args.images, size=args.size, epochs=args.epochs, seed=args.seed, workers=args.workers,
-                        progress=not args.no_progress)
+                        device=args.device, progress=not args.no_progress)
     try:
         run_demo(args.workdir, config)
     except ValueError as exc:

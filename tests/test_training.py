@@ -147,3 +147,11 @@ def test_bf16_autocast_trains_on_cpu(tiny_tree, tmp_path):
     model = load_densenet169(result.checkpoint)
     assert all(p.dtype == torch.float32 for p in model.parameters()), "autocast keeps fp32 master weights"
     assert np.isfinite(result.history[0]["train_loss"])
+
+
+def test_images_without_a_study_count_as_their_own_study():
+    frame = pd.DataFrame({"image_id": ["x", "y", "z"], "study_id": [None, None, "s"], "label": [1, 0, 1],
+                          "prob": [0.9, 0.3, 0.2]})
+    study = image_and_study_metrics(frame)["study"]
+    assert study["count"] == 3
+    assert study["auroc"] == pytest.approx(auroc_by_pairs([1, 0, 1], [0.9, 0.3, 0.2]))
