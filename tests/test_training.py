@@ -155,3 +155,12 @@ def test_images_without_a_study_count_as_their_own_study():
     study = image_and_study_metrics(frame)["study"]
     assert study["count"] == 3
     assert study["auroc"] == pytest.approx(auroc_by_pairs([1, 0, 1], [0.9, 0.3, 0.2]))
+
+
+def test_train_command_writes_checkpoint_and_metrics(tiny_tree, tmp_path, capsys):
+    out = tmp_path / "cli.pt"
+    assert train_main([str(tiny_tree / "MURA-v1.1"), "--out", str(out), "--size", "32", "--epochs", "1",
+                       "--batch-size", "8", "--no-progress", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "study level: AUROC" in printed and str(out) in printed
+    assert model_fingerprint(load_densenet169(out)) == json.loads(metrics_path_for(out).read_text())["fingerprint"]
