@@ -106,8 +106,9 @@ def render(image: PlannedImage, min_side: int, max_side: int, rgb_fraction: floa
         shift = rng.uniform(-0.25, 0.25) * max(width, height)
         lx, ly = bx + shift * math.cos(axis_angle), by + shift * math.sin(axis_angle)
         if rng.random() < 0.65:  # metal plate with screws
-            plate = _rotated_rect(lx, ly, lesion_scale * rng.uniform(0.18, 0.28) * max(width, height),
-                                  min(thick, lesion_scale * thick * 0.5), axis_angle)
+            # above scale 1 a plate may outgrow the bone's width (a plate seen face-on, or a cast)
+            plate_length = min(lesion_scale * rng.uniform(0.18, 0.28), 0.6) * max(width, height)
+            plate = _rotated_rect(lx, ly, plate_length, lesion_scale * thick * 0.5, axis_angle)
             draw.polygon(plate, fill=255)
             for t in (-0.3, 0.0, 0.3):
                 reach = t * 0.2 * lesion_scale * max(width, height)
@@ -147,8 +148,9 @@ def generate_mura(
 ) -> SynthSummary:
     """Write a MURA-v1.1-shaped tree of ``images`` PNGs under ``out``; deterministic for ``seed``.
 
-    ``lesion_scale`` enlarges plates and fractures (the demo uses 2 so that a 6 x 6 block-4 map
-    at its small input size can resolve them).
+    ``lesion_scale`` enlarges plates (length capped at 0.6 of the long side) and fractures. The demo
+    uses 3: a lesion is then at least about one block-4 cell wide (1/6 of the side at its 192 px
+    input), the resolution a CAM peak has.
     """
     if images < 1:
         raise ValueError("images must be >= 1")

@@ -28,7 +28,7 @@ class DemoConfig:
     seed: int = 0
     batch_size: int = 8
     lr: float = 1e-4
-    lesion_scale: float = 2.0
+    lesion_scale: float = 3.0
     min_side: int = 128
     max_side: int = 256
     valid_fraction: float = 0.3
