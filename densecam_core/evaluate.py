@@ -39,6 +39,11 @@ def read_boxes(source: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
     return frame[list(BOX_COLUMNS)].reset_index(drop=True)
 
 
+def boxes_by_image(boxes: pd.DataFrame) -> dict[str, np.ndarray]:
+    """``image_id -> (n, 4)`` array of that image's boxes (x0, y0, x1, y1)."""
+    return {image_id: group[list(BOX_COLUMNS[1:])].to_numpy() for image_id, group in boxes.groupby("image_id")}
+
+
 def peak(heatmap: np.ndarray) -> tuple[int, int] | None:
     """(x, y) of the first maximum, or None for a constant map (no peak to point with)."""
     if heatmap.size == 0 or not np.isfinite(heatmap).any():
@@ -83,7 +88,7 @@ def pointing_game(run, boxes: str | os.PathLike | pd.DataFrame, methods: Sequenc
     if scored.empty:
         raise ValueError(f"no successfully explained image of run {run.run_id} has a box "
                          f"({len(boxes)} boxes, e.g. {boxes['image_id'].iloc[0] if len(boxes) else '-'})")
-    grouped = {k: g[list(BOX_COLUMNS[1:])].to_numpy() for k, g in boxes.groupby("image_id")}
+    grouped = boxes_by_image(boxes)
     size = int(run.settings["size"])
     geometries = [Geometry(int(r.orig_height), int(r.orig_width), size, str(r.resize_mode)) for r in scored.itertuples()]
     areas = [box_area_fraction(grouped[i], g.orig_height, g.orig_width) for i, g in zip(scored["image_id"], geometries)]

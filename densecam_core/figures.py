@@ -10,11 +10,13 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 
 from densecam_core.images import decode_image
 
 
-def _pyplot():
+def headless_pyplot():
+    """pyplot on the Agg backend, unless a notebook's inline backend is active (then keep it)."""
     import matplotlib
 
     if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
@@ -34,7 +36,7 @@ def _draw_boxes(axis, boxes: np.ndarray | None) -> None:
 def image_panel(run, image_id: str, path: str | os.PathLike, *, method: str = "gradcam",
                 boxes: np.ndarray | None = None, title: str | None = None) -> str:
     """One row: the radiograph, CAM, then ``method`` at blocks 1-4; lesion boxes dashed if given."""
-    plt = _pyplot()
+    plt = headless_pyplot()
     record = run.index.set_index("image_id").loc[image_id]
     panels = [("radiograph", decode_image(str(record["path"])))]
     panels.append(("CAM (block 4)", run.overlay(image_id, "cam")))
@@ -45,7 +47,7 @@ def image_panel(run, image_id: str, path: str | os.PathLike, *, method: str = "g
         _draw_boxes(axis, boxes)
         axis.set_title(name, fontsize=9)
         axis.axis("off")
-    label = {1: "abnormal", 0: "normal"}.get(int(record["label"]) if record["label"] == record["label"] else -1, "unlabelled")
+    label = "unlabelled" if pd.isna(record["label"]) else ("abnormal" if int(record["label"]) == 1 else "normal")
     figure.suptitle(title or f"{image_id}\n{label}, P(abnormal) = {float(record['prob']):.2f}", fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
@@ -56,7 +58,7 @@ def image_panel(run, image_id: str, path: str | os.PathLike, *, method: str = "g
 def contact_sheet(run, image_ids: Sequence[str], path: str | os.PathLike, *, method: str = "cam", block: int | None = 4,
                   boxes: dict[str, np.ndarray] | None = None, columns: int = 6) -> str:
     """A grid of overlays of one map for many images, boxes dashed, probability in each title."""
-    plt = _pyplot()
+    plt = headless_pyplot()
     if not image_ids:
         raise ValueError("contact_sheet needs at least one image id")
     rows = -(-len(image_ids) // columns)

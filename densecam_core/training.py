@@ -9,8 +9,6 @@ Everything that can go wrong with the manifest is checked before the first step.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import time
 from collections.abc import Callable
@@ -29,6 +27,7 @@ from densecam_core.images import IMAGENET_MEAN, IMAGENET_STD, ImageError, load_f
 from densecam_core.manifest import ManifestError
 from densecam_core.metrics import image_and_study_metrics
 from densecam_core.model import CheckpointError, load_densenet169, model_fingerprint, read_checkpoint
+from densecam_core.store import format as fmt
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 _BLACK = (-IMAGENET_MEAN / IMAGENET_STD).tolist()  # what a rotation fills the corners with
@@ -287,7 +286,8 @@ def train(frame: pd.DataFrame, out: str | os.PathLike, config: TrainConfig = Tra
         "class_weights": {part: {"normal": w[0], "abnormal": w[1]} for part, w in weights.items()},
         "history": history, "final": history[-1] if history else {}, "skipped_images": skipped_rows,
     }
-    _write_json_atomic(_finite(document), metrics_path)
+    fs, path = fmt.filesystem(str(metrics_path))
+    fmt.write_json_atomic(fs, path, fmt.strict_json(document))
     return TrainResult(out, metrics_path, fingerprint, history, {k: history[-1][k] for k in ("image", "study")}, skipped_rows)
 
 
@@ -307,19 +307,3 @@ def save_checkpoint(model: torch.nn.Module, out: str | os.PathLike) -> str:
     os.replace(tmp, out)
     return model_fingerprint(state)
 
-
-def _write_json_atomic(document: dict[str, Any], out: Path) -> None:
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(document, indent=2, allow_nan=False))
-    os.replace(tmp, out)
-
-
-def _finite(value: Any) -> Any:
-    """NaN / inf -> None so the metrics file is strict JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value

@@ -8,7 +8,6 @@ epoch of training -> second run -> what the update changed. Deterministic for a 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -17,7 +16,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -45,10 +43,11 @@ def _say(message: str) -> None:
 
 def run_demo(workdir: str | os.PathLike, config: DemoConfig = DemoConfig()) -> dict[str, Any]:
     """Run every step; returns (and writes to ``demo-summary.json``) the figures and file paths."""
-    from densecam_core.evaluate import pointing_game, read_boxes
+    from densecam_core.evaluate import boxes_by_image, pointing_game, read_boxes
     from densecam_core.figures import contact_sheet, image_panel
     from densecam_core.manifest import read_manifest
     from densecam_core.metrics import image_and_study_metrics
+    from densecam_core.store import format as fmt
     from densecam_core.store.reader import open_store
     from densecam_core.synth import generate_mura
     from densecam_core.training import TrainConfig, save_checkpoint, split_for_training, train
@@ -80,10 +79,8 @@ def run_demo(workdir: str | os.PathLike, config: DemoConfig = DemoConfig()) -> d
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     train_config = TrainConfig(size=config.size, epochs=config.epochs + 1, batch_size=config.batch_size, lr=config.lr,
                                seed=config.seed, device=device)
-    history: dict[int, dict[str, Any]] = {}
 
     def keep(epoch: int, model: Any, entry: dict[str, Any]) -> None:
-        history[epoch] = entry
         if epoch == config.epochs:
             save_checkpoint(model, checkpoint_a)
 
@@ -122,7 +119,7 @@ def run_demo(workdir: str | os.PathLike, config: DemoConfig = DemoConfig()) -> d
 
     index = run_a.index
     lesion_ids = sorted(set(boxes["image_id"]) & set(index.loc[index["status"] == "ok", "image_id"]))
-    grouped = {k: g[["x0", "y0", "x1", "y1"]].to_numpy() for k, g in boxes.groupby("image_id")}
+    grouped = boxes_by_image(boxes)
     panels = [image_panel(run_a, image_id, figures / f"overlay-{n + 1:02d}.png", boxes=grouped[image_id])
               for n, image_id in enumerate(lesion_ids[:config.overlays])]
     sheet = contact_sheet(run_a, lesion_ids[:config.sheet_images], figures / "contact-sheet-cam.png", boxes=grouped) if lesion_ids else None
@@ -143,19 +140,12 @@ def run_demo(workdir: str | os.PathLike, config: DemoConfig = DemoConfig()) -> d
         "target_met": bool(target_met), "overlays": panels, "contact_sheet": sheet, "compare_plot": changes["plot"],
         "changes": changes["summary"].to_dict(orient="records"),
     }
-    (work / "demo-summary.json").write_text(json.dumps(result, indent=2, default=_json_default))
+    fs, summary_path = fmt.filesystem(str(work / "demo-summary.json"))
+    fmt.write_json_atomic(fs, summary_path, fmt.strict_json(result))
     _say(f"\ndone in {result['seconds']:.0f} s: study AUROC {result['study_auroc']:.3f}; pointing game CAM "
          f"{hit['cam/4']:.2f}, Grad-CAM block 4 {hit['gradcam/4']:.2f} (random {result['random_baseline']:.2f}); "
          f"summary in {work / 'demo-summary.json'}")
     return result
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, float) and value != value:
-        return None
-    if hasattr(value, "item"):
-        return value.item()
-    return str(value)
 
 
 def build_parser() -> argparse.ArgumentParser:

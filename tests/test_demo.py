@@ -15,7 +15,10 @@ from jobs.cli import main as cli_main
 
 def test_demo_produces_its_summary_and_files(demo_result):
     work = Path(demo_result["workdir"])
-    summary = json.loads((work / "demo-summary.json").read_text())
+    def refuse(token: str) -> None:
+        raise AssertionError(f"demo-summary.json is not strict JSON: {token}")
+
+    summary = json.loads((work / "demo-summary.json").read_text(), parse_constant=refuse)
     assert summary["runs"] == demo_result["runs"] and len(set(summary["runs"])) == 2
     assert 0.0 <= summary["study_auroc"] <= 1.0
     table = pd.DataFrame(summary["pointing_game"])

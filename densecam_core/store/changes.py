@@ -8,6 +8,13 @@ SUMMARY_COLUMNS = ("images", "mean_prob_change", "mean_abs_prob_change", "flippe
                    "flat_a", "flat_b")
 
 
+def _body_parts(per_image: pd.DataFrame) -> pd.Series:
+    """Each image's body part, ``UNKNOWN`` where the manifest had none."""
+    if "body_part" not in per_image:
+        return pd.Series("UNKNOWN", index=per_image.index)
+    return per_image["body_part"].fillna("UNKNOWN")
+
+
 def summarise_changes(per_image: pd.DataFrame, threshold: float = 0.5) -> pd.DataFrame:
     """One row per body part plus ``ALL``: probability change, decisions flipped, map agreement.
 
@@ -17,7 +24,7 @@ def summarise_changes(per_image: pd.DataFrame, threshold: float = 0.5) -> pd.Dat
     frame = per_image.assign(
         abs_change=per_image["prob_change"].abs(),
         flipped=(per_image["prob_a"] >= threshold) != (per_image["prob_b"] >= threshold),
-        body_part=per_image["body_part"].fillna("UNKNOWN") if "body_part" in per_image else "UNKNOWN",
+        body_part=_body_parts(per_image),
     )
 
     def aggregate(group: pd.DataFrame) -> dict[str, float]:
@@ -49,21 +56,19 @@ def most_changed(per_image: pd.DataFrame, count: int = 10) -> pd.DataFrame:
 
 def plot_changes(per_image: pd.DataFrame, path: str, title: str = "") -> str:
     """Two panels: probability before vs after, and map correlation per body part. Returns ``path``."""
-    import matplotlib
+    from densecam_core.figures import headless_pyplot
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    parts = sorted(per_image["body_part"].fillna("UNKNOWN").unique()) if "body_part" in per_image else ["UNKNOWN"]
+    plt = headless_pyplot()
+    body_parts = _body_parts(per_image)
+    parts = sorted(body_parts.unique())
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
     for part in parts:
-        rows = per_image[per_image["body_part"].fillna("UNKNOWN") == part] if "body_part" in per_image else per_image
+        rows = per_image[body_parts == part]
         left.scatter(rows["prob_a"], rows["prob_b"], s=12, label=part, alpha=0.8)
     left.plot([0, 1], [0, 1], color="grey", linewidth=0.8)
     left.set(xlabel="probability, run A", ylabel="probability, run B", xlim=(0, 1), ylim=(0, 1), title="abnormal probability")
     left.legend(fontsize=7)
-    groups = [per_image.loc[per_image["body_part"].fillna("UNKNOWN") == p, "map_correlation"].dropna().to_numpy()
-              if "body_part" in per_image else per_image["map_correlation"].dropna().to_numpy() for p in parts]
+    groups = [per_image.loc[body_parts == p, "map_correlation"].dropna().to_numpy() for p in parts]
     right.boxplot([g if len(g) else [float("nan")] for g in groups], tick_labels=parts)
     right.set(ylabel="Pearson r of maps (A vs B)", ylim=(-1.05, 1.05), title="map agreement")
     right.tick_params(axis="x", rotation=45, labelsize=7)

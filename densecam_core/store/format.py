@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import posixpath
 import re
 import uuid
 from typing import Any
 
 import fsspec
+import numpy as np
 import pyarrow as pa
 
 FORMAT_NAME = "densecam-heatmap-store"
@@ -78,6 +80,23 @@ def write_json_atomic(fs: fsspec.AbstractFileSystem, path: str, payload: dict[st
     tmp = f"{path}.tmp-{uuid.uuid4().hex}"
     fs.pipe_file(tmp, json.dumps(payload, indent=2, sort_keys=True, default=str).encode())
     fs.mv(tmp, path)
+
+
+def strict_json(value: Any) -> Any:
+    """A copy that ``json.dumps(allow_nan=False)`` accepts: NaN / inf -> None, numpy scalars -> Python.
+
+    Metrics are NaN when undefined (e.g. AUROC of one class); plain ``json.dumps`` would write the
+    non-standard token ``NaN``, which strict parsers (browsers, jq, Java) reject.
+    """
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
 
 
 def check_version(found: int, where: str) -> None:
