@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from densecam_core.fusion import fused_densenet
+from densecam_core.hardware import warn_if_emulated
 
 METHODS: tuple[str, ...] = ("gradcam", "gradcampp", "layercam", "xgradcam", "hirescam")
 BLOCKS: tuple[int, ...] = (1, 2, 3, 4)
@@ -135,6 +136,10 @@ class Explainer:
     ``"all"`` or a list of class ids; one backward pass per explained class. The model is put in
     eval mode; the passes run on a private copy with BatchNorms folded into convolutions
     (``fusion.fused_densenet``), so the caller's model is never modified.
+
+    ``precision="bf16"`` pays off only where bf16 is native (``hardware.native_bf16``; a
+    ``SlowPrecisionWarning`` otherwise). HiResCAM and XGrad-CAM at blocks 1-3 are the maps bf16
+    disturbs most (README, "bf16 map agreement"); use fp32 when they matter.
     """
 
     def __init__(
@@ -157,6 +162,7 @@ class Explainer:
         if precision == "fp16" and self.device.type != "cuda":
             raise ValueError("precision='fp16' needs a CUDA model; use 'bf16' or 'fp32' on the CPU")
         self.precision = precision
+        warn_if_emulated(precision, self.device)
         self.channels_last = self._default_channels_last() if channels_last is None else bool(channels_last)
         if self.channels_last:
             self.net.to(memory_format=torch.channels_last)

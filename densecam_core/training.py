@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as TF
 
 from densecam_core.geometry import validate_resize_mode
+from densecam_core.hardware import warn_if_emulated
 from densecam_core.images import IMAGENET_MEAN, IMAGENET_STD, ImageError, load_for_model
 from densecam_core.manifest import ManifestError
 from densecam_core.metrics import image_and_study_metrics
@@ -222,6 +223,7 @@ def train(frame: pd.DataFrame, out: str | os.PathLike, config: TrainConfig = Tra
     from tqdm.auto import tqdm
 
     config.validate()
+    warn_if_emulated(config.precision, config.device)
     train_rows, valid_rows = split_for_training(frame)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -145,6 +145,7 @@ def test_one_forward_and_one_backward_per_class(model, images, monkeypatch):
     assert calls["grad"] == 1 and forwards["n"] == 1
 
 
+@pytest.mark.filterwarnings("ignore::densecam_core.hardware.SlowPrecisionWarning")
 def test_bf16_close_to_fp32(model):
     """With this seed the negated classifier gives positive Grad-CAM evidence at every block."""
     with torch.no_grad():

@@ -140,6 +140,7 @@ def test_init_from_an_imagenet_file_keeps_features_and_replaces_the_head(tmp_pat
     assert torch.equal(model.features.denseblock4.denselayer32.conv2.weight, imagenet.features.denseblock4.denselayer32.conv2.weight)
 
 
+@pytest.mark.filterwarnings("ignore::densecam_core.hardware.SlowPrecisionWarning")
 def test_bf16_autocast_trains_on_cpu(tiny_tree, tmp_path):
     frame = read_manifest(tiny_tree / "MURA-v1.1")
     result = train(frame, tmp_path / "bf16.pt", TrainConfig(size=32, epochs=1, batch_size=8, precision="bf16"),
