@@ -14,6 +14,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,11 +24,13 @@ import pandas as pd
 
 from densecam_core.explain import METHODS, Explainer, block_grid, validate_methods
 from densecam_core.geometry import validate_resize_mode
+from densecam_core.hardware import SlowPrecisionWarning
 from densecam_core.manifest import ManifestError, Shard, read_manifest
 from densecam_core.model import CheckpointError, load_densenet169, model_fingerprint, state_dict_bytes
 from densecam_core.store.format import StoreError
 from densecam_core.store.writer import RunLock, RunSpec, RunWriter, ensure_store
 from densecam_core.worker import ExplainSettings, ExplainWorker, ShardResult
+from jobs.actor_pool import ActorPool, ActorStartError
 
 
 @dataclass
@@ -50,6 +53,7 @@ class JobConfig:
     force: bool = False
     retries: int = 3
     max_in_flight: int = 2
+    start_timeout: float = 900.0
     progress: bool = True
     synthetic_images: int = 200
 
@@ -88,7 +92,7 @@ class JobSummary:
             f"{self.shards_retried} retried, {len(self.shards_failed)} failed {self.shards_failed or ''}",
             f"actors replaced  {self.actors_replaced}",
             f"throughput       {self.images_per_second:.2f} images/s over {self.explained_seconds:.1f} s of dispatch "
-            f"({self.seconds:.1f} s wall; Ray and {self.actor_startup_seconds:.1f} s of model start-up on the actors before that)",
+            f"({self.seconds:.1f} s wall; before it, Ray and {self.actor_startup_seconds:.1f} s until the first actor had its model ready)",
         ]
         if self.stage_seconds:
             lines.append("actor time       " + ", ".join(f"{k} {v:.1f} s" for k, v in self.stage_seconds.items() if k != "total"))
@@ -109,6 +113,8 @@ def prepare(config: JobConfig) -> tuple[pd.DataFrame, Any, ExplainSettings, RunS
         raise ValueError(f"--size must be at least 32 pixels, got {config.size}")
     if config.shard_size < 1 or config.batch_size < 1:
         raise ValueError("--shard-size and --batch-size must be >= 1")
+    if not config.start_timeout > 0 or config.retries < 0:
+        raise ValueError(f"--start-timeout must be > 0 and --retries >= 0, got {config.start_timeout}, {config.retries}")
     validate_resize_mode(config.resize)
     methods = validate_methods(config.methods)
     manifest_source = config.manifest if config.manifest is not None else _synthetic_tree(config)
@@ -116,8 +122,10 @@ def prepare(config: JobConfig) -> tuple[pd.DataFrame, Any, ExplainSettings, RunS
     model = load_densenet169(config.checkpoint)
     # the probe validates targets and precision against this model and tells the array shapes;
     # fp16 is CUDA-only, and the driver may have no GPU, so the probe checks it as fp32
-    probe = Explainer(model, methods=methods, targets=config.targets,
-                      precision="fp32" if config.precision == "fp16" else config.precision)
+    with warnings.catch_warnings():  # bf16 speed is the actors' device's business: they warn themselves
+        warnings.simplefilter("ignore", SlowPrecisionWarning)
+        probe = Explainer(model, methods=methods, targets=config.targets,
+                          precision="fp32" if config.precision == "fp16" else config.precision)
     settings = ExplainSettings(methods=methods, size=config.size, resize=config.resize, precision=config.precision,
                                targets=config.targets, batch_size=config.batch_size)
     spec = RunSpec(
@@ -167,20 +175,35 @@ def _start_ray(ray: Any, config: JobConfig) -> None:
 
 
 def _resources(ray: Any, config: JobConfig) -> tuple[int, float, float, int]:
-    """(workers, cpus per worker, gpus per worker, torch threads per worker)."""
+    """(workers, cpus per worker, gpus per worker, torch threads per worker).
+
+    Defaults fill the cluster as it is now. An explicit ``--workers`` may ask for more than it has
+    now: on an autoscaling cluster the pending actors make the autoscaler add nodes.
+    """
     total = ray.cluster_resources()
-    gpus, cpus = float(total.get("GPU", 0)), float(total.get("CPU", 1))
+    gpus, cpus = float(total.get("GPU", 0)), float(total.get("CPU", 0))
     gpus_per_worker = config.gpus_per_worker or (1.0 if gpus >= 1 else 0.0)
     if gpus_per_worker > 0:
         workers = config.workers or int(gpus // gpus_per_worker)
-        if workers * gpus_per_worker > gpus:
-            raise ValueError(f"{workers} workers x {gpus_per_worker:g} GPUs each, but the cluster has {gpus:g} GPUs; "
-                             "lower --workers or --gpus-per-worker")
         cpus_per_worker = config.cpus_per_worker or max(1.0, min(4.0, cpus // max(workers, 1)))
     else:
-        cpus_per_worker = config.cpus_per_worker or min(cpus, 4.0)
-        workers = config.workers or max(1, int(cpus // cpus_per_worker))
+        cpus_per_worker = config.cpus_per_worker or max(1.0, min(cpus, 4.0))
+        workers = config.workers or int(cpus // cpus_per_worker)
+    if workers < 1:
+        raise ValueError(
+            f"the cluster has {_describe(total)} now, too few for one actor ({gpus_per_worker:g} GPU, "
+            f"{cpus_per_worker:g} CPU); on an autoscaling cluster pass --workers N (and --gpus-per-worker) "
+            "so that the autoscaler adds nodes for N actors")
+    if workers * gpus_per_worker > gpus or workers * cpus_per_worker > cpus:
+        print(f"note: {workers} actors need {workers * gpus_per_worker:g} GPUs and {workers * cpus_per_worker:g} CPUs; "
+              f"the cluster has {_describe(total)} now. Actors start as nodes join (autoscaler); "
+              f"work starts with the first, and the job stops if none starts within --start-timeout "
+              f"{config.start_timeout:g} s", file=sys.stderr)
     return workers, cpus_per_worker, gpus_per_worker, max(1, int(cpus_per_worker))
+
+
+def _describe(resources: dict[str, float]) -> str:
+    return f"{float(resources.get('GPU', 0)):g} GPUs and {float(resources.get('CPU', 0)):g} CPUs"
 
 
 def _warn_local_store_on_cluster(ray: Any, store: str) -> None:
@@ -241,68 +264,81 @@ def _dispatch(ray: Any, config: JobConfig, settings: ExplainSettings, spec: RunS
         return actor_class.options(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker).remote(
             weights_ref, settings, gpus_per_worker > 0, threads, spec.fingerprint)
 
-    state = JobState(actors=[new_actor() for _ in range(min(workers, max(len(todo), 1)))])
+    started = time.perf_counter()
+    pool = ActorPool(ray, new_actor, min(workers, max(len(todo), 1)), max_start_failures=config.retries)
+    state = JobState(actors=pool.actors)
     in_flight: dict[Any, tuple[int, Shard, pd.DataFrame]] = {}
-    load = [0] * len(state.actors)
+    load = [0] * len(pool.actors)
     attempts: dict[int, int] = {}
     failed: list[int] = []
     retried, replaced, ok, errors, done_images = 0, 0, 0, 0, 0
     total_images = sum(len(g) for _, g in todo)
-    startup_start = time.perf_counter()
-    ray.get([actor.pid.remote() for actor in state.actors])  # model replicas built on every actor
-    actor_startup = time.perf_counter() - startup_start
     bar = tqdm(total=total_images, unit="img", desc="explaining", disable=not config.progress, smoothing=0.1)
-    dispatch_start = time.perf_counter()
     last_beat = time.monotonic()
-    while todo or in_flight:
-        for slot, actor in enumerate(state.actors):
-            while todo and load[slot] < config.max_in_flight:
-                shard, rows = todo.popleft()
-                ref = actor.process.remote(writer.run_url, spec.run_id, shard, spec.shard_size, rows)
-                in_flight[ref] = (slot, shard, rows)
-                load[slot] += 1
-        if not in_flight:
-            break
-        ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=10.0)
-        if time.monotonic() - last_beat > 30:
-            lock.heartbeat()
-            last_beat = time.monotonic()
-        for ref in ready:
-            slot, shard, rows = in_flight.pop(ref)
-            load[slot] -= 1
-            try:
-                result: ShardResult = ray.get(ref)
-            except actor_errors as exc:
-                # the actor is gone: replace it, give its shards back to the queue (front)
-                replaced += 1
-                state.actors[slot] = new_actor()
-                for other, (other_slot, other_shard, other_rows) in list(in_flight.items()):
-                    if other_slot == slot:  # its other shards died with it: back to the queue, no attempt counted
-                        in_flight.pop(other)
-                        todo.appendleft((other_shard, other_rows))
-                load[slot] = 0
-                retried += 1
-                _requeue(todo, shard, rows, attempts, config.retries, failed, f"actor died: {exc}")
-                continue
-            except RayTaskError as exc:
-                retried += 1
-                _requeue(todo, shard, rows, attempts, config.retries, failed, str(exc).splitlines()[0])
-                continue
-            state.results.append(result)
-            ok += result.ok
-            errors += result.errors
-            done_images += result.images
-            bar.update(result.images)
-            if hook is not None:
-                hook(state, result)
-    bar.close()
-    elapsed = time.perf_counter() - dispatch_start
+    try:
+        while todo or in_flight:
+            for slot in sorted(pool.ready):
+                while todo and load[slot] < config.max_in_flight:
+                    shard, rows = todo.popleft()
+                    ref = pool.actors[slot].process.remote(writer.run_url, spec.run_id, shard, spec.shard_size, rows)
+                    in_flight[ref] = (slot, shard, rows)
+                    load[slot] += 1
+            waiting_on = list(in_flight) + list(pool.pending)
+            if not waiting_on:  # cannot happen: a slot is always ready, starting, or has raised
+                raise RuntimeError(f"{len(todo)} shards left but no actor is running or starting")
+            ready, _ = ray.wait(waiting_on, num_returns=1, timeout=min(10.0, max(config.start_timeout, 0.1)))
+            if time.monotonic() - last_beat > 30:  # also while actors wait for nodes: the lock must stay ours
+                lock.heartbeat()
+                last_beat = time.monotonic()
+            if pool.first_ready_at is None and time.perf_counter() - started > config.start_timeout:
+                raise ActorStartError(
+                    f"no explain actor started within {config.start_timeout:g} s: each needs {gpus_per_worker:g} GPU and "
+                    f"{cpus_per_worker:g} CPU, and the cluster has {_describe(ray.cluster_resources())}. On an "
+                    "autoscaling cluster allow longer (--start-timeout); on a fixed one lower --workers, "
+                    "--gpus-per-worker or --cpus-per-worker")
+            for ref in ready:
+                if pool.is_probe(ref):
+                    pool.settle(ref, actor_errors)
+                    continue
+                slot, shard, rows = in_flight.pop(ref)
+                load[slot] -= 1
+                try:
+                    result: ShardResult = ray.get(ref)
+                except actor_errors as exc:
+                    # the actor is gone: replace it, give its shards back to the queue (front)
+                    replaced += 1
+                    pool.start(slot)
+                    for other, (other_slot, other_shard, other_rows) in list(in_flight.items()):
+                        if other_slot == slot:  # its other shards died with it: back to the queue, no attempt counted
+                            in_flight.pop(other)
+                            todo.appendleft((other_shard, other_rows))
+                    load[slot] = 0
+                    retried += 1
+                    _requeue(todo, shard, rows, attempts, config.retries, failed, f"actor died: {exc}")
+                    continue
+                except RayTaskError as exc:
+                    retried += 1
+                    _requeue(todo, shard, rows, attempts, config.retries, failed, str(exc).splitlines()[0])
+                    continue
+                state.results.append(result)
+                ok += result.ok
+                errors += result.errors
+                done_images += result.images
+                bar.update(result.images)
+                if hook is not None:
+                    hook(state, result)
+    finally:
+        bar.close()
+        pool.kill_all()
+    first_ready = pool.first_ready_at or started
+    actor_startup = first_ready - started
+    elapsed = time.perf_counter() - first_ready
     stages: dict[str, float] = {}
     for result in state.results:
         for stage, seconds in result.seconds.items():
             stages[stage] = stages.get(stage, 0.0) + seconds
     return {"stage_seconds": stages, "images_done": done_images, "ok": ok, "errors": errors, "shards_done": len(state.results),
-            "shards_retried": retried, "shards_failed": sorted(failed), "actors_replaced": replaced,
+            "shards_retried": retried, "shards_failed": sorted(failed), "actors_replaced": replaced + pool.start_failures,
             "explained_seconds": elapsed, "actor_startup_seconds": actor_startup}
 
 
@@ -346,6 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     parser.add_argument("--force", action="store_true", help="recompute shards that are already committed")
     parser.add_argument("--retries", type=int, default=3, help="attempts per shard before it is reported as failed")
+    parser.add_argument("--start-timeout", type=float, default=900.0,
+                        help="seconds to wait for the first actor to start (autoscaling clusters add nodes slowly)")
     parser.add_argument("--synthetic-images", type=int, default=200, help="size of the generated tree without a manifest")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -361,7 +399,7 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         size=args.size, resize=args.resize, methods=validate_methods(args.methods), targets=targets,
         precision=args.precision, batch_size=args.batch_size, shard_size=shard_size, workers=args.workers,
         gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker, address=args.address,
-        force=args.force, retries=args.retries, progress=not args.no_progress,
+        force=args.force, retries=args.retries, start_timeout=args.start_timeout, progress=not args.no_progress,
         synthetic_images=args.synthetic_images,
     )
 
@@ -386,6 +424,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ManifestError, CheckpointError, StoreError, ValueError, TypeError) as exc:
         print(f"densecam explain: error: {exc}", file=sys.stderr)
         return 2
+    except ActorStartError as exc:
+        print(f"densecam explain: error: {exc}", file=sys.stderr)
+        return 1
     except Exception:
         traceback.print_exc()
         return 1

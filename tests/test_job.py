@@ -107,7 +107,9 @@ def test_killed_actor_is_replaced_and_every_row_lands_once(local_ray, tree, tmp_
                 os.kill(ray.get(actor.pid.remote()), signal.SIGKILL)
             killed.append(how)
 
-    summary = run_job(config(tree, tmp_path / "store"), hook=kill_once)
+    # 2-image shards: 11 of them, so the killed actor still has work queued when it dies (with
+    # nothing left for it, no replacement would be needed and none would happen)
+    summary = run_job(config(tree, tmp_path / "store", shard_size=2), hook=kill_once)
     assert killed and summary.actors_replaced >= 1 and not summary.shards_failed
     index = assert_every_row_once(tmp_path / "store", tree)
     assert (index["status"] == "ok").sum() == 19
@@ -204,3 +206,55 @@ def test_shard_that_keeps_failing_is_reported_and_the_job_exits_non_zero(local_r
             "--retries", "0", "--no-progress"]
     assert main(args) == 1
     assert "failed" in capsys.readouterr().out
+
+
+class FakeCluster:
+    """Just ``cluster_resources``: what ``_resources`` reads."""
+
+    def __init__(self, **resources: float) -> None:
+        self.resources = resources
+
+    def cluster_resources(self) -> dict[str, float]:
+        return dict(self.resources)
+
+
+def test_resources_fill_the_cluster_by_default():
+    from jobs.explain import _resources
+
+    assert _resources(FakeCluster(CPU=16, GPU=2), JobConfig(None, "s")) == (2, 4.0, 1.0, 4)
+    assert _resources(FakeCluster(CPU=8), JobConfig(None, "s")) == (2, 4.0, 0.0, 4)
+    assert _resources(FakeCluster(CPU=2), JobConfig(None, "s")) == (1, 2.0, 0.0, 2)
+
+
+def test_resources_on_an_empty_autoscaling_cluster(capsys):
+    """cluster.yaml's head has no CPUs and GPU workers start from zero."""
+    from jobs.explain import _resources
+
+    with pytest.raises(ValueError, match="pass --workers N"):
+        _resources(FakeCluster(CPU=0), JobConfig(None, "s"))
+    # explicit workers wait for the autoscaler instead of being refused
+    assert _resources(FakeCluster(CPU=0), JobConfig(None, "s", workers=3, gpus_per_worker=1)) == (3, 1.0, 1.0, 1)
+    assert "Actors start as nodes join" in capsys.readouterr().err
+
+
+def test_actors_that_cannot_be_placed_do_not_block_the_job(local_ray, tree, tmp_path):
+    """3 one-CPU actors on a 2-CPU Ray: the third never starts; the other two do all the work."""
+    summary = run_job(config(tree, tmp_path / "store", workers=3))
+    assert summary.shards_done == summary.shards_total and not summary.shards_failed
+    assert_every_row_once(tmp_path / "store", tree)
+    # no actor outlives the job: a pending one left alive would take a freed CPU and keep it
+    deadline = time.monotonic() + 30
+    while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(3)
+    assert ray.available_resources().get("CPU", 0) == 2
+
+
+def test_no_actor_starting_stops_the_job_with_a_clear_error(local_ray, tree, tmp_path):
+    from jobs.actor_pool import ActorStartError
+
+    started = time.monotonic()
+    with pytest.raises(ActorStartError, match=r"within 2 s: each needs 1 GPU.*0 GPUs"):
+        run_job(config(tree, tmp_path / "store", workers=1, gpus_per_worker=1, start_timeout=2))
+    assert time.monotonic() - started < 60
+    assert not open_store(str(tmp_path / "store")).run("latest").index.shape[0]
