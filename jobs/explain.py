@@ -164,21 +164,24 @@ def _make_actor_class(ray: Any) -> Any:
     return ExplainActor
 
 
-def _start_ray(ray: Any, config: JobConfig) -> None:
+def _start_ray(ray: Any, config: JobConfig) -> bool:
+    """Connect to the cluster, or start a local Ray; True when this job started Ray on this machine."""
     address = config.address or os.environ.get("RAY_ADDRESS")
     if ray.is_initialized():
-        return
+        return False
     if address:
         ray.init(address=address, log_to_driver=True)
-    else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=True)
+        return False
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=True)
+    return True
 
 
-def _resources(ray: Any, config: JobConfig) -> tuple[int, float, float, int]:
+def _resources(ray: Any, config: JobConfig, *, can_grow: bool = True) -> tuple[int, float, float, int]:
     """(workers, cpus per worker, gpus per worker, torch threads per worker).
 
     Defaults fill the cluster as it is now. An explicit ``--workers`` may ask for more than it has
-    now: on an autoscaling cluster the pending actors make the autoscaler add nodes.
+    now when the cluster ``can_grow``: pending actors make an autoscaler add nodes. The local Ray
+    this job started itself cannot grow, so asking it for more is refused at once.
     """
     total = ray.cluster_resources()
     gpus, cpus = float(total.get("GPU", 0)), float(total.get("CPU", 0))
@@ -194,7 +197,12 @@ def _resources(ray: Any, config: JobConfig) -> tuple[int, float, float, int]:
             f"the cluster has {_describe(total)} now, too few for one actor ({gpus_per_worker:g} GPU, "
             f"{cpus_per_worker:g} CPU); on an autoscaling cluster pass --workers N (and --gpus-per-worker) "
             "so that the autoscaler adds nodes for N actors")
-    if workers * gpus_per_worker > gpus or workers * cpus_per_worker > cpus:
+    short = workers * gpus_per_worker > gpus or workers * cpus_per_worker > cpus
+    if short and not can_grow:
+        raise ValueError(
+            f"{workers} actors of {gpus_per_worker:g} GPU and {cpus_per_worker:g} CPU do not fit the local Ray on this "
+            f"machine ({_describe(total)}); lower --workers, --gpus-per-worker or --cpus-per-worker, or pass --address")
+    if short:
         print(f"note: {workers} actors need {workers * gpus_per_worker:g} GPUs and {workers * cpus_per_worker:g} CPUs; "
               f"the cluster has {_describe(total)} now. Actors start as nodes join (autoscaler); "
               f"work starts with the first, and the job stops if none starts within --start-timeout "
@@ -231,9 +239,9 @@ def run_job(config: JobConfig, *, hook: Callable[[JobState, ShardResult], None] 
         if todo:
             import ray
 
-            _start_ray(ray, config)
+            own_local_ray = _start_ray(ray, config)
             _warn_local_store_on_cluster(ray, config.store)
-            summary = _dispatch(ray, config, settings, spec, writer, model, todo, lock, hook)
+            summary = _dispatch(ray, config, settings, spec, writer, model, todo, lock, hook, can_grow=not own_local_ray)
         else:
             summary = {"images_done": 0, "ok": 0, "errors": 0, "shards_done": 0, "shards_retried": 0,
                        "shards_failed": [], "actors_replaced": 0, "explained_seconds": 0.0, "actor_startup_seconds": 0.0}
@@ -245,7 +253,7 @@ def run_job(config: JobConfig, *, hook: Callable[[JobState, ShardResult], None] 
 
 
 def _dispatch(ray: Any, config: JobConfig, settings: ExplainSettings, spec: RunSpec, writer: RunWriter, model: Any,
-              todo: deque, lock: RunLock, hook: Callable | None) -> dict[str, Any]:
+              todo: deque, lock: RunLock, hook: Callable | None, can_grow: bool = True) -> dict[str, Any]:
     """Dynamic dispatch: bounded work per actor, results in completion order, dead actors replaced."""
     from ray.exceptions import RayActorError, RayTaskError
 
@@ -256,7 +264,7 @@ def _dispatch(ray: Any, config: JobConfig, settings: ExplainSettings, spec: RunS
         actor_errors = (RayActorError,)
     from tqdm import tqdm
 
-    workers, cpus_per_worker, gpus_per_worker, threads = _resources(ray, config)
+    workers, cpus_per_worker, gpus_per_worker, threads = _resources(ray, config, can_grow=can_grow)
     actor_class = _make_actor_class(ray)
     weights_ref = ray.put(state_dict_bytes(model))
 

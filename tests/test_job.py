@@ -237,6 +237,17 @@ def test_resources_on_an_empty_autoscaling_cluster(capsys):
     assert "Actors start as nodes join" in capsys.readouterr().err
 
 
+def test_resources_beyond_a_local_ray_are_refused_at_once():
+    """The local Ray the job started itself has no autoscaler: waiting would be waiting forever."""
+    from jobs.explain import _resources
+
+    with pytest.raises(ValueError, match="do not fit the local Ray.*0 GPUs and 2 CPUs"):
+        _resources(FakeCluster(CPU=2), JobConfig(None, "s", workers=1, gpus_per_worker=1), can_grow=False)
+    with pytest.raises(ValueError, match="lower --workers"):
+        _resources(FakeCluster(CPU=2), JobConfig(None, "s", workers=3, cpus_per_worker=1), can_grow=False)
+    assert _resources(FakeCluster(CPU=2), JobConfig(None, "s", workers=2, cpus_per_worker=1), can_grow=False) == (2, 1.0, 0.0, 1)
+
+
 def test_actors_that_cannot_be_placed_do_not_block_the_job(local_ray, tree, tmp_path):
     """3 one-CPU actors on a 2-CPU Ray: the third never starts; the other two do all the work."""
     summary = run_job(config(tree, tmp_path / "store", workers=3))
