@@ -34,6 +34,7 @@ from densecam_core.testing import randomise_batchnorm
 
 def map_correlations(ref: Explanation, other: Explanation) -> dict[str, np.ndarray]:
     """Per-image Pearson r between two explanations, per map (NaN where a map is constant, e.g. all zero)."""
+    ref, other = ref.to("cpu"), other.to("cpu")
     out = {"cam": pearson_rows(ref.cam.numpy(), other.cam.numpy())}
     for method, per_block in ref.maps.items():
         for block in BLOCKS:
@@ -49,19 +50,20 @@ def half_grey_level_jitter(x: torch.Tensor, seed: int = 1) -> torch.Tensor:
     """
     gen = torch.Generator().manual_seed(seed)
     std = torch.from_numpy(IMAGENET_STD).view(1, 3, 1, 1)
-    return x + (torch.rand(x.shape, generator=gen) - 0.5) / 255.0 / std
+    noise = (torch.rand(x.shape, generator=gen) - 0.5) / 255.0 / std
+    return x + noise.to(x.device)
 
 
-def print_agreement(bf16: dict[str, np.ndarray], floor: dict[str, np.ndarray]) -> None:
-    """bf16 agreement per map next to fp32's own sensitivity to half a grey level, against the targets."""
-    print("\n| map | bf16 vs fp32: min r | median r | target | fp32, input +-0.5 grey level: min r | median r |")
-    print("|---|---:|---:|---|---:|---:|")
-    for name, r in bf16.items():
-        target = 0.99 if name == "cam" or name.startswith("gradcam/") else 0.97
-        low = float(np.nanmin(r))
-        verdict = "met" if low >= target else "missed"
-        print(f"| {name} | {low:.3f} | {np.nanmedian(r):.3f} | >= {target} {verdict} | "
-              f"{np.nanmin(floor[name]):.3f} | {np.nanmedian(floor[name]):.3f} |")
+def print_agreement(columns: dict[str, dict[str, np.ndarray]]) -> None:
+    """Per map, min / median per-image r of each comparison; the first column is held to the targets."""
+    names = list(columns)
+    print("\n| map | " + " | ".join(f"{n}: min r | median r" for n in names) + f" | target ({names[0]}) |")
+    print("|---|" + "---:|---:|" * len(names) + "---|")
+    for key in columns[names[0]]:
+        target = 0.99 if key == "cam" or key.startswith("gradcam/") else 0.97
+        cells = " | ".join(f"{np.nanmin(columns[n][key]):.3f} | {np.nanmedian(columns[n][key]):.3f}" for n in names)
+        verdict = "met" if np.nanmin(columns[names[0]][key]) >= target else "missed"
+        print(f"| {key} | {cells} | >= {target} {verdict} |")
 
 
 def first_images(folder: str, count: int, size: int) -> torch.Tensor:
@@ -97,14 +99,39 @@ def main() -> None:
     parser.add_argument("--skip-bf16", action="store_true")
     parser.add_argument("--checkpoint", help="a trained model instead of random weights with random BatchNorm statistics")
     parser.add_argument("--images", help="a folder: explain its first --batch images instead of Gaussian noise")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (on CUDA also fp16, fp32 without TF32, contiguous layout)")
     args = parser.parse_args()
 
+    device = torch.device(args.device)
     torch.manual_seed(0)
     if args.checkpoint:
         base = load_densenet169(args.checkpoint)
     else:
         base = randomise_batchnorm(load_densenet169())
     x = first_images(args.images, args.batch, args.size) if args.images else torch.randn(args.batch, 3, args.size, args.size)
+    x_cpu, x = x, x.to(device)
+    base = base.to(device)
+
+    def synced(fn: Callable[[torch.Tensor], object]) -> Callable[[torch.Tensor], object]:
+        """Timing must wait for the GPU's queue to drain."""
+        if device.type != "cuda":
+            return fn
+
+        def run(inp: torch.Tensor) -> object:
+            out = fn(inp)
+            torch.cuda.synchronize()
+            return out
+
+        return run
+
+    def strict_fp32(fn: Callable[[torch.Tensor], object]) -> Callable[[torch.Tensor], object]:
+        """cuDNN runs fp32 convolutions as TF32 by default (10-bit mantissa); this turns that off."""
+
+        def run(inp: torch.Tensor) -> object:
+            with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+                return fn(inp)
+
+        return run
 
     plain = copy.deepcopy(base)
     variants: dict[str, Callable[[torch.Tensor], object]] = {}
@@ -113,15 +140,22 @@ def main() -> None:
         with torch.no_grad():
             return plain(inp)
 
-    variants["plain forward, fp32 (baseline)"] = plain_forward
+    variants["plain forward, fp32 (baseline)"] = synced(plain_forward)
     fp32 = Explainer(copy.deepcopy(base), precision="fp32")
-    variants["Explainer, all methods, fp32"] = fp32
-    bf16 = None
+    variants["Explainer, all methods, fp32"] = synced(fp32)
+    bf16 = fp16 = None
     if not args.skip_bf16:
         bf16 = Explainer(copy.deepcopy(base), precision="bf16")
-        variants["Explainer, all methods, bf16"] = bf16
+        variants["Explainer, all methods, bf16"] = synced(bf16)
+    if device.type == "cuda":
+        fp16 = Explainer(copy.deepcopy(base), precision="fp16")
+        variants["Explainer, all methods, fp16"] = synced(fp16)
+        variants["Explainer, all methods, fp32 without TF32"] = synced(strict_fp32(fp32))
+        contiguous = Explainer(copy.deepcopy(base), precision="fp16", channels_last=False)
+        variants["Explainer, all methods, fp16, contiguous layout"] = synced(contiguous)
     if not args.skip_gradcam_lib:
-        variants["pytorch-grad-cam, Grad-CAM x 4 blocks"] = gradcam_library_runner(copy.deepcopy(base))
+        variants["pytorch-grad-cam, Grad-CAM x 4 blocks"] = synced(gradcam_library_runner(copy.deepcopy(base)))
+    plain_forward = variants["plain forward, fp32 (baseline)"]  # type: ignore[assignment]
 
     # Each variant is timed interleaved with the baseline in a phase of its own, so one variant's
     # allocator and weight-cache state (bf16 keeps bf16 weight copies) does not tax another's.
@@ -145,8 +179,9 @@ def main() -> None:
         baseline_rates.append(base_rate)
         rate[name] = args.rounds * args.batch / seconds[name] / base_rate  # ratio to its own phase
 
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, native bf16: {'yes' if native_bf16('cpu') else 'no (emulated)'}; "
+    gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
+    print(f"machine: {platform.processor() or platform.machine()}{gpu}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}, native bf16: {'yes' if native_bf16(device) else 'no (emulated)'}; "
           f"input {args.size}x{args.size}, batch {args.batch}, {args.rounds} rounds; "
           f"{'checkpoint ' + args.checkpoint if args.checkpoint else 'random weights, random BatchNorm statistics'}, "
           f"{'images from ' + args.images if args.images else 'Gaussian-noise input'}")
@@ -161,9 +196,18 @@ def main() -> None:
     if lib in rate:
         print(f"\nExplainer fp32 vs pytorch-grad-cam: {rate['Explainer, all methods, fp32'] / rate[lib]:.1f}x "
               "(ratio of the two ratios to the plain forward)")
+    reference = strict_fp32(fp32)(x) if device.type == "cuda" else fp32(x)
+    columns: dict[str, dict[str, np.ndarray]] = {}
     if bf16 is not None:
-        reference = fp32(x)
-        print_agreement(map_correlations(reference, bf16(x)), map_correlations(reference, fp32(half_grey_level_jitter(x))))
+        columns["bf16 vs fp32"] = map_correlations(reference, bf16(x))
+    if fp16 is not None:
+        columns["fp16 vs fp32"] = map_correlations(reference, fp16(x))
+    if device.type == "cuda":
+        columns["TF32 (CUDA default) vs fp32"] = map_correlations(reference, fp32(x))
+        cpu = Explainer(copy.deepcopy(base).cpu(), precision="fp32")(x_cpu)
+        columns["CUDA fp32 vs CPU fp32"] = map_correlations(cpu, reference)
+    columns["fp32, input +-0.5 grey level"] = map_correlations(reference, fp32(half_grey_level_jitter(x)))
+    print_agreement(columns)
 
 
 if __name__ == "__main__":

@@ -29,17 +29,18 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--shard-size", type=int, default=64, help="the job default")
     parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--device", default="cpu", help="the baseline's device; on a GPU machine the job uses one GPU per actor")
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="densecam-bench-")
     generate_mura(os.path.join(work, "tree"), images=args.images, seed=0)
     manifest = read_manifest(os.path.join(work, "tree"))
 
-    explainer = Explainer(load_densenet169(), precision=args.precision)
+    explainer = Explainer(load_densenet169(device=args.device), precision=args.precision)
     batches = [b.images for b in BatchLoader(manifest["path"].tolist(), size=args.size, batch_size=args.batch)]
-    explainer(batches[0])  # warm-up
+    explainer(batches[0]).to("cpu")  # warm-up
     start = time.perf_counter()
     for images in batches:
-        explainer(images)
+        explainer(images).to("cpu")  # the job copies every result back to write it: so does the baseline
     in_process = len(manifest) / (time.perf_counter() - start)
 
     summary = run_job(JobConfig(manifest=os.path.join(work, "tree"), store=os.path.join(work, "store"), size=args.size,

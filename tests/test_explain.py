@@ -214,3 +214,23 @@ def test_bad_settings(model):
         Explainer(model, targets=[1])
     with pytest.raises(TypeError, match="DenseNet"):
         Explainer(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+
+
+def test_gradient_scaling_is_exact_and_overflow_falls_back(model):
+    """fp16 scales the backward seed; a power-of-two scale changes only rounding, an overflowing one is redone unscaled."""
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(11))
+    plain = Explainer(copy.deepcopy(model))
+    assert plain.grad_scale == 1.0
+    expected = plain(x)
+    for scale, tolerance in ((1024.0, 1e-5), (float("inf"), 1e-5)):  # inf: every gradient overflows, the fallback path
+        scaled = Explainer(copy.deepcopy(model))
+        scaled.grad_scale = scale
+        got = scaled(x)
+        for method in METHODS:
+            for block in BLOCKS:
+                want = expected.maps[method][block]
+                torch.testing.assert_close(got.maps[method][block], want, rtol=tolerance,
+                                           atol=tolerance * float(want.abs().max()))
+    overflowing = Explainer(copy.deepcopy(model))
+    overflowing.grad_scale = float("inf")
+    assert overflowing._explain(x, float("inf")) is None
