@@ -269,3 +269,12 @@ def test_no_actor_starting_stops_the_job_with_a_clear_error(local_ray, tree, tmp
         run_job(config(tree, tmp_path / "store", workers=1, gpus_per_worker=1, start_timeout=2))
     assert time.monotonic() - started < 60
     assert not open_store(str(tmp_path / "store")).run("latest").index.shape[0]
+
+
+def test_batch_size_defaults_follow_the_actors_device():
+    from jobs.explain import CPU_BATCH, GPU_BATCH, batch_size_for
+
+    assert (CPU_BATCH, GPU_BATCH) == (8, 32)
+    assert batch_size_for(JobConfig(None, "s"), 0.0) == 8
+    assert batch_size_for(JobConfig(None, "s"), 1.0) == 32
+    assert batch_size_for(JobConfig(None, "s", batch_size=5), 1.0) == 5
