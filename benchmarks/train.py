@@ -14,6 +14,7 @@ import time
 
 import torch
 
+from densecam_core.hardware import native_bf16
 from densecam_core.model import load_densenet169
 from densecam_core.training import weighted_bce
 
@@ -37,15 +38,6 @@ def step_rate(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: 
     if device == "cuda":
         torch.cuda.synchronize()
     return steps * len(images) / (time.perf_counter() - start)
-
-
-def native_bf16() -> bool | str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            flags = handle.read()
-    except OSError:
-        return "unknown"
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def main() -> None:
@@ -73,7 +65,7 @@ def main() -> None:
     best = {name: max(values) for name, values in rates.items()}
     where = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else f"{torch.get_num_threads()} CPU threads"
     print(f"training steps, {args.size} px, batch {args.batch}, {where}, "
-          f"native CPU bf16 (avx512_bf16 / amx_bf16 in /proc/cpuinfo): {native_bf16()}")
+          f"native bf16 on this CPU (AVX512-BF16 or AMX): {native_bf16('cpu')}")
     print("\n| precision | images/s | ratio |\n|---|---:|---:|")
     for name, rate in best.items():
         print(f"| {name} | {rate:.2f} | {rate / best['fp32']:.2f}x |")

@@ -1,7 +1,7 @@
 """Which reduced precisions a device runs natively, so a slow choice is flagged instead of silently costing 3-4x.
 
-bf16 autocast on a CPU without AVX512-BF16 or AMX is emulated by oneDNN: measured on such a CPU it
-ran the explainer at 0.23x and training at 0.38x of fp32. On CUDA, bf16 needs compute capability
+bf16 on a CPU without AVX512-BF16 or AMX is emulated by oneDNN: measured on such a CPU it ran the
+explainer at 0.22-0.25x and training at 0.38x of fp32. On CUDA, bf16 needs compute capability
 8.0 (Ampere) or newer.
 """
 
@@ -10,6 +10,11 @@ from __future__ import annotations
 import warnings
 
 import torch
+
+
+def reduced_dtype(precision: str) -> torch.dtype | None:
+    """The torch dtype of a reduced precision ('bf16', 'fp16'); None for 'fp32'."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
 
 class SlowPrecisionWarning(UserWarning):

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as TF
 
 from densecam_core.geometry import validate_resize_mode
-from densecam_core.hardware import warn_if_emulated
+from densecam_core.hardware import reduced_dtype, warn_if_emulated
 from densecam_core.images import IMAGENET_MEAN, IMAGENET_STD, ImageError, load_for_model
 from densecam_core.manifest import ManifestError
 from densecam_core.metrics import image_and_study_metrics
@@ -184,7 +184,7 @@ def initial_model(init: str | os.PathLike | None, seed: int) -> torch.nn.Module:
 
 def _autocast(config: TrainConfig) -> Any:
     device_type = "cuda" if str(config.device).startswith("cuda") else "cpu"
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.precision)
+    dtype = reduced_dtype(config.precision)
     return torch.autocast(device_type, dtype=dtype, enabled=dtype is not None)
 
 

@@ -135,7 +135,7 @@ def prepare(config: JobConfig) -> tuple[pd.DataFrame, Any, ExplainSettings, RunS
         probe = Explainer(model, methods=methods, targets=config.targets,
                           precision="fp32" if config.precision == "fp16" else config.precision)
     settings = ExplainSettings(methods=methods, size=config.size, resize=config.resize, precision=config.precision,
-                               targets=config.targets, batch_size=config.batch_size or CPU_BATCH)
+                               targets=config.targets, batch_size=batch_size_for(config, gpus_per_worker=0.0))  # set per device in _dispatch
     spec = RunSpec(
         fingerprint=model_fingerprint(model), checkpoint=os.path.basename(config.checkpoint) if config.checkpoint else "<random init>",
         settings=settings.for_run_id(), num_classes=probe.num_classes, num_targets=probe.num_targets,
@@ -394,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--targets", default=None,
                         help="multi-class models: 'predicted', 'all' or comma-separated class ids")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                        help="bf16: CPU/CUDA autocast; fp16: CUDA only")
+                        help="bf16: CUDA (Ampere+) or a CPU with AVX512-BF16/AMX, else slow; fp16: CUDA only")
     parser.add_argument("--batch-size", type=int, default=None,
                         help=f"images per forward/backward pass (default {CPU_BATCH} on CPU actors, {GPU_BATCH} on GPU actors)")
     parser.add_argument("--shard-size", type=int, default=None,
