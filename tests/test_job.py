@@ -278,3 +278,10 @@ def test_batch_size_defaults_follow_the_actors_device():
     assert batch_size_for(JobConfig(None, "s"), 0.0) == 8
     assert batch_size_for(JobConfig(None, "s"), 1.0) == 32
     assert batch_size_for(JobConfig(None, "s", batch_size=5), 1.0) == 5
+
+
+def test_bad_start_timeout_or_retries_stop_before_any_work(tree, tmp_path):
+    for bad in (dict(start_timeout=0), dict(retries=-1)):
+        with pytest.raises(ValueError, match="--start-timeout must be > 0 and --retries >= 0"):
+            run_job(config(tree, tmp_path / "store", **bad))
+    assert not (tmp_path / "store").exists()
