@@ -25,10 +25,10 @@ import numpy as np
 import torch
 
 from densecam_core import Explainer, load_densenet169
+from densecam_core.compare import pearson_rows
 from densecam_core.explain import BLOCKS, Explanation
 from densecam_core.hardware import native_bf16
 from densecam_core.images import IMAGENET_STD, is_image_name, load_for_model
-from densecam_core.store.compare import pearson_rows
 from densecam_core.testing import randomise_batchnorm
 
 
@@ -80,7 +80,9 @@ def gradcam_library_runner(model: torch.nn.Module) -> Callable[[torch.Tensor], o
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     f = model.features
-    cams = [GradCAM(model=model, target_layers=[layer]) for layer in (f.transition1, f.transition2, f.transition3, f.norm5)]
+    cams = [
+        GradCAM(model=model, target_layers=[layer]) for layer in (f.transition1, f.transition2, f.transition3, f.norm5)
+    ]
 
     def run(x: torch.Tensor) -> object:
         targets = [ClassifierOutputTarget(0)] * x.shape[0]
@@ -97,9 +99,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--skip-gradcam-lib", action="store_true", help="skip pytorch-grad-cam (grad-cam package)")
     parser.add_argument("--skip-bf16", action="store_true")
-    parser.add_argument("--checkpoint", help="a trained model instead of random weights with random BatchNorm statistics")
+    parser.add_argument(
+        "--checkpoint", help="a trained model instead of random weights with random BatchNorm statistics"
+    )
     parser.add_argument("--images", help="a folder: explain its first --batch images instead of Gaussian noise")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (on CUDA also fp16, fp32 without TF32, contiguous layout)")
+    parser.add_argument(
+        "--device", default="cpu", help="cpu or cuda (on CUDA also fp16, fp32 without TF32, contiguous layout)"
+    )
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -108,7 +114,11 @@ def main() -> None:
         base = load_densenet169(args.checkpoint)
     else:
         base = randomise_batchnorm(load_densenet169())
-    x = first_images(args.images, args.batch, args.size) if args.images else torch.randn(args.batch, 3, args.size, args.size)
+    x = (
+        first_images(args.images, args.batch, args.size)
+        if args.images
+        else torch.randn(args.batch, 3, args.size, args.size)
+    )
     x_cpu, x = x, x.to(device)
     base = base.to(device)
 
@@ -180,11 +190,13 @@ def main() -> None:
         rate[name] = args.rounds * args.batch / seconds[name] / base_rate  # ratio to its own phase
 
     gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
-    print(f"machine: {platform.processor() or platform.machine()}{gpu}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, native bf16: {'yes' if native_bf16(device) else 'no (emulated)'}; "
-          f"input {args.size}x{args.size}, batch {args.batch}, {args.rounds} rounds; "
-          f"{'checkpoint ' + args.checkpoint if args.checkpoint else 'random weights, random BatchNorm statistics'}, "
-          f"{'images from ' + args.images if args.images else 'Gaussian-noise input'}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}{gpu}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, native bf16: {'yes' if native_bf16(device) else 'no (emulated)'}; "
+        f"input {args.size}x{args.size}, batch {args.batch}, {args.rounds} rounds; "
+        f"{'checkpoint ' + args.checkpoint if args.checkpoint else 'random weights, random BatchNorm statistics'}, "
+        f"{'images from ' + args.images if args.images else 'Gaussian-noise input'}"
+    )
     print()
     print("| variant | images/s | ratio to plain forward (same phase) |")
     print("|---|---:|---:|")
@@ -194,8 +206,10 @@ def main() -> None:
         print(f"| {name} | {ratio * phase_base:.2f} | {ratio:.2f}x |")
     lib = "pytorch-grad-cam, Grad-CAM x 4 blocks"
     if lib in rate:
-        print(f"\nExplainer fp32 vs pytorch-grad-cam: {rate['Explainer, all methods, fp32'] / rate[lib]:.1f}x "
-              "(ratio of the two ratios to the plain forward)")
+        print(
+            f"\nExplainer fp32 vs pytorch-grad-cam: {rate['Explainer, all methods, fp32'] / rate[lib]:.1f}x "
+            "(ratio of the two ratios to the plain forward)"
+        )
     reference = strict_fp32(fp32)(x) if device.type == "cuda" else fp32(x)
     columns: dict[str, dict[str, np.ndarray]] = {}
     if bf16 is not None:

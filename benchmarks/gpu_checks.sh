@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Every CUDA check in one go, for a GPU machine lent for a few minutes: explainer precisions and
-# layouts against a plain forward (and their map agreement, CUDA against CPU too), training steps
-# in fp32/bf16/fp16, the Ray job with one GPU per actor, and the demo on the GPU.
+# Every CUDA check in one go, for a GPU machine lent for a few minutes (about 6 minutes in all):
+# device normalisation against the host path, peak memory and images/s per batch size and
+# precision (and torch.compile), the GPU actor's automatic batch size, and the job on 2,048
+# generated PNGs cold (decoding) and again from the input cache, against the in-process Explainer.
 #
 #   bash benchmarks/gpu_checks.sh            # logs to $OUT (default /tmp/densecam-gpu)
 #
@@ -17,21 +18,31 @@ if [ -d .whl ]; then
     export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD
-step() { echo; echo "=== $1"; }
+step() { echo; echo "=== $1 ($(date +%T))"; }
 step "machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee "$OUT/gpu.txt"
 nproc
-python3 -c "import torch, torchvision, zarr; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'zarr', zarr.__version__, 'cuda', torch.cuda.is_available())"
-python3 -c "import ray; print('ray', ray.__version__)"
-step "explainer, 320 px, batch 32"
-timeout 130 python3 benchmarks/explainer.py --device cuda --batch 32 --rounds 10 --warmup 3 --skip-gradcam-lib 2>&1 | tee "$OUT/explainer.txt"
-step "training steps, 320 px, batch 32"
-timeout 60 python3 benchmarks/train.py --device cuda --size 320 --batch 32 --steps 5 --rounds 2 2>&1 | tee "$OUT/train.txt"
-step "job vs in-process explainer on the GPU, 512 images"
-timeout 110 python3 benchmarks/job.py --device cuda --images 512 --batch 32 2>&1 | tee "$OUT/job.txt"
-step "the job CLI, fp16, --gpus-per-worker 1"
-timeout 80 python3 -m jobs.explain --store /tmp/densecam-gpu-store --synthetic-images 256 --gpus-per-worker 1 \
-    --precision fp16 --batch-size 32 --no-progress 2>&1 | tee "$OUT/job_fp16.txt"
-step "demo on the GPU"
-timeout 170 python3 -m jobs.demo --workdir /tmp/densecam-gpu-demo --no-progress 2>&1 | tee "$OUT/demo.txt"
-echo "=== done"
+python3 -c "import torch, torchvision, zarr, ray; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'zarr', zarr.__version__, 'ray', ray.__version__, 'cuda', torch.cuda.is_available())"
+step "uint8 normalised on the device equals the host path; automatic GPU batch"
+timeout 60 python3 - <<'EOF' 2>&1 | tee "$OUT/normalise.txt"
+import numpy as np, torch
+from densecam_core import Explainer, load_densenet169
+from densecam_core.images import normalise
+from densecam_core.spec import METHODS
+from densecam_core.worker import ExplainSettings, ExplainWorker
+model = load_densenet169(device="cuda")
+explainer = Explainer(model, precision="fp32")
+pixels = torch.randint(0, 256, (4, 3, 320, 320), dtype=torch.uint8)
+host = torch.from_numpy(np.stack([normalise(p) for p in pixels.numpy()]))
+print("max |device - host| input:", float((explainer._to_device(pixels).cpu() - host).abs().max()))
+for precision in ("fp32", "fp16"):
+    worker = ExplainWorker(model.state_dict(), ExplainSettings(methods=METHODS, size=320, precision=precision, batch_size=None), device="cuda", warm_up=False)
+    print(precision, "automatic GPU batch size:", worker.batch_size)
+EOF
+step "peak memory and images/s per batch, fp32 and fp16, 320 px"
+timeout 90 python3 benchmarks/gpu_memory.py --batches 32,64,128 --precisions fp32,fp16 2>&1 | tee "$OUT/memory.txt"
+step "job on 2,048 PNGs, fp16, default GPU batch, one GPU actor: cold, then a new checkpoint from the cache"
+timeout 200 python3 benchmarks/job.py --device cuda --images 2048 --precision fp16 --cached 2>&1 | grep -v "^202" | tee "$OUT/job.txt"
+step "torch.compile of each dense block, fp16, batch 64 (last: compiling may take minutes)"
+timeout 150 python3 benchmarks/gpu_memory.py --batches 64 --precisions fp16 --compile fp16,64 2>&1 | tee "$OUT/compile.txt"
+echo "=== done ($(date +%T))"

@@ -2,6 +2,7 @@
 
     python benchmarks/job.py                      # 128 synthetic images (<= 512 px), 320 px input, batch 8, 2 shards of 64
     python benchmarks/job.py --images 16 --size 128   # quick
+    python benchmarks/job.py --cached             # also: a new checkpoint, every input from the input cache
 
 Baseline: the images decoded beforehand (untimed), then Explainer calls in batches (timed).
 Job: local Ray, decode + explain + write + commit, timed from the moment the actors hold their
@@ -19,6 +20,8 @@ import torch
 
 from densecam_core import Explainer, generate_mura, load_densenet169, read_manifest
 from densecam_core.loader import BatchLoader
+from densecam_core.spec import METHODS
+from densecam_core.worker import ExplainSettings, ExplainWorker
 from jobs.explain import JobConfig, run_job
 
 
@@ -26,36 +29,85 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=128)
     parser.add_argument("--size", type=int, default=320)
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=None, help="default: the job's (8 on CPU; on a GPU what fits)")
     parser.add_argument("--shard-size", type=int, default=64, help="the job default")
     parser.add_argument("--precision", default="fp32")
-    parser.add_argument("--device", default="cpu", help="the baseline's device; on a GPU machine the job uses one GPU per actor")
+    parser.add_argument(
+        "--device", default="cpu", help="the baseline's device; on a GPU machine the job uses one GPU per actor"
+    )
+    parser.add_argument(
+        "--cached",
+        action="store_true",
+        help="also run the job again with a new checkpoint, reading every input from the input cache",
+    )
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="densecam-bench-")
     generate_mura(os.path.join(work, "tree"), images=args.images, seed=0)
     manifest = read_manifest(os.path.join(work, "tree"))
+    model = load_densenet169(device=args.device)
+    batch = args.batch
+    if batch is None:
+        concurrency = 3 if args.device == "cuda" else 1  # as the job's actors (jobs/resources.py)
+        settings = ExplainSettings(
+            methods=METHODS,
+            size=args.size,
+            precision=args.precision,
+            batch_size=None,
+            concurrency=concurrency,
+            max_batch=args.shard_size,
+        )
+        batch = ExplainWorker(model.state_dict(), settings, device=args.device, warm_up=False).batch_size
 
-    explainer = Explainer(load_densenet169(device=args.device), precision=args.precision)
-    batches = [b.images for b in BatchLoader(manifest["path"].tolist(), size=args.size, batch_size=args.batch)]
+    explainer = Explainer(model, precision=args.precision)
+    # pre-decoded uint8 inputs, as the job feeds the Explainer (normalised on the device)
+    batches = [b.images for b in BatchLoader(manifest["path"].tolist(), size=args.size, batch_size=batch)]
+    if args.device == "cuda":
+        batches = [b.pin_memory() for b in batches]
     explainer(batches[0]).to("cpu")  # warm-up
     start = time.perf_counter()
     for images in batches:
         explainer(images).to("cpu")  # the job copies every result back to write it: so does the baseline
     in_process = len(manifest) / (time.perf_counter() - start)
 
-    summary = run_job(JobConfig(manifest=os.path.join(work, "tree"), store=os.path.join(work, "store"), size=args.size,
-                                batch_size=args.batch, shard_size=args.shard_size, precision=args.precision,
-                                progress=False))
-    job = summary.images_per_second
-    print(f"{len(manifest)} images, input {args.size}, batch {args.batch}, {args.precision}, "
-          f"{torch.get_num_threads()} torch threads in process, {os.cpu_count()} CPUs")
+    def job(store: str, checkpoint: str | None):
+        return run_job(
+            JobConfig(
+                manifest=os.path.join(work, "tree"),
+                store=store,
+                size=args.size,
+                checkpoint=checkpoint,
+                batch_size=batch,
+                shard_size=args.shard_size,
+                precision=args.precision,
+                progress=False,
+            )
+        )
+
+    cold = job(os.path.join(work, "store"), None)
+    rows = [("job: decode + explain + write + commit, local Ray", cold)]
+    if args.cached:
+        other = os.path.join(work, "other.pt")
+        torch.save(load_densenet169(seed=1).state_dict(), other)
+        warm = job(os.path.join(work, "store"), other)
+        assert warm.images_from_cache == len(manifest) and warm.images_decoded == 0, warm
+        rows.append(("job, new checkpoint, inputs from the input cache", warm))
+    print(
+        f"{len(manifest)} images, input {args.size}, batch {batch}, {args.precision}, {args.device}, "
+        f"{torch.get_num_threads()} torch threads in process, {os.cpu_count()} CPUs"
+    )
     print()
     print("| variant | images/s | ratio |")
     print("|---|---:|---:|")
     print(f"| in-process Explainer (pre-decoded) | {in_process:.2f} | 1.00x |")
-    print(f"| job: decode + explain + write + commit, local Ray | {job:.2f} | {job / in_process:.2f}x |")
-    print(f"\njob wall time {summary.seconds:.1f} s, of which actor model start-up {summary.actor_startup_seconds:.1f} s")
-    print("time inside the actors: " + ", ".join(f"{k} {v:.2f} s" for k, v in summary.stage_seconds.items()))
+    for name, summary in rows:
+        rate = summary.images_per_second
+        print(f"| {name} | {rate:.2f} | {rate / in_process:.2f}x |")
+    for name, summary in rows:
+        print(
+            f"\n{name}: wall {summary.seconds:.1f} s, actor model start-up {summary.actor_startup_seconds:.1f} s, "
+            f"{summary.images_decoded} decoded, {summary.images_from_cache} from the cache"
+        )
+        print("time inside the actors: " + ", ".join(f"{k} {v:.2f} s" for k, v in summary.stage_seconds.items()))
 
 
 if __name__ == "__main__":

@@ -19,8 +19,14 @@ from densecam_core.model import load_densenet169
 from densecam_core.training import weighted_bce
 
 
-def step_rate(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor,
-              dtype: torch.dtype | None, steps: int) -> float:
+def step_rate(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    dtype: torch.dtype | None,
+    steps: int,
+) -> float:
     """Training steps as training.train runs them: autocast, and a GradScaler for fp16."""
     device = images.device.type
     scaler = torch.amp.GradScaler(device, enabled=dtype == torch.float16)
@@ -63,9 +69,15 @@ def main() -> None:
         for name, dtype in variants.items():
             rates[name].append(step_rate(model, optimizer, images, labels, dtype, args.steps))
     best = {name: max(values) for name, values in rates.items()}
-    where = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else f"{torch.get_num_threads()} CPU threads"
-    print(f"training steps, {args.size} px, batch {args.batch}, {where}, "
-          f"native bf16 on this CPU (AVX512-BF16 or AMX): {native_bf16('cpu')}")
+    where = (
+        torch.cuda.get_device_name(args.device)
+        if args.device.startswith("cuda")
+        else f"{torch.get_num_threads()} CPU threads"
+    )
+    print(
+        f"training steps, {args.size} px, batch {args.batch}, {where}, "
+        f"native bf16 on this CPU (AVX512-BF16 or AMX): {native_bf16('cpu')}"
+    )
     print("\n| precision | images/s | ratio |\n|---|---:|---:|")
     for name, rate in best.items():
         print(f"| {name} | {rate:.2f} | {rate / best['fp32']:.2f}x |")

@@ -16,12 +16,14 @@ _EXPORTS = {
     "CheckpointError": "densecam_core.model",
     "Explainer": "densecam_core.explain",
     "Explanation": "densecam_core.explain",
-    "METHODS": "densecam_core.explain",
-    "BLOCKS": "densecam_core.explain",
-    "block_grid": "densecam_core.explain",
+    "METHODS": "densecam_core.spec",
+    "BLOCKS": "densecam_core.spec",
+    "PRECISIONS": "densecam_core.spec",
+    "BLOCK_TAPS": "densecam_core.spec",
+    "block_grid": "densecam_core.spec",
     "read_manifest": "densecam_core.manifest",
     "ManifestError": "densecam_core.manifest",
-    "plan_shards": "densecam_core.manifest",
+    "plan_shards": "densecam_core.store.format",
     "decode_image": "densecam_core.images",
     "preprocess": "densecam_core.images",
     "ImageError": "densecam_core.images",
@@ -29,12 +31,12 @@ _EXPORTS = {
     "BatchLoader": "densecam_core.loader",
     "generate_mura": "densecam_core.synth",
     "open_store": "densecam_core.store.reader",
-    "compare_runs": "densecam_core.store.compare",
+    "compare_runs": "densecam_core.compare",
     "StoreError": "densecam_core.store.format",
     "pointing_game": "densecam_core.evaluate",
 }
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
+__all__ = [*sorted(_EXPORTS), "__version__"]
 
 
 def __getattr__(name: str) -> Any:

@@ -61,21 +61,36 @@ def is_hit(point: tuple[int, int] | None, boxes: np.ndarray, tolerance: float = 
         return False
     x, y = point
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    return bool(np.any((b[:, 0] - tolerance <= x) & (x < b[:, 2] + tolerance)
-                       & (b[:, 1] - tolerance <= y) & (y < b[:, 3] + tolerance)))
+    return bool(
+        np.any(
+            (b[:, 0] - tolerance <= x)
+            & (x < b[:, 2] + tolerance)
+            & (b[:, 1] - tolerance <= y)
+            & (y < b[:, 3] + tolerance)
+        )
+    )
 
 
 def box_area_fraction(boxes: np.ndarray, height: int, width: int) -> float:
     """Fraction of the image covered by the union of boxes (clipped to the image)."""
     mask = np.zeros((height, width), dtype=bool)
     for x0, y0, x1, y1 in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
-        mask[max(0, int(np.ceil(y0))):max(0, int(np.ceil(y1))), max(0, int(np.ceil(x0))):max(0, int(np.ceil(x1)))] = True
+        mask[
+            max(0, int(np.ceil(y0))) : max(0, int(np.ceil(y1))), max(0, int(np.ceil(x0))) : max(0, int(np.ceil(x1)))
+        ] = True
     return float(mask.mean())
 
 
-def pointing_game(run, boxes: str | os.PathLike | pd.DataFrame, methods: Sequence[str] | None = None,
-                  blocks: Sequence[int] = (1, 2, 3, 4), *, target: int = 0, tolerance: float = 0.0,
-                  per_image: bool = False) -> pd.DataFrame:
+def pointing_game(
+    run,
+    boxes: str | os.PathLike | pd.DataFrame,
+    methods: Sequence[str] | None = None,
+    blocks: Sequence[int] = (1, 2, 3, 4),
+    *,
+    target: int = 0,
+    tolerance: float = 0.0,
+    per_image: bool = False,
+) -> pd.DataFrame:
     """Hit rate per map (CAM and every method x block) over the run's images that have a box.
 
     Returns one row per map: ``method, block, hits, images, hit_rate, random_baseline, flat_maps``
@@ -86,11 +101,15 @@ def pointing_game(run, boxes: str | os.PathLike | pd.DataFrame, methods: Sequenc
     index = run.index[run.index["status"] == "ok"]
     scored = index[index["image_id"].isin(boxes["image_id"])]
     if scored.empty:
-        raise ValueError(f"no successfully explained image of run {run.run_id} has a box "
-                         f"({len(boxes)} boxes, e.g. {boxes['image_id'].iloc[0] if len(boxes) else '-'})")
+        raise ValueError(
+            f"no successfully explained image of run {run.run_id} has a box "
+            f"({len(boxes)} boxes, e.g. {boxes['image_id'].iloc[0] if len(boxes) else '-'})"
+        )
     grouped = boxes_by_image(boxes)
     size = int(run.settings["size"])
-    geometries = [Geometry(int(r.orig_height), int(r.orig_width), size, str(r.resize_mode)) for r in scored.itertuples()]
+    geometries = [
+        Geometry(int(r.orig_height), int(r.orig_width), size, str(r.resize_mode)) for r in scored.itertuples()
+    ]
     areas = [box_area_fraction(grouped[i], g.orig_height, g.orig_width) for i, g in zip(scored["image_id"], geometries)]
     rows = scored["row"].to_numpy()
     maps_wanted = [("cam", 4)] + [(m, b) for m in (methods or run.methods) for b in blocks]
@@ -99,12 +118,24 @@ def pointing_game(run, boxes: str | os.PathLike | pd.DataFrame, methods: Sequenc
         raw = run.maps(method, None if method == "cam" else block, rows=rows)[:, target]
         for image_id, geometry, area, one in zip(scored["image_id"], geometries, areas, raw):
             point = peak(geometry.to_original(one))
-            records.append({"image_id": image_id, "method": method, "block": block, "hit": is_hit(point, grouped[image_id], tolerance),
-                            "flat": point is None, "box_fraction": area})
+            records.append(
+                {
+                    "image_id": image_id,
+                    "method": method,
+                    "block": block,
+                    "hit": is_hit(point, grouped[image_id], tolerance),
+                    "flat": point is None,
+                    "box_fraction": area,
+                }
+            )
     detail = pd.DataFrame.from_records(records)
     if per_image:
         return detail
     table = detail.groupby(["method", "block"], sort=False).agg(
-        hits=("hit", "sum"), images=("hit", "size"), hit_rate=("hit", "mean"),
-        random_baseline=("box_fraction", "mean"), flat_maps=("flat", "sum"))
+        hits=("hit", "sum"),
+        images=("hit", "size"),
+        hit_rate=("hit", "mean"),
+        random_baseline=("box_fraction", "mean"),
+        flat_maps=("flat", "sum"),
+    )
     return table.reset_index()

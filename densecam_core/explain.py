@@ -16,50 +16,29 @@ import torch.nn.functional as F
 
 from densecam_core.fusion import ChannelAffine, fused_densenet
 from densecam_core.hardware import reduced_dtype, warn_if_emulated
+from densecam_core.images import IMAGENET_MEAN, IMAGENET_STD
+from densecam_core.spec import (
+    BLOCK_TAPS,
+    BLOCKS,
+    CAM_BLOCK,
+    METHODS,
+    STEM,
+    BlockTap,
+    block_grid,
+    required_modules,
+    validate_methods,
+    validate_precision,
+)
 
-METHODS: tuple[str, ...] = ("gradcam", "gradcampp", "layercam", "xgradcam", "hirescam")
-BLOCKS: tuple[int, ...] = (1, 2, 3, 4)
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+__all__ = ["BLOCKS", "METHODS", "Explainer", "Explanation", "block_grid", "validate_methods"]
+
 _EPS_GRADCAMPP = 1e-6
 _EPS_XGRADCAM = 1e-7
 FP16_GRAD_SCALE = 1024.0
 
 
-@dataclass(frozen=True)
-class BlockTap:
-    """Where a block activation is taken: declared metadata, never a string to eval."""
-
-    block: int
-    module: str
-    channels: int
-    stride: int
-    description: str
-
-
-BLOCK_TAPS: tuple[BlockTap, ...] = (
-    BlockTap(1, "features.transition1", 128, 8, "output of transition 1 (after its average pool)"),
-    BlockTap(2, "features.transition2", 256, 16, "output of transition 2 (after its average pool)"),
-    BlockTap(3, "features.transition3", 640, 32, "output of transition 3 (after its average pool)"),
-    BlockTap(4, "features.norm5", 1664, 32, "ReLU(norm5): the tensor fed to global average pooling"),
-)
-
-
-def block_grid(height: int, width: int | None = None) -> dict[int, tuple[int, int]]:
-    """Spatial size (h, w) of each block's maps for an input of ``height`` x ``width`` pixels."""
-
-    def sizes(n: int) -> list[int]:
-        n = (n + 6 - 7) // 2 + 1  # conv0: 7x7, stride 2, pad 3
-        n = (n + 2 - 3) // 2 + 1  # pool0: 3x3, stride 2, pad 1
-        b1 = n // 2
-        b2 = b1 // 2
-        b3 = b2 // 2
-        return [b1, b2, b3, b3]
-
-    hs, ws = sizes(height), sizes(width if width is not None else height)
-    return {b: (hs[i], ws[i]) for i, b in enumerate(BLOCKS)}
-
-
 # ---- the five methods: (activations A, gradients g), both (B, C, h, w) float32 -> (B, h, w) ----
+
 
 def gradcam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """Selvaraju et al.: channel weights are the spatial mean of the gradient."""
@@ -109,7 +88,16 @@ class Explanation:
     maps: dict[str, dict[int, torch.Tensor]] = field(default_factory=dict)  # method -> block -> (B, K, h, w)
     targets: torch.Tensor | None = None  # (B, K) class ids explained
 
-    def to(self, device: str | torch.device) -> "Explanation":
+    def take(self, count: int) -> Explanation:
+        """The first ``count`` images (a padded batch cropped back)."""
+        return Explanation(
+            self.logits[:count],
+            self.cam[:count],
+            {m: {b: t[:count] for b, t in per.items()} for m, per in self.maps.items()},
+            None if self.targets is None else self.targets[:count],
+        )
+
+    def to(self, device: str | torch.device) -> Explanation:
         return Explanation(
             self.logits.to(device),
             self.cam.to(device),
@@ -118,29 +106,17 @@ class Explanation:
         )
 
 
-def validate_methods(methods: Sequence[str] | None) -> tuple[str, ...]:
-    """Return methods in canonical order; unknown names raise a ValueError listing the valid ones."""
-    if methods is None:
-        return METHODS
-    if isinstance(methods, str):
-        methods = [m.strip() for m in methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHOD_FUNCTIONS]
-    if unknown or not methods:
-        raise ValueError(f"unknown method(s) {unknown or methods!r}; valid methods: {', '.join(METHODS)}")
-    return tuple(m for m in METHODS if m in methods)
-
-
 class Explainer:
     """CAM and the gradient maps of a torchvision DenseNet, all from one forward and one backward pass.
 
     ``targets``: ``None`` (class 0 for one-output models, else the predicted class), ``"predicted"``,
-    ``"all"`` or a list of class ids; one backward pass per explained class. The model is put in
-    eval mode; the passes run on a private copy with BatchNorms folded into convolutions
-    (``fusion.fused_densenet``), so the caller's model is never modified.
+    ``"all"`` or a list of class ids; one backward pass per explained class. The passes run on a
+    private eval-mode copy with BatchNorms folded into convolutions (``fusion.fused_densenet``), so
+    the caller's model is left exactly as it was (its mode included).
 
     ``precision="bf16"`` pays off only where bf16 is native (``hardware.native_bf16``; a
     ``SlowPrecisionWarning`` otherwise). HiResCAM and XGrad-CAM at blocks 1-3 are the maps bf16
-    disturbs most (README, "bf16 map agreement"); on a GPU, fp16 keeps them as close to fp32 as
+    disturbs most (docs/PERFORMANCE.md, "bf16 map agreement"); on a GPU, fp16 keeps them as close to fp32 as
     TF32 does, and is as fast as bf16.
     """
 
@@ -152,35 +128,37 @@ class Explainer:
         precision: str = "fp32",
         channels_last: bool | None = None,
     ) -> None:
-        self.model = model.eval()
+        self.model = model  # left exactly as given: mode, weights and requires_grad untouched
         self.methods = validate_methods(methods)
         self._check_architecture()
-        self.net = fused_densenet(self.model)  # private, frozen copy: the user's model is untouched
+        self.net = fused_densenet(model)  # private, frozen eval-mode copy
+        self._stem = [self.net.get_submodule(name) for name in STEM]
+        self._stages = [
+            (tap, self.net.get_submodule(tap.stage), self.net.get_submodule(tap.module)) for tap in BLOCK_TAPS
+        ]
         self.device = next(model.parameters()).device
+        self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).reshape(1, 3, 1, 1)
+        self._std = torch.tensor(IMAGENET_STD, device=self.device).reshape(1, 3, 1, 1)
         self.num_classes = int(model.classifier.out_features)
         self.targets = self._validate_targets(targets)
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.precision = validate_precision(precision)
         if precision == "fp16" and self.device.type != "cuda":
             raise ValueError("precision='fp16' needs a CUDA model; use 'bf16' or 'fp32' on the CPU")
-        self.precision = precision
         warn_if_emulated(precision, self.device)
         self.channels_last = self._default_channels_last() if channels_last is None else bool(channels_last)
         if self.channels_last:
             self.net.to(memory_format=torch.channels_last)
-        # bf16/fp16: the stem and dense blocks hold their weights in that type, cast once here.
-        # Autocast instead re-casts every weight on every call and bounces the dense layers'
-        # affine maps through fp32; casting once ran 2.2x faster on an H200 (batch 32, 320 px) and
-        # 1.1x on a CPU that emulates bf16.
+        # bf16/fp16: the stem and the dense blocks (the taps' stages) hold their weights in that type,
+        # cast once here; autocast would re-cast every weight on every call (docs/PERFORMANCE.md).
+        # The tapped modules keep fp32 weights (see _tap).
         self.compute_dtype = reduced_dtype(precision)
         # fp16 gradients of a logit with respect to early activations are often below 6e-5, fp16's
         # subnormal range, where precision fades: the backward seed is scaled by a power of two
         # (exact) and the maps divide it out. bf16 has fp32's range and needs no scaling.
         self.grad_scale = FP16_GRAD_SCALE if self.compute_dtype == torch.float16 else 1.0
         if self.compute_dtype is not None:
-            features = self.net.features
-            for name in ("conv0", "denseblock1", "denseblock2", "denseblock3", "denseblock4"):
-                for module in getattr(features, name).modules():
+            for part in [*self._stem, *(stage for _, stage, _ in self._stages)]:
+                for module in part.modules():
                     if isinstance(module, (torch.nn.Conv2d, ChannelAffine)):  # BatchNorm keeps fp32 statistics
                         module.to(self.compute_dtype)
 
@@ -199,15 +177,16 @@ class Explainer:
         return 1
 
     def _check_architecture(self) -> None:
-        features = getattr(self.model, "features", None)
-        need = ["conv0", "norm0", "relu0", "pool0", "denseblock1", "transition1", "denseblock2",
-                "transition2", "denseblock3", "transition3", "denseblock4", "norm5"]
-        have = [n for n, _ in features.named_children()] if features is not None else []
+        """Every module the taps name must exist (``spec.required_modules``), and a Linear classifier."""
+        have = {name for name, _ in self.model.named_modules()}
+        need = required_modules()
         missing = [n for n in need if n not in have]
         if missing or not isinstance(getattr(self.model, "classifier", None), torch.nn.Linear):
+            features = getattr(self.model, "features", None)
+            children = [n for n, _ in features.named_children()] if isinstance(features, torch.nn.Module) else []
             raise TypeError(
-                f"Explainer needs a torchvision DenseNet (features.{{{', '.join(need)}}} and a Linear "
-                f"classifier); missing {missing or ['classifier']}; the model has features {have}"
+                f"Explainer needs a torchvision DenseNet (modules {', '.join(need)} and a Linear "
+                f"classifier); missing {missing or ['classifier']}; the model has features {children}"
             )
 
     def _validate_targets(self, targets: str | Sequence[int] | None) -> str | tuple[int, ...] | None:
@@ -224,13 +203,23 @@ class Explainer:
     def _validate_input(self, images: torch.Tensor) -> None:
         if not isinstance(images, torch.Tensor):
             raise TypeError(f"expected a torch.Tensor of shape (B, 3, H, W), got {type(images).__name__}")
-        if images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
+        if images.ndim != 4 or images.shape[1] != 3 or not (images.is_floating_point() or images.dtype == torch.uint8):
             raise ValueError(
-                "expected a normalised float tensor of shape (B, 3, H, W); "
+                "expected a normalised float tensor or uint8 pixels of shape (B, 3, H, W); "
                 f"got dtype {images.dtype} and shape {tuple(images.shape)}"
             )
         if images.shape[0] == 0 or min(images.shape[2:]) < 32:
             raise ValueError(f"expected B >= 1 and H, W >= 32 pixels; got shape {tuple(images.shape)}")
+
+    def _to_device(self, images: torch.Tensor) -> torch.Tensor:
+        """The batch on the model's device; uint8 pixels are normalised there (a quarter of the bytes
+        cross to the device, and the host does no float work)."""
+        if images.device.type == "cpu" and self.device.type == "cuda" and not images.is_pinned():
+            images = images.pin_memory()
+        x = images.to(self.device, non_blocking=True)
+        if x.dtype == torch.uint8:
+            x = (x.float() / 255.0 - self._mean) / self._std
+        return x
 
     def _target_ids(self, logits: torch.Tensor) -> torch.Tensor:
         batch = logits.shape[0]
@@ -247,34 +236,38 @@ class Explainer:
         return x if self.compute_dtype is None else x.to(self.compute_dtype)
 
     def _forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """The model's own forward, written out so each block activation is a well-defined tensor.
+        """The model's own forward, driven by ``spec.BLOCK_TAPS``, so each block activation is a
+        well-defined tensor.
 
         torchvision applies ``F.relu(..., inplace=True)`` after norm5, which would modify a hooked
-        tensor after its hook ran; here block 4 is an explicit, out-of-place ReLU(norm5).
+        tensor after its hook ran; here a tap's ReLU is explicit and out of place. Nothing before the
+        first tap needs a gradient (gradients are taken with respect to the taps only).
         """
-        f = self.net.features
-        with torch.no_grad():  # nothing below block 1 needs a gradient
-            h = f.pool0(f.relu0(f.norm0(f.conv0(self._low(x)))))
-            h = self._tap(f.transition1, f.denseblock1(h))
-        a1 = h.detach().requires_grad_(True)
-        a2 = self._tap(f.transition2, f.denseblock2(self._low(a1)))
-        a3 = self._tap(f.transition3, f.denseblock3(self._low(a2)))
-        a4 = self._tap(lambda t: F.relu(f.norm5(t)), f.denseblock4(self._low(a3)))
-        pooled = F.adaptive_avg_pool2d(a4, 1).flatten(1)
-        return [a1, a2, a3, a4], self.net.classifier(pooled)
+        with torch.no_grad():
+            h = self._low(x)
+            for module in self._stem:
+                h = module(h)
+            first, stage, module = self._stages[0]
+            h = self._tap(first, module, stage(h))
+        acts = [h.detach().requires_grad_(True)]
+        for tap, stage, module in self._stages[1:]:
+            acts.append(self._tap(tap, module, stage(self._low(acts[-1]))))
+        pooled = F.adaptive_avg_pool2d(acts[-1], 1).flatten(1)
+        return acts, self.net.classifier(pooled)
 
-    def _tap(self, module: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """Compute a block's tapped activation in float32 (the transitions and norm5 keep fp32 weights).
+    def _tap(self, tap: BlockTap, module: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Compute a block's tapped activation in float32 (the tapped modules keep fp32 weights).
 
         The taps are where the maps' arithmetic happens: rounding them to bf16 (8-bit mantissa)
         turns the signed channel sums of HiResCAM and XGrad-CAM into noise. The transitions and
         norm5 are a small share of the network's work.
         """
-        return module(x.float())
+        out = module(x.float())
+        return F.relu(out) if tap.relu else out
 
     def __call__(self, images: torch.Tensor) -> Explanation:
         self._validate_input(images)
-        x = images.to(self.device, non_blocking=True)
+        x = self._to_device(images)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         result = self._explain(x, self.grad_scale)
@@ -293,13 +286,18 @@ class Explainer:
         for k in range(k_count):
             score = logits.gather(1, target_ids[:, k : k + 1]).sum() * grad_scale
             per_target.append(list(torch.autograd.grad(score, acts, retain_graph=k < k_count - 1)))
-        if grad_scale != 1.0 and not bool(torch.stack([torch.isfinite(g).all() for gs in per_target for g in gs]).all()):
+        if grad_scale != 1.0 and not bool(
+            torch.stack([torch.isfinite(g).all() for gs in per_target for g in gs]).all()
+        ):
             return None
         with torch.no_grad():
             acts32 = [a.detach().float() for a in acts]
             weight = self.net.classifier.weight.detach().float()  # (C, 1664)
             cam = torch.stack(
-                [torch.einsum("bc,bchw->bhw", weight[target_ids[:, k]], acts32[3]) for k in range(k_count)],
+                [
+                    torch.einsum("bc,bchw->bhw", weight[target_ids[:, k]], acts32[BLOCKS.index(CAM_BLOCK)])
+                    for k in range(k_count)
+                ],
                 dim=1,
             )
             maps: dict[str, dict[int, torch.Tensor]] = {m: {} for m in self.methods}

@@ -29,12 +29,23 @@ def headless_pyplot():
 def _draw_boxes(axis, boxes: np.ndarray | None) -> None:
     from matplotlib.patches import Rectangle
 
-    for x0, y0, x1, y1 in ([] if boxes is None else np.asarray(boxes).reshape(-1, 4)):
-        axis.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="white", linewidth=1.2, linestyle="--"))
+    for x0, y0, x1, y1 in [] if boxes is None else np.asarray(boxes).reshape(-1, 4):
+        axis.add_patch(
+            Rectangle(
+                (x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="white", linewidth=1.2, linestyle="--"
+            )
+        )
 
 
-def image_panel(run, image_id: str, path: str | os.PathLike, *, method: str = "gradcam",
-                boxes: np.ndarray | None = None, title: str | None = None) -> str:
+def image_panel(
+    run,
+    image_id: str,
+    path: str | os.PathLike,
+    *,
+    method: str = "gradcam",
+    boxes: np.ndarray | None = None,
+    title: str | None = None,
+) -> str:
     """One row: the radiograph, CAM, then ``method`` at blocks 1-4; lesion boxes dashed if given."""
     plt = headless_pyplot()
     record = run.index.set_index("image_id").loc[image_id]
@@ -55,8 +66,16 @@ def image_panel(run, image_id: str, path: str | os.PathLike, *, method: str = "g
     return os.fspath(path)
 
 
-def contact_sheet(run, image_ids: Sequence[str], path: str | os.PathLike, *, method: str = "cam", block: int | None = 4,
-                  boxes: dict[str, np.ndarray] | None = None, columns: int = 6) -> str:
+def contact_sheet(
+    run,
+    image_ids: Sequence[str],
+    path: str | os.PathLike,
+    *,
+    method: str = "cam",
+    block: int | None = 4,
+    boxes: dict[str, np.ndarray] | None = None,
+    columns: int = 6,
+) -> str:
     """A grid of overlays of one map for many images, boxes dashed, probability in each title."""
     plt = headless_pyplot()
     if not image_ids:

@@ -13,13 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-RESIZE_MODES = ("stretch", "pad")
+from densecam_core.spec import RESIZE_MODES, validate_resize_mode
 
-
-def validate_resize_mode(mode: str) -> str:
-    if mode not in RESIZE_MODES:
-        raise ValueError(f"resize mode must be one of {RESIZE_MODES}, got {mode!r}")
-    return mode
+__all__ = ["RESIZE_MODES", "Geometry", "validate_resize_mode"]
 
 
 @dataclass(frozen=True)

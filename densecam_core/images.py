@@ -1,4 +1,4 @@
-"""Decoding any radiograph file to 8-bit RGB, and preprocessing it for the model.
+"""Decoding any radiograph file to 8-bit pixels, and preprocessing it for the model.
 
 Every failure is an ``ImageError`` with a readable reason; the job records it as an error row.
 No torch here: the store reader uses ``decode_image`` for overlays.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import stat
 import warnings
 from dataclasses import dataclass
 
@@ -20,6 +21,9 @@ from densecam_core.geometry import Geometry, validate_resize_mode
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 DEFAULT_MAX_PIXELS = 64_000_000  # 8000 x 8000: far above any radiograph, far below a decompression bomb
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024  # a 16-bit 8000 x 8000 PNG stored raw is 128 MB
+PREPROCESS_VERSION = 1
+"""Bump when decoding or resizing changes what a model input holds: input caches of other versions are never used."""
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
@@ -31,17 +35,19 @@ class ImageError(Exception):
         self.reason = reason
 
 
-def read_bytes(path: str) -> bytes:
-    """Read a local path or an fsspec URL, turning OS errors into readable reasons."""
+def read_bytes(path: str, *, max_bytes: int | None = None) -> bytes:
+    """Read a local path or an fsspec URL, turning OS errors into readable reasons.
+
+    Only regular files are read (a FIFO or device named ``.png`` would block or never end), and
+    never more than ``max_bytes`` (default ``DEFAULT_MAX_BYTES``): a huge non-image is refused before
+    it is read into memory.
+    """
+    limit = DEFAULT_MAX_BYTES if max_bytes is None else int(max_bytes)
     try:
         if "://" in path and not path.startswith("file://"):
-            import fsspec
-
-            with fsspec.open(path, "rb") as handle:
-                data = handle.read()
+            data = _read_url(path, limit)
         else:
-            with open(path.removeprefix("file://"), "rb") as handle:
-                data = handle.read()
+            data = _read_local(path.removeprefix("file://"), limit)
     except FileNotFoundError:
         raise ImageError(f"missing file: {path}") from None
     except PermissionError:
@@ -57,14 +63,54 @@ def read_bytes(path: str) -> bytes:
     return data
 
 
-def decode_image(source: str | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode a PNG/JPEG of any mode to an (H, W, 3) uint8 array.
+def _too_large(size: int, limit: int, path: str) -> ImageError:
+    return ImageError(f"file too large: {size} bytes > max_image_bytes={limit}: {path}")
+
+
+def _read_local(path: str, limit: int) -> bytes:
+    # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses anything not regular
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageError(f"not a regular file (a FIFO, socket or device): {path}")
+        if info.st_size > limit:
+            raise _too_large(info.st_size, limit, path)
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise _too_large(len(data), limit, path)
+    return data
+
+
+def _read_url(path: str, limit: int) -> bytes:
+    import fsspec
+
+    fs, inner = fsspec.core.url_to_fs(path)
+    size = fs.size(inner)
+    if size is not None and size > limit:
+        raise _too_large(int(size), limit, path)
+    with fs.open(inner, "rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise _too_large(len(data), limit, path)
+    return data
+
+
+def decode_pixels(
+    source: str | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int | None = None
+) -> np.ndarray:
+    """Decode a PNG/JPEG of any mode to uint8: (H, W) for grey sources, (H, W, 3) for colour ones.
 
     16-bit and 32-bit grey images are scaled to 8 bits over the range of values they contain
     (a 12-bit radiograph in a 16-bit PNG would otherwise be nearly black, or clipped white).
     Transparent pixels are composited onto black.
     """
-    data = read_bytes(source) if isinstance(source, str) else source
+    data = read_bytes(source, max_bytes=max_bytes) if isinstance(source, str) else source
     if not data:
         raise ImageError("empty file (0 bytes)")
     try:
@@ -73,7 +119,9 @@ def decode_image(source: str | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -
             image = Image.open(io.BytesIO(data))
             width, height = image.size
             if width * height > max_pixels:
-                raise ImageError(f"image too large: {width}x{height} = {width * height} pixels > max_pixels={max_pixels}")
+                raise ImageError(
+                    f"image too large: {width}x{height} = {width * height} pixels > max_pixels={max_pixels}"
+                )
             image.load()
     except ImageError:
         raise
@@ -83,29 +131,54 @@ def decode_image(source: str | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -
         raise ImageError(f"image too large (decompression bomb guard): {exc}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"truncated or corrupt image: {exc}") from None
-    return to_rgb8(image)
+    return to_pixels(image)
 
 
-def to_rgb8(image: Image.Image) -> np.ndarray:
-    """Any PIL mode to (H, W, 3) uint8."""
+def decode_image(source: str | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode a PNG/JPEG of any mode to an (H, W, 3) uint8 array (grey repeated into three channels)."""
+    return as_rgb(decode_pixels(source, max_pixels=max_pixels))
+
+
+def as_rgb(pixels: np.ndarray) -> np.ndarray:
+    """(H, W) grey or (H, W, 3) colour -> (H, W, 3)."""
+    return np.repeat(pixels[:, :, None], 3, axis=2) if pixels.ndim == 2 else pixels
+
+
+def to_pixels(image: Image.Image) -> np.ndarray:
+    """Any PIL mode to uint8: (H, W) when the image has no colour, else (H, W, 3)."""
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         values = np.asarray(image, dtype=np.float64)
         low, high = float(values.min()), float(values.max())
         scaled = np.zeros_like(values) if high <= low else (values - low) * (255.0 / (high - low))
-        grey = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-        return np.repeat(grey[:, :, None], 3, axis=2)
+        return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
     if mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
         mode = image.mode
     if mode in ("LA", "RGBA", "PA"):
         rgba = np.asarray(image.convert("RGBA"), dtype=np.float32)
-        rgb = rgba[:, :, :3] * (rgba[:, :, 3:4] / 255.0)
-        return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+        rgb = np.clip(np.rint(rgba[:, :, :3] * (rgba[:, :, 3:4] / 255.0)), 0, 255).astype(np.uint8)
+        return rgb[:, :, 0].copy() if mode == "LA" else rgb
     if mode == "L" or mode == "1":
-        grey = np.asarray(image.convert("L"))
-        return np.repeat(grey[:, :, None], 3, axis=2)
+        return np.asarray(image.convert("L"))
     return np.asarray(image.convert("RGB"))
+
+
+def to_rgb8(image: Image.Image) -> np.ndarray:
+    """Any PIL mode to (H, W, 3) uint8."""
+    return as_rgb(to_pixels(image))
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """A resized uint8 model input, (C, size, size) with C = 1 (grey source) or 3, before normalisation.
+
+    Why uint8: it is what the input cache stores and what travels to the device (a quarter of the
+    float bytes); ``normalise`` (host) and the Explainer (device) turn it into the network's input.
+    """
+
+    pixels: np.ndarray
+    geometry: Geometry
 
 
 @dataclass(frozen=True)
@@ -116,23 +189,50 @@ class Preprocessed:
     geometry: Geometry
 
 
-def preprocess(rgb: np.ndarray, size: int = 320, mode: str = "stretch") -> Preprocessed:
-    """Resize to ``size`` x ``size`` by ``stretch`` or ``pad`` (reflect), then ImageNet-normalise."""
+def resize_pixels(pixels: np.ndarray, size: int = 320, mode: str = "stretch") -> ModelInput:
+    """Resize (H, W) or (H, W, 3) uint8 to ``size`` x ``size`` by ``stretch`` or ``pad`` (reflect), PIL bilinear."""
     validate_resize_mode(mode)
-    height, width = rgb.shape[:2]
+    height, width = pixels.shape[:2]
     geometry = Geometry(height, width, size, mode)
     if mode == "pad":
         top, bottom, left, right = geometry.padding
         pad_mode = "reflect" if min(height, width) > 1 else "edge"
-        rgb = np.pad(rgb, ((top, bottom), (left, right), (0, 0)), mode=pad_mode)
-    resized = Image.fromarray(rgb).resize((size, size), Image.BILINEAR)
-    array = (np.asarray(resized, dtype=np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-    return Preprocessed(np.ascontiguousarray(array.transpose(2, 0, 1)), geometry)
+        widths = [(top, bottom), (left, right)] + ([(0, 0)] if pixels.ndim == 3 else [])
+        pixels = np.pad(pixels, widths, mode=pad_mode)  # type: ignore[call-overload]
+    resized = np.asarray(Image.fromarray(pixels).resize((size, size), Image.Resampling.BILINEAR))
+    chw = resized[None] if resized.ndim == 2 else resized.transpose(2, 0, 1)
+    return ModelInput(np.ascontiguousarray(chw), geometry)
 
 
-def load_for_model(path: str, size: int = 320, mode: str = "stretch", *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Preprocessed:
+def normalise(pixels: np.ndarray) -> np.ndarray:
+    """(C, H, W) uint8, C in {1, 3} -> (3, H, W) float32, ImageNet-normalised (the host path)."""
+    rgb = np.broadcast_to(pixels, (3, *pixels.shape[1:])).astype(np.float32)
+    return (rgb / 255.0 - IMAGENET_MEAN[:, None, None]) / IMAGENET_STD[:, None, None]
+
+
+def preprocess(rgb: np.ndarray, size: int = 320, mode: str = "stretch") -> Preprocessed:
+    """Resize to ``size`` x ``size`` by ``stretch`` or ``pad`` (reflect), then ImageNet-normalise."""
+    model_input = resize_pixels(rgb, size, mode)
+    return Preprocessed(np.ascontiguousarray(normalise(model_input.pixels)), model_input.geometry)
+
+
+def load_model_input(
+    path: str,
+    size: int = 320,
+    mode: str = "stretch",
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int | None = None,
+) -> ModelInput:
+    """decode + resize to a uint8 model input; raises ImageError with the reason."""
+    return resize_pixels(decode_pixels(path, max_pixels=max_pixels, max_bytes=max_bytes), size, mode)
+
+
+def load_for_model(
+    path: str, size: int = 320, mode: str = "stretch", *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Preprocessed:
     """decode + preprocess; raises ImageError with the reason."""
-    return preprocess(decode_image(path, max_pixels=max_pixels), size, mode)
+    return preprocess(decode_pixels(path, max_pixels=max_pixels), size, mode)
 
 
 def is_image_name(name: str) -> bool:

@@ -7,7 +7,7 @@ passes without the start-up cost and memory copies of worker processes.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -15,22 +15,28 @@ import numpy as np
 import torch
 
 from densecam_core.geometry import Geometry
-from densecam_core.images import DEFAULT_MAX_PIXELS, ImageError, Preprocessed, load_for_model
+from densecam_core.images import DEFAULT_MAX_PIXELS, ImageError, ModelInput, load_model_input
 
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """One requested image: ``position`` in the input sequence, then either its geometry or its error."""
+    """One requested image: ``position`` in the input sequence, then either its input or its error.
+
+    ``pixels`` is the (C, size, size) uint8 model input (C = 1 for grey sources); ``from_cache``
+    tells whether it came from the input cache rather than from decoding the file.
+    """
 
     position: int
     path: str
     geometry: Geometry | None
     error: str | None
+    pixels: np.ndarray | None = None
+    from_cache: bool = False
 
 
 @dataclass
 class LoadedBatch:
-    """``images`` stacks the successfully decoded images, in the order of the ok records."""
+    """``images`` stacks the ok records' inputs as (n, 3, size, size) uint8, in the order of the ok records."""
 
     images: torch.Tensor | None
     records: list[ImageRecord]
@@ -40,9 +46,9 @@ class LoadedBatch:
         return [r for r in self.records if r.error is None]
 
 
-def _load(path: str, size: int, mode: str, max_pixels: int) -> Preprocessed | str:
+def _load(path: str, size: int, mode: str, max_pixels: int, max_bytes: int | None) -> ModelInput | str:
     try:
-        return load_for_model(path, size, mode, max_pixels=max_pixels)
+        return load_model_input(path, size, mode, max_pixels=max_pixels, max_bytes=max_bytes)
     except ImageError as exc:
         return exc.reason
     except Exception as exc:  # the per-image boundary: any decoder bug becomes an error row
@@ -50,7 +56,11 @@ def _load(path: str, size: int, mode: str, max_pixels: int) -> Preprocessed | st
 
 
 class BatchLoader:
-    """Iterate over ``paths`` in batches of ``batch_size``; ``prefetch`` batches decode ahead."""
+    """Iterate over ``paths`` in batches of ``batch_size``; ``prefetch`` batches decode ahead.
+
+    ``cached`` maps positions to model inputs already at hand (the input cache): those are not
+    decoded. Batches are uint8; the Explainer normalises them on its device.
+    """
 
     def __init__(
         self,
@@ -62,39 +72,59 @@ class BatchLoader:
         num_threads: int = 2,
         prefetch: int = 2,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_bytes: int | None = None,
+        cached: Mapping[int, ModelInput] | None = None,
     ) -> None:
         if batch_size < 1 or num_threads < 1:
             raise ValueError("batch_size and num_threads must be >= 1")
         self.paths = list(paths)
         self.size, self.mode, self.batch_size = size, mode, batch_size
         self.num_threads, self.prefetch, self.max_pixels = num_threads, max(1, prefetch), max_pixels
+        self.max_bytes = max_bytes
+        self.cached = dict(cached or {})
 
     def __len__(self) -> int:
         return -(-len(self.paths) // self.batch_size)
 
     def __iter__(self) -> Iterator[LoadedBatch]:
         with ThreadPoolExecutor(self.num_threads, thread_name_prefix="densecam-decode") as pool:
-            pending: deque[Future] = deque()
+            pending: deque[Future | ModelInput] = deque()
             next_index = 0
             lookahead = self.batch_size * (self.prefetch + 1)
             while next_index < len(self.paths) or pending:
                 while next_index < len(self.paths) and len(pending) < lookahead:
-                    pending.append(pool.submit(_load, self.paths[next_index], self.size, self.mode, self.max_pixels))
+                    hit = self.cached.get(next_index)
+                    pending.append(
+                        hit
+                        if hit is not None
+                        else pool.submit(
+                            _load, self.paths[next_index], self.size, self.mode, self.max_pixels, self.max_bytes
+                        )
+                    )
                     next_index += 1
                 take = min(self.batch_size, len(pending))
                 start = next_index - len(pending)
-                results = [pending.popleft().result() for _ in range(take)]
+                results = [_resolve(pending.popleft()) for _ in range(take)]
                 yield self._collate(start, results)
 
-    def _collate(self, start: int, results: list[Preprocessed | str]) -> LoadedBatch:
+    def _collate(self, start: int, results: list[tuple[ModelInput | str, bool]]) -> LoadedBatch:
         records: list[ImageRecord] = []
         arrays: list[np.ndarray] = []
-        for offset, result in enumerate(results):
+        for offset, (result, from_cache) in enumerate(results):
             position = start + offset
             if isinstance(result, str):
                 records.append(ImageRecord(position, self.paths[position], None, result))
             else:
-                records.append(ImageRecord(position, self.paths[position], result.geometry, None))
-                arrays.append(result.array)
+                records.append(
+                    ImageRecord(position, self.paths[position], result.geometry, None, result.pixels, from_cache)
+                )
+                arrays.append(np.broadcast_to(result.pixels, (3, self.size, self.size)))
         images = torch.from_numpy(np.stack(arrays)) if arrays else None
         return LoadedBatch(images, records)
+
+
+def _resolve(item: Future | ModelInput) -> tuple[ModelInput | str, bool]:
+    """(the input or the error reason, whether it came from the cache)."""
+    if isinstance(item, Future):
+        return item.result(), False
+    return item, True

@@ -144,10 +144,14 @@ def _read_labelled_studies(csv_path: Path, root: Path) -> pd.DataFrame:
             study = row[0].strip().rstrip("/")
             labels[study] = int(row[1])
             folder = root / study
-            images = sorted(
-                (p.name for p in folder.iterdir() if p.is_file() and is_image_name(p.name)),
-                key=_image_number,
-            ) if folder.is_dir() else []
+            images = (
+                sorted(
+                    (p.name for p in folder.iterdir() if p.is_file() and is_image_name(p.name)),
+                    key=_image_number,
+                )
+                if folder.is_dir()
+                else []
+            )
             if not images:
                 raise ManifestError(f"{csv_path}: line {line}: study folder {str(folder)!r} holds no images")
             rows.extend(f"{study}/{name}" for name in images)
@@ -192,13 +196,19 @@ def _rows_from_relative_paths(paths: list[str], root: Path | str) -> pd.DataFram
     return pd.DataFrame.from_records(records, columns=list(COLUMNS))
 
 
-def _record(image_id: str, path: str, fields: MuraFields | None) -> dict:
-    record = {"image_id": image_id, "path": path}
+def _record(image_id: str, path: str, fields: MuraFields | None) -> dict[str, object]:
+    record: dict[str, object] = {"image_id": image_id, "path": path}
     if fields is None:
         record.update(split=None, body_part=None, patient_id=None, study_id=None, view=None, label=None)
     else:
-        record.update(split=fields.split, body_part=fields.body_part, patient_id=fields.patient_id,
-                      study_id=fields.study_id, view=fields.view, label=fields.label)
+        record.update(
+            split=fields.split,
+            body_part=fields.body_part,
+            patient_id=fields.patient_id,
+            study_id=fields.study_id,
+            view=fields.view,
+            label=fields.label,
+        )
     return record
 
 
@@ -207,8 +217,11 @@ def _join(root: str, rel: str) -> str:
 
 
 def _reject_escapes(relative_paths: list[str]) -> None:
-    escaping = [p for p in relative_paths
-                if posixpath.normpath(p.replace("\\", "/")).startswith("../") or posixpath.normpath(p) == ".."]
+    escaping = [
+        p
+        for p in relative_paths
+        if posixpath.normpath(p.replace("\\", "/")).startswith("../") or posixpath.normpath(p) == ".."
+    ]
     if escaping:
         raise ManifestError(f"{len(escaping)} path(s) escape the image root: {escaping[:10]}")
 
@@ -242,7 +255,9 @@ def _read_generic(table: pd.DataFrame, root: str) -> pd.DataFrame:
     if "label" in table.columns:
         bad = ~frame["label"].isna() & ~frame["label"].isin([0, 1, True, False])
         if bad.any():
-            raise ManifestError(f"'label' must be 0, 1 or empty; got {sorted(set(frame['label'][bad].astype(str)))[:5]}")
+            raise ManifestError(
+                f"'label' must be 0, 1 or empty; got {sorted(set(frame['label'][bad].astype(str)))[:5]}"
+            )
     return frame
 
 
@@ -258,31 +273,3 @@ def _finish(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     for column in ("image_id", "path", "split", "body_part", "patient_id", "study_id"):
         frame[column] = frame[column].astype("string")
     return frame
-
-
-@dataclass(frozen=True)
-class Shard:
-    """A contiguous, chunk-aligned range of store rows: the unit of work, of writing and of resume."""
-
-    index: int
-    row_start: int
-    row_stop: int
-
-    @property
-    def name(self) -> str:
-        return f"{self.index:06d}"
-
-
-def plan_shards(num_rows: int, shard_size: int, first_row: int = 0) -> list[Shard]:
-    """Cut rows [first_row, first_row + num_rows) into shards aligned to ``shard_size``.
-
-    ``first_row`` must be a multiple of ``shard_size`` so no two shards share a Zarr chunk.
-    """
-    if shard_size < 1:
-        raise ValueError("shard_size must be >= 1")
-    if first_row % shard_size:
-        raise ValueError(f"first_row {first_row} is not a multiple of shard_size {shard_size}")
-    shards = []
-    for start in range(first_row, first_row + num_rows, shard_size):
-        shards.append(Shard(start // shard_size, start, min(start + shard_size, first_row + num_rows)))
-    return shards

@@ -16,8 +16,9 @@ from sklearn.metrics import cohen_kappa_score, roc_auc_score
 METRIC_NAMES = ("auroc", "sensitivity", "specificity", "kappa", "count")
 
 
-def binary_metrics(labels: Sequence[int] | np.ndarray, probabilities: Sequence[float] | np.ndarray,
-                   threshold: float = 0.5) -> dict[str, float]:
+def binary_metrics(
+    labels: Sequence[int] | np.ndarray, probabilities: Sequence[float] | np.ndarray, threshold: float = 0.5
+) -> dict[str, float]:
     """AUROC, sensitivity, specificity and Cohen's kappa of ``probabilities >= threshold``.
 
     A metric that is undefined for the data (AUROC or sensitivity with no positive) is NaN, not 0,
@@ -48,7 +49,9 @@ def study_table(frame: pd.DataFrame, probability_column: str = "prob") -> pd.Dat
         raise ValueError(f"study_table needs columns {sorted(missing)}")
     # an image without a study (a generic manifest) is a study of its own
     own = frame["image_id"] if "image_id" in frame.columns else pd.Series(frame.index.astype(str), index=frame.index)
-    studies = frame["study_id"].astype(object).where(frame["study_id"].notna(), own) if "study_id" in frame.columns else own
+    studies = (
+        frame["study_id"].astype(object).where(frame["study_id"].notna(), own) if "study_id" in frame.columns else own
+    )
     frame = frame.assign(study_id=studies.astype(str))
     grouped = frame.groupby("study_id", sort=True)
     table = grouped.agg(prob=(probability_column, "mean"), label=("label", "first"), views=("label", "size"))
@@ -57,8 +60,9 @@ def study_table(frame: pd.DataFrame, probability_column: str = "prob") -> pd.Dat
     return table.reset_index()
 
 
-def image_and_study_metrics(frame: pd.DataFrame, probability_column: str = "prob",
-                            threshold: float = 0.5) -> dict[str, dict[str, float]]:
+def image_and_study_metrics(
+    frame: pd.DataFrame, probability_column: str = "prob", threshold: float = 0.5
+) -> dict[str, dict[str, float]]:
     """``{"image": {...}, "study": {...}}`` metrics for rows with a label and a probability."""
     rows = frame.dropna(subset=["label", probability_column])
     studies = study_table(rows, probability_column)

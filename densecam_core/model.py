@@ -42,9 +42,9 @@ def canonical_state_dict(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
             raise CheckpointError(f"checkpoint key {key!r} is not a string")
         name = key
         while name.startswith("module."):
-            name = name[len("module."):]
+            name = name[len("module.") :]
         if name.startswith("features_first."):
-            name = "features." + name[len("features_first."):]
+            name = "features." + name[len("features_first.") :]
         name = _MURA_STAGE_KEY.sub(r"features.\1.", name)
         legacy = _LEGACY_LAYER_KEY.match(name)
         if legacy:
@@ -153,6 +153,13 @@ def _load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], name: s
         raise CheckpointError(
             f"checkpoint {name} does not match torchvision densenet169 "
             f"(num_classes={expected['classifier.weight'].shape[0]}): " + "; ".join(parts)
+        )
+    non_finite = sorted(k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
+    if non_finite:
+        shown = ", ".join(non_finite[:8]) + (f", … ({len(non_finite)} in all)" if len(non_finite) > 8 else "")
+        raise CheckpointError(
+            f"checkpoint {name} holds NaN or infinite weights in {shown}: every explanation would be NaN; "
+            "use a checkpoint from before training diverged"
         )
     full = dict(state)
     for key in optional - set(state):

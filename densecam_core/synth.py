@@ -42,7 +42,9 @@ class SynthSummary:
     lesions: int
 
 
-def _plan(images: int, rng: np.random.Generator, valid_fraction: float, lesion_rate: float) -> tuple[list[PlannedImage], list[tuple[str, int]]]:
+def _plan(
+    images: int, rng: np.random.Generator, valid_fraction: float, lesion_rate: float
+) -> tuple[list[PlannedImage], list[tuple[str, int]]]:
     planned: list[PlannedImage] = []
     studies: list[tuple[str, int]] = []
     counters = {"train": 0, "valid": VALID_FIRST_PATIENT - 1}
@@ -54,19 +56,25 @@ def _plan(images: int, rng: np.random.Generator, valid_fraction: float, lesion_r
         patient = f"patient{counters[split]:05d}"
         study_numbers: dict[str, int] = {}
         for _ in range(int(rng.integers(1, 5))):
-            body_part = BODY_PARTS[part_cycle % len(BODY_PARTS)] if rng.random() < 0.7 else BODY_PARTS[int(rng.integers(7))]
+            body_part = (
+                BODY_PARTS[part_cycle % len(BODY_PARTS)] if rng.random() < 0.7 else BODY_PARTS[int(rng.integers(7))]
+            )
             part_cycle += 1
             number = study_numbers.get(body_part, 0) + 1
             study_numbers[body_part] = number
             abnormal = bool(rng.random() < 0.45)
-            folder = f"{MURA_DIR}/{split}/XR_{body_part}/{patient}/study{number}_{'positive' if abnormal else 'negative'}"
+            folder = (
+                f"{MURA_DIR}/{split}/XR_{body_part}/{patient}/study{number}_{'positive' if abnormal else 'negative'}"
+            )
             views = int(rng.integers(1, 6))
             lesion_view = int(rng.integers(views))
             for view in range(views):
                 if len(planned) >= images:
                     break
                 lesion = abnormal and (view == lesion_view or rng.random() < lesion_rate)
-                planned.append(PlannedImage(f"{folder}/image{view + 1}.png", split, abnormal, lesion, int(rng.integers(2**31))))
+                planned.append(
+                    PlannedImage(f"{folder}/image{view + 1}.png", split, abnormal, lesion, int(rng.integers(2**31)))
+                )
             studies.append((folder + "/", int(abnormal)))
             if len(planned) >= images:
                 break
@@ -79,8 +87,9 @@ def _rotated_rect(cx: float, cy: float, length: float, width: float, angle: floa
     return [(cx + x * ca - y * sa, cy + x * sa + y * ca) for x, y in corners]
 
 
-def render(image: PlannedImage, min_side: int, max_side: int, rgb_fraction: float,
-           lesion_scale: float = 1.0) -> tuple[Image.Image, tuple[int, int, int, int] | None]:
+def render(
+    image: PlannedImage, min_side: int, max_side: int, rgb_fraction: float, lesion_scale: float = 1.0
+) -> tuple[Image.Image, tuple[int, int, int, int] | None]:
     """Draw one radiograph-like image; returns it and its lesion box (x0, y0, x1, y1) or None."""
     rng = np.random.default_rng(image.seed)
     long_side = int(rng.integers(min_side, max_side + 1))
@@ -91,7 +100,9 @@ def render(image: PlannedImage, min_side: int, max_side: int, rgb_fraction: floa
     vertical = height >= width
     axis_angle = (math.pi / 2 if vertical else 0.0) + rng.uniform(-0.25, 0.25)
     cx, cy = width / 2 + rng.uniform(-0.08, 0.08) * width, height / 2 + rng.uniform(-0.08, 0.08) * height
-    draw.ellipse([cx - 0.38 * width, cy - 0.47 * height, cx + 0.38 * width, cy + 0.47 * height], fill=int(rng.integers(55, 80)))
+    draw.ellipse(
+        [cx - 0.38 * width, cy - 0.47 * height, cx + 0.38 * width, cy + 0.47 * height], fill=int(rng.integers(55, 80))
+    )
     bones = []
     for b in range(int(rng.integers(1, 3))):
         offset = (b - 0.5) * 0.22 * min(width, height) if b else rng.uniform(-0.05, 0.05) * min(width, height)
@@ -120,11 +131,19 @@ def render(image: PlannedImage, min_side: int, max_side: int, rgb_fraction: floa
             across = axis_angle + math.pi / 2 + rng.uniform(-0.4, 0.4)
             rim = _rotated_rect(lx, ly, lesion_scale * thick * 1.5, lesion_scale * thick * 0.5, across)
             draw.polygon(rim, fill=240)
-            draw.line(_rotated_rect(lx, ly, lesion_scale * thick * 1.4, 0, across)[:2], fill=15, width=max(2, int(thick * 0.12)))
+            draw.line(
+                _rotated_rect(lx, ly, lesion_scale * thick * 1.4, 0, across)[:2],
+                fill=15,
+                width=max(2, int(thick * 0.12)),
+            )
             points = rim
         xs, ys = [p[0] for p in points], [p[1] for p in points]
-        box = (max(0, int(math.floor(min(xs)))), max(0, int(math.floor(min(ys)))),
-               min(width, int(math.ceil(max(xs)))), min(height, int(math.ceil(max(ys)))))
+        box = (
+            max(0, math.floor(min(xs))),
+            max(0, math.floor(min(ys))),
+            min(width, math.ceil(max(xs))),
+            min(height, math.ceil(max(ys))),
+        )
     blurred = canvas.filter(ImageFilter.GaussianBlur(radius=1.2))
     pixels = np.asarray(blurred, dtype=np.float32) + rng.normal(0, 6, size=(height, width)).astype(np.float32)
     grey = np.clip(pixels, 0, 255).astype(np.uint8)

@@ -22,13 +22,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as TF
 
+from densecam_core import fileio
 from densecam_core.geometry import validate_resize_mode
 from densecam_core.hardware import reduced_dtype, warn_if_emulated
 from densecam_core.images import IMAGENET_MEAN, IMAGENET_STD, ImageError, load_for_model
 from densecam_core.manifest import ManifestError
 from densecam_core.metrics import image_and_study_metrics
 from densecam_core.model import CheckpointError, load_densenet169, model_fingerprint, read_checkpoint
-from densecam_core.store import format as fmt
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 _BLACK = (-IMAGENET_MEAN / IMAGENET_STD).tolist()  # what a rotation fills the corners with
@@ -82,22 +82,30 @@ class TrainResult:
 def split_for_training(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Return (train, valid) rows or raise ManifestError saying what the manifest lacks."""
     if "label" not in frame.columns or frame["label"].isna().all():
-        raise ManifestError("the manifest has no labels: training needs MURA study labels "
-                            "(a MURA-v1.1 folder, *_labeled_studies.csv, or a 'label' column)")
+        raise ManifestError(
+            "the manifest has no labels: training needs MURA study labels "
+            "(a MURA-v1.1 folder, *_labeled_studies.csv, or a 'label' column)"
+        )
     unlabelled = frame["label"].isna()
     if unlabelled.any():
-        raise ManifestError(f"{int(unlabelled.sum())} manifest rows have no label, e.g. "
-                            f"{frame.loc[unlabelled, 'image_id'].iloc[0]!r}; label them or drop them")
+        raise ManifestError(
+            f"{int(unlabelled.sum())} manifest rows have no label, e.g. "
+            f"{frame.loc[unlabelled, 'image_id'].iloc[0]!r}; label them or drop them"
+        )
     if "split" not in frame.columns:
         raise ManifestError("the manifest has no 'split' column: training needs train and valid rows")
     train, valid = frame[frame["split"] == "train"], frame[frame["split"] == "valid"]
     for name, part in (("train", train), ("valid", valid)):
         if part.empty:
-            raise ManifestError(f"the manifest has no {name} split (splits found: {sorted(frame['split'].dropna().unique())})")
+            raise ManifestError(
+                f"the manifest has no {name} split (splits found: {sorted(frame['split'].dropna().unique())})"
+            )
         classes = sorted(part["label"].astype(int).unique())
         if len(classes) < 2:
-            raise ManifestError(f"the {name} split has only label {classes[0]} "
-                                f"({'abnormal' if classes[0] else 'normal'}): a classifier needs both classes")
+            raise ManifestError(
+                f"the {name} split has only label {classes[0]} "
+                f"({'abnormal' if classes[0] else 'normal'}): a classifier needs both classes"
+            )
     return train.reset_index(drop=True), valid.reset_index(drop=True)
 
 
@@ -107,12 +115,17 @@ def body_part_weights(train: pd.DataFrame) -> dict[str, tuple[float, float]]:
     A body part with only one class in training falls back to the weights of all training images,
     so its images still count in the loss.
     """
+
     def weights(labels: pd.Series) -> tuple[float, float]:
         abnormal, normal = int((labels == 1).sum()), int((labels == 0).sum())
         return abnormal / (abnormal + normal), normal / (abnormal + normal)
 
     overall = weights(train["label"].astype(int))
-    parts = train["body_part"].fillna("UNKNOWN") if "body_part" in train.columns else pd.Series("UNKNOWN", index=train.index)
+    parts = (
+        train["body_part"].fillna("UNKNOWN")
+        if "body_part" in train.columns
+        else pd.Series("UNKNOWN", index=train.index)
+    )
     result = {"*": overall}
     for part, labels in train["label"].astype(int).groupby(parts):
         result[str(part)] = weights(labels) if labels.nunique() == 2 else overall
@@ -122,8 +135,16 @@ def body_part_weights(train: pd.DataFrame) -> dict[str, tuple[float, float]]:
 class RadiographDataset(Dataset):
     """Decoded, resized, normalised images; bad files come back as their error so training skips them."""
 
-    def __init__(self, frame: pd.DataFrame, size: int, resize: str, weights: dict[str, tuple[float, float]],
-                 augment: bool, seed: int, max_rotation: float = 30.0) -> None:
+    def __init__(
+        self,
+        frame: pd.DataFrame,
+        size: int,
+        resize: str,
+        weights: dict[str, tuple[float, float]],
+        augment: bool,
+        seed: int,
+        max_rotation: float = 30.0,
+    ) -> None:
         self.paths = frame["path"].tolist()
         self.image_ids = frame["image_id"].tolist()
         self.labels = frame["label"].astype(int).tolist()
@@ -194,7 +215,9 @@ def weighted_bce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tens
     return (weights * losses).mean()
 
 
-def predict(model: torch.nn.Module, loader: DataLoader, config: TrainConfig) -> tuple[np.ndarray, float, list[dict[str, str]]]:
+def predict(
+    model: torch.nn.Module, loader: DataLoader, config: TrainConfig
+) -> tuple[np.ndarray, float, list[dict[str, str]]]:
     """Probabilities per dataset row (NaN for unreadable images) and the weighted validation loss."""
     model.eval()
     probabilities = np.full(len(loader.dataset), np.nan)
@@ -204,7 +227,9 @@ def predict(model: torch.nn.Module, loader: DataLoader, config: TrainConfig) -> 
             bad.extend(failures)
             if images is None:
                 continue
-            images = images.to(config.device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
+            images = images.to(
+                config.device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format
+            )
             logits = model(images)[:, 0].float().cpu()
             total += float(weighted_bce(logits, labels, weights)) * len(rows)
             count += len(rows)
@@ -212,9 +237,15 @@ def predict(model: torch.nn.Module, loader: DataLoader, config: TrainConfig) -> 
     return probabilities, total / max(count, 1), bad
 
 
-def train(frame: pd.DataFrame, out: str | os.PathLike, config: TrainConfig = TrainConfig(), *,
-          progress: bool = True, log: Callable[[str], None] = print,
-          after_epoch: Callable[[int, torch.nn.Module, dict[str, Any]], None] | None = None) -> TrainResult:
+def train(
+    frame: pd.DataFrame,
+    out: str | os.PathLike,
+    config: TrainConfig = TrainConfig(),
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    after_epoch: Callable[[int, torch.nn.Module, dict[str, Any]], None] | None = None,
+) -> TrainResult:
     """Train on ``split == 'train'`` rows, evaluate on ``'valid'`` each epoch, save weights + metrics.
 
     ``after_epoch(epoch, model, entry)`` runs after each epoch's evaluation, e.g. to keep that
@@ -235,8 +266,12 @@ def train(frame: pd.DataFrame, out: str | os.PathLike, config: TrainConfig = Tra
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas)
     # fp16 gradients underflow without loss scaling; bf16 and fp32 need none
     scaler = torch.amp.GradScaler("cuda", enabled=config.precision == "fp16")
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.1, patience=config.plateau_patience)
-    train_set = RadiographDataset(train_rows, config.size, config.resize, weights, True, config.seed, config.max_rotation)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=0.1, patience=config.plateau_patience
+    )
+    train_set = RadiographDataset(
+        train_rows, config.size, config.resize, weights, True, config.seed, config.max_rotation
+    )
     valid_set = RadiographDataset(valid_rows, config.size, config.resize, weights, False, config.seed)
     shuffle = torch.Generator().manual_seed(config.seed)
     loader_options = dict(collate_fn=_collate, num_workers=config.loader_workers, persistent_workers=False)
@@ -247,7 +282,9 @@ def train(frame: pd.DataFrame, out: str | os.PathLike, config: TrainConfig = Tra
         started = time.perf_counter()
         train_set.epoch = epoch
         model.train()
-        loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, generator=shuffle, drop_last=False, **loader_options)
+        loader = DataLoader(
+            train_set, batch_size=config.batch_size, shuffle=True, generator=shuffle, drop_last=False, **loader_options
+        )
         running, seen = 0.0, 0
         bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=not progress, leave=False)
         for images, labels, sample_weights, failures, rows in bar:
@@ -270,27 +307,42 @@ def train(frame: pd.DataFrame, out: str | os.PathLike, config: TrainConfig = Tra
         scheduler.step(valid_loss)
         scored = valid_rows.assign(prob=probabilities)
         metrics = image_and_study_metrics(scored)
-        entry = {"epoch": epoch, "train_loss": running / max(seen, 1), "valid_loss": valid_loss,
-                 "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started,
-                 "images_per_s": seen / max(time.perf_counter() - started, 1e-9), **metrics}
+        entry = {
+            "epoch": epoch,
+            "train_loss": running / max(seen, 1),
+            "valid_loss": valid_loss,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - started,
+            "images_per_s": seen / max(time.perf_counter() - started, 1e-9),
+            **metrics,
+        }
         history.append(entry)
-        log(f"epoch {epoch}/{config.epochs}: train loss {entry['train_loss']:.4f}, valid loss {valid_loss:.4f}, "
+        log(
+            f"epoch {epoch}/{config.epochs}: train loss {entry['train_loss']:.4f}, valid loss {valid_loss:.4f}, "
             f"study AUROC {metrics['study']['auroc']:.3f}, image AUROC {metrics['image']['auroc']:.3f} "
-            f"({entry['seconds']:.0f} s)")
+            f"({entry['seconds']:.0f} s)"
+        )
         if after_epoch is not None:
             after_epoch(epoch, model, entry)
     fingerprint = save_checkpoint(model, out)
     metrics_path = metrics_path_for(out)
     skipped_rows = [{"image_id": k, "reason": v} for k, v in sorted(skipped.items())]
     document = {
-        "checkpoint": str(out), "fingerprint": fingerprint, "config": asdict(config),
-        "train_images": len(train_rows), "valid_images": len(valid_rows),
+        "checkpoint": str(out),
+        "fingerprint": fingerprint,
+        "config": asdict(config),
+        "train_images": len(train_rows),
+        "valid_images": len(valid_rows),
         "class_weights": {part: {"normal": w[0], "abnormal": w[1]} for part, w in weights.items()},
-        "history": history, "final": history[-1] if history else {}, "skipped_images": skipped_rows,
+        "history": history,
+        "final": history[-1] if history else {},
+        "skipped_images": skipped_rows,
     }
-    fs, path = fmt.filesystem(str(metrics_path))
-    fmt.write_json_atomic(fs, path, fmt.strict_json(document))
-    return TrainResult(out, metrics_path, fingerprint, history, {k: history[-1][k] for k in ("image", "study")}, skipped_rows)
+    fs, path = fileio.filesystem(str(metrics_path))
+    fileio.write_json_atomic(fs, path, fileio.strict_json(document))
+    return TrainResult(
+        out, metrics_path, fingerprint, history, {k: history[-1][k] for k in ("image", "study")}, skipped_rows
+    )
 
 
 def metrics_path_for(checkpoint: str | os.PathLike) -> Path:
@@ -308,4 +360,3 @@ def save_checkpoint(model: torch.nn.Module, out: str | os.PathLike) -> str:
     torch.save(state, tmp)
     os.replace(tmp, out)
     return model_fingerprint(state)
-

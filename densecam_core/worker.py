@@ -5,8 +5,11 @@ Ray actors wrap it in ``jobs/explain.py``; tests drive it directly.
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,12 +17,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from densecam_core.explain import Explainer
+from densecam_core import fileio
+from densecam_core.explain import Explainer, Explanation
+from densecam_core.images import ModelInput
 from densecam_core.loader import BatchLoader
-from densecam_core.manifest import Shard
 from densecam_core.model import load_densenet169, model_fingerprint
+from densecam_core.spec import CPU_BATCH, GPU_BATCHES
 from densecam_core.store import format as fmt
+from densecam_core.store.format import Shard
+from densecam_core.store.inputs import InputCache, SourceIdentity, identify
 from densecam_core.store.writer import write_shard
+
+NON_FINITE = "non-finite model output (NaN or inf in the logits or maps): check the checkpoint's weights"
 
 
 @dataclass(frozen=True)
@@ -29,13 +38,22 @@ class ExplainSettings:
     resize: str = "stretch"
     precision: str = "fp32"
     targets: str | tuple[int, ...] | None = None
-    batch_size: int = 8
+    batch_size: int | None = 8  # None: CPU_BATCH on a CPU; on a GPU the largest that fits (auto_batch_size)
     decode_threads: int = 2
+    input_cache: str = "off"  # readwrite | read | off
+    max_image_bytes: int | None = None
+    concurrency: int = 1  # shards one worker processes at once (threads; GPU actors overlap input, compute, write)
+    max_batch: int | None = None  # the run's shard size: a batch larger than a shard would only be padding
 
     def for_run_id(self) -> dict[str, Any]:
         targets = list(self.targets) if isinstance(self.targets, tuple) else self.targets
-        return {"methods": list(self.methods), "size": self.size, "resize": self.resize,
-                "precision": self.precision, "targets": targets}
+        return {
+            "methods": list(self.methods),
+            "size": self.size,
+            "resize": self.resize,
+            "precision": self.precision,
+            "targets": targets,
+        }
 
 
 @dataclass
@@ -45,13 +63,29 @@ class ShardResult:
     ok: int
     errors: int
     seconds: dict[str, float] = field(default_factory=dict)
+    images_decoded: int = 0  # read from their files (error rows of unreadable files included)
+    images_from_cache: int = 0
 
 
 class ExplainWorker:
-    """Owns one model replica and Explainer on one device and processes whole shards."""
+    """Owns one model replica and Explainer on one device and processes whole shards.
 
-    def __init__(self, weights: bytes | dict, settings: ExplainSettings, *, device: str = "cpu",
-                 threads: int | None = None, expected_fingerprint: str | None = None, warm_up: bool = True) -> None:
+    Only per-image input problems (unreadable, empty, too large, undecodable files; non-finite
+    outputs for one image) become error rows. Anything else (out of memory, a driver fault, a store
+    that cannot be written) raises, so the driver retries the shard instead of committing errors.
+    """
+
+    def __init__(
+        self,
+        weights: bytes | dict,
+        settings: ExplainSettings,
+        *,
+        device: str = "cpu",
+        threads: int | None = None,
+        expected_fingerprint: str | None = None,
+        warm_up: bool = True,
+        store_url: str | None = None,
+    ) -> None:
         if threads:
             torch.set_num_threads(threads)
         source = io.BytesIO(weights) if isinstance(weights, (bytes, bytearray)) else weights
@@ -59,8 +93,21 @@ class ExplainWorker:
         self.fingerprint = model_fingerprint(model)
         if expected_fingerprint and expected_fingerprint != self.fingerprint:
             raise RuntimeError("weights received by the worker differ from the driver's (fingerprint mismatch)")
+        self.explainer = Explainer(
+            model, methods=settings.methods, targets=settings.targets, precision=settings.precision
+        )
         self.settings = settings
-        self.explainer = Explainer(model, methods=settings.methods, targets=settings.targets, precision=settings.precision)
+        if settings.batch_size is None:
+            self.settings = dataclasses.replace(settings, batch_size=self.auto_batch_size())
+        self.batch_size: int = int(self.settings.batch_size)  # type: ignore[arg-type]
+        self._cache_lock = threading.Lock()
+        # a GPU reuses its cuDNN plans only for shapes it has seen: every batch is padded to the full size
+        self.fixed_batch = self.explainer.device.type == "cuda"
+        self.cache = (
+            InputCache(store_url, settings.size, settings.resize)
+            if store_url is not None and settings.input_cache != "off"
+            else None
+        )
         if warm_up:
             self.warm_up()
 
@@ -69,61 +116,150 @@ class ExplainWorker:
         allocator growth happen while the actor starts rather than inside the first shard.
 
         Compute stays on the thread that calls the worker: torch ops issued from a second thread ran
-        about 13 % slower on CPU here (a second OpenMP team), so shards are not overlapped with threads.
+        slower on CPU (a second OpenMP team; docs/PERFORMANCE.md), so shards are not overlapped with threads.
         """
-        self.explainer(torch.zeros(self.settings.batch_size, 3, self.settings.size, self.settings.size))
+        self.explainer(torch.zeros(self.batch_size, 3, self.settings.size, self.settings.size, dtype=torch.uint8))
 
-    def process_shard(self, run_url: str, run_id: str, shard: Shard, shard_size: int, rows: pd.DataFrame) -> ShardResult:
-        """Decode (threads, overlapped), explain in batches, write the shard's chunks, commit its part."""
+    def auto_batch_size(self, probe: int = 8) -> int:
+        """CPU: ``CPU_BATCH``. CUDA: the largest of ``GPU_BATCHES`` (at most ``max_batch``) whose memory,
+        extrapolated from a probe batch's peak, keeps ``concurrency`` batches under 40 % of the device's
+        memory (room for fragmentation and neighbours)."""
+        device = self.explainer.device
+        if device.type != "cuda":
+            return min(CPU_BATCH, self.settings.max_batch or CPU_BATCH)
+        size = self.settings.size
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        self.explainer(torch.zeros(probe, 3, size, size, dtype=torch.uint8))
+        per_image = (
+            max(1, torch.cuda.max_memory_allocated(device) - base) / probe
+        )  # weights' share included: an overestimate
+        budget = 0.4 * torch.cuda.get_device_properties(device).total_memory / max(1, self.settings.concurrency)
+        fits = next((b for b in GPU_BATCHES if b * per_image <= budget), probe)
+        return min(fits, self.settings.max_batch or fits)
+
+    def process_shard(
+        self, run_url: str, run_id: str, shard: Shard, shard_size: int, rows: pd.DataFrame
+    ) -> ShardResult:
+        """Read inputs (cache or decode threads, overlapped), explain in batches, write the shard, commit its part."""
         started = time.perf_counter()
         rows = rows.sort_values("row").reset_index(drop=True)
         count = len(rows)
-        expected_rows = list(range(shard.row_start, shard.row_stop))
-        if rows["row"].tolist() != expected_rows:
-            raise ValueError(f"shard {shard.index} must cover rows {shard.row_start}..{shard.row_stop - 1} contiguously")
-        loader = BatchLoader(rows["path"].astype(str).tolist(), size=self.settings.size, mode=self.settings.resize,
-                             batch_size=self.settings.batch_size, num_threads=self.settings.decode_threads)
+        if rows["row"].tolist() != list(range(shard.row_start, shard.row_stop)):
+            raise ValueError(
+                f"shard {shard.index} must cover rows {shard.row_start}..{shard.row_stop - 1} contiguously"
+            )
+        paths = rows["path"].astype(str).tolist()
+        identities, cached = self._cached_inputs(paths)
+        loader = BatchLoader(
+            paths,
+            size=self.settings.size,
+            mode=self.settings.resize,
+            batch_size=self.batch_size,
+            num_threads=self.settings.decode_threads,
+            max_bytes=self.settings.max_image_bytes,
+            cached=cached,
+        )
         outputs: dict[str, np.ndarray] = {}
         heights = np.zeros(count, dtype=np.int64)
         widths = np.zeros(count, dtype=np.int64)
         errors: list[str | None] = [None] * count
         logit = np.full(count, np.nan, dtype=np.float32)
         prob = np.full(count, np.nan, dtype=np.float32)
-        compute = 0.0
+        decoded: list[tuple[SourceIdentity, ModelInput]] = []
+        compute, from_cache = 0.0, 0
         for batch in loader:
             for record in batch.records:
                 errors[record.position] = record.error
+                from_cache += record.from_cache
                 if record.geometry is not None:
                     heights[record.position] = record.geometry.orig_height
                     widths[record.position] = record.geometry.orig_width
+                identity = identities[record.position]
+                if record.pixels is not None and not record.from_cache and identity is not None:
+                    decoded.append((identity, ModelInput(record.pixels, record.geometry)))
             ok = batch.ok_records
-            if not ok:
+            if not ok or batch.images is None:
                 continue
             tick = time.perf_counter()
-            try:
-                result = self.explainer(batch.images).to("cpu")
-            except Exception as exc:  # per-batch boundary: e.g. an image size the network cannot take
-                for record in ok:
-                    errors[record.position] = f"explanation failed: {type(exc).__name__}: {exc}"
-                continue
+            result = self._explain(batch.images)
             compute += time.perf_counter() - tick
             positions = np.array([r.position for r in ok])
             named = {"logits": result.logits, "cam": result.cam}
             for method, per_block in result.maps.items():
                 for block, values in per_block.items():
                     named[fmt.array_name(method, block)] = values
+            finite = np.ones(len(ok), dtype=bool)
             for name, tensor in named.items():
+                values = tensor.numpy()
+                finite &= np.isfinite(values.reshape(len(ok), -1)).all(axis=1)
                 if name not in outputs:
                     outputs[name] = np.full((count, *tensor.shape[1:]), np.nan, dtype=np.float32)
-                outputs[name][positions] = tensor.numpy()
+                outputs[name][positions] = values
             target_logits = result.logits.gather(1, result.targets[:, :1]).squeeze(1)
             logit[positions] = target_logits.numpy()
             if result.logits.shape[1] == 1:
                 prob[positions] = torch.sigmoid(target_logits).numpy()
             else:
                 prob[positions] = torch.softmax(result.logits, 1).gather(1, result.targets[:, :1]).squeeze(1).numpy()
+            for position in positions[~finite]:
+                errors[position] = NON_FINITE
+                logit[position] = prob[position] = np.nan
+                for values in outputs.values():
+                    values[position] = np.nan
         if not outputs:  # every image failed: the arrays still get their (NaN) chunk for this shard
-            outputs = {name: np.full((count, *shape), np.nan, dtype=np.float32) for name, shape in self._shapes(run_url).items()}
+            outputs = {
+                name: np.full((count, *shape), np.nan, dtype=np.float32)
+                for name, shape in self._shapes(run_url).items()
+            }
+        tick = time.perf_counter()
+        if self.cache is not None and self.settings.input_cache == "readwrite":
+            self.cache.write(decoded)
+        index = self._index(rows, run_id, shard, heights, widths, logit, prob, errors)
+        write_shard(run_url, shard, shard_size, outputs, index)
+        write = time.perf_counter() - tick
+        total = time.perf_counter() - started
+        ok_count = sum(e is None for e in errors)
+        return ShardResult(
+            shard.index,
+            count,
+            ok_count,
+            count - ok_count,
+            {"total": total, "explain": compute, "write": write, "decode_wait": max(0.0, total - compute - write)},
+            images_decoded=count - from_cache,
+            images_from_cache=from_cache,
+        )
+
+    def _cached_inputs(self, paths: list[str]) -> tuple[list[SourceIdentity | None], dict[int, ModelInput]]:
+        """Each file's identity (taken before decoding) and the inputs the cache holds for unchanged files."""
+        if self.cache is None:
+            return [None] * len(paths), {}
+        with ThreadPoolExecutor(max(1, self.settings.decode_threads)) as pool:  # object stores: one request each
+            identities = list(pool.map(identify, paths))
+        with self._cache_lock:  # concurrent shards share the cache's view of committed segments
+            hits = self.cache.lookup(identities)
+        return identities, self.cache.read(hits)
+
+    def _explain(self, images: torch.Tensor) -> Explanation:
+        """One Explainer pass, the batch padded to full size on a GPU (cuDNN plans are per shape) and cropped back."""
+        count = images.shape[0]
+        if self.fixed_batch and count < self.batch_size:
+            padding = images.new_zeros((self.batch_size - count, *images.shape[1:]))
+            return self.explainer(torch.cat([images, padding])).to("cpu").take(count)
+        return self.explainer(images).to("cpu")
+
+    def _index(
+        self,
+        rows: pd.DataFrame,
+        run_id: str,
+        shard: Shard,
+        heights: np.ndarray,
+        widths: np.ndarray,
+        logit: np.ndarray,
+        prob: np.ndarray,
+        errors: list[str | None],
+    ) -> pd.DataFrame:
         index = rows.copy()
         index["orig_height"] = np.where(heights > 0, heights, None)
         index["orig_width"] = np.where(widths > 0, widths, None)
@@ -135,16 +271,9 @@ class ExplainWorker:
         index["run_id"] = run_id
         for column in ("label", "view"):
             index[column] = index[column].astype(object).where(index[column].notna(), None)
-        tick = time.perf_counter()
-        write_shard(run_url, shard, shard_size, outputs, index)
-        write = time.perf_counter() - tick
-        total = time.perf_counter() - started
-        ok_count = sum(e is None for e in errors)
-        return ShardResult(shard.index, count, ok_count, count - ok_count,
-                           {"total": total, "explain": compute, "write": write,
-                            "decode_wait": max(0.0, total - compute - write)})
+        return index
 
     def _shapes(self, run_url: str) -> dict[str, tuple[int, ...]]:
-        fs, root = fmt.filesystem(run_url)
-        meta = fmt.read_json(fs, fmt.join(root, fmt.RUN_JSON))
+        fs, root = fileio.filesystem(run_url)
+        meta = fileio.read_json(fs, fileio.join(root, fmt.RUN_JSON))
         return {name: tuple(shape) for name, shape in meta["arrays"].items()}

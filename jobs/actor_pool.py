@@ -8,6 +8,7 @@ reports actors as they become ready and the driver only gives work to ready ones
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -69,7 +70,5 @@ class ActorPool:
     def kill_all(self) -> None:
         """Stop every actor, pending ones included, so none is placed after the job and holds resources."""
         for actor in self.actors:
-            try:
+            with contextlib.suppress(Exception):  # already dead: nothing to stop
                 self.ray.kill(actor, no_restart=True)
-            except Exception:  # already dead: nothing to stop
-                pass

@@ -19,19 +19,29 @@ def _synth(argv: list[str]) -> int:
     parser.add_argument("--lesion-scale", type=float, default=1.0, help="enlarge plates and fractures (0.25..4)")
     args = parser.parse_args(argv)
     try:
-        summary = generate_mura(args.out, images=args.images, seed=args.seed, min_side=min(args.min_side, args.max_side),
-                                max_side=args.max_side, valid_fraction=args.valid_fraction, lesion_scale=args.lesion_scale)
+        summary = generate_mura(
+            args.out,
+            images=args.images,
+            seed=args.seed,
+            min_side=min(args.min_side, args.max_side),
+            max_side=args.max_side,
+            valid_fraction=args.valid_fraction,
+            lesion_scale=args.lesion_scale,
+        )
     except ValueError as exc:
         print(f"densecam synth: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {summary.images} images in {summary.studies} studies of {summary.patients} patients "
-          f"({summary.lesions} with lesion boxes) to {summary.root}")
+    print(
+        f"wrote {summary.images} images in {summary.studies} studies of {summary.patients} patients "
+        f"({summary.lesions} with lesion boxes) to {summary.root}"
+    )
     return 0
 
 
 COMMANDS = {
     "demo": ("jobs.demo", "the whole loop on generated data: train, explain, score, compare (minutes, CPU)"),
     "explain": ("jobs.explain", "explain every image of a manifest into a heatmap store (Ray)"),
+    "cache": ("jobs.cache", "decode a manifest's images once into a store's input cache (CPU, ahead of jobs)"),
     "train": ("jobs.train", "fine-tune DenseNet169 the MURA-paper way; checkpoint + metrics"),
     "evaluate": ("jobs.evaluate", "pointing game of a stored run against lesion boxes"),
     "compare": ("jobs.compare", "what a model update changed between two runs"),

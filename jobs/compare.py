@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from densecam_core.store.changes import most_changed, plot_changes, summarise_changes
+from densecam_core.changes import most_changed, plot_changes, summarise_changes
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,15 +17,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("run_a", help="the earlier run: run id, model fingerprint (unique prefixes work) or 'latest'")
     parser.add_argument("run_b", help="the later run, same forms as RUN_A")
     parser.add_argument("--method", default="gradcam", help="map to compare: cam or a stored method (default gradcam)")
-    parser.add_argument("--block", type=int, default=4, choices=(1, 2, 3, 4), help="dense block of the map (ignored for cam)")
+    parser.add_argument(
+        "--block", type=int, default=4, choices=(1, 2, 3, 4), help="dense block of the map (ignored for cam)"
+    )
     parser.add_argument("--top", type=int, default=10, help="how many most-changed images to list")
-    parser.add_argument("--plot", default=None, help="PNG to write (default: compare-<A>-<B>.png in the current folder)")
+    parser.add_argument(
+        "--plot", default=None, help="PNG to write (default: compare-<A>-<B>.png in the current folder)"
+    )
     parser.add_argument("--csv", default=None, help="also write the per-image table to this CSV")
     return parser
 
 
-def compare(store_url: str, key_a: str, key_b: str, method: str = "gradcam", block: int = 4, top: int = 10,
-            plot: str | None = None, csv: str | None = None, out=print) -> dict:
+def compare(
+    store_url: str,
+    key_a: str,
+    key_b: str,
+    method: str = "gradcam",
+    block: int = 4,
+    top: int = 10,
+    plot: str | None = None,
+    csv: str | None = None,
+    out=print,
+) -> dict:
     """Print the comparison; return the tables and the plot path (the demo and notebook reuse it)."""
     from densecam_core import compare_runs, open_store
 
@@ -43,11 +56,17 @@ def compare(store_url: str, key_a: str, key_b: str, method: str = "gradcam", blo
     if csv:
         per_image.to_csv(csv, index=False)
     with pd.option_context("display.width", 160, "display.max_columns", 20, "display.float_format", "{:.3f}".format):
-        out(f"run A {run_a.run_id} (model {run_a.fingerprint[:12]}) -> run B {run_b.run_id} (model {run_b.fingerprint[:12]}); "
-            f"maps: {what}; {len(per_image)} images in both")
+        out(
+            f"run A {run_a.run_id} (model {run_a.fingerprint[:12]}) -> run B {run_b.run_id} (model {run_b.fingerprint[:12]}); "
+            f"maps: {what}; {len(per_image)} images in both"
+        )
         out(summary.to_string(index=False))
         out(f"\n{len(changed)} images whose explanation changed most:")
-        out(changed[["image_id", "prob_a", "prob_b", "prob_change", "map_correlation", "top_iou", "flat_a", "flat_b"]].to_string(index=False))
+        out(
+            changed[
+                ["image_id", "prob_a", "prob_b", "prob_change", "map_correlation", "top_iou", "flat_a", "flat_b"]
+            ].to_string(index=False)
+        )
     out(f"\nplot: {plot}")
     return {"per_image": per_image, "summary": summary, "most_changed": changed, "plot": plot}
 

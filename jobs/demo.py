@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 
-
 @dataclass(frozen=True)
 class DemoConfig:
     images: int = 500
@@ -43,11 +42,11 @@ def _say(message: str) -> None:
 
 def run_demo(workdir: str | os.PathLike, config: DemoConfig = DemoConfig()) -> dict[str, Any]:
     """Run every step; returns (and writes to ``demo-summary.json``) the figures and file paths."""
+    from densecam_core import fileio
     from densecam_core.evaluate import boxes_by_image, pointing_game, read_boxes
     from densecam_core.figures import contact_sheet, image_panel
     from densecam_core.manifest import read_manifest
     from densecam_core.metrics import image_and_study_metrics
-    from densecam_core.store import format as fmt
     from densecam_core.store.reader import open_store
     from densecam_core.synth import generate_mura
     from densecam_core.training import TrainConfig, save_checkpoint, split_for_training, train
@@ -64,12 +63,21 @@ def run_demo(workdir: str | os.PathLike, config: DemoConfig = DemoConfig()) -> d
     figures.mkdir(exist_ok=True)
 
     _say(f"[1/6] generating {config.images} synthetic radiographs (seed {config.seed}) in {data}")
-    synth = generate_mura(data, images=config.images, seed=config.seed, min_side=config.min_side, max_side=config.max_side,
-                          valid_fraction=config.valid_fraction, lesion_scale=config.lesion_scale)
+    synth = generate_mura(
+        data,
+        images=config.images,
+        seed=config.seed,
+        min_side=config.min_side,
+        max_side=config.max_side,
+        valid_fraction=config.valid_fraction,
+        lesion_scale=config.lesion_scale,
+    )
     frame = read_manifest(data / "MURA-v1.1")
     train_rows, valid_rows = split_for_training(frame)
-    _say(f"      {synth.images} images, {synth.studies} studies, {synth.lesions} lesion boxes; "
-         f"{len(train_rows)} train / {len(valid_rows)} valid images")
+    _say(
+        f"      {synth.images} images, {synth.studies} studies, {synth.lesions} lesion boxes; "
+        f"{len(train_rows)} train / {len(valid_rows)} valid images"
+    )
 
     checkpoint_a = work / f"model-epoch{config.epochs}.pt"
     checkpoint_b = work / f"model-epoch{config.epochs + 1}.pt"
@@ -77,20 +85,36 @@ def run_demo(workdir: str | os.PathLike, config: DemoConfig = DemoConfig()) -> d
     import torch
 
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    train_config = TrainConfig(size=config.size, epochs=config.epochs + 1, batch_size=config.batch_size, lr=config.lr,
-                               seed=config.seed, device=device)
+    train_config = TrainConfig(
+        size=config.size,
+        epochs=config.epochs + 1,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        seed=config.seed,
+        device=device,
+    )
 
     def keep(epoch: int, model: Any, entry: dict[str, Any]) -> None:
         if epoch == config.epochs:
             save_checkpoint(model, checkpoint_a)
 
-    trained = train(frame, checkpoint_b, train_config, progress=config.progress, log=lambda m: _say("      " + m), after_epoch=keep)
+    trained = train(
+        frame, checkpoint_b, train_config, progress=config.progress, log=lambda m: _say("      " + m), after_epoch=keep
+    )
 
     valid_manifest = work / "valid.csv"
     valid_rows[["path", "label"]].assign(path=valid_rows["image_id"]).to_csv(valid_manifest, index=False)
     _say(f"[3/6] explaining the {len(valid_rows)} valid images with the Ray job (model after epoch {config.epochs})")
-    job = dict(manifest=str(valid_manifest), store=str(store), image_root=str(data), size=config.size,
-               batch_size=config.batch_size, shard_size=32, workers=config.workers, progress=config.progress)
+    job = dict(
+        manifest=str(valid_manifest),
+        store=str(store),
+        image_root=str(data),
+        size=config.size,
+        batch_size=config.batch_size,
+        shard_size=32,
+        workers=config.workers,
+        progress=config.progress,
+    )
     import ray
 
     started_ray = not ray.is_initialized()
@@ -110,8 +134,10 @@ def run_demo(workdir: str | os.PathLike, config: DemoConfig = DemoConfig()) -> d
     metrics_a = image_and_study_metrics(run_a.index[run_a.index["status"] == "ok"])
     boxes = read_boxes(data / "lesion_boxes.csv")
     table = pointing_game(run_a, boxes)
-    _say(f"      study-level AUROC {metrics_a['study']['auroc']:.3f} (image level {metrics_a['image']['auroc']:.3f}) "
-         f"over {int(metrics_a['study']['count'])} valid studies")
+    _say(
+        f"      study-level AUROC {metrics_a['study']['auroc']:.3f} (image level {metrics_a['image']['auroc']:.3f}) "
+        f"over {int(metrics_a['study']['count'])} valid studies"
+    )
     _say("      " + format_table(table).replace("\n", "\n      "))
     hit = {f"{r.method}/{r.block}": float(r.hit_rate) for r in table.itertuples()}
     target_met = hit["cam/4"] >= 0.8 and hit["gradcam/4"] >= 0.8
@@ -120,42 +146,69 @@ def run_demo(workdir: str | os.PathLike, config: DemoConfig = DemoConfig()) -> d
     index = run_a.index
     lesion_ids = sorted(set(boxes["image_id"]) & set(index.loc[index["status"] == "ok", "image_id"]))
     grouped = boxes_by_image(boxes)
-    panels = [image_panel(run_a, image_id, figures / f"overlay-{n + 1:02d}.png", boxes=grouped[image_id])
-              for n, image_id in enumerate(lesion_ids[:config.overlays])]
-    sheet = contact_sheet(run_a, lesion_ids[:config.sheet_images], figures / "contact-sheet-cam.png", boxes=grouped) if lesion_ids else None
+    panels = [
+        image_panel(run_a, image_id, figures / f"overlay-{n + 1:02d}.png", boxes=grouped[image_id])
+        for n, image_id in enumerate(lesion_ids[: config.overlays])
+    ]
+    sheet = (
+        contact_sheet(run_a, lesion_ids[: config.sheet_images], figures / "contact-sheet-cam.png", boxes=grouped)
+        if lesion_ids
+        else None
+    )
     _say("      overlays: " + ", ".join(panels))
     _say(f"      contact sheet: {sheet}")
 
     _say("[6/6] what the extra epoch changed (Grad-CAM block 4)")
-    changes = compare(str(store), run_a.run_id, run_b.run_id, plot=str(figures / "compare.png"),
-                      out=lambda m: _say("      " + str(m).replace("\n", "\n      ")))
+    changes = compare(
+        str(store),
+        run_a.run_id,
+        run_b.run_id,
+        plot=str(figures / "compare.png"),
+        out=lambda m: _say("      " + str(m).replace("\n", "\n      ")),
+    )
     metrics_b = image_and_study_metrics(run_b.index[run_b.index["status"] == "ok"])
     result = {
-        "workdir": str(work), "config": asdict(config), "seconds": time.perf_counter() - started,
-        "images": synth.images, "train_images": len(train_rows), "valid_images": len(valid_rows),
-        "checkpoints": [str(checkpoint_a), str(checkpoint_b)], "store": str(store),
-        "runs": [run_a.run_id, run_b.run_id], "study_auroc": metrics_a["study"]["auroc"],
-        "study_auroc_updated": metrics_b["study"]["auroc"], "training_history": trained.history,
-        "pointing_game": table.to_dict(orient="records"), "random_baseline": float(table["random_baseline"].iloc[0]),
-        "target_met": bool(target_met), "overlays": panels, "contact_sheet": sheet, "compare_plot": changes["plot"],
+        "workdir": str(work),
+        "config": asdict(config),
+        "seconds": time.perf_counter() - started,
+        "images": synth.images,
+        "train_images": len(train_rows),
+        "valid_images": len(valid_rows),
+        "checkpoints": [str(checkpoint_a), str(checkpoint_b)],
+        "store": str(store),
+        "runs": [run_a.run_id, run_b.run_id],
+        "study_auroc": metrics_a["study"]["auroc"],
+        "study_auroc_updated": metrics_b["study"]["auroc"],
+        "training_history": trained.history,
+        "pointing_game": table.to_dict(orient="records"),
+        "random_baseline": float(table["random_baseline"].iloc[0]),
+        "target_met": bool(target_met),
+        "overlays": panels,
+        "contact_sheet": sheet,
+        "compare_plot": changes["plot"],
         "changes": changes["summary"].to_dict(orient="records"),
     }
-    fs, summary_path = fmt.filesystem(str(work / "demo-summary.json"))
-    fmt.write_json_atomic(fs, summary_path, fmt.strict_json(result))
-    _say(f"\ndone in {result['seconds']:.0f} s: study AUROC {result['study_auroc']:.3f}; pointing game CAM "
-         f"{hit['cam/4']:.2f}, Grad-CAM block 4 {hit['gradcam/4']:.2f} (random {result['random_baseline']:.2f}); "
-         f"summary in {work / 'demo-summary.json'}")
+    fs, summary_path = fileio.filesystem(str(work / "demo-summary.json"))
+    fileio.write_json_atomic(fs, summary_path, fileio.strict_json(result))
+    _say(
+        f"\ndone in {result['seconds']:.0f} s: study AUROC {result['study_auroc']:.3f}; pointing game CAM "
+        f"{hit['cam/4']:.2f}, Grad-CAM block 4 {hit['gradcam/4']:.2f} (random {result['random_baseline']:.2f}); "
+        f"summary in {work / 'demo-summary.json'}"
+    )
     return result
 
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = DemoConfig()
-    parser = argparse.ArgumentParser(prog="densecam demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="densecam demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--workdir", default="densecam-demo", help="folder for data, checkpoints, store and figures")
     parser.add_argument("--images", type=int, default=defaults.images, help="synthetic images to generate")
     parser.add_argument("--size", type=int, default=defaults.size, help="model input size for training and explaining")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="epochs of the first model (the update adds one)")
+    parser.add_argument(
+        "--epochs", type=int, default=defaults.epochs, help="epochs of the first model (the update adds one)"
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--workers", type=int, default=None, help="Ray actors for the explanation job")
     parser.add_argument("--device", default=None, help="training device (default: cuda when available, else cpu)")
@@ -165,8 +218,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config = DemoConfig(images=args.images, size=args.size, epochs=args.epochs, seed=args.seed, workers=args.workers,
-                        device=args.device, progress=not args.no_progress)
+    config = DemoConfig(
+        images=args.images,
+        size=args.size,
+        epochs=args.epochs,
+        seed=args.seed,
+        workers=args.workers,
+        device=args.device,
+        progress=not args.no_progress,
+    )
     try:
         run_demo(args.workdir, config)
     except ValueError as exc:

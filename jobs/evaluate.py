@@ -11,9 +11,13 @@ import pandas as pd
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="densecam evaluate", description=__doc__)
     parser.add_argument("store", help="heatmap store path or URL")
-    parser.add_argument("--boxes", required=True, help="CSV with image_id,x0,y0,x1,y1 in original-image pixels (x1, y1 exclusive)")
+    parser.add_argument(
+        "--boxes", required=True, help="CSV with image_id,x0,y0,x1,y1 in original-image pixels (x1, y1 exclusive)"
+    )
     parser.add_argument("--run", default="latest", help="run id, model fingerprint (prefixes work) or 'latest'")
-    parser.add_argument("--tolerance", type=float, default=0.0, help="grow boxes by this many pixels (Zhang et al. used 15)")
+    parser.add_argument(
+        "--tolerance", type=float, default=0.0, help="grow boxes by this many pixels (Zhang et al. used 15)"
+    )
     parser.add_argument("--csv", default=None, help="also write the table to this CSV")
     return parser
 

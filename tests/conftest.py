@@ -26,6 +26,7 @@ def demo_result(tmp_path_factory) -> dict:
     """The demo pipeline at a tiny size (40 images of <= 96 px, 64 px input, 1 + 1 epochs), run once."""
     from jobs.demo import DemoConfig, run_demo
 
-    config = DemoConfig(images=40, size=64, epochs=1, batch_size=4, min_side=48, max_side=96, overlays=2,
-                        sheet_images=4, progress=False)
+    config = DemoConfig(
+        images=40, size=64, epochs=1, batch_size=4, min_side=48, max_side=96, overlays=2, sheet_images=4, progress=False
+    )
     return run_demo(tmp_path_factory.mktemp("demo"), config)

@@ -23,7 +23,7 @@ class FakeRay:
             raise Died(f"{ref} died")
         return 1
 
-    def kill(self, actor: "FakeActor", no_restart: bool = True) -> None:
+    def kill(self, actor: FakeActor, no_restart: bool = True) -> None:
         self.killed.append(actor.name)
 
 

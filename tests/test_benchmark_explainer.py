@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from densecam_core.images import IMAGENET_STD
@@ -25,12 +26,29 @@ def test_jitter_is_at_most_half_a_grey_level_per_channel():
     assert torch.equal(half_grey_level_jitter(x), half_grey_level_jitter(x))
 
 
+@pytest.mark.slow
 def test_benchmark_runs_on_a_folder_of_images(tmp_path):
     generate_mura(tmp_path / "tree", images=6, seed=0, min_side=48, max_side=64)
     done = subprocess.run(
-        [sys.executable, "benchmarks/explainer.py", "--size", "64", "--batch", "2", "--rounds", "1", "--warmup", "1",
-         "--skip-gradcam-lib", "--images", str(tmp_path / "tree")],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "benchmarks/explainer.py",
+            "--size",
+            "64",
+            "--batch",
+            "2",
+            "--rounds",
+            "1",
+            "--warmup",
+            "1",
+            "--skip-gradcam-lib",
+            "--images",
+            str(tmp_path / "tree"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]

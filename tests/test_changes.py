@@ -6,16 +6,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from densecam_core.store.changes import most_changed, summarise_changes
+from densecam_core.changes import most_changed, summarise_changes
 
 
 def per_image() -> pd.DataFrame:
-    return pd.DataFrame({
-        "image_id": ["a", "b", "c", "d"], "body_part": ["WRIST", "WRIST", "HAND", "HAND"],
-        "prob_a": [0.9, 0.2, 0.6, 0.1], "prob_b": [0.4, 0.3, 0.7, 0.1],
-        "map_correlation": [0.5, np.nan, 0.9, np.nan], "top_iou": [0.2, 0.0, 0.8, 1.0],
-        "flat_a": [False, False, False, True], "flat_b": [False, True, False, True],
-    }).assign(prob_change=lambda f: f["prob_b"] - f["prob_a"])
+    return pd.DataFrame(
+        {
+            "image_id": ["a", "b", "c", "d"],
+            "body_part": ["WRIST", "WRIST", "HAND", "HAND"],
+            "prob_a": [0.9, 0.2, 0.6, 0.1],
+            "prob_b": [0.4, 0.3, 0.7, 0.1],
+            "map_correlation": [0.5, np.nan, 0.9, np.nan],
+            "top_iou": [0.2, 0.0, 0.8, 1.0],
+            "flat_a": [False, False, False, True],
+            "flat_b": [False, True, False, True],
+        }
+    ).assign(prob_change=lambda f: f["prob_b"] - f["prob_a"])
 
 
 def test_summary_by_hand():

@@ -7,14 +7,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from densecam_core import load_densenet169, model_fingerprint, open_store
 from densecam_core.evaluate import pointing_game
 from jobs.cli import main as cli_main
 
+pytestmark = pytest.mark.slow  # Ray, the demo or a notebook kernel: see `pytest -m "not slow"`
+
 
 def test_demo_produces_its_summary_and_files(demo_result):
     work = Path(demo_result["workdir"])
+
     def refuse(token: str) -> None:
         raise AssertionError(f"demo-summary.json is not strict JSON: {token}")
 
@@ -43,7 +47,12 @@ def test_demo_produces_its_summary_and_files(demo_result):
 def test_evaluate_and_compare_commands(demo_result, capsys, tmp_path):
     work = Path(demo_result["workdir"])
     store = str(work / "store")
-    assert cli_main(["evaluate", store, "--boxes", str(work / "data" / "lesion_boxes.csv"), "--run", demo_result["runs"][0]]) == 0
+    assert (
+        cli_main(
+            ["evaluate", store, "--boxes", str(work / "data" / "lesion_boxes.csv"), "--run", demo_result["runs"][0]]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "pointing game hit rate" in out and "block 4" in out and "random baseline" in out
     run_a, run_b = demo_result["runs"]

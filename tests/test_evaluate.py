@@ -58,8 +58,16 @@ class FakeRun:
     def __init__(self, maps: dict[tuple[str, int | None], np.ndarray], status: list[str]) -> None:
         self._maps = maps
         n = len(status)
-        self.index = pd.DataFrame({"image_id": [f"img{i}" for i in range(n)], "row": range(n), "status": status,
-                                   "orig_height": 4, "orig_width": 4, "resize_mode": "stretch"})
+        self.index = pd.DataFrame(
+            {
+                "image_id": [f"img{i}" for i in range(n)],
+                "row": range(n),
+                "status": status,
+                "orig_height": 4,
+                "orig_width": 4,
+                "resize_mode": "stretch",
+            }
+        )
 
     def maps(self, method: str, block: int | None, rows: np.ndarray) -> np.ndarray:
         return self._maps[(method, block)][np.asarray(rows)][:, None]
@@ -71,9 +79,15 @@ def test_pointing_game_counts_hits_per_map_against_a_plain_count():
     grad = np.stack([one_hot(3, 3), one_hot(1, 1), one_hot(1, 3), one_hot(2, 2), one_hot(0, 0)])
     maps = {("cam", None): cam, **{("gradcam", b): grad for b in (1, 2, 3, 4)}}
     run = FakeRun(maps, ["ok", "ok", "ok", "ok", "error"])
-    boxes = pd.DataFrame({"image_id": ["img0", "img1", "img2", "img3", "img4", "elsewhere"],
-                          "x0": [1, 1, 1, 2, 0, 0], "y0": [1, 1, 0, 2, 0, 0],
-                          "x1": [3, 3, 2, 4, 4, 1], "y1": [3, 3, 4, 4, 4, 1]})
+    boxes = pd.DataFrame(
+        {
+            "image_id": ["img0", "img1", "img2", "img3", "img4", "elsewhere"],
+            "x0": [1, 1, 1, 2, 0, 0],
+            "y0": [1, 1, 0, 2, 0, 0],
+            "x1": [3, 3, 2, 4, 4, 1],
+            "y1": [3, 3, 4, 4, 4, 1],
+        }
+    )
     table = pointing_game(run, boxes).set_index(["method", "block"])
     # by hand: cam hits img0 (2,2) in [1,3), misses img1 (0,3), hits img2 (1,0) on the x0 edge,
     # img3's map is flat (miss); img4 is an error row and is left out

@@ -194,7 +194,7 @@ def test_multiclass_targets(base_model):
     [
         (torch.zeros(3, 64, 64), r"\(B, 3, H, W\)"),
         (torch.zeros(1, 1, 64, 64), r"\(B, 3, H, W\)"),
-        (torch.zeros(1, 3, 64, 64, dtype=torch.uint8), r"float"),
+        (torch.zeros(1, 3, 64, 64, dtype=torch.int32), r"float tensor or uint8"),
         (torch.zeros(1, 3, 16, 16), r"H, W >= 32"),
     ],
 )
@@ -229,8 +229,42 @@ def test_gradient_scaling_is_exact_and_overflow_falls_back(model):
         for method in METHODS:
             for block in BLOCKS:
                 want = expected.maps[method][block]
-                torch.testing.assert_close(got.maps[method][block], want, rtol=tolerance,
-                                           atol=tolerance * float(want.abs().max()))
+                torch.testing.assert_close(
+                    got.maps[method][block], want, rtol=tolerance, atol=tolerance * float(want.abs().max())
+                )
     overflowing = Explainer(copy.deepcopy(model))
     overflowing.grad_scale = float("inf")
     assert overflowing._explain(x, float("inf")) is None
+
+
+def test_explainer_leaves_the_callers_model_exactly_as_it_was(model):
+    model.train()
+    model.features.denseblock1.requires_grad_(False)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    modes = {name: m.training for name, m in model.named_modules()}
+    grads = {name: p.requires_grad for name, p in model.named_parameters()}
+    explainer = Explainer(model, methods=["gradcam"])
+    explainer(torch.randn(2, 3, 64, 64))
+    assert {name: m.training for name, m in model.named_modules()} == modes and model.training
+    assert {name: p.requires_grad for name, p in model.named_parameters()} == grads
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+    # the explanation is the eval-mode model's, whatever mode the caller's model is in
+    reference = Explainer(copy.deepcopy(model).eval(), methods=["gradcam"])
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.allclose(explainer(x).logits, reference(x).logits)
+
+
+def test_the_taps_drive_the_forward_and_the_architecture_check(model):
+    from densecam_core.spec import BLOCK_TAPS, required_modules
+
+    explainer = Explainer(model)
+    acts, _ = explainer._forward(torch.randn(1, 3, 128, 128))
+    for tap, act in zip(BLOCK_TAPS, acts):
+        assert act.shape[1] == tap.channels  # the declared channels are the tensor's
+        assert act.shape[2] == 128 // tap.stride == block_grid(128)[tap.block][0]
+    assert (acts[3] >= 0).all() and (acts[2] < 0).any()  # block 4's declared ReLU, and none at block 3
+    assert set(required_modules()) <= {name for name, _ in model.named_modules()}
+    del model.features.transition2
+    with pytest.raises(TypeError, match="missing \\['features.transition2'\\]"):
+        Explainer(model)

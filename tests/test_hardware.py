@@ -16,7 +16,9 @@ def _cpu_bf16(monkeypatch: pytest.MonkeyPatch, avx512_bf16: bool, amx: bool) -> 
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
 
 
-@pytest.mark.parametrize(("avx512_bf16", "amx", "native"), [(False, False, False), (True, False, True), (False, True, True)])
+@pytest.mark.parametrize(
+    ("avx512_bf16", "amx", "native"), [(False, False, False), (True, False, True), (False, True, True)]
+)
 def test_native_bf16_follows_cpu_flags(monkeypatch, avx512_bf16, amx, native):
     _cpu_bf16(monkeypatch, avx512_bf16, amx)
     assert native_bf16("cpu") is native

@@ -23,7 +23,9 @@ def png_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:
 @pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA", "P", "I;16", "I", "CMYK"])
 def test_every_mode_decodes_to_rgb8(mode: str):
     base = Image.fromarray(np.tile(np.arange(40, dtype=np.uint8) * 6, (30, 1)), "L")
-    image = base.convert(mode) if mode not in ("I;16", "I") else Image.fromarray(np.asarray(base).astype(np.uint16) * 16)
+    image = (
+        base.convert(mode) if mode not in ("I;16", "I") else Image.fromarray(np.asarray(base).astype(np.uint16) * 16)
+    )
     if mode == "I":
         image = image.convert("I")
     fmt = "JPEG" if mode == "CMYK" else "PNG"
@@ -97,7 +99,9 @@ def test_point_and_heatmap_land_on_the_right_original_pixel(mode: str, shape: tu
     channel = pre.array[0]
     iy, ix = np.unravel_index(np.argmax(channel), channel.shape)
     ox, oy = pre.geometry.input_to_original(ix + 0.5, iy + 0.5)
-    assert abs(ox - (px + 0.5)) <= pre.geometry.canvas[1] / size and abs(oy - (py + 0.5)) <= pre.geometry.canvas[0] / size
+    assert (
+        abs(ox - (px + 0.5)) <= pre.geometry.canvas[1] / size and abs(oy - (py + 0.5)) <= pre.geometry.canvas[0] / size
+    )
     # a map that is the model input itself, mapped back, peaks on the bright pixel
     back = pre.geometry.to_original(channel)
     assert back.shape == (height, width)

@@ -21,9 +21,11 @@ def make_mura(root: Path) -> None:
         "valid": ["MURA-v1.1/valid/XR_HAND/patient11185/study1_negative/image1.png"],
     }
     studies = {
-        "train": ["MURA-v1.1/train/XR_SHOULDER/patient00001/study1_positive/,1",
-                  "MURA-v1.1/train/XR_WRIST/patient00001/study1_negative/,0",
-                  "MURA-v1.1/train/XR_WRIST/patient00001/study2_positive/,1"],
+        "train": [
+            "MURA-v1.1/train/XR_SHOULDER/patient00001/study1_positive/,1",
+            "MURA-v1.1/train/XR_WRIST/patient00001/study1_negative/,0",
+            "MURA-v1.1/train/XR_WRIST/patient00001/study2_positive/,1",
+        ],
         "valid": ["MURA-v1.1/valid/XR_HAND/patient11185/study1_negative/,0"],
     }
     for split in ("train", "valid"):
@@ -76,8 +78,13 @@ def test_contradicting_study_labels_are_rejected(tmp_path: Path):
 
 def test_generic_csv_and_parquet_keep_extra_columns(tmp_path: Path):
     (tmp_path / "imgs").mkdir()
-    table = pd.DataFrame({"path": ["imgs/a.png", "imgs/b.jpg", "/abs/c.png", "s3://bucket/d.png"],
-                          "label": [1, 0, None, 1], "hospital": ["x", "y", "x", "z"]})
+    table = pd.DataFrame(
+        {
+            "path": ["imgs/a.png", "imgs/b.jpg", "/abs/c.png", "s3://bucket/d.png"],
+            "label": [1, 0, None, 1],
+            "hospital": ["x", "y", "x", "z"],
+        }
+    )
     table.to_csv(tmp_path / "m.csv", index=False)
     table.to_parquet(tmp_path / "m.parquet")
     for source in ("m.csv", "m.parquet"):

@@ -26,7 +26,7 @@ def to_mura_layout(state: dict) -> dict:
         key = re.sub(r"^features\.(conv0|norm0)\.", r"features_first.\1.", key)
         match = re.match(r"^features\.(denseblock|transition)(\d)\.", key)
         if match:
-            key = f"features.{int(match.group(2)) - 1}." + key[len("features."):]
+            key = f"features.{int(match.group(2)) - 1}." + key[len("features.") :]
         key = re.sub(r"^features\.norm5\.", "features.3.norm5.", key)
         out[key] = value
     return out
@@ -57,7 +57,9 @@ def test_every_layout_gives_identical_logits_and_fingerprint(base_model, tmp_pat
         with torch.no_grad():
             assert torch.equal(loaded(x), expected), name
         assert model_fingerprint(loaded) == fingerprint, name
-        assert model_fingerprint(torch.load(path, weights_only=True) if name == "torchvision" else loaded) == fingerprint
+        assert (
+            model_fingerprint(torch.load(path, weights_only=True) if name == "torchvision" else loaded) == fingerprint
+        )
     sample = to_mura_layout(state)
     assert any(k.startswith("features_first.conv0") for k in sample)
     assert any(k.startswith("features.3.denseblock4.") for k in sample)
@@ -101,7 +103,9 @@ def test_other_architecture_is_named_with_its_keys(tmp_path: Path):
 def test_class_count_conflict_is_a_shape_conflict(base_model, tmp_path: Path):
     path = tmp_path / "one.pt"
     torch.save(base_model.state_dict(), path)
-    with pytest.raises(CheckpointError, match=r"shape conflicts: .*classifier.weight: checkpoint \(1, 1664\) vs model \(2, 1664\)"):
+    with pytest.raises(
+        CheckpointError, match=r"shape conflicts: .*classifier.weight: checkpoint \(1, 1664\) vs model \(2, 1664\)"
+    ):
         load_densenet169(path, num_classes=2)
 
 
@@ -114,8 +118,12 @@ def test_truncated_empty_and_foreign_files(base_model, tmp_path: Path):
     empty.write_bytes(b"")
     text = tmp_path / "notes.txt"
     text.write_text("this is not a checkpoint\n")
-    for path, pattern in [(truncated, "truncated.pt"), (empty, "empty"), (text, "notes.txt"),
-                          (tmp_path / "absent.pt", "no such file")]:
+    for path, pattern in [
+        (truncated, "truncated.pt"),
+        (empty, "empty"),
+        (text, "notes.txt"),
+        (tmp_path / "absent.pt", "no such file"),
+    ]:
         with pytest.raises(CheckpointError, match=pattern):
             load_densenet169(path)
 
@@ -131,3 +139,12 @@ def test_pickle_that_runs_code_is_refused(tmp_path: Path, capsys):
     with pytest.raises(CheckpointError, match=r"evil\.pt.*weights_only"):
         load_densenet169(path)
     assert "must never run" not in capsys.readouterr().out
+
+
+def test_non_finite_weights_are_refused_before_any_work(tmp_path):
+    state = load_densenet169().state_dict()
+    state["features.denseblock2.denselayer3.conv1.weight"][0, 0, 0, 0] = float("nan")
+    path = tmp_path / "diverged.pt"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=r"diverged.pt.*NaN or infinite.*denselayer3.conv1.weight"):
+        load_densenet169(path)

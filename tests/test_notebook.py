@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
+
+pytestmark = pytest.mark.slow  # Ray, the demo or a notebook kernel: see `pytest -m "not slow"`
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "query_heatmaps.ipynb"
 
@@ -15,7 +18,9 @@ def test_notebook_executes(demo_result, tmp_path, monkeypatch):
     monkeypatch.setenv("DENSECAM_STORE", str(work / "store"))
     monkeypatch.setenv("DENSECAM_BOXES", str(work / "data" / "lesion_boxes.csv"))
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     text = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for o in outputs)

@@ -7,10 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from densecam_core import Geometry, block_grid, compare_runs, open_store
-from densecam_core.manifest import plan_shards
+from densecam_core import Geometry, block_grid, compare_runs, fileio, open_store
 from densecam_core.store import format as fmt
-from densecam_core.store.writer import RunLock, RunSpec, RunWriter, write_shard
+from densecam_core.store.format import plan_shards
+from densecam_core.store.lock import RunLock
+from densecam_core.store.writer import RunSpec, RunWriter, write_shard
 
 SIZE = 64
 GRID = block_grid(SIZE)
@@ -22,20 +23,32 @@ def spec(fingerprint: str = "f" * 64, shard_size: int = 4, methods=("gradcam",))
 
 
 def manifest(n: int, start: int = 0) -> pd.DataFrame:
-    return pd.DataFrame({
-        "image_id": [f"img{i:03d}.png" for i in range(start, start + n)], "path": [f"/x/img{i:03d}.png" for i in range(start, start + n)],
-        "split": "valid", "body_part": "WRIST", "patient_id": "p1", "study_id": "p1/XR_WRIST/study1",
-        "view": 1, "label": 1, "hospital": "north",
-    })
+    return pd.DataFrame(
+        {
+            "image_id": [f"img{i:03d}.png" for i in range(start, start + n)],
+            "path": [f"/x/img{i:03d}.png" for i in range(start, start + n)],
+            "split": "valid",
+            "body_part": "WRIST",
+            "patient_id": "p1",
+            "study_id": "p1/XR_WRIST/study1",
+            "view": 1,
+            "label": 1,
+            "hospital": "north",
+        }
+    )
 
 
 def fake_outputs(rows: np.ndarray, the_spec: RunSpec) -> dict[str, np.ndarray]:
     """Arrays whose every value encodes its row, so misplaced rows are caught."""
-    return {name: np.broadcast_to(rows.reshape(-1, *([1] * len(shape))), (len(rows), *shape)).astype(np.float32) * (1 + i)
-            for i, (name, shape) in enumerate(the_spec.array_shapes().items())}
+    return {
+        name: np.broadcast_to(rows.reshape(-1, *([1] * len(shape))), (len(rows), *shape)).astype(np.float32) * (1 + i)
+        for i, (name, shape) in enumerate(the_spec.array_shapes().items())
+    }
 
 
-def index_rows(planned: pd.DataFrame, run_id: str, height: int = 50, width: int = 80, mode: str = "stretch") -> pd.DataFrame:
+def index_rows(
+    planned: pd.DataFrame, run_id: str, height: int = 50, width: int = 80, mode: str = "stretch"
+) -> pd.DataFrame:
     out = planned.copy()
     out["orig_height"], out["orig_width"], out["resize_mode"] = height, width, mode
     out["logit"], out["prob"] = 0.5, 0.62
@@ -49,8 +62,13 @@ def commit_all(writer: RunWriter, planned: pd.DataFrame, skip: set[int] = frozen
             continue
         start = int(rows["row"].min())
         shard = plan_shards(len(rows), writer.spec.shard_size, start)[0]
-        write_shard(writer.run_url, shard, writer.spec.shard_size, fake_outputs(rows["row"].to_numpy(), writer.spec),
-                    index_rows(rows, writer.spec.run_id, **geometry))
+        write_shard(
+            writer.run_url,
+            shard,
+            writer.spec.shard_size,
+            fake_outputs(rows["row"].to_numpy(), writer.spec),
+            index_rows(rows, writer.spec.run_id, **geometry),
+        )
 
 
 @pytest.mark.parametrize("url_kind", ["local", "memory"])
@@ -64,12 +82,12 @@ def test_round_trip_and_partial_shard_invisible(tmp_path, url_kind):
     # shard 1: arrays written, part file missing (a crash between the two steps) + a temporary part
     rows = planned[planned["shard"] == 1]
     shard = plan_shards(4, 4, 4)[0]
-    group_url = fmt.url_join(writer.run_url, fmt.ZARR_DIR)
+    group_url = fileio.url_join(writer.run_url, fmt.ZARR_DIR)
     import zarr
 
     zarr.open_array(store=group_url, path="cam", mode="r+")[4:8] = np.full((4, 1, *GRID[4]), 7.0, np.float32)
-    fs, root = fmt.filesystem(writer.run_url)
-    fs.pipe_file(fmt.join(root, fmt.INDEX_DIR, "part-000001.parquet.tmp-abc"), b"garbage")
+    fs, root = fileio.filesystem(writer.run_url)
+    fs.pipe_file(fileio.join(root, fmt.INDEX_DIR, "part-000001.parquet.tmp-abc"), b"garbage")
     run = open_store(url).run("latest")
     assert sorted(run.index["row"]) == [0, 1, 2, 3, 8, 9]
     assert run.index["hospital"].eq("north").all() and run.index["label"].eq(1).all()
@@ -80,8 +98,20 @@ def test_round_trip_and_partial_shard_invisible(tmp_path, url_kind):
     with pytest.raises(KeyError, match="img005.png"):
         run.maps("cam", image_ids=["img005.png"])
     # the crashed shard is simply redone, idempotently
-    write_shard(writer.run_url, shard, 4, fake_outputs(rows["row"].to_numpy(), writer.spec), index_rows(rows, writer.spec.run_id))
-    write_shard(writer.run_url, shard, 4, fake_outputs(rows["row"].to_numpy(), writer.spec), index_rows(rows, writer.spec.run_id))
+    write_shard(
+        writer.run_url,
+        shard,
+        4,
+        fake_outputs(rows["row"].to_numpy(), writer.spec),
+        index_rows(rows, writer.spec.run_id),
+    )
+    write_shard(
+        writer.run_url,
+        shard,
+        4,
+        fake_outputs(rows["row"].to_numpy(), writer.spec),
+        index_rows(rows, writer.spec.run_id),
+    )
     run = open_store(url).run(writer.spec.run_id)
     assert sorted(run.index["row"]) == list(range(10))
     assert np.all(run.maps("cam", rows=[5])[0] == 5 * 2)
@@ -118,7 +148,7 @@ def test_to_xarray_dims_and_coordinates(tmp_path):
     assert float(dataset["layercam_block3"].sel(image="img004.png").max()) == 4 * 9  # layercam/block3 is the 9th array
     import zarr
 
-    array = zarr.open_array(store=fmt.url_join(writer.run_url, fmt.ZARR_DIR), path="gradcam/block1", mode="r")
+    array = zarr.open_array(store=fileio.url_join(writer.run_url, fmt.ZARR_DIR), path="gradcam/block1", mode="r")
     assert array.metadata.dimension_names == ("image", "class", "y", "x") and array.chunks[0] == 4
 
 
@@ -136,7 +166,9 @@ def test_heatmap_peaks_inside_a_known_lesion_of_a_non_square_image(tmp_path, mod
     bump = np.exp(-(((gx + 0.5) * SIZE / w - cx) ** 2 + ((gy + 0.5) * SIZE / h - cy) ** 2) / 20.0).astype(np.float32)
     outputs = fake_outputs(np.array([0]), writer.spec)
     outputs["gradcam/block1"] = bump[None, None]
-    write_shard(writer.run_url, plan_shards(1, 4)[0], 4, outputs, index_rows(planned, writer.spec.run_id, height, width, mode))
+    write_shard(
+        writer.run_url, plan_shards(1, 4)[0], 4, outputs, index_rows(planned, writer.spec.run_id, height, width, mode)
+    )
     run = open_store(str(tmp_path / mode)).run("latest")
     heat = run.heatmap("img000.png", "gradcam", 1)
     assert heat.shape == (height, width) and np.isclose(heat.max(), 1.0) and np.isclose(heat.min(), 0.0)
@@ -153,7 +185,7 @@ def test_compare_runs_reports_changes(tmp_path):
         writer = RunWriter(url, spec(fingerprint))
         writer.create_or_open("m")
         planned = writer.plan(manifest(4))
-        for shard_index, rows in planned.groupby("shard"):
+        for _shard_index, rows in planned.groupby("shard"):
             outputs = fake_outputs(rows["row"].to_numpy(), writer.spec)
             ramp = np.arange(np.prod(GRID[4]), dtype=np.float32).reshape(GRID[4])
             outputs["gradcam/block4"] = np.stack([scale * ramp + i for i in range(len(rows))])[:, None]
@@ -201,7 +233,7 @@ def test_run_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path):
     dead.acquire()
     taker = RunLock(url)
     taker.acquire()  # the dead holder's lock is taken over
-    assert fmt.read_json(taker.fs, taker.path)["pid"] == taker.holder["pid"]
+    assert fileio.read_json(taker.fs, taker.path)["pid"] == taker.holder["pid"]
     taker.release()
 
 
@@ -218,7 +250,9 @@ def test_overlay_blends_the_heatmap_onto_the_radiograph(tmp_path):
     outputs = fake_outputs(np.array([0]), writer.spec)
     ramp = np.tile(np.arange(GRID[4][1], dtype=np.float32), (GRID[4][0], 1))
     outputs["gradcam/block4"] = ramp[None, None]  # hot on the right, cold on the left
-    write_shard(writer.run_url, plan_shards(1, 4)[0], 4, outputs, index_rows(planned, writer.spec.run_id, height, width))
+    write_shard(
+        writer.run_url, plan_shards(1, 4)[0], 4, outputs, index_rows(planned, writer.spec.run_id, height, width)
+    )
     rgb = open_store(str(tmp_path / "s")).run("latest").overlay("img000.png", "gradcam", 4, alpha=0.5, colormap="jet")
     assert rgb.shape == (height, width, 3) and rgb.dtype == np.uint8
     left, right = rgb[:, :5].reshape(-1, 3).mean(0), rgb[:, -5:].reshape(-1, 3).mean(0)

@@ -17,7 +17,13 @@ from densecam_core.manifest import ManifestError, read_manifest
 from densecam_core.metrics import binary_metrics, image_and_study_metrics
 from densecam_core.synth import generate_mura
 from densecam_core.training import (
-    RadiographDataset, TrainConfig, body_part_weights, initial_model, metrics_path_for, split_for_training, train,
+    RadiographDataset,
+    TrainConfig,
+    body_part_weights,
+    initial_model,
+    metrics_path_for,
+    split_for_training,
+    train,
 )
 from jobs.train import main as train_main
 
@@ -47,8 +53,14 @@ def test_binary_metrics_match_plain_counts():
 
 
 def test_study_probability_is_the_mean_of_its_views():
-    frame = pd.DataFrame({"study_id": ["a", "a", "b", "c", "c", "c"], "label": [1, 1, 0, 1, 1, 1],
-                          "prob": [0.2, 0.6, 0.45, 0.1, 0.2, 0.9], "body_part": "WRIST"})
+    frame = pd.DataFrame(
+        {
+            "study_id": ["a", "a", "b", "c", "c", "c"],
+            "label": [1, 1, 0, 1, 1, 1],
+            "prob": [0.2, 0.6, 0.45, 0.1, 0.2, 0.9],
+            "body_part": "WRIST",
+        }
+    )
     study = image_and_study_metrics(frame)["study"]
     # study probabilities: a 0.4 (abnormal), b 0.45 (normal), c 0.4 (abnormal) -> b outranks both
     assert study["auroc"] == pytest.approx(auroc_by_pairs([1, 0, 1], [0.4, 0.45, 0.4]))
@@ -65,16 +77,26 @@ def test_class_weights_per_body_part_follow_the_mura_paper():
 
 
 def frame_of(labels, splits) -> pd.DataFrame:
-    return pd.DataFrame({"image_id": [f"i{k}.png" for k in range(len(labels))], "path": "x", "label": labels,
-                         "split": splits, "body_part": "WRIST"})
+    return pd.DataFrame(
+        {
+            "image_id": [f"i{k}.png" for k in range(len(labels))],
+            "path": "x",
+            "label": labels,
+            "split": splits,
+            "body_part": "WRIST",
+        }
+    )
 
 
-@pytest.mark.parametrize(("labels", "splits", "message"), [
-    ([None, None, None, None], ["train", "train", "valid", "valid"], "no labels"),
-    ([1, 1, 0, 1], ["train", "train", "valid", "valid"], "train split has only label 1"),
-    ([1, 0, 1, 1], ["train", "train", "train", "train"], "no valid split"),
-    ([1, 0, None, 1], ["train", "train", "valid", "valid"], "have no label"),
-])
+@pytest.mark.parametrize(
+    ("labels", "splits", "message"),
+    [
+        ([None, None, None, None], ["train", "train", "valid", "valid"], "no labels"),
+        ([1, 1, 0, 1], ["train", "train", "valid", "valid"], "train split has only label 1"),
+        ([1, 0, 1, 1], ["train", "train", "train", "train"], "no valid split"),
+        ([1, 0, None, 1], ["train", "train", "valid", "valid"], "have no label"),
+    ],
+)
 def test_bad_manifests_are_refused_with_the_reason(labels, splits, message):
     with pytest.raises(ManifestError, match=message):
         split_for_training(frame_of(labels, splits))
@@ -86,8 +108,12 @@ def test_cli_refuses_a_bad_manifest_before_training(tmp_path, capsys):
     for name in ("a.png", "b.png"):
         (images / name).write_bytes(b"")
     manifest = tmp_path / "m.csv"
-    pd.DataFrame({"path": ["a.png", "b.png"], "label": [1, 0], "split": ["train", "train"]}).to_csv(manifest, index=False)
-    assert train_main([str(manifest), "--image-root", str(images), "--out", str(tmp_path / "m.pt"), "--no-progress"]) == 2
+    pd.DataFrame({"path": ["a.png", "b.png"], "label": [1, 0], "split": ["train", "train"]}).to_csv(
+        manifest, index=False
+    )
+    assert (
+        train_main([str(manifest), "--image-root", str(images), "--out", str(tmp_path / "m.pt"), "--no-progress"]) == 2
+    )
     assert "no valid split" in capsys.readouterr().err
     assert not (tmp_path / "m.pt").exists()
 
@@ -109,6 +135,7 @@ def test_augmentation_is_seeded_per_epoch(tiny_tree):
     assert not torch.equal(first, data[0][0])
 
 
+@pytest.mark.slow
 def test_one_epoch_writes_a_loadable_checkpoint_and_metrics(tiny_tree, tmp_path):
     frame = read_manifest(tiny_tree / "MURA-v1.1")
     broken = frame.index[frame["split"] == "train"][2]
@@ -124,7 +151,9 @@ def test_one_epoch_writes_a_loadable_checkpoint_and_metrics(tiny_tree, tmp_path)
     for level in ("image", "study"):
         assert set(metrics["final"][level]) == {"auroc", "sensitivity", "specificity", "kappa", "count"}
         assert 0.0 <= metrics["final"][level]["auroc"] <= 1.0
-    assert metrics["skipped_images"] == [{"image_id": frame.loc[broken, "image_id"], "reason": metrics["skipped_images"][0]["reason"]}]
+    assert metrics["skipped_images"] == [
+        {"image_id": frame.loc[broken, "image_id"], "reason": metrics["skipped_images"][0]["reason"]}
+    ]
     assert set(metrics["class_weights"]) >= {"*"}
     again = train(frame, tmp_path / "again.pt", config, progress=False, log=lambda _: None)
     assert again.fingerprint == result.fingerprint, "same seed, same weights"
@@ -137,22 +166,31 @@ def test_init_from_an_imagenet_file_keeps_features_and_replaces_the_head(tmp_pat
     model = initial_model(tmp_path / "imagenet.pth", seed=0)
     assert model.classifier.weight.shape == (1, 1664)
     assert torch.equal(model.features.conv0.weight, imagenet.features.conv0.weight)
-    assert torch.equal(model.features.denseblock4.denselayer32.conv2.weight, imagenet.features.denseblock4.denselayer32.conv2.weight)
+    assert torch.equal(
+        model.features.denseblock4.denselayer32.conv2.weight, imagenet.features.denseblock4.denselayer32.conv2.weight
+    )
 
 
 @pytest.mark.filterwarnings("ignore::densecam_core.hardware.SlowPrecisionWarning")
+@pytest.mark.slow
 def test_bf16_autocast_trains_on_cpu(tiny_tree, tmp_path):
     frame = read_manifest(tiny_tree / "MURA-v1.1")
-    result = train(frame, tmp_path / "bf16.pt", TrainConfig(size=32, epochs=1, batch_size=8, precision="bf16"),
-                   progress=False, log=lambda _: None)
+    result = train(
+        frame,
+        tmp_path / "bf16.pt",
+        TrainConfig(size=32, epochs=1, batch_size=8, precision="bf16"),
+        progress=False,
+        log=lambda _: None,
+    )
     model = load_densenet169(result.checkpoint)
     assert all(p.dtype == torch.float32 for p in model.parameters()), "autocast keeps fp32 master weights"
     assert np.isfinite(result.history[0]["train_loss"])
 
 
 def test_images_without_a_study_count_as_their_own_study():
-    frame = pd.DataFrame({"image_id": ["x", "y", "z"], "study_id": [None, None, "s"], "label": [1, 0, 1],
-                          "prob": [0.9, 0.3, 0.2]})
+    frame = pd.DataFrame(
+        {"image_id": ["x", "y", "z"], "study_id": [None, None, "s"], "label": [1, 0, 1], "prob": [0.9, 0.3, 0.2]}
+    )
     study = image_and_study_metrics(frame)["study"]
     assert study["count"] == 3
     assert study["auroc"] == pytest.approx(auroc_by_pairs([1, 0, 1], [0.9, 0.3, 0.2]))
@@ -160,8 +198,25 @@ def test_images_without_a_study_count_as_their_own_study():
 
 def test_train_command_writes_checkpoint_and_metrics(tiny_tree, tmp_path, capsys):
     out = tmp_path / "cli.pt"
-    assert train_main([str(tiny_tree / "MURA-v1.1"), "--out", str(out), "--size", "32", "--epochs", "1",
-                       "--batch-size", "8", "--no-progress", "--device", "cpu"]) == 0
+    assert (
+        train_main(
+            [
+                str(tiny_tree / "MURA-v1.1"),
+                "--out",
+                str(out),
+                "--size",
+                "32",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--no-progress",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "study level: AUROC" in printed and str(out) in printed
     assert model_fingerprint(load_densenet169(out)) == json.loads(metrics_path_for(out).read_text())["fingerprint"]

@@ -9,9 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
+from test_job import REPO, SIZE, assert_every_row_once
 
 from densecam_core import generate_mura
-from test_job import SIZE, REPO, assert_every_row_once
+
+pytestmark = pytest.mark.slow  # Ray, the demo or a notebook kernel: see `pytest -m "not slow"`
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +31,58 @@ def test_ray_job_submit_to_a_started_head(tree, tmp_path):
     # Ray 2.60 enables token authentication: the head writes ~/.ray/auth_token, the CLI sends it
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["RAY_AUTH_MODE"] = "token"
-    started = subprocess.run([str(ray_bin), "start", "--head", "--num-cpus", "2", "--port", "6391",
-                              "--dashboard-port", "8299", "--include-dashboard", "true", "--disable-usage-stats"],
-                             env=env, capture_output=True, text=True, timeout=120)
+    started = subprocess.run(
+        [
+            str(ray_bin),
+            "start",
+            "--head",
+            "--num-cpus",
+            "2",
+            "--port",
+            "6391",
+            "--dashboard-port",
+            "8299",
+            "--include-dashboard",
+            "true",
+            "--disable-usage-stats",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert started.returncode == 0, started.stderr[-2000:]
     try:
         store = tmp_path / "submitted"
-        command = [str(ray_bin), "job", "submit", "--address", "http://127.0.0.1:8299", "--working-dir", str(REPO), "--",
-                   "python", "-m", "jobs.explain", str(tree), "--store", str(store), "--size", str(SIZE), "--batch-size", "4",
-                   "--shard-size", "8", "--workers", "1", "--cpus-per-worker", "1", "--methods", "gradcam", "--no-progress"]
+        command = [
+            str(ray_bin),
+            "job",
+            "submit",
+            "--address",
+            "http://127.0.0.1:8299",
+            "--working-dir",
+            str(REPO),
+            "--",
+            "python",
+            "-m",
+            "jobs.explain",
+            str(tree),
+            "--store",
+            str(store),
+            "--size",
+            str(SIZE),
+            "--batch-size",
+            "4",
+            "--shard-size",
+            "8",
+            "--workers",
+            "1",
+            "--cpus-per-worker",
+            "1",
+            "--methods",
+            "gradcam",
+            "--no-progress",
+        ]
         for _ in range(30):  # the head's job agent comes up a few seconds after `ray start` returns
             submitted = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
             if "No available agent" not in submitted.stdout + submitted.stderr:

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import zarr
 
+from densecam_core import fileio
 from densecam_core.geometry import Geometry
 from densecam_core.store import format as fmt
 
@@ -26,8 +27,8 @@ class Run:
         self.store_url = store_url
         self.run_id = run_id
         self.meta = meta
-        self.url = fmt.url_join(store_url, fmt.RUNS_DIR, run_id)
-        self._fs, self._root = fmt.filesystem(self.url)
+        self.url = fileio.url_join(store_url, fmt.RUNS_DIR, run_id)
+        self._fs, self._root = fileio.filesystem(self.url)
 
     def __repr__(self) -> str:
         return f"Run({self.run_id!r}, fingerprint={self.fingerprint[:12]}…, settings={self.settings})"
@@ -46,7 +47,7 @@ class Run:
 
     def part_files(self) -> list[str]:
         """Committed index parts only: temporary files and anything else are ignored."""
-        index_dir = fmt.join(self._root, fmt.INDEX_DIR)
+        index_dir = fileio.join(self._root, fmt.INDEX_DIR)
         if not self._fs.exists(index_dir):
             return []
         return sorted(p for p in self._fs.ls(index_dir, detail=False) if fmt.PART_NAME.match(p.rsplit("/", 1)[-1]))
@@ -83,7 +84,7 @@ class Run:
             raise ValueError("pass exactly one of image_ids or rows")
         if rows is not None:
             return np.asarray(rows, dtype=np.int64)
-        ids = [image_ids] if isinstance(image_ids, str) else list(image_ids)
+        ids = [image_ids] if isinstance(image_ids, str) else list(image_ids or [])
         unknown = [i for i in ids if i not in self._by_id.index]
         if unknown:
             raise KeyError(f"image ids not committed in run {self.run_id}: {unknown[:5]}")
@@ -93,10 +94,15 @@ class Run:
         name = fmt.array_name(method, block)
         if name not in ("cam", "logits") and method not in self.methods:
             raise ValueError(f"method {method!r} is not in run {self.run_id}; it has cam, {', '.join(self.methods)}")
-        return zarr.open_array(store=fmt.url_join(self.url, fmt.ZARR_DIR), path=name, mode="r", zarr_format=3)
+        return zarr.open_array(store=fileio.url_join(self.url, fmt.ZARR_DIR), path=name, mode="r", zarr_format=3)
 
-    def maps(self, method: str, block: int | None = 4, image_ids: Sequence[str] | str | None = None,
-             rows: Sequence[int] | None = None) -> np.ndarray:
+    def maps(
+        self,
+        method: str,
+        block: int | None = 4,
+        image_ids: Sequence[str] | str | None = None,
+        rows: Sequence[int] | None = None,
+    ) -> np.ndarray:
         """Raw maps ``(n, K, h, w)`` in the order asked, reading only the chunks that hold them."""
         wanted = self._rows_for(image_ids, rows)
         array = self.array(method, None if method in ("cam", "logits") else block)
@@ -112,10 +118,16 @@ class Run:
         record = self._record(image_id)
         if record["status"] != "ok":
             raise ValueError(f"image {image_id!r} has no maps: {record['error']}")
-        return Geometry(int(record["orig_height"]), int(record["orig_width"]), int(self.settings["size"]), str(record["resize_mode"]))
+        return Geometry(
+            int(record["orig_height"]),
+            int(record["orig_width"]),
+            int(self.settings["size"]),
+            str(record["resize_mode"]),
+        )
 
-    def heatmap(self, image_id: str, method: str = "gradcam", block: int | None = 4, *, target: int = 0,
-                normalize: bool = True) -> np.ndarray:
+    def heatmap(
+        self, image_id: str, method: str = "gradcam", block: int | None = 4, *, target: int = 0, normalize: bool = True
+    ) -> np.ndarray:
         """A map resampled (bilinear) onto the original image's pixel grid, resize mode undone exactly."""
         raw = self.maps(method, block, image_ids=[image_id])[0, target]
         mapped = self.geometry(image_id).to_original(raw)
@@ -124,8 +136,16 @@ class Run:
             mapped = (mapped - low) / (high - low) if high > low else np.zeros_like(mapped)
         return mapped
 
-    def overlay(self, image_id: str, method: str = "gradcam", block: int | None = 4, *, target: int = 0,
-                alpha: float = 0.45, colormap: str = "jet") -> np.ndarray:
+    def overlay(
+        self,
+        image_id: str,
+        method: str = "gradcam",
+        block: int | None = 4,
+        *,
+        target: int = 0,
+        alpha: float = 0.45,
+        colormap: str = "jet",
+    ) -> np.ndarray:
         """The radiograph with the normalised heatmap blended on top, as an (H, W, 3) uint8 image."""
         from matplotlib import colormaps
 
@@ -137,8 +157,12 @@ class Run:
         colour = colormaps[colormap](heat)[..., :3] * 255.0
         return np.clip((1 - alpha) * image + alpha * colour, 0, 255).astype(np.uint8)
 
-    def to_xarray(self, methods: Sequence[str] | None = None, blocks: Sequence[int] = (1, 2, 3, 4),
-                  image_ids: Sequence[str] | None = None) -> Any:
+    def to_xarray(
+        self,
+        methods: Sequence[str] | None = None,
+        blocks: Sequence[int] = (1, 2, 3, 4),
+        image_ids: Sequence[str] | None = None,
+    ) -> Any:
         """An xarray Dataset of the committed images: ``cam``, ``logits``, ``<method>_block<b>``.
 
         Dimensions are ``image`` (coordinate: image_id, plus index columns), ``class``, and per
@@ -161,8 +185,12 @@ class Run:
         for method in methods or self.methods:
             for block in blocks:
                 variables[f"{method}_block{block}"] = (
-                    ("image", "class", f"y_b{block}", f"x_b{block}"), self.maps(method, block, rows=rows))
-        return xr.Dataset(variables, coords=coords, attrs={"run_id": self.run_id, "model_fingerprint": self.fingerprint})
+                    ("image", "class", f"y_b{block}", f"x_b{block}"),
+                    self.maps(method, block, rows=rows),
+                )
+        return xr.Dataset(
+            variables, coords=coords, attrs={"run_id": self.run_id, "model_fingerprint": self.fingerprint}
+        )
 
 
 class Store:
@@ -170,25 +198,27 @@ class Store:
 
     def __init__(self, url: str) -> None:
         self.url = str(url)
-        self._fs, self._root = fmt.filesystem(self.url)
-        marker = fmt.join(self._root, fmt.MARKER)
+        self._fs, self._root = fileio.filesystem(self.url)
+        marker = fileio.join(self._root, fmt.MARKER)
         if not self._fs.exists(marker):
-            here = self._fs.ls(self._root, detail=False)[:10] if self._fs.exists(self._root) else "nothing (no such path)"
+            here = (
+                self._fs.ls(self._root, detail=False)[:10] if self._fs.exists(self._root) else "nothing (no such path)"
+            )
             raise fmt.StoreError(f"{self.url!r} is not a densecam store (no {fmt.MARKER}); it holds {here}")
-        fmt.check_version(fmt.read_json(self._fs, marker).get("format_version", 0), f"store {self.url!r}")
+        fmt.check_version(fileio.read_json(self._fs, marker).get("format_version", 0), f"store {self.url!r}")
 
     def __repr__(self) -> str:
         return f"Store({self.url!r}, runs={list(self.run_metadata())})"
 
     def run_metadata(self) -> dict[str, dict[str, Any]]:
         """run_id -> the run's run.json, for every run in the store."""
-        runs_dir = fmt.join(self._root, fmt.RUNS_DIR)
+        runs_dir = fileio.join(self._root, fmt.RUNS_DIR)
         metas = {}
         if self._fs.exists(runs_dir):
             for path in sorted(self._fs.ls(runs_dir, detail=False)):
-                run_json = fmt.join(path, fmt.RUN_JSON)
+                run_json = fileio.join(path, fmt.RUN_JSON)
                 if self._fs.exists(run_json):
-                    meta = fmt.read_json(self._fs, run_json)
+                    meta = fileio.read_json(self._fs, run_json)
                     fmt.check_version(meta.get("format_version", 0), f"run {path.rsplit('/', 1)[-1]}")
                     metas[meta["run_id"]] = meta
         return metas
@@ -198,13 +228,20 @@ class Store:
         records = []
         for run_id, meta in self.run_metadata().items():
             run = Run(self.url, run_id, meta)
-            records.append({
-                "run_id": run_id, "model_fingerprint": meta["model_fingerprint"], "checkpoint": meta["checkpoint"],
-                **{k: meta["settings"][k] for k in fmt.RUN_ID_SETTINGS}, "created": meta["created"],
-                "images_committed": len(run.read_index(columns=["row"])),
-            })
-        frame = pd.DataFrame.from_records(records, columns=["run_id", "model_fingerprint", "checkpoint",
-                                                            *fmt.RUN_ID_SETTINGS, "created", "images_committed"])
+            records.append(
+                {
+                    "run_id": run_id,
+                    "model_fingerprint": meta["model_fingerprint"],
+                    "checkpoint": meta["checkpoint"],
+                    **{k: meta["settings"][k] for k in fmt.RUN_ID_SETTINGS},
+                    "created": meta["created"],
+                    "images_committed": len(run.read_index(columns=["row"])),
+                }
+            )
+        frame = pd.DataFrame.from_records(
+            records,
+            columns=["run_id", "model_fingerprint", "checkpoint", *fmt.RUN_ID_SETTINGS, "created", "images_committed"],
+        )
         return frame.sort_values("created").reset_index(drop=True)
 
     def run(self, key: str = "latest") -> Run:

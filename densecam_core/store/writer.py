@@ -9,13 +9,9 @@ anywhere leaves no visible trace; writing a shard again rewrites the same bytes 
 
 from __future__ import annotations
 
+import contextlib
 import io
-import json
-import os
 import platform
-import socket
-import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -25,11 +21,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import zarr
+from zarr.codecs import ZstdCodec
 
-from densecam_core.manifest import Shard
+from densecam_core import fileio
+from densecam_core.spec import BLOCK_TAPS, BLOCKS
 from densecam_core.store import format as fmt
+from densecam_core.store.format import Shard
 
-COMPRESSOR = zarr.codecs.ZstdCodec(level=3)
+COMPRESSOR = ZstdCodec(level=3)
 
 
 @dataclass(frozen=True)
@@ -53,22 +52,24 @@ class RunSpec:
         k = self.num_targets
         shapes: dict[str, tuple[int, ...]] = {"logits": (self.num_classes,), "cam": (k, *self.grid[4])}
         for method in self.settings["methods"]:
-            for block in (1, 2, 3, 4):
+            for block in BLOCKS:
                 shapes[fmt.array_name(method, block)] = (k, *self.grid[block])
         return shapes
 
 
 def ensure_store(url: str) -> None:
     """Create the store marker if missing; refuse a folder that is something else's non-empty dir."""
-    fs, root = fmt.filesystem(url)
-    marker = fmt.join(root, fmt.MARKER)
+    fs, root = fileio.filesystem(url)
+    marker = fileio.join(root, fmt.MARKER)
     if fs.exists(marker):
-        fmt.check_version(fmt.read_json(fs, marker).get("format_version", 0), f"store {url!r}")
+        fmt.check_version(fileio.read_json(fs, marker).get("format_version", 0), f"store {url!r}")
         return
     if fs.exists(root) and fs.isdir(root) and [p for p in fs.ls(root, detail=False) if not p.endswith(fmt.MARKER)]:
-        raise fmt.StoreError(f"{url!r} is a non-empty folder but not a densecam store (no {fmt.MARKER}); pick a new path")
+        raise fmt.StoreError(
+            f"{url!r} is a non-empty folder but not a densecam store (no {fmt.MARKER}); pick a new path"
+        )
     fs.makedirs(root, exist_ok=True)
-    fmt.write_json_atomic(fs, marker, {"format": fmt.FORMAT_NAME, "format_version": fmt.FORMAT_VERSION})
+    fileio.write_json_atomic(fs, marker, {"format": fmt.FORMAT_NAME, "format_version": fmt.FORMAT_VERSION})
 
 
 def _versions() -> dict[str, str]:
@@ -76,10 +77,8 @@ def _versions() -> dict[str, str]:
 
     out = {"python": platform.python_version()}
     for name in ("densecam", "torch", "torchvision", "zarr", "pyarrow", "pandas", "ray"):
-        try:
+        with contextlib.suppress(md.PackageNotFoundError):
             out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            pass
     return out
 
 
@@ -92,19 +91,19 @@ class RunWriter:
     run_url: str = field(init=False)
 
     def __post_init__(self) -> None:
-        self.run_url = fmt.url_join(self.store_url, fmt.RUNS_DIR, self.spec.run_id)
+        self.run_url = fileio.url_join(self.store_url, fmt.RUNS_DIR, self.spec.run_id)
 
     @property
     def zarr_url(self) -> str:
-        return fmt.url_join(self.run_url, fmt.ZARR_DIR)
+        return fileio.url_join(self.run_url, fmt.ZARR_DIR)
 
     def create_or_open(self, manifest_source: str) -> bool:
         """Create run.json and the arrays if new (returns True); else check the recorded settings."""
         ensure_store(self.store_url)
-        fs, root = fmt.filesystem(self.run_url)
-        run_json = fmt.join(root, fmt.RUN_JSON)
+        fs, root = fileio.filesystem(self.run_url)
+        run_json = fileio.join(root, fmt.RUN_JSON)
         if fs.exists(run_json):
-            recorded = fmt.read_json(fs, run_json)
+            recorded = fileio.read_json(fs, run_json)
             fmt.check_version(recorded.get("format_version", 0), f"run {self.spec.run_id}")
             if recorded["shard_size"] != self.spec.shard_size:
                 raise fmt.StoreError(
@@ -116,25 +115,45 @@ class RunWriter:
         for name, shape in self.spec.array_shapes().items():
             dims = ("image", "class") if name == "logits" else fmt.DIMENSIONS
             group.create_array(
-                name, shape=(0, *shape), chunks=(self.spec.shard_size, *shape), dtype="float32",
-                fill_value=np.nan, compressors=COMPRESSOR, dimension_names=dims, overwrite=True,
+                name,
+                shape=(0, *shape),
+                chunks=(self.spec.shard_size, *shape),
+                dtype="float32",
+                fill_value=np.nan,
+                compressors=COMPRESSOR,
+                dimension_names=dims,
+                overwrite=True,
             )
-        fmt.write_json_atomic(fs, run_json, {
-            "format": fmt.FORMAT_NAME, "format_version": fmt.FORMAT_VERSION, "run_id": self.spec.run_id,
-            "model_fingerprint": self.spec.fingerprint, "checkpoint": self.spec.checkpoint,
-            "settings": self.spec.settings, "num_classes": self.spec.num_classes,
-            "num_targets": self.spec.num_targets, "grid": {str(b): list(hw) for b, hw in self.spec.grid.items()},
-            "shard_size": self.spec.shard_size, "arrays": {k: list(v) for k, v in self.spec.array_shapes().items()},
-            "created": datetime.now(timezone.utc).isoformat(), "manifest_source": manifest_source,
-            "versions": _versions(),
-        })
+        fileio.write_json_atomic(
+            fs,
+            run_json,
+            {
+                "format": fmt.FORMAT_NAME,
+                "format_version": fmt.FORMAT_VERSION,
+                "run_id": self.spec.run_id,
+                "model_fingerprint": self.spec.fingerprint,
+                "checkpoint": self.spec.checkpoint,
+                "settings": self.spec.settings,
+                "num_classes": self.spec.num_classes,
+                "num_targets": self.spec.num_targets,
+                "grid": {str(b): list(hw) for b, hw in self.spec.grid.items()},
+                "shard_size": self.spec.shard_size,
+                "arrays": {k: list(v) for k, v in self.spec.array_shapes().items()},
+                "created": datetime.now(timezone.utc).isoformat(),
+                "manifest_source": manifest_source,
+                "versions": _versions(),
+                "taps": [tap.as_json() for tap in BLOCK_TAPS],
+            },
+        )
         return True
 
     def planned_rows(self) -> pd.DataFrame:
         """Every image ever planned into this run, with its row and shard (from plan segments)."""
-        fs, root = fmt.filesystem(self.run_url)
-        plan_dir = fmt.join(root, fmt.PLAN_DIR)
-        files = sorted(p for p in fs.ls(plan_dir, detail=False) if p.endswith(".parquet")) if fs.exists(plan_dir) else []
+        fs, root = fileio.filesystem(self.run_url)
+        plan_dir = fileio.join(root, fmt.PLAN_DIR)
+        files = (
+            sorted(p for p in fs.ls(plan_dir, detail=False) if p.endswith(".parquet")) if fs.exists(plan_dir) else []
+        )
         if not files:
             return pd.DataFrame({"image_id": pd.Series(dtype="string"), "row": pd.Series(dtype="int64")})
         return pd.concat([pq.read_table(f, filesystem=fs).to_pandas() for f in files], ignore_index=True)
@@ -158,10 +177,10 @@ class RunWriter:
             out.loc[is_new, "row"] = new_rows
             segment = out.loc[is_new].copy()
             segment["row"] = segment["row"].astype("int64")
-            fs, root = fmt.filesystem(self.run_url)
-            plan_dir = fmt.join(root, fmt.PLAN_DIR)
+            fs, root = fileio.filesystem(self.run_url)
+            plan_dir = fileio.join(root, fmt.PLAN_DIR)
             fs.makedirs(plan_dir, exist_ok=True)
-            name = fmt.join(plan_dir, f"plan-{allocated // size:06d}.parquet")
+            name = fileio.join(plan_dir, f"plan-{allocated // size:06d}.parquet")
             _write_parquet_atomic(fs, name, pa.Table.from_pandas(segment.reset_index(drop=True), preserve_index=False))
             self.grow(int(new_rows[-1]) + 1)
         out["row"] = out["row"].astype("int64")
@@ -174,20 +193,22 @@ class RunWriter:
         target = -(-rows // size) * size
         group = zarr.open_group(store=self.zarr_url, mode="r+", zarr_format=3)
         for name in self.spec.array_shapes():
-            array = group[name]
+            array = _array(group, name)
             if array.shape[0] < target:
                 array.resize((target, *array.shape[1:]))
 
     def committed_shards(self) -> set[int]:
-        fs, root = fmt.filesystem(self.run_url)
-        index_dir = fmt.join(root, fmt.INDEX_DIR)
+        fs, root = fileio.filesystem(self.run_url)
+        index_dir = fileio.join(root, fmt.INDEX_DIR)
         if not fs.exists(index_dir):
             return set()
         names = (p.rsplit("/", 1)[-1] for p in fs.ls(index_dir, detail=False))
         return {int(m.group(1)) for m in map(fmt.PART_NAME.match, names) if m}
 
 
-def write_shard(run_url: str, shard: Shard, shard_size: int, arrays: dict[str, np.ndarray], index: pd.DataFrame) -> None:
+def write_shard(
+    run_url: str, shard: Shard, shard_size: int, arrays: dict[str, np.ndarray], index: pd.DataFrame
+) -> None:
     """Worker side: write the shard's whole chunks, then commit its index part by rename.
 
     ``arrays[name]`` holds ``shard.row_stop - shard.row_start`` rows; the chunk's remaining rows
@@ -196,18 +217,31 @@ def write_shard(run_url: str, shard: Shard, shard_size: int, arrays: dict[str, n
     if shard.row_start % shard_size or shard.row_stop - shard.row_start > shard_size:
         raise ValueError(f"shard {shard} is not one chunk of size {shard_size}")
     count = shard.row_stop - shard.row_start
-    group = zarr.open_group(store=fmt.url_join(run_url, fmt.ZARR_DIR), mode="r+", zarr_format=3)
+    group = zarr.open_group(store=fileio.url_join(run_url, fmt.ZARR_DIR), mode="r+", zarr_format=3)
     for name, values in arrays.items():
         if values.shape[0] != count:
             raise ValueError(f"array {name!r} has {values.shape[0]} rows for a shard of {count}")
-        array = group[name]
+        array = _array(group, name)
+        if shard.row_start + shard_size > array.shape[0]:
+            # zarr would silently drop a write outside the array's shape: refuse instead
+            raise fmt.StoreError(
+                f"shard {shard.index} (rows {shard.row_start}..{shard.row_stop - 1}) lies outside array {name!r}, which "
+                f"holds {array.shape[0]} rows: the run's arrays were not grown to its plan; rerun the job to grow them"
+            )
         chunk = np.full((shard_size, *array.shape[1:]), np.nan, dtype=np.float32)
         chunk[:count] = values
         array[shard.row_start : shard.row_start + shard_size] = chunk
-    fs, root = fmt.filesystem(run_url)
-    index_dir = fmt.join(root, fmt.INDEX_DIR)
+    fs, root = fileio.filesystem(run_url)
+    index_dir = fileio.join(root, fmt.INDEX_DIR)
     fs.makedirs(index_dir, exist_ok=True)
-    _write_parquet_atomic(fs, fmt.join(index_dir, fmt.part_name(shard.index)), index_table(index))
+    _write_parquet_atomic(fs, fileio.join(index_dir, fmt.part_name(shard.index)), index_table(index))
+
+
+def _array(group: zarr.Group, name: str) -> zarr.Array:
+    node = group[name]
+    if not isinstance(node, zarr.Array):
+        raise fmt.StoreError(f"{name!r} in {group.store} is a group, not an array: the run's heatmaps.zarr is damaged")
+    return node
 
 
 def index_table(index: pd.DataFrame) -> pa.Table:
@@ -230,82 +264,4 @@ def index_table(index: pd.DataFrame) -> pa.Table:
 def _write_parquet_atomic(fs: Any, path: str, table: pa.Table) -> None:
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd")
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    fs.pipe_file(tmp, buffer.getvalue())
-    fs.mv(tmp, path)
-
-
-# ---- one job per run at a time ----
-
-def _holder() -> dict[str, Any]:
-    return {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(), "heartbeat": time.time()}
-
-
-def _alive(holder: dict[str, Any], stale_after: float) -> bool:
-    if holder.get("host") == socket.gethostname():
-        try:
-            os.kill(int(holder["pid"]), 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    return time.time() - float(holder.get("heartbeat", 0)) < stale_after
-
-
-class RunLock:
-    """``lock.json`` in the run folder: a second job refuses; a dead holder's lock is taken over.
-
-    Exclusive creation is atomic on local disks; on object stores the check is best effort.
-    """
-
-    def __init__(self, run_url: str, stale_after: float = 120.0) -> None:
-        self.fs, root = fmt.filesystem(run_url)
-        self.path = fmt.join(root, fmt.LOCK_FILE)
-        self.stale_after = stale_after
-        self.holder = _holder()
-
-    def acquire(self) -> None:
-        self.fs.makedirs(self.path.rsplit("/", 1)[0], exist_ok=True)
-        for _ in range(2):
-            if self._create_exclusive():
-                return
-            try:
-                current = fmt.read_json(self.fs, self.path)
-            except (FileNotFoundError, ValueError):
-                continue
-            if _alive(current, self.stale_after):
-                raise fmt.StoreError(
-                    f"run is being written by another job (host {current.get('host')}, pid {current.get('pid')}, "
-                    f"since {datetime.fromtimestamp(current.get('started', 0)).isoformat(timespec='seconds')}); "
-                    f"wait for it, or delete {self.path} if that job is gone"
-                )
-            self.fs.rm(self.path)  # the holder died: take over
-        raise fmt.StoreError(f"could not take the run lock {self.path}")
-
-    def _create_exclusive(self) -> bool:
-        payload = json.dumps(self.holder).encode()
-        protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
-        if protocol in ("file", "local"):
-            try:
-                handle = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                return False
-            with os.fdopen(handle, "wb") as out:
-                out.write(payload)
-            return True
-        if self.fs.exists(self.path):
-            return False
-        self.fs.pipe_file(self.path, payload)
-        return True
-
-    def heartbeat(self) -> None:
-        self.holder["heartbeat"] = time.time()
-        fmt.write_json_atomic(self.fs, self.path, self.holder)
-
-    def release(self) -> None:
-        try:
-            if fmt.read_json(self.fs, self.path).get("pid") == self.holder["pid"]:
-                self.fs.rm(self.path)
-        except (FileNotFoundError, ValueError):
-            pass
+    fileio.write_bytes_atomic(fs, path, buffer.getvalue())

@@ -11,7 +11,7 @@ from densecam_core.store.reader import Run
 def top_fraction_mask(maps: np.ndarray, fraction: float = 0.1) -> np.ndarray:
     """Boolean mask of each map's top ``fraction`` of pixels, maps shaped (n, ...)."""
     flat = maps.reshape(maps.shape[0], -1)
-    keep = max(1, int(round(fraction * flat.shape[1])))
+    keep = max(1, round(fraction * flat.shape[1]))
     order = np.argsort(-flat, axis=1, kind="stable")[:, :keep]
     mask = np.zeros_like(flat, dtype=bool)
     np.put_along_axis(mask, order, True, axis=1)
@@ -29,8 +29,15 @@ def pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(denom > 0, (a * b).sum(axis=1) / denom, np.nan)
 
 
-def compare_runs(run_a: Run, run_b: Run, method: str = "gradcam", block: int | None = 4, *,
-                 target: int = 0, top_fraction: float = 0.1) -> pd.DataFrame:
+def compare_runs(
+    run_a: Run,
+    run_b: Run,
+    method: str = "gradcam",
+    block: int | None = 4,
+    *,
+    target: int = 0,
+    top_fraction: float = 0.1,
+) -> pd.DataFrame:
     """Per image ok in both runs: prob_a, prob_b, prob_change, map correlation and top-10 % IoU.
 
     ``flat_a`` / ``flat_b`` mark constant maps (typically all zero after ReLU: no positive

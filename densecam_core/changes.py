@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import pandas as pd
 
-SUMMARY_COLUMNS = ("images", "mean_prob_change", "mean_abs_prob_change", "flipped", "map_correlation", "top_iou",
-                   "flat_a", "flat_b")
+SUMMARY_COLUMNS = (
+    "images",
+    "mean_prob_change",
+    "mean_abs_prob_change",
+    "flipped",
+    "map_correlation",
+    "top_iou",
+    "flat_a",
+    "flat_b",
+)
 
 
 def _body_parts(per_image: pd.DataFrame) -> pd.Series:
@@ -29,10 +37,16 @@ def summarise_changes(per_image: pd.DataFrame, threshold: float = 0.5) -> pd.Dat
 
     def aggregate(group: pd.DataFrame) -> dict[str, float]:
         shaped = group[~(group["flat_a"] | group["flat_b"])]
-        return {"images": len(group), "mean_prob_change": group["prob_change"].mean(),
-                "mean_abs_prob_change": group["abs_change"].mean(), "flipped": int(group["flipped"].sum()),
-                "map_correlation": shaped["map_correlation"].mean(), "top_iou": shaped["top_iou"].mean(),
-                "flat_a": int(group["flat_a"].sum()), "flat_b": int(group["flat_b"].sum())}
+        return {
+            "images": len(group),
+            "mean_prob_change": group["prob_change"].mean(),
+            "mean_abs_prob_change": group["abs_change"].mean(),
+            "flipped": int(group["flipped"].sum()),
+            "map_correlation": shaped["map_correlation"].mean(),
+            "top_iou": shaped["top_iou"].mean(),
+            "flat_a": int(group["flat_a"].sum()),
+            "flat_b": int(group["flat_b"].sum()),
+        }
 
     rows = {part: aggregate(group) for part, group in frame.groupby("body_part", sort=True)}
     rows["ALL"] = aggregate(frame)
@@ -66,7 +80,9 @@ def plot_changes(per_image: pd.DataFrame, path: str, title: str = "") -> str:
         rows = per_image[body_parts == part]
         left.scatter(rows["prob_a"], rows["prob_b"], s=12, label=part, alpha=0.8)
     left.plot([0, 1], [0, 1], color="grey", linewidth=0.8)
-    left.set(xlabel="probability, run A", ylabel="probability, run B", xlim=(0, 1), ylim=(0, 1), title="abnormal probability")
+    left.set(
+        xlabel="probability, run A", ylabel="probability, run B", xlim=(0, 1), ylim=(0, 1), title="abnormal probability"
+    )
     left.legend(fontsize=7)
     groups = [per_image.loc[body_parts == p, "map_correlation"].dropna().to_numpy() for p in parts]
     right.boxplot([g if len(g) else [float("nan")] for g in groups], tick_labels=parts)

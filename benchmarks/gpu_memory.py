@@ -1,0 +1,97 @@
+"""Peak GPU memory and images/s of the Explainer per batch size and precision; optionally torch.compile.
+
+    python benchmarks/gpu_memory.py                        # CUDA: 320 px, batches 32/64/128, fp32 and fp16
+    python benchmarks/gpu_memory.py --compile fp16,64      # also each dense block compiled (torch.compile)
+    python benchmarks/gpu_memory.py --device cpu --batches 8 --precisions fp32 --compile fp32,8   # the CPU side
+
+Memory is ``torch.cuda.max_memory_allocated`` over one Explainer call on uint8 input (weights
+included), after a warm-up call at that batch. ``--compile`` wraps every dense block (the taps'
+stages) in ``torch.compile`` with a fixed shape; gradients stay ``autograd.grad``'s, outside.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from densecam_core import Explainer, load_densenet169
+from densecam_core.testing import randomise_batchnorm
+
+
+def rate(explainer: Explainer, batch: torch.Tensor, rounds: int) -> float:
+    explainer(batch)
+    if batch.device.type == "cuda" or explainer.device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(rounds):
+        explainer(batch).logits.cpu()
+    return rounds * batch.shape[0] / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--size", type=int, default=320)
+    parser.add_argument("--batches", default="32,64,128")
+    parser.add_argument("--precisions", default="fp32,fp16")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--compile",
+        default=None,
+        metavar="PRECISION,BATCH",
+        help="also time torch.compile'd dense blocks at this one setting (compiling takes minutes)",
+    )
+    args = parser.parse_args()
+    model = randomise_batchnorm(load_densenet169(), seed=1).to(args.device)
+    cuda = args.device == "cuda"
+    if cuda:
+        print(torch.cuda.get_device_name(), f"{torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB")
+    print("| precision | batch | peak memory (GiB) | images/s |")
+    print("|---|---:|---:|---:|")
+    for precision in args.precisions.split(","):
+        explainer = Explainer(model, precision=precision)
+        for batch_size in (int(b) for b in args.batches.split(",")):
+            batch = torch.randint(0, 256, (batch_size, 3, args.size, args.size), dtype=torch.uint8)
+            explainer(batch)
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            explainer(batch)
+            peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
+            print(
+                f"| {precision} | {batch_size} | {peak:.1f} | {rate(explainer, batch, args.rounds):.0f} |", flush=True
+            )
+    if args.compile:
+        precision, batch_size = args.compile.split(",")[0], int(args.compile.split(",")[1])
+        batch = torch.randint(0, 256, (batch_size, 3, args.size, args.size), dtype=torch.uint8)
+        eager = Explainer(model, precision=precision)
+        out = eager(batch)
+        eager_rate = rate(eager, batch, args.rounds)
+        compiled = Explainer(model, precision=precision)
+        compiled._stages = [
+            (tap, torch.compile(stage, dynamic=False), module) for tap, stage, module in compiled._stages
+        ]
+        started = time.perf_counter()
+        again = compiled(batch)
+        compile_seconds = time.perf_counter() - started
+        diff = max(
+            float(
+                np.abs(again.maps[m][b].cpu().numpy() - out.maps[m][b].cpu().numpy()).max()
+                / max(1e-12, float(out.maps[m][b].abs().max()))
+            )
+            for m in out.maps
+            for b in out.maps[m]
+        )
+        fast = rate(compiled, batch, args.rounds)
+        print(
+            f"\ntorch.compile (each dense block), {precision}, batch {batch_size}: eager {eager_rate:.0f} images/s, "
+            f"compiled {fast:.0f} ({fast / eager_rate:.2f}x), first call {compile_seconds:.0f} s, "
+            f"largest map difference {diff:.1e} of the map's range"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Files on a local disk or behind an fsspec URL: the helpers every layer shares.
+
+Why one module: the store, training and the demo all write JSON that readers must never see half
+written, and all join paths onto URLs without losing the protocol. No torch import.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import posixpath
+import uuid
+from typing import Any
+
+import fsspec
+import numpy as np
+
+
+def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """(filesystem, root path) for a local path or fsspec URL, without a trailing slash."""
+    fs, root = fsspec.core.url_to_fs(url)
+    return fs, root.rstrip("/") or "/"
+
+
+def protocol(fs: fsspec.AbstractFileSystem) -> str:
+    """The filesystem's main protocol name (``file``, ``s3``, ``memory`` ...)."""
+    return fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+
+
+def join(*parts: str) -> str:
+    return posixpath.join(*parts)
+
+
+def url_join(url: str, *parts: str) -> str:
+    """Join onto a URL or local path keeping its protocol, for zarr and fsspec alike."""
+    return "/".join([url.rstrip("/"), *parts])
+
+
+def read_json(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, Any]:
+    with fs.open(path, "rb") as handle:
+        loaded = json.loads(handle.read().decode())
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path} holds a JSON {type(loaded).__name__}, not an object")
+    return loaded
+
+
+def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Write to a temporary name, then rename: readers never see half a file.
+
+    On an object store a PUT is atomic by itself; the rename is then a copy, also whole.
+    """
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    fs.pipe_file(tmp, data)
+    fs.mv(tmp, path)
+
+
+def write_json_atomic(fs: fsspec.AbstractFileSystem, path: str, payload: dict[str, Any]) -> None:
+    write_bytes_atomic(fs, path, json.dumps(payload, indent=2, sort_keys=True, default=str).encode())
+
+
+def strict_json(value: Any) -> Any:
+    """A copy that ``json.dumps(allow_nan=False)`` accepts: NaN / inf -> None, numpy scalars -> Python.
+
+    Metrics are NaN when undefined (e.g. AUROC of one class); plain ``json.dumps`` would write the
+    non-standard token ``NaN``, which strict parsers (browsers, jq, Java) reject.
+    """
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value

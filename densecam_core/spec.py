@@ -1,0 +1,135 @@
+"""densecam's vocabulary: methods, blocks, precisions, block taps and grid sizes. No torch import.
+
+Why one torch-free place: the Explainer's forward, its architecture check, its precision casts,
+the store's format and ``run.json`` all speak of the same four taps; notebooks and the store
+reader read the same names without loading a deep-learning framework.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+METHODS: tuple[str, ...] = ("gradcam", "gradcampp", "layercam", "xgradcam", "hirescam")
+"""The gradient methods, in canonical order; CAM (block 4 only) is always computed besides."""
+BLOCKS: tuple[int, ...] = (1, 2, 3, 4)
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+RESIZE_MODES: tuple[str, ...] = ("stretch", "pad")
+CPU_BATCH = 8
+GPU_BATCHES: tuple[int, ...] = (128, 64, 32, 16, 8)
+"""Candidates for a GPU's batch, largest first: small batches leave a GPU waiting on kernel launches."""
+STEM: tuple[str, ...] = ("features.conv0", "features.norm0", "features.relu0", "features.pool0")
+"""The modules before block 1, run without gradients."""
+
+
+@dataclass(frozen=True)
+class BlockTap:
+    """Where block ``block``'s activation is taken: declared metadata, never a string to eval.
+
+    The forward runs ``stage`` (a dense block) and then ``module`` (the tapped module); its output,
+    after a ReLU when ``relu`` is set, is the block activation the maps are computed on.
+    """
+
+    block: int
+    stage: str
+    module: str
+    channels: int
+    stride: int
+    relu: bool
+    description: str
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+BLOCK_TAPS: tuple[BlockTap, ...] = (
+    BlockTap(
+        1,
+        "features.denseblock1",
+        "features.transition1",
+        128,
+        8,
+        False,
+        "output of transition 1 (after its average pool)",
+    ),
+    BlockTap(
+        2,
+        "features.denseblock2",
+        "features.transition2",
+        256,
+        16,
+        False,
+        "output of transition 2 (after its average pool)",
+    ),
+    BlockTap(
+        3,
+        "features.denseblock3",
+        "features.transition3",
+        640,
+        32,
+        False,
+        "output of transition 3 (after its average pool)",
+    ),
+    BlockTap(
+        4,
+        "features.denseblock4",
+        "features.norm5",
+        1664,
+        32,
+        True,
+        "ReLU(norm5): the tensor fed to global average pooling",
+    ),
+)
+TAPS: dict[int, BlockTap] = {tap.block: tap for tap in BLOCK_TAPS}
+CAM_BLOCK = 4
+"""CAM exists only where the classifier reads: the last block."""
+
+
+def required_modules() -> tuple[str, ...]:
+    """Every module the Explainer's forward calls, in order: the stem, then each tap's stage and module."""
+    return STEM + tuple(name for tap in BLOCK_TAPS for name in (tap.stage, tap.module))
+
+
+def block_grid(height: int, width: int | None = None) -> dict[int, tuple[int, int]]:
+    """Spatial size (h, w) of each block's maps for an input of ``height`` x ``width`` pixels.
+
+    The stem (7x7 stride-2 convolution, 3x3 stride-2 pool) divides by 4, each transition's average
+    pool by 2 again; block 4 has no transition after it, so it keeps block 3's grid.
+    """
+
+    def sizes(n: int) -> dict[int, int]:
+        n = (n + 6 - 7) // 2 + 1  # conv0: 7x7, stride 2, pad 3
+        n = (n + 2 - 3) // 2 + 1  # pool0: 3x3, stride 2, pad 1
+        out = {}
+        for tap in BLOCK_TAPS:
+            if tap.module.startswith("features.transition"):
+                n //= 2
+            out[tap.block] = n
+        return out
+
+    hs, ws = sizes(height), sizes(width if width is not None else height)
+    return {b: (hs[b], ws[b]) for b in BLOCKS}
+
+
+def validate_methods(methods: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """Methods in canonical order; unknown names raise a ValueError listing the valid ones."""
+    if methods is None:
+        return METHODS
+    if isinstance(methods, str):
+        methods = [m.strip() for m in methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ValueError(f"unknown method(s) {unknown or list(methods)!r}; valid methods: {', '.join(METHODS)}")
+    return tuple(m for m in METHODS if m in methods)
+
+
+def validate_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return precision
+
+
+def validate_resize_mode(mode: str) -> str:
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"resize mode must be one of {RESIZE_MODES}, got {mode!r}")
+    return mode

@@ -1,0 +1,220 @@
+"""The explanation job's settings: one dataclass, and the command line built from its defaults."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from densecam_core.spec import CPU_BATCH, METHODS, PRECISIONS, RESIZE_MODES, validate_methods
+from densecam_core.store.format import StoreError
+
+INPUT_CACHE_MODES = ("readwrite", "read", "off")
+
+
+@dataclass
+class JobConfig:
+    """Everything a job run depends on. ``None`` means: derived (see each field's comment)."""
+
+    manifest: str | None = None  # None: a generated synthetic MURA tree beside the store
+    store: str = "densecam-out/store"
+    checkpoint: str | None = None  # None: seeded random init
+    image_root: str | None = None
+    size: int = 320
+    resize: str = "stretch"
+    methods: tuple[str, ...] = METHODS
+    targets: str | tuple[int, ...] | None = None
+    precision: str = "fp32"
+    batch_size: int | None = None  # None: CPU_BATCH on CPU actors; GPU actors pick the largest that fits
+    shard_size: int = 64
+    workers: int | None = None  # None: one per GPU, or as many CPU actors as fill the CPUs
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float | None = None  # None: see jobs/resources.py
+    address: str | None = None  # None: RAY_ADDRESS, else a local Ray
+    force: bool = False
+    retries: int = 3  # a failed shard is retried this many times (retries + 1 attempts in all)
+    actor_start_retries: int = 3  # actors that fail while starting, after the first was ready
+    max_in_flight: int = 2
+    start_timeout: float = 900.0
+    input_cache: str = "readwrite"
+    summary_json: str | None = None
+    progress: bool = True
+    synthetic_images: int = 200
+
+    def validate(self) -> None:
+        """Cheap checks of settings alone, before the manifest or the checkpoint is touched."""
+        if self.size < 32:
+            raise ValueError(f"--size must be at least 32 pixels, got {self.size}")
+        if self.shard_size < 1 or (self.batch_size is not None and self.batch_size < 1):
+            raise ValueError("--shard-size and --batch-size must be >= 1")
+        if not self.start_timeout > 0 or self.retries < 0:
+            raise ValueError(
+                f"--start-timeout must be > 0 and --retries >= 0, got {self.start_timeout}, {self.retries}"
+            )
+        if self.actor_start_retries < 0:
+            raise ValueError(f"--actor-start-retries must be >= 0, got {self.actor_start_retries}")
+        if self.input_cache not in INPUT_CACHE_MODES:
+            raise ValueError(f"--input-cache must be one of {INPUT_CACHE_MODES}, got {self.input_cache!r}")
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {self.workers}")
+        if self.cpus_per_worker is not None and self.cpus_per_worker <= 0:
+            raise ValueError(f"--cpus-per-worker must be > 0, got {self.cpus_per_worker}")
+
+
+def batch_size_for(config: JobConfig, gpus_per_worker: float) -> int | None:
+    """--batch-size, or the default for the actors' device (None: each GPU actor measures its own)."""
+    if config.batch_size is not None:
+        return config.batch_size
+    return None if gpus_per_worker > 0 else CPU_BATCH
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = JobConfig()
+    parser = argparse.ArgumentParser(
+        prog="densecam explain",
+        description="Explain every image of a manifest into a heatmap store (Ray).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "manifest",
+        nargs="?",
+        default=d.manifest,
+        help="MURA-v1.1 folder, its CSVs, or a CSV/Parquet manifest with a 'path' column; "
+        "omitted: a generated synthetic MURA tree beside the store",
+    )
+    parser.add_argument("--store", default=d.store, help="store path or URL (s3://, gs://, ...)")
+    parser.add_argument("--checkpoint", default=d.checkpoint, help="model weights (.pt); omitted: seeded random init")
+    parser.add_argument(
+        "--image-root", default=d.image_root, help="folder (or URL) that relative manifest paths start from"
+    )
+    parser.add_argument("--size", type=int, default=d.size, help="model input size in pixels (square)")
+    parser.add_argument(
+        "--resize",
+        choices=RESIZE_MODES,
+        default=d.resize,
+        help="stretch to a square (MURA paper) or reflect-pad to a square first",
+    )
+    parser.add_argument("--methods", default=",".join(d.methods), help="comma-separated gradient methods")
+    parser.add_argument(
+        "--targets", default=None, help="multi-class models: 'predicted', 'all' or comma-separated class ids"
+    )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=d.precision,
+        help="bf16: CUDA (Ampere+) or a CPU with AVX512-BF16/AMX, else slow; fp16: CUDA only",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=d.batch_size,
+        help=f"images per forward/backward pass (default {CPU_BATCH} on CPU actors; a GPU actor takes the largest "
+        "of 128/64/32/16/8 whose measured memory fits half its GPU)",
+    )
+    parser.add_argument(
+        "--shard-size",
+        type=int,
+        default=None,
+        help=f"images per shard = Zarr chunk = unit of work and resume (default {d.shard_size}, or the run's)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=d.workers,
+        help="actors; default one per GPU, or without GPUs as many as fill the CPUs",
+    )
+    parser.add_argument(
+        "--gpus-per-worker", type=float, default=d.gpus_per_worker, help="GPUs per actor (0: CPU, unless GPUs exist)"
+    )
+    parser.add_argument(
+        "--cpus-per-worker",
+        type=float,
+        default=d.cpus_per_worker,
+        help="CPUs per actor; torch and decode threads follow it (default: a GPU actor takes its "
+        "node's CPUs per GPU less one for Ray; an explicit --workers N divides the CPUs by N; "
+        "else up to 4)",
+    )
+    parser.add_argument(
+        "--address", default=d.address, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)"
+    )
+    parser.add_argument("--force", action="store_true", help="recompute shards that are already committed")
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=d.retries,
+        help="times a failed shard is retried before it is reported as failed (retries + 1 attempts)",
+    )
+    parser.add_argument(
+        "--actor-start-retries",
+        type=int,
+        default=d.actor_start_retries,
+        help="actors that fail while starting are restarted this many times in all "
+        "(the first actor failing stops the job at once: the model cannot load)",
+    )
+    parser.add_argument(
+        "--start-timeout",
+        type=float,
+        default=d.start_timeout,
+        help="seconds to wait for the first actor to start (autoscaling clusters add nodes slowly)",
+    )
+    parser.add_argument(
+        "--input-cache",
+        choices=INPUT_CACHE_MODES,
+        default=d.input_cache,
+        help="model inputs decoded once into the store and reused by later runs with the same "
+        "preprocessing: readwrite, read (never write), off",
+    )
+    parser.add_argument("--summary-json", default=d.summary_json, help="also write the job summary to this JSON file")
+    parser.add_argument(
+        "--synthetic-images", type=int, default=d.synthetic_images, help="size of the generated tree without a manifest"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> JobConfig:
+    targets: str | tuple[int, ...] | None = args.targets
+    if isinstance(targets, str) and targets not in ("predicted", "all"):
+        try:
+            targets = tuple(int(t) for t in targets.split(","))
+        except ValueError:
+            raise ValueError(
+                f"--targets must be 'predicted', 'all' or comma-separated class ids, got {args.targets!r}"
+            ) from None
+    shard_size = args.shard_size or _existing_shard_size(args.store) or JobConfig.shard_size
+    return JobConfig(
+        manifest=args.manifest,
+        store=args.store,
+        checkpoint=args.checkpoint,
+        image_root=args.image_root,
+        size=args.size,
+        resize=args.resize,
+        methods=validate_methods(args.methods),
+        targets=targets,
+        precision=args.precision,
+        batch_size=args.batch_size,
+        shard_size=shard_size,
+        workers=args.workers,
+        gpus_per_worker=args.gpus_per_worker,
+        cpus_per_worker=args.cpus_per_worker,
+        address=args.address,
+        force=args.force,
+        retries=args.retries,
+        actor_start_retries=args.actor_start_retries,
+        start_timeout=args.start_timeout,
+        input_cache=args.input_cache,
+        summary_json=args.summary_json,
+        progress=not args.no_progress,
+        synthetic_images=args.synthetic_images,
+    )
+
+
+def _existing_shard_size(store: str) -> int | None:
+    """Without --shard-size, adopt the shard size of the store's runs (resume without surprises)."""
+    try:
+        from densecam_core.store.reader import open_store
+
+        runs = open_store(store).run_metadata()
+    except (StoreError, FileNotFoundError, OSError):
+        return None
+    sizes = {meta["shard_size"] for meta in runs.values()}
+    return sizes.pop() if len(sizes) == 1 else None

@@ -1,0 +1,334 @@
+"""ExplainWorker without Ray: the input cache, device normalisation, transient failures, non-finite outputs."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from densecam_core import Explainer, fileio, generate_mura, load_densenet169, open_store, read_manifest
+from densecam_core.images import load_for_model, load_model_input
+from densecam_core.model import model_fingerprint, state_dict_bytes
+from densecam_core.spec import block_grid
+from densecam_core.store.format import Shard
+from densecam_core.store.inputs import InputCache, identify
+from densecam_core.store.writer import RunSpec, RunWriter
+from densecam_core.worker import ExplainSettings, ExplainWorker
+
+SIZE = 64
+METHODS = ("gradcam", "hirescam")
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("mura")
+    generate_mura(root, images=10, seed=3, min_side=48, max_side=96, rgb_fraction=0.5)
+    return root
+
+
+@functools.cache
+def weights(seed: int) -> tuple[bytes, str]:
+    """A seeded model's weights and fingerprint, built once per seed (model construction is the slow part)."""
+    model = load_densenet169(seed=seed)
+    return state_dict_bytes(model), model_fingerprint(model)
+
+
+def run_worker(
+    tree: Path,
+    store: Path,
+    *,
+    seed: int = 0,
+    cache: str = "readwrite",
+    resize: str = "stretch",
+    worker: ExplainWorker | None = None,
+) -> tuple[ExplainWorker, str, list]:
+    """Explain every shard of the tree into ``store`` with one worker; returns it, the run id and the results."""
+    state, fingerprint = weights(seed)
+    settings = ExplainSettings(methods=METHODS, size=SIZE, resize=resize, batch_size=4, input_cache=cache)
+    spec = RunSpec(fingerprint, "x.pt", settings.for_run_id(), 1, 1, block_grid(SIZE), 4)
+    writer = RunWriter(str(store), spec)
+    writer.create_or_open("test")
+    planned = writer.plan(read_manifest(tree))
+    worker = worker or ExplainWorker(state, settings, warm_up=False, store_url=str(store))
+    results = []
+    for index, rows in planned.groupby("shard"):
+        shard = Shard(int(index), int(rows["row"].min()), int(rows["row"].max()) + 1)
+        results.append(worker.process_shard(writer.run_url, spec.run_id, shard, 4, rows))
+    return worker, spec.run_id, results
+
+
+def decoded(results) -> tuple[int, int]:
+    return sum(r.images_decoded for r in results), sum(r.images_from_cache for r in results)
+
+
+@pytest.mark.parametrize("resize", ["stretch", pytest.param("pad", marks=pytest.mark.slow)])
+def test_cache_hit_decodes_nothing_and_gives_the_same_maps(tree, tmp_path, resize):
+    store = tmp_path / "store"
+    _, _first_id, first = run_worker(tree, store, resize=resize)
+    assert decoded(first) == (10, 0)
+    # a new checkpoint: a new run that reads every input from the cache
+    _, second_id, second = run_worker(tree, store, seed=7, resize=resize)
+    assert decoded(second) == (0, 10)
+    # the reference: the same checkpoint, decoding every file, in a store with no cache
+    _, reference_id, reference = run_worker(tree, tmp_path / "plain", seed=7, resize=resize, cache="off")
+    assert decoded(reference) == (10, 0) and reference_id == second_id
+    cached_run = open_store(str(store)).run(second_id)
+    plain_run = open_store(str(tmp_path / "plain")).run(reference_id)
+    rows = cached_run.index["row"].tolist()
+    for method, block in (("cam", None), ("gradcam", 1), ("hirescam", 3)):
+        assert np.array_equal(cached_run.maps(method, block, rows=rows), plain_run.maps(method, block, rows=rows))
+    columns = ["image_id", "orig_height", "orig_width", "logit", "status"]
+    assert cached_run.index[columns].equals(plain_run.index[columns])
+
+
+def test_cached_inputs_equal_fresh_decodes_for_grey_and_rgb_sources(tree, tmp_path):
+    manifest = read_manifest(tree)
+    paths = manifest["path"].tolist()
+    explainer = Explainer(load_densenet169())
+    for resize in ("stretch", "pad"):
+        cache = InputCache(str(tmp_path / "store"), SIZE, resize)
+        inputs = [load_model_input(p, SIZE, resize) for p in paths]
+        assert {m.pixels.shape[0] for m in inputs} == {1, 3}  # the tree has grey and colour PNGs
+        cache.write([(identify(p), m) for p, m in zip(paths, inputs)])
+        read = cache.read(cache.lookup([identify(p) for p in paths]))
+        assert sorted(read) == list(range(len(paths)))
+        for position, fresh in enumerate(inputs):
+            assert np.array_equal(read[position].pixels, fresh.pixels)
+            assert read[position].geometry == fresh.geometry
+            # the uint8 input, normalised, is exactly the float host path's input
+            host = load_for_model(paths[position], SIZE, resize).array
+            explainer_input = torch.from_numpy(np.broadcast_to(fresh.pixels, (3, SIZE, SIZE)).copy())[None]
+            on_device = explainer._to_device(explainer_input)[0].numpy()
+            assert np.array_equal(on_device, host)
+
+
+def test_a_modified_image_is_decoded_again(tree, tmp_path):
+    store = tmp_path / "store"
+    run_worker(tree, store)
+    path = Path(read_manifest(tree)["path"].iloc[2])
+    original = path.read_bytes()
+    try:
+        from PIL import Image
+
+        Image.new("L", (70, 50), color=200).save(path)  # same path, new content and size
+        _worker, run_id, results = run_worker(tree, store, seed=7)
+        assert decoded(results) == (1, 9)
+        record = open_store(str(store)).run(run_id).index.set_index("path").loc[str(path)]
+        assert (record["orig_height"], record["orig_width"]) == (50, 70)
+        # and the new content is cached in turn
+        _, _, again = run_worker(tree, store, seed=8)
+        assert decoded(again) == (0, 10)
+    finally:
+        path.write_bytes(original)
+
+
+@pytest.mark.slow
+def test_vanished_file_becomes_an_error_row_not_a_cache_hit(tree, tmp_path):
+    store = tmp_path / "store"
+    run_worker(tree, store)
+    path = Path(read_manifest(tree)["path"].iloc[5])
+    saved = path.read_bytes()
+    path.unlink()
+    try:
+        _, run_id, results = run_worker(tree, store, seed=7)
+        assert decoded(results) == (1, 9)
+        record = open_store(str(store)).run(run_id).index.set_index("path").loc[str(path)]
+        assert record["status"] == "error" and "missing file" in record["error"]
+    finally:
+        path.write_bytes(saved)
+
+
+def test_crash_mid_cache_write_leaves_no_visible_entry(tree, tmp_path, monkeypatch):
+    paths = read_manifest(tree)["path"].tolist()[:3]
+    cache = InputCache(str(tmp_path / "store"), SIZE, "stretch")
+
+    def crash(fs, path, data):  # the bytes land under a temporary name, then the process dies
+        fs.pipe_file(f"{path}.tmp-dead", data)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fileio, "write_bytes_atomic", crash)
+    with pytest.raises(KeyboardInterrupt):
+        cache.write([(identify(p), load_model_input(p, SIZE, "stretch")) for p in paths])
+    monkeypatch.undo()
+    fresh = InputCache(str(tmp_path / "store"), SIZE, "stretch")
+    assert fresh.lookup([identify(p) for p in paths]) == {}
+    assert any(name.endswith(".tmp-dead") for name in os.listdir(fresh.root))
+
+
+@pytest.mark.slow
+def test_other_preprocessing_never_reads_the_cache(tree, tmp_path):
+    store = tmp_path / "store"
+    run_worker(tree, store, resize="stretch")
+    _, _, padded = run_worker(tree, store, resize="pad", seed=7)
+    assert decoded(padded) == (10, 0)
+
+
+@pytest.mark.slow
+def test_read_mode_never_writes(tree, tmp_path):
+    store = tmp_path / "store"
+    _, _, first = run_worker(tree, store, cache="read")
+    _, _, second = run_worker(tree, store, cache="read", seed=7)
+    assert decoded(first) == decoded(second) == (10, 0)
+    assert not (store / "inputs").exists()
+
+
+def test_out_of_memory_fails_the_shard_instead_of_committing_error_rows(tree, tmp_path, monkeypatch):
+    model = load_densenet169()
+    settings = ExplainSettings(methods=METHODS, size=SIZE, batch_size=4)
+    worker = ExplainWorker(state_dict_bytes(model), settings, warm_up=False)
+
+    def out_of_memory(images):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(worker, "explainer", out_of_memory)
+    with pytest.raises(torch.OutOfMemoryError):
+        run_worker(tree, tmp_path / "store", worker=worker)
+    assert not list((tmp_path / "store").glob("runs/*/index/part-*.parquet"))
+
+
+class Ref:
+    """A finished fake Ray task: its value, or the exception it raised."""
+
+    def __init__(self, fn, *args) -> None:
+        try:
+            self.value, self.error = fn(*args), None
+        except Exception as exc:
+            self.value, self.error = None, exc
+
+
+class FakeRay:
+    """Just what Dispatcher and ActorPool call; tasks run eagerly in this process."""
+
+    def wait(self, refs, num_returns=1, timeout=None):
+        return refs[:num_returns], refs[num_returns:]
+
+    def get(self, ref):
+        if isinstance(ref, Ref):
+            if ref.error is not None:
+                raise ref.error
+            return ref.value
+        return 1  # readiness probe
+
+    def kill(self, actor, no_restart=True):
+        pass
+
+    def cluster_resources(self):
+        return {"CPU": 2}
+
+
+class FakeActor:
+    def __init__(self, worker) -> None:
+        self.worker = worker
+        self.pid = self
+
+    def remote(self):
+        return "probe"
+
+
+def test_injected_out_of_memory_is_retried_by_the_driver_and_never_committed(tree, tmp_path, monkeypatch):
+    """A real worker behind the real Dispatcher (fake Ray): one OOM, one retry, every row ok."""
+    from jobs.config import JobConfig
+    from jobs.dispatch import Dispatcher
+    from jobs.resources import Resources
+
+    model = load_densenet169()
+    settings = ExplainSettings(methods=METHODS, size=SIZE, batch_size=4)
+    spec = RunSpec(model_fingerprint(model), "x.pt", settings.for_run_id(), 1, 1, block_grid(SIZE), 4)
+    writer = RunWriter(str(tmp_path / "store"), spec)
+    writer.create_or_open("test")
+    planned = writer.plan(read_manifest(tree))
+    worker = ExplainWorker(state_dict_bytes(model), settings, warm_up=False)
+    real = worker.explainer
+    calls = []
+
+    def flaky(images):
+        calls.append(len(images))
+        if len(calls) == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return real(images)
+
+    monkeypatch.setattr(worker, "explainer", flaky)
+    todo = deque((Shard(int(k), int(g["row"].min()), int(g["row"].max()) + 1), g) for k, g in planned.groupby("shard"))
+
+    def submit(actor, shard, rows):
+        return Ref(actor.worker.process_shard, writer.run_url, spec.run_id, shard, 4, rows)
+
+    class NoLock:
+        def heartbeat(self):
+            pass
+
+    config = JobConfig(retries=2, progress=False)
+    counters = Dispatcher(
+        FakeRay(), config, Resources(1, 1.0, 0.0, 1), lambda: FakeActor(worker), submit, todo, NoLock()
+    ).run()
+    assert counters.shard_attempts_failed == 1 and counters.shards_retried == 1 and not counters.shards_failed
+    index = open_store(str(tmp_path / "store")).run(spec.run_id).index
+    assert len(index) == 10 and (index["status"] == "ok").all()
+
+
+def test_non_finite_output_becomes_an_error_row(tree, tmp_path, monkeypatch):
+    model = load_densenet169()
+    settings = ExplainSettings(methods=METHODS, size=SIZE, batch_size=4)
+    worker = ExplainWorker(state_dict_bytes(model), settings, warm_up=False)
+    real = worker.explainer
+
+    def poisoned(images):  # the second image of every batch comes out NaN
+        result = real(images)
+        result.maps["hirescam"][2][1] = float("nan")
+        return result
+
+    monkeypatch.setattr(worker, "explainer", poisoned)
+    _, run_id, _results = run_worker(tree, tmp_path / "store", worker=worker)
+    run = open_store(str(tmp_path / "store")).run(run_id)
+    errors = run.index[run.index["status"] == "error"]
+    assert len(errors) == 3 and errors["error"].str.contains("non-finite").all()  # shards of 4, 4 and 2: one each
+    assert np.isnan(run.maps("gradcam", 4, rows=errors["row"].tolist())).all()
+    ok = run.index[run.index["status"] == "ok"]
+    assert np.isfinite(run.maps("gradcam", 4, rows=ok["row"].tolist())).all()
+
+
+def test_cache_command_fills_the_cache_the_job_then_reads(tree, tmp_path, capsys):
+    from jobs.cache import main
+
+    store = tmp_path / "store"
+    assert main([str(tree), "--store", str(store), "--size", str(SIZE), "--segment-size", "4", "--threads", "2"]) == 0
+    assert "10 cached now, 0 already cached, 0 unreadable" in capsys.readouterr().out
+    assert main([str(tree), "--store", str(store), "--size", str(SIZE)]) == 0
+    assert "0 cached now, 10 already cached" in capsys.readouterr().out
+    _, _, results = run_worker(tree, store)
+    assert decoded(results) == (0, 10)
+    assert main([str(tree), "--store", str(store), "--size", "8"]) == 2
+
+
+@pytest.mark.slow
+def test_concurrent_shards_in_one_worker_equal_sequential_ones(tree, tmp_path):
+    """GPU actors run several shards at once (threads): the store must be the same as one at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    state, fingerprint = weights(0)
+    settings = ExplainSettings(methods=METHODS, size=SIZE, batch_size=4, input_cache="readwrite", concurrency=3)
+    stores = {}
+    for name, threads in (("sequential", 1), ("concurrent", 3)):
+        store = tmp_path / name
+        spec = RunSpec(fingerprint, "x.pt", settings.for_run_id(), 1, 1, block_grid(SIZE), 4)
+        writer = RunWriter(str(store), spec)
+        writer.create_or_open("test")
+        planned = writer.plan(read_manifest(tree))
+        worker = ExplainWorker(state, settings, warm_up=False, store_url=str(store))
+        shards = [(Shard(int(k), int(g["row"].min()), int(g["row"].max()) + 1), g) for k, g in planned.groupby("shard")]
+        with ThreadPoolExecutor(threads) as pool:
+            futures = [
+                pool.submit(worker.process_shard, writer.run_url, spec.run_id, shard, 4, rows) for shard, rows in shards
+            ]
+            results = [f.result() for f in futures]
+        assert sum(r.images for r in results) == 10
+        stores[name] = open_store(str(store)).run(spec.run_id)
+    a, b = stores["sequential"], stores["concurrent"]
+    rows = a.index["row"].tolist()
+    assert a.index[["image_id", "row", "status"]].equals(b.index[["image_id", "row", "status"]])
+    assert np.allclose(a.maps("hirescam", 2, rows=rows), b.maps("hirescam", 2, rows=rows), atol=1e-6)
