@@ -8,7 +8,8 @@ Variants, each a full pass over the same files after one untimed warm-up pass (p
   uint8 resize; normalisation happens on the device)
 * ``densecam float``: ``images.load_for_model`` (the previous host path: RGB, float normalisation)
 * ``torchvision``: ``torchvision.io.decode_png`` + ``torchvision.transforms.v2.functional.resize``
-  (antialias off, which is what PIL's bilinear does when upscaling; this is the alternative decoder)
+  with ``antialias=True`` (PIL's bilinear antialiases when it shrinks, as here: the like-for-like
+  alternative), and without it (faster, but aliased: not the same model input)
 Threads run the same per-image function from a thread pool, as the job's loader does.
 """
 
@@ -44,13 +45,13 @@ def make_pngs(folder: str, count: int, seed: int = 0) -> list[str]:
     return paths
 
 
-def torchvision_load(path: str, size: int) -> object:
+def torchvision_load(path: str, size: int, antialias: bool = True) -> object:
     import torch
     from torchvision.io import ImageReadMode, decode_png, read_file
     from torchvision.transforms.v2.functional import resize
 
     image = decode_png(read_file(path), mode=ImageReadMode.UNCHANGED)
-    return resize(image.unsqueeze(0), [size, size], antialias=False).to(torch.uint8)
+    return resize(image.unsqueeze(0), [size, size], antialias=antialias).to(torch.uint8)
 
 
 def rate(fn: Callable[[str], object], paths: list[str], threads: int) -> float:
@@ -79,7 +80,8 @@ def main() -> None:
     variants: dict[str, Callable[[str], object]] = {
         "densecam (PIL, uint8, grey kept)": lambda p: load_model_input(p, args.size, "stretch"),
         "densecam float (previous host path)": lambda p: load_for_model(p, args.size, "stretch"),
-        "torchvision decode_png + resize": lambda p: torchvision_load(p, args.size),
+        "torchvision decode_png + resize (antialias, like PIL)": lambda p: torchvision_load(p, args.size),
+        "torchvision decode_png + resize (no antialias)": lambda p: torchvision_load(p, args.size, False),
     }
     threads = [int(t) for t in args.threads.split(",")]
     print(

@@ -57,6 +57,36 @@ def parse_mura_path(path: str) -> MuraFields | None:
 
 
 def read_manifest(source: str | os.PathLike, image_root: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Read any supported manifest (see ``_read_manifest``); unreadable text is a ManifestError naming the
+    file and line."""
+    try:
+        return _read_manifest(source, image_root)
+    except csv.Error as exc:
+        raise ManifestError(
+            f"manifest {os.fspath(source)!r}: {exc} (csv line {_csv_line(exc)}); fix that line"
+        ) from None
+    except UnicodeDecodeError as exc:
+        line = _line_of_offset(os.fspath(source), exc.start)
+        raise ManifestError(
+            f"manifest {os.fspath(source)!r} is not UTF-8 text: byte {exc.object[exc.start : exc.start + 1]!r} on line "
+            f"{line}; save it as UTF-8"
+        ) from None
+
+
+def _csv_line(exc: csv.Error) -> str:
+    match = re.search(r"line (\d+)", str(exc))
+    return match.group(1) if match else "?"
+
+
+def _line_of_offset(path: str, offset: int) -> int | str:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(offset).count(b"\n") + 1
+    except OSError:
+        return "?"
+
+
+def _read_manifest(source: str | os.PathLike, image_root: str | os.PathLike | None = None) -> pd.DataFrame:
     """Read any supported manifest into one row per image with the columns in ``COLUMNS`` (+ extras).
 
     ``source``: the MURA-v1.1 folder or its parent, ``train_image_paths.csv`` / ``valid_image_paths.csv``,
@@ -90,20 +120,52 @@ def _read_folder(folder: Path) -> pd.DataFrame:
         frames = [_read_mura_paths(p, root) for p in csvs if p.exists()]
         frame = pd.concat(frames, ignore_index=True)
         return _cross_check_labels(frame, mura)
-    # no official CSVs: walk the folder (sorted, hidden and non-image files skipped)
+    # no official CSVs: walk the folder (sorted, hidden and non-image files skipped, and counted)
     root = folder.parent if folder.name == MURA_DIR else folder
-    files = sorted(
-        p.relative_to(root).as_posix()
-        for p in folder.rglob("*")
-        if p.is_file() and is_image_name(p.name) and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )
+    files, skipped = _walk_images(folder, root)
     if not files:
-        raise ManifestError(f"folder {str(folder)!r} holds no .png/.jpg images")
-    return _rows_from_relative_paths(files, root)
+        raise ManifestError(f"folder {str(folder)!r} holds no .png/.jpg images (skipped: {_describe_skipped(skipped)})")
+    frame = _rows_from_relative_paths(files, root)
+    frame.attrs["skipped"] = skipped
+    return frame
+
+
+def _walk_images(folder: Path, root: Path) -> tuple[list[str], dict[str, list[str]]]:
+    """Image files below ``folder`` as paths relative to ``root``, and what was skipped, by reason."""
+    files: list[str] = []
+    skipped: dict[str, list[str]] = {}
+    for path in folder.rglob("*"):
+        relative = path.relative_to(root).as_posix()
+        if any(part.startswith(".") for part in path.relative_to(root).parts):
+            continue  # hidden files and folders (._image1.png, .DS_Store): never images, not reported
+        try:
+            relative.encode("utf-8")
+        except UnicodeEncodeError:
+            skipped.setdefault("file name not UTF-8", []).append(relative.encode("utf-8", "replace").decode())
+            continue
+        if path.is_symlink() and not path.exists():
+            skipped.setdefault("broken link", []).append(relative)
+        elif path.is_file() and is_image_name(path.name):
+            files.append(relative)
+        elif path.is_file():
+            skipped.setdefault(f"not .png/.jpg ({path.suffix.lower() or 'no extension'})", []).append(relative)
+    return sorted(files), skipped
+
+
+def _describe_skipped(skipped: dict[str, list[str]]) -> str:
+    if not skipped:
+        return "nothing"
+    return "; ".join(f"{len(paths)} {reason}, e.g. {paths[0]!r}" for reason, paths in sorted(skipped.items()))
+
+
+def skipped_summary(frame: pd.DataFrame) -> str | None:
+    """What a folder walk left out (counts by reason), or None when it left nothing out."""
+    skipped = frame.attrs.get("skipped")
+    return _describe_skipped(skipped) if skipped else None
 
 
 def _read_csv(path: str, image_root: str | os.PathLike | None) -> pd.DataFrame:
-    with open(path, newline="") as handle:
+    with open(path, newline="", encoding="utf-8") as handle:
         first = next(csv.reader(handle), None)
     if first is None:
         raise ManifestError(f"manifest {path!r} is empty")
@@ -127,15 +189,19 @@ def _mura_root_of_csv(csv_path: Path) -> Path:
 
 
 def _read_mura_paths(csv_path: Path, root: Path) -> pd.DataFrame:
-    with open(csv_path, newline="") as handle:
-        paths = [row[0].strip() for row in csv.reader(handle) if row and row[0].strip()]
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        try:
+            paths = [row[0].strip() for row in reader if row and row[0].strip()]
+        except csv.Error as exc:
+            raise ManifestError(f"{csv_path}: line {reader.line_num}: {exc}") from None
     return _rows_from_relative_paths(paths, root)
 
 
 def _read_labelled_studies(csv_path: Path, root: Path) -> pd.DataFrame:
     rows: list[str] = []
     labels: dict[str, int] = {}
-    with open(csv_path, newline="") as handle:
+    with open(csv_path, newline="", encoding="utf-8") as handle:
         for line, row in enumerate(csv.reader(handle), start=1):
             if not row:
                 continue
@@ -168,7 +234,7 @@ def _cross_check_labels(frame: pd.DataFrame, mura: Path) -> pd.DataFrame:
     for split in ("train", "valid"):
         labelled = mura / f"{split}_labeled_studies.csv"
         if labelled.exists():
-            with open(labelled, newline="") as handle:
+            with open(labelled, newline="", encoding="utf-8") as handle:
                 labels = {r[0].strip().rstrip("/"): int(r[1]) for r in csv.reader(handle) if len(r) == 2}
             frame = _apply_study_labels(frame, labels, str(labelled))
     return frame
@@ -226,6 +292,15 @@ def _reject_escapes(relative_paths: list[str]) -> None:
         raise ManifestError(f"{len(escaping)} path(s) escape the image root: {escaping[:10]}")
 
 
+def normalise_location(location: str) -> str:
+    """One spelling per file: ``/x//a.png`` and ``/x/../x/a.png`` are ``/x/a.png`` (URLs: their path part)."""
+    if "://" in location:
+        scheme, rest = location.split("://", 1)
+        host, slash, path = rest.partition("/")
+        return f"{scheme}://{host}{slash}{posixpath.normpath(path).lstrip('/') if path else ''}" if slash else location
+    return os.path.normpath(location)
+
+
 def _read_generic(table: pd.DataFrame, root: str) -> pd.DataFrame:
     """A user manifest: 'path' required; 'image_id', 'label' and any extra columns kept."""
     if "path" not in table.columns:
@@ -238,7 +313,7 @@ def _read_generic(table: pd.DataFrame, root: str) -> pd.DataFrame:
     records = []
     for original in raw:
         if "://" in original or os.path.isabs(original):
-            image_id, path = original, original
+            image_id = path = normalise_location(original)
         else:
             image_id = posixpath.normpath(original.replace("\\", "/"))
             path = _join(root, image_id)

@@ -26,7 +26,7 @@ from densecam_core.spec import CPU_BATCH, GPU_BATCHES
 from densecam_core.store import format as fmt
 from densecam_core.store.format import Shard
 from densecam_core.store.inputs import InputCache, SourceIdentity, identify
-from densecam_core.store.writer import write_shard
+from densecam_core.store.writer import recorded_extra_types, write_shard
 
 NON_FINITE = "non-finite model output (NaN or inf in the logits or maps): check the checkpoint's weights"
 
@@ -146,9 +146,13 @@ class ExplainWorker:
         started = time.perf_counter()
         rows = rows.sort_values("row").reset_index(drop=True)
         count = len(rows)
-        if rows["row"].tolist() != list(range(shard.row_start, shard.row_stop)):
+        # rows of images that left the manifest stay NaN with no index row, like a shard's tail
+        slots = rows["row"].to_numpy(dtype=np.int64) - shard.row_start
+        span = shard.row_stop - shard.row_start
+        if count == 0 or not rows["row"].is_unique or slots.min() < 0 or slots.max() >= span:
             raise ValueError(
-                f"shard {shard.index} must cover rows {shard.row_start}..{shard.row_stop - 1} contiguously"
+                f"shard {shard.index} holds rows {shard.row_start}..{shard.row_stop - 1}; got rows "
+                f"{rows['row'].tolist()[:8]} (must be unique and inside it)"
             )
         paths = rows["path"].astype(str).tolist()
         identities, cached = self._cached_inputs(paths)
@@ -186,6 +190,7 @@ class ExplainWorker:
             result = self._explain(batch.images)
             compute += time.perf_counter() - tick
             positions = np.array([r.position for r in ok])
+            at = slots[positions]
             named = {"logits": result.logits, "cam": result.cam}
             for method, per_block in result.maps.items():
                 for block, values in per_block.items():
@@ -195,8 +200,8 @@ class ExplainWorker:
                 values = tensor.numpy()
                 finite &= np.isfinite(values.reshape(len(ok), -1)).all(axis=1)
                 if name not in outputs:
-                    outputs[name] = np.full((count, *tensor.shape[1:]), np.nan, dtype=np.float32)
-                outputs[name][positions] = values
+                    outputs[name] = np.full((span, *tensor.shape[1:]), np.nan, dtype=np.float32)
+                outputs[name][at] = values
             target_logits = result.logits.gather(1, result.targets[:, :1]).squeeze(1)
             logit[positions] = target_logits.numpy()
             if result.logits.shape[1] == 1:
@@ -207,7 +212,7 @@ class ExplainWorker:
                 errors[position] = NON_FINITE
                 logit[position] = prob[position] = np.nan
                 for values in outputs.values():
-                    values[position] = np.nan
+                    values[slots[position]] = np.nan
         if not outputs:  # every image failed: the arrays still get their (NaN) chunk for this shard
             outputs = {
                 name: np.full((count, *shape), np.nan, dtype=np.float32)
@@ -217,7 +222,7 @@ class ExplainWorker:
         if self.cache is not None and self.settings.input_cache == "readwrite":
             self.cache.write(decoded)
         index = self._index(rows, run_id, shard, heights, widths, logit, prob, errors)
-        write_shard(run_url, shard, shard_size, outputs, index)
+        write_shard(run_url, shard, shard_size, outputs, index, recorded_extra_types(self._run_meta(run_url)))
         write = time.perf_counter() - tick
         total = time.perf_counter() - started
         ok_count = sum(e is None for e in errors)
@@ -273,7 +278,9 @@ class ExplainWorker:
             index[column] = index[column].astype(object).where(index[column].notna(), None)
         return index
 
-    def _shapes(self, run_url: str) -> dict[str, tuple[int, ...]]:
+    def _run_meta(self, run_url: str) -> dict:
         fs, root = fileio.filesystem(run_url)
-        meta = fileio.read_json(fs, fileio.join(root, fmt.RUN_JSON))
-        return {name: tuple(shape) for name, shape in meta["arrays"].items()}
+        return fileio.read_json(fs, fileio.join(root, fmt.RUN_JSON))
+
+    def _shapes(self, run_url: str) -> dict[str, tuple[int, ...]]:
+        return {name: tuple(shape) for name, shape in self._run_meta(run_url)["arrays"].items()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+from densecam_core.images import DEFAULT_MAX_BYTES
 from densecam_core.spec import CPU_BATCH, METHODS, PRECISIONS, RESIZE_MODES, validate_methods
 from densecam_core.store.format import StoreError
 
@@ -31,10 +32,13 @@ class JobConfig:
     cpus_per_worker: float | None = None  # None: see jobs/resources.py
     address: str | None = None  # None: RAY_ADDRESS, else a local Ray
     force: bool = False
+    redo_errors: bool = False  # committed shards with error rows are explained again
     retries: int = 3  # a failed shard is retried this many times (retries + 1 attempts in all)
     actor_start_retries: int = 3  # actors that fail while starting, after the first was ready
     max_in_flight: int = 2
     start_timeout: float = 900.0
+    shard_timeout: float = 1800.0  # an actor that holds a shard longer is stopped and the shard retried elsewhere
+    max_image_bytes: int = DEFAULT_MAX_BYTES
     input_cache: str = "readwrite"
     summary_json: str | None = None
     progress: bool = True
@@ -49,6 +53,10 @@ class JobConfig:
         if not self.start_timeout > 0 or self.retries < 0:
             raise ValueError(
                 f"--start-timeout must be > 0 and --retries >= 0, got {self.start_timeout}, {self.retries}"
+            )
+        if not self.shard_timeout > 0 or self.max_image_bytes < 1:
+            raise ValueError(
+                f"--shard-timeout must be > 0 and --max-image-bytes >= 1, got {self.shard_timeout}, {self.max_image_bytes}"
             )
         if self.actor_start_retries < 0:
             raise ValueError(f"--actor-start-retries must be >= 0, got {self.actor_start_retries}")
@@ -138,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--force", action="store_true", help="recompute shards that are already committed")
     parser.add_argument(
+        "--redo-errors",
+        action="store_true",
+        help="explain again the committed shards that hold error rows (a file that was missing and is back)",
+    )
+    parser.add_argument(
         "--retries",
         type=int,
         default=d.retries,
@@ -155,6 +168,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=d.start_timeout,
         help="seconds to wait for the first actor to start (autoscaling clusters add nodes slowly)",
+    )
+    parser.add_argument(
+        "--shard-timeout",
+        type=float,
+        default=d.shard_timeout,
+        help="seconds an actor may hold one shard; past it the actor is stopped and the shard retried elsewhere",
+    )
+    parser.add_argument(
+        "--max-image-bytes",
+        type=int,
+        default=d.max_image_bytes,
+        help="larger files are error rows, refused before they are read into memory",
     )
     parser.add_argument(
         "--input-cache",
@@ -198,9 +223,12 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         cpus_per_worker=args.cpus_per_worker,
         address=args.address,
         force=args.force,
+        redo_errors=args.redo_errors,
         retries=args.retries,
         actor_start_retries=args.actor_start_retries,
         start_timeout=args.start_timeout,
+        shard_timeout=args.shard_timeout,
+        max_image_bytes=args.max_image_bytes,
         input_cache=args.input_cache,
         summary_json=args.summary_json,
         progress=not args.no_progress,

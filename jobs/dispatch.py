@@ -6,6 +6,7 @@ Ray is passed in (never imported at module level) so the loop's rules are testab
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -135,6 +136,7 @@ class Dispatcher:
         self.load = [0] * len(self.pool.actors)
         self.max_in_flight = max(config.max_in_flight, resources.concurrency + 1)  # one queued beyond what runs
         self.attempts: dict[int, int] = {}
+        self.submitted: dict[Any, float] = {}
         self.last_beat = time.monotonic()
 
     def run(self) -> DispatchCounters:
@@ -148,11 +150,11 @@ class Dispatcher:
                 waiting_on = list(self.in_flight) + list(self.pool.pending)
                 if not waiting_on:  # cannot happen: a slot is always ready, starting, or has raised
                     raise RuntimeError(f"{len(self.todo)} shards left but no actor is running or starting")
-                ready, _ = self.ray.wait(
-                    waiting_on, num_returns=1, timeout=min(WAIT_SECONDS, self.config.start_timeout)
-                )
+                timeout = min(WAIT_SECONDS, self.config.start_timeout, self.config.shard_timeout)
+                ready, _ = self.ray.wait(waiting_on, num_returns=1, timeout=timeout)
                 self.heartbeat()
                 self.check_start_timeout()
+                self.check_shard_deadlines()
                 for ref in ready:
                     if self.pool.is_probe(ref):
                         self.pool.settle(ref, self.actor_errors)
@@ -171,7 +173,9 @@ class Dispatcher:
         for slot in sorted(self.pool.ready):
             while self.todo and self.load[slot] < self.max_in_flight:
                 shard, rows = self.todo.popleft()
-                self.in_flight[self.submit_one(self.pool.actors[slot], shard, rows)] = (slot, shard, rows)
+                ref = self.submit_one(self.pool.actors[slot], shard, rows)
+                self.in_flight[ref] = (slot, shard, rows)
+                self.submitted[ref] = time.monotonic()
                 self.load[slot] += 1
 
     def heartbeat(self) -> None:
@@ -190,8 +194,25 @@ class Dispatcher:
                 "--gpus-per-worker or --cpus-per-worker"
             )
 
+    def check_shard_deadlines(self) -> None:
+        """An actor that holds a shard past --shard-timeout is stopped (a hung read, a wedged driver call):
+        the shard is retried elsewhere and the actor replaced."""
+        now = time.monotonic()
+        for ref, (slot, shard, rows) in list(self.in_flight.items()):
+            if ref not in self.in_flight or now - self.submitted[ref] <= self.config.shard_timeout:
+                continue
+            self.in_flight.pop(ref)
+            self.submitted.pop(ref, None)
+            with contextlib.suppress(Exception):  # already gone: nothing to stop
+                self.ray.kill(self.pool.actors[slot], no_restart=True)
+            self.replace_lost_actor(slot)
+            self.retry(
+                shard, rows, f"no result within --shard-timeout {self.config.shard_timeout:g} s; its actor was stopped"
+            )
+
     def handle_result(self, ref: Any) -> int:
         """Count a finished shard, or retry a failed one; returns the images it completed."""
+        self.submitted.pop(ref, None)
         slot, shard, rows = self.in_flight.pop(ref)
         self.load[slot] -= 1
         try:
@@ -216,6 +237,7 @@ class Dispatcher:
         for ref, (other_slot, shard, rows) in list(self.in_flight.items()):
             if other_slot == slot:  # died with it, never attempted: no attempt counted
                 self.in_flight.pop(ref)
+                self.submitted.pop(ref, None)
                 self.todo.appendleft((shard, rows))
         self.load[slot] = 0
 

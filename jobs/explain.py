@@ -27,7 +27,7 @@ import pandas as pd
 from densecam_core import fileio
 from densecam_core.explain import Explainer
 from densecam_core.hardware import SlowPrecisionWarning
-from densecam_core.manifest import ManifestError, read_manifest
+from densecam_core.manifest import ManifestError, read_manifest, skipped_summary
 from densecam_core.model import CheckpointError, load_densenet169, model_fingerprint, state_dict_bytes
 from densecam_core.spec import block_grid, validate_methods, validate_resize_mode
 from densecam_core.store.format import Shard, StoreError
@@ -112,6 +112,9 @@ def prepare(config: JobConfig) -> PreparedJob:
     methods = validate_methods(config.methods)
     manifest_source = config.manifest if config.manifest is not None else _synthetic_tree(config)
     manifest = read_manifest(manifest_source, image_root=config.image_root)
+    skipped = skipped_summary(manifest)
+    if skipped:
+        print(f"the folder walk skipped files that are not explained: {skipped}", file=sys.stderr)
     model = load_densenet169(config.checkpoint)
     # the probe validates targets and precision against this model and tells the array shapes;
     # fp16 is CUDA-only, and the driver may have no GPU, so the probe checks it as fp32
@@ -131,6 +134,7 @@ def prepare(config: JobConfig) -> PreparedJob:
         targets=config.targets,
         batch_size=batch_size_for(config, gpus_per_worker=0.0),
         input_cache=config.input_cache,
+        max_image_bytes=config.max_image_bytes,
     )  # batch size and threads: set per device at dispatch
     spec = RunSpec(
         fingerprint=model_fingerprint(model),
@@ -189,12 +193,16 @@ def run_job(config: JobConfig, *, hook: Callable[[JobState, ShardResult], None] 
     lock = RunLock(writer.run_url)
     lock.acquire()
     try:
-        new_run = writer.create_or_open(job.manifest_source)
+        new_run = writer.create_or_open(job.manifest_source, job.manifest)
         planned = writer.plan(job.manifest)
         committed = set() if config.force else writer.committed_shards()
+        if config.redo_errors:
+            committed -= writer.shards_with_errors()
         groups = {int(k): g for k, g in planned.groupby("shard", sort=True)}
         todo = deque(
-            (Shard(k, int(g["row"].min()), int(g["row"].max()) + 1), g) for k, g in groups.items() if k not in committed
+            (Shard(k, k * config.shard_size, int(g["row"].max()) + 1), g)
+            for k, g in groups.items()
+            if k not in committed
         )
         skipped = len(groups) - len(todo)
         counters = _dispatch(job, writer, todo, lock, hook) if todo else DispatchCounters()

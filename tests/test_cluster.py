@@ -21,3 +21,14 @@ def test_cluster_yaml_matches_rays_schema():
     broken = dict(config, max_workers="many")
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(broken, schema)
+
+
+def test_cluster_needs_a_token_and_keeps_the_dashboard_private():
+    """The dashboard accepts jobs (arbitrary code): token auth on every node, bound to localhost."""
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "cluster.yaml").read_text())
+    starts = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
+    ray_starts = [c for c in starts if "ray start" in c]
+    assert len(ray_starts) == 2 and all(c.startswith("RAY_AUTH_MODE=token ") for c in ray_starts)
+    head = next(c for c in config["head_start_ray_commands"] if "--head" in c)
+    assert "--dashboard-host=127.0.0.1" in head and "0.0.0.0" not in " ".join(starts)
+    assert config["file_mounts"]["/home/ubuntu/.ray/auth_token"] == "~/.ray/auth_token"

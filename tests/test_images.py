@@ -121,3 +121,21 @@ def test_pad_mode_crops_padding_and_reflects():
     full = np.arange(64 * 64, dtype=np.float32).reshape(64, 64)
     back = geometry.to_original(full)
     assert back.shape == (50, 100) and back.min() > full[15].min() - 64
+
+
+def test_reads_are_bounded_fifo_and_huge_files_are_refused_without_reading(tmp_path):
+    import os
+
+    from densecam_core.images import ImageError, read_bytes
+
+    fifo = tmp_path / "trap.png"
+    os.mkfifo(fifo)  # opening it for reading would wait for a writer forever
+    with pytest.raises(ImageError, match="not a regular file"):
+        read_bytes(str(fifo))
+    huge = tmp_path / "huge.png"
+    with open(huge, "wb") as handle:  # sparse: 512 MB that cost no disk
+        handle.truncate(512 * 1024 * 1024)
+    with pytest.raises(ImageError, match="file too large: 536870912 bytes > max_image_bytes=268435456"):
+        read_bytes(str(huge))
+    with pytest.raises(ImageError, match="max_image_bytes=10"):
+        read_bytes(str(tmp_path / "trap.png").replace("trap", "huge"), max_bytes=10)

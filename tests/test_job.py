@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -303,3 +304,21 @@ def test_bad_start_timeout_or_retries_stop_before_any_work(tree, tmp_path):
         with pytest.raises(ValueError, match="--start-timeout must be > 0 and --retries >= 0"):
             run_job(config(tree, tmp_path / "store", **bad))
     assert not (tmp_path / "store").exists()
+
+
+def test_redo_errors_explains_an_image_that_came_back(local_ray, tree, tmp_path):
+    store = tmp_path / "store"
+    first = run_job(config(tree, store))
+    index = open_store(str(store)).run(first.run_id).index
+    missing = index[index["error"].str.contains("missing file", na=False)].iloc[0]
+    shutil.copy(index[index["status"] == "ok"]["path"].iloc[0], missing["path"])  # the file is back
+    try:
+        assert run_job(config(tree, store)).images_done == 0  # a plain rerun keeps the error row
+        again = run_job(config(tree, store, redo_errors=True))
+        assert 0 < again.shards_done < again.shards_total  # only shards holding error rows
+        after = open_store(str(store)).run(first.run_id).index.set_index("image_id")
+        assert after.loc[missing["image_id"], "status"] == "ok"
+        assert (after["status"] == "error").sum() == 2  # the corrupt and the empty file still fail
+        assert sorted(after.index) == sorted(index["image_id"])
+    finally:
+        Path(missing["path"]).unlink()

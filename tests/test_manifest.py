@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from PIL import Image
 
 from densecam_core import ManifestError, plan_shards, read_manifest
 
@@ -136,3 +137,44 @@ def test_plan_shards_is_contiguous_and_chunk_aligned():
     assert [(s.index, s.row_start, s.row_stop) for s in shards] == [(2, 8, 12), (3, 12, 16), (4, 16, 18)]
     with pytest.raises(ValueError, match="multiple"):
         plan_shards(3, 4, first_row=2)
+
+
+def test_one_file_one_identity_however_its_path_is_spelled(tmp_path):
+    table = pd.DataFrame({"path": ["/x/a.png", "/x//a.png", "/x/../x/a.png", "s3://b/y//a.png"]})
+    table.to_csv(tmp_path / "m.csv", index=False)
+    with pytest.raises(ManifestError, match=r"duplicate image ids.*'/x/a.png'"):
+        read_manifest(tmp_path / "m.csv")
+    table.iloc[[0, 3]].to_csv(tmp_path / "ok.csv", index=False)
+    assert read_manifest(tmp_path / "ok.csv")["image_id"].tolist() == ["/x/a.png", "s3://b/y/a.png"]
+
+
+def test_unreadable_csv_text_names_the_file_and_line(tmp_path):
+    mura = tmp_path / "MURA-v1.1"
+    mura.mkdir()
+    good = "MURA-v1.1/train/XR_WRIST/patient00001/study1_positive/image1.png\n"
+    (mura / "train_image_paths.csv").write_text(good + '"' + "x" * 200_000 + '"\n')
+    with pytest.raises(ManifestError, match=r"train_image_paths.csv: line 2: field larger than field limit"):
+        read_manifest(tmp_path)
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(b"path\n/x/a.png\n/x/caf\xe9.png\n")
+    with pytest.raises(ManifestError, match=r"latin.csv' is not UTF-8 text: byte b'\\xe9' on line 3"):
+        read_manifest(latin)
+
+
+def test_folder_walk_reports_what_it_skipped(tmp_path):
+    import os
+
+    from densecam_core.manifest import skipped_summary
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.new("L", (40, 40)).save(folder / "a.png")
+    (folder / "b.dcm").write_bytes(b"DICM")
+    (folder / "c.tif").write_bytes(b"II*")
+    os.symlink(folder / "gone.png", folder / "link.png")
+    os.close(os.open(os.path.join(os.fsencode(folder), b"caf\xe9.png"), os.O_CREAT | os.O_WRONLY))
+    frame = read_manifest(folder)
+    assert frame["image_id"].tolist() == ["a.png"]  # one undecodable name does not refuse the folder
+    summary = skipped_summary(frame)
+    for part in ("1 broken link", "1 file name not UTF-8", "1 not .png/.jpg (.dcm)", "1 not .png/.jpg (.tif)"):
+        assert part in summary

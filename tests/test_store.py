@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import threading
+import time
+
 import fsspec
 import numpy as np
 import pandas as pd
@@ -258,3 +262,242 @@ def test_overlay_blends_the_heatmap_onto_the_radiograph(tmp_path):
     left, right = rgb[:, :5].reshape(-1, 3).mean(0), rgb[:, -5:].reshape(-1, 3).mean(0)
     assert left[2] > left[0] and right[0] > right[2], "jet: blue where cold, red where hot"
     assert not np.allclose(rgb, 60), "the heatmap is visible"
+
+
+def test_reader_never_follows_a_crafted_run_json_or_index_url_outside_the_store(tmp_path):
+    store = tmp_path / "store"
+    writer = RunWriter(str(store), spec())
+    writer.create_or_open("m")
+    planned = writer.plan(manifest(4))
+    commit_all(writer, planned)
+    # a folder beside the store that a crafted run.json points at
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    crafted = store / "runs" / "run-0123456789abcdef"
+    crafted.mkdir()
+    meta = json.loads((store / "runs" / writer.spec.run_id / "run.json").read_text())
+    (crafted / "run.json").write_text(json.dumps({**meta, "run_id": "../../outside", "created": "9999"}))
+    (store / "runs" / "..evil").mkdir()
+    opened = open_store(str(store))
+    assert list(opened.run_metadata()) == [writer.spec.run_id]
+    assert "names run '../../outside'" in opened.problems["run-0123456789abcdef"]
+    assert opened.run("latest").run_id == writer.spec.run_id
+    with pytest.raises(fmt.StoreError, match="matches none of the runs"):
+        opened.run("../..")
+    assert len(opened.runs) == 1
+    # an index row whose path is a URL is not fetched unless asked
+    run = opened.run("latest")
+    image_id = run.index["image_id"].iloc[0]
+    run._by_id.loc[image_id, "path"] = "http://127.0.0.1:9/secret.png"
+    with pytest.raises(fmt.StoreError, match="allow_remote=True"):
+        run.overlay(image_id)
+
+
+def test_driver_dying_between_plan_and_grow_loses_nothing(tmp_path, monkeypatch):
+    """A plan segment without grown arrays: the next plan grows them, and a write outside is refused."""
+    writer = RunWriter(str(tmp_path / "store"), spec())
+    writer.create_or_open("m")
+    commit_all(writer, writer.plan(manifest(4)))
+    monkeypatch.setattr(RunWriter, "grow", lambda self, rows: None)  # the driver dies before growing
+    appended = writer.plan(manifest(8))
+    monkeypatch.undo()
+    late = appended[appended["shard"] == 1]
+    shard = plan_shards(len(late), 4, 4)[0]
+    with pytest.raises(fmt.StoreError, match="outside array"):
+        write_shard(
+            writer.run_url,
+            shard,
+            4,
+            fake_outputs(late["row"].to_numpy(), writer.spec),
+            index_rows(late, writer.spec.run_id),
+        )
+    again = writer.plan(manifest(8))  # the next job: same rows, arrays grown before any shard is written
+    assert again["row"].tolist() == appended["row"].tolist()
+    commit_all(writer, again, skip={0})
+    run = open_store(str(tmp_path / "store")).run("latest")
+    assert len(run.index) == 8 and np.isfinite(run.maps("gradcam", 1, rows=list(range(8)))).all()
+
+
+def test_one_index_schema_per_run_so_no_append_makes_a_store_unreadable(tmp_path):
+    from densecam_core.store.writer import recorded_extra_types
+
+    first = manifest(4)
+    first["age"] = [61, 47, 33, 80]  # int64 in the first shards
+    writer = RunWriter(str(tmp_path / "store"), spec())
+    writer.create_or_open("m", first)
+    meta = json.loads((tmp_path / "store" / "runs" / writer.spec.run_id / "run.json").read_text())
+    types = recorded_extra_types(meta)
+    assert str(types["age"]) == "int64" and str(types["hospital"]) in ("string", "large_string")
+    planned = writer.plan(first)
+    for _, rows in planned.groupby("shard"):
+        shard = plan_shards(len(rows), 4, int(rows["row"].min()))[0]
+        write_shard(
+            writer.run_url,
+            shard,
+            4,
+            fake_outputs(rows["row"].to_numpy(), writer.spec),
+            index_rows(rows, writer.spec.run_id),
+            types,
+        )
+    appended = manifest(8)
+    appended["age"] = [61, 47, 33, 80, 52, None, 70, 18]  # one empty cell: pandas makes it float64
+    assert appended["age"].dtype == "float64"
+    assert not writer.create_or_open("m", appended)  # fits int64: accepted
+    late = writer.plan(appended)
+    late = late[late["shard"] == 1]
+    write_shard(
+        writer.run_url,
+        plan_shards(4, 4, 4)[0],
+        4,
+        fake_outputs(late["row"].to_numpy(), writer.spec),
+        index_rows(late, writer.spec.run_id),
+        types,
+    )
+    store = open_store(str(tmp_path / "store"))
+    index = store.run("latest").index
+    assert str(index["age"].dtype) in ("Int64", "int64", "float64") and index["age"].isna().sum() == 1
+    assert index["age"].dropna().tolist() == [61, 47, 33, 80, 52, 70, 18]
+    assert store.runs["images_committed"].tolist() == [8]
+    fractional = appended.assign(age=[61, 47, 33, 80, 52.5, None, 70, 18])
+    with pytest.raises(fmt.StoreError, match="'age' was int64 when this run was created"):
+        writer.create_or_open("m", fractional)
+
+
+def test_parts_that_disagree_still_read_and_a_broken_run_does_not_hide_the_others(tmp_path):
+    writer = RunWriter(str(tmp_path / "store"), spec())
+    writer.create_or_open("m")
+    planned = writer.plan(manifest(8))
+    rows_by_shard = dict(list(planned.groupby("shard")))
+    for shard_index, ages in ((0, [1, 2, 3, 4]), (1, [1.5, None, 3.0, 4.0])):  # written before this change
+        rows = rows_by_shard[shard_index].assign(age=ages)
+        write_shard(
+            writer.run_url,
+            plan_shards(4, 4, 4 * shard_index)[0],
+            4,
+            fake_outputs(rows["row"].to_numpy(), writer.spec),
+            index_rows(rows, writer.spec.run_id),
+        )
+    other = RunWriter(str(tmp_path / "store"), spec(fingerprint="e" * 64))
+    other.create_or_open("m")
+    commit_all(other, other.plan(manifest(4)))
+    broken = tmp_path / "store" / "runs" / other.spec.run_id / "index" / "part-000000.parquet"
+    broken.write_bytes(b"PAR1 not parquet")
+    store = open_store(str(tmp_path / "store"))
+    ages = store.run(writer.spec.run_id).index["age"]
+    assert ages.iloc[:5].tolist() == [1.0, 2.0, 3.0, 4.0, 1.5] and ages.isna().sum() == 1
+    runs = store.runs.set_index("run_id")["images_committed"]
+    assert runs[writer.spec.run_id] == 8 and pd.isna(runs[other.spec.run_id])
+    assert "index unreadable" in store.problems[other.spec.run_id]
+
+
+def stale_lock(url: str, **holder) -> None:
+    lock = RunLock(url)
+    lock.holder.update(holder)
+    lock.fs.makedirs(url, exist_ok=True)
+    fileio.write_json_atomic(lock.fs, lock.path, lock.holder)
+
+
+def test_run_lock_takeover_is_atomic_under_a_race(tmp_path):
+    """Several jobs taking over the same stale lock at once: exactly one wins, the others are refused."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    for trial in range(20):
+        url = str(tmp_path / f"run{trial}")
+        stale_lock(url, pid=2**22 + 7, heartbeat=0.0)
+        barrier = threading.Barrier(6)
+
+        def take(_: int, url: str = url, barrier: threading.Barrier = barrier) -> str:
+            barrier.wait()
+            try:
+                RunLock(url).acquire()
+                return "acquired"
+            except fmt.StoreError as exc:
+                return "refused" if "another job" in str(exc) else f"error: {exc}"
+
+        with ThreadPoolExecutor(6) as pool:
+            outcomes = list(pool.map(take, range(6)))
+        assert sorted(outcomes) == ["acquired"] + ["refused"] * 5, outcomes
+
+
+def test_run_lock_judges_a_same_host_holder_by_process_start_and_heartbeat(tmp_path):
+    import os
+
+    # our own PID after a container restart: same number, another process start
+    stale_lock(str(tmp_path / "a"), pid=os.getpid(), pid_start="1")
+    RunLock(str(tmp_path / "a")).acquire()
+    # the PID now belongs to another live process (pid 1 runs), its heartbeat a day old
+    stale_lock(str(tmp_path / "b"), pid=1, pid_start=None, heartbeat=time.time() - 86400)
+    RunLock(str(tmp_path / "b")).acquire()
+    # a live holder with a fresh heartbeat is refused
+    live = RunLock(str(tmp_path / "c"))
+    live.acquire()
+    with pytest.raises(fmt.StoreError, match="another job"):
+        RunLock(str(tmp_path / "c")).acquire()
+    # a holder that stalled and was taken over finds out at its next heartbeat
+    stalled = RunLock(str(tmp_path / "d"))
+    stalled.acquire()
+    stale_lock(str(tmp_path / "d"), pid=2**22 + 9)  # the other job now holds it
+    with pytest.raises(fmt.StoreError, match="lost the run lock"):
+        stalled.heartbeat()
+    stalled.release()  # not ours: left in place
+    assert fileio.read_json(stalled.fs, stalled.path)["pid"] == 2**22 + 9
+
+
+def committed_run(tmp_path, n: int = 8):
+    writer = RunWriter(str(tmp_path / "store"), spec())
+    writer.create_or_open("m")
+    commit_all(writer, writer.plan(manifest(n)))
+    return writer, open_store(str(tmp_path / "store")).run("latest")
+
+
+def chunk_file(writer: RunWriter, array: str, shard: int):
+    from pathlib import Path
+
+    folder = Path(writer.run_url) / fmt.ZARR_DIR / array / "c" / str(shard)
+    return next(p for p in folder.rglob("*") if p.is_file())
+
+
+def test_every_flipped_bit_is_an_error_never_other_maps(tmp_path):
+    writer, run = committed_run(tmp_path)
+    expected = run.maps("gradcam", 2, rows=list(range(4)))
+    path = chunk_file(writer, "gradcam/block2", 0)
+    original = path.read_bytes()
+    silent = 0
+    for position in range(0, len(original), max(1, len(original) // 150)):
+        for bit in (0, 5):
+            damaged = bytearray(original)
+            damaged[position] ^= 1 << bit
+            path.write_bytes(bytes(damaged))
+            fresh = open_store(str(tmp_path / "store")).run("latest")
+            try:
+                values = fresh.maps("gradcam", 2, rows=list(range(4)))
+            except fmt.StoreError as exc:
+                assert "is corrupt" in str(exc) and "gradcam/block2" in str(exc) and "0-3" in str(exc)
+                continue
+            silent += not np.array_equal(values, expected, equal_nan=True)
+    path.write_bytes(original)
+    assert silent == 0
+
+
+def test_deleted_chunk_is_named_and_verify_repairs_by_uncommitting(tmp_path, capsys):
+    from jobs.verify import main as verify
+
+    writer, run = committed_run(tmp_path)
+    chunk_file(writer, "cam", 1).unlink()
+    with pytest.raises(fmt.StoreError, match=r"array .cam. has no values for committed ok rows 4-5"):
+        run.maps("cam", rows=[4, 5])
+    assert run.maps("cam", rows=[0]).shape == (1, 1, *GRID[4])  # the sound shard still reads
+    bit = chunk_file(writer, "gradcam/block3", 0)
+    damaged = bytearray(bit.read_bytes())
+    damaged[len(damaged) // 2] ^= 4
+    bit.write_bytes(bytes(damaged))
+    assert verify([str(tmp_path / "store")]) == 1
+    report = capsys.readouterr().out
+    assert (
+        "shard 1: cam: 4 ok rows without finite values" in report and "shard 0: gradcam/block3: corrupt chunk" in report
+    )
+    assert verify([str(tmp_path / "store"), "--repair"]) == 0
+    assert writer.committed_shards() == set()  # both damaged shards uncommitted: the next job redoes them
+    assert open_store(str(tmp_path / "store")).run("latest").index.empty
+    commit_all(writer, writer.plan(manifest(8)))  # what the next job does
+    assert verify([str(tmp_path / "store")]) == 0

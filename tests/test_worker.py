@@ -8,6 +8,7 @@ from collections import deque
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -39,7 +40,7 @@ def weights(seed: int) -> tuple[bytes, str]:
 
 
 def run_worker(
-    tree: Path,
+    tree: Path | pd.DataFrame,
     store: Path,
     *,
     seed: int = 0,
@@ -53,11 +54,11 @@ def run_worker(
     spec = RunSpec(fingerprint, "x.pt", settings.for_run_id(), 1, 1, block_grid(SIZE), 4)
     writer = RunWriter(str(store), spec)
     writer.create_or_open("test")
-    planned = writer.plan(read_manifest(tree))
+    planned = writer.plan(tree if isinstance(tree, pd.DataFrame) else read_manifest(tree))
     worker = worker or ExplainWorker(state, settings, warm_up=False, store_url=str(store))
     results = []
     for index, rows in planned.groupby("shard"):
-        shard = Shard(int(index), int(rows["row"].min()), int(rows["row"].max()) + 1)
+        shard = Shard(int(index), int(index) * 4, int(rows["row"].max()) + 1)
         results.append(worker.process_shard(writer.run_url, spec.run_id, shard, 4, rows))
     return worker, spec.run_id, results
 
@@ -332,3 +333,28 @@ def test_concurrent_shards_in_one_worker_equal_sequential_ones(tree, tmp_path):
     rows = a.index["row"].tolist()
     assert a.index[["image_id", "row", "status"]].equals(b.index[["image_id", "row", "status"]])
     assert np.allclose(a.maps("hirescam", 2, rows=rows), b.maps("hirescam", 2, rows=rows), atol=1e-6)
+
+
+def test_images_removed_from_the_manifest_do_not_wedge_the_run(tree, tmp_path):
+    """Rows planned for images that left the manifest stay empty; the rest of their shard is explained."""
+    manifest = read_manifest(tree)
+    store = tmp_path / "store"
+    RunWriter(
+        str(store),
+        RunSpec(
+            weights(0)[1],
+            "x.pt",
+            ExplainSettings(methods=METHODS, size=SIZE, batch_size=4, input_cache="readwrite").for_run_id(),
+            1,
+            1,
+            block_grid(SIZE),
+            4,
+        ),
+    ).create_or_open("test")
+    _, run_id, _ = run_worker(manifest.iloc[:2], store)  # shard 0 committed with rows 0-1 planned
+    shrunk = manifest.drop(index=[1, 5]).reset_index(drop=True)  # one from a committed shard, one from a new one
+    _, _, results = run_worker(shrunk, store)
+    assert sum(r.images for r in results) == 8
+    index = open_store(str(store)).run(run_id).index
+    assert sorted(index["image_id"]) == sorted(shrunk["image_id"])  # every manifest image exactly once
+    assert (index["status"] == "ok").all()

@@ -26,6 +26,7 @@ PLAN_DIR = "plan"
 LOCK_FILE = "lock.json"
 DIMENSIONS = ("image", "class", "y", "x")
 PART_NAME = re.compile(r"^part-(\d{6})\.parquet$")
+RUN_ID = re.compile(r"^run-[0-9a-f]{16}$")
 RUN_ID_SETTINGS = ("methods", "size", "resize", "precision", "targets")
 
 

@@ -6,10 +6,12 @@ not block the next one forever.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import time
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -17,26 +19,59 @@ from densecam_core import fileio
 from densecam_core.store import format as fmt
 
 
+def _process_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), or None where it cannot be read.
+
+    Why: a PID alone does not name a process. After a container restart our own PID, or another
+    live process's, can equal a dead holder's; the start time tells them apart.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+        return fields[19].decode()  # field 22 of stat(5); fields after the command name start at field 3
+    except (OSError, IndexError):
+        return None
+
+
 def _holder() -> dict[str, Any]:
-    return {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(), "heartbeat": time.time()}
+    now = time.time()
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "pid_start": _process_start(os.getpid()),
+        "token": uuid.uuid4().hex,
+        "started": now,
+        "heartbeat": now,
+    }
 
 
 def _alive(holder: dict[str, Any], stale_after: float) -> bool:
-    if holder.get("host") == socket.gethostname():
-        try:
-            os.kill(int(holder["pid"]), 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
+    """A holder is alive while its heartbeat is fresh and, on this host, its very process still runs."""
+    if time.time() - float(holder.get("heartbeat", 0)) >= stale_after:
+        return False  # dead, or hung: either way it no longer writes
+    if holder.get("host") != socket.gethostname():
         return True
-    return time.time() - float(holder.get("heartbeat", 0)) < stale_after
+    pid = int(holder.get("pid", -1))
+    recorded = holder.get("pid_start")
+    current = _process_start(pid)
+    if recorded is not None and current is not None:
+        return bool(current == recorded)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class RunLock:
     """``lock.json`` in the run folder: a second job refuses; a dead holder's lock is taken over.
 
-    Exclusive creation is atomic on local disks; on object stores the check is best effort.
+    Taking over is atomic on local disks: the stale lock is renamed to a unique name (one taker
+    wins the rename; the others find it gone) and then created exclusively. On object stores, which
+    have no atomic rename or exclusive create through fsspec, the check is best effort
+    (docs/FORMAT.md says what holds there).
     """
 
     def __init__(self, run_url: str, stale_after: float = 120.0) -> None:
@@ -44,47 +79,97 @@ class RunLock:
         self.path = fileio.join(root, fmt.LOCK_FILE)
         self.stale_after = stale_after
         self.holder = _holder()
+        self.local = fileio.protocol(self.fs) in ("file", "local")
 
     def acquire(self) -> None:
         self.fs.makedirs(self.path.rsplit("/", 1)[0], exist_ok=True)
-        for _ in range(2):
+        for _ in range(50):
             if self._create_exclusive():
                 return
             try:
                 current = fileio.read_json(self.fs, self.path)
-            except (FileNotFoundError, ValueError):
-                continue
-            if _alive(current, self.stale_after):
+            except FileNotFoundError:
+                continue  # released or taken over meanwhile: try again
+            except ValueError:
+                current = {}  # half-written by a holder that died while writing it: stale
+            if current and _alive(current, self.stale_after):
+                started = datetime.fromtimestamp(current.get("started", 0)).isoformat(timespec="seconds")
                 raise fmt.StoreError(
                     f"run is being written by another job (host {current.get('host')}, pid {current.get('pid')}, "
-                    f"since {datetime.fromtimestamp(current.get('started', 0)).isoformat(timespec='seconds')}); "
-                    f"wait for it, or delete {self.path} if that job is gone"
+                    f"since {started}); wait for it, or delete {self.path} if that job is gone"
                 )
-            self.fs.rm(self.path)  # the holder died: take over
-        raise fmt.StoreError(f"could not take the run lock {self.path}")
+            self._remove_stale()
+        raise fmt.StoreError(f"could not take the run lock {self.path}: other jobs keep taking it; try again")
+
+    def _remove_stale(self) -> None:
+        """Remove the lock if it is still stale, one taker at a time.
+
+        A taker that judged the lock stale must not remove a lock that another taker created since:
+        removal happens under an exclusive ``.takeover`` guard, after judging the lock again. The
+        exclusive create that follows decides which taker holds the run.
+        """
+        if not self.local:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm(self.path)
+            return
+        guard = f"{self.path}.takeover"
+        try:
+            os.close(os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            with contextlib.suppress(FileNotFoundError):  # a taker that died mid-takeover leaves an old guard
+                if time.time() - os.path.getmtime(guard) > self.stale_after:
+                    os.remove(guard)
+            time.sleep(0.01)
+            return
+        try:
+            try:
+                current = fileio.read_json(self.fs, self.path)
+            except FileNotFoundError:
+                return
+            except ValueError:
+                current = {}
+            if not current or not _alive(current, self.stale_after):
+                os.remove(self.path)
+        finally:
+            os.remove(guard)
 
     def _create_exclusive(self) -> bool:
         payload = json.dumps(self.holder).encode()
-        if fileio.protocol(self.fs) in ("file", "local"):
+        if self.local:
+            # written whole under a private name, then hard-linked into place: link() fails if the lock
+            # exists, so creation is exclusive and no reader ever sees a half-written lock
+            tmp = f"{self.path}.new-{self.holder['token']}"
+            with open(tmp, "wb") as out:
+                out.write(payload)
             try:
-                handle = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                os.link(tmp, self.path)
             except FileExistsError:
                 return False
-            with os.fdopen(handle, "wb") as out:
-                out.write(payload)
+            finally:
+                os.remove(tmp)
             return True
         if self.fs.exists(self.path):
             return False
         self.fs.pipe_file(self.path, payload)
         return True
 
+    def owned(self) -> bool:
+        try:
+            return bool(fileio.read_json(self.fs, self.path).get("token") == self.holder["token"])
+        except (FileNotFoundError, ValueError):
+            return False
+
     def heartbeat(self) -> None:
+        """Refresh the lock, after checking it is still ours (another job took it over if we stalled)."""
+        if not self.owned():
+            raise fmt.StoreError(
+                f"lost the run lock {self.path}: this job stalled past {self.stale_after:g} s and another took the "
+                "run over; stop this job (the other one continues the run)"
+            )
         self.holder["heartbeat"] = time.time()
         fileio.write_json_atomic(self.fs, self.path, self.holder)
 
     def release(self) -> None:
-        try:
-            if fileio.read_json(self.fs, self.path).get("pid") == self.holder["pid"]:
+        if self.owned():
+            with contextlib.suppress(FileNotFoundError):
                 self.fs.rm(self.path)
-        except (FileNotFoundError, ValueError):
-            pass

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import zarr
 
 from densecam_core import fileio
@@ -58,8 +59,10 @@ class Run:
         if not files:
             return pd.DataFrame(columns=list(columns or fmt.CORE_INDEX_COLUMNS))
         schemas = [ds.dataset(f, filesystem=self._fs, format="parquet").schema for f in files]
-        dataset = ds.dataset(files, filesystem=self._fs, format="parquet", schema=pa.unify_schemas(schemas))
-        expression = pa.parquet.filters_to_expression(filters) if isinstance(filters, list) else filters
+        # permissive: an extra column that was int64 in early parts and double after an append reads as double
+        schema = pa.unify_schemas(schemas, promote_options="permissive")
+        dataset = ds.dataset(files, filesystem=self._fs, format="parquet", schema=schema)
+        expression = pq.filters_to_expression(filters) if isinstance(filters, list) else filters
         table = dataset.to_table(filter=expression, columns=list(columns) if columns else None)
         frame = table.to_pandas()
         return frame.sort_values("row").reset_index(drop=True) if "row" in frame else frame
@@ -103,16 +106,44 @@ class Run:
         image_ids: Sequence[str] | str | None = None,
         rows: Sequence[int] | None = None,
     ) -> np.ndarray:
-        """Raw maps ``(n, K, h, w)`` in the order asked, reading only the chunks that hold them."""
+        """Raw maps ``(n, K, h, w)`` in the order asked, reading only the chunks that hold them.
+
+        Damage is named, never returned as data: a chunk whose checksum fails, or a committed ``ok``
+        row whose values are missing (a deleted chunk reads as the NaN fill value), raises a
+        ``StoreError`` naming the run, the array and the rows (``densecam verify --repair`` uncommits
+        such shards so the next job recomputes them).
+        """
         wanted = self._rows_for(image_ids, rows)
         array = self.array(method, None if method in ("cam", "logits") else block)
         if wanted.size == 0:
             return np.empty((0, *array.shape[1:]), dtype=np.float32)
         order = np.argsort(wanted, kind="stable")
-        values = array.get_orthogonal_selection((wanted[order],) + (slice(None),) * (array.ndim - 1))
+        try:
+            values = array.get_orthogonal_selection((wanted[order],) + (slice(None),) * (array.ndim - 1))
+        except ValueError as exc:  # zarr's crc32c codec: "Stored and computed checksum do not match"
+            raise fmt.StoreError(
+                f"run {self.run_id}: array {array.path!r} is corrupt in the chunks holding rows "
+                f"{_ranges(wanted)} ({exc}); run `densecam verify {self.store_url} --repair`, then the job again"
+            ) from None
         out = np.empty_like(values)
         out[order] = values
+        self._check_ok_rows_finite(array.path, wanted, out)
         return out
+
+    @cached_property
+    def _ok_rows(self) -> np.ndarray:
+        return np.sort(self.index.loc[self.index["status"] == "ok", "row"].to_numpy(dtype=np.int64))
+
+    def _check_ok_rows_finite(self, name: str, rows: np.ndarray, values: np.ndarray) -> None:
+        is_ok = np.isin(rows, self._ok_rows)
+        if not is_ok.any():
+            return
+        bad = is_ok & ~np.isfinite(values.reshape(len(rows), -1)).all(axis=1)
+        if bad.any():
+            raise fmt.StoreError(
+                f"run {self.run_id}: array {name!r} has no values for committed ok rows {_ranges(rows[bad])} "
+                f"(a missing or damaged chunk); run `densecam verify {self.store_url} --repair`, then the job again"
+            )
 
     def geometry(self, image_id: str) -> Geometry:
         record = self._record(image_id)
@@ -145,17 +176,30 @@ class Run:
         target: int = 0,
         alpha: float = 0.45,
         colormap: str = "jet",
+        allow_remote: bool = False,
     ) -> np.ndarray:
-        """The radiograph with the normalised heatmap blended on top, as an (H, W, 3) uint8 image."""
+        """The radiograph with the normalised heatmap blended on top, as an (H, W, 3) uint8 image.
+
+        The radiograph is read from the index's ``path``; a URL there (``http://``, ``s3://``...) is
+        only fetched with ``allow_remote=True``: a store's data never sends the reader elsewhere unasked.
+        """
         from matplotlib import colormaps
 
         from densecam_core.images import decode_image
 
-        path = str(self._record(image_id)["path"])
-        image = decode_image(path).astype(np.float32)
+        image = decode_image(self.source_path(image_id, allow_remote=allow_remote)).astype(np.float32)
         heat = self.heatmap(image_id, method, block, target=target, normalize=True)
         colour = colormaps[colormap](heat)[..., :3] * 255.0
         return np.clip((1 - alpha) * image + alpha * colour, 0, 255).astype(np.uint8)
+
+    def source_path(self, image_id: str, *, allow_remote: bool = False) -> str:
+        """The image file an index row names; URLs only with ``allow_remote=True``."""
+        path = str(self._record(image_id)["path"])
+        if "://" in path and not path.startswith("file://") and not allow_remote:
+            raise fmt.StoreError(
+                f"image {image_id!r} lives at {path!r}, outside this machine; pass allow_remote=True to fetch it"
+            )
+        return path
 
     def to_xarray(
         self,
@@ -193,6 +237,18 @@ class Run:
         )
 
 
+def _ranges(rows: np.ndarray) -> str:
+    """Rows as compact ranges, e.g. '0-63, 128-130' (at most 5 ranges shown)."""
+    values = np.unique(np.asarray(rows, dtype=np.int64))
+    if values.size == 0:
+        return "none"
+    breaks = np.flatnonzero(np.diff(values) > 1)
+    starts = np.concatenate([[values[0]], values[breaks + 1]])
+    stops = np.concatenate([values[breaks], [values[-1]]])
+    parts = [f"{a}" if a == b else f"{a}-{b}" for a, b in zip(starts, stops)]
+    return ", ".join(parts[:5]) + (f", … ({len(parts)} ranges)" if len(parts) > 5 else "")
+
+
 class Store:
     """A heatmap store: several runs (one per model fingerprint and settings)."""
 
@@ -211,16 +267,36 @@ class Store:
         return f"Store({self.url!r}, runs={list(self.run_metadata())})"
 
     def run_metadata(self) -> dict[str, dict[str, Any]]:
-        """run_id -> the run's run.json, for every run in the store."""
+        """run_id -> the run's run.json, for every readable run in the store.
+
+        Only folders named like the writer's run ids (``run-`` + 16 hex digits) whose ``run.json``
+        names that same id are runs: a crafted ``run.json`` cannot point the reader outside its own
+        folder. Other and unreadable folders are skipped and listed in ``problems``, so one broken run
+        never makes the store unreadable.
+        """
         runs_dir = fileio.join(self._root, fmt.RUNS_DIR)
-        metas = {}
-        if self._fs.exists(runs_dir):
-            for path in sorted(self._fs.ls(runs_dir, detail=False)):
-                run_json = fileio.join(path, fmt.RUN_JSON)
-                if self._fs.exists(run_json):
-                    meta = fileio.read_json(self._fs, run_json)
-                    fmt.check_version(meta.get("format_version", 0), f"run {path.rsplit('/', 1)[-1]}")
-                    metas[meta["run_id"]] = meta
+        metas: dict[str, dict[str, Any]] = {}
+        self.problems: dict[str, str] = {}
+        if not self._fs.exists(runs_dir):
+            return metas
+        for path in sorted(self._fs.ls(runs_dir, detail=False)):
+            name = path.rstrip("/").rsplit("/", 1)[-1]
+            run_json = fileio.join(path, fmt.RUN_JSON)
+            if not fmt.RUN_ID.match(name):
+                self.problems[name] = "not a run folder (run ids are 'run-' and 16 hex digits)"
+                continue
+            try:
+                meta = fileio.read_json(self._fs, run_json)
+            except FileNotFoundError:
+                continue  # a run being created: run.json is written last
+            except (OSError, ValueError) as exc:
+                self.problems[name] = f"unreadable run.json: {exc}"
+                continue
+            fmt.check_version(meta.get("format_version", 0), f"run {name}")
+            if meta.get("run_id") != name:
+                self.problems[name] = f"run.json names run {meta.get('run_id')!r}, not its folder {name!r}"
+                continue
+            metas[name] = meta
         return metas
 
     @property
@@ -228,6 +304,11 @@ class Store:
         records = []
         for run_id, meta in self.run_metadata().items():
             run = Run(self.url, run_id, meta)
+            try:
+                committed: int | None = len(run.read_index(columns=["row"]))
+            except (OSError, ValueError, pa.ArrowException) as exc:  # one broken run never hides the others
+                self.problems[run_id] = f"index unreadable: {exc}"
+                committed = None
             records.append(
                 {
                     "run_id": run_id,
@@ -235,7 +316,7 @@ class Store:
                     "checkpoint": meta["checkpoint"],
                     **{k: meta["settings"][k] for k in fmt.RUN_ID_SETTINGS},
                     "created": meta["created"],
-                    "images_committed": len(run.read_index(columns=["row"])),
+                    "images_committed": committed,
                 }
             )
         frame = pd.DataFrame.from_records(

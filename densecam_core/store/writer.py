@@ -21,14 +21,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import zarr
-from zarr.codecs import ZstdCodec
+from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from densecam_core import fileio
 from densecam_core.spec import BLOCK_TAPS, BLOCKS
 from densecam_core.store import format as fmt
 from densecam_core.store.format import Shard
 
-COMPRESSOR = ZstdCodec(level=3)
+COMPRESSORS = (ZstdCodec(level=3), Crc32cCodec())
+"""zstd, then a CRC-32C of the compressed chunk: a flipped bit is an error when read, never different maps."""
 
 
 @dataclass(frozen=True)
@@ -97,8 +98,12 @@ class RunWriter:
     def zarr_url(self) -> str:
         return fileio.url_join(self.run_url, fmt.ZARR_DIR)
 
-    def create_or_open(self, manifest_source: str) -> bool:
-        """Create run.json and the arrays if new (returns True); else check the recorded settings."""
+    def create_or_open(self, manifest_source: str, manifest: pd.DataFrame | None = None) -> bool:
+        """Create run.json and the arrays if new (returns True); else check the recorded settings.
+
+        ``manifest`` fixes the run's index schema: its extra columns' types are recorded, and a later
+        manifest whose values do not fit them is refused here, before any work.
+        """
         ensure_store(self.store_url)
         fs, root = fileio.filesystem(self.run_url)
         run_json = fileio.join(root, fmt.RUN_JSON)
@@ -110,6 +115,10 @@ class RunWriter:
                     f"run {self.spec.run_id} was written with shard size {recorded['shard_size']}, "
                     f"not {self.spec.shard_size}: pass --shard-size {recorded['shard_size']} (or omit it)"
                 )
+            if manifest is not None:  # refuse now, not in every shard
+                types = recorded_extra_types(recorded)
+                for name in set(types) & set(map(str, manifest.columns)):
+                    _cast_extra(name, manifest[name], types[name])
             return False
         group = zarr.open_group(store=self.zarr_url, mode="a", zarr_format=3)
         for name, shape in self.spec.array_shapes().items():
@@ -120,7 +129,7 @@ class RunWriter:
                 chunks=(self.spec.shard_size, *shape),
                 dtype="float32",
                 fill_value=np.nan,
-                compressors=COMPRESSOR,
+                compressors=COMPRESSORS,
                 dimension_names=dims,
                 overwrite=True,
             )
@@ -137,6 +146,9 @@ class RunWriter:
                 "num_classes": self.spec.num_classes,
                 "num_targets": self.spec.num_targets,
                 "grid": {str(b): list(hw) for b, hw in self.spec.grid.items()},
+                "index_extra_types": {}
+                if manifest is None
+                else {name: str(kind) for name, kind in extra_index_types(manifest).items()},
                 "shard_size": self.spec.shard_size,
                 "arrays": {k: list(v) for k, v in self.spec.array_shapes().items()},
                 "created": datetime.now(timezone.utc).isoformat(),
@@ -182,8 +194,11 @@ class RunWriter:
             fs.makedirs(plan_dir, exist_ok=True)
             name = fileio.join(plan_dir, f"plan-{allocated // size:06d}.parquet")
             _write_parquet_atomic(fs, name, pa.Table.from_pandas(segment.reset_index(drop=True), preserve_index=False))
-            self.grow(int(new_rows[-1]) + 1)
         out["row"] = out["row"].astype("int64")
+        # every time, not only after a new segment: a driver that died between writing a segment and
+        # growing the arrays left rows no array covers (idempotent when they already do)
+        highest = max([int(out["row"].max())] + ([] if planned.empty else [int(planned["row"].max())]))
+        self.grow(highest + 1)
         out["shard"] = (out["row"] // self.spec.shard_size).astype("int32")
         return out
 
@@ -197,6 +212,18 @@ class RunWriter:
             if array.shape[0] < target:
                 array.resize((target, *array.shape[1:]))
 
+    def shards_with_errors(self) -> set[int]:
+        """Committed shards that hold error rows (``--redo-errors`` explains them again)."""
+        fs, root = fileio.filesystem(self.run_url)
+        index_dir = fileio.join(root, fmt.INDEX_DIR)
+        out: set[int] = set()
+        for shard in self.committed_shards():
+            with fs.open(fileio.join(index_dir, fmt.part_name(shard)), "rb") as handle:
+                status = pq.read_table(handle, columns=["status"]).column("status").to_pylist()
+            if "error" in status:
+                out.add(shard)
+        return out
+
     def committed_shards(self) -> set[int]:
         fs, root = fileio.filesystem(self.run_url)
         index_dir = fileio.join(root, fmt.INDEX_DIR)
@@ -207,7 +234,12 @@ class RunWriter:
 
 
 def write_shard(
-    run_url: str, shard: Shard, shard_size: int, arrays: dict[str, np.ndarray], index: pd.DataFrame
+    run_url: str,
+    shard: Shard,
+    shard_size: int,
+    arrays: dict[str, np.ndarray],
+    index: pd.DataFrame,
+    extra_types: dict[str, pa.DataType] | None = None,
 ) -> None:
     """Worker side: write the shard's whole chunks, then commit its index part by rename.
 
@@ -234,7 +266,7 @@ def write_shard(
     fs, root = fileio.filesystem(run_url)
     index_dir = fileio.join(root, fmt.INDEX_DIR)
     fs.makedirs(index_dir, exist_ok=True)
-    _write_parquet_atomic(fs, fileio.join(index_dir, fmt.part_name(shard.index)), index_table(index))
+    _write_parquet_atomic(fs, fileio.join(index_dir, fmt.part_name(shard.index)), index_table(index, extra_types))
 
 
 def _array(group: zarr.Group, name: str) -> zarr.Array:
@@ -244,9 +276,11 @@ def _array(group: zarr.Group, name: str) -> zarr.Array:
     return node
 
 
-def index_table(index: pd.DataFrame) -> pa.Table:
-    """The index DataFrame as Arrow with the documented types for the core columns."""
+def index_table(index: pd.DataFrame, extra_types: dict[str, pa.DataType] | None = None) -> pa.Table:
+    """The index DataFrame as Arrow: the documented types for the core columns, and for extra manifest
+    columns the type the run recorded when it was created (one schema for every part of a run)."""
     fields = {f.name: f for f in fmt.INDEX_FIELDS}
+    extra_types = extra_types or {}
     missing = [c for c in fmt.CORE_INDEX_COLUMNS if c not in index.columns]
     if missing:
         raise ValueError(f"index rows lack columns {missing}")
@@ -255,10 +289,44 @@ def index_table(index: pd.DataFrame) -> pa.Table:
         values = index[name]
         if name in fields:
             columns.append(pa.array(values.astype(object).where(values.notna(), None).tolist(), type=fields[name].type))
+        elif name in extra_types:
+            columns.append(_cast_extra(name, values, extra_types[name]))
         else:
             columns.append(pa.Array.from_pandas(values))
         names.append(name)
     return pa.Table.from_arrays(columns, names=names)
+
+
+def _cast_extra(name: str, values: pd.Series, target: pa.DataType) -> pa.Array:
+    array = pa.Array.from_pandas(values)
+    if array.type == target or array.type == pa.null():
+        return array.cast(target)
+    try:
+        return array.cast(target)  # safe cast: 3.0 -> 3 passes, 3.5 -> 3 is refused
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise fmt.StoreError(
+            f"manifest column {name!r} was {target} when this run was created and is now {array.type} with values "
+            f"that do not fit ({exc}); rename the column, fix its values, or write a new run (another --store)"
+        ) from None
+
+
+def recorded_extra_types(run_meta: dict[str, Any]) -> dict[str, pa.DataType]:
+    """The extra columns' types a run recorded at creation (types that carry no constraint left out)."""
+    out = {}
+    for name, alias in run_meta.get("index_extra_types", {}).items():
+        try:
+            kind = pa.type_for_alias(alias)
+        except ValueError:
+            continue
+        if kind != pa.null():
+            out[name] = kind
+    return out
+
+
+def extra_index_types(manifest: pd.DataFrame) -> dict[str, pa.DataType]:
+    """Arrow types of a manifest's extra columns (not core index columns), as an index part would hold them."""
+    core = set(fmt.CORE_INDEX_COLUMNS)
+    return {str(c): pa.Array.from_pandas(manifest[c]).type for c in manifest.columns if c not in core}
 
 
 def _write_parquet_atomic(fs: Any, path: str, table: pa.Table) -> None:

@@ -1,0 +1,54 @@
+"""``densecam verify STORE [--run RUN] [--repair]``: check every committed shard, name the damage, and uncommit it.
+
+Checks each run's index parts, each array's chunk for every committed shard (CRC-32C checksums), and
+that every ``ok`` row has finite values. Exit status 0 when sound (or repaired), 1 when damage was
+found and left, 2 on bad input. ``--repair`` removes the damaged shards' index parts: readers stop
+showing them and the next explanation job recomputes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from densecam_core.store.format import StoreError
+from densecam_core.store.reader import open_store
+from densecam_core.store.verify import uncommit, verify_run
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="densecam verify", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("store", help="heatmap store path or URL")
+    parser.add_argument("--run", default=None, help="one run (id, fingerprint prefix or 'latest'); default: every run")
+    parser.add_argument("--repair", action="store_true", help="uncommit damaged shards so the next job recomputes them")
+    args = parser.parse_args(argv)
+    try:
+        store = open_store(args.store)
+        runs = [store.run(args.run)] if args.run else [store.run(r) for r in store.run_metadata()]
+    except (StoreError, FileNotFoundError) as exc:
+        print(f"densecam verify: error: {exc}", file=sys.stderr)
+        return 2
+    for name, problem in getattr(store, "problems", {}).items():
+        print(f"skipped folder runs/{name}: {problem}")
+    found = 0
+    for run in runs:
+        damages = verify_run(run)
+        shards = len(run.part_files())
+        print(f"{run.run_id}: {shards} committed shards, {len(damages)} problems")
+        for damage in damages:
+            print(f"  {damage}")
+        found += len(damages)
+        if args.repair:
+            for shard in sorted({d.shard for d in damages if d.shard >= 0}):
+                uncommit(run, shard)
+                print(f"  uncommitted shard {shard}: the next job recomputes it")
+    if found and not args.repair:
+        print("damage found: `densecam verify STORE --repair` uncommits it, then rerun the job", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
