@@ -93,7 +93,9 @@ def _read_manifest(source: str | os.PathLike, image_root: str | os.PathLike | No
     a labelled-studies CSV, any folder of images, or a CSV/Parquet file with a ``path`` column.
     """
     text = os.fspath(source)
-    if "://" not in text and not os.path.exists(text):
+    if "://" in text:
+        return _finish(_read_url(text, image_root), text)
+    if not os.path.exists(text):
         raise ManifestError(f"manifest {text!r} does not exist")
     if "://" not in text and os.path.isdir(text):
         frame = _read_folder(Path(text))
@@ -162,6 +164,31 @@ def skipped_summary(frame: pd.DataFrame) -> str | None:
     """What a folder walk left out (counts by reason), or None when it left nothing out."""
     skipped = frame.attrs.get("skipped")
     return _describe_skipped(skipped) if skipped else None
+
+
+def _read_url(url: str, image_root: str | os.PathLike | None) -> pd.DataFrame:
+    """A CSV or Parquet manifest behind an fsspec URL (``s3://bucket/manifest.csv``); it needs a ``path`` column."""
+    import fsspec
+
+    try:
+        fs, inner = fsspec.core.url_to_fs(url)
+        exists = fs.exists(inner)
+    except (ImportError, ValueError) as exc:
+        raise ManifestError(f"manifest {url!r} cannot be reached: {exc}") from None
+    if not exists:
+        raise ManifestError(f"manifest {url!r} does not exist")
+    with fs.open(inner, "rb") as handle:
+        if url.lower().endswith((".parquet", ".pq")):
+            table = pd.read_parquet(handle)
+        elif url.lower().endswith((".csv", ".txt")):
+            table = pd.read_csv(handle, keep_default_na=True, encoding="utf-8")
+        else:
+            raise ManifestError(f"manifest {url!r}: expected a .csv or a .parquet file at a URL")
+    if "path" not in table.columns:
+        raise ManifestError(
+            f"manifest {url!r}: a manifest at a URL needs a 'path' column; it has {list(table.columns)}"
+        )
+    return _read_generic(table, _root_for(url, image_root))
 
 
 def _read_csv(path: str, image_root: str | os.PathLike | None) -> pd.DataFrame:

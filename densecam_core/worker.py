@@ -67,6 +67,13 @@ class ShardResult:
     images_from_cache: int = 0
 
 
+def _empty(name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """Rows without a value: NaN maps and logits, class id -1 for ``targets``."""
+    if name == fmt.TARGETS_ARRAY:
+        return np.full(shape, -1, dtype=np.int32)
+    return np.full(shape, np.nan, dtype=np.float32)
+
+
 class ExplainWorker:
     """Owns one model replica and Explainer on one device and processes whole shards.
 
@@ -191,7 +198,7 @@ class ExplainWorker:
             compute += time.perf_counter() - tick
             positions = np.array([r.position for r in ok])
             at = slots[positions]
-            named = {"logits": result.logits, "cam": result.cam}
+            named = {"logits": result.logits, "cam": result.cam, fmt.TARGETS_ARRAY: result.targets}
             for method, per_block in result.maps.items():
                 for block, values in per_block.items():
                     named[fmt.array_name(method, block)] = values
@@ -200,7 +207,7 @@ class ExplainWorker:
                 values = tensor.numpy()
                 finite &= np.isfinite(values.reshape(len(ok), -1)).all(axis=1)
                 if name not in outputs:
-                    outputs[name] = np.full((span, *tensor.shape[1:]), np.nan, dtype=np.float32)
+                    outputs[name] = _empty(name, (span, *tensor.shape[1:]))
                 outputs[name][at] = values
             target_logits = result.logits.gather(1, result.targets[:, :1]).squeeze(1)
             logit[positions] = target_logits.numpy()
@@ -211,8 +218,8 @@ class ExplainWorker:
             for position in positions[~finite]:
                 errors[position] = NON_FINITE
                 logit[position] = prob[position] = np.nan
-                for values in outputs.values():
-                    values[slots[position]] = np.nan
+                for name, values in outputs.items():
+                    values[slots[position]] = _empty(name, (1,))[0]
         if not outputs:  # every image failed: the arrays still get their (NaN) chunk for this shard
             outputs = {
                 name: np.full((count, *shape), np.nan, dtype=np.float32)

@@ -38,6 +38,9 @@ def _synth(argv: list[str]) -> int:
     return 0
 
 
+JOB_EXTRA_MODULES = ("torch", "torchvision", "ray", "sklearn", "tqdm")
+"""What ``densecam[job]`` adds to the reader-only install."""
+
 COMMANDS = {
     "demo": ("jobs.demo", "the whole loop on generated data: train, explain, score, compare (minutes, CPU)"),
     "explain": ("jobs.explain", "explain every image of a manifest into a heatmap store (Ray)"),
@@ -66,7 +69,17 @@ def main(argv: list[str] | None = None) -> int:
         return _synth(rest)
     import importlib
 
-    return importlib.import_module(COMMANDS[command][0]).main(rest)
+    try:
+        return int(importlib.import_module(COMMANDS[command][0]).main(rest))
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] in JOB_EXTRA_MODULES:
+            print(
+                f"densecam {command}: needs {exc.name!r}, which the reader-only install leaves out; "
+                "install the job extra: python -m pip install 'densecam[job]'",
+                file=sys.stderr,
+            )
+            return 2
+        raise
 
 
 if __name__ == "__main__":

@@ -97,8 +97,8 @@ def test_round_trip_and_partial_shard_invisible(tmp_path, url_kind):
     assert run.index["hospital"].eq("north").all() and run.index["label"].eq(1).all()
     maps = run.maps("gradcam", 2, image_ids=["img009.png", "img000.png"])
     assert maps.shape == (2, 1, *GRID[2])
-    assert np.all(maps[0] == 9 * 4) and np.all(maps[1] == 0)  # block2 is the 4th array
-    assert np.all(run.maps("cam", None, rows=[8])[0] == 8 * 2)
+    assert np.all(maps[0] == 9 * 5) and np.all(maps[1] == 0)  # block2 is the 5th array (logits, targets, cam, ...)
+    assert np.all(run.maps("cam", None, rows=[8])[0] == 8 * 3)
     with pytest.raises(KeyError, match="img005.png"):
         run.maps("cam", image_ids=["img005.png"])
     # the crashed shard is simply redone, idempotently
@@ -118,7 +118,7 @@ def test_round_trip_and_partial_shard_invisible(tmp_path, url_kind):
     )
     run = open_store(url).run(writer.spec.run_id)
     assert sorted(run.index["row"]) == list(range(10))
-    assert np.all(run.maps("cam", rows=[5])[0] == 5 * 2)
+    assert np.all(run.maps("cam", rows=[5])[0] == 5 * 3)  # cam is the 3rd array
     assert open_store(url).runs.loc[0, "images_committed"] == 10
     filtered = run.read_index(filters=[("row", ">=", 8)])
     assert list(filtered["row"]) == [8, 9]
@@ -145,15 +145,57 @@ def test_to_xarray_dims_and_coordinates(tmp_path):
     writer.create_or_open("m")
     commit_all(writer, writer.plan(manifest(5)))
     dataset = open_store(str(tmp_path / "s")).run("latest").to_xarray()
-    assert dataset["gradcam_block1"].dims == ("image", "class", "y_b1", "x_b1")
+    assert dataset["gradcam_block1"].dims == ("image", "target", "y_b1", "x_b1")
+    assert dataset["logits"].dims == ("image", "class") and dataset["targets"].dims == ("image", "target")
     assert dataset["gradcam_block1"].shape == (5, 1, *GRID[1])
     assert list(dataset["image"].values) == [f"img{i:03d}.png" for i in range(5)]
     assert dataset["body_part"].values.tolist() == ["WRIST"] * 5
-    assert float(dataset["layercam_block3"].sel(image="img004.png").max()) == 4 * 9  # layercam/block3 is the 9th array
+    assert float(dataset["layercam_block3"].sel(image="img004.png").max()) == 4 * 10  # the 10th array
     import zarr
 
     array = zarr.open_array(store=fileio.url_join(writer.run_url, fmt.ZARR_DIR), path="gradcam/block1", mode="r")
-    assert array.metadata.dimension_names == ("image", "class", "y", "x") and array.chunks[0] == 4
+    assert array.metadata.dimension_names == ("image", "target", "y_b1", "x_b1") and array.chunks[0] == 4
+
+
+def test_to_xarray_is_lazy_until_values_are_asked_for(tmp_path, monkeypatch):
+    from zarr.storage import LocalStore
+
+    writer = RunWriter(str(tmp_path / "s"), spec(methods=("gradcam", "layercam")))
+    writer.create_or_open("m")
+    commit_all(writer, writer.plan(manifest(9)))
+    run = open_store(str(tmp_path / "s")).run("latest")
+    assert len(run.index) == 9  # the index is read eagerly: it gives the coordinates
+    reads: list[str] = []
+    original = LocalStore.get
+
+    async def counting_get(self, key, *args, **kwargs):
+        reads.append(key)
+        return await original(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(LocalStore, "get", counting_get)
+    dataset = run.to_xarray()
+    chunk_reads = [k for k in reads if "/c/" in k or k.startswith("c/")]
+    assert chunk_reads == [], chunk_reads
+    one = dataset["gradcam_block2"].sel(image="img005.png").values  # one image: only its shard's chunk
+    chunk_reads = [k for k in reads if "/c/" in k or k.startswith("c/")]
+    assert len(chunk_reads) == 1 and chunk_reads[0].endswith("c/1/0/0/0") and float(one.max()) == 5 * 5
+
+
+def test_format_1_store_still_opens(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    fixture = Path(__file__).parent / "fixtures" / "store-v1"
+    store = tmp_path / "v1"
+    shutil.copytree(fixture, store)
+    run = open_store(str(store)).run("latest")
+    assert run.format_version == 1 and len(run.index) == 6
+    # the fixture's writer stored row + i in its i-th array: logits, cam, gradcam/block1..4
+    assert run.maps("logits", rows=[5])[0, 0] == 5 and run.maps("cam", rows=[2])[0].max() == 3
+    assert run.maps("gradcam", 3, rows=[4])[0].max() == 4 + 4
+    assert run.targets(rows=[0, 1]).tolist() == [[0], [0]]
+    dataset = run.to_xarray()
+    assert dataset["gradcam_block4"].dims == ("image", "target", "y_b4", "x_b4") and dataset.sizes["image"] == 6
 
 
 @pytest.mark.parametrize("mode", ["stretch", "pad"])
@@ -217,7 +259,7 @@ def test_bad_stores_and_runs_explain_what_is_there(tmp_path):
     fs = fsspec.filesystem("file")
     marker = str(tmp_path / "s" / fmt.MARKER)
     fs.pipe_file(marker, b'{"format": "densecam-heatmap-store", "format_version": 99}')
-    with pytest.raises(fmt.StoreError, match="format version 99, newer than this densecam's 1"):
+    with pytest.raises(fmt.StoreError, match="format version 99, newer than this densecam's 2"):
         open_store(str(tmp_path / "s"))
     with pytest.raises(fmt.StoreError, match="shard size 4, not 8"):
         other = RunWriter(str(tmp_path / "t"), spec(shard_size=4))
@@ -501,3 +543,34 @@ def test_deleted_chunk_is_named_and_verify_repairs_by_uncommitting(tmp_path, cap
     assert open_store(str(tmp_path / "store")).run("latest").index.empty
     commit_all(writer, writer.plan(manifest(8)))  # what the next job does
     assert verify([str(tmp_path / "store")]) == 0
+
+
+def test_a_reader_during_a_write_sees_only_committed_shards_with_finite_maps(tmp_path):
+    writer = RunWriter(str(tmp_path / "store"), spec(methods=("gradcam", "layercam")))
+    writer.create_or_open("m")
+    planned = writer.plan(manifest(64))
+    done = threading.Event()
+
+    def write_all() -> None:
+        try:
+            commit_all(writer, planned)
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=write_all)
+    thread.start()
+    seen: set[int] = set()
+
+    def poll() -> None:
+        run = open_store(str(tmp_path / "store")).run("latest")
+        rows = run.index["row"].to_numpy()
+        assert len(rows) % 4 == 0  # whole shards only
+        for method, block in (("cam", None), ("gradcam", 1), ("layercam", 4)):
+            assert np.isfinite(run.maps(method, block, rows=rows)).all()  # raises on a committed row without values
+        seen.add(len(rows))
+
+    while not done.is_set():
+        poll()
+    thread.join()
+    poll()
+    assert len(seen) >= 2 and max(seen) == 64  # it did read while the writer was part-way

@@ -16,7 +16,7 @@ import pyarrow as pa
 from densecam_core.spec import BLOCKS
 
 FORMAT_NAME = "densecam-heatmap-store"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MARKER = "densecam.json"
 RUNS_DIR = "runs"
 RUN_JSON = "run.json"
@@ -24,7 +24,23 @@ ZARR_DIR = "heatmaps.zarr"
 INDEX_DIR = "index"
 PLAN_DIR = "plan"
 LOCK_FILE = "lock.json"
-DIMENSIONS = ("image", "class", "y", "x")
+TARGETS_ARRAY = "targets"
+
+
+def dimension_names(name: str) -> tuple[str, ...]:
+    """Format 2: every dimension name has one size in a run, as xarray requires.
+
+    ``class`` counts the classifier's outputs (``logits``), ``target`` the explained classes (K);
+    ``y_b<b>``/``x_b<b>`` are block ``b``'s grid (CAM lives on block 4's).
+    """
+    if name == "logits":
+        return ("image", "class")
+    if name == TARGETS_ARRAY:
+        return ("image", "target")
+    block = 4 if name == "cam" else int(name.rsplit("/block", 1)[1])
+    return ("image", "target", f"y_b{block}", f"x_b{block}")
+
+
 PART_NAME = re.compile(r"^part-(\d{6})\.parquet$")
 RUN_ID = re.compile(r"^run-[0-9a-f]{16}$")
 RUN_ID_SETTINGS = ("methods", "size", "resize", "precision", "targets")
@@ -39,8 +55,8 @@ def part_name(shard_index: int) -> str:
 
 
 def array_name(method: str, block: int | None = None) -> str:
-    """Zarr path of one array inside heatmaps.zarr: ``cam``, ``logits`` or ``<method>/block<b>``."""
-    if method in ("cam", "logits"):
+    """Zarr path of one array inside heatmaps.zarr: ``cam``, ``logits``, ``targets`` or ``<method>/block<b>``."""
+    if method in ("cam", "logits", TARGETS_ARRAY):
         return method
     if block not in BLOCKS:
         raise StoreError(f"block must be one of {BLOCKS} for method {method!r}, got {block!r}")

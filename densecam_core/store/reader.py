@@ -82,7 +82,7 @@ class Run:
             raise KeyError(f"image id {image_id!r} is not committed in run {self.run_id}")
         return self._by_id.loc[image_id]
 
-    def _rows_for(self, image_ids: Sequence[str] | str | None, rows: Sequence[int] | None) -> np.ndarray:
+    def _rows_for(self, image_ids: Sequence[str] | str | None, rows: Sequence[int] | np.ndarray | None) -> np.ndarray:
         if (image_ids is None) == (rows is None):
             raise ValueError("pass exactly one of image_ids or rows")
         if rows is not None:
@@ -95,7 +95,7 @@ class Run:
 
     def array(self, method: str, block: int | None = None) -> zarr.Array:
         name = fmt.array_name(method, block)
-        if name not in ("cam", "logits") and method not in self.methods:
+        if name not in ("cam", "logits", fmt.TARGETS_ARRAY) and method not in self.methods:
             raise ValueError(f"method {method!r} is not in run {self.run_id}; it has cam, {', '.join(self.methods)}")
         return zarr.open_array(store=fileio.url_join(self.url, fmt.ZARR_DIR), path=name, mode="r", zarr_format=3)
 
@@ -104,7 +104,7 @@ class Run:
         method: str,
         block: int | None = 4,
         image_ids: Sequence[str] | str | None = None,
-        rows: Sequence[int] | None = None,
+        rows: Sequence[int] | np.ndarray | None = None,
     ) -> np.ndarray:
         """Raw maps ``(n, K, h, w)`` in the order asked, reading only the chunks that hold them.
 
@@ -201,17 +201,33 @@ class Run:
             )
         return path
 
+    @property
+    def format_version(self) -> int:
+        return int(self.meta.get("format_version", 1))
+
+    def targets(
+        self, image_ids: Sequence[str] | str | None = None, rows: Sequence[int] | np.ndarray | None = None
+    ) -> np.ndarray:
+        """The class ids each map explains, ``(n, K)`` int (-1 where a row has no maps)."""
+        if self.format_version >= 2:
+            return self.maps(fmt.TARGETS_ARRAY, image_ids=image_ids, rows=rows).astype(np.int64)
+        if self.settings.get("targets") is None and int(self.meta.get("num_classes", 1)) == 1:
+            count = len(self._rows_for(image_ids, rows))
+            return np.zeros((count, 1), dtype=np.int64)  # one output, one target: class 0
+        raise fmt.StoreError(f"run {self.run_id} is format 1, which did not record the explained class ids")
+
     def to_xarray(
         self,
         methods: Sequence[str] | None = None,
         blocks: Sequence[int] = (1, 2, 3, 4),
         image_ids: Sequence[str] | None = None,
     ) -> Any:
-        """An xarray Dataset of the committed images: ``cam``, ``logits``, ``<method>_block<b>``.
+        """A lazy xarray Dataset of the committed ``ok`` images: nothing is read until values are asked for.
 
-        Dimensions are ``image`` (coordinate: image_id, plus index columns), ``class``, and per
-        block ``y_b<b>``/``x_b<b>`` (blocks differ in size). Values are loaded eagerly: select
-        methods, blocks or image_ids for large runs.
+        Variables ``logits`` (image, class), ``targets`` (image, target), ``cam`` and
+        ``<method>_block<b>`` (image, target, y_b<b>, x_b<b>); the index columns are coordinates along
+        ``image``. Each is a view of the store's own Zarr groups (``xarray.open_zarr``), so a selection
+        reads only the chunks it needs.
         """
         import xarray as xr
 
@@ -219,17 +235,42 @@ class Run:
         if image_ids is not None:
             index = index.set_index("image_id").loc[list(image_ids)].reset_index()
         rows = index["row"].to_numpy()
-        coords = {"image": index["image_id"].to_numpy()}
+        if self.format_version < 2:
+            return self._to_xarray_eager(xr, index, rows, methods, blocks)
+        url = fileio.url_join(self.url, fmt.ZARR_DIR)
+        options: dict[str, Any] = {"chunks": None, "mask_and_scale": False, "zarr_format": 3}
+        parts = [xr.open_zarr(url, **options)[["logits", fmt.TARGETS_ARRAY, "cam"]]]
+        for method in methods or self.methods:
+            if method not in self.methods:
+                raise ValueError(f"method {method!r} is not in run {self.run_id}; it has {', '.join(self.methods)}")
+            group = xr.open_zarr(url, group=method, **options)
+            parts.append(
+                group[[f"block{b}" for b in blocks]].rename({f"block{b}": f"{method}_block{b}" for b in blocks})
+            )
+        dataset = xr.merge(parts, compat="override", join="override").isel(image=rows)
+        coords: dict[str, Any] = {"image": index["image_id"].to_numpy()}
+        for column in index.columns:
+            if column != "image_id":
+                coords[column] = ("image", index[column].to_numpy())
+        dataset = dataset.assign_coords(coords)
+        dataset.attrs = {"run_id": self.run_id, "model_fingerprint": self.fingerprint, "format_version": 2}
+        return dataset
+
+    def _to_xarray_eager(
+        self, xr: Any, index: pd.DataFrame, rows: np.ndarray, methods: Sequence[str] | None, blocks: Sequence[int]
+    ) -> Any:
+        """Format 1 runs: their groups reuse dimension names across sizes, so they are read into memory."""
+        coords: dict[str, Any] = {"image": index["image_id"].to_numpy()}
         for column in ("row", "split", "body_part", "patient_id", "study_id", "label", "prob"):
             coords[column] = ("image", index[column].to_numpy())
         variables = {
-            "logits": (("image", "logit_class"), self.maps("logits", rows=rows)),
-            "cam": (("image", "class", "y_b4", "x_b4"), self.maps("cam", rows=rows)),
+            "logits": (("image", "class"), self.maps("logits", rows=rows)),
+            "cam": (("image", "target", "y_b4", "x_b4"), self.maps("cam", rows=rows)),
         }
         for method in methods or self.methods:
             for block in blocks:
                 variables[f"{method}_block{block}"] = (
-                    ("image", "class", f"y_b{block}", f"x_b{block}"),
+                    ("image", "target", f"y_b{block}", f"x_b{block}"),
                     self.maps(method, block, rows=rows),
                 )
         return xr.Dataset(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import platform
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -51,7 +52,11 @@ class RunSpec:
     def array_shapes(self) -> dict[str, tuple[int, ...]]:
         """Per-image shape of every array (without the leading ``image`` axis)."""
         k = self.num_targets
-        shapes: dict[str, tuple[int, ...]] = {"logits": (self.num_classes,), "cam": (k, *self.grid[4])}
+        shapes: dict[str, tuple[int, ...]] = {
+            "logits": (self.num_classes,),
+            fmt.TARGETS_ARRAY: (k,),
+            "cam": (k, *self.grid[4]),
+        }
         for method in self.settings["methods"]:
             for block in BLOCKS:
                 shapes[fmt.array_name(method, block)] = (k, *self.grid[block])
@@ -122,17 +127,18 @@ class RunWriter:
             return False
         group = zarr.open_group(store=self.zarr_url, mode="a", zarr_format=3)
         for name, shape in self.spec.array_shapes().items():
-            dims = ("image", "class") if name == "logits" else fmt.DIMENSIONS
+            is_targets = name == fmt.TARGETS_ARRAY
             group.create_array(
                 name,
                 shape=(0, *shape),
                 chunks=(self.spec.shard_size, *shape),
-                dtype="float32",
-                fill_value=np.nan,
+                dtype="int32" if is_targets else "float32",
+                fill_value=-1 if is_targets else np.nan,
                 compressors=COMPRESSORS,
-                dimension_names=dims,
+                dimension_names=fmt.dimension_names(name),
                 overwrite=True,
             )
+        _consolidate(self.zarr_url)  # a reader opens the whole hierarchy in one read
         fileio.write_json_atomic(
             fs,
             run_json,
@@ -206,11 +212,17 @@ class RunWriter:
         """Resize every array to hold ``rows`` images, rounded up to whole chunks (driver only)."""
         size = self.spec.shard_size
         target = -(-rows // size) * size
-        group = zarr.open_group(store=self.zarr_url, mode="r+", zarr_format=3)
-        for name in self.spec.array_shapes():
+        fs, root = fileio.filesystem(self.run_url)
+        names = fileio.read_json(fs, fileio.join(root, fmt.RUN_JSON))["arrays"]  # the run's own (format 1 runs too)
+        group = zarr.open_group(store=self.zarr_url, mode="r+", zarr_format=3, use_consolidated=False)
+        grown = False
+        for name in names:
             array = _array(group, name)
             if array.shape[0] < target:
                 array.resize((target, *array.shape[1:]))
+                grown = True
+        if grown:
+            _consolidate(self.zarr_url)  # the consolidated shapes must follow
 
     def shards_with_errors(self) -> set[int]:
         """Committed shards that hold error rows (``--redo-errors`` explains them again)."""
@@ -249,7 +261,9 @@ def write_shard(
     if shard.row_start % shard_size or shard.row_stop - shard.row_start > shard_size:
         raise ValueError(f"shard {shard} is not one chunk of size {shard_size}")
     count = shard.row_stop - shard.row_start
-    group = zarr.open_group(store=fileio.url_join(run_url, fmt.ZARR_DIR), mode="r+", zarr_format=3)
+    group = zarr.open_group(
+        store=fileio.url_join(run_url, fmt.ZARR_DIR), mode="r+", zarr_format=3, use_consolidated=False
+    )
     for name, values in arrays.items():
         if values.shape[0] != count:
             raise ValueError(f"array {name!r} has {values.shape[0]} rows for a shard of {count}")
@@ -260,13 +274,21 @@ def write_shard(
                 f"shard {shard.index} (rows {shard.row_start}..{shard.row_stop - 1}) lies outside array {name!r}, which "
                 f"holds {array.shape[0]} rows: the run's arrays were not grown to its plan; rerun the job to grow them"
             )
-        chunk = np.full((shard_size, *array.shape[1:]), np.nan, dtype=np.float32)
+        chunk = np.full((shard_size, *array.shape[1:]), array.fill_value, dtype=array.dtype)
         chunk[:count] = values
         array[shard.row_start : shard.row_start + shard_size] = chunk
     fs, root = fileio.filesystem(run_url)
     index_dir = fileio.join(root, fmt.INDEX_DIR)
     fs.makedirs(index_dir, exist_ok=True)
     _write_parquet_atomic(fs, fileio.join(index_dir, fmt.part_name(shard.index)), index_table(index, extra_types))
+
+
+def _consolidate(url: str) -> None:
+    """Consolidated metadata (driver only, after creating or growing arrays); zarr warns that it is not
+    in the v3 specification yet, which readers that ignore it tolerate: they read each zarr.json."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        zarr.consolidate_metadata(url)
 
 
 def _array(group: zarr.Group, name: str) -> zarr.Array:
