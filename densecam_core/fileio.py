@@ -45,11 +45,13 @@ def read_json(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, Any]:
 
 
 def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
-    """Write to a temporary name, then rename: readers never see half a file.
+    """Write to a temporary name in the same folder, then rename: readers never see half a file.
 
     On an object store a PUT is atomic by itself; the rename is then a copy, also whole.
     """
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    folder, name = posixpath.split(path)
+    # "_"-prefixed: pyarrow, pandas, Spark and Hive skip such files when they read a folder of Parquet
+    tmp = posixpath.join(folder, f"_tmp-{uuid.uuid4().hex}-{name}")
     fs.pipe_file(tmp, data)
     fs.mv(tmp, path)
 

@@ -45,6 +45,7 @@ COMMANDS = {
     "demo": ("jobs.demo", "the whole loop on generated data: train, explain, score, compare (minutes, CPU)"),
     "explain": ("jobs.explain", "explain every image of a manifest into a heatmap store (Ray)"),
     "cache": ("jobs.cache", "decode a manifest's images once into a store's input cache (CPU, ahead of jobs)"),
+    "compact": ("jobs.compact", "merge a store's index parts into a few large files (jobs do it when they finish)"),
     "verify": ("jobs.verify", "check a store's committed shards (checksums, finite maps); --repair uncommits damage"),
     "train": ("jobs.train", "fine-tune DenseNet169 the MURA-paper way; checkpoint + metrics"),
     "evaluate": ("jobs.evaluate", "pointing game of a stored run against lesion boxes"),

@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=d.batch_size,
         help=f"images per forward/backward pass (default {CPU_BATCH} on CPU actors; a GPU actor takes the largest "
-        "of 128/64/32/16/8 whose measured memory fits half its GPU)",
+        "of 128/64/32/16/8, at most the shard size, whose measured memory fits its GPU)",
     )
     parser.add_argument(
         "--shard-size",

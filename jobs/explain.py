@@ -19,7 +19,7 @@ import traceback
 import warnings
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -30,6 +30,7 @@ from densecam_core.hardware import SlowPrecisionWarning
 from densecam_core.manifest import ManifestError, read_manifest, skipped_summary
 from densecam_core.model import CheckpointError, load_densenet169, model_fingerprint, state_dict_bytes
 from densecam_core.spec import block_grid, validate_methods, validate_resize_mode
+from densecam_core.store.compact import compact_locked
 from densecam_core.store.format import Shard, StoreError
 from densecam_core.store.inputs import InputCache
 from densecam_core.store.lock import RunLock
@@ -55,8 +56,10 @@ class PreparedJob:
     spec: RunSpec
 
 
-@dataclass
-class JobSummary:
+@dataclass(kw_only=True)
+class JobSummary(DispatchCounters):
+    """What the driver loop counted, and what the job as a whole knows."""
+
     run_id: str
     store: str
     images_total: int
@@ -64,19 +67,6 @@ class JobSummary:
     shards_skipped: int
     new_run: bool
     seconds: float
-    images_done: int = 0
-    ok: int = 0
-    errors: int = 0
-    images_decoded: int = 0
-    images_from_cache: int = 0
-    shards_done: int = 0
-    shards_retried: int = 0
-    shard_attempts_failed: int = 0
-    shards_failed: list[int] = field(default_factory=list)
-    actors_replaced: int = 0
-    explained_seconds: float = 0.0
-    actor_startup_seconds: float = 0.0
-    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def images_per_second(self) -> float:
@@ -205,7 +195,10 @@ def run_job(config: JobConfig, *, hook: Callable[[JobState, ShardResult], None] 
             if k not in committed
         )
         skipped = len(groups) - len(todo)
+        writer.reopen({shard.index for shard, _ in todo})  # recomputed shards leave the compacted index first
         counters = _dispatch(job, writer, todo, lock, hook) if todo else DispatchCounters()
+        if counters.shards_done or "counts" not in writer._run().meta:
+            compact_locked(writer._run())  # a few large index files; run.json gets the counts
     finally:
         lock.release()
     summary = JobSummary(

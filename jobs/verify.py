@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     found = 0
     for run in runs:
         damages = verify_run(run)
-        shards = len(run.part_files())
+        shards = len(run.index_files().shards)
         print(f"{run.run_id}: {shards} committed shards, {len(damages)} problems")
         for damage in damages:
             print(f"  {damage}")

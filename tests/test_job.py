@@ -245,8 +245,10 @@ def test_shard_that_keeps_failing_is_reported_and_the_job_exits_non_zero(local_r
 
     store = tmp_path / "store"
     first = run_job(config(tree, store))
-    fs, root = fileio.filesystem(fileio.url_join(str(store), fmt.RUNS_DIR, first.run_id, fmt.ZARR_DIR))
-    fs.rm(fileio.join(root, "cam"), recursive=True)  # every shard's write now fails inside the actor
+    cam = Path(fileio.url_join(str(store), fmt.RUNS_DIR, first.run_id, fmt.ZARR_DIR)) / "cam" / "c"
+    for chunk in [p for p in cam.rglob("*") if p.is_file()]:  # a folder where each chunk file must go:
+        chunk.unlink()  # every shard's write now fails inside the actor (the driver sees nothing wrong)
+        chunk.mkdir()
     failed = run_job(config(tree, store, force=True, retries=1))
     assert sorted(failed.shards_failed) == list(range(failed.shards_total)) and failed.shards_done == 0
     assert failed.shard_attempts_failed == 2 * failed.shards_total  # first attempt + one retry each

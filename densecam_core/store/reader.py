@@ -19,6 +19,7 @@ import zarr
 from densecam_core import fileio
 from densecam_core.geometry import Geometry
 from densecam_core.store import format as fmt
+from densecam_core.store.index_files import IndexFiles, list_index
 
 
 class Run:
@@ -32,7 +33,9 @@ class Run:
         self._fs, self._root = fileio.filesystem(self.url)
 
     def __repr__(self) -> str:
-        return f"Run({self.run_id!r}, fingerprint={self.fingerprint[:12]}…, settings={self.settings})"
+        counts = self.meta.get("counts") or {}
+        images = f", images={counts['images']} ({counts['ok']} ok)" if counts else ""
+        return f"Run({self.run_id!r}, fingerprint={self.fingerprint[:12]}…{images}, settings={self.settings})"
 
     @property
     def fingerprint(self) -> str:
@@ -46,26 +49,54 @@ class Run:
     def methods(self) -> list[str]:
         return list(self.settings["methods"])
 
+    def index_files(self) -> IndexFiles:
+        """The committed index files: compacted ones (and the shards they cover) and per-shard parts."""
+        return list_index(self._fs, self._root)
+
     def part_files(self) -> list[str]:
-        """Committed index parts only: temporary files and anything else are ignored."""
-        index_dir = fileio.join(self._root, fmt.INDEX_DIR)
-        if not self._fs.exists(index_dir):
-            return []
-        return sorted(p for p in self._fs.ls(index_dir, detail=False) if fmt.PART_NAME.match(p.rsplit("/", 1)[-1]))
+        """Committed per-shard parts not covered by a compaction: temporary files and anything else are ignored."""
+        return list(self.index_files().parts.values())
 
     def read_index(self, filters: Any = None, columns: Sequence[str] | None = None) -> pd.DataFrame:
-        """Committed index rows; ``filters`` (a pyarrow expression or DNF list) are pushed down."""
-        files = self.part_files()
-        if not files:
-            return pd.DataFrame(columns=list(columns or fmt.CORE_INDEX_COLUMNS))
-        schemas = [ds.dataset(f, filesystem=self._fs, format="parquet").schema for f in files]
-        # permissive: an extra column that was int64 in early parts and double after an append reads as double
-        schema = pa.unify_schemas(schemas, promote_options="permissive")
-        dataset = ds.dataset(files, filesystem=self._fs, format="parquet", schema=schema)
+        """Committed index rows; ``filters`` (a pyarrow expression or DNF list) are pushed down.
+
+        Each index file is opened once (its schema comes from the first file); compacted files are
+        read only for the shards they cover, with row-group statistics skipping the rest.
+        """
         expression = pq.filters_to_expression(filters) if isinstance(filters, list) else filters
-        table = dataset.to_table(filter=expression, columns=list(columns) if columns else None)
-        frame = table.to_pandas()
-        return frame.sort_values("row").reset_index(drop=True) if "row" in frame else frame
+        for _ in range(3):
+            files = self.index_files()
+            try:
+                table = self._read_tables(files, expression, list(columns) if columns else None)
+            except FileNotFoundError:
+                continue  # a compaction replaced the files while we read them: read the new ones
+            if table is None:
+                return pd.DataFrame(columns=list(columns or fmt.CORE_INDEX_COLUMNS))
+            frame = table.to_pandas()
+            return frame.sort_values("row").reset_index(drop=True) if "row" in frame else frame
+        raise fmt.StoreError(f"run {self.run_id}: the index kept changing while it was read (compactions); try again")
+
+    def _read_tables(self, files: IndexFiles, expression: Any, columns: list[str] | None) -> pa.Table | None:
+        tables = []
+        if files.compacted:
+            covered = ds.field("shard").isin(sorted(files.covered))
+            where = covered if expression is None else covered & expression
+            tables.append(self._scan(files.compacted, where, columns))
+        if files.parts:
+            tables.append(self._scan(list(files.parts.values()), expression, columns))
+        if not tables:
+            return None
+        return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
+
+    def _scan(self, paths: list[str], where: Any, columns: list[str] | None) -> pa.Table:
+        try:  # one open per file: the schema comes from the first (one schema per run since format 2)
+            return ds.dataset(paths, filesystem=self._fs, format="parquet").to_table(filter=where, columns=columns)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            # parts written before runs recorded their schema may disagree (int64 then double): unify them
+            schemas = [ds.dataset(p, filesystem=self._fs, format="parquet").schema for p in paths]
+            schema = pa.unify_schemas(schemas, promote_options="permissive")
+            dataset = ds.dataset(paths, filesystem=self._fs, format="parquet", schema=schema)
+            return dataset.to_table(filter=where, columns=columns)
 
     @cached_property
     def index(self) -> pd.DataFrame:
@@ -342,14 +373,23 @@ class Store:
 
     @property
     def runs(self) -> pd.DataFrame:
+        """One row per run, from the runs' ``run.json`` alone (no index is read): counts are those the
+        last job or compaction recorded (``counted_at``); a run no job has finished since the counts were
+        introduced shows none until its next job or ``densecam compact``."""
+        columns = [
+            "run_id",
+            "model_fingerprint",
+            "checkpoint",
+            *fmt.RUN_ID_SETTINGS,
+            "created",
+            "images_committed",
+            "ok",
+            "errors",
+            "counted_at",
+        ]
         records = []
         for run_id, meta in self.run_metadata().items():
-            run = Run(self.url, run_id, meta)
-            try:
-                committed: int | None = len(run.read_index(columns=["row"]))
-            except (OSError, ValueError, pa.ArrowException) as exc:  # one broken run never hides the others
-                self.problems[run_id] = f"index unreadable: {exc}"
-                committed = None
+            counts = meta.get("counts") or {}
             records.append(
                 {
                     "run_id": run_id,
@@ -357,13 +397,13 @@ class Store:
                     "checkpoint": meta["checkpoint"],
                     **{k: meta["settings"][k] for k in fmt.RUN_ID_SETTINGS},
                     "created": meta["created"],
-                    "images_committed": committed,
+                    "images_committed": counts.get("images"),
+                    "ok": counts.get("ok"),
+                    "errors": counts.get("errors"),
+                    "counted_at": counts.get("updated"),
                 }
             )
-        frame = pd.DataFrame.from_records(
-            records,
-            columns=["run_id", "model_fingerprint", "checkpoint", *fmt.RUN_ID_SETTINGS, "created", "images_committed"],
-        )
+        frame = pd.DataFrame.from_records(records, columns=columns)
         return frame.sort_values("created").reset_index(drop=True)
 
     def run(self, key: str = "latest") -> Run:

@@ -11,9 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 
 from densecam_core.store import format as fmt
+from densecam_core.store.index_files import uncover
 from densecam_core.store.reader import Run
 
 
@@ -31,22 +33,28 @@ def verify_run(run: Run) -> list[Damage]:
     """Every problem of every committed shard of ``run`` (an empty list: the run is sound)."""
     damages: list[Damage] = []
     shard_size = int(run.meta["shard_size"])
-    names = list(run.meta["arrays"])
     arrays = {}
-    for name in names:
+    for name in run.meta["arrays"]:
         method, _, block = name.partition("/block")
         try:
             arrays[name] = run.array(method, int(block) if block else None)
         except Exception as exc:  # a deleted or unreadable array: every shard is damaged
             damages.append(Damage(run.run_id, -1, f"array {name!r} cannot be opened: {exc}"))
-    for path in run.part_files():
-        shard = int(fmt.PART_NAME.match(path.rsplit("/", 1)[-1]).group(1))  # type: ignore[union-attr]
+    files = run.index_files()
+    frames = []
+    for path in files.compacted + list(files.parts.values()):
         try:
             with run._fs.open(path, "rb") as handle:
-                frame = pq.read_table(handle, columns=["row", "status"]).to_pandas()
+                frame = pq.read_table(handle, columns=["row", "status", "shard"]).to_pandas()
         except Exception as exc:
-            damages.append(Damage(run.run_id, shard, f"index part unreadable: {exc}"))
+            shard = next((s for s, p in files.parts.items() if p == path), -1)
+            damages.append(Damage(run.run_id, shard, f"index file {path.rsplit('/', 1)[-1]} unreadable: {exc}"))
             continue
+        if path in files.compacted:
+            frame = frame[frame["shard"].isin(files.covered)]
+        frames.append(frame)
+    for shard, frame in pd.concat(frames).groupby("shard") if frames else []:
+        shard = int(shard)
         ok_rows = frame.loc[frame["status"] == "ok", "row"].to_numpy(dtype=np.int64) - shard * shard_size
         for name, array in arrays.items():
             start = shard * shard_size
@@ -72,7 +80,9 @@ def verify_run(run: Run) -> list[Damage]:
 
 
 def uncommit(run: Run, shard: int) -> None:
-    """Remove the shard's index part: it is no longer committed, and the next job recomputes it."""
+    """The shard is no longer committed (its part removed, or left out of the compacted index); the next
+    job recomputes it."""
+    uncover(run._fs, run._root, {shard})
     path = f"{run._root}/{fmt.INDEX_DIR}/{fmt.part_name(shard)}"
     if run._fs.exists(path):
         run._fs.rm(path)

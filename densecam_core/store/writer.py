@@ -28,6 +28,7 @@ from densecam_core import fileio
 from densecam_core.spec import BLOCK_TAPS, BLOCKS
 from densecam_core.store import format as fmt
 from densecam_core.store.format import Shard
+from densecam_core.store.index_files import list_index, uncover
 
 COMPRESSORS = (ZstdCodec(level=3), Crc32cCodec())
 """zstd, then a CRC-32C of the compressed chunk: a flipped bit is an error when read, never different maps."""
@@ -224,25 +225,46 @@ class RunWriter:
         if grown:
             _consolidate(self.zarr_url)  # the consolidated shapes must follow
 
+    def _run(self) -> Any:
+        from densecam_core.store.reader import Run
+
+        fs, root = fileio.filesystem(self.run_url)
+        return Run(self.store_url, self.spec.run_id, fileio.read_json(fs, fileio.join(root, fmt.RUN_JSON)))
+
     def shards_with_errors(self) -> set[int]:
         """Committed shards that hold error rows (``--redo-errors`` explains them again)."""
-        fs, root = fileio.filesystem(self.run_url)
-        index_dir = fileio.join(root, fmt.INDEX_DIR)
-        out: set[int] = set()
-        for shard in self.committed_shards():
-            with fs.open(fileio.join(index_dir, fmt.part_name(shard)), "rb") as handle:
-                status = pq.read_table(handle, columns=["status"]).column("status").to_pylist()
-            if "error" in status:
-                out.add(shard)
-        return out
+        index = self._run().read_index(filters=[("status", "=", "error")], columns=["shard"])
+        return {int(s) for s in index["shard"]}
 
     def committed_shards(self) -> set[int]:
         fs, root = fileio.filesystem(self.run_url)
-        index_dir = fileio.join(root, fmt.INDEX_DIR)
-        if not fs.exists(index_dir):
-            return set()
-        names = (p.rsplit("/", 1)[-1] for p in fs.ls(index_dir, detail=False))
-        return {int(m.group(1)) for m in map(fmt.PART_NAME.match, names) if m}
+        return list_index(fs, root).shards
+
+    def reopen(self, shards: set[int]) -> None:
+        """Shards about to be recomputed leave the compacted index first, so their new parts are read."""
+        fs, root = fileio.filesystem(self.run_url)
+        uncover(fs, root, shards)
+
+    def record_counts(self) -> dict[str, Any]:
+        """Write the committed counts into run.json (driver, holding the lock): listings read them from there."""
+        return record_counts(self._run())
+
+
+def record_counts(run: Any) -> dict[str, Any]:
+    """Count ``run``'s committed rows and store the counts in its run.json (atomically)."""
+    status = run.read_index(columns=["status"])["status"]
+    counts = {
+        "images": len(status),
+        "ok": int((status == "ok").sum()),
+        "errors": int((status == "error").sum()),
+        "updated": datetime.now(timezone.utc).isoformat(),
+    }
+    fs, root = fileio.filesystem(run.url)
+    path = fileio.join(root, fmt.RUN_JSON)
+    meta = fileio.read_json(fs, path)
+    meta["counts"] = counts
+    fileio.write_json_atomic(fs, path, meta)
+    return counts
 
 
 def write_shard(
@@ -277,10 +299,17 @@ def write_shard(
         chunk = np.full((shard_size, *array.shape[1:]), array.fill_value, dtype=array.dtype)
         chunk[:count] = values
         array[shard.row_start : shard.row_start + shard_size] = chunk
+    write_index_part(run_url, shard.index, index, extra_types)
+
+
+def write_index_part(
+    run_url: str, shard: int, index: pd.DataFrame, extra_types: dict[str, pa.DataType] | None = None
+) -> None:
+    """Commit a shard: its index part under a temporary name, then renamed into place (after its chunks)."""
     fs, root = fileio.filesystem(run_url)
     index_dir = fileio.join(root, fmt.INDEX_DIR)
     fs.makedirs(index_dir, exist_ok=True)
-    _write_parquet_atomic(fs, fileio.join(index_dir, fmt.part_name(shard.index)), index_table(index, extra_types))
+    _write_parquet_atomic(fs, fileio.join(index_dir, fmt.part_name(shard)), index_table(index, extra_types))
 
 
 def _consolidate(url: str) -> None:
@@ -292,7 +321,13 @@ def _consolidate(url: str) -> None:
 
 
 def _array(group: zarr.Group, name: str) -> zarr.Array:
-    node = group[name]
+    try:
+        node = group[name]
+    except KeyError:
+        raise fmt.StoreError(
+            f"array {name!r} is missing from {group.store}: the run's heatmaps.zarr is damaged; delete the run "
+            "folder to explain it anew"
+        ) from None
     if not isinstance(node, zarr.Array):
         raise fmt.StoreError(f"{name!r} in {group.store} is a group, not an array: the run's heatmaps.zarr is damaged")
     return node
