@@ -189,6 +189,7 @@ def _copy_index(store: str, source: str, target: str) -> None:
     from densecam_core import fileio
 
     fs, root = fileio.filesystem(store)
+    fs.makedirs(f"{root}/runs/{target}/{fmt.INDEX_DIR}", exist_ok=True)
     for path in fs.find(f"{root}/runs/{source}/{fmt.INDEX_DIR}"):
         fs.copy(path, path.replace(source, target))
 

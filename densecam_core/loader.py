@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,6 +56,10 @@ def _load(path: str, size: int, mode: str, max_pixels: int, max_bytes: int | Non
         return f"unexpected {type(exc).__name__}: {exc}"
 
 
+DEFAULT_READ_TIMEOUT = 120.0
+"""Seconds one image may take to read and decode (a 100 MB file from an object store fits easily)."""
+
+
 class BatchLoader:
     """Iterate over ``paths`` in batches of ``batch_size``; ``prefetch`` batches decode ahead.
 
@@ -74,6 +79,7 @@ class BatchLoader:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         max_bytes: int | None = None,
         cached: Mapping[int, ModelInput] | None = None,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
     ) -> None:
         if batch_size < 1 or num_threads < 1:
             raise ValueError("batch_size and num_threads must be >= 1")
@@ -82,12 +88,14 @@ class BatchLoader:
         self.num_threads, self.prefetch, self.max_pixels = num_threads, max(1, prefetch), max_pixels
         self.max_bytes = max_bytes
         self.cached = dict(cached or {})
+        self.read_timeout = read_timeout
 
     def __len__(self) -> int:
         return -(-len(self.paths) // self.batch_size)
 
     def __iter__(self) -> Iterator[LoadedBatch]:
-        with ThreadPoolExecutor(self.num_threads, thread_name_prefix="densecam-decode") as pool:
+        pool = ThreadPoolExecutor(self.num_threads, thread_name_prefix="densecam-decode")
+        try:
             pending: deque[Future | ModelInput] = deque()
             next_index = 0
             lookahead = self.batch_size * (self.prefetch + 1)
@@ -104,8 +112,21 @@ class BatchLoader:
                     next_index += 1
                 take = min(self.batch_size, len(pending))
                 start = next_index - len(pending)
-                results = [_resolve(pending.popleft()) for _ in range(take)]
+                results = [self._resolve(pending.popleft()) for _ in range(take)]
                 yield self._collate(start, results)
+        finally:
+            # a read stuck past its deadline keeps its thread: do not wait for it (the thread ends with the read)
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _resolve(self, item: Future | ModelInput) -> tuple[ModelInput | str, bool]:
+        """(the input or the error reason, whether it came from the cache); a read that outlives
+        ``read_timeout`` becomes an error row instead of stalling the shard."""
+        if not isinstance(item, Future):
+            return item, True
+        try:
+            return item.result(timeout=self.read_timeout), False
+        except FutureTimeout:
+            return f"read or decode did not finish within {self.read_timeout:g} s (a hung mount, a device file?)", False
 
     def _collate(self, start: int, results: list[tuple[ModelInput | str, bool]]) -> LoadedBatch:
         records: list[ImageRecord] = []
@@ -121,10 +142,3 @@ class BatchLoader:
                 arrays.append(np.broadcast_to(result.pixels, (3, self.size, self.size)))
         images = torch.from_numpy(np.stack(arrays)) if arrays else None
         return LoadedBatch(images, records)
-
-
-def _resolve(item: Future | ModelInput) -> tuple[ModelInput | str, bool]:
-    """(the input or the error reason, whether it came from the cache)."""
-    if isinstance(item, Future):
-        return item.result(), False
-    return item, True

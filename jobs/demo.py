@@ -35,6 +35,14 @@ class DemoConfig:
     device: str | None = None  # training device; None: cuda when available
     progress: bool = True
 
+    def validate(self) -> None:
+        """Settings that cannot work, refused before anything is written."""
+        if self.images < 20 or self.size < 32 or self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(
+                f"the demo needs --images >= 20, --size >= 32 and --epochs >= 1; got {self.images}, {self.size}, "
+                f"{self.epochs}"
+            )
+
 
 def _say(message: str) -> None:
     print(message, flush=True)
@@ -42,6 +50,7 @@ def _say(message: str) -> None:
 
 def run_demo(workdir: str | os.PathLike, config: DemoConfig = DemoConfig()) -> dict[str, Any]:
     """Run every step; returns (and writes to ``demo-summary.json``) the figures and file paths."""
+    config.validate()
     from densecam_core import fileio
     from densecam_core.evaluate import boxes_by_image, pointing_game, read_boxes
     from densecam_core.figures import contact_sheet, image_panel

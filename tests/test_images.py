@@ -139,3 +139,30 @@ def test_reads_are_bounded_fifo_and_huge_files_are_refused_without_reading(tmp_p
         read_bytes(str(huge))
     with pytest.raises(ImageError, match="max_image_bytes=10"):
         read_bytes(str(tmp_path / "trap.png").replace("trap", "huge"), max_bytes=10)
+
+
+def test_a_read_past_its_deadline_is_an_error_row_not_a_stalled_batch(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from densecam_core import loader
+
+    release = threading.Event()
+    real = loader._load
+
+    def slow_for_one(path, *args):
+        if path.endswith("stuck.png"):
+            release.wait(30)  # a read that hangs (a dead mount)
+        return real(path, *args)
+
+    monkeypatch.setattr(loader, "_load", slow_for_one)
+    paths = []
+    for name in ("a.png", "stuck.png", "b.png"):
+        Image.new("L", (40, 40), color=90).save(tmp_path / name)
+        paths.append(str(tmp_path / name))
+    started = time.monotonic()
+    batches = list(loader.BatchLoader(paths, size=32, batch_size=3, read_timeout=0.5))
+    release.set()
+    records = batches[0].records
+    assert [r.error is None for r in records] == [True, False, True]
+    assert "did not finish within 0.5 s" in records[1].error and time.monotonic() - started < 10

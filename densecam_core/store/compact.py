@@ -77,10 +77,12 @@ def compact_locked(
     if stop_after == "write":
         return Compaction(run.run_id, table.num_rows, before, before, 0)
     shards = sorted(files.shards)
-    fileio.write_json_atomic(fs, fileio.join(index_dir, COMPACTED_JSON), {"files": new_names, "shards": shards})
+    fileio.write_json_atomic(
+        fs, fileio.join(index_dir, COMPACTED_JSON), {"files": new_names, "shards": shards, "complete": True}
+    )
     if stop_after == "switch":
         return Compaction(run.run_id, table.num_rows, before, len(new_names), 0)
-    _clean(fs, index_dir, {"files": new_names, "shards": shards})
+    _clean(fs, index_dir, {"files": new_names, "shards": shards, "complete": True})
     record_counts(run)
     return Compaction(run.run_id, table.num_rows, before, len(new_names), len(files.parts))
 

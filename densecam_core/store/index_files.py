@@ -35,6 +35,7 @@ class IndexFiles:
     compacted: list[str] = field(default_factory=list)
     covered: frozenset[int] = frozenset()
     parts: dict[int, str] = field(default_factory=dict)  # shard -> part file, covered shards excluded
+    complete: bool = True  # the compacted files hold only covered shards (no shard was reopened since)
 
     @property
     def shards(self) -> set[int]:
@@ -50,8 +51,12 @@ def read_state(fs: Any, index_dir: str) -> dict[str, Any]:
     try:
         state = fileio.read_json(fs, fileio.join(index_dir, COMPACTED_JSON))
     except FileNotFoundError:
-        return {"files": [], "shards": []}
-    return {"files": list(state.get("files", [])), "shards": [int(s) for s in state.get("shards", [])]}
+        return {"files": [], "shards": [], "complete": True}
+    return {
+        "files": list(state.get("files", [])),
+        "shards": [int(s) for s in state.get("shards", [])],
+        "complete": bool(state.get("complete", False)),
+    }
 
 
 def list_index(fs: Any, run_root: str) -> IndexFiles:
@@ -77,7 +82,7 @@ def list_index(fs: Any, run_root: str) -> IndexFiles:
             break
         state = again
     compacted = [fileio.join(index_dir, name) for name in state["files"] if COMPACT_NAME.match(name)]
-    return IndexFiles(compacted, covered, dict(sorted(parts.items())))
+    return IndexFiles(compacted, covered, dict(sorted(parts.items())), bool(state["complete"]))
 
 
 def uncover(fs: Any, run_root: str, shards: set[int]) -> None:
@@ -87,4 +92,5 @@ def uncover(fs: Any, run_root: str, shards: set[int]) -> None:
     if not set(state["shards"]) & shards:
         return
     state["shards"] = sorted(set(state["shards"]) - shards)
+    state["complete"] = False  # the compacted files now hold rows of shards they no longer cover
     fileio.write_json_atomic(fs, fileio.join(index_dir, COMPACTED_JSON), state)

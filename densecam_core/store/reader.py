@@ -73,14 +73,18 @@ class Run:
             if table is None:
                 return pd.DataFrame(columns=list(columns or fmt.CORE_INDEX_COLUMNS))
             frame = table.to_pandas()
-            return frame.sort_values("row").reset_index(drop=True) if "row" in frame else frame
+            if "row" in frame and not frame["row"].is_monotonic_increasing:  # compacted files are sorted already
+                frame = frame.sort_values("row").reset_index(drop=True)
+            return frame
         raise fmt.StoreError(f"run {self.run_id}: the index kept changing while it was read (compactions); try again")
 
     def _read_tables(self, files: IndexFiles, expression: Any, columns: list[str] | None) -> pa.Table | None:
         tables = []
         if files.compacted:
-            covered = ds.field("shard").isin(sorted(files.covered))
-            where = covered if expression is None else covered & expression
+            where = expression
+            if not files.complete:  # some compacted rows belong to shards recomputed since: leave them out
+                covered = ds.field("shard").isin(sorted(files.covered))
+                where = covered if expression is None else covered & expression
             tables.append(self._scan(files.compacted, where, columns))
         if files.parts:
             tables.append(self._scan(list(files.parts.values()), expression, columns))
