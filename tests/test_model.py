@@ -44,6 +44,7 @@ def layouts(state: dict) -> dict[str, object]:
     }
 
 
+@pytest.mark.slow
 def test_every_layout_gives_identical_logits_and_fingerprint(base_model, tmp_path: Path):
     state = base_model.state_dict()
     x = torch.randn(1, 3, 64, 64)
@@ -80,6 +81,7 @@ def test_fingerprint_changes_with_any_weight_and_ignores_batch_counters(base_mod
     assert model_fingerprint(counters) == fingerprint
 
 
+@pytest.mark.slow
 def test_num_classes_from_checkpoint_and_seeded_init(tmp_path: Path):
     three = load_densenet169(num_classes=3, seed=5)
     torch.save(three.state_dict(), tmp_path / "three.pt")

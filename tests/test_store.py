@@ -549,6 +549,7 @@ def test_deleted_chunk_is_named_and_verify_repairs_by_uncommitting(tmp_path, cap
     assert verify([str(tmp_path / "store")]) == 0
 
 
+@pytest.mark.slow
 def test_a_reader_during_a_write_sees_only_committed_shards_with_finite_maps(tmp_path):
     writer = RunWriter(str(tmp_path / "store"), spec(methods=("gradcam", "layercam")))
     writer.create_or_open("m")

@@ -108,6 +108,7 @@ def test_cached_inputs_equal_fresh_decodes_for_grey_and_rgb_sources(tree, tmp_pa
             assert np.array_equal(on_device, host)
 
 
+@pytest.mark.slow
 def test_a_modified_image_is_decoded_again(tree, tmp_path):
     store = tmp_path / "store"
     run_worker(tree, store)
@@ -335,6 +336,7 @@ def test_concurrent_shards_in_one_worker_equal_sequential_ones(tree, tmp_path):
     assert np.allclose(a.maps("hirescam", 2, rows=rows), b.maps("hirescam", 2, rows=rows), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_images_removed_from_the_manifest_do_not_wedge_the_run(tree, tmp_path):
     """Rows planned for images that left the manifest stay empty; the rest of their shard is explained."""
     manifest = read_manifest(tree)
