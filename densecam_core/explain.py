@@ -163,7 +163,7 @@ class Explainer:
                         module.to(self.compute_dtype)
 
     def _default_channels_last(self) -> bool:
-        """channels_last: ~1.2-1.4x faster on CPU (oneDNN, measured by benchmarks/explainer.py)
+        """channels_last: faster on CPU (oneDNN; benchmarks/explainer.py measures the layouts)
         and the tensor-core layout on CUDA."""
         return self.device.type in ("cpu", "cuda")
 

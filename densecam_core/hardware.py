@@ -1,8 +1,7 @@
-"""Which reduced precisions a device runs natively, so a slow choice is flagged instead of silently costing 3-4x.
+"""Which reduced precisions a device runs natively, so a slow choice is flagged instead of silently costing.
 
-bf16 on a CPU without AVX512-BF16 or AMX is emulated by oneDNN: measured on such a CPU it ran the
-explainer at 0.22-0.25x and training at 0.38x of fp32. On CUDA, bf16 needs compute capability
-8.0 (Ampere) or newer.
+bf16 on a CPU without AVX512-BF16 or AMX is emulated by oneDNN and runs several times slower than fp32
+(figures per CPU kind in docs/PERFORMANCE.md); on CUDA, bf16 needs compute capability 8.0 (Ampere) or newer.
 """
 
 from __future__ import annotations
