@@ -220,16 +220,16 @@ class ExplainWorker:
                 logit[position] = prob[position] = np.nan
                 for name, values in outputs.items():
                     values[slots[position]] = _empty(name, (1,))[0]
-        if not outputs:  # every image failed: the arrays still get their (NaN) chunk for this shard
-            outputs = {
-                name: np.full((count, *shape), np.nan, dtype=np.float32)
-                for name, shape in self._shapes(run_url).items()
-            }
+        meta = self._run_meta(run_url)  # read once per shard: the run's arrays and index schema
+        recorded = {name: tuple(shape) for name, shape in meta["arrays"].items()}
+        outputs = {name: values for name, values in outputs.items() if name in recorded}  # format 1: no targets
+        if not outputs:  # every image failed: the arrays still get their empty chunk for this shard
+            outputs = {name: _empty(name, (span, *shape)) for name, shape in recorded.items()}
         tick = time.perf_counter()
         if self.cache is not None and self.settings.input_cache == "readwrite":
             self.cache.write(decoded)
         index = self._index(rows, run_id, shard, heights, widths, logit, prob, errors)
-        write_shard(run_url, shard, shard_size, outputs, index, recorded_extra_types(self._run_meta(run_url)))
+        write_shard(run_url, shard, shard_size, outputs, index, recorded_extra_types(meta))
         write = time.perf_counter() - tick
         total = time.perf_counter() - started
         ok_count = sum(e is None for e in errors)
@@ -288,6 +288,3 @@ class ExplainWorker:
     def _run_meta(self, run_url: str) -> dict:
         fs, root = fileio.filesystem(run_url)
         return fileio.read_json(fs, fileio.join(root, fmt.RUN_JSON))
-
-    def _shapes(self, run_url: str) -> dict[str, tuple[int, ...]]:
-        return {name: tuple(shape) for name, shape in self._run_meta(run_url)["arrays"].items()}

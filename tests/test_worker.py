@@ -360,3 +360,38 @@ def test_images_removed_from_the_manifest_do_not_wedge_the_run(tree, tmp_path):
     index = open_store(str(store)).run(run_id).index
     assert sorted(index["image_id"]) == sorted(shrunk["image_id"])  # every manifest image exactly once
     assert (index["status"] == "ok").all()
+
+
+def test_a_shard_whose_images_all_fail_gets_empty_chunks_even_with_a_gap(tree, tmp_path):
+    """Rows 0 and 2 planned, both files missing: NaN maps, targets -1, two error rows."""
+    manifest = read_manifest(tree).iloc[:3].copy()
+    manifest["path"] = [str(tmp_path / f"gone{i}.png") for i in range(3)]
+    _, run_id, results = run_worker(manifest.drop(index=[1]).reset_index(drop=True), tmp_path / "store", cache="off")
+    assert results[0].errors == 2 and results[0].ok == 0
+    run = open_store(str(tmp_path / "store")).run(run_id)
+    assert (run.index["status"] == "error").all() and run.index["error"].str.contains("missing file").all()
+    assert np.isnan(run.maps("gradcam", 1, rows=[0, 1])).all()
+    assert run.targets(rows=[0, 1]).tolist() == [[-1], [-1]]
+
+
+def test_appending_to_a_format_1_run_writes_only_the_arrays_it_has(tree, tmp_path):
+    import json
+    import shutil
+
+    store = tmp_path / "v1"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "store-v1", store)
+    old = open_store(str(store)).run("latest")
+    state, _ = weights(0)
+    settings = ExplainSettings(methods=("gradcam",), size=SIZE, batch_size=4)
+    spec = RunSpec(old.fingerprint, "v1.pt", settings.for_run_id(), 1, 1, block_grid(SIZE), 4)
+    assert spec.run_id == old.run_id
+    writer = RunWriter(str(store), spec)
+    assert not writer.create_or_open("test")  # the existing format 1 run
+    planned = writer.plan(pd.concat([old.index[list(read_manifest(tree).columns)], read_manifest(tree).iloc[:2]]))
+    rows = planned[planned["shard"] == 2]
+    worker = ExplainWorker(state, settings, warm_up=False)
+    worker.process_shard(writer.run_url, spec.run_id, Shard(2, 8, 10), 4, rows)
+    run = open_store(str(store)).run("latest")
+    assert len(run.index) == 8 and run.format_version == 1
+    assert np.isfinite(run.maps("gradcam", 4, rows=[8, 9])).all()
+    assert "targets" not in json.loads((store / "runs" / run.run_id / "run.json").read_text())["arrays"]
