@@ -197,8 +197,9 @@ def run_job(config: JobConfig, *, hook: Callable[[JobState, ShardResult], None] 
         skipped = len(groups) - len(todo)
         writer.reopen({shard.index for shard, _ in todo})  # recomputed shards leave the compacted index first
         counters = _dispatch(job, writer, todo, lock, hook) if todo else DispatchCounters()
-        if counters.shards_done or "counts" not in writer._run().meta:
-            compact_locked(writer._run())  # a few large index files; run.json gets the counts
+        run = writer._run()
+        if counters.shards_done or "counts" not in run.meta:
+            compact_locked(run)  # a few large index files; run.json gets the counts
     finally:
         lock.release()
     summary = JobSummary(
