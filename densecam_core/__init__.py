@@ -34,6 +34,9 @@ _EXPORTS = {
     "compare_runs": "densecam_core.compare",
     "StoreError": "densecam_core.store.format",
     "pointing_game": "densecam_core.evaluate",
+    "quality_table": "densecam_core.quality_table",
+    "verdicts": "densecam_core.quality_table",
+    "deletion_insertion": "densecam_core.quality",
 }
 
 __all__ = [*sorted(_EXPORTS), "__version__"]

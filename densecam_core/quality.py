@@ -77,6 +77,36 @@ def normalise01(pixels01: torch.Tensor) -> torch.Tensor:
     return (pixels01 - mean) / std
 
 
+def _probabilities(
+    model: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, targets: torch.Tensor, batch_size: int
+) -> torch.Tensor:
+    """The explained class's probability for each of ``inputs`` ([0, 1] pixels), no-grad, ``batch_size`` at a time."""
+    probabilities = []
+    with torch.no_grad():
+        for start in range(0, inputs.shape[0], batch_size):
+            logits = model(normalise01(inputs[start : start + batch_size])).float()
+            probabilities.append(class_probability(logits, targets[start : start + batch_size]))
+    return torch.cat(probabilities)
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """The curves' ends, the same for every map of an image: the image, black, and the blurred image."""
+
+    original: torch.Tensor  # (B,): deletion step 0 and insertion step K
+    black: torch.Tensor  # (B,): deletion step K
+    blurred: torch.Tensor  # (B,): insertion step 0
+
+
+def endpoints(
+    model: Callable[[torch.Tensor], torch.Tensor], x01: torch.Tensor, targets: torch.Tensor, batch_size: int = 32
+) -> Endpoints:
+    """Computed once per batch of images when many maps of the same images are scored."""
+    inputs = torch.cat([x01, torch.zeros_like(x01), gaussian_blurred(x01)])
+    p = _probabilities(model, inputs, targets.repeat(3), batch_size).reshape(3, -1)
+    return Endpoints(p[0], p[1], p[2])
+
+
 def deletion_insertion(
     model: Callable[[torch.Tensor], torch.Tensor],
     pixels: torch.Tensor,
@@ -85,12 +115,14 @@ def deletion_insertion(
     *,
     steps: int = 16,
     batch_size: int = 32,
+    ends: Endpoints | None = None,
 ) -> DeletionInsertion:
     """Deletion and insertion for a batch: ``pixels`` (B, 3, H, W) uint8 (or [0, 1] float), ``maps`` (B, h, w).
 
     ``model`` maps a normalised (N, 3, H, W) batch to logits (N, C); ``targets`` (B,) are the explained
     classes (class 0 by default). Every perturbed input goes through ``model`` under ``no_grad`` in
-    chunks of ``batch_size``.
+    chunks of ``batch_size``. ``ends`` (from ``endpoints``) saves the four forwards per image that
+    every map shares (steps 0 and K of both curves).
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -101,21 +133,22 @@ def deletion_insertion(
     x = pixels.float() / 255.0 if pixels.dtype == torch.uint8 else pixels.float()
     count, _, height, width = x.shape
     targets = torch.zeros(count, dtype=torch.long, device=x.device) if targets is None else targets.to(x.device)
+    ends = ends if ends is not None else endpoints(model, x, targets, batch_size)
     ranks = pixel_ranks(maps.to(x.device), (height, width)).reshape(count, 1, height, width)
-    limits = torch.tensor(step_counts(steps, height * width), device=x.device).reshape(-1, 1, 1, 1, 1)
-    changed = ranks[None] < limits  # (K+1, B, 1, H, W): pixels changed by each step
-    deleted = torch.where(changed, torch.zeros_like(x)[None], x[None])
-    inserted = torch.where(changed, x[None], gaussian_blurred(x)[None])
+    inner = step_counts(steps, height * width)[1:-1]  # steps 1..K-1: the ends are shared
     curves = []
-    for perturbed in (deleted, inserted):
-        flat = perturbed.reshape(-1, 3, height, width)  # step-major: (K+1)*B inputs
-        repeated = targets.repeat(steps + 1)
-        probabilities = []
-        with torch.no_grad():
-            for start in range(0, flat.shape[0], batch_size):
-                logits = model(normalise01(flat[start : start + batch_size])).float()
-                probabilities.append(class_probability(logits, repeated[start : start + batch_size]))
-        curves.append(torch.cat(probabilities).reshape(steps + 1, count).T)  # (B, K+1)
+    for start_p, end_p, deleting in ((ends.original, ends.black, True), (ends.blurred, ends.original, False)):
+        middle = torch.empty(count, 0, device=x.device)
+        if inner:
+            limits = torch.tensor(inner, device=x.device).reshape(-1, 1, 1, 1, 1)
+            changed = ranks[None] < limits  # (K-1, B, 1, H, W): pixels changed by each inner step
+            base = torch.zeros_like(x) if deleting else gaussian_blurred(x)
+            perturbed = (
+                torch.where(changed, base[None], x[None]) if deleting else torch.where(changed, x[None], base[None])
+            )
+            flat = perturbed.reshape(-1, 3, height, width)  # step-major: (K-1)*B inputs
+            middle = _probabilities(model, flat, targets.repeat(len(inner)), batch_size).reshape(len(inner), count).T
+        curves.append(torch.cat([start_p[:, None], middle, end_p[:, None]], dim=1))  # (B, K+1)
     flat_maps = maps.flatten(1)
     is_flat = (flat_maps.max(dim=1).values <= flat_maps.min(dim=1).values).to(x.device)
     areas = [((c[:, :-1] + c[:, 1:]) / 2).sum(dim=1) / steps for c in curves]

@@ -9,7 +9,6 @@ import dataclasses
 import io
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +24,7 @@ from densecam_core.model import load_densenet169, model_fingerprint
 from densecam_core.spec import CPU_BATCH, GPU_BATCHES
 from densecam_core.store import format as fmt
 from densecam_core.store.format import Shard
-from densecam_core.store.inputs import InputCache, SourceIdentity, identify
+from densecam_core.store.inputs import InputCache, SourceIdentity, cached_model_inputs
 from densecam_core.store.writer import recorded_extra_types, write_shard
 
 NON_FINITE = "non-finite model output (NaN or inf in the logits or maps): check the checkpoint's weights"
@@ -162,7 +161,9 @@ class ExplainWorker:
                 f"{rows['row'].tolist()[:8]} (must be unique and inside it)"
             )
         paths = rows["path"].astype(str).tolist()
-        identities, cached = self._cached_inputs(paths)
+        identities, cached = cached_model_inputs(
+            self.cache, paths, threads=self.settings.decode_threads, lock=self._cache_lock
+        )
         loader = BatchLoader(
             paths,
             size=self.settings.size,
@@ -242,16 +243,6 @@ class ExplainWorker:
             images_decoded=count - from_cache,
             images_from_cache=from_cache,
         )
-
-    def _cached_inputs(self, paths: list[str]) -> tuple[list[SourceIdentity | None], dict[int, ModelInput]]:
-        """Each file's identity (taken before decoding) and the inputs the cache holds for unchanged files."""
-        if self.cache is None:
-            return [None] * len(paths), {}
-        with ThreadPoolExecutor(max(1, self.settings.decode_threads)) as pool:  # object stores: one request each
-            identities = list(pool.map(identify, paths))
-        with self._cache_lock:  # concurrent shards share the cache's view of committed segments
-            hits = self.cache.lookup(identities)
-        return identities, self.cache.read(hits)
 
     def _explain(self, images: torch.Tensor) -> Explanation:
         """One Explainer pass, the batch padded to full size on a GPU (cuDNN plans are per shape) and cropped back."""

@@ -20,7 +20,7 @@ from typing import Any
 @dataclass(frozen=True)
 class DemoConfig:
     images: int = 500
-    size: int = 192
+    size: int = 128
     epochs: int = 3
     seed: int = 0
     batch_size: int = 8
@@ -31,12 +31,18 @@ class DemoConfig:
     valid_fraction: float = 0.3
     overlays: int = 4
     sheet_images: int = 18
+    evaluate_images: int = 8  # valid images the map-quality evaluation scores (stratified sample); 0: none
+    evaluate_steps: int = 8
     workers: int | None = None
     device: str | None = None  # training device; None: cuda when available
     progress: bool = True
 
     def validate(self) -> None:
         """Settings that cannot work, refused before anything is written."""
+        if self.evaluate_images < 0 or self.evaluate_steps < 1:
+            raise ValueError(
+                f"--evaluate-images must be >= 0 and --evaluate-steps >= 1, got {self.evaluate_images}, {self.evaluate_steps}"
+            )
         if self.images < 20 or self.size < 32 or self.epochs < 1 or self.batch_size < 1:
             raise ValueError(
                 f"the demo needs --images >= 20, --size >= 32 and --epochs >= 1; got {self.images}, {self.size}, "
@@ -56,12 +62,14 @@ def run_demo(workdir: str | os.PathLike, config: DemoConfig = DemoConfig()) -> d
     from densecam_core.figures import contact_sheet, image_panel
     from densecam_core.manifest import read_manifest
     from densecam_core.metrics import image_and_study_metrics
+    from densecam_core.quality_table import format_grid, summary_grid
     from densecam_core.store.reader import open_store
     from densecam_core.synth import generate_mura
     from densecam_core.training import TrainConfig, save_checkpoint, split_for_training, train
     from jobs.compare import compare
     from jobs.evaluate import format_table
     from jobs.explain import JobConfig, run_job
+    from jobs.scoring_job import EvaluateConfig, run_evaluation
 
     started = time.perf_counter()
     work = Path(workdir).resolve()
@@ -71,7 +79,8 @@ def run_demo(workdir: str | os.PathLike, config: DemoConfig = DemoConfig()) -> d
         shutil.rmtree(data)
     figures.mkdir(exist_ok=True)
 
-    _say(f"[1/6] generating {config.images} synthetic radiographs (seed {config.seed}) in {data}")
+    steps = 7 if config.evaluate_images else 6
+    _say(f"[1/{steps}] generating {config.images} synthetic radiographs (seed {config.seed}) in {data}")
     synth = generate_mura(
         data,
         images=config.images,
@@ -90,7 +99,9 @@ def run_demo(workdir: str | os.PathLike, config: DemoConfig = DemoConfig()) -> d
 
     checkpoint_a = work / f"model-epoch{config.epochs}.pt"
     checkpoint_b = work / f"model-epoch{config.epochs + 1}.pt"
-    _say(f"[2/6] training DenseNet169 at {config.size} px for {config.epochs} epochs, then one more for the update")
+    _say(
+        f"[2/{steps}] training DenseNet169 at {config.size} px for {config.epochs} epochs, then one more for the update"
+    )
     import torch
 
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -113,7 +124,9 @@ def run_demo(workdir: str | os.PathLike, config: DemoConfig = DemoConfig()) -> d
 
     valid_manifest = work / "valid.csv"
     valid_rows[["path", "label"]].assign(path=valid_rows["image_id"]).to_csv(valid_manifest, index=False)
-    _say(f"[3/6] explaining the {len(valid_rows)} valid images with the Ray job (model after epoch {config.epochs})")
+    _say(
+        f"[3/{steps}] explaining the {len(valid_rows)} valid images with the Ray job (model after epoch {config.epochs})"
+    )
     job = dict(
         manifest=str(valid_manifest),
         store=str(store),
@@ -130,16 +143,42 @@ def run_demo(workdir: str | os.PathLike, config: DemoConfig = DemoConfig()) -> d
     try:
         summary_a = run_job(JobConfig(checkpoint=str(checkpoint_a), **job))
         _say("      " + summary_a.render().replace("\n", "\n      "))
-        _say(f"[4/6] explaining them again with the updated model (epoch {config.epochs + 1})")
+        _say(f"[4/{steps}] explaining them again with the updated model (epoch {config.epochs + 1})")
         summary_b = run_job(JobConfig(checkpoint=str(checkpoint_b), **job))
         _say("      " + summary_b.render().replace("\n", "\n      "))
+        quality = None
+        if config.evaluate_images:
+            valid_boxes = work / "valid_boxes.csv"
+            all_boxes = read_boxes(data / "lesion_boxes.csv")
+            all_boxes[all_boxes["image_id"].isin(valid_rows["image_id"])].to_csv(valid_boxes, index=False)
+            _say(
+                f"[5/7] scoring map quality of run A: {config.evaluate_images} valid images (stratified sample), "
+                f"deletion/insertion (K = {config.evaluate_steps}), randomisation, stability, localisation"
+            )
+            quality_summary, quality = run_evaluation(
+                EvaluateConfig(
+                    store=str(store),
+                    run=summary_a.run_id,
+                    checkpoint=str(checkpoint_a),
+                    metrics=("deletion", "insertion", "randomization", "stability", "localization"),
+                    boxes=str(valid_boxes),
+                    steps=config.evaluate_steps,
+                    sample=min(config.evaluate_images, len(valid_rows)),
+                    seed=config.seed,
+                    workers=config.workers,
+                    progress=config.progress,
+                    force=True,
+                )
+            )
+            _say("      " + quality_summary.render().replace("\n", "\n      "))
+            _say("      " + format_grid(summary_grid(quality)).replace("\n", "\n      "))
     finally:
         if started_ray and ray.is_initialized():
             ray.shutdown()
     opened = open_store(str(store))
     run_a, run_b = opened.run(summary_a.run_id), opened.run(summary_b.run_id)
 
-    _say("[5/6] scoring run A (study AUROC, pointing game, figures)")
+    _say(f"[{steps - 1}/{steps}] scoring run A (study AUROC, pointing game, figures)")
     metrics_a = image_and_study_metrics(run_a.index[run_a.index["status"] == "ok"])
     boxes = read_boxes(data / "lesion_boxes.csv")
     table = pointing_game(run_a, boxes)
@@ -167,7 +206,7 @@ def run_demo(workdir: str | os.PathLike, config: DemoConfig = DemoConfig()) -> d
     _say("      overlays: " + ", ".join(panels))
     _say(f"      contact sheet: {sheet}")
 
-    _say("[6/6] what the extra epoch changed (Grad-CAM block 4)")
+    _say(f"[{steps}/{steps}] what the extra epoch changed (Grad-CAM block 4)")
     changes = compare(
         str(store),
         run_a.run_id,
@@ -196,6 +235,7 @@ def run_demo(workdir: str | os.PathLike, config: DemoConfig = DemoConfig()) -> d
         "contact_sheet": sheet,
         "compare_plot": changes["plot"],
         "changes": changes["summary"].to_dict(orient="records"),
+        "quality": None if quality is None else summary_grid(quality).to_dict(orient="records"),
     }
     fs, summary_path = fileio.filesystem(str(work / "demo-summary.json"))
     fileio.write_json_atomic(fs, summary_path, fileio.strict_json(result))
@@ -220,6 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--workers", type=int, default=None, help="Ray actors for the explanation job")
+    parser.add_argument(
+        "--evaluate-images",
+        type=int,
+        default=defaults.evaluate_images,
+        help="valid images whose maps the quality evaluation scores (0: skip it)",
+    )
     parser.add_argument("--device", default=None, help="training device (default: cuda when available, else cpu)")
     parser.add_argument("--no-progress", action="store_true")
     return parser
@@ -233,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         epochs=args.epochs,
         seed=args.seed,
         workers=args.workers,
+        evaluate_images=args.evaluate_images,
         device=args.device,
         progress=not args.no_progress,
     )

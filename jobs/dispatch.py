@@ -122,8 +122,10 @@ class Dispatcher:
         todo: deque[WorkItem],
         lock: RunLock,
         hook: Callable[[JobState, ShardResult], None] | None = None,
+        *,
+        desc: str = "explaining",
     ) -> None:
-        self.ray, self.config, self.resources = ray, config, resources
+        self.ray, self.config, self.resources, self.desc = ray, config, resources, desc
         self.submit_one, self.todo, self.lock, self.hook = submit, todo, lock, hook
         self.actor_errors = actor_error_types()
         self.counters = DispatchCounters()
@@ -143,7 +145,7 @@ class Dispatcher:
         from tqdm import tqdm
 
         total = sum(len(rows) for _, rows in self.todo)
-        bar = tqdm(total=total, unit="img", desc="explaining", disable=not self.config.progress, smoothing=0.1)
+        bar = tqdm(total=total, unit="img", desc=self.desc, disable=not self.config.progress, smoothing=0.1)
         try:
             while self.todo or self.in_flight:
                 self.submit_to_ready_actors()

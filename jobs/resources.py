@@ -13,15 +13,22 @@ import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-from jobs.config import JobConfig
+from typing import Any, Protocol
 
 CPU_ACTOR_MAX_CPUS = 4.0
 GPU_ACTOR_CONCURRENCY = 3
 """Shards a GPU actor works on at once (threads): one decoding or reading, one on the GPU, one writing."""
 GPU_ACTOR_FALLBACK_CPUS = 4.0
 """A GPU actor's CPUs when no GPU node is up yet to learn its share from (autoscaling from zero)."""
+
+
+class ActorRequest(Protocol):
+    """The settings actor sizing reads (``JobConfig`` and the evaluation's ``EvaluateConfig`` have them)."""
+
+    workers: int | None
+    gpus_per_worker: float
+    cpus_per_worker: float | None
+    start_timeout: float
 
 
 @dataclass(frozen=True)
@@ -49,7 +56,7 @@ def gpu_node_share(nodes: Sequence[dict[str, float]], gpus_per_worker: float) ->
 
 
 def size_actors(
-    total: dict[str, float], nodes: Sequence[dict[str, float]], config: JobConfig, *, can_grow: bool = True
+    total: dict[str, float], nodes: Sequence[dict[str, float]], config: ActorRequest, *, can_grow: bool = True
 ) -> Resources:
     """Actors and their resources for a cluster with ``total`` resources over ``nodes`` (alive nodes' resources).
 

@@ -94,3 +94,33 @@ def test_flat_maps_score_nan_and_ranks_break_ties_by_index():
     assert ranks.tolist() == [[0, 1, 2, 3]]
     with pytest.raises(ValueError, match="steps must be >= 1"):
         deletion_insertion(MeanBrightness(), torch.zeros(1, 3, 8, 8), torch.rand(1, 2, 2), steps=0)
+
+
+class BrightSpotDetector(torch.nn.Module):
+    """A lesion detector with known weights: logit = 20 * (brightest 2x2 patch's mean in [0, 1] - 0.7)."""
+
+    def forward(self, normalised: torch.Tensor) -> torch.Tensor:
+        pixels = (normalised * STD + MEAN).mean(dim=1, keepdim=True)
+        return 20 * (F.avg_pool2d(pixels, 2, stride=1).amax(dim=(1, 2, 3))[:, None] - 0.7)
+
+
+def test_an_oracle_map_beats_the_random_map_on_deletion_and_insertion():
+    from densecam_core.scoring import random_maps
+
+    generator = torch.Generator().manual_seed(0)
+    pixels = (torch.rand(6, 1, 64, 64, generator=generator) * 80).to(torch.uint8).expand(-1, 3, -1, -1).clone()
+    oracle = torch.zeros(6, 8, 8)
+    for n in range(6):  # a bright 4x4 "lesion" somewhere in each image; the oracle map is its mask
+        y, x = (int(v) for v in torch.randint(0, 60, (2,), generator=generator))
+        pixels[n, :, y : y + 4, x : x + 4] = 230
+        oracle[n, y // 8 : (y + 3) // 8 + 1, x // 8 : (x + 3) // 8 + 1] = 1.0
+    random = random_maps([f"image{n}" for n in range(6)], (8, 8), seed=0, block=4)
+    model = BrightSpotDetector()
+    good = deletion_insertion(model, pixels, oracle, steps=8)
+    chance = deletion_insertion(model, pixels, random, steps=8)
+    # per image at least as good (a random map may by chance rank the lesion first), on average far better
+    assert (good.deletion_auc <= chance.deletion_auc + 1e-6).all() and (
+        good.insertion_auc >= chance.insertion_auc - 1e-6
+    ).all()
+    assert good.deletion_auc.mean() < chance.deletion_auc.mean() - 0.3
+    assert good.insertion_auc.mean() > chance.insertion_auc.mean() + 0.3

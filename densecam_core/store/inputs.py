@@ -21,12 +21,15 @@ nanosecond mtime locally and the ETag (a content digest) on S3.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
 import stat
+import threading
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -215,3 +218,20 @@ class InputCache:
                     "pixels ((channels, size, size) uint8, C order)",
                 },
             )
+
+
+def cached_model_inputs(
+    cache: InputCache | None, paths: Sequence[str], *, threads: int = 2, lock: threading.Lock | None = None
+) -> tuple[list[SourceIdentity | None], dict[int, ModelInput]]:
+    """Each file's identity (taken before decoding) and the inputs ``cache`` holds for unchanged files.
+
+    Identities are taken on ``threads`` threads (object stores: one request each); ``lock`` guards the
+    cache's view of committed segments when several shards share it.
+    """
+    if cache is None:
+        return [None] * len(paths), {}
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        identities = list(pool.map(identify, paths))
+    with lock or contextlib.nullcontext():
+        hits = cache.lookup(identities)
+    return identities, cache.read(hits)

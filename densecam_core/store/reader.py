@@ -236,6 +236,12 @@ class Run:
             )
         return path
 
+    def metrics(self, filters: Any = None) -> pd.DataFrame:
+        """The run's committed quality scores, long form (``densecam evaluate``; docs/METRICS.md)."""
+        from densecam_core.store.metrics import read_metrics
+
+        return read_metrics(self.url, filters)
+
     @property
     def format_version(self) -> int:
         return int(self.meta.get("format_version", 1))
