@@ -1,4 +1,4 @@
-"""Deletion + insertion of all 21 maps at K = 16: densecam_core.quality (batched) against a plain reference.
+"""Deletion + insertion of all 21 maps at K = 16: the evaluation actor's scorer against a plain reference.
 
     python benchmarks/evaluate.py                      # 128 px and 320 px, 2 images, CPU
     python benchmarks/evaluate.py --sizes 128 --images 4
@@ -6,7 +6,8 @@
 The reference is written as a user would: one forward per step, per map and per image, in a Python
 loop. It is timed on ``--reference-maps`` of the 21 maps (every map costs it the same 2 * (K+1)
 forwards) and its images/s for all 21 maps is extrapolated from that; values are compared on those
-maps (equal to 1e-5). The batched version scores all 21 maps of every image.
+maps (equal to 1e-5). The batched side is ``BatchScorer`` (what each evaluation actor runs: shared curve
+ends, a BatchNorm-folded channels-last copy, batched no-grad forwards), scoring all 21 maps of every image.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from densecam_core import Explainer, load_densenet169
+from densecam_core.hardware import native_bf16
 from densecam_core.images import IMAGENET_MEAN, IMAGENET_STD
-from densecam_core.quality import deletion_insertion, gaussian_blurred
+from densecam_core.quality import gaussian_blurred
+from densecam_core.scoring import BatchScorer, ScoreSettings
 from densecam_core.spec import BLOCKS, METHODS
 from densecam_core.testing import randomise_batchnorm
 
@@ -30,10 +33,10 @@ STD = torch.tensor(IMAGENET_STD).reshape(1, 3, 1, 1)
 
 def all_maps(explainer: Explainer, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
     out = explainer(pixels)
-    maps = {"cam/4": out.cam[:, 0]}
+    maps = {("cam", 4): out.cam[:, 0]}
     for method in METHODS:
         for block in BLOCKS:
-            maps[f"{method}/{block}"] = out.maps[method][block][:, 0]
+            maps[(method, block)] = out.maps[method][block][:, 0]
     return maps
 
 
@@ -64,45 +67,61 @@ def main() -> None:
     parser.add_argument("--sizes", default="128,320")
     parser.add_argument("--images", type=int, default=2)
     parser.add_argument("--steps", type=int, default=16)
-    parser.add_argument("--batch", type=int, default=32, help="model batch size of the batched version")
+    parser.add_argument(
+        "--batch", type=int, default=None, help="model batch size of the batched version (default: the scorer's)"
+    )
     parser.add_argument("--reference-maps", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     model = randomise_batchnorm(load_densenet169(), seed=1).eval().to(args.device)
     explainer = Explainer(model)
     print(
-        f"{os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads; {args.images} images, K = {args.steps}, "
+        f"{os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, native bf16: {native_bf16('cpu')}; "
+        f"device {args.device}; {args.images} images, K = {args.steps}, "
         "21 maps (CAM + 5 methods x 4 blocks) per image\n"
     )
     print(
         "| input | batched: images/s (21 maps) | plain loop: images/s (21 maps, extrapolated) | speed-up | max |difference| |"
     )
     print("|---:|---:|---:|---:|---:|")
+    settings = ScoreSettings(
+        metrics=("deletion", "insertion"), steps=args.steps, forward_batch=args.batch, random_baseline=False
+    )
+    scorer = BatchScorer(model, settings, methods=METHODS)
     for size in (int(s) for s in args.sizes.split(",")):
         torch.manual_seed(size)
         pixels = torch.randint(0, 256, (args.images, 3, size, size), dtype=torch.uint8).to(args.device)
+        ids = [f"image{n}" for n in range(args.images)]
         maps = all_maps(explainer, pixels)
-        deletion_insertion(model, pixels[:1], maps["cam/4"][:1], steps=2, batch_size=args.batch)  # warm-up
+        warm = ScoreSettings(metrics=("deletion",), steps=2, forward_batch=args.batch, random_baseline=False)
+        BatchScorer(model, warm, methods=()).score(pixels[:1], {("cam", 4): maps[("cam", 4)][:1]}, ids[:1])
+        _sync(args.device)
         start = time.perf_counter()
-        results = {
-            name: deletion_insertion(model, pixels, m, steps=args.steps, batch_size=args.batch)
-            for name, m in maps.items()
-        }
+        rows = scorer.score(pixels, maps, ids)
+        _sync(args.device)
         batched = args.images / (time.perf_counter() - start)
+        values = rows.set_index(["method", "block", "metric", "image_id"])["value"]
         names = list(maps)[: args.reference_maps]
         start = time.perf_counter()
         worst = 0.0
-        for name in names:
+        for method, block in names:
             for b in range(args.images):
-                deletion, insertion = reference_one(model, pixels[b].float() / 255, maps[name][b], args.steps)
+                deletion, insertion = reference_one(
+                    model, pixels[b].float() / 255, maps[(method, block)][b], args.steps
+                )
                 worst = max(
                     worst,
-                    abs(deletion - float(results[name].deletion_auc[b])),
-                    abs(insertion - float(results[name].insertion_auc[b])),
+                    abs(deletion - values[(method, block, "deletion_auc", ids[b])]),
+                    abs(insertion - values[(method, block, "insertion_auc", ids[b])]),
                 )
         per_map = (time.perf_counter() - start) / (len(names) * args.images)
         plain = 1.0 / (per_map * len(maps))
         print(f"| {size} px | {batched:.3f} | {plain:.4f} | {batched / plain:.1f}x | {worst:.1e} |", flush=True)
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Every CUDA check in one go, for a GPU machine lent for a few minutes (about 6 minutes in all):
-# device normalisation against the host path, peak memory and images/s per batch size and
-# precision (and torch.compile), the GPU actor's automatic batch size, and the job on 2,048
-# generated PNGs cold (decoding) and again from the input cache, against the in-process Explainer.
+# Every CUDA check in one go, for a GPU machine lent for a few minutes (about 8 minutes in all):
+# device normalisation against the host path, the GPU actor's automatic batch size, the job on 2,048
+# generated PNGs cold (decode processes and decode threads) and again from the input cache against
+# the in-process Explainer, the evaluation's scorer against a plain loop, the evaluation job end to
+# end, and peak memory and images/s per batch size and precision. (torch.compile was measured once
+# and not kept: benchmarks/gpu_memory.py --compile reruns it.)
 #
 #   bash benchmarks/gpu_checks.sh            # logs to $OUT (default /tmp/densecam-gpu)
 #
@@ -39,10 +41,12 @@ for precision in ("fp32", "fp16"):
     worker = ExplainWorker(model.state_dict(), ExplainSettings(methods=METHODS, size=320, precision=precision, batch_size=None), device="cuda", warm_up=False)
     print(precision, "automatic GPU batch size:", worker.batch_size)
 EOF
+step "job on 2,048 PNGs, fp16, default GPU batch, one GPU actor: cold (decode processes), cold (decode threads), then a new checkpoint from the cache"
+timeout 240 python3 benchmarks/job.py --device cuda --images 2048 --precision fp16 --cached --also-threads 2>&1 | grep -v "^202" | tee "$OUT/job.txt"
+step "deletion + insertion of 21 maps, K = 16: the evaluation actor's scorer against a plain per-step loop"
+timeout 120 python3 benchmarks/evaluate.py --device cuda --sizes 128,320 --images 16 --reference-maps 1 2>&1 | tee "$OUT/evaluate.txt"
+step "the evaluation job end to end on one GPU actor: 128 images, 320 px, fp16, K = 16, every metric"
+timeout 180 python3 benchmarks/evaluate_job.py --images 128 --size 320 --precision fp16 --steps 16 --batch-size 16 2>&1 | grep -v "^202" | tee "$OUT/evaluate_job.txt"
 step "peak memory and images/s per batch, fp32 and fp16, 320 px"
 timeout 90 python3 benchmarks/gpu_memory.py --batches 32,64,128 --precisions fp32,fp16 2>&1 | tee "$OUT/memory.txt"
-step "job on 2,048 PNGs, fp16, default GPU batch, one GPU actor: cold, then a new checkpoint from the cache"
-timeout 200 python3 benchmarks/job.py --device cuda --images 2048 --precision fp16 --cached 2>&1 | grep -v "^202" | tee "$OUT/job.txt"
-step "torch.compile of each dense block, fp16, batch 64 (last: compiling may take minutes)"
-timeout 150 python3 benchmarks/gpu_memory.py --batches 64 --precisions fp16 --compile fp16,64 2>&1 | tee "$OUT/compile.txt"
 echo "=== done ($(date +%T))"

@@ -40,6 +40,12 @@ def main() -> None:
         action="store_true",
         help="also run the job again with a new checkpoint, reading every input from the input cache",
     )
+    parser.add_argument("--decode", default="auto", help="the job's --decode: auto, threads or processes")
+    parser.add_argument(
+        "--also-threads",
+        action="store_true",
+        help="also run the cold job with --decode threads (the previous default of GPU actors), to compare",
+    )
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="densecam-bench-")
     generate_mura(os.path.join(work, "tree"), images=args.images, seed=0)
@@ -69,7 +75,7 @@ def main() -> None:
         explainer(images).to("cpu")  # the job copies every result back to write it: so does the baseline
     in_process = len(manifest) / (time.perf_counter() - start)
 
-    def job(store: str, checkpoint: str | None):
+    def job(store: str, checkpoint: str | None, decode: str = args.decode):
         return run_job(
             JobConfig(
                 manifest=os.path.join(work, "tree"),
@@ -79,12 +85,15 @@ def main() -> None:
                 batch_size=batch,
                 shard_size=args.shard_size,
                 precision=args.precision,
+                decode=decode,
                 progress=False,
             )
         )
 
     cold = job(os.path.join(work, "store"), None)
-    rows = [("job: decode + explain + write + commit, local Ray", cold)]
+    rows = [(f"job: decode ({args.decode}) + explain + write + commit, local Ray", cold)]
+    if args.also_threads:
+        rows.append(("job, decoding with threads", job(os.path.join(work, "store-threads"), None, "threads")))
     if args.cached:
         other = os.path.join(work, "other.pt")
         torch.save(load_densenet169(seed=1).state_dict(), other)

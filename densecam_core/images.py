@@ -228,6 +228,24 @@ def load_model_input(
     return resize_pixels(decode_pixels(path, max_pixels=max_pixels, max_bytes=max_bytes), size, mode)
 
 
+def load_or_reason(
+    path: str, size: int, mode: str, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int | None = None
+) -> ModelInput | str:
+    """``load_model_input``, or the reason the image cannot be used: the per-image boundary, where any
+    decoder failure becomes an error row. Torch-free, so decode worker processes start light."""
+    try:
+        return load_model_input(path, size, mode, max_pixels=max_pixels, max_bytes=max_bytes)
+    except ImageError as exc:
+        return exc.reason
+    except Exception as exc:  # any decoder bug becomes an error row, never a failed shard
+        return f"unexpected {type(exc).__name__}: {exc}"
+
+
+def ready(_: object = None) -> bool:
+    """A no-op a decode process runs once at start, so it has imported this module before the first shard."""
+    return True
+
+
 def load_for_model(
     path: str, size: int = 320, mode: str = "stretch", *, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> Preprocessed:

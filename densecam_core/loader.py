@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from densecam_core.geometry import Geometry
-from densecam_core.images import DEFAULT_MAX_PIXELS, ImageError, ModelInput, load_model_input
+from densecam_core.images import DEFAULT_MAX_PIXELS, ModelInput, load_or_reason
 
 
 @dataclass(frozen=True)
@@ -47,14 +47,7 @@ class LoadedBatch:
         return [r for r in self.records if r.error is None]
 
 
-def _load(path: str, size: int, mode: str, max_pixels: int, max_bytes: int | None) -> ModelInput | str:
-    try:
-        return load_model_input(path, size, mode, max_pixels=max_pixels, max_bytes=max_bytes)
-    except ImageError as exc:
-        return exc.reason
-    except Exception as exc:  # the per-image boundary: any decoder bug becomes an error row
-        return f"unexpected {type(exc).__name__}: {exc}"
-
+_load = load_or_reason  # module attribute: tests replace it to simulate a hung read
 
 DEFAULT_READ_TIMEOUT = 120.0
 """Seconds one image may take to read and decode (a 100 MB file from an object store fits easily)."""
@@ -64,7 +57,9 @@ class BatchLoader:
     """Iterate over ``paths`` in batches of ``batch_size``; ``prefetch`` batches decode ahead.
 
     ``cached`` maps positions to model inputs already at hand (the input cache): those are not
-    decoded. Batches are uint8; the Explainer normalises them on its device.
+    decoded. Batches are uint8; the Explainer normalises them on its device. ``executor`` decodes
+    instead of a pool of ``num_threads`` threads made per iteration (a GPU actor's persistent pool
+    of decode processes, which keep decoding off the GIL the actor's compute thread needs).
     """
 
     def __init__(
@@ -80,6 +75,7 @@ class BatchLoader:
         max_bytes: int | None = None,
         cached: Mapping[int, ModelInput] | None = None,
         read_timeout: float = DEFAULT_READ_TIMEOUT,
+        executor: Executor | None = None,
     ) -> None:
         if batch_size < 1 or num_threads < 1:
             raise ValueError("batch_size and num_threads must be >= 1")
@@ -89,14 +85,15 @@ class BatchLoader:
         self.max_bytes = max_bytes
         self.cached = dict(cached or {})
         self.read_timeout = read_timeout
+        self.executor = executor
 
     def __len__(self) -> int:
         return -(-len(self.paths) // self.batch_size)
 
     def __iter__(self) -> Iterator[LoadedBatch]:
-        pool = ThreadPoolExecutor(self.num_threads, thread_name_prefix="densecam-decode")
+        pool = self.executor or ThreadPoolExecutor(self.num_threads, thread_name_prefix="densecam-decode")
+        pending: deque[Future | ModelInput] = deque()
         try:
-            pending: deque[Future | ModelInput] = deque()
             next_index = 0
             lookahead = self.batch_size * (self.prefetch + 1)
             while next_index < len(self.paths) or pending:
@@ -115,8 +112,12 @@ class BatchLoader:
                 results = [self._resolve(pending.popleft()) for _ in range(take)]
                 yield self._collate(start, results)
         finally:
-            # a read stuck past its deadline keeps its thread: do not wait for it (the thread ends with the read)
-            pool.shutdown(wait=False, cancel_futures=True)
+            if self.executor is None:  # a read stuck past its deadline keeps its thread: do not wait for it
+                pool.shutdown(wait=False, cancel_futures=True)
+            else:  # a shared pool stays; what this iteration queued and no longer needs is dropped
+                for item in pending:
+                    if isinstance(item, Future):
+                        item.cancel()
 
     def _resolve(self, item: Future | ModelInput) -> tuple[ModelInput | str, bool]:
         """(the input or the error reason, whether it came from the cache); a read that outlives

@@ -66,7 +66,8 @@ class ScoreSettings:
     metrics: tuple[str, ...]
     steps: int = 16
     seed: int = 0
-    forward_batch: int = 32  # perturbed inputs per no-grad forward (deletion, insertion)
+    forward_batch: int | None = None  # perturbed inputs per no-grad forward; None: 16 on a CPU, 64 on a GPU
+    random_baseline: bool = True  # also score a seeded random map per block (method "random")
 
     def metric_names(self) -> list[str]:
         return [name for m in self.metrics for name in METRICS[m]]
@@ -155,6 +156,7 @@ class BatchScorer:
         baselines = {
             (RANDOM_METHOD, block): random_maps(image_ids, grid, self.settings.seed, block)
             for block, grid in block_grid(size).items()
+            if self.settings.random_baseline
         }
         scored = {**stored, **baselines}
         metrics = self.settings.metrics
@@ -175,7 +177,8 @@ class BatchScorer:
 
     def _deletion_insertion(self, rows: Rows, pixels: torch.Tensor, maps: Mapping[MapKey, torch.Tensor]) -> None:
         targets = torch.full((pixels.shape[0],), self.target, dtype=torch.long, device=self.device)
-        batch = self.settings.forward_batch
+        # CPU: small batches stay in cache (faster per image); GPU: large ones fill the device
+        batch = self.settings.forward_batch or (64 if self.device.type == "cuda" else 16)
         ends = endpoints(self._forward, pixels.float() / 255.0, targets, batch)  # shared by every map
         for key, values in maps.items():
             result = deletion_insertion(

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import multiprocessing
 import threading
 import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +23,7 @@ import torch
 from densecam_core import fileio
 from densecam_core.explain import Explainer, Explanation
 from densecam_core.images import ModelInput
+from densecam_core.images import ready as decoder_ready  # lives in images: children import no torch
 from densecam_core.loader import BatchLoader
 from densecam_core.model import load_densenet169, model_fingerprint
 from densecam_core.spec import CPU_BATCH, GPU_BATCHES
@@ -39,6 +44,7 @@ class ExplainSettings:
     targets: str | tuple[int, ...] | None = None
     batch_size: int | None = 8  # None: CPU_BATCH on a CPU; on a GPU the largest that fits (auto_batch_size)
     decode_threads: int = 2
+    decode_processes: int = 0  # > 0: decode in a persistent pool of this many processes instead of threads
     input_cache: str = "off"  # readwrite | read | off
     max_image_bytes: int | None = None
     concurrency: int = 1  # shards one worker processes at once (threads; GPU actors overlap input, compute, write)
@@ -107,6 +113,10 @@ class ExplainWorker:
             self.settings = dataclasses.replace(settings, batch_size=self.auto_batch_size())
         self.batch_size: int = int(self.settings.batch_size)  # type: ignore[arg-type]
         self._cache_lock = threading.Lock()
+        # shards that run at once (GPU actors) take turns on the device: one thread issues kernels while
+        # the others decode and write, instead of three threads contending for the GIL to launch kernels
+        self._compute_lock = threading.Lock()
+        self._decode_pool: ProcessPoolExecutor | None = None
         # a GPU reuses its cuDNN plans only for shapes it has seen: every batch is padded to the full size
         self.fixed_batch = self.explainer.device.type == "cuda"
         self.cache = (
@@ -125,6 +135,9 @@ class ExplainWorker:
         slower on CPU (a second OpenMP team; docs/PERFORMANCE.md), so shards are not overlapped with threads.
         """
         self.explainer(torch.zeros(self.batch_size, 3, self.settings.size, self.settings.size, dtype=torch.uint8))
+        pool = self._decoder()
+        if pool is not None:  # decode processes spawned and importing now, not inside the first shard
+            list(pool.map(decoder_ready, range(self.settings.decode_processes)))
 
     def auto_batch_size(self, probe: int = 8) -> int:
         """CPU: ``CPU_BATCH``. CUDA: the largest of ``GPU_BATCHES`` (at most ``max_batch``) whose memory,
@@ -172,6 +185,7 @@ class ExplainWorker:
             num_threads=self.settings.decode_threads,
             max_bytes=self.settings.max_image_bytes,
             cached=cached,
+            executor=self._decoder(),
         )
         outputs: dict[str, np.ndarray] = {}
         heights = np.zeros(count, dtype=np.int64)
@@ -181,7 +195,7 @@ class ExplainWorker:
         prob = np.full(count, np.nan, dtype=np.float32)
         decoded: list[tuple[SourceIdentity, ModelInput]] = []
         compute, from_cache = 0.0, 0
-        for batch in loader:
+        for batch in self._guarded(loader):
             for record in batch.records:
                 errors[record.position] = record.error
                 from_cache += record.from_cache
@@ -194,9 +208,10 @@ class ExplainWorker:
             ok = batch.ok_records
             if not ok or batch.images is None:
                 continue
-            tick = time.perf_counter()
-            result = self._explain(batch.images)
-            compute += time.perf_counter() - tick
+            with self._compute_lock:
+                tick = time.perf_counter()
+                result = self._explain(batch.images)
+                compute += time.perf_counter() - tick
             positions = np.array([r.position for r in ok])
             at = slots[positions]
             named = {"logits": result.logits, "cam": result.cam, fmt.TARGETS_ARRAY: result.targets}
@@ -243,6 +258,27 @@ class ExplainWorker:
             images_decoded=count - from_cache,
             images_from_cache=from_cache,
         )
+
+    def _decoder(self) -> ProcessPoolExecutor | None:
+        """The persistent decode processes (``decode_processes`` > 0), started on first use. Spawned, not
+        forked: the actor holds threads and a CUDA context; the children import only ``images`` (no torch)."""
+        if self.settings.decode_processes < 1:
+            return None
+        with self._cache_lock:
+            if self._decode_pool is None:
+                context = multiprocessing.get_context("spawn")
+                self._decode_pool = ProcessPoolExecutor(self.settings.decode_processes, mp_context=context)
+        return self._decode_pool
+
+    def _guarded(self, loader: BatchLoader) -> Iterator[Any]:
+        """The loader's batches; a decode process that died (killed, or a decoder crash) fails the shard,
+        which the driver retries, and the next shard gets a fresh pool."""
+        try:
+            yield from loader
+        except BrokenProcessPool as exc:
+            with self._cache_lock:
+                self._decode_pool = None
+            raise RuntimeError(f"a decode process died ({exc}); the shard is retried with a new pool") from exc
 
     def _explain(self, images: torch.Tensor) -> Explanation:
         """One Explainer pass, the batch padded to full size on a GPU (cuDNN plans are per shape) and cropped back."""

@@ -10,6 +10,7 @@ from densecam_core.spec import CPU_BATCH, METHODS, PRECISIONS, RESIZE_MODES, val
 from densecam_core.store.format import StoreError
 
 INPUT_CACHE_MODES = ("readwrite", "read", "off")
+DECODE_MODES = ("auto", "threads", "processes")
 
 
 @dataclass
@@ -40,6 +41,7 @@ class JobConfig:
     shard_timeout: float = 1800.0  # an actor that holds a shard longer is stopped and the shard retried elsewhere
     max_image_bytes: int = DEFAULT_MAX_BYTES
     input_cache: str = "readwrite"
+    decode: str = "auto"  # auto: processes in GPU actors (off the compute thread's GIL), threads in CPU actors
     summary_json: str | None = None
     progress: bool = True
     synthetic_images: int = 200
@@ -62,10 +64,19 @@ class JobConfig:
             raise ValueError(f"--actor-start-retries must be >= 0, got {self.actor_start_retries}")
         if self.input_cache not in INPUT_CACHE_MODES:
             raise ValueError(f"--input-cache must be one of {INPUT_CACHE_MODES}, got {self.input_cache!r}")
+        if self.decode not in DECODE_MODES:
+            raise ValueError(f"--decode must be one of {DECODE_MODES}, got {self.decode!r}")
         if self.workers is not None and self.workers < 1:
             raise ValueError(f"--workers must be >= 1, got {self.workers}")
         if self.cpus_per_worker is not None and self.cpus_per_worker <= 0:
             raise ValueError(f"--cpus-per-worker must be > 0, got {self.cpus_per_worker}")
+
+
+def decode_processes_for(config: JobConfig, gpus_per_worker: float, threads: int) -> int:
+    """How many decode processes each actor keeps (0: it decodes with threads)."""
+    if config.decode == "processes" or (config.decode == "auto" and gpus_per_worker > 0):
+        return max(1, threads)
+    return 0
 
 
 def batch_size_for(config: JobConfig, gpus_per_worker: float) -> int | None:
@@ -188,6 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="model inputs decoded once into the store and reused by later runs with the same "
         "preprocessing: readwrite, read (never write), off",
     )
+    parser.add_argument(
+        "--decode",
+        choices=DECODE_MODES,
+        default=d.decode,
+        help="where actors decode images: threads, or a pool of processes (auto: processes in GPU actors, whose "
+        "compute thread needs the GIL to launch kernels; threads in CPU actors)",
+    )
     parser.add_argument("--summary-json", default=d.summary_json, help="also write the job summary to this JSON file")
     parser.add_argument(
         "--synthetic-images", type=int, default=d.synthetic_images, help="size of the generated tree without a manifest"
@@ -230,6 +248,7 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         shard_timeout=args.shard_timeout,
         max_image_bytes=args.max_image_bytes,
         input_cache=args.input_cache,
+        decode=args.decode,
         summary_json=args.summary_json,
         progress=not args.no_progress,
         synthetic_images=args.synthetic_images,

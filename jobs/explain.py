@@ -37,7 +37,7 @@ from densecam_core.store.lock import RunLock
 from densecam_core.store.writer import RunSpec, RunWriter, ensure_store
 from densecam_core.worker import ExplainSettings, ShardResult
 from jobs.actor_pool import ActorStartError
-from jobs.config import JobConfig, batch_size_for, build_parser, config_from_args
+from jobs.config import JobConfig, batch_size_for, build_parser, config_from_args, decode_processes_for
 from jobs.dispatch import DispatchCounters, Dispatcher, JobState, make_actor_class
 from jobs.resources import cluster_resources, size_actors
 
@@ -237,6 +237,7 @@ def _dispatch(
         job.settings,
         batch_size=batch_size_for(config, resources.gpus_per_worker),
         decode_threads=resources.threads,
+        decode_processes=decode_processes_for(config, resources.gpus_per_worker, resources.threads),
         concurrency=resources.concurrency,
         max_batch=spec.shard_size,
     )

@@ -395,3 +395,35 @@ def test_appending_to_a_format_1_run_writes_only_the_arrays_it_has(tree, tmp_pat
     assert len(run.index) == 8 and run.format_version == 1
     assert np.isfinite(run.maps("gradcam", 4, rows=[8, 9])).all()
     assert "targets" not in json.loads((store / "runs" / run.run_id / "run.json").read_text())["arrays"]
+
+
+def test_decoding_in_processes_gives_the_same_maps_as_threads(tree, tmp_path):
+    """GPU actors decode in a pool of spawned processes (off the compute thread's GIL): same inputs, same maps."""
+    state, _ = weights(0)
+    settings = ExplainSettings(methods=METHODS, size=SIZE, batch_size=4, input_cache="off", decode_processes=1)
+    worker = ExplainWorker(state, settings, warm_up=False)
+    _, run_a, _ = run_worker(tree, tmp_path / "a", cache="off", worker=worker)
+    assert worker._decode_pool is not None, "the pool was used"
+    _, run_b, _ = run_worker(tree, tmp_path / "b", cache="off")
+    a, b = open_store(str(tmp_path / "a")).run(run_a), open_store(str(tmp_path / "b")).run(run_b)
+    assert a.index["status"].tolist() == b.index["status"].tolist()
+    rows = a.index["row"].to_numpy()
+    np.testing.assert_array_equal(a.maps("gradcam", 2, rows=rows), b.maps("gradcam", 2, rows=rows))
+    worker._decode_pool.shutdown()
+
+
+def test_a_dead_decode_process_fails_the_shard_and_the_next_gets_a_new_pool(tree, tmp_path):
+    import signal
+
+    state, _ = weights(0)
+    settings = ExplainSettings(methods=METHODS, size=SIZE, batch_size=4, input_cache="off", decode_processes=1)
+    worker = ExplainWorker(state, settings, warm_up=False)
+    pool = worker._decoder()
+    pool.submit(int, 0).result()  # the child is up
+    for process in list(pool._processes.values()):
+        os.kill(process.pid, signal.SIGKILL)
+    with pytest.raises(RuntimeError, match="a decode process died"):
+        run_worker(tree, tmp_path / "a", cache="off", worker=worker)
+    run_worker(tree, tmp_path / "b", cache="off", worker=worker)  # a fresh pool
+    assert worker._decode_pool is not pool
+    worker._decode_pool.shutdown()
