@@ -72,12 +72,20 @@ def main() -> None:
     )
     parser.add_argument("--reference-maps", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--no-tf32",
+        action="store_true",
+        help="CUDA: plain fp32 convolutions on both sides (TF32 rounds differently at batch 1 and batch 64)",
+    )
     args = parser.parse_args()
+    if args.no_tf32:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     model = randomise_batchnorm(load_densenet169(), seed=1).eval().to(args.device)
     explainer = Explainer(model)
     print(
         f"{os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, native bf16: {native_bf16('cpu')}; "
-        f"device {args.device}; {args.images} images, K = {args.steps}, "
+        f"device {args.device}{' (TF32 off)' if args.no_tf32 else ''}; {args.images} images, K = {args.steps}, "
         "21 maps (CAM + 5 methods x 4 blocks) per image\n"
     )
     print(

@@ -41,10 +41,11 @@ for precision in ("fp32", "fp16"):
     worker = ExplainWorker(model.state_dict(), ExplainSettings(methods=METHODS, size=320, precision=precision, batch_size=None), device="cuda", warm_up=False)
     print(precision, "automatic GPU batch size:", worker.batch_size)
 EOF
-step "job on 2,048 PNGs, fp16, default GPU batch, one GPU actor: cold (decode processes), cold (decode threads), then a new checkpoint from the cache"
-timeout 240 python3 benchmarks/job.py --device cuda --images 2048 --precision fp16 --cached --also-threads 2>&1 | grep -v "^202" | tee "$OUT/job.txt"
+step "job on 2,048 PNGs, fp16, default GPU batch, one GPU actor: cold (decode processes), then a new checkpoint from the cache"
+timeout 240 python3 benchmarks/job.py --device cuda --images 2048 --precision fp16 --cached 2>&1 | grep -v "^202" | tee "$OUT/job.txt"
 step "deletion + insertion of 21 maps, K = 16: the evaluation actor's scorer against a plain per-step loop"
 timeout 120 python3 benchmarks/evaluate.py --device cuda --sizes 128,320 --images 16 --reference-maps 1 2>&1 | tee "$OUT/evaluate.txt"
+timeout 120 python3 benchmarks/evaluate.py --device cuda --sizes 128,320 --images 16 --reference-maps 1 --no-tf32 2>&1 | tee -a "$OUT/evaluate.txt"
 step "the evaluation job end to end on one GPU actor: 128 images, 320 px, fp16, K = 16, every metric"
 timeout 180 python3 benchmarks/evaluate_job.py --images 128 --size 320 --precision fp16 --steps 16 --batch-size 16 2>&1 | grep -v "^202" | tee "$OUT/evaluate_job.txt"
 step "peak memory and images/s per batch, fp32 and fp16, 320 px"

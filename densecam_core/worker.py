@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import multiprocessing
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -32,6 +33,8 @@ from densecam_core.store.format import Shard
 from densecam_core.store.inputs import InputCache, SourceIdentity, cached_model_inputs
 from densecam_core.store.writer import recorded_extra_types, write_shard
 
+GPU_SWITCH_INTERVAL = 0.0002
+"""Seconds between the GIL hand-overs Python forces, in a GPU actor's process."""
 NON_FINITE = "non-finite model output (NaN or inf in the logits or maps): check the checkpoint's weights"
 
 
@@ -100,6 +103,10 @@ class ExplainWorker:
     ) -> None:
         if threads:
             torch.set_num_threads(threads)
+        if device.startswith("cuda"):
+            # the compute thread takes the GIL for every kernel launch; while a decode or write thread
+            # holds it, the default 5 ms switch interval would stall the GPU (docs/PERFORMANCE.md)
+            sys.setswitchinterval(GPU_SWITCH_INTERVAL)
         source = io.BytesIO(weights) if isinstance(weights, (bytes, bytearray)) else weights
         model = load_densenet169(source, device=device)
         self.fingerprint = model_fingerprint(model)
@@ -269,6 +276,13 @@ class ExplainWorker:
                 context = multiprocessing.get_context("spawn")
                 self._decode_pool = ProcessPoolExecutor(self.settings.decode_processes, mp_context=context)
         return self._decode_pool
+
+    def close(self) -> None:
+        """Stop the decode processes (before the actor is killed: no orphaned children or semaphores)."""
+        with self._cache_lock:
+            pool, self._decode_pool = self._decode_pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _guarded(self, loader: BatchLoader) -> Iterator[Any]:
         """The loader's batches; a decode process that died (killed, or a decoder crash) fails the shard,

@@ -67,8 +67,15 @@ class ActorPool:
         if self.first_ready_at is None:
             self.first_ready_at = time.perf_counter()
 
-    def kill_all(self) -> None:
-        """Stop every actor, pending ones included, so none is placed after the job and holds resources."""
+    def kill_all(self, close_timeout: float = 10.0) -> None:
+        """Stop every actor, pending ones included, so none is placed after the job and holds resources.
+
+        Ready actors first close what they own (a GPU actor's decode processes) within ``close_timeout``.
+        """
+        closing = [self.actors[slot].close.remote() for slot in self.ready if hasattr(self.actors[slot], "close")]
+        if closing:
+            with contextlib.suppress(Exception):  # a dead or stuck actor is killed all the same
+                self.ray.wait(closing, num_returns=len(closing), timeout=close_timeout)
         for actor in self.actors:
             with contextlib.suppress(Exception):  # already dead: nothing to stop
                 self.ray.kill(actor, no_restart=True)

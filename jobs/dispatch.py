@@ -93,6 +93,9 @@ def make_actor_class(ray: Any) -> Any:
         def pid(self) -> int:
             return os.getpid()
 
+        def close(self) -> None:
+            self.worker.close()
+
         def process(self, run_url: str, run_id: str, shard: Shard, shard_size: int, rows: pd.DataFrame) -> ShardResult:
             return self.worker.process_shard(run_url, run_id, shard, shard_size, rows)
 
