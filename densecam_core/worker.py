@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import multiprocessing
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -33,8 +32,6 @@ from densecam_core.store.format import Shard
 from densecam_core.store.inputs import InputCache, SourceIdentity, cached_model_inputs
 from densecam_core.store.writer import recorded_extra_types, write_shard
 
-GPU_SWITCH_INTERVAL = 0.0002
-"""Seconds between the GIL hand-overs Python forces, in a GPU actor's process."""
 NON_FINITE = "non-finite model output (NaN or inf in the logits or maps): check the checkpoint's weights"
 
 
@@ -103,10 +100,6 @@ class ExplainWorker:
     ) -> None:
         if threads:
             torch.set_num_threads(threads)
-        if device.startswith("cuda"):
-            # the compute thread takes the GIL for every kernel launch; while a decode or write thread
-            # holds it, the default 5 ms switch interval would stall the GPU (docs/PERFORMANCE.md)
-            sys.setswitchinterval(GPU_SWITCH_INTERVAL)
         source = io.BytesIO(weights) if isinstance(weights, (bytes, bytearray)) else weights
         model = load_densenet169(source, device=device)
         self.fingerprint = model_fingerprint(model)
