@@ -111,9 +111,10 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
 
 
 def otsu_iou(heatmap: np.ndarray, mask: np.ndarray) -> float:
-    """IoU of the Otsu-segmented map (min-max scaled to [0, 1], 256 bins, as CheXlocalize) with ``mask``;
-    NaN for a flat map."""
-    values = np.nan_to_num(heatmap.astype(np.float64), nan=0.0)
+    """IoU of the Otsu-segmented map with ``mask``: negative values (evidence against the class) set to 0,
+    then min-max scaled to [0, 1] and thresholded at Otsu's level (256 bins), as CheXlocalize does with
+    its non-negative maps; NaN for a map without positive structure."""
+    values = np.clip(np.nan_to_num(heatmap.astype(np.float64), nan=0.0), 0.0, None)
     low, high = float(values.min()), float(values.max())
     if high <= low:
         return float("nan")

@@ -39,6 +39,15 @@ def test_demo_produces_its_summary_and_files(demo_result):
         run = store.run(run_id)
         assert sorted(run.index["image_id"]) == sorted(valid["path"])
         assert run.fingerprint == model_fingerprint(load_densenet169(checkpoint))
+    # the map-quality evaluation of run A: every map scored, its per-image scores stored beside the maps
+    quality = pd.DataFrame(summary["quality"])
+    assert len(quality) == 21 and {"deletion_auc", "insertion_auc", "randomization_spearman", "stability_r"} <= set(
+        quality.columns
+    )
+    scores = store.run(summary["runs"][0]).metrics()
+    assert scores["image_id"].nunique() == min(8, len(valid)) and "error" not in set(scores["metric"])
+    assert set(scores.loc[scores["metric"].str.startswith("randomization"), "stage"]) == {1, 2, 3, 4, 5}
+    assert store.run(summary["runs"][1]).metrics().empty, "only run A is scored"
     # the printed table is the library's pointing game over the stored run
     again = pointing_game(store.run(summary["runs"][0]), work / "data" / "lesion_boxes.csv")
     assert again["hit_rate"].tolist() == table["hit_rate"].tolist()
@@ -65,6 +74,22 @@ def test_evaluate_and_compare_commands(demo_result, capsys, tmp_path):
     assert cli_main(["compare", store, run_a, run_a]) == 2
     assert "same run" in capsys.readouterr().err
     assert cli_main(["evaluate", store, "--boxes", str(tmp_path / "none.csv")]) == 2
+    # the evaluation job from the command line, on a copy (the demo's own scores stay as they are)
+    import shutil
+
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    checkpoint = demo_result["checkpoints"][0]
+    table, figure = tmp_path / "quality.csv", tmp_path / "quality.png"
+    argv = ["evaluate", str(copy), "--run", run_a, "--checkpoint", checkpoint, "--metrics", "deletion,insertion"]
+    argv += ["--steps", "2", "--sample", "3", "--force", "--no-progress", "--csv", str(table), "--plot", str(figure)]
+    assert cli_main(argv) == 0
+    out = capsys.readouterr().out
+    assert "3 scored now" in out and "deletion_beats_random" in out
+    assert set(pd.read_csv(table)["metric"]) == {"deletion_auc", "insertion_auc"}
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert cli_main([*argv[:-6], "--checkpoint", demo_result["checkpoints"][1]]) == 2
+    assert "but run" in capsys.readouterr().err
 
 
 def test_demo_is_deterministic_for_a_seed(demo_result, tmp_path):
@@ -74,4 +99,7 @@ def test_demo_is_deterministic_for_a_seed(demo_result, tmp_path):
     again = run_demo(tmp_path, config)
     assert again["runs"] == demo_result["runs"], "same data, same weights, same settings -> same run ids"
     assert again["pointing_game"] == demo_result["pointing_game"]
+    pd.testing.assert_frame_equal(
+        pd.DataFrame(again["quality"]), pd.DataFrame(demo_result["quality"]), rtol=1e-5, atol=1e-6
+    )
     np.testing.assert_equal(again["study_auroc"], demo_result["study_auroc"])

@@ -92,7 +92,7 @@ def test_cli_names_the_problem(explained, capsys):
     assert "pass --metrics" in capsys.readouterr().err
 
 
-def _worker(store: Path, run_id: str, metrics=("deletion", "stability")) -> EvaluateWorker:
+def _worker(store: Path, run_id: str, metrics=("deletion",)) -> EvaluateWorker:
     settings = EvaluateSettings(
         score=ScoreSettings(metrics=metrics, steps=2), methods=METHODS, size=SIZE, resize="stretch", batch_size=4
     )
@@ -126,6 +126,7 @@ def test_worker_reads_the_cache_and_writes_error_rows_for_unreadable_or_changed_
     assert set(scores["shard"]) == {0} and (scores.groupby("image_id")["row"].nunique() == 1).all()
 
 
+@pytest.mark.slow
 def test_damaged_metrics_part_is_named(explained, tmp_path):
     store, run_id = fresh_copy(explained, tmp_path)
     run = open_store(str(store)).run(run_id)

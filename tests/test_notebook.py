@@ -25,5 +25,6 @@ def test_notebook_executes(demo_result, tmp_path, monkeypatch):
     assert not [o for o in outputs if o.get("output_type") == "error"]
     text = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for o in outputs)
     assert "images explained" in text and "random baseline" in text
+    assert "quality of run" in text and "images scored" in text, "the tiny demo scores map quality"
     assert "only one run" not in text, "the tiny demo store has two runs to compare"
     assert any("image/png" in o.get("data", {}) for o in outputs), "overlays shown inline"

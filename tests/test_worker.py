@@ -397,6 +397,7 @@ def test_appending_to_a_format_1_run_writes_only_the_arrays_it_has(tree, tmp_pat
     assert "targets" not in json.loads((store / "runs" / run.run_id / "run.json").read_text())["arrays"]
 
 
+@pytest.mark.slow
 def test_decoding_in_processes_gives_the_same_maps_as_threads(tree, tmp_path):
     """GPU actors decode in a pool of spawned processes (off the compute thread's GIL): same inputs, same maps."""
     state, _ = weights(0)
@@ -412,6 +413,7 @@ def test_decoding_in_processes_gives_the_same_maps_as_threads(tree, tmp_path):
     worker._decode_pool.shutdown()
 
 
+@pytest.mark.slow
 def test_a_dead_decode_process_fails_the_shard_and_the_next_gets_a_new_pool(tree, tmp_path):
     import signal
 
