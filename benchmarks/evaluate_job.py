@@ -18,7 +18,7 @@ import torch
 
 from densecam_core import generate_mura
 from densecam_core.hardware import native_bf16
-from densecam_core.quality_table import format_grid, summary_grid
+from densecam_core.quality_report import format_grid, summary_grid
 from jobs.explain import JobConfig, run_job
 from jobs.scoring_job import EvaluateConfig, run_evaluation
 

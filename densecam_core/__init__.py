@@ -34,8 +34,8 @@ _EXPORTS = {
     "compare_runs": "densecam_core.compare",
     "StoreError": "densecam_core.store.format",
     "pointing_game": "densecam_core.evaluate",
-    "quality_table": "densecam_core.quality_table",
-    "verdicts": "densecam_core.quality_table",
+    "quality_table": "densecam_core.quality_report",
+    "verdicts": "densecam_core.quality_report",
     "deletion_insertion": "densecam_core.quality",
 }
 

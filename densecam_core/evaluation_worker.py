@@ -6,7 +6,6 @@ The evaluation job's actors wrap it (``jobs/scoring_job.py``) as the explanation
 
 from __future__ import annotations
 
-import io
 import threading
 import time
 from dataclasses import dataclass
@@ -17,13 +16,12 @@ import torch
 
 from densecam_core.geometry import Geometry
 from densecam_core.loader import BatchLoader
-from densecam_core.model import load_densenet169, model_fingerprint
 from densecam_core.scoring import BatchScorer, MapKey, ScoreSettings
 from densecam_core.store.format import Shard
 from densecam_core.store.inputs import InputCache, cached_model_inputs
 from densecam_core.store.metrics import write_metrics_part
 from densecam_core.store.reader import Run, open_store
-from densecam_core.worker import ShardResult
+from densecam_core.worker import ShardResult, load_replica
 
 
 @dataclass(frozen=True)
@@ -68,13 +66,7 @@ class EvaluateWorker:
         threads: int | None = None,
         expected_fingerprint: str | None = None,
     ) -> None:
-        if threads:
-            torch.set_num_threads(threads)
-        source = io.BytesIO(weights) if isinstance(weights, (bytes, bytearray)) else weights
-        model = load_densenet169(source, device=device)
-        self.fingerprint = model_fingerprint(model)
-        if expected_fingerprint and expected_fingerprint != self.fingerprint:
-            raise RuntimeError("weights received by the worker differ from the driver's (fingerprint mismatch)")
+        model = load_replica(weights, device=device, threads=threads, expected_fingerprint=expected_fingerprint)
         precision = "fp32" if settings.precision == "fp16" and device == "cpu" else settings.precision
         self.scorer = BatchScorer(
             model, settings.score, methods=settings.methods, precision=precision, target=settings.target

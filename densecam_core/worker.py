@@ -72,6 +72,19 @@ class ShardResult:
     images_from_cache: int = 0
 
 
+def load_replica(
+    weights: bytes | dict, *, device: str, threads: int | None = None, expected_fingerprint: str | None = None
+) -> torch.nn.Module:
+    """An actor's model replica from the weights the driver sent, checked against the driver's fingerprint."""
+    if threads:
+        torch.set_num_threads(threads)
+    source = io.BytesIO(weights) if isinstance(weights, (bytes, bytearray)) else weights
+    model = load_densenet169(source, device=device)
+    if expected_fingerprint and expected_fingerprint != model_fingerprint(model):
+        raise RuntimeError("weights received by the worker differ from the driver's (fingerprint mismatch)")
+    return model
+
+
 def _empty(name: str, shape: tuple[int, ...]) -> np.ndarray:
     """Rows without a value: NaN maps and logits, class id -1 for ``targets``."""
     if name == fmt.TARGETS_ARRAY:
@@ -98,13 +111,8 @@ class ExplainWorker:
         warm_up: bool = True,
         store_url: str | None = None,
     ) -> None:
-        if threads:
-            torch.set_num_threads(threads)
-        source = io.BytesIO(weights) if isinstance(weights, (bytes, bytearray)) else weights
-        model = load_densenet169(source, device=device)
+        model = load_replica(weights, device=device, threads=threads, expected_fingerprint=expected_fingerprint)
         self.fingerprint = model_fingerprint(model)
-        if expected_fingerprint and expected_fingerprint != self.fingerprint:
-            raise RuntimeError("weights received by the worker differ from the driver's (fingerprint mismatch)")
         self.explainer = Explainer(
             model, methods=settings.methods, targets=settings.targets, precision=settings.precision
         )

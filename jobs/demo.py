@@ -62,7 +62,7 @@ def run_demo(workdir: str | os.PathLike, config: DemoConfig = DemoConfig()) -> d
     from densecam_core.figures import contact_sheet, image_panel
     from densecam_core.manifest import read_manifest
     from densecam_core.metrics import image_and_study_metrics
-    from densecam_core.quality_table import format_grid, summary_grid
+    from densecam_core.quality_report import format_grid, summary_grid
     from densecam_core.store.reader import open_store
     from densecam_core.synth import generate_mura
     from densecam_core.training import TrainConfig, save_checkpoint, split_for_training, train

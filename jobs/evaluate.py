@@ -52,9 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--tolerance", type=float, default=0.0, help="pointing game only: grow boxes by this many pixels"
     )
     parser.add_argument(
-        "--csv", default=None, help="also write the table to this CSV (job: default metrics/summary.csv)"
+        "--csv", default=None, help="also write the table to this CSV (job: default metrics/_summary.csv)"
     )
-    parser.add_argument("--plot", default=None, help="job: the table as a figure (default metrics/summary.png)")
+    parser.add_argument("--plot", default=None, help="job: the table as a figure (default metrics/_summary.png)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 

@@ -23,7 +23,7 @@ from densecam_core import fileio
 from densecam_core.evaluate import boxes_by_image, read_boxes
 from densecam_core.evaluation_worker import EvaluateSettings, EvaluateWorker
 from densecam_core.model import load_densenet169, model_fingerprint, state_dict_bytes
-from densecam_core.quality_table import metrics_table
+from densecam_core.quality_report import metrics_table
 from densecam_core.sampling import stratified_sample
 from densecam_core.scoring import ScoreSettings, validate_metrics
 from densecam_core.store import metrics as store_metrics
@@ -279,18 +279,18 @@ def _dispatch(job: PreparedEvaluation, todo: deque, lock: RunLock, hook: Any) ->
 
 
 def main_job(config: EvaluateConfig, *, csv: str | None = None, plot: str | None = None) -> int:
-    from densecam_core.quality_table import format_grid, plot_table, summary_grid
+    from densecam_core.quality_report import format_grid, plot_table, summary_grid
 
     summary, table = run_evaluation(config)
     print(summary.render())
     print(format_grid(summary_grid(table)))
     run_url = open_store(config.store).run(summary.run_id).url
     fs, directory = store_metrics.metrics_dir(run_url)
-    csv_fs, csv_path = fileio.filesystem(csv) if csv else (fs, fileio.join(directory, "summary.csv"))
+    csv_fs, csv_path = fileio.filesystem(csv) if csv else (fs, fileio.join(directory, "_summary.csv"))
     with csv_fs.open(csv_path, "w") as handle:
         table.to_csv(handle, index=False)
     if plot is None and fileio.protocol(fs) == "file":
-        plot = os.path.join(directory, "summary.png")
+        plot = os.path.join(directory, "_summary.png")
     if plot:
         plot_table(table, plot)
     print(f"table: {csv or csv_path}" + (f"; plot: {plot}" if plot else ""))

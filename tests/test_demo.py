@@ -80,15 +80,19 @@ def test_evaluate_and_compare_commands(demo_result, capsys, tmp_path):
     copy = tmp_path / "store"
     shutil.copytree(store, copy)
     checkpoint = demo_result["checkpoints"][0]
-    table, figure = tmp_path / "quality.csv", tmp_path / "quality.png"
+    table = tmp_path / "quality.csv"
     argv = ["evaluate", str(copy), "--run", run_a, "--checkpoint", checkpoint, "--metrics", "deletion,insertion"]
-    argv += ["--steps", "2", "--sample", "3", "--force", "--no-progress", "--csv", str(table), "--plot", str(figure)]
+    argv += ["--steps", "2", "--sample", "3", "--force", "--no-progress", "--csv", str(table)]
     assert cli_main(argv) == 0
     out = capsys.readouterr().out
     assert "3 scored now" in out and "deletion_beats_random" in out
     assert set(pd.read_csv(table)["metric"]) == {"deletion_auc", "insertion_auc"}
-    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert cli_main([*argv[:-6], "--checkpoint", demo_result["checkpoints"][1]]) == 2
+    metrics_dir = copy / "runs" / run_a / "metrics"
+    assert (metrics_dir / "_summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # pandas reads the scores without densecam: the settings and summary files beside the parts are skipped
+    plain = pd.read_parquet(metrics_dir)
+    assert len(plain) == len(open_store(str(copy)).run(run_a).metrics()) and plain["image_id"].nunique() == 3
+    assert cli_main([*argv[:-4], "--checkpoint", demo_result["checkpoints"][1]]) == 2
     assert "but run" in capsys.readouterr().err
 
 

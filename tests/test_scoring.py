@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from densecam_core.explain import Explainer
 from densecam_core.geometry import Geometry
 from densecam_core.quality import deletion_insertion
-from densecam_core.quality_table import metrics_table, verdicts
+from densecam_core.quality_report import metrics_table, verdicts
 from densecam_core.randomization import RANDOMIZATION_STAGES, cascade
 from densecam_core.scoring import BatchScorer, ScoreSettings, image_seed, random_maps, validate_metrics
 from densecam_core.similarity import spearman

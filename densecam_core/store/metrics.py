@@ -2,7 +2,7 @@
 
 One Parquet part per evaluated shard, ``part-<shard:06d>.parquet``, committed like the index: written
 under a temporary name and renamed into place, so a part is either whole or absent and resume skips
-the shards whose part exists. ``evaluation.json`` records the settings the parts were scored with;
+the shards whose part exists. ``_evaluation.json`` records the settings the parts were scored with;
 an evaluation with other settings refuses to mix its scores in. No torch import.
 """
 
@@ -20,7 +20,7 @@ from densecam_core import fileio
 from densecam_core.store import format as fmt
 
 METRICS_DIR = "metrics"
-EVALUATION_JSON = "evaluation.json"
+EVALUATION_JSON = "_evaluation.json"
 METRIC_FIELDS: tuple[pa.Field, ...] = (
     pa.field("image_id", pa.string()),
     pa.field("row", pa.int64()),

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from densecam_core.quality_table import bootstrap_means, metrics_table, verdicts
+from densecam_core.quality_report import bootstrap_means, metrics_table, verdicts
 from densecam_core.sampling import stratified_sample
 
 
