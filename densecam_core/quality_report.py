@@ -8,7 +8,6 @@ independent; resampling studies (with replacement) keeps that dependence in the 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -187,20 +186,23 @@ def format_grid(grid: pd.DataFrame) -> str:
     return shown.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="")
 
 
-def format_table(table: pd.DataFrame, metrics: Sequence[str] | None = None) -> str:
-    """The table as text: one grid per metric (and stage), maps as rows, mean [interval] and random."""
+def format_table(table: pd.DataFrame, *, every_stage: bool = False) -> str:
+    """The table as text: a block per metric (randomisation at its last stage unless ``every_stage``),
+    a line per map: mean, 95 % interval, images, the random map's mean and the paired difference to it."""
+    last_stage = table["stage"].max() if table["stage"].notna().any() else None
+    shown = table if every_stage else table[table["stage"].isna() | (table["stage"] == last_stage)]
     lines = []
-    for (metric, stage), group in table.groupby(["metric", table["stage"].fillna(0)], sort=False):
-        if metrics is not None and metric not in metrics:
-            continue
+    for (metric, stage), group in shown.groupby(["metric", shown["stage"].fillna(0)], sort=False):
         title = metric + (f", stage {int(stage)}" if stage else "")
         lines.append(f"{title} ({'lower' if metric in LOWER_IS_BETTER else 'higher'} is better)")
-        for r in group.itertuples():
-            random = getattr(r, "random", np.nan)
-            extra = "" if r.method == "random" or pd.isna(random) else f"   random {random:.3f}"
-            lines.append(
-                f"  {r.method:>9} b{int(r.block)}  {r.mean:7.3f}  [{r.ci_low:.3f}, {r.ci_high:.3f}]  n={r.images}{extra}"
-            )
+        for r in group[group["method"] != "random"].itertuples():
+            line = f"  {r.method:>9} b{int(r.block)}  {r.mean:7.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]  n={r.images:<6}"
+            if not pd.isna(getattr(r, "random", np.nan)):
+                line += (
+                    f"  random {r.random:.3f}, map - random {r.vs_random:+.3f} "
+                    f"[{r.vs_random_low:+.3f}, {r.vs_random_high:+.3f}]"
+                )
+            lines.append(line)
     return "\n".join(lines)
 
 

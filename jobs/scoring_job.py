@@ -279,10 +279,12 @@ def _dispatch(job: PreparedEvaluation, todo: deque, lock: RunLock, hook: Any) ->
 
 
 def main_job(config: EvaluateConfig, *, csv: str | None = None, plot: str | None = None) -> int:
-    from densecam_core.quality_report import format_grid, plot_table, summary_grid
+    from densecam_core.quality_report import format_grid, format_table, plot_table, summary_grid
 
     summary, table = run_evaluation(config)
     print(summary.render())
+    print(format_table(table))
+    print("\nper map: means (randomisation at its last stage), paired difference to the random map, verdicts")
     print(format_grid(summary_grid(table)))
     run_url = open_store(config.store).run(summary.run_id).url
     fs, directory = store_metrics.metrics_dir(run_url)

@@ -85,7 +85,7 @@ def test_evaluate_and_compare_commands(demo_result, capsys, tmp_path):
     argv += ["--steps", "2", "--sample", "3", "--force", "--no-progress", "--csv", str(table)]
     assert cli_main(argv) == 0
     out = capsys.readouterr().out
-    assert "3 scored now" in out and "deletion_beats_random" in out
+    assert "3 scored now" in out and "deletion_beats_random" in out and "map - random" in out
     assert set(pd.read_csv(table)["metric"]) == {"deletion_auc", "insertion_auc"}
     metrics_dir = copy / "runs" / run_a / "metrics"
     assert (metrics_dir / "_summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
