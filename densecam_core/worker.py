@@ -28,9 +28,11 @@ from densecam_core.loader import BatchLoader
 from densecam_core.model import load_densenet169, model_fingerprint
 from densecam_core.spec import CPU_BATCH, GPU_BATCHES
 from densecam_core.store import format as fmt
+from densecam_core.store.commit import commit_shard
+from densecam_core.store.commit import ready as writer_ready
 from densecam_core.store.format import Shard
 from densecam_core.store.inputs import InputCache, SourceIdentity, cached_model_inputs
-from densecam_core.store.writer import recorded_extra_types, write_shard
+from densecam_core.store.writer import recorded_extra_types
 
 NON_FINITE = "non-finite model output (NaN or inf in the logits or maps): check the checkpoint's weights"
 
@@ -125,6 +127,8 @@ class ExplainWorker:
         # the others decode and write, instead of three threads contending for the GIL to launch kernels
         self._compute_lock = threading.Lock()
         self._decode_pool: ProcessPoolExecutor | None = None
+        self._write_pool: ProcessPoolExecutor | None = None
+        self.store_url = store_url
         # a GPU reuses its cuDNN plans only for shapes it has seen: every batch is padded to the full size
         self.fixed_batch = self.explainer.device.type == "cuda"
         self.cache = (
@@ -144,8 +148,11 @@ class ExplainWorker:
         """
         self.explainer(torch.zeros(self.batch_size, 3, self.settings.size, self.settings.size, dtype=torch.uint8))
         pool = self._decoder()
-        if pool is not None:  # decode processes spawned and importing now, not inside the first shard
+        if pool is not None:  # decode and writer processes spawned and importing now, not in the first shard
             list(pool.map(decoder_ready, range(self.settings.decode_processes)))
+            with self._cache_lock:
+                self._write_pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            self._write_pool.submit(writer_ready).result()
 
     def auto_batch_size(self, probe: int = 8) -> int:
         """CPU: ``CPU_BATCH``. CUDA: the largest of ``GPU_BATCHES`` (at most ``max_batch``) whose memory,
@@ -250,10 +257,10 @@ class ExplainWorker:
         if not outputs:  # every image failed: the arrays still get their empty chunk for this shard
             outputs = {name: _empty(name, (span, *shape)) for name, shape in recorded.items()}
         tick = time.perf_counter()
-        if self.cache is not None and self.settings.input_cache == "readwrite":
-            self.cache.write(decoded)
+        caching = self.cache is not None and self.settings.input_cache == "readwrite"
+        cache = (self.store_url, self.settings.size, self.settings.resize) if caching and self.store_url else None
         index = self._index(rows, run_id, shard, heights, widths, logit, prob, errors)
-        write_shard(run_url, shard, shard_size, outputs, index, recorded_extra_types(meta))
+        self._commit(run_url, shard, shard_size, outputs, index, recorded_extra_types(meta), cache, decoded)
         write = time.perf_counter() - tick
         total = time.perf_counter() - started
         ok_count = sum(e is None for e in errors)
@@ -278,12 +285,30 @@ class ExplainWorker:
                 self._decode_pool = ProcessPoolExecutor(self.settings.decode_processes, mp_context=context)
         return self._decode_pool
 
-    def close(self) -> None:
-        """Stop the decode processes (before the actor is killed: no orphaned children or semaphores)."""
+    def _commit(self, run_url: str, shard: Shard, *args: Any) -> None:
+        """``commit_shard`` in the writer process when the worker decodes in processes, else here."""
+        if self.settings.decode_processes < 1:
+            commit_shard(run_url, shard, *args)
+            return
         with self._cache_lock:
-            pool, self._decode_pool = self._decode_pool, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            if self._write_pool is None:
+                self._write_pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            pool = self._write_pool
+        try:
+            pool.submit(commit_shard, run_url, shard, *args).result()
+        except BrokenProcessPool as exc:
+            with self._cache_lock:
+                self._write_pool = None
+            raise RuntimeError(f"the writer process died ({exc}); the shard is retried with a new one") from exc
+
+    def close(self) -> None:
+        """Stop the decode and writer processes (before the actor is killed: no orphans or leaked semaphores)."""
+        with self._cache_lock:
+            pools = [self._decode_pool, self._write_pool]
+            self._decode_pool = self._write_pool = None
+        for pool in pools:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
 
     def _guarded(self, loader: BatchLoader) -> Iterator[Any]:
         """The loader's batches; a decode process that died (killed, or a decoder crash) fails the shard,
