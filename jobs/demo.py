@@ -140,6 +140,8 @@ def run_demo(workdir: str | os.PathLike, config: DemoConfig = DemoConfig()) -> d
     import ray
 
     started_ray = not ray.is_initialized()
+    if started_ray:  # one local Ray for both jobs and the evaluation (a job shuts down only a Ray it started)
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=True)
     try:
         summary_a = run_job(JobConfig(checkpoint=str(checkpoint_a), **job))
         _say("      " + summary_a.render().replace("\n", "\n      "))

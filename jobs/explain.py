@@ -11,6 +11,7 @@ check that bad input can fail, before any work), runs it and summarises it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -18,7 +19,7 @@ import time
 import traceback
 import warnings
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -165,6 +166,18 @@ def _start_ray(ray: Any, config: JobConfig) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def ray_session(ray: Any, config: Any) -> Iterator[bool]:
+    """Ray for one job: joined if it is up or an address is given, else started here and shut down at the
+    end (yields whether this job started it), so no local Ray outlives the job that started it."""
+    own = _start_ray(ray, config)
+    try:
+        yield own
+    finally:
+        if own:
+            ray.shutdown()
+
+
 def _warn_local_store_on_cluster(nodes: list[dict[str, float]], store: str) -> None:
     if len(nodes) > 1 and "://" not in store:
         print(
@@ -229,35 +242,35 @@ def _dispatch(
     import ray
 
     config, spec = job.config, job.spec
-    own_local_ray = _start_ray(ray, config)
-    total, nodes = cluster_resources(ray)
-    _warn_local_store_on_cluster(nodes, config.store)
-    resources = size_actors(total, nodes, config, can_grow=not own_local_ray)
-    settings = dataclasses.replace(
-        job.settings,
-        batch_size=batch_size_for(config, resources.gpus_per_worker),
-        decode_threads=resources.threads,
-        decode_processes=decode_processes_for(config, resources.gpus_per_worker, resources.threads),
-        concurrency=resources.concurrency,
-        max_batch=spec.shard_size,
-    )
-    _say_input_cache(config)
-    actor_class = make_actor_class(ray)
-    weights_ref = ray.put(state_dict_bytes(job.model))
-
-    def make_actor() -> Any:
-        return actor_class.options(
-            num_cpus=resources.cpus_per_worker,
-            num_gpus=resources.gpus_per_worker,
-            max_concurrency=resources.concurrency,
-        ).remote(
-            weights_ref, settings, resources.gpus_per_worker > 0, resources.threads, spec.fingerprint, config.store
+    with ray_session(ray, config) as own_local_ray:
+        total, nodes = cluster_resources(ray)
+        _warn_local_store_on_cluster(nodes, config.store)
+        resources = size_actors(total, nodes, config, can_grow=not own_local_ray)
+        settings = dataclasses.replace(
+            job.settings,
+            batch_size=batch_size_for(config, resources.gpus_per_worker),
+            decode_threads=resources.threads,
+            decode_processes=decode_processes_for(config, resources.gpus_per_worker, resources.threads),
+            concurrency=resources.concurrency,
+            max_batch=spec.shard_size,
         )
+        _say_input_cache(config)
+        actor_class = make_actor_class(ray)
+        weights_ref = ray.put(state_dict_bytes(job.model))
 
-    def submit(actor: Any, shard: Shard, rows: pd.DataFrame) -> Any:
-        return actor.process.remote(writer.run_url, spec.run_id, shard, spec.shard_size, rows)
+        def make_actor() -> Any:
+            return actor_class.options(
+                num_cpus=resources.cpus_per_worker,
+                num_gpus=resources.gpus_per_worker,
+                max_concurrency=resources.concurrency,
+            ).remote(
+                weights_ref, settings, resources.gpus_per_worker > 0, resources.threads, spec.fingerprint, config.store
+            )
 
-    return Dispatcher(ray, config, resources, make_actor, submit, todo, lock, hook).run()
+        def submit(actor: Any, shard: Shard, rows: pd.DataFrame) -> Any:
+            return actor.process.remote(writer.run_url, spec.run_id, shard, spec.shard_size, rows)
+
+        return Dispatcher(ray, config, resources, make_actor, submit, todo, lock, hook).run()
 
 
 def _say_input_cache(config: JobConfig) -> None:

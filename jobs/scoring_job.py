@@ -254,28 +254,28 @@ def make_evaluate_actor_class(ray: Any) -> Any:
 def _dispatch(job: PreparedEvaluation, todo: deque, lock: RunLock, hook: Any) -> DispatchCounters:
     import ray
 
-    from jobs.explain import _start_ray
+    from jobs.explain import ray_session
 
     config = job.config
-    own_local_ray = _start_ray(ray, config)  # type: ignore[arg-type]
-    total, nodes = cluster_resources(ray)
-    resources = size_actors(total, nodes, config, can_grow=not own_local_ray)
-    settings = dataclasses.replace(job.settings, decode_threads=resources.threads)
-    actor_class = make_evaluate_actor_class(ray)
-    weights_ref = ray.put(state_dict_bytes(job.model))
-    extra = dict(store_url=config.store, run_id=job.run.run_id, expected_fingerprint=job.run.fingerprint)
+    with ray_session(ray, config) as own_local_ray:
+        total, nodes = cluster_resources(ray)
+        resources = size_actors(total, nodes, config, can_grow=not own_local_ray)
+        settings = dataclasses.replace(job.settings, decode_threads=resources.threads)
+        actor_class = make_evaluate_actor_class(ray)
+        weights_ref = ray.put(state_dict_bytes(job.model))
+        extra = dict(store_url=config.store, run_id=job.run.run_id, expected_fingerprint=job.run.fingerprint)
 
-    def make_actor() -> Any:
-        return actor_class.options(num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker).remote(
-            weights_ref, settings, resources.gpus_per_worker > 0, resources.threads, **extra
-        )
+        def make_actor() -> Any:
+            return actor_class.options(num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker).remote(
+                weights_ref, settings, resources.gpus_per_worker > 0, resources.threads, **extra
+            )
 
-    def submit(actor: Any, shard: Shard, rows: pd.DataFrame) -> Any:
-        boxes = {i: job.boxes[i] for i in rows["image_id"] if i in job.boxes} if job.boxes else None
-        return actor.process.remote(job.run.url, shard, rows, boxes)
+        def submit(actor: Any, shard: Shard, rows: pd.DataFrame) -> Any:
+            boxes = {i: job.boxes[i] for i in rows["image_id"] if i in job.boxes} if job.boxes else None
+            return actor.process.remote(job.run.url, shard, rows, boxes)
 
-    single = dataclasses.replace(resources, concurrency=1)  # one shard at a time per actor
-    return Dispatcher(ray, config, single, make_actor, submit, todo, lock, hook, desc="scoring").run()  # type: ignore[arg-type]
+        single = dataclasses.replace(resources, concurrency=1)  # one shard at a time per actor
+        return Dispatcher(ray, config, single, make_actor, submit, todo, lock, hook, desc="scoring").run()  # type: ignore[arg-type]
 
 
 def main_job(config: EvaluateConfig, *, csv: str | None = None, plot: str | None = None) -> int:
