@@ -48,7 +48,10 @@ COMMANDS = {
     "compact": ("jobs.compact", "merge a store's index parts into a few large files (jobs do it when they finish)"),
     "verify": ("jobs.verify", "check a store's committed shards (checksums, finite maps); --repair uncommits damage"),
     "train": ("jobs.train", "fine-tune DenseNet169 the MURA-paper way; checkpoint + metrics"),
-    "evaluate": ("jobs.evaluate", "pointing game of a stored run against lesion boxes"),
+    "evaluate": (
+        "jobs.evaluate",
+        "score a run's maps (deletion, insertion, randomisation, stability, localisation) or the pointing game",
+    ),
     "compare": ("jobs.compare", "what a model update changed between two runs"),
     "synth": (None, "write a synthetic MURA-v1.1 tree with lesion boxes"),
 }
