@@ -101,6 +101,11 @@ def test_job_on_s3_completes_and_reads_back(s3, tmp_path):
     try:
         assert main(job_args(s3["manifest"], store, "--summary-json", str(tmp_path / "s.json"))) == 0
         assert main(job_args(str(s3["local"]), str(tmp_path / "local-store"))) == 0  # the same images, locally
+        # the evaluation job on the bucket: inputs from the cache there, metrics parts and table written there
+        from jobs.evaluate import main as evaluate
+
+        scoring = ["--metrics", "deletion,stability", "--steps", "2", "--sample", "4", "--workers", "1"]
+        assert evaluate([store, "--run", "latest", *scoring, "--no-progress"]) == 0
     finally:
         ray.shutdown()
     run = open_store(store).run("latest")
@@ -121,6 +126,16 @@ def test_job_on_s3_completes_and_reads_back(s3, tmp_path):
         f"SELECT count(*), avg(prob) FROM read_parquet('{store}/runs/*/index/*.parquet', union_by_name=true)"
     ).fetchall()[0]
     assert count == 16 and mean == pytest.approx(float(index["prob"].mean()), rel=1e-6)
+    scores = run.metrics()
+    assert scores["image_id"].nunique() == 4 and set(scores["metric"]) == {
+        "deletion_auc",
+        "stability_r",
+        "stability_max_change",
+    }
+    (scored,) = connection.sql(
+        f"SELECT count(DISTINCT image_id) FROM read_parquet('{store}/runs/*/metrics/part-*.parquet')"
+    ).fetchall()[0]
+    assert scored == 4 and s3["fs"].exists(f"{BUCKET}/store-a/runs/{run.run_id}/metrics/_summary.csv")
 
 
 def test_job_on_s3_killed_and_resumed_equals_a_clean_run(s3):
