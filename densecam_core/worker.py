@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import multiprocessing
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +24,7 @@ from densecam_core.images import ModelInput
 from densecam_core.images import ready as decoder_ready  # lives in images: children import no torch
 from densecam_core.loader import BatchLoader
 from densecam_core.model import load_densenet169, model_fingerprint
+from densecam_core.spawned import SpawnedPool
 from densecam_core.spec import CPU_BATCH, GPU_BATCHES
 from densecam_core.store import format as fmt
 from densecam_core.store.commit import commit_shard
@@ -126,8 +125,9 @@ class ExplainWorker:
         # shards that run at once (GPU actors) take turns on the device: one thread issues kernels while
         # the others decode and write, instead of three threads contending for the GIL to launch kernels
         self._compute_lock = threading.Lock()
-        self._decode_pool: ProcessPoolExecutor | None = None
-        self._write_pool: ProcessPoolExecutor | None = None
+        processes = settings.decode_processes
+        self._decode = SpawnedPool(processes, "a decode process") if processes > 0 else None
+        self._write = SpawnedPool(1, "the writer process") if processes > 0 else None  # writes with them
         self.store_url = store_url
         # a GPU reuses its cuDNN plans only for shapes it has seen: every batch is padded to the full size
         self.fixed_batch = self.explainer.device.type == "cuda"
@@ -147,12 +147,9 @@ class ExplainWorker:
         slower on CPU (a second OpenMP team; docs/PERFORMANCE.md), so shards are not overlapped with threads.
         """
         self.explainer(torch.zeros(self.batch_size, 3, self.settings.size, self.settings.size, dtype=torch.uint8))
-        pool = self._decoder()
-        if pool is not None:  # decode and writer processes spawned and importing now, not in the first shard
-            list(pool.map(decoder_ready, range(self.settings.decode_processes)))
-            with self._cache_lock:
-                self._write_pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-            self._write_pool.submit(writer_ready).result()
+        if self._decode is not None and self._write is not None:  # spawned and importing now, not in a shard
+            self._decode.start(decoder_ready)
+            self._write.start(writer_ready)
 
     def auto_batch_size(self, probe: int = 8) -> int:
         """CPU: ``CPU_BATCH``. CUDA: the largest of ``GPU_BATCHES`` (at most ``max_batch``) whose memory,
@@ -200,7 +197,7 @@ class ExplainWorker:
             num_threads=self.settings.decode_threads,
             max_bytes=self.settings.max_image_bytes,
             cached=cached,
-            executor=self._decoder(),
+            executor=self._decode.get() if self._decode is not None else None,
         )
         outputs: dict[str, np.ndarray] = {}
         heights = np.zeros(count, dtype=np.int64)
@@ -274,41 +271,18 @@ class ExplainWorker:
             images_from_cache=from_cache,
         )
 
-    def _decoder(self) -> ProcessPoolExecutor | None:
-        """The persistent decode processes (``decode_processes`` > 0), started on first use. Spawned, not
-        forked: the actor holds threads and a CUDA context; the children import only ``images`` (no torch)."""
-        if self.settings.decode_processes < 1:
-            return None
-        with self._cache_lock:
-            if self._decode_pool is None:
-                context = multiprocessing.get_context("spawn")
-                self._decode_pool = ProcessPoolExecutor(self.settings.decode_processes, mp_context=context)
-        return self._decode_pool
-
-    def _commit(self, run_url: str, shard: Shard, *args: Any) -> None:
+    def _commit(self, *args: Any) -> None:
         """``commit_shard`` in the writer process when the worker decodes in processes, else here."""
-        if self.settings.decode_processes < 1:
-            commit_shard(run_url, shard, *args)
-            return
-        with self._cache_lock:
-            if self._write_pool is None:
-                self._write_pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-            pool = self._write_pool
-        try:
-            pool.submit(commit_shard, run_url, shard, *args).result()
-        except BrokenProcessPool as exc:
-            with self._cache_lock:
-                self._write_pool = None
-            raise RuntimeError(f"the writer process died ({exc}); the shard is retried with a new one") from exc
+        if self._write is None:
+            commit_shard(*args)
+        else:
+            self._write.run(commit_shard, *args)
 
     def close(self) -> None:
         """Stop the decode and writer processes (before the actor is killed: no orphans or leaked semaphores)."""
-        with self._cache_lock:
-            pools = [self._decode_pool, self._write_pool]
-            self._decode_pool = self._write_pool = None
-        for pool in pools:
+        for pool in (self._decode, self._write):
             if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
+                pool.close()
 
     def _guarded(self, loader: BatchLoader) -> Iterator[Any]:
         """The loader's batches; a decode process that died (killed, or a decoder crash) fails the shard,
@@ -316,9 +290,9 @@ class ExplainWorker:
         try:
             yield from loader
         except BrokenProcessPool as exc:
-            with self._cache_lock:
-                self._decode_pool = None
-            raise RuntimeError(f"a decode process died ({exc}); the shard is retried with a new pool") from exc
+            if self._decode is None:
+                raise
+            raise self._decode.broken(exc) from exc
 
     def _explain(self, images: torch.Tensor) -> Explanation:
         """One Explainer pass, the batch padded to full size on a GPU (cuDNN plans are per shape) and cropped back."""

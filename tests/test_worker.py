@@ -404,13 +404,13 @@ def test_decoding_in_processes_gives_the_same_maps_as_threads(tree, tmp_path):
     settings = ExplainSettings(methods=METHODS, size=SIZE, batch_size=4, input_cache="off", decode_processes=1)
     worker = ExplainWorker(state, settings, warm_up=False)
     _, run_a, _ = run_worker(tree, tmp_path / "a", cache="off", worker=worker)
-    assert worker._decode_pool is not None, "the pool was used"
+    assert worker._decode is not None and worker._decode.pool is not None, "the pool was used"
     _, run_b, _ = run_worker(tree, tmp_path / "b", cache="off")
     a, b = open_store(str(tmp_path / "a")).run(run_a), open_store(str(tmp_path / "b")).run(run_b)
     assert a.index["status"].tolist() == b.index["status"].tolist()
     rows = a.index["row"].to_numpy()
     np.testing.assert_array_equal(a.maps("gradcam", 2, rows=rows), b.maps("gradcam", 2, rows=rows))
-    worker._decode_pool.shutdown()
+    worker.close()
 
 
 @pytest.mark.slow
@@ -420,12 +420,12 @@ def test_a_dead_decode_process_fails_the_shard_and_the_next_gets_a_new_pool(tree
     state, _ = weights(0)
     settings = ExplainSettings(methods=METHODS, size=SIZE, batch_size=4, input_cache="off", decode_processes=1)
     worker = ExplainWorker(state, settings, warm_up=False)
-    pool = worker._decoder()
+    pool = worker._decode.get()
     pool.submit(int, 0).result()  # the child is up
     for process in list(pool._processes.values()):
         os.kill(process.pid, signal.SIGKILL)
     with pytest.raises(RuntimeError, match="a decode process died"):
         run_worker(tree, tmp_path / "a", cache="off", worker=worker)
     run_worker(tree, tmp_path / "b", cache="off", worker=worker)  # a fresh pool
-    assert worker._decode_pool is not pool
-    worker._decode_pool.shutdown()
+    assert worker._decode.pool is not pool
+    worker.close()
