@@ -6,7 +6,6 @@ The evaluation job's actors wrap it (``jobs/scoring_job.py``) as the explanation
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 
@@ -74,7 +73,6 @@ class EvaluateWorker:
         self.settings = settings
         self.run: Run = open_store(store_url).run(run_id)
         self.cache = InputCache(store_url, settings.size, settings.resize) if settings.input_cache != "off" else None
-        self._cache_lock = threading.Lock()
 
     def map_keys(self) -> list[MapKey]:
         return [("cam", 4)] + [(m, b) for m in self.settings.methods for b in (1, 2, 3, 4)]
@@ -86,7 +84,7 @@ class EvaluateWorker:
         started = time.perf_counter()
         rows = rows.sort_values("row").reset_index(drop=True)
         paths = rows["path"].astype(str).tolist()
-        _, cached = cached_model_inputs(self.cache, paths, threads=self.settings.decode_threads, lock=self._cache_lock)
+        _, cached = cached_model_inputs(self.cache, paths, threads=self.settings.decode_threads)
         stored = {key: self._stored(key, rows["row"].to_numpy()) for key in self.map_keys()}
         loader = BatchLoader(
             paths,

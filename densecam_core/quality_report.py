@@ -159,12 +159,18 @@ def _stable(rows: pd.DataFrame) -> bool | None:
     return None if r.empty else bool(r["mean"].iloc[0] >= STABLE_FROM)
 
 
+def _last_stage(table: pd.DataFrame) -> tuple[pd.DataFrame, float | None]:
+    """The rows without a stage and those of the last randomisation stage (a wholly random network), and that stage."""
+    last = table["stage"].max() if table["stage"].notna().any() else None
+    return table[table["stage"].isna() | (table["stage"] == last)], last
+
+
 def summary_grid(table: pd.DataFrame) -> pd.DataFrame:
     """One row per map: each metric's mean (randomisation at its last stage), the paired difference to
     the random map on the same images beside deletion and insertion, and the verdicts: the compact view
     ``densecam evaluate`` prints."""
-    last_stage = table["stage"].max() if table["stage"].notna().any() else None
-    shown = table[(table["stage"].isna() | (table["stage"] == last_stage)) & (table["method"] != "random")]
+    shown, _ = _last_stage(table)
+    shown = shown[shown["method"] != "random"]
     grid = shown.pivot_table(index=["method", "block"], columns="metric", values="mean", aggfunc="first")
     if "vs_random" in shown:
         for metric in ("deletion_auc", "insertion_auc"):
@@ -189,8 +195,7 @@ def format_grid(grid: pd.DataFrame) -> str:
 def format_table(table: pd.DataFrame, *, every_stage: bool = False) -> str:
     """The table as text: a block per metric (randomisation at its last stage unless ``every_stage``),
     a line per map: mean, 95 % interval, images, the random map's mean and the paired difference to it."""
-    last_stage = table["stage"].max() if table["stage"].notna().any() else None
-    shown = table if every_stage else table[table["stage"].isna() | (table["stage"] == last_stage)]
+    shown = table if every_stage else _last_stage(table)[0]
     lines = []
     for (metric, stage), group in shown.groupby(["metric", shown["stage"].fillna(0)], sort=False):
         title = metric + (f", stage {int(stage)}" if stage else "")
@@ -214,8 +219,7 @@ def plot_table(table: pd.DataFrame, path: str | os.PathLike) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    last_stage = table["stage"].max() if table["stage"].notna().any() else None
-    shown = table[table["stage"].isna() | (table["stage"] == last_stage)]
+    shown, last_stage = _last_stage(table)
     metrics = list(dict.fromkeys(shown["metric"]))
     fig, axes = plt.subplots(len(metrics), 1, figsize=(11, 2.6 * len(metrics)), squeeze=False)
     for ax, metric in zip(axes[:, 0], metrics):

@@ -22,29 +22,13 @@ from densecam_core.geometry import Geometry
 from densecam_core.quality import deletion_insertion, endpoints, normalise01
 from densecam_core.randomization import RANDOMIZATION_STAGES, cascade
 from densecam_core.similarity import max_change, pearson, spearman, ssim
-from densecam_core.spec import block_grid
+from densecam_core.spec import METRICS, block_grid, validate_metrics
 
-METRICS: dict[str, tuple[str, ...]] = {
-    "deletion": ("deletion_auc",),
-    "insertion": ("insertion_auc",),
-    "randomization": ("randomization_spearman", "randomization_ssim"),
-    "stability": ("stability_r", "stability_max_change"),
-    "localization": ("pointing_game", "relevance_mass", "otsu_iou"),
-}
-"""What ``--metrics`` accepts, and the metric names each one writes."""
 RANDOM_METHOD = "random"
 NOISE_SAMPLES = 2
 NOISE_AMPLITUDE = 0.5  # grey levels of 0..255: the smallest change an 8-bit image can hold
 
 MapKey = tuple[str, int]  # (method, block); CAM is ("cam", 4)
-
-
-def validate_metrics(metrics: str | Sequence[str]) -> tuple[str, ...]:
-    names = [m.strip() for m in (metrics.split(",") if isinstance(metrics, str) else metrics) if m.strip()]
-    unknown = [m for m in names if m not in METRICS]
-    if unknown or not names:
-        raise ValueError(f"unknown metrics {unknown or names}; choose from {', '.join(METRICS)}")
-    return tuple(dict.fromkeys(names))
 
 
 def image_seed(seed: int, image_id: str, purpose: str) -> int:

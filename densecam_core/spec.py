@@ -123,6 +123,25 @@ def validate_methods(methods: str | list[str] | tuple[str, ...] | None) -> tuple
     return tuple(m for m in METHODS if m in methods)
 
 
+METRICS: dict[str, tuple[str, ...]] = {
+    "deletion": ("deletion_auc",),
+    "insertion": ("insertion_auc",),
+    "randomization": ("randomization_spearman", "randomization_ssim"),
+    "stability": ("stability_r", "stability_max_change"),
+    "localization": ("pointing_game", "relevance_mass", "otsu_iou"),
+}
+"""What ``densecam evaluate --metrics`` accepts, and the metric names each one writes (docs/METRICS.md)."""
+
+
+def validate_metrics(metrics: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Metric names in the order given, once each; unknown names raise a ValueError listing the valid ones."""
+    names = [m.strip() for m in (metrics.split(",") if isinstance(metrics, str) else metrics) if m.strip()]
+    unknown = [m for m in names if m not in METRICS]
+    if unknown or not names:
+        raise ValueError(f"unknown metrics {unknown or names}; choose from {', '.join(METRICS)}")
+    return tuple(dict.fromkeys(names))
+
+
 def validate_precision(precision: str) -> str:
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")

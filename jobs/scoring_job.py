@@ -23,60 +23,17 @@ from densecam_core import fileio
 from densecam_core.evaluate import boxes_by_image, read_boxes
 from densecam_core.evaluation_worker import EvaluateSettings, EvaluateWorker
 from densecam_core.model import load_densenet169, model_fingerprint, state_dict_bytes
-from densecam_core.quality_report import metrics_table
+from densecam_core.quality_report import quality_table
 from densecam_core.sampling import stratified_sample
-from densecam_core.scoring import ScoreSettings, validate_metrics
+from densecam_core.scoring import ScoreSettings
 from densecam_core.store import metrics as store_metrics
-from densecam_core.store.format import Shard, StoreError
+from densecam_core.store.format import RUNS_DIR, Shard, StoreError
 from densecam_core.store.lock import RunLock
 from densecam_core.store.reader import Run, open_store
 from densecam_core.worker import ShardResult
 from jobs.dispatch import DispatchCounters, Dispatcher
 from jobs.resources import cluster_resources, size_actors
-
-
-@dataclass
-class EvaluateConfig:
-    """An evaluation's settings; the actor and driver fields mean what they mean for ``densecam explain``."""
-
-    store: str
-    run: str = "latest"
-    checkpoint: str | None = None  # None: the seeded random init (runs explained without a checkpoint)
-    metrics: tuple[str, ...] = ("deletion", "insertion", "randomization", "stability")
-    boxes: str | None = None
-    steps: int = 16
-    sample: int | None = None
-    fraction: float | None = None
-    seed: int = 0
-    batch_size: int = 8
-    input_cache: str = "read"
-    force: bool = False
-    workers: int | None = None
-    gpus_per_worker: float = 0.0
-    cpus_per_worker: float | None = None
-    address: str | None = None
-    retries: int = 3
-    actor_start_retries: int = 3
-    max_in_flight: int = 2
-    start_timeout: float = 900.0
-    shard_timeout: float = 3600.0
-    max_image_bytes: int = 256 * 1024 * 1024
-    summary_json: str | None = None
-    progress: bool = True
-    resamples: int = 1000
-
-    def validate(self) -> None:
-        self.metrics = validate_metrics(self.metrics)
-        if "localization" in self.metrics and not self.boxes:
-            raise ValueError("--metrics localization needs --boxes CSV (image_id,x0,y0,x1,y1)")
-        if self.steps < 1 or self.batch_size < 1 or self.resamples < 1:
-            raise ValueError("--steps, --batch-size and --resamples must be >= 1")
-        if self.sample is not None and self.fraction is not None:
-            raise ValueError("pass --sample N or --fraction F, not both")
-        if self.input_cache not in ("read", "off"):
-            raise ValueError(f"--input-cache must be read or off for an evaluation, got {self.input_cache!r}")
-        if not self.start_timeout > 0 or not self.shard_timeout > 0 or self.retries < 0:
-            raise ValueError("--start-timeout and --shard-timeout must be > 0 and --retries >= 0")
+from jobs.scoring_config import EvaluateConfig
 
 
 @dataclass(frozen=True)
@@ -230,8 +187,7 @@ def run_evaluation(config: EvaluateConfig, *, hook: Any = None) -> tuple[Evaluat
     if config.summary_json:
         fs, path = fileio.filesystem(config.summary_json)
         fileio.write_json_atomic(fs, path, summary.as_json())
-    table = metrics_table(store_metrics.read_metrics(run.url), run.index, resamples=config.resamples, seed=config.seed)
-    return summary, table
+    return summary, quality_table(run, resamples=config.resamples, seed=config.seed)
 
 
 def make_evaluate_actor_class(ray: Any) -> Any:
@@ -286,7 +242,7 @@ def main_job(config: EvaluateConfig, *, csv: str | None = None, plot: str | None
     print(format_table(table))
     print("\nper map: means (randomisation at its last stage), paired difference to the random map, verdicts")
     print(format_grid(summary_grid(table)))
-    run_url = open_store(config.store).run(summary.run_id).url
+    run_url = fileio.url_join(config.store, RUNS_DIR, summary.run_id)
     fs, directory = store_metrics.metrics_dir(run_url)
     csv_fs, csv_path = fileio.filesystem(csv) if csv else (fs, fileio.join(directory, "_summary.csv"))
     with csv_fs.open(csv_path, "w") as handle:
