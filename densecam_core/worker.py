@@ -10,6 +10,7 @@ import io
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,10 +25,11 @@ from densecam_core.images import ModelInput
 from densecam_core.images import ready as decoder_ready  # lives in images: children import no torch
 from densecam_core.loader import BatchLoader
 from densecam_core.model import load_densenet169, model_fingerprint
+from densecam_core.shared_block import SharedBlock, block_size, room_for
 from densecam_core.spawned import SpawnedPool
 from densecam_core.spec import CPU_BATCH, GPU_BATCHES
 from densecam_core.store import format as fmt
-from densecam_core.store.commit import commit_shard
+from densecam_core.store.commit import commit_shard, commit_shared_shard
 from densecam_core.store.commit import ready as writer_ready
 from densecam_core.store.format import Shard
 from densecam_core.store.inputs import InputCache, SourceIdentity, cached_model_inputs
@@ -86,6 +88,32 @@ def load_replica(
     return model
 
 
+def _dtype(name: str) -> type:
+    return np.int32 if name == fmt.TARGETS_ARRAY else np.float32
+
+
+@dataclass
+class _Filled:
+    """What explaining a shard's images produced besides the maps: per-image values, timings, new inputs."""
+
+    count: int
+    heights: np.ndarray = field(init=False)
+    widths: np.ndarray = field(init=False)
+    logit: np.ndarray = field(init=False)
+    prob: np.ndarray = field(init=False)
+    errors: list[str | None] = field(init=False)
+    decoded: list[tuple[SourceIdentity, ModelInput]] = field(default_factory=list)
+    compute: float = 0.0
+    from_cache: int = 0
+
+    def __post_init__(self) -> None:
+        self.heights = np.zeros(self.count, dtype=np.int64)
+        self.widths = np.zeros(self.count, dtype=np.int64)
+        self.logit = np.full(self.count, np.nan, dtype=np.float32)
+        self.prob = np.full(self.count, np.nan, dtype=np.float32)
+        self.errors = [None] * self.count
+
+
 def _empty(name: str, shape: tuple[int, ...]) -> np.ndarray:
     """Rows without a value: NaN maps and logits, class id -1 for ``targets``."""
     if name == fmt.TARGETS_ARRAY:
@@ -122,6 +150,8 @@ class ExplainWorker:
             self.settings = dataclasses.replace(settings, batch_size=self.auto_batch_size())
         self.batch_size: int = int(self.settings.batch_size)  # type: ignore[arg-type]
         self._cache_lock = threading.Lock()
+        # file identities for the input cache (a stat or a HEAD each), on threads kept from shard to shard
+        self._files = ThreadPoolExecutor(max(1, settings.decode_threads), thread_name_prefix="densecam-stat")
         # shards that run at once (GPU actors) take turns on the device: one thread issues kernels while
         # the others decode and write, instead of three threads contending for the GIL to launch kernels
         self._compute_lock = threading.Lock()
@@ -173,7 +203,7 @@ class ExplainWorker:
     def process_shard(
         self, run_url: str, run_id: str, shard: Shard, shard_size: int, rows: pd.DataFrame
     ) -> ShardResult:
-        """Read inputs (cache or decode threads, overlapped), explain in batches, write the shard, commit its part."""
+        """Read inputs (cache or decode, overlapped), explain in batches, write the shard, commit its part."""
         started = time.perf_counter()
         rows = rows.sort_values("row").reset_index(drop=True)
         count = len(rows)
@@ -185,10 +215,48 @@ class ExplainWorker:
                 f"shard {shard.index} holds rows {shard.row_start}..{shard.row_stop - 1}; got rows "
                 f"{rows['row'].tolist()[:8]} (must be unique and inside it)"
             )
-        paths = rows["path"].astype(str).tolist()
-        identities, cached = cached_model_inputs(
-            self.cache, paths, threads=self.settings.decode_threads, lock=self._cache_lock
+        meta = self._run_meta(run_url)  # read once per shard: the run's arrays and index schema
+        recorded = {name: (span, *shape) for name, shape in meta["arrays"].items()}  # format 1: no targets
+        # a writer process reads the maps from shared memory: they are written once and never pickled
+        specs = {name: (shape, _dtype(name)) for name, shape in recorded.items()}
+        block = SharedBlock(specs) if self._write is not None and room_for(block_size(specs)) else None
+        try:
+            outputs = block.arrays if block is not None else {n: np.empty(s, _dtype(n)) for n, s in recorded.items()}
+            for name, values in outputs.items():
+                values[...] = _empty(name, (1,))[0]
+            filled = self._fill(rows, slots, outputs)
+            tick = time.perf_counter()
+            caching = self.cache is not None and self.settings.input_cache == "readwrite"
+            cache = (self.store_url, self.settings.size, self.settings.resize) if caching and self.store_url else None
+            index = self._index(rows, run_id, shard, filled)
+            commit = (run_url, shard, shard_size, index, recorded_extra_types(meta), cache, meta.get("created"))
+            self._commit(commit, outputs if block is None else block, filled.decoded)
+            write = time.perf_counter() - tick
+        finally:
+            if block is not None:
+                block.close()
+        total = time.perf_counter() - started
+        ok_count = sum(e is None for e in filled.errors)
+        return ShardResult(
+            shard.index,
+            count,
+            ok_count,
+            count - ok_count,
+            {
+                "total": total,
+                "explain": filled.compute,
+                "write": write,
+                "decode_wait": max(0.0, total - filled.compute - write),
+            },
+            images_decoded=count - filled.from_cache,
+            images_from_cache=filled.from_cache,
         )
+
+    def _fill(self, rows: pd.DataFrame, slots: np.ndarray, outputs: dict[str, np.ndarray]) -> _Filled:
+        """Read or decode the shard's images and explain them in batches into ``outputs`` (rows at ``slots``)."""
+        count = len(rows)
+        paths = rows["path"].astype(str).tolist()
+        identities, cached = cached_model_inputs(self.cache, paths, lock=self._cache_lock, executor=self._files)
         loader = BatchLoader(
             paths,
             size=self.settings.size,
@@ -199,31 +267,24 @@ class ExplainWorker:
             cached=cached,
             executor=self._decode.get() if self._decode is not None else None,
         )
-        outputs: dict[str, np.ndarray] = {}
-        heights = np.zeros(count, dtype=np.int64)
-        widths = np.zeros(count, dtype=np.int64)
-        errors: list[str | None] = [None] * count
-        logit = np.full(count, np.nan, dtype=np.float32)
-        prob = np.full(count, np.nan, dtype=np.float32)
-        decoded: list[tuple[SourceIdentity, ModelInput]] = []
-        compute, from_cache = 0.0, 0
+        filled = _Filled(count)
         for batch in self._guarded(loader):
             for record in batch.records:
-                errors[record.position] = record.error
-                from_cache += record.from_cache
+                filled.errors[record.position] = record.error
+                filled.from_cache += record.from_cache
                 if record.geometry is not None:
-                    heights[record.position] = record.geometry.orig_height
-                    widths[record.position] = record.geometry.orig_width
+                    filled.heights[record.position] = record.geometry.orig_height
+                    filled.widths[record.position] = record.geometry.orig_width
                 identity = identities[record.position]
                 if record.pixels is not None and not record.from_cache and identity is not None:
-                    decoded.append((identity, ModelInput(record.pixels, record.geometry)))
+                    filled.decoded.append((identity, ModelInput(record.pixels, record.geometry)))
             ok = batch.ok_records
             if not ok or batch.images is None:
                 continue
             with self._compute_lock:
                 tick = time.perf_counter()
                 result = self._explain(batch.images)
-                compute += time.perf_counter() - tick
+                filled.compute += time.perf_counter() - tick
             positions = np.array([r.position for r in ok])
             at = slots[positions]
             named = {"logits": result.logits, "cam": result.cam, fmt.TARGETS_ARRAY: result.targets}
@@ -234,55 +295,59 @@ class ExplainWorker:
             for name, tensor in named.items():
                 values = tensor.numpy()
                 finite &= np.isfinite(values.reshape(len(ok), -1)).all(axis=1)
-                if name not in outputs:
-                    outputs[name] = _empty(name, (span, *tensor.shape[1:]))
-                outputs[name][at] = values
+                if name in outputs:
+                    outputs[name][at] = values
             target_logits = result.logits.gather(1, result.targets[:, :1]).squeeze(1)
-            logit[positions] = target_logits.numpy()
+            filled.logit[positions] = target_logits.numpy()
             if result.logits.shape[1] == 1:
-                prob[positions] = torch.sigmoid(target_logits).numpy()
+                filled.prob[positions] = torch.sigmoid(target_logits).numpy()
             else:
-                prob[positions] = torch.softmax(result.logits, 1).gather(1, result.targets[:, :1]).squeeze(1).numpy()
+                probs = torch.softmax(result.logits, 1).gather(1, result.targets[:, :1]).squeeze(1)
+                filled.prob[positions] = probs.numpy()
             for position in positions[~finite]:
-                errors[position] = NON_FINITE
-                logit[position] = prob[position] = np.nan
+                filled.errors[position] = NON_FINITE
+                filled.logit[position] = filled.prob[position] = np.nan
                 for name, values in outputs.items():
                     values[slots[position]] = _empty(name, (1,))[0]
-        meta = self._run_meta(run_url)  # read once per shard: the run's arrays and index schema
-        recorded = {name: tuple(shape) for name, shape in meta["arrays"].items()}
-        outputs = {name: values for name, values in outputs.items() if name in recorded}  # format 1: no targets
-        if not outputs:  # every image failed: the arrays still get their empty chunk for this shard
-            outputs = {name: _empty(name, (span, *shape)) for name, shape in recorded.items()}
-        tick = time.perf_counter()
-        caching = self.cache is not None and self.settings.input_cache == "readwrite"
-        cache = (self.store_url, self.settings.size, self.settings.resize) if caching and self.store_url else None
-        index = self._index(rows, run_id, shard, heights, widths, logit, prob, errors)
-        self._commit(run_url, shard, shard_size, outputs, index, recorded_extra_types(meta), cache, decoded)
-        write = time.perf_counter() - tick
-        total = time.perf_counter() - started
-        ok_count = sum(e is None for e in errors)
-        return ShardResult(
-            shard.index,
-            count,
-            ok_count,
-            count - ok_count,
-            {"total": total, "explain": compute, "write": write, "decode_wait": max(0.0, total - compute - write)},
-            images_decoded=count - from_cache,
-            images_from_cache=from_cache,
-        )
+        return filled
 
-    def _commit(self, *args: Any) -> None:
-        """``commit_shard`` in the writer process when the worker decodes in processes, else here."""
+    def _commit(
+        self,
+        commit: tuple,
+        outputs: dict[str, np.ndarray] | SharedBlock,
+        decoded: list[tuple[SourceIdentity, ModelInput]],
+    ) -> None:
+        """``commit_shard`` here, or in the writer process: the maps and decoded inputs in shared memory, or
+        pickled where shared memory has no room for them."""
+        run_url, shard, shard_size, index, extra_types, cache, created = commit
         if self._write is None:
-            commit_shard(*args)
-        else:
-            self._write.run(commit_shard, *args)
+            commit_shard(run_url, shard, shard_size, outputs, index, extra_types, cache, decoded, created)
+            return
+        pixel_specs = {str(i): (m.pixels.shape, np.uint8) for i, (_, m) in enumerate(decoded)} if cache else {}
+        if not isinstance(outputs, SharedBlock) or not room_for(block_size(pixel_specs)):
+            arrays = outputs.arrays if isinstance(outputs, SharedBlock) else outputs
+            self._write.run(commit_shard, run_url, shard, shard_size, arrays, index, extra_types, cache, decoded, created)
+            return
+        pixels = SharedBlock(pixel_specs) if pixel_specs else None
+        try:
+            for i, (_, model_input) in enumerate(decoded if pixels is not None else ()):
+                pixels.arrays[str(i)][...] = model_input.pixels  # type: ignore[union-attr]
+            self._write.run(
+                commit_shared_shard,
+                (run_url, shard, shard_size, outputs.handle, index, extra_types, cache, created),
+                None if pixels is None else pixels.handle,
+                [(identity, model_input.geometry) for identity, model_input in decoded] if pixels is not None else [],
+            )
+        finally:
+            if pixels is not None:
+                pixels.close()
 
     def close(self) -> None:
         """Stop the decode and writer processes (before the actor is killed: no orphans or leaked semaphores)."""
         for pool in (self._decode, self._write):
             if pool is not None:
                 pool.close()
+        self._files.shutdown(wait=False, cancel_futures=True)
 
     def _guarded(self, loader: BatchLoader) -> Iterator[Any]:
         """The loader's batches; a decode process that died (killed, or a decoder crash) fails the shard,
@@ -302,28 +367,17 @@ class ExplainWorker:
             return self.explainer(torch.cat([images, padding])).to("cpu").take(count)
         return self.explainer(images).to("cpu")
 
-    def _index(
-        self,
-        rows: pd.DataFrame,
-        run_id: str,
-        shard: Shard,
-        heights: np.ndarray,
-        widths: np.ndarray,
-        logit: np.ndarray,
-        prob: np.ndarray,
-        errors: list[str | None],
-    ) -> pd.DataFrame:
+    def _index(self, rows: pd.DataFrame, run_id: str, shard: Shard, filled: _Filled) -> pd.DataFrame:
+        """The shard's index rows; missing values stay NaN or None (the part's writer makes them nulls)."""
         index = rows.copy()
-        index["orig_height"] = np.where(heights > 0, heights, None)
-        index["orig_width"] = np.where(widths > 0, widths, None)
+        index["orig_height"] = np.where(filled.heights > 0, filled.heights, None)
+        index["orig_width"] = np.where(filled.widths > 0, filled.widths, None)
         index["resize_mode"] = self.settings.resize
-        index["logit"], index["prob"] = logit, prob
-        index["status"] = ["ok" if e is None else "error" for e in errors]
-        index["error"] = errors
+        index["logit"], index["prob"] = filled.logit, filled.prob
+        index["status"] = ["ok" if e is None else "error" for e in filled.errors]
+        index["error"] = filled.errors
         index["shard"] = shard.index
         index["run_id"] = run_id
-        for column in ("label", "view"):
-            index[column] = index[column].astype(object).where(index[column].notna(), None)
         return index
 
     def _run_meta(self, run_url: str) -> dict:

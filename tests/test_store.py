@@ -579,3 +579,37 @@ def test_a_reader_during_a_write_sees_only_committed_shards_with_finite_maps(tmp
     thread.join()
     poll()
     assert len(seen) >= 2 and max(seen) == 64  # it did read while the writer was part-way
+
+
+def test_a_process_that_keeps_a_runs_arrays_open_sees_them_grown_and_recreated(tmp_path):
+    """Writers keep a run's arrays open between shards (``run_created``): a shard past the rows they held
+    when opened (the driver grew the run since) and a run deleted and created again at the same URL are
+    both written where a fresh reader finds them."""
+    import shutil
+    from pathlib import Path
+
+    url = str(tmp_path / "store")
+
+    def commit(writer: RunWriter, planned: pd.DataFrame, shard_index: int) -> None:
+        rows = planned[planned["shard"] == shard_index]
+        created = json.loads((Path(writer.run_url) / fmt.RUN_JSON).read_text())["created"]
+        shard = plan_shards(len(rows), 4, int(rows["row"].min()))[0]
+        outputs = fake_outputs(rows["row"].to_numpy(), writer.spec)
+        write_shard(writer.run_url, shard, 4, outputs, index_rows(rows, writer.spec.run_id), None, created)
+
+    writer = RunWriter(url, spec())
+    writer.create_or_open("a.csv")
+    commit(writer, writer.plan(manifest(4)), 0)  # opens the arrays at 4 rows and keeps them
+    grown = writer.plan(manifest(8))  # the driver grows every array to 8 rows
+    commit(writer, grown, 1)
+    run = open_store(url).run(writer.spec.run_id)
+    assert sorted(run.index["row"]) == list(range(8))
+    assert np.all(run.maps("cam", rows=[6])[0] == 6 * 3)  # cam is the 3rd array of fake_outputs
+
+    shutil.rmtree(writer.run_url)  # the same run created again: new arrays behind the same URL
+    again = RunWriter(url, spec())
+    again.create_or_open("b.csv")
+    commit(again, again.plan(manifest(4, start=100)), 0)
+    run = open_store(url).run(again.spec.run_id)
+    assert run.index["image_id"].tolist() == [f"img{i:03d}.png" for i in range(100, 104)]
+    assert np.all(run.maps("cam", rows=[2])[0] == 2 * 3)

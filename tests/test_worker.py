@@ -397,20 +397,69 @@ def test_appending_to_a_format_1_run_writes_only_the_arrays_it_has(tree, tmp_pat
     assert "targets" not in json.loads((store / "runs" / run.run_id / "run.json").read_text())["arrays"]
 
 
-@pytest.mark.slow
-def test_decoding_in_processes_gives_the_same_maps_as_threads(tree, tmp_path):
-    """GPU actors decode in a pool of spawned processes (off the compute thread's GIL): same inputs, same maps."""
-    state, _ = weights(0)
-    settings = ExplainSettings(methods=METHODS, size=SIZE, batch_size=4, input_cache="off", decode_processes=1)
-    worker = ExplainWorker(state, settings, warm_up=False)
-    _, run_a, _ = run_worker(tree, tmp_path / "a", cache="off", worker=worker)
-    assert worker._decode is not None and worker._decode.pool is not None, "the pool was used"
-    _, run_b, _ = run_worker(tree, tmp_path / "b", cache="off")
-    a, b = open_store(str(tmp_path / "a")).run(run_a), open_store(str(tmp_path / "b")).run(run_b)
-    assert a.index["status"].tolist() == b.index["status"].tolist()
+def shared_blocks() -> set[str]:
+    """Shared-memory blocks that exist now (POSIX shared memory lives in /dev/shm on Linux)."""
+    return {name for name in os.listdir("/dev/shm") if name.startswith("psm_")}
+
+
+def assert_same_runs(a, b) -> None:
+    """Every array of two runs equal on their indexed rows, and the same index values."""
     rows = a.index["row"].to_numpy()
-    np.testing.assert_array_equal(a.maps("gradcam", 2, rows=rows), b.maps("gradcam", 2, rows=rows))
-    worker.close()
+    assert rows.tolist() == b.index["row"].tolist()
+    for name in a.meta["arrays"]:
+        method, _, block = name.partition("/block")
+        where = (method, int(block) if block else None)
+        np.testing.assert_array_equal(a.array(*where)[rows], b.array(*where)[rows], err_msg=name)
+    columns = ["image_id", "orig_height", "orig_width", "logit", "prob", "status", "error"]
+    assert a.index[columns].equals(b.index[columns])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-memory", "no-room-pickled"])
+def test_decode_and_writer_processes_commit_what_the_in_process_path_commits(tree, tmp_path, monkeypatch, shared):
+    """GPU actors decode in spawned processes and hand each shard to a writer process through shared memory
+    (pickled where /dev/shm has no room): the same arrays, index and input cache as the in-process path,
+    and no shared-memory block left behind."""
+    import densecam_core.worker as worker_module
+
+    if not shared:
+        monkeypatch.setattr(worker_module, "room_for", lambda nbytes: False)
+    blocks = []
+
+    class CountedBlock(worker_module.SharedBlock):
+        def __init__(self, specs):
+            super().__init__(specs)
+            blocks.append(self.handle.name)
+
+    monkeypatch.setattr(worker_module, "SharedBlock", CountedBlock)
+    state, _ = weights(0)
+    before = shared_blocks()
+    settings = ExplainSettings(methods=METHODS, size=SIZE, batch_size=4, input_cache="readwrite", decode_processes=1)
+    worker = ExplainWorker(state, settings, warm_up=False, store_url=str(tmp_path / "a"))
+    try:
+        _, run_a, results = run_worker(tree, tmp_path / "a", worker=worker)
+        assert worker._write is not None and worker._write.pool is not None, "the writer process was used"
+        assert decoded(results) == (10, 0)
+        _, run_b, _ = run_worker(tree, tmp_path / "b")
+        a, b = open_store(str(tmp_path / "a")).run(run_a), open_store(str(tmp_path / "b")).run(run_b)
+        assert_same_runs(a, b)
+        # the inputs the writer process cached are the decoded ones: a new checkpoint reads them all
+        seed7 = ExplainSettings(methods=METHODS, size=SIZE, batch_size=4, input_cache="readwrite", decode_processes=1)
+        worker7 = ExplainWorker(weights(7)[0], seed7, warm_up=False, store_url=str(tmp_path / "a"))
+        try:
+            _, cached_id, again = run_worker(tree, tmp_path / "a", seed=7, worker=worker7)
+        finally:
+            worker7.close()
+        assert decoded(again) == (0, 10)
+        _, plain_id, _ = run_worker(tree, tmp_path / "plain", seed=7, cache="off")
+        assert_same_runs(
+            open_store(str(tmp_path / "a")).run(cached_id), open_store(str(tmp_path / "plain")).run(plain_id)
+        )
+    finally:
+        worker.close()
+    assert shared_blocks() == before
+    # shared memory carried the maps of 3 + 3 shards and the first run's new inputs (3); nothing without room
+    assert len(blocks) == (9 if shared else 0)
 
 
 @pytest.mark.slow
@@ -428,4 +477,28 @@ def test_a_dead_decode_process_fails_the_shard_and_the_next_gets_a_new_pool(tree
         run_worker(tree, tmp_path / "a", cache="off", worker=worker)
     run_worker(tree, tmp_path / "b", cache="off", worker=worker)  # a fresh pool
     assert worker._decode.pool is not pool
+    worker.close()
+
+
+@pytest.mark.slow
+def test_a_dead_writer_process_fails_the_shard_and_leaves_nothing_visible(tree, tmp_path):
+    import signal
+
+    state, _ = weights(0)
+    before = shared_blocks()
+    settings = ExplainSettings(methods=METHODS, size=SIZE, batch_size=4, input_cache="readwrite", decode_processes=1)
+    worker = ExplainWorker(state, settings, warm_up=False, store_url=str(tmp_path / "a"))
+    pool = worker._write.get()
+    pool.submit(int, 0).result()
+    for process in list(pool._processes.values()):
+        os.kill(process.pid, signal.SIGKILL)
+    with pytest.raises(RuntimeError, match="the writer process died"):
+        run_worker(tree, tmp_path / "a", worker=worker)
+    assert not list((tmp_path / "a" / "runs").glob("*/index/*.parquet")), "no shard was committed"
+    assert not InputCache(str(tmp_path / "a"), SIZE, "stretch").lookup(
+        [identify(p) for p in read_manifest(tree)["path"]]
+    )
+    assert shared_blocks() == before, "the shard's blocks were unlinked although its writer died"
+    _, _, results = run_worker(tree, tmp_path / "a", worker=worker)  # a fresh writer process
+    assert sum(r.ok for r in results) == 10
     worker.close()

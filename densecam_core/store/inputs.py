@@ -28,8 +28,8 @@ import re
 import stat
 import threading
 import uuid
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -157,11 +157,10 @@ class InputCache:
             with self.fs.open(segment, "rb") as handle:
                 table = pq.ParquetFile(handle).read_row_groups(groups, columns=["pixels"])
             first_row = {g: i * ROW_GROUP for i, g in enumerate(groups)}
-            pixels = table.column("pixels")
+            pixels = _binary_rows(table.column("pixels"))
             for position in positions:
                 entry = hits[position]
-                offset = first_row[entry.row // ROW_GROUP] + entry.row % ROW_GROUP
-                data = np.frombuffer(pixels[offset].as_py(), dtype=np.uint8)
+                data = pixels(first_row[entry.row // ROW_GROUP] + entry.row % ROW_GROUP)
                 shape = (entry.channels, self.size, self.size)
                 if data.size != np.prod(shape):
                     raise ValueError(
@@ -220,18 +219,41 @@ class InputCache:
             )
 
 
+def _binary_rows(column: pa.ChunkedArray) -> Callable[[int], np.ndarray]:
+    """Row ``i`` of a binary column as a uint8 view of Arrow's buffer: no copy into Python bytes."""
+    starts = np.cumsum([0] + [len(chunk) for chunk in column.chunks])
+
+    def row(i: int) -> np.ndarray:
+        k = int(np.searchsorted(starts, i, side="right")) - 1
+        chunk = column.chunks[k]
+        _, offsets, data = chunk.buffers()
+        bounds = np.frombuffer(offsets, dtype=np.int32)[chunk.offset + i - starts[k] :][:2]
+        return np.frombuffer(data, dtype=np.uint8)[bounds[0] : bounds[1]] if data is not None else np.empty(0, np.uint8)
+
+    return row
+
+
 def cached_model_inputs(
-    cache: InputCache | None, paths: Sequence[str], *, threads: int = 2, lock: threading.Lock | None = None
+    cache: InputCache | None,
+    paths: Sequence[str],
+    *,
+    threads: int = 2,
+    lock: threading.Lock | None = None,
+    executor: Executor | None = None,
 ) -> tuple[list[SourceIdentity | None], dict[int, ModelInput]]:
     """Each file's identity (taken before decoding) and the inputs ``cache`` holds for unchanged files.
 
-    Identities are taken on ``threads`` threads (object stores: one request each); ``lock`` guards the
-    cache's view of committed segments when several shards share it.
+    Identities are taken on ``executor`` (a worker's persistent pool), else on ``threads`` new threads
+    (object stores: one request each); ``lock`` guards the cache's view of committed segments when
+    several shards share it.
     """
     if cache is None:
         return [None] * len(paths), {}
-    with ThreadPoolExecutor(max(1, threads)) as pool:
-        identities = list(pool.map(identify, paths))
+    if executor is not None:
+        identities = list(executor.map(identify, paths))
+    else:
+        with ThreadPoolExecutor(max(1, threads)) as pool:
+            identities = list(pool.map(identify, paths))
     with lock or contextlib.nullcontext():
         hits = cache.lookup(identities)
     return identities, cache.read(hits)

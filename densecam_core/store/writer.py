@@ -9,9 +9,11 @@ anywhere leaves no visible trace; writing a shard again rewrites the same bytes 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import platform
+import threading
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -23,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
+from zarr.core.sync import sync  # zarr's own event loop, the one its stores are bound to
 
 from densecam_core import fileio
 from densecam_core.spec import BLOCK_TAPS, BLOCKS
@@ -30,8 +33,9 @@ from densecam_core.store import format as fmt
 from densecam_core.store.format import Shard
 from densecam_core.store.index_files import list_index, uncover
 
-COMPRESSORS = (ZstdCodec(level=3), Crc32cCodec())
-"""zstd, then a CRC-32C of the compressed chunk: a flipped bit is an error when read, never different maps."""
+COMPRESSORS = (ZstdCodec(level=1), Crc32cCodec())
+"""zstd, then a CRC-32C of the compressed chunk: a flipped bit is an error when read, never different maps.
+Level 1: float maps compress as well as at level 3 (docs/PERFORMANCE.md) for under half the encoding time."""
 
 
 @dataclass(frozen=True)
@@ -274,23 +278,29 @@ def write_shard(
     arrays: dict[str, np.ndarray],
     index: pd.DataFrame,
     extra_types: dict[str, pa.DataType] | None = None,
+    run_created: str | None = None,
 ) -> None:
     """Worker side: write the shard's whole chunks, then commit its index part by rename.
 
     ``arrays[name]`` holds ``shard.row_stop - shard.row_start`` rows; the chunk's remaining rows
-    are filled with NaN so that every write covers exactly one whole chunk.
+    are filled with NaN so that every write covers exactly one whole chunk. ``run_created`` (run.json's
+    ``created``) lets a process keep the run's arrays open from shard to shard; without it they are
+    opened for this shard alone.
     """
     if shard.row_start % shard_size or shard.row_stop - shard.row_start > shard_size:
         raise ValueError(f"shard {shard} is not one chunk of size {shard_size}")
     count = shard.row_stop - shard.row_start
-    group = zarr.open_group(
-        store=fileio.url_join(run_url, fmt.ZARR_DIR), mode="r+", zarr_format=3, use_consolidated=False
-    )
     for name, values in arrays.items():
         if values.shape[0] != count:
             raise ValueError(f"array {name!r} has {values.shape[0]} rows for a shard of {count}")
-        array = _array(group, name)
-        if shard.row_start + shard_size > array.shape[0]:
+    rows = shard.row_start + shard_size
+    opened = (_open_runs.get(run_url, run_created) if run_created is not None else RunArrays(run_url)).covering(
+        list(arrays), rows
+    )
+    writes = []
+    for name, values in arrays.items():
+        array = opened[name]
+        if rows > array.shape[0]:
             # zarr would silently drop a write outside the array's shape: refuse instead
             raise fmt.StoreError(
                 f"shard {shard.index} (rows {shard.row_start}..{shard.row_stop - 1}) lies outside array {name!r}, which "
@@ -298,8 +308,53 @@ def write_shard(
             )
         chunk = np.full((shard_size, *array.shape[1:]), array.fill_value, dtype=array.dtype)
         chunk[:count] = values
-        array[shard.row_start : shard.row_start + shard_size] = chunk
+        writes.append(array.async_array.setitem(slice(shard.row_start, rows), chunk))
+    sync(_all(writes))  # every chunk at once: encoding and file writes overlap instead of queueing
     write_index_part(run_url, shard.index, index, extra_types)
+
+
+async def _all(awaitables: list[Any]) -> None:
+    await asyncio.gather(*awaitables)
+
+
+class RunArrays:
+    """One run's Zarr arrays as a process opened them: reused from shard to shard (opening ~25 arrays
+    is a metadata read each), reopened when a shard needs rows they did not hold (the driver grew them)."""
+
+    def __init__(self, run_url: str) -> None:
+        self.zarr_url = fileio.url_join(run_url, fmt.ZARR_DIR)
+        self.arrays: dict[str, zarr.Array] = {}
+        self._lock = threading.Lock()
+
+    def covering(self, names: list[str], rows: int) -> dict[str, zarr.Array]:
+        with self._lock:
+            stale = [n for n in names if n not in self.arrays or self.arrays[n].shape[0] < rows]
+            if stale:
+                group = zarr.open_group(store=self.zarr_url, mode="r+", zarr_format=3, use_consolidated=False)
+                self.arrays.update({name: _array(group, name) for name in stale})
+            return {name: self.arrays[name] for name in names}
+
+
+class _OpenRuns:
+    """The few runs this process writes to, keyed by URL and creation time (a run deleted and created
+    again at the same URL is a different run, whose arrays must be opened anew)."""
+
+    def __init__(self, keep: int = 4) -> None:
+        self.keep = keep
+        self.runs: dict[tuple[str, str], RunArrays] = {}
+        self._lock = threading.Lock()
+
+    def get(self, run_url: str, created: str) -> RunArrays:
+        with self._lock:
+            key = (run_url, created)
+            runs = self.runs.pop(key, None) or RunArrays(run_url)
+            self.runs[key] = runs  # most recent last
+            while len(self.runs) > self.keep:
+                self.runs.pop(next(iter(self.runs)))
+            return runs
+
+
+_open_runs = _OpenRuns()
 
 
 def write_index_part(
@@ -345,13 +400,22 @@ def index_table(index: pd.DataFrame, extra_types: dict[str, pa.DataType] | None 
     for name in index.columns:
         values = index[name]
         if name in fields:
-            columns.append(pa.array(values.astype(object).where(values.notna(), None).tolist(), type=fields[name].type))
+            columns.append(_core_column(values, fields[name].type))
         elif name in extra_types:
             columns.append(_cast_extra(name, values, extra_types[name]))
         else:
             columns.append(pa.Array.from_pandas(values))
         names.append(name)
     return pa.Table.from_arrays(columns, names=names)
+
+
+def _core_column(values: pd.Series, kind: pa.DataType) -> pa.Array:
+    """A core column in its documented type, missing values (None, NaN, NA) as nulls: converted by Arrow
+    directly where it can (a tenth of the cost of going through Python objects), else value by value."""
+    try:
+        return pa.Array.from_pandas(values, type=kind)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return pa.array(values.astype(object).where(values.notna(), None).tolist(), type=kind)
 
 
 def _cast_extra(name: str, values: pd.Series, target: pa.DataType) -> pa.Array:

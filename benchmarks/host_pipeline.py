@@ -1,0 +1,141 @@
+"""The GPU actor's host pipeline without a GPU: an ExplainWorker whose explainer costs what a GPU pass
+costs the host (a stretch holding the GIL, as kernel launches do, then a wait that releases it, as a
+device sync does), feeding and writing real 320 px shards.
+
+    python benchmarks/host_pipeline.py                        # 512 images, shards of 64, 3 at once
+    python benchmarks/host_pipeline.py --gil-ms 15 --device-ms 40 --processes 1
+
+It prints, for a cold run (decoding, writing the input cache) and a run from the cache (a new
+checkpoint): images/s, the ratio to the simulated device's own rate, and the CPU milliseconds per
+image spent in the actor's process (what competes with kernel launches for the GIL) and in its
+decode and writer processes. The actor's figure is the one a GPU run is most sensitive to; the ratio
+is only indicative on a machine with fewer cores than a GPU node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+
+from densecam_core import generate_mura, load_densenet169, read_manifest
+from densecam_core.explain import Explanation
+from densecam_core.model import model_fingerprint, state_dict_bytes
+from densecam_core.spec import METHODS, block_grid
+from densecam_core.store.format import Shard
+from densecam_core.store.writer import RunSpec, RunWriter
+from densecam_core.worker import ExplainSettings, ExplainWorker
+
+
+class SimulatedDevice:
+    """Returns maps of the right shapes after ``gil_ms`` of Python work and ``device_ms`` of GIL-free waiting."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, size: int, gil_ms: float, device_ms: float) -> None:
+        self.grid, self.gil, self.wait = block_grid(size), gil_ms / 1000, device_ms / 1000
+
+    def __call__(self, images: torch.Tensor) -> Explanation:
+        count = images.shape[0]
+        until = time.perf_counter() + self.gil
+        while time.perf_counter() < until:  # kernel launches: Python and dispatcher work under the GIL
+            pass
+        time.sleep(self.wait)  # the device computing; the host thread waits without the GIL
+        maps = {
+            method: {block: torch.rand(count, 1, *self.grid[block]) for block in (1, 2, 3, 4)}
+            for method in METHODS
+            if method != "cam"
+        }
+        return Explanation(
+            torch.rand(count, 1), torch.rand(count, 1, *self.grid[4]), maps, torch.zeros(count, 1, dtype=torch.long)
+        )
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of live processes (Linux /proc), so start-up imports are not counted."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def child_pids(worker: ExplainWorker) -> list[int]:
+    pools = [worker._decode, worker._write]
+    return [pid for pool in pools if pool is not None and pool.pool is not None for pid in pool.pool._processes]
+
+
+def run(args: argparse.Namespace, manifest, store: str, state: bytes, fingerprint: str) -> tuple[float, float, float]:
+    """One job over the manifest with one worker: images/s, actor CPU ms/image, children CPU ms/image."""
+    settings = ExplainSettings(
+        methods=METHODS,
+        size=args.size,
+        batch_size=args.shard_size,
+        input_cache="readwrite",
+        decode_processes=args.processes,
+        decode_threads=max(2, args.processes),
+        concurrency=args.concurrency,
+    )
+    spec = RunSpec(fingerprint, "x.pt", settings.for_run_id(), 1, 1, block_grid(args.size), args.shard_size)
+    writer = RunWriter(store, spec)
+    writer.create_or_open("benchmark")
+    planned = writer.plan(manifest)
+    worker = ExplainWorker(state, settings, warm_up=False, store_url=store)
+    worker.explainer = SimulatedDevice(args.size, args.gil_ms, args.device_ms)  # type: ignore[assignment]
+    worker.warm_up()  # starts the decode and writer processes
+
+    def shard(item):
+        index, rows = item
+        bounds = Shard(int(index), int(index) * args.shard_size, int(rows["row"].max()) + 1)
+        return worker.process_shard(writer.run_url, spec.run_id, bounds, args.shard_size, rows)
+
+    children = child_pids(worker)
+    own, theirs = cpu_seconds([os.getpid()]), cpu_seconds(children)
+    start = time.perf_counter()
+    with ThreadPoolExecutor(args.concurrency) as pool:
+        results = list(pool.map(shard, planned.groupby("shard")))
+    wall = time.perf_counter() - start
+    own, theirs = cpu_seconds([os.getpid()]) - own, cpu_seconds(children) - theirs
+    worker.close()
+    count = sum(r.images for r in results)
+    return count / wall, own / count * 1000, theirs / count * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=512)
+    parser.add_argument("--size", type=int, default=320)
+    parser.add_argument("--shard-size", type=int, default=64, help="also the batch, as on a GPU")
+    parser.add_argument("--concurrency", type=int, default=3, help="shards at once, as a GPU actor")
+    parser.add_argument("--processes", type=int, default=max(1, (os.cpu_count() or 2) - 1), help="decode processes")
+    parser.add_argument("--gil-ms", type=float, default=15.0, help="host time per batch holding the GIL")
+    parser.add_argument("--device-ms", type=float, default=40.0, help="device time per batch, GIL released")
+    args = parser.parse_args()
+    work = tempfile.mkdtemp(prefix="densecam-host-")
+    generate_mura(os.path.join(work, "tree"), images=args.images, seed=0)
+    manifest = read_manifest(os.path.join(work, "tree"))
+    model = load_densenet169(seed=0)
+    state, fingerprint = state_dict_bytes(model), model_fingerprint(model)
+    device_rate = args.shard_size / max(1e-6, (args.gil_ms + args.device_ms) / 1000)
+    print(
+        f"{args.images} images, {args.size} px, shards of {args.shard_size} ({args.concurrency} at once), "
+        f"{args.processes} decode processes, simulated device {args.gil_ms:g} ms GIL + {args.device_ms:g} ms "
+        f"per batch = {device_rate:.0f} images/s; {os.cpu_count()} CPUs"
+    )
+    print()
+    print("| run | images/s | ratio to the device | actor CPU ms/image | decode + writer CPU ms/image |")
+    print("|---|---:|---:|---:|---:|")
+    store = os.path.join(work, "store")
+    for name, print_as in ((fingerprint, "cold (decode, write the cache)"), ("f" * 16, "from the input cache")):
+        rate, own, children = run(args, manifest, store, state, name)
+        print(f"| {print_as} | {rate:.0f} | {rate / device_rate:.2f}x | {own:.2f} | {children:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""SharedBlock: arrays another process reads in place; the block is gone once its owner closes it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from densecam_core.shared_block import ALIGN, SharedBlock, attached
+
+
+def test_arrays_written_by_the_owner_are_read_in_place_and_freed_on_close():
+    specs = {"maps": ((3, 1, 5, 7), np.float32), "targets": ((3, 2), np.int32), "pixels": ((1, 9, 9), np.uint8)}
+    with SharedBlock(specs) as block:
+        for i, (name, values) in enumerate(block.arrays.items()):
+            values[...] = np.arange(values.size).reshape(values.shape) * (i + 1)
+            assert values.ctypes.data % ALIGN == 0, f"{name} starts on a cache line"
+        with attached(block.handle) as arrays:
+            assert {k: (v.shape, v.dtype) for k, v in arrays.items()} == {
+                k: (shape, np.dtype(kind)) for k, (shape, kind) in specs.items()
+            }
+            for i, values in enumerate(arrays.values()):
+                np.testing.assert_array_equal(values, np.arange(values.size).reshape(values.shape) * (i + 1))
+            arrays["maps"][0, 0, 0, 0] = -1.0  # the same memory, not a copy
+        assert block.arrays["maps"][0, 0, 0, 0] == -1.0
+        name = block.handle
+    with pytest.raises(FileNotFoundError), attached(name):
+        pass
+
+
+def test_an_empty_block_and_a_view_kept_past_close_are_harmless():
+    with SharedBlock({}) as block:
+        assert block.arrays == {}
+    kept = SharedBlock({"x": ((4,), np.float64)})
+    view = kept.arrays["x"]
+    view[:] = 2.0
+    kept.close()  # unlinked; the mapping lives on with the view
+    assert view.sum() == 8.0
