@@ -2,7 +2,8 @@
 # Every CUDA check in one go, for a GPU machine lent for a few minutes (about 8 minutes in all):
 # device normalisation against the host path, the GPU actor's automatic batch size, the job on 2,048
 # generated PNGs cold (decode processes and decode threads) and again from the input cache against
-# the in-process Explainer, the evaluation's scorer against a plain loop, the evaluation job end to
+# the in-process Explainer, the same host pipeline with a simulated device (benchmarks/host_pipeline.py,
+# to calibrate that CPU-only proxy), the evaluation's scorer against a plain loop, the evaluation job end to
 # end, and peak memory and images/s per batch size and precision. (torch.compile was measured once
 # and not kept: benchmarks/gpu_memory.py --compile reruns it.)
 #
@@ -43,6 +44,8 @@ for precision in ("fp32", "fp16"):
 EOF
 step "job on 2,048 PNGs, fp16, default GPU batch, one GPU actor: cold (decode processes), then a new checkpoint from the cache"
 timeout 240 python3 benchmarks/job.py --device cuda --images 2048 --precision fp16 --cached 2>&1 | grep -v "^202" | tee "$OUT/job.txt"
+step "the GPU actor's host pipeline with a simulated device (the CPU-only proxy, calibrated against the job above)"
+timeout 120 python3 benchmarks/host_pipeline.py --images 2048 2>&1 | tee "$OUT/host_pipeline.txt"
 step "deletion + insertion of 21 maps, K = 16: the evaluation actor's scorer against a plain per-step loop"
 timeout 120 python3 benchmarks/evaluate.py --device cuda --sizes 128,320 --images 16 --reference-maps 1 2>&1 | tee "$OUT/evaluate.txt"
 timeout 120 python3 benchmarks/evaluate.py --device cuda --sizes 128,320 --images 16 --reference-maps 1 --no-tf32 2>&1 | tee -a "$OUT/evaluate.txt"
