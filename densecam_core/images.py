@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from densecam_core.geometry import Geometry, validate_resize_mode
+from densecam_core.shared_block import BlockHandle, attached
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -239,6 +240,27 @@ def load_or_reason(
         return exc.reason
     except Exception as exc:  # any decoder bug becomes an error row, never a failed shard
         return f"unexpected {type(exc).__name__}: {exc}"
+
+
+def load_into(
+    path: str,
+    size: int,
+    mode: str,
+    max_pixels: int,
+    max_bytes: int | None,
+    block: BlockHandle,
+    slot: int,
+) -> tuple[Geometry, int] | str:
+    """``load_or_reason`` in a decode process that writes the pixels into slot ``slot`` of the actor's
+    shared ``block`` (array ``pixels``, (n, 3, size, size) uint8) and returns only the geometry and the
+    channel count: the pixels never travel through a pickle."""
+    loaded = load_or_reason(path, size, mode, max_pixels, max_bytes)
+    if isinstance(loaded, str):
+        return loaded
+    channels = loaded.pixels.shape[0]
+    with attached(block) as arrays:
+        arrays["pixels"][slot, :channels] = loaded.pixels
+    return loaded.geometry, channels
 
 
 def ready(_: object = None) -> bool:

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from densecam_core.geometry import Geometry
-from densecam_core.images import DEFAULT_MAX_PIXELS, ModelInput, load_or_reason
+from densecam_core.images import DEFAULT_MAX_PIXELS, ModelInput, load_into, load_or_reason
+from densecam_core.shared_block import SharedBlock
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class BatchLoader:
         cached: Mapping[int, ModelInput] | None = None,
         read_timeout: float = DEFAULT_READ_TIMEOUT,
         executor: Executor | None = None,
+        into: SharedBlock | None = None,
     ) -> None:
         if batch_size < 1 or num_threads < 1:
             raise ValueError("batch_size and num_threads must be >= 1")
@@ -86,6 +88,9 @@ class BatchLoader:
         self.cached = dict(cached or {})
         self.read_timeout = read_timeout
         self.executor = executor
+        # with ``executor``'s processes: each decodes into its slot of this block (array ``pixels``,
+        # (len(paths), 3, size, size)) and returns only the geometry, so no pixels are pickled
+        self.into = into if executor is not None else None
 
     def __len__(self) -> int:
         return -(-len(self.paths) // self.batch_size)
@@ -99,17 +104,11 @@ class BatchLoader:
             while next_index < len(self.paths) or pending:
                 while next_index < len(self.paths) and len(pending) < lookahead:
                     hit = self.cached.get(next_index)
-                    pending.append(
-                        hit
-                        if hit is not None
-                        else pool.submit(
-                            _load, self.paths[next_index], self.size, self.mode, self.max_pixels, self.max_bytes
-                        )
-                    )
+                    pending.append(hit if hit is not None else self._submit(pool, next_index))
                     next_index += 1
                 take = min(self.batch_size, len(pending))
                 start = next_index - len(pending)
-                results = [self._resolve(pending.popleft()) for _ in range(take)]
+                results = [self._resolve(pending.popleft(), start + i) for i in range(take)]
                 yield self._collate(start, results)
         finally:
             if self.executor is None:  # a read stuck past its deadline keeps its thread: do not wait for it
@@ -119,13 +118,23 @@ class BatchLoader:
                     if isinstance(item, Future):
                         item.cancel()
 
-    def _resolve(self, item: Future | ModelInput) -> tuple[ModelInput | str, bool]:
+    def _submit(self, pool: Executor, position: int) -> Future:
+        args = (self.paths[position], self.size, self.mode, self.max_pixels, self.max_bytes)
+        if self.into is None:
+            return pool.submit(_load, *args)
+        return pool.submit(load_into, *args, self.into.handle, position)
+
+    def _resolve(self, item: Future | ModelInput, position: int) -> tuple[ModelInput | str, bool]:
         """(the input or the error reason, whether it came from the cache); a read that outlives
         ``read_timeout`` becomes an error row instead of stalling the shard."""
         if not isinstance(item, Future):
             return item, True
         try:
-            return item.result(timeout=self.read_timeout), False
+            result = item.result(timeout=self.read_timeout)
+            if isinstance(result, tuple):  # decoded into the shared block: a view of its slot
+                geometry, channels = result
+                return ModelInput(self.into.arrays["pixels"][position, :channels], geometry), False  # type: ignore[union-attr]
+            return result, False
         except FutureTimeout:
             return f"read or decode did not finish within {self.read_timeout:g} s (a hung mount, a device file?)", False
 

@@ -41,7 +41,10 @@ Specs = Mapping[str, tuple[tuple[int, ...], "np.dtype | str | type"]]
 
 
 def block_size(specs: Specs) -> int:
-    return sum(-(-int(np.prod(shape, dtype=np.int64)) * np.dtype(kind).itemsize // ALIGN) * ALIGN for shape, kind in specs.values())
+    return sum(
+        -(-int(np.prod(shape, dtype=np.int64)) * np.dtype(kind).itemsize // ALIGN) * ALIGN
+        for shape, kind in specs.values()
+    )
 
 
 class SharedBlock:

@@ -103,6 +103,7 @@ class _Filled:
     prob: np.ndarray = field(init=False)
     errors: list[str | None] = field(init=False)
     decoded: list[tuple[SourceIdentity, ModelInput]] = field(default_factory=list)
+    decoded_at: list[int] = field(default_factory=list)  # each decoded input's position in the shard
     compute: float = 0.0
     from_cache: int = 0
 
@@ -220,21 +221,22 @@ class ExplainWorker:
         # a writer process reads the maps from shared memory: they are written once and never pickled
         specs = {name: (shape, _dtype(name)) for name, shape in recorded.items()}
         block = SharedBlock(specs) if self._write is not None and room_for(block_size(specs)) else None
+        pixels: list[SharedBlock] = []  # the decode processes' block, made once the cache's hits are known
         try:
             outputs = block.arrays if block is not None else {n: np.empty(s, _dtype(n)) for n, s in recorded.items()}
             for name, values in outputs.items():
                 values[...] = _empty(name, (1,))[0]
-            filled = self._fill(rows, slots, outputs)
+            filled = self._fill(rows, slots, outputs, pixels)
             tick = time.perf_counter()
             caching = self.cache is not None and self.settings.input_cache == "readwrite"
             cache = (self.store_url, self.settings.size, self.settings.resize) if caching and self.store_url else None
             index = self._index(rows, run_id, shard, filled)
             commit = (run_url, shard, shard_size, index, recorded_extra_types(meta), cache, meta.get("created"))
-            self._commit(commit, outputs if block is None else block, filled.decoded)
+            self._commit(commit, outputs if block is None else block, filled, pixels[0] if pixels else None)
             write = time.perf_counter() - tick
         finally:
-            if block is not None:
-                block.close()
+            for shared in ([block] if block is not None else []) + pixels:
+                shared.close()
         total = time.perf_counter() - started
         ok_count = sum(e is None for e in filled.errors)
         return ShardResult(
@@ -252,11 +254,20 @@ class ExplainWorker:
             images_from_cache=filled.from_cache,
         )
 
-    def _fill(self, rows: pd.DataFrame, slots: np.ndarray, outputs: dict[str, np.ndarray]) -> _Filled:
-        """Read or decode the shard's images and explain them in batches into ``outputs`` (rows at ``slots``)."""
+    def _fill(
+        self, rows: pd.DataFrame, slots: np.ndarray, outputs: dict[str, np.ndarray], pixels: list[SharedBlock]
+    ) -> _Filled:
+        """Read or decode the shard's images and explain them in batches into ``outputs`` (rows at ``slots``).
+
+        Decode processes write what they decode into a shared block appended to ``pixels`` (the caller
+        closes it), which the writer process then reads for the input cache; without room for it in
+        shared memory, decoded pixels come back pickled."""
         count = len(rows)
         paths = rows["path"].astype(str).tolist()
         identities, cached = cached_model_inputs(self.cache, paths, lock=self._cache_lock, executor=self._files)
+        size = self.settings.size
+        if self._decode is not None and len(cached) < count and room_for(count * 3 * size * size):
+            pixels.append(SharedBlock({"pixels": ((count, 3, size, size), np.uint8)}))
         loader = BatchLoader(
             paths,
             size=self.settings.size,
@@ -266,6 +277,7 @@ class ExplainWorker:
             max_bytes=self.settings.max_image_bytes,
             cached=cached,
             executor=self._decode.get() if self._decode is not None else None,
+            into=pixels[0] if pixels else None,
         )
         filled = _Filled(count)
         for batch in self._guarded(loader):
@@ -278,6 +290,7 @@ class ExplainWorker:
                 identity = identities[record.position]
                 if record.pixels is not None and not record.from_cache and identity is not None:
                     filled.decoded.append((identity, ModelInput(record.pixels, record.geometry)))
+                    filled.decoded_at.append(record.position)
             ok = batch.ok_records
             if not ok or batch.images is None:
                 continue
@@ -312,35 +325,33 @@ class ExplainWorker:
         return filled
 
     def _commit(
-        self,
-        commit: tuple,
-        outputs: dict[str, np.ndarray] | SharedBlock,
-        decoded: list[tuple[SourceIdentity, ModelInput]],
+        self, commit: tuple, outputs: dict[str, np.ndarray] | SharedBlock, filled: _Filled, pixels: SharedBlock | None
     ) -> None:
-        """``commit_shard`` here, or in the writer process: the maps and decoded inputs in shared memory, or
-        pickled where shared memory has no room for them."""
+        """``commit_shard`` here, or in the writer process: the maps and the decoded inputs read from
+        shared memory, or pickled where shared memory had no room for them."""
         run_url, shard, shard_size, index, extra_types, cache, created = commit
+        decoded = filled.decoded
         if self._write is None:
             commit_shard(run_url, shard, shard_size, outputs, index, extra_types, cache, decoded, created)
             return
-        pixel_specs = {str(i): (m.pixels.shape, np.uint8) for i, (_, m) in enumerate(decoded)} if cache else {}
-        if not isinstance(outputs, SharedBlock) or not room_for(block_size(pixel_specs)):
+        caching = cache is not None and bool(decoded)
+        if not isinstance(outputs, SharedBlock) or (caching and pixels is None):
             arrays = outputs.arrays if isinstance(outputs, SharedBlock) else outputs
-            self._write.run(commit_shard, run_url, shard, shard_size, arrays, index, extra_types, cache, decoded, created)
-            return
-        pixels = SharedBlock(pixel_specs) if pixel_specs else None
-        try:
-            for i, (_, model_input) in enumerate(decoded if pixels is not None else ()):
-                pixels.arrays[str(i)][...] = model_input.pixels  # type: ignore[union-attr]
             self._write.run(
-                commit_shared_shard,
-                (run_url, shard, shard_size, outputs.handle, index, extra_types, cache, created),
-                None if pixels is None else pixels.handle,
-                [(identity, model_input.geometry) for identity, model_input in decoded] if pixels is not None else [],
+                commit_shard, run_url, shard, shard_size, arrays, index, extra_types, cache, decoded, created
             )
-        finally:
-            if pixels is not None:
-                pixels.close()
+            return
+        entries = (
+            [(identity, m.geometry, at, m.pixels.shape[0]) for (identity, m), at in zip(decoded, filled.decoded_at)]
+            if caching
+            else []
+        )
+        self._write.run(
+            commit_shared_shard,
+            (run_url, shard, shard_size, outputs.handle, index, extra_types, cache, created),
+            pixels.handle if caching and pixels is not None else None,
+            entries,
+        )
 
     def close(self) -> None:
         """Stop the decode and writer processes (before the actor is killed: no orphans or leaked semaphores)."""

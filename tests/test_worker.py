@@ -434,32 +434,38 @@ def test_decode_and_writer_processes_commit_what_the_in_process_path_commits(tre
     monkeypatch.setattr(worker_module, "SharedBlock", CountedBlock)
     state, _ = weights(0)
     before = shared_blocks()
+    manifest = read_manifest(tree)
+    bad = manifest.iloc[[0]].assign(image_id="bad.png", path=str(tmp_path / "bad.png"))
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")  # a decode error in a child: an error row
+    manifest = pd.concat([manifest, bad], ignore_index=True)
     settings = ExplainSettings(methods=METHODS, size=SIZE, batch_size=4, input_cache="readwrite", decode_processes=1)
     worker = ExplainWorker(state, settings, warm_up=False, store_url=str(tmp_path / "a"))
     try:
-        _, run_a, results = run_worker(tree, tmp_path / "a", worker=worker)
+        _, run_a, results = run_worker(manifest, tmp_path / "a", worker=worker)
         assert worker._write is not None and worker._write.pool is not None, "the writer process was used"
-        assert decoded(results) == (10, 0)
-        _, run_b, _ = run_worker(tree, tmp_path / "b")
+        assert decoded(results) == (11, 0)
+        _, run_b, _ = run_worker(manifest, tmp_path / "b")
         a, b = open_store(str(tmp_path / "a")).run(run_a), open_store(str(tmp_path / "b")).run(run_b)
+        assert a.index["status"].value_counts().to_dict() == {"ok": 10, "error": 1}
         assert_same_runs(a, b)
         # the inputs the writer process cached are the decoded ones: a new checkpoint reads them all
         seed7 = ExplainSettings(methods=METHODS, size=SIZE, batch_size=4, input_cache="readwrite", decode_processes=1)
         worker7 = ExplainWorker(weights(7)[0], seed7, warm_up=False, store_url=str(tmp_path / "a"))
         try:
-            _, cached_id, again = run_worker(tree, tmp_path / "a", seed=7, worker=worker7)
+            _, cached_id, again = run_worker(manifest, tmp_path / "a", seed=7, worker=worker7)
         finally:
             worker7.close()
-        assert decoded(again) == (0, 10)
-        _, plain_id, _ = run_worker(tree, tmp_path / "plain", seed=7, cache="off")
+        assert decoded(again) == (1, 10)  # the bad file is read again, and fails again
+        _, plain_id, _ = run_worker(manifest, tmp_path / "plain", seed=7, cache="off")
         assert_same_runs(
             open_store(str(tmp_path / "a")).run(cached_id), open_store(str(tmp_path / "plain")).run(plain_id)
         )
     finally:
         worker.close()
     assert shared_blocks() == before
-    # shared memory carried the maps of 3 + 3 shards and the first run's new inputs (3); nothing without room
-    assert len(blocks) == (9 if shared else 0)
+    # shared memory carried the maps of 3 + 3 shards, the first run's decoded inputs (3 shards) and the
+    # second's one bad file (1 shard); nothing without room
+    assert len(blocks) == (10 if shared else 0)
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,10 @@ from densecam_core.images import ModelInput
 from densecam_core.shared_block import BlockHandle, attached
 from densecam_core.store.format import Shard
 from densecam_core.store.inputs import InputCache, SourceIdentity
-from densecam_core.store.writer import write_shard
+from densecam_core.store.writer import write_chunks, write_index_part
+
+# a segment of the input cache is compressed by Arrow (the GIL released) while zarr encodes the chunks
+_cache_writer = ThreadPoolExecutor(1, thread_name_prefix="densecam-cache-write")
 
 
 def commit_shard(
@@ -34,26 +38,33 @@ def commit_shard(
     decoded: Sequence[tuple[SourceIdentity, ModelInput]] = (),
     run_created: str | None = None,
 ) -> None:
-    """New input-cache entries (``cache`` = store URL, size, resize), then the shard's chunks, then its
-    index part: the rename that makes the shard visible comes last. ``run_created`` keeps the run's
-    arrays open in this process from shard to shard (``write_shard``)."""
-    if cache is not None and decoded:
-        InputCache(*cache).write(decoded)
-    write_shard(run_url, shard, shard_size, arrays, index, extra_types, run_created)
+    """New input-cache entries (``cache`` = store URL, size, resize) and the shard's chunks, written at
+    the same time, then its index part: the rename that makes the shard visible comes last, after both.
+    ``run_created`` keeps the run's arrays open in this process from shard to shard (``write_chunks``)."""
+    caching = _cache_writer.submit(InputCache(*cache).write, decoded) if cache is not None and decoded else None
+    try:
+        write_chunks(run_url, shard, shard_size, arrays, run_created)
+    finally:
+        if caching is not None:
+            caching.result()  # its error, if any, is the shard's: nothing is committed without its entries
+    write_index_part(run_url, shard.index, index, extra_types)
 
 
 def commit_shared_shard(
     commit: tuple[str, Shard, int, BlockHandle, pd.DataFrame, dict[str, pa.DataType] | None, Any, str | None],
     pixels: BlockHandle | None,
-    decoded: Sequence[tuple[SourceIdentity, Geometry]],
+    decoded: Sequence[tuple[SourceIdentity, Geometry, int, int]],
 ) -> None:
-    """``commit_shard`` in the writer process, the maps (and the decoded inputs' pixels, ``str(i)`` for
-    ``decoded[i]``) read from the actor's shared memory."""
+    """``commit_shard`` in the writer process, the maps read from the actor's shared memory, and the
+    decoded inputs from the decode processes' block (``pixels``: identity, geometry, slot, channels)."""
     run_url, shard, shard_size, maps, index, extra_types, cache, run_created = commit
     with contextlib.ExitStack() as stack:
         arrays = stack.enter_context(attached(maps))
-        inputs = stack.enter_context(attached(pixels)) if pixels is not None else {}
-        entries = [(identity, ModelInput(inputs[str(i)], geometry)) for i, (identity, geometry) in enumerate(decoded)]
+        inputs = stack.enter_context(attached(pixels))["pixels"] if pixels is not None else None
+        entries = [
+            (identity, ModelInput(inputs[slot, :channels], geometry))  # type: ignore[index]
+            for identity, geometry, slot, channels in decoded
+        ]
         commit_shard(run_url, shard, shard_size, arrays, index, extra_types, cache, entries, run_created)
 
 

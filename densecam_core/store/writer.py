@@ -280,7 +280,15 @@ def write_shard(
     extra_types: dict[str, pa.DataType] | None = None,
     run_created: str | None = None,
 ) -> None:
-    """Worker side: write the shard's whole chunks, then commit its index part by rename.
+    """Worker side: write the shard's whole chunks, then commit its index part by rename."""
+    write_chunks(run_url, shard, shard_size, arrays, run_created)
+    write_index_part(run_url, shard.index, index, extra_types)
+
+
+def write_chunks(
+    run_url: str, shard: Shard, shard_size: int, arrays: dict[str, np.ndarray], run_created: str | None = None
+) -> None:
+    """The shard's whole chunks, every array at once (encoding and file writes overlap).
 
     ``arrays[name]`` holds ``shard.row_stop - shard.row_start`` rows; the chunk's remaining rows
     are filled with NaN so that every write covers exactly one whole chunk. ``run_created`` (run.json's
@@ -309,8 +317,7 @@ def write_shard(
         chunk = np.full((shard_size, *array.shape[1:]), array.fill_value, dtype=array.dtype)
         chunk[:count] = values
         writes.append(array.async_array.setitem(slice(shard.row_start, rows), chunk))
-    sync(_all(writes))  # every chunk at once: encoding and file writes overlap instead of queueing
-    write_index_part(run_url, shard.index, index, extra_types)
+    sync(_all(writes))
 
 
 async def _all(awaitables: list[Any]) -> None:

@@ -1,0 +1,101 @@
+"""What one shard's commit costs the process that writes it (a GPU actor's writer process).
+
+    python benchmarks/commit.py                 # 10 shards of 64 images, 320 px, every method
+    python benchmarks/commit.py --shards 4
+
+Commits real maps (an Explainer with random weights on generated PNGs, tiled to the shard) into a
+local store with ``commit_shard``: cold (the shard's 64 decoded inputs go to the input cache too, at
+the same time as the chunks), the same with the cache segment written first (the order before the
+overlap: the baseline), and a shard whose inputs came from the cache (chunks and index only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from concurrent.futures import Future
+
+import numpy as np
+
+from densecam_core import Explainer, generate_mura, load_densenet169, read_manifest
+from densecam_core.images import load_model_input
+from densecam_core.loader import BatchLoader
+from densecam_core.spec import METHODS, block_grid
+from densecam_core.store import commit
+from densecam_core.store import format as fmt
+from densecam_core.store.format import Shard
+from densecam_core.store.inputs import identify
+from densecam_core.store.writer import RunSpec, RunWriter
+from densecam_core.worker import ExplainSettings
+
+
+class RightAway:
+    """An executor that runs what it is given at once: the cache segment written before the chunks."""
+
+    def submit(self, function, *args):
+        future: Future = Future()
+        future.set_result(function(*args))
+        return future
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shards", type=int, default=10)
+    parser.add_argument("--size", type=int, default=320)
+    args = parser.parse_args()
+    shard_size = 64
+    work = tempfile.mkdtemp(prefix="densecam-commit-")
+    generate_mura(os.path.join(work, "tree"), images=args.shards * shard_size, seed=0)
+    manifest = read_manifest(os.path.join(work, "tree"))
+    settings = ExplainSettings(methods=METHODS, size=args.size)
+    spec = RunSpec("a" * 16, "x.pt", settings.for_run_id(), 1, 1, block_grid(args.size), shard_size)
+    store = os.path.join(work, "store")
+    writer = RunWriter(store, spec)
+    writer.create_or_open("benchmark")
+    planned = writer.plan(manifest)
+    with open(os.path.join(writer.run_url, fmt.RUN_JSON)) as handle:
+        meta = json.load(handle)
+
+    # real maps of 16 images, tiled to a shard
+    batch = next(iter(BatchLoader(manifest["path"].tolist()[:16], size=args.size, batch_size=16))).images
+    result = Explainer(load_densenet169(seed=0))(batch)
+    named = {"logits": result.logits, "cam": result.cam, fmt.TARGETS_ARRAY: result.targets}
+    named.update({fmt.array_name(m, b): t for m, per in result.maps.items() for b, t in per.items()})
+    arrays = {name: np.tile(named[name].numpy(), (4,) + (1,) * (named[name].dim() - 1)) for name in meta["arrays"]}
+    arrays[fmt.TARGETS_ARRAY] = arrays[fmt.TARGETS_ARRAY].astype(np.int32)
+
+    shards = []
+    for index, rows in planned.groupby("shard"):
+        part = rows.copy()
+        part["orig_height"], part["orig_width"], part["resize_mode"] = 512, 400, "stretch"
+        part["logit"], part["prob"], part["status"], part["error"] = 0.0, 0.5, "ok", None
+        part["shard"], part["run_id"] = int(index), spec.run_id
+        decoded = [(identify(p), load_model_input(p, args.size, "stretch")) for p in rows["path"]]
+        shards.append((Shard(int(index), int(index) * shard_size, int(index) * shard_size + shard_size), part, decoded))
+
+    def commit_all(with_inputs: bool) -> float:
+        start = time.perf_counter()
+        for shard, part, decoded in shards:
+            cache = (store, args.size, "stretch") if with_inputs else None
+            commit.commit_shard(writer.run_url, shard, shard_size, arrays, part, None, cache, decoded, meta["created"])
+        return (time.perf_counter() - start) / len(shards) * 1000
+
+    commit_all(False)  # warm: arrays opened, first writes done
+    overlapped = commit_all(True)
+    from_cache = commit_all(False)
+    commit._cache_writer = RightAway()  # type: ignore[assignment]
+    sequential = commit_all(True)
+    print(f"{args.shards} shards of {shard_size}, {args.size} px, {len(arrays)} arrays, {os.cpu_count()} CPUs")
+    print()
+    print("| commit of one shard | ms |")
+    print("|---|---:|")
+    print(f"| cold, cache segment written first (baseline) | {sequential:.1f} |")
+    print(f"| cold, cache segment and chunks at once | {overlapped:.1f} ({sequential / overlapped:.2f}x) |")
+    print(f"| inputs from the cache (chunks and index) | {from_cache:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
