@@ -2,15 +2,17 @@
 # Every CUDA check in one go, for a GPU machine lent for a few minutes (about 8 minutes in all):
 # device normalisation against the host path, the GPU actor's automatic batch size, the job on 2,048
 # generated PNGs cold (decode processes and decode threads) and again from the input cache against
-# the in-process Explainer, the same host pipeline with a simulated device (benchmarks/host_pipeline.py,
-# to calibrate that CPU-only proxy), the evaluation's scorer against a plain loop, the evaluation job end to
-# end, and peak memory and images/s per batch size and precision. (torch.compile was measured once
-# and not kept: benchmarks/gpu_memory.py --compile reruns it.)
+# the in-process Explainer, the actor's pipeline without Ray under py-spy (what holds its GIL) and
+# with a simulated device (benchmarks/host_pipeline.py: to calibrate that CPU-only proxy), the
+# evaluation's scorer against a plain loop, the evaluation job end to end, and peak memory and
+# images/s per batch size and precision. (torch.compile was measured once and not kept:
+# benchmarks/gpu_memory.py --compile reruns it.) The feeding checks come first.
 #
 #   bash benchmarks/gpu_checks.sh            # logs to $OUT (default /tmp/densecam-gpu)
 #
 # Packages the machine lacks may sit in .whl/ as wheels (plus ray-pruned.tar.xz, a Ray install
-# without its web UI, jars and libraries densecam does not use); they are installed to /tmp/site.
+# without its web UI, jars and libraries densecam does not use, and py-spy's wheel); they are
+# installed to /tmp/site.
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/densecam-gpu}
@@ -44,8 +46,18 @@ for precision in ("fp32", "fp16"):
 EOF
 step "job on 2,048 PNGs, fp16, default GPU batch, one GPU actor: cold (decode processes), then a new checkpoint from the cache"
 timeout 240 python3 benchmarks/job.py --device cuda --images 2048 --precision fp16 --cached 2>&1 | grep -v "^202" | tee "$OUT/job.txt"
-step "the GPU actor's host pipeline with a simulated device (the CPU-only proxy, calibrated against the job above)"
-timeout 120 python3 benchmarks/host_pipeline.py --images 2048 2>&1 | tee "$OUT/host_pipeline.txt"
+step "the GPU actor's pipeline without Ray, real Explainer, fp16, under py-spy --gil; then the simulated device (the CPU-only proxy)"
+SPY=$(command -v py-spy || echo /tmp/site/bin/py-spy)
+if [ -x "$SPY" ]; then
+    timeout 150 "$SPY" record --gil --nonblocking -r 200 -f raw -o "$OUT/gil.txt" -- \
+        python3 benchmarks/host_pipeline.py --device cuda --precision fp16 --images 2048 2>&1 | tee "$OUT/host_pipeline.txt"
+fi
+if [ -s "$OUT/gil.txt" ]; then
+    python3 benchmarks/gil_summary.py "$OUT/gil.txt" 2>&1 | tee "$OUT/gil_summary.txt"
+else  # no py-spy, or not allowed to trace here
+    timeout 120 python3 benchmarks/host_pipeline.py --device cuda --precision fp16 --images 2048 2>&1 | tee "$OUT/host_pipeline.txt"
+fi
+timeout 90 python3 benchmarks/host_pipeline.py --images 2048 2>&1 | tee -a "$OUT/host_pipeline.txt"
 step "deletion + insertion of 21 maps, K = 16: the evaluation actor's scorer against a plain per-step loop"
 timeout 120 python3 benchmarks/evaluate.py --device cuda --sizes 128,320 --images 16 --reference-maps 1 2>&1 | tee "$OUT/evaluate.txt"
 timeout 120 python3 benchmarks/evaluate.py --device cuda --sizes 128,320 --images 16 --reference-maps 1 --no-tf32 2>&1 | tee -a "$OUT/evaluate.txt"

@@ -4,6 +4,12 @@ device sync does), feeding and writing real 320 px shards.
 
     python benchmarks/host_pipeline.py                        # 512 images, shards of 64, 3 at once
     python benchmarks/host_pipeline.py --gil-ms 15 --device-ms 40 --processes 1
+    python benchmarks/host_pipeline.py --device cuda --precision fp16 --images 2048   # the real Explainer
+
+With ``--device`` the worker runs the real Explainer there, as a GPU actor does but without Ray, and
+the ratio is to the in-process Explainer on the same images decoded beforehand (what
+``benchmarks/job.py`` compares the job with); under ``py-spy record --gil`` it shows what holds the
+actor's GIL.
 
 It prints, for a cold run (decoding, writing the input cache) and a run from the cache (a new
 checkpoint): images/s, the ratio to the simulated device's own rate, and the CPU milliseconds per
@@ -22,8 +28,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from densecam_core import generate_mura, load_densenet169, read_manifest
+from densecam_core import Explainer, generate_mura, load_densenet169, read_manifest
 from densecam_core.explain import Explanation
+from densecam_core.loader import BatchLoader
 from densecam_core.model import model_fingerprint, state_dict_bytes
 from densecam_core.spec import METHODS, block_grid
 from densecam_core.store.format import Shard
@@ -71,8 +78,10 @@ def child_pids(worker: ExplainWorker) -> list[int]:
     return [pid for pool in pools if pool is not None and pool.pool is not None for pid in pool.pool._processes]
 
 
-def run(args: argparse.Namespace, manifest, store: str, state: bytes, fingerprint: str) -> tuple[float, float, float]:
-    """One job over the manifest with one worker: images/s, actor CPU ms/image, children CPU ms/image."""
+def run(
+    args: argparse.Namespace, manifest, store: str, state: bytes, fingerprint: str
+) -> tuple[float, float, float, str]:
+    """One job over the manifest with one worker: images/s, actor and children CPU ms/image, the worker's stages."""
     settings = ExplainSettings(
         methods=METHODS,
         size=args.size,
@@ -81,14 +90,18 @@ def run(args: argparse.Namespace, manifest, store: str, state: bytes, fingerprin
         decode_processes=args.processes,
         decode_threads=max(2, args.processes),
         concurrency=args.concurrency,
+        precision=args.precision,
     )
     spec = RunSpec(fingerprint, "x.pt", settings.for_run_id(), 1, 1, block_grid(args.size), args.shard_size)
     writer = RunWriter(store, spec)
     writer.create_or_open("benchmark")
     planned = writer.plan(manifest)
-    worker = ExplainWorker(state, settings, warm_up=False, store_url=store)
-    worker.explainer = SimulatedDevice(args.size, args.gil_ms, args.device_ms)  # type: ignore[assignment]
-    worker.warm_up()  # starts the decode and writer processes
+    if args.device == "simulated":
+        worker = ExplainWorker(state, settings, warm_up=False, store_url=store)
+        worker.explainer = SimulatedDevice(args.size, args.gil_ms, args.device_ms)  # type: ignore[assignment]
+    else:
+        worker = ExplainWorker(state, settings, device=args.device, warm_up=False, store_url=store)
+    worker.warm_up()  # the first pass's kernel choices; starts the decode and writer processes
 
     def shard(item):
         index, rows = item
@@ -104,7 +117,21 @@ def run(args: argparse.Namespace, manifest, store: str, state: bytes, fingerprin
     own, theirs = cpu_seconds([os.getpid()]) - own, cpu_seconds(children) - theirs
     worker.close()
     count = sum(r.images for r in results)
-    return count / wall, own / count * 1000, theirs / count * 1000
+    stages = {k: sum(r.seconds.get(k, 0.0) for r in results) for k in results[0].seconds if k != "total"}
+    inside = ", ".join(f"{k} {v:.2f} s" for k, v in stages.items())
+    return count / wall, own / count * 1000, theirs / count * 1000, inside
+
+
+def in_process_rate(args: argparse.Namespace, manifest, model) -> float:
+    """The in-process Explainer on the same images decoded beforehand, in batches of the shard size."""
+    explainer = Explainer(model, precision=args.precision)
+    loader = BatchLoader(manifest["path"].tolist(), size=args.size, batch_size=args.shard_size)
+    batches = [b.images.pin_memory() if args.device == "cuda" else b.images for b in loader]
+    explainer(batches[0]).to("cpu")
+    start = time.perf_counter()
+    for images in batches:
+        explainer(images).to("cpu")
+    return len(manifest) / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -116,25 +143,34 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=max(1, (os.cpu_count() or 2) - 1), help="decode processes")
     parser.add_argument("--gil-ms", type=float, default=15.0, help="host time per batch holding the GIL")
     parser.add_argument("--device-ms", type=float, default=40.0, help="device time per batch, GIL released")
+    parser.add_argument("--device", default="simulated", help="simulated, or where the real Explainer runs (cuda)")
+    parser.add_argument("--precision", default="fp32", help="the real Explainer's precision")
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="densecam-host-")
     generate_mura(os.path.join(work, "tree"), images=args.images, seed=0)
     manifest = read_manifest(os.path.join(work, "tree"))
     model = load_densenet169(seed=0)
     state, fingerprint = state_dict_bytes(model), model_fingerprint(model)
-    device_rate = args.shard_size / max(1e-6, (args.gil_ms + args.device_ms) / 1000)
+    if args.device == "simulated":
+        device_rate = args.shard_size / max(1e-6, (args.gil_ms + args.device_ms) / 1000)
+        device = f"simulated device {args.gil_ms:g} ms GIL + {args.device_ms:g} ms per batch"
+    else:
+        device_rate = in_process_rate(args, manifest, load_densenet169(seed=0, device=args.device))
+        device = f"the Explainer on {args.device}, {args.precision}, in process on pre-decoded images"
     print(
         f"{args.images} images, {args.size} px, shards of {args.shard_size} ({args.concurrency} at once), "
-        f"{args.processes} decode processes, simulated device {args.gil_ms:g} ms GIL + {args.device_ms:g} ms "
-        f"per batch = {device_rate:.0f} images/s; {os.cpu_count()} CPUs"
+        f"{args.processes} decode processes, {device}: {device_rate:.0f} images/s; {os.cpu_count()} CPUs"
     )
-    print()
     print("| run | images/s | ratio to the device | actor CPU ms/image | decode + writer CPU ms/image |")
     print("|---|---:|---:|---:|---:|")
     store = os.path.join(work, "store")
+    stages = []
     for name, print_as in ((fingerprint, "cold (decode, write the cache)"), ("f" * 16, "from the input cache")):
-        rate, own, children = run(args, manifest, store, state, name)
-        print(f"| {print_as} | {rate:.0f} | {rate / device_rate:.2f}x | {own:.2f} | {children:.2f} |")
+        rate, own, children, inside = run(args, manifest, store, state, name)
+        print(f"| {print_as} | {rate:.0f} | {rate / device_rate:.2f}x | {own:.2f} | {children:.2f} |", flush=True)
+        stages.append(f"{print_as}, inside the worker (summed over shards): {inside}")
+    print()
+    print("\n".join(stages))
 
 
 if __name__ == "__main__":

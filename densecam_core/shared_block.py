@@ -9,6 +9,7 @@ it, and the pipe carries only names, shapes and offsets.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -41,10 +42,8 @@ Specs = Mapping[str, tuple[tuple[int, ...], "np.dtype | str | type"]]
 
 
 def block_size(specs: Specs) -> int:
-    return sum(
-        -(-int(np.prod(shape, dtype=np.int64)) * np.dtype(kind).itemsize // ALIGN) * ALIGN
-        for shape, kind in specs.values()
-    )
+    """Bytes a block of ``specs`` takes, each array rounded up to whole cache lines."""
+    return sum(-(-math.prod(shape) * np.dtype(kind).itemsize // ALIGN) * ALIGN for shape, kind in specs.values())
 
 
 class SharedBlock:

@@ -105,6 +105,7 @@ class _Filled:
     decoded: list[tuple[SourceIdentity, ModelInput]] = field(default_factory=list)
     decoded_at: list[int] = field(default_factory=list)  # each decoded input's position in the shard
     compute: float = 0.0
+    device_wait: float = 0.0
     from_cache: int = 0
 
     def __post_init__(self) -> None:
@@ -248,7 +249,8 @@ class ExplainWorker:
                 "total": total,
                 "explain": filled.compute,
                 "write": write,
-                "decode_wait": max(0.0, total - filled.compute - write),
+                "device_wait": filled.device_wait,  # another shard of this actor held the device
+                "decode_wait": max(0.0, total - filled.compute - write - filled.device_wait),
             },
             images_decoded=count - filled.from_cache,
             images_from_cache=filled.from_cache,
@@ -294,8 +296,10 @@ class ExplainWorker:
             ok = batch.ok_records
             if not ok or batch.images is None:
                 continue
+            queued = time.perf_counter()
             with self._compute_lock:
                 tick = time.perf_counter()
+                filled.device_wait += tick - queued
                 result = self._explain(batch.images)
                 filled.compute += time.perf_counter() - tick
             positions = np.array([r.position for r in ok])
