@@ -47,7 +47,11 @@ def block_size(specs: Specs) -> int:
 
 
 class SharedBlock:
-    """Owner side: one block holding an array per key (uninitialised); ``close`` frees it."""
+    """Owner side: one block holding an array per key (uninitialised); ``close`` frees it.
+
+    The block's memory is reserved when it is made: where shared memory is full this raises OSError
+    (ENOSPC) here, instead of a SIGBUS killing the process when a page is first written.
+    """
 
     def __init__(self, specs: Specs) -> None:
         layout, offset = [], 0
@@ -56,6 +60,12 @@ class SharedBlock:
             layout.append((key, tuple(int(n) for n in shape), kind.str, offset))
             offset += block_size({key: (shape, dtype)})
         self.memory = shared_memory.SharedMemory(create=True, size=max(offset, ALIGN))
+        try:
+            _reserve(self.memory)
+        except OSError:
+            self.memory.close()
+            self.memory.unlink()
+            raise
         self.handle = BlockHandle(self.memory.name, tuple(layout))
         self.arrays = _views(self.memory, self.handle)
 
@@ -70,6 +80,23 @@ class SharedBlock:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def _reserve(memory: shared_memory.SharedMemory) -> None:
+    """Allocate the block's pages now (tmpfs allocates them on first write otherwise)."""
+    descriptor = getattr(memory, "_fd", -1)  # CPython's POSIX SharedMemory keeps its descriptor here
+    if descriptor >= 0 and hasattr(os, "posix_fallocate"):
+        os.posix_fallocate(descriptor, 0, memory.size)
+
+
+def shared_or_none(specs: Specs) -> SharedBlock | None:
+    """A block for ``specs``, or None where shared memory has no room for it (the caller pickles instead)."""
+    if not room_for(block_size(specs)):
+        return None
+    try:
+        return SharedBlock(specs)
+    except OSError:  # full since room_for looked: other blocks took the room meanwhile
+        return None
 
 
 @contextlib.contextmanager

@@ -25,7 +25,7 @@ from densecam_core.images import ModelInput
 from densecam_core.images import ready as decoder_ready  # lives in images: children import no torch
 from densecam_core.loader import BatchLoader
 from densecam_core.model import load_densenet169, model_fingerprint
-from densecam_core.shared_block import SharedBlock, block_size, room_for
+from densecam_core.shared_block import SharedBlock, shared_or_none
 from densecam_core.spawned import SpawnedPool
 from densecam_core.spec import CPU_BATCH, GPU_BATCHES
 from densecam_core.store import format as fmt
@@ -221,7 +221,7 @@ class ExplainWorker:
         recorded = {name: (span, *shape) for name, shape in meta["arrays"].items()}  # format 1: no targets
         # a writer process reads the maps from shared memory: they are written once and never pickled
         specs = {name: (shape, _dtype(name)) for name, shape in recorded.items()}
-        block = SharedBlock(specs) if self._write is not None and room_for(block_size(specs)) else None
+        block = shared_or_none(specs) if self._write is not None else None
         pixels: list[SharedBlock] = []  # the decode processes' block, made once the cache's hits are known
         try:
             outputs = block.arrays if block is not None else {n: np.empty(s, _dtype(n)) for n, s in recorded.items()}
@@ -268,8 +268,12 @@ class ExplainWorker:
         paths = rows["path"].astype(str).tolist()
         identities, cached = cached_model_inputs(self.cache, paths, lock=self._cache_lock, executor=self._files)
         size = self.settings.size
-        if self._decode is not None and len(cached) < count and room_for(count * 3 * size * size):
-            pixels.append(SharedBlock({"pixels": ((count, 3, size, size), np.uint8)}))
+        into = (
+            shared_or_none({"pixels": ((count, 3, size, size), np.uint8)})
+            if self._decode and len(cached) < count
+            else None
+        )
+        pixels.extend([into] if into is not None else [])
         loader = BatchLoader(
             paths,
             size=self.settings.size,

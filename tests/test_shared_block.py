@@ -35,3 +35,34 @@ def test_an_empty_block_and_a_view_kept_past_close_are_harmless():
     view[:] = 2.0
     kept.close()  # unlinked; the mapping lives on with the view
     assert view.sum() == 8.0
+
+
+def test_no_room_in_shared_memory_gives_none_and_leaves_nothing(monkeypatch):
+    import errno
+    import os
+
+    import densecam_core.shared_block as shared_block
+
+    def full(descriptor, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    before = {n for n in os.listdir("/dev/shm") if n.startswith("psm_")}
+    monkeypatch.setattr(os, "posix_fallocate", full)  # the pages cannot be reserved: /dev/shm is full
+    with pytest.raises(OSError):
+        SharedBlock({"x": ((1024,), np.uint8)})
+    assert shared_block.shared_or_none({"x": ((1024,), np.uint8)}) is None
+    monkeypatch.undo()
+    monkeypatch.setattr(shared_block, "room_for", lambda nbytes: False)
+    assert shared_block.shared_or_none({"x": ((1024,), np.uint8)}) is None
+    assert {n for n in os.listdir("/dev/shm") if n.startswith("psm_")} == before
+    monkeypatch.undo()
+    block = shared_block.shared_or_none({"x": ((1024,), np.uint8)})
+    assert block is not None
+    block.close()
+
+
+def test_room_for_reads_the_free_space_of_dev_shm():
+    from densecam_core.shared_block import room_for
+
+    assert room_for(1024)
+    assert not room_for(1 << 62)  # more than any machine's shared memory

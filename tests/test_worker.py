@@ -420,18 +420,18 @@ def test_decode_and_writer_processes_commit_what_the_in_process_path_commits(tre
     """GPU actors decode in spawned processes and hand each shard to a writer process through shared memory
     (pickled where /dev/shm has no room): the same arrays, index and input cache as the in-process path,
     and no shared-memory block left behind."""
-    import densecam_core.worker as worker_module
+    import densecam_core.shared_block as shared_block
 
     if not shared:
-        monkeypatch.setattr(worker_module, "room_for", lambda nbytes: False)
+        monkeypatch.setattr(shared_block, "room_for", lambda nbytes: False)
     blocks = []
 
-    class CountedBlock(worker_module.SharedBlock):
+    class CountedBlock(shared_block.SharedBlock):
         def __init__(self, specs):
             super().__init__(specs)
             blocks.append(self.handle.name)
 
-    monkeypatch.setattr(worker_module, "SharedBlock", CountedBlock)
+    monkeypatch.setattr(shared_block, "SharedBlock", CountedBlock)
     state, _ = weights(0)
     before = shared_blocks()
     manifest = read_manifest(tree)
