@@ -50,12 +50,12 @@ step "the GPU actor's pipeline without Ray, real Explainer, fp16, under py-spy -
 SPY=$(command -v py-spy || echo /tmp/site/bin/py-spy)
 if [ -x "$SPY" ]; then
     timeout 150 "$SPY" record --gil --nonblocking -r 200 -f raw -o "$OUT/gil.txt" -- \
-        python3 benchmarks/host_pipeline.py --device cuda --precision fp16 --images 2048 2>&1 | tee "$OUT/host_pipeline.txt"
+        python3 benchmarks/host_pipeline.py --device cuda --precision fp16 --images 2048 --rgb-fraction 0 2>&1 | tee "$OUT/host_pipeline.txt"
 fi
 if [ -s "$OUT/gil.txt" ]; then
     python3 benchmarks/gil_summary.py "$OUT/gil.txt" 2>&1 | tee "$OUT/gil_summary.txt"
 else  # no py-spy, or not allowed to trace here
-    timeout 120 python3 benchmarks/host_pipeline.py --device cuda --precision fp16 --images 2048 2>&1 | tee "$OUT/host_pipeline.txt"
+    timeout 120 python3 benchmarks/host_pipeline.py --device cuda --precision fp16 --images 2048 --rgb-fraction 0 2>&1 | tee "$OUT/host_pipeline.txt"
 fi
 timeout 90 python3 benchmarks/host_pipeline.py --images 2048 2>&1 | tee -a "$OUT/host_pipeline.txt"
 step "deletion + insertion of 21 maps, K = 16: the evaluation actor's scorer against a plain per-step loop"

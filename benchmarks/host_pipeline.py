@@ -125,7 +125,7 @@ def run(
 def in_process_rate(args: argparse.Namespace, manifest, model) -> float:
     """The in-process Explainer on the same images decoded beforehand, in batches of the shard size."""
     explainer = Explainer(model, precision=args.precision)
-    loader = BatchLoader(manifest["path"].tolist(), size=args.size, batch_size=args.shard_size)
+    loader = BatchLoader(manifest["path"].tolist(), size=args.size, batch_size=args.shard_size, grey_batches=True)
     batches = [b.images.pin_memory() if args.device == "cuda" else b.images for b in loader]
     explainer(batches[0]).to("cpu")
     start = time.perf_counter()
@@ -145,9 +145,12 @@ def main() -> None:
     parser.add_argument("--device-ms", type=float, default=40.0, help="device time per batch, GIL released")
     parser.add_argument("--device", default="simulated", help="simulated, or where the real Explainer runs (cuda)")
     parser.add_argument("--precision", default="fp32", help="the real Explainer's precision")
+    parser.add_argument(
+        "--rgb-fraction", type=float, default=0.2, help="share of RGB PNGs (the generator's default; MURA's are grey)"
+    )
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="densecam-host-")
-    generate_mura(os.path.join(work, "tree"), images=args.images, seed=0)
+    generate_mura(os.path.join(work, "tree"), images=args.images, seed=0, rgb_fraction=args.rgb_fraction)
     manifest = read_manifest(os.path.join(work, "tree"))
     model = load_densenet169(seed=0)
     state, fingerprint = state_dict_bytes(model), model_fingerprint(model)
@@ -158,7 +161,7 @@ def main() -> None:
         device_rate = in_process_rate(args, manifest, load_densenet169(seed=0, device=args.device))
         device = f"the Explainer on {args.device}, {args.precision}, in process on pre-decoded images"
     print(
-        f"{args.images} images, {args.size} px, shards of {args.shard_size} ({args.concurrency} at once), "
+        f"{args.images} images ({args.rgb_fraction:.0%} RGB), {args.size} px, shards of {args.shard_size} ({args.concurrency} at once), "
         f"{args.processes} decode processes, {device}: {device_rate:.0f} images/s; {os.cpu_count()} CPUs"
     )
     print("| run | images/s | ratio to the device | actor CPU ms/image | decode + writer CPU ms/image |")

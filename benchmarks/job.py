@@ -67,7 +67,8 @@ def main() -> None:
 
     explainer = Explainer(model, precision=args.precision)
     # pre-decoded uint8 inputs, as the job feeds the Explainer (normalised on the device)
-    batches = [b.images for b in BatchLoader(manifest["path"].tolist(), size=args.size, batch_size=batch)]
+    loader = BatchLoader(manifest["path"].tolist(), size=args.size, batch_size=batch, grey_batches=True)
+    batches = [b.images for b in loader]
     if args.device == "cuda":
         batches = [b.pin_memory() for b in batches]
     explainer(batches[0]).to("cpu")  # warm-up

@@ -203,17 +203,21 @@ class Explainer:
     def _validate_input(self, images: torch.Tensor) -> None:
         if not isinstance(images, torch.Tensor):
             raise TypeError(f"expected a torch.Tensor of shape (B, 3, H, W), got {type(images).__name__}")
-        if images.ndim != 4 or images.shape[1] != 3 or not (images.is_floating_point() or images.dtype == torch.uint8):
+        grey_pixels = images.ndim == 4 and images.shape[1] == 1 and images.dtype == torch.uint8
+        if not grey_pixels and (
+            images.ndim != 4 or images.shape[1] != 3 or not (images.is_floating_point() or images.dtype == torch.uint8)
+        ):
             raise ValueError(
-                "expected a normalised float tensor or uint8 pixels of shape (B, 3, H, W); "
-                f"got dtype {images.dtype} and shape {tuple(images.shape)}"
+                "expected a normalised float tensor or uint8 pixels of shape (B, 3, H, W), or grey uint8 pixels "
+                f"of shape (B, 1, H, W); got dtype {images.dtype} and shape {tuple(images.shape)}"
             )
         if images.shape[0] == 0 or min(images.shape[2:]) < 32:
             raise ValueError(f"expected B >= 1 and H, W >= 32 pixels; got shape {tuple(images.shape)}")
 
     def _to_device(self, images: torch.Tensor) -> torch.Tensor:
         """The batch on the model's device; uint8 pixels are normalised there (a quarter of the bytes
-        cross to the device, and the host does no float work)."""
+        cross to the device, and the host does no float work). Grey (B, 1, H, W) pixels become three
+        channels there too, by broadcasting in the normalisation: another third of the bytes."""
         if images.device.type == "cpu" and self.device.type == "cuda" and not images.is_pinned():
             images = images.pin_memory()
         x = images.to(self.device, non_blocking=True)

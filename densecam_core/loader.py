@@ -38,7 +38,8 @@ class ImageRecord:
 
 @dataclass
 class LoadedBatch:
-    """``images`` stacks the ok records' inputs as (n, 3, size, size) uint8, in the order of the ok records."""
+    """``images`` stacks the ok records' inputs as (n, 3, size, size) uint8, in the order of the ok records
+    ((n, 1, size, size) when the loader keeps grey batches grey and every image of the batch is grey)."""
 
     images: torch.Tensor | None
     records: list[ImageRecord]
@@ -78,6 +79,7 @@ class BatchLoader:
         read_timeout: float = DEFAULT_READ_TIMEOUT,
         executor: Executor | None = None,
         into: SharedBlock | None = None,
+        grey_batches: bool = False,
     ) -> None:
         if batch_size < 1 or num_threads < 1:
             raise ValueError("batch_size and num_threads must be >= 1")
@@ -91,6 +93,8 @@ class BatchLoader:
         # with ``executor``'s processes: each decodes into its slot of this block (array ``pixels``,
         # (len(paths), 3, size, size)) and returns only the geometry, so no pixels are pickled
         self.into = into if executor is not None else None
+        # a batch whose images are all grey stays (n, 1, size, size): the Explainer broadcasts it on its device
+        self.grey_batches = grey_batches
 
     def __len__(self) -> int:
         return -(-len(self.paths) // self.batch_size)
@@ -149,6 +153,17 @@ class BatchLoader:
                 records.append(
                     ImageRecord(position, self.paths[position], result.geometry, None, result.pixels, from_cache)
                 )
-                arrays.append(np.broadcast_to(result.pixels, (3, self.size, self.size)))
-        images = torch.from_numpy(np.stack(arrays)) if arrays else None
-        return LoadedBatch(images, records)
+                arrays.append(result.pixels)
+        return LoadedBatch(self._stack(arrays), records)
+
+    def _stack(self, arrays: list[np.ndarray]) -> torch.Tensor | None:
+        """(n, 3, size, size), grey images repeated into three channels; (n, 1, size, size) when the
+        loader keeps grey batches grey and all are. Copied into a new array one image at a time:
+        ``np.stack`` of broadcast views is far slower when every view is grey (benchmarks/collate.py)."""
+        if not arrays:
+            return None
+        channels = 1 if self.grey_batches and all(a.shape[0] == 1 for a in arrays) else 3
+        out = np.empty((len(arrays), channels, self.size, self.size), dtype=np.uint8)
+        for slot, pixels in zip(out, arrays):
+            slot[...] = pixels
+        return torch.from_numpy(out)

@@ -284,6 +284,7 @@ class ExplainWorker:
             cached=cached,
             executor=self._decode.get() if self._decode is not None else None,
             into=pixels[0] if pixels else None,
+            grey_batches=True,
         )
         filled = _Filled(count)
         for batch in self._guarded(loader):

@@ -268,3 +268,16 @@ def test_the_taps_drive_the_forward_and_the_architecture_check(model):
     del model.features.transition2
     with pytest.raises(TypeError, match="missing \\['features.transition2'\\]"):
         Explainer(model)
+
+
+def test_grey_pixels_become_three_channels_on_the_device_with_the_same_maps(model):
+    """Grey batches cross to the device as one channel (a third of the bytes) and are broadcast there."""
+    grey = torch.randint(0, 256, (2, 1, 64, 80), dtype=torch.uint8, generator=torch.Generator().manual_seed(5))
+    explainer = Explainer(model)
+    one, three = explainer(grey), explainer(grey.expand(-1, 3, -1, -1).contiguous())
+    assert torch.equal(one.logits, three.logits) and torch.equal(one.cam, three.cam)
+    for method in METHODS:
+        if method == "cam":
+            continue
+        for block in BLOCKS:
+            assert torch.equal(one.maps[method][block], three.maps[method][block]), (method, block)

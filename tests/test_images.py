@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from densecam_core import BatchLoader, Geometry, decode_image, preprocess
@@ -166,3 +167,17 @@ def test_a_read_past_its_deadline_is_an_error_row_not_a_stalled_batch(tmp_path, 
     records = batches[0].records
     assert [r.error is None for r in records] == [True, False, True]
     assert "did not finish within 0.5 s" in records[1].error and time.monotonic() - started < 10
+
+
+def test_grey_batches_stay_one_channel_only_when_every_image_is_grey(tmp_path: Path):
+    paths = []
+    for i, mode in enumerate(["L", "L", "L", "RGB"]):
+        path = tmp_path / f"{i}.png"
+        Image.new(mode, (40, 36), (i * 40, 10, 200) if mode == "RGB" else i * 40).save(path)
+        paths.append(str(path))
+    grey_kept = [b.images for b in BatchLoader(paths, size=32, batch_size=2, grey_batches=True)]
+    assert [tuple(x.shape) for x in grey_kept] == [(2, 1, 32, 32), (2, 3, 32, 32)]
+    plain = [b.images for b in BatchLoader(paths, size=32, batch_size=2)]
+    assert [tuple(x.shape) for x in plain] == [(2, 3, 32, 32), (2, 3, 32, 32)]
+    assert torch.equal(grey_kept[0].expand(-1, 3, -1, -1), plain[0])  # the same pixels, broadcast later
+    assert torch.equal(grey_kept[1], plain[1])  # a mixed batch is broadcast on the host as before
