@@ -266,7 +266,9 @@ class ExplainWorker:
         shared memory, decoded pixels come back pickled."""
         count = len(rows)
         paths = rows["path"].astype(str).tolist()
-        identities, cached = cached_model_inputs(self.cache, paths, lock=self._cache_lock, executor=self._files)
+        identities, cached = cached_model_inputs(
+            self.cache, paths, threads=self.settings.decode_threads, lock=self._cache_lock, executor=self._files
+        )
         size = self.settings.size
         into = (
             shared_or_none({"pixels": ((count, 3, size, size), np.uint8)})

@@ -219,6 +219,10 @@ class InputCache:
             )
 
 
+def _identify_all(paths: Sequence[str]) -> list[SourceIdentity | None]:
+    return [identify(path) for path in paths]
+
+
 def _binary_rows(column: pa.ChunkedArray) -> Callable[[int], np.ndarray]:
     """Row ``i`` of a binary column as a uint8 view of Arrow's buffer: no copy into Python bytes."""
     starts = np.cumsum([0] + [len(chunk) for chunk in column.chunks])
@@ -243,14 +247,17 @@ def cached_model_inputs(
 ) -> tuple[list[SourceIdentity | None], dict[int, ModelInput]]:
     """Each file's identity (taken before decoding) and the inputs ``cache`` holds for unchanged files.
 
-    Identities are taken on ``executor`` (a worker's persistent pool), else on ``threads`` new threads
-    (object stores: one request each); ``lock`` guards the cache's view of committed segments when
+    Identities are taken on ``executor`` (a worker's persistent pool of ``threads``), else on
+    ``threads`` new threads (object stores: one request each); ``lock`` guards the cache's view of committed segments when
     several shards share it.
     """
     if cache is None:
         return [None] * len(paths), {}
-    if executor is not None:
-        identities = list(executor.map(identify, paths))
+    if executor is not None:  # a few tasks of many paths each: a future per file cost more than a local stat
+        tasks = max(1, min(len(paths), threads))  # ``threads``: the executor's width
+        chunks = [paths[i::tasks] for i in range(tasks)]
+        parts = list(executor.map(_identify_all, chunks))
+        identities = [parts[i % tasks][i // tasks] for i in range(len(paths))]
     else:
         with ThreadPoolExecutor(max(1, threads)) as pool:
             identities = list(pool.map(identify, paths))
