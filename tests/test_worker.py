@@ -508,3 +508,22 @@ def test_a_dead_writer_process_fails_the_shard_and_leaves_nothing_visible(tree, 
     _, _, results = run_worker(tree, tmp_path / "a", worker=worker)  # a fresh writer process
     assert sum(r.ok for r in results) == 10
     worker.close()
+
+
+def test_identities_taken_on_a_pool_keep_the_paths_order(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from densecam_core.store.inputs import cached_model_inputs
+
+    paths = []
+    for i in range(11):
+        path = tmp_path / f"{i}.png"
+        path.write_bytes(b"x" * (i + 1))
+        paths.append(str(path))
+    paths.insert(4, str(tmp_path / "missing.png"))
+    with ThreadPoolExecutor(3) as pool:
+        taken, cached = cached_model_inputs(
+            InputCache(str(tmp_path / "s"), SIZE, "stretch"), paths, threads=3, executor=pool
+        )
+    assert taken == [identify(p) for p in paths] and taken[4] is None and cached == {}
+    assert [t.size for t in taken if t is not None] == list(range(1, 12))
