@@ -47,9 +47,12 @@ def main() -> None:
         action="store_true",
         help="also run the cold job with --decode threads (the previous default of GPU actors), to compare",
     )
+    parser.add_argument(
+        "--rgb-fraction", type=float, default=0.2, help="share of RGB PNGs (the generator's default; MURA's are grey)"
+    )
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="densecam-bench-")
-    generate_mura(os.path.join(work, "tree"), images=args.images, seed=0)
+    generate_mura(os.path.join(work, "tree"), images=args.images, seed=0, rgb_fraction=args.rgb_fraction)
     manifest = read_manifest(os.path.join(work, "tree"))
     model = load_densenet169(device=args.device)
     batch = args.batch
@@ -109,7 +112,7 @@ def main() -> None:
     after = explain_in_process()  # measured again once Ray is gone: the machine may have drifted meanwhile
     in_process = (before + after) / 2
     print(
-        f"{len(manifest)} images, input {args.size}, batch {batch}, {args.precision}, {args.device}, "
+        f"{len(manifest)} images ({args.rgb_fraction:.0%} RGB), input {args.size}, batch {batch}, {args.precision}, {args.device}, "
         f"{torch.get_num_threads()} torch threads in process, {os.cpu_count()} CPUs"
     )
     print()
