@@ -27,10 +27,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
+from baseline import InProcessExplainer, add_tree_arguments, generated_manifest  # benchmarks/baseline.py
 
-from densecam_core import Explainer, generate_mura, load_densenet169, read_manifest
+from densecam_core import load_densenet169
 from densecam_core.explain import Explanation
-from densecam_core.loader import BatchLoader
 from densecam_core.model import model_fingerprint, state_dict_bytes
 from densecam_core.spec import METHODS, block_grid
 from densecam_core.store.format import Shard
@@ -122,18 +122,6 @@ def run(
     return count / wall, own / count * 1000, theirs / count * 1000, inside
 
 
-def in_process_rate(args: argparse.Namespace, manifest, model) -> float:
-    """The in-process Explainer on the same images decoded beforehand, in batches of the shard size."""
-    explainer = Explainer(model, precision=args.precision)
-    loader = BatchLoader(manifest["path"].tolist(), size=args.size, batch_size=args.shard_size, grey_batches=True)
-    batches = [b.images.pin_memory() if args.device == "cuda" else b.images for b in loader]
-    explainer(batches[0]).to("cpu")
-    start = time.perf_counter()
-    for images in batches:
-        explainer(images).to("cpu")
-    return len(manifest) / (time.perf_counter() - start)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=512)
@@ -145,20 +133,21 @@ def main() -> None:
     parser.add_argument("--device-ms", type=float, default=40.0, help="device time per batch, GIL released")
     parser.add_argument("--device", default="simulated", help="simulated, or where the real Explainer runs (cuda)")
     parser.add_argument("--precision", default="fp32", help="the real Explainer's precision")
-    parser.add_argument(
-        "--rgb-fraction", type=float, default=0.2, help="share of RGB PNGs (the generator's default; MURA's are grey)"
-    )
+    add_tree_arguments(parser)
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="densecam-host-")
-    generate_mura(os.path.join(work, "tree"), images=args.images, seed=0, rgb_fraction=args.rgb_fraction)
-    manifest = read_manifest(os.path.join(work, "tree"))
+    manifest = generated_manifest(work, args.images, args.rgb_fraction)
     model = load_densenet169(seed=0)
     state, fingerprint = state_dict_bytes(model), model_fingerprint(model)
     if args.device == "simulated":
         device_rate = args.shard_size / max(1e-6, (args.gil_ms + args.device_ms) / 1000)
         device = f"simulated device {args.gil_ms:g} ms GIL + {args.device_ms:g} ms per batch"
     else:
-        device_rate = in_process_rate(args, manifest, load_densenet169(seed=0, device=args.device))
+        model = load_densenet169(seed=0, device=args.device)
+        paths = manifest["path"].tolist()
+        device_rate = InProcessExplainer(
+            model, paths, size=args.size, batch=args.shard_size, precision=args.precision
+        ).rate()
         device = f"the Explainer on {args.device}, {args.precision}, in process on pre-decoded images"
     print(
         f"{args.images} images ({args.rgb_fraction:.0%} RGB), {args.size} px, shards of {args.shard_size} ({args.concurrency} at once), "

@@ -15,12 +15,11 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 
 import torch
+from baseline import InProcessExplainer, add_tree_arguments, generated_manifest  # benchmarks/baseline.py
 
-from densecam_core import Explainer, generate_mura, load_densenet169, read_manifest
-from densecam_core.loader import BatchLoader
+from densecam_core import load_densenet169
 from densecam_core.spec import METHODS
 from densecam_core.worker import ExplainSettings, ExplainWorker
 from jobs.explain import JobConfig, run_job
@@ -47,13 +46,10 @@ def main() -> None:
         action="store_true",
         help="also run the cold job with --decode threads (the previous default of GPU actors), to compare",
     )
-    parser.add_argument(
-        "--rgb-fraction", type=float, default=0.2, help="share of RGB PNGs (the generator's default; MURA's are grey)"
-    )
+    add_tree_arguments(parser)
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="densecam-bench-")
-    generate_mura(os.path.join(work, "tree"), images=args.images, seed=0, rgb_fraction=args.rgb_fraction)
-    manifest = read_manifest(os.path.join(work, "tree"))
+    manifest = generated_manifest(work, args.images, args.rgb_fraction)
     model = load_densenet169(device=args.device)
     batch = args.batch
     if batch is None:
@@ -68,21 +64,10 @@ def main() -> None:
         )
         batch = ExplainWorker(model.state_dict(), settings, device=args.device, warm_up=False).batch_size
 
-    explainer = Explainer(model, precision=args.precision)
-    # pre-decoded uint8 inputs, as the job feeds the Explainer (normalised on the device)
-    loader = BatchLoader(manifest["path"].tolist(), size=args.size, batch_size=batch, grey_batches=True)
-    batches = [b.images for b in loader]
-    if args.device == "cuda":
-        batches = [b.pin_memory() for b in batches]
-    explainer(batches[0]).to("cpu")  # warm-up
-
-    def explain_in_process() -> float:
-        start = time.perf_counter()
-        for images in batches:
-            explainer(images).to("cpu")  # the job copies every result back to write it: so does the baseline
-        return len(manifest) / (time.perf_counter() - start)
-
-    before = explain_in_process()
+    baseline = InProcessExplainer(
+        model, manifest["path"].tolist(), size=args.size, batch=batch, precision=args.precision
+    )
+    before = baseline.rate()
 
     def job(store: str, checkpoint: str | None, decode: str = args.decode):
         return run_job(
@@ -109,7 +94,7 @@ def main() -> None:
         warm = job(os.path.join(work, "store"), other)
         assert warm.images_from_cache == len(manifest) and warm.images_decoded == 0, warm
         rows.append(("job, new checkpoint, inputs from the input cache", warm))
-    after = explain_in_process()  # measured again once Ray is gone: the machine may have drifted meanwhile
+    after = baseline.rate()  # measured again once Ray is gone: the machine may have drifted meanwhile
     in_process = (before + after) / 2
     print(
         f"{len(manifest)} images ({args.rgb_fraction:.0%} RGB), input {args.size}, batch {batch}, {args.precision}, {args.device}, "
