@@ -92,6 +92,11 @@ def _dtype(name: str) -> type:
     return np.int32 if name == fmt.TARGETS_ARRAY else np.float32
 
 
+def _missing(name: str) -> np.generic:
+    """The value of rows without one: NaN in maps and logits, class id -1 in ``targets``."""
+    return _dtype(name)(-1 if name == fmt.TARGETS_ARRAY else np.nan)
+
+
 @dataclass
 class _Filled:
     """What explaining a shard's images produced besides the maps: per-image values, timings, new inputs."""
@@ -114,13 +119,6 @@ class _Filled:
         self.logit = np.full(self.count, np.nan, dtype=np.float32)
         self.prob = np.full(self.count, np.nan, dtype=np.float32)
         self.errors = [None] * self.count
-
-
-def _empty(name: str, shape: tuple[int, ...]) -> np.ndarray:
-    """Rows without a value: NaN maps and logits, class id -1 for ``targets``."""
-    if name == fmt.TARGETS_ARRAY:
-        return np.full(shape, -1, dtype=np.int32)
-    return np.full(shape, np.nan, dtype=np.float32)
 
 
 class ExplainWorker:
@@ -226,7 +224,7 @@ class ExplainWorker:
         try:
             outputs = block.arrays if block is not None else {n: np.empty(s, _dtype(n)) for n, s in recorded.items()}
             for name, values in outputs.items():
-                values[...] = _empty(name, (1,))[0]
+                values[...] = _missing(name)
             filled = self._fill(rows, slots, outputs, pixels)
             tick = time.perf_counter()
             caching = self.cache is not None and self.settings.input_cache == "readwrite"
@@ -332,7 +330,7 @@ class ExplainWorker:
                 filled.errors[position] = NON_FINITE
                 filled.logit[position] = filled.prob[position] = np.nan
                 for name, values in outputs.items():
-                    values[slots[position]] = _empty(name, (1,))[0]
+                    values[slots[position]] = _missing(name)
         return filled
 
     def _commit(

@@ -248,19 +248,17 @@ def cached_model_inputs(
     """Each file's identity (taken before decoding) and the inputs ``cache`` holds for unchanged files.
 
     Identities are taken on ``executor`` (a worker's persistent pool of ``threads``), else on
-    ``threads`` new threads (object stores: one request each); ``lock`` guards the cache's view of committed segments when
+    ``threads`` new threads (object stores: one request each), in one task per thread: a future per
+    file cost more than a local stat. ``lock`` guards the cache's view of committed segments when
     several shards share it.
     """
     if cache is None:
         return [None] * len(paths), {}
-    if executor is not None:  # a few tasks of many paths each: a future per file cost more than a local stat
-        tasks = max(1, min(len(paths), threads))  # ``threads``: the executor's width
-        chunks = [paths[i::tasks] for i in range(tasks)]
-        parts = list(executor.map(_identify_all, chunks))
-        identities = [parts[i % tasks][i // tasks] for i in range(len(paths))]
-    else:
-        with ThreadPoolExecutor(max(1, threads)) as pool:
-            identities = list(pool.map(identify, paths))
+    tasks = max(1, min(len(paths), threads))
+    with contextlib.ExitStack() as stack:
+        pool = executor or stack.enter_context(ThreadPoolExecutor(tasks))
+        parts = list(pool.map(_identify_all, [paths[i::tasks] for i in range(tasks)]))
+    identities = [parts[i % tasks][i // tasks] for i in range(len(paths))]
     with lock or contextlib.nullcontext():
         hits = cache.lookup(identities)
     return identities, cache.read(hits)

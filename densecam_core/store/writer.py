@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import io
 import platform
 import threading
@@ -302,7 +303,7 @@ def write_chunks(
         if values.shape[0] != count:
             raise ValueError(f"array {name!r} has {values.shape[0]} rows for a shard of {count}")
     rows = shard.row_start + shard_size
-    opened = (_open_runs.get(run_url, run_created) if run_created is not None else RunArrays(run_url)).covering(
+    opened = (_open_run(run_url, run_created) if run_created is not None else RunArrays(run_url)).covering(
         list(arrays), rows
     )
     writes = []
@@ -342,26 +343,11 @@ class RunArrays:
             return {name: self.arrays[name] for name in names}
 
 
-class _OpenRuns:
+@functools.lru_cache(maxsize=4)
+def _open_run(run_url: str, created: str) -> RunArrays:
     """The few runs this process writes to, keyed by URL and creation time (a run deleted and created
     again at the same URL is a different run, whose arrays must be opened anew)."""
-
-    def __init__(self, keep: int = 4) -> None:
-        self.keep = keep
-        self.runs: dict[tuple[str, str], RunArrays] = {}
-        self._lock = threading.Lock()
-
-    def get(self, run_url: str, created: str) -> RunArrays:
-        with self._lock:
-            key = (run_url, created)
-            runs = self.runs.pop(key, None) or RunArrays(run_url)
-            self.runs[key] = runs  # most recent last
-            while len(self.runs) > self.keep:
-                self.runs.pop(next(iter(self.runs)))
-            return runs
-
-
-_open_runs = _OpenRuns()
+    return RunArrays(run_url)
 
 
 def write_index_part(
