@@ -4,6 +4,7 @@ device sync does), feeding and writing real 320 px shards.
 
     python benchmarks/host_pipeline.py                        # 512 images, shards of 64, 3 at once
     python benchmarks/host_pipeline.py --gil-ms 15 --device-ms 40 --processes 1
+    python benchmarks/host_pipeline.py --launches 916   # the GIL time as 916 ops, each dropping the GIL
     python benchmarks/host_pipeline.py --device cuda --precision fp16 --images 2048   # the real Explainer
 
 With ``--device`` the worker runs the real Explainer there, as a GPU actor does but without Ray, and
@@ -43,14 +44,23 @@ class SimulatedDevice:
 
     device = torch.device("cpu")
 
-    def __init__(self, size: int, gil_ms: float, device_ms: float) -> None:
-        self.grid, self.gil, self.wait = block_grid(size), gil_ms / 1000, device_ms / 1000
+    def __init__(self, size: int, gil_ms: float, device_ms: float, launches: int = 0) -> None:
+        self.grid, self.gil, self.wait, self.launches = block_grid(size), gil_ms / 1000, device_ms / 1000, launches
+        self.tiny = torch.zeros(1)
 
     def __call__(self, images: torch.Tensor) -> Explanation:
         count = images.shape[0]
-        until = time.perf_counter() + self.gil
-        while time.perf_counter() < until:  # kernel launches: Python and dispatcher work under the GIL
-            pass
+        if self.launches:
+            each = self.gil / self.launches
+            for _ in range(self.launches):
+                until = time.perf_counter() + each
+                while time.perf_counter() < until:
+                    pass
+                torch.add(self.tiny, 1)  # drops and retakes the GIL, as every op of a real pass does
+        else:
+            until = time.perf_counter() + self.gil
+            while time.perf_counter() < until:  # kernel launches: Python and dispatcher work under the GIL
+                pass
         time.sleep(self.wait)  # the device computing; the host thread waits without the GIL
         maps = {
             method: {block: torch.rand(count, 1, *self.grid[block]) for block in (1, 2, 3, 4)}
@@ -98,7 +108,7 @@ def run(
     planned = writer.plan(manifest)
     if args.device == "simulated":
         worker = ExplainWorker(state, settings, warm_up=False, store_url=store)
-        worker.explainer = SimulatedDevice(args.size, args.gil_ms, args.device_ms)  # type: ignore[assignment]
+        worker.explainer = SimulatedDevice(args.size, args.gil_ms, args.device_ms, args.launches)  # type: ignore[assignment]
     else:
         worker = ExplainWorker(state, settings, device=args.device, warm_up=False, store_url=store)
     worker.warm_up()  # the first pass's kernel choices; starts the decode and writer processes
@@ -130,6 +140,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=3, help="shards at once, as a GPU actor")
     parser.add_argument("--processes", type=int, default=max(1, (os.cpu_count() or 2) - 1), help="decode processes")
     parser.add_argument("--gil-ms", type=float, default=15.0, help="host time per batch holding the GIL")
+    parser.add_argument(
+        "--launches",
+        type=int,
+        default=0,
+        help="split the GIL time into this many ops that each drop and retake the GIL, as torch calls do "
+        "(the Explainer makes 916 Python-level torch calls per pass)",
+    )
     parser.add_argument("--device-ms", type=float, default=40.0, help="device time per batch, GIL released")
     parser.add_argument("--device", default="simulated", help="simulated, or where the real Explainer runs (cuda)")
     parser.add_argument("--precision", default="fp32", help="the real Explainer's precision")
@@ -140,8 +157,15 @@ def main() -> None:
     model = load_densenet169(seed=0)
     state, fingerprint = state_dict_bytes(model), model_fingerprint(model)
     if args.device == "simulated":
-        device_rate = args.shard_size / max(1e-6, (args.gil_ms + args.device_ms) / 1000)
-        device = f"simulated device {args.gil_ms:g} ms GIL + {args.device_ms:g} ms per batch"
+        simulated = SimulatedDevice(args.size, args.gil_ms, args.device_ms, args.launches)
+        blank = torch.zeros(args.shard_size, 1, args.size, args.size, dtype=torch.uint8)
+        simulated(blank)
+        start = time.perf_counter()
+        for _ in range(10):
+            simulated(blank)
+        device_rate = 10 * args.shard_size / (time.perf_counter() - start)  # alone, maps included
+        launches = f" in {args.launches} ops" if args.launches else ""
+        device = f"simulated device {args.gil_ms:g} ms GIL{launches} + {args.device_ms:g} ms per batch"
     else:
         model = load_densenet169(seed=0, device=args.device)
         paths = manifest["path"].tolist()

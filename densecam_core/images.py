@@ -242,25 +242,35 @@ def load_or_reason(
         return f"unexpected {type(exc).__name__}: {exc}"
 
 
-def load_into(
-    path: str,
+def load_chunk(
+    paths: list[str],
     size: int,
     mode: str,
     max_pixels: int,
     max_bytes: int | None,
-    block: BlockHandle,
-    slot: int,
-) -> tuple[Geometry, int] | str:
-    """``load_or_reason`` in a decode process that writes the pixels into slot ``slot`` of the actor's
-    shared ``block`` (array ``pixels``, (n, 3, size, size) uint8) and returns only the geometry and the
-    channel count: the pixels never travel through a pickle."""
-    loaded = load_or_reason(path, size, mode, max_pixels, max_bytes)
-    if isinstance(loaded, str):
-        return loaded
-    channels = loaded.pixels.shape[0]
+    block: BlockHandle | None = None,
+    slots: list[int] | None = None,
+) -> list[ModelInput | tuple[Geometry, int] | str]:
+    """``load_or_reason`` for several images in one task of a decode process: each task costs the
+    submitting process (pickling, queues, its result thread) far more GIL time than a decode costs it,
+    so a GPU actor hands its processes a few images at a time.
+
+    With ``block``, each image's pixels go into slot ``slots[i]`` of the actor's shared block (array
+    ``pixels``, (n, 3, size, size) uint8) and only its geometry and channel count come back: the
+    pixels never travel through a pickle. Without it, each model input comes back pickled."""
+    if block is None or slots is None:
+        return [load_or_reason(path, size, mode, max_pixels, max_bytes) for path in paths]
+    results: list[ModelInput | tuple[Geometry, int] | str] = []
     with attached(block) as arrays:
-        arrays["pixels"][slot, :channels] = loaded.pixels
-    return loaded.geometry, channels
+        for path, slot in zip(paths, slots):
+            loaded = load_or_reason(path, size, mode, max_pixels, max_bytes)
+            if isinstance(loaded, str):
+                results.append(loaded)
+                continue
+            channels = loaded.pixels.shape[0]
+            arrays["pixels"][slot, :channels] = loaded.pixels
+            results.append((loaded.geometry, channels))
+    return results
 
 
 def ready(_: object = None) -> bool:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from densecam_core.geometry import Geometry
-from densecam_core.images import DEFAULT_MAX_PIXELS, ModelInput, load_into, load_or_reason
+from densecam_core.images import DEFAULT_MAX_PIXELS, ModelInput, load_chunk, load_or_reason
 from densecam_core.shared_block import SharedBlock
 
 
@@ -51,6 +51,20 @@ class LoadedBatch:
 
 _load = load_or_reason  # module attribute: tests replace it to simulate a hung read
 
+
+@dataclass(frozen=True)
+class _Part:
+    """One position's share of a submitted task: the task's future, and where in its results it sits."""
+
+    future: Future
+    offset: int
+    positions: tuple[int, ...]  # every position the task decodes
+
+
+PROCESS_TASK_IMAGES = 8
+"""Images per task for a pool of decode processes: one task per image cost the submitting process
+about 6x more CPU time (docs/PERFORMANCE.md), while 8 keep a batch of 64 spread over 8 processes."""
+
 DEFAULT_READ_TIMEOUT = 120.0
 """Seconds one image may take to read and decode (a 100 MB file from an object store fits easily)."""
 
@@ -80,6 +94,7 @@ class BatchLoader:
         executor: Executor | None = None,
         into: SharedBlock | None = None,
         grey_batches: bool = False,
+        chunk: int = 1,
     ) -> None:
         if batch_size < 1 or num_threads < 1:
             raise ValueError("batch_size and num_threads must be >= 1")
@@ -95,52 +110,77 @@ class BatchLoader:
         self.into = into if executor is not None else None
         # a batch whose images are all grey stays (n, 1, size, size): the Explainer broadcasts it on its device
         self.grey_batches = grey_batches
+        # with ``executor``: images per task (consecutive positions), since each task of a process pool
+        # costs this process GIL time (pickling, queues, result thread) that kernel launches need
+        self.chunk = max(1, chunk) if executor is not None else 1
+        self._retried: dict[int, _Part] = {}  # images of a task that outlived the deadline, each retried alone
 
     def __len__(self) -> int:
         return -(-len(self.paths) // self.batch_size)
 
     def __iter__(self) -> Iterator[LoadedBatch]:
         pool = self.executor or ThreadPoolExecutor(self.num_threads, thread_name_prefix="densecam-decode")
-        pending: deque[Future | ModelInput] = deque()
+        pending: deque[_Part | ModelInput] = deque()
         try:
             next_index = 0
             lookahead = self.batch_size * (self.prefetch + 1)
             while next_index < len(self.paths) or pending:
                 while next_index < len(self.paths) and len(pending) < lookahead:
                     hit = self.cached.get(next_index)
-                    pending.append(hit if hit is not None else self._submit(pool, next_index))
-                    next_index += 1
+                    if hit is not None:
+                        pending.append(hit)
+                        next_index += 1
+                        continue
+                    room = min(self.chunk, lookahead - len(pending), len(self.paths) - next_index)
+                    positions = [next_index]
+                    while len(positions) < room and positions[-1] + 1 not in self.cached:
+                        positions.append(positions[-1] + 1)
+                    pending.extend(self._submit(pool, positions))
+                    next_index = positions[-1] + 1
                 take = min(self.batch_size, len(pending))
                 start = next_index - len(pending)
-                results = [self._resolve(pending.popleft(), start + i) for i in range(take)]
+                results = [self._resolve(pool, pending.popleft(), start + i) for i in range(take)]
                 yield self._collate(start, results)
         finally:
             if self.executor is None:  # a read stuck past its deadline keeps its thread: do not wait for it
                 pool.shutdown(wait=False, cancel_futures=True)
             else:  # a shared pool stays; what this iteration queued and no longer needs is dropped
-                for item in pending:
-                    if isinstance(item, Future):
-                        item.cancel()
+                for item in [*pending, *self._retried.values()]:
+                    if isinstance(item, _Part):
+                        item.future.cancel()
 
-    def _submit(self, pool: Executor, position: int) -> Future:
-        args = (self.paths[position], self.size, self.mode, self.max_pixels, self.max_bytes)
-        if self.into is None:
-            return pool.submit(_load, *args)
-        return pool.submit(load_into, *args, self.into.handle, position)
+    def _submit(self, pool: Executor, positions: list[int]) -> list[_Part]:
+        """One task decoding ``positions``: one image through ``_load`` on threads; on ``executor``, a
+        ``load_chunk`` of them, into the shared block when there is one."""
+        args = (self.size, self.mode, self.max_pixels, self.max_bytes)
+        if self.executor is None:
+            future = pool.submit(_load, self.paths[positions[0]], *args)
+        else:
+            paths = [self.paths[p] for p in positions]
+            block = self.into.handle if self.into is not None else None
+            future = pool.submit(load_chunk, paths, *args, block, positions if block is not None else None)
+        return [_Part(future, offset, tuple(positions)) for offset in range(len(positions))]
 
-    def _resolve(self, item: Future | ModelInput, position: int) -> tuple[ModelInput | str, bool]:
-        """(the input or the error reason, whether it came from the cache); a read that outlives
-        ``read_timeout`` becomes an error row instead of stalling the shard."""
-        if not isinstance(item, Future):
+    def _resolve(self, pool: Executor, item: _Part | ModelInput, position: int) -> tuple[ModelInput | str, bool]:
+        """(the input or the error reason, whether it came from the cache). A read that outlives
+        ``read_timeout`` becomes an error row instead of stalling the shard; when its task held
+        several images, each is first retried in a task of its own, so only the hung one fails."""
+        if not isinstance(item, _Part):
             return item, True
+        item = self._retried.pop(position, item)
         try:
-            result = item.result(timeout=self.read_timeout)
-            if isinstance(result, tuple):  # decoded into the shared block: a view of its slot
-                geometry, channels = result
-                return ModelInput(self.into.arrays["pixels"][position, :channels], geometry), False  # type: ignore[union-attr]
-            return result, False
+            result = item.future.result(timeout=self.read_timeout)
         except FutureTimeout:
+            if len(item.positions) > 1:  # the first of its images to be waited for: retry each alone
+                self._retried.update({p: self._submit(pool, [p])[0] for p in item.positions})
+                return self._resolve(pool, self._retried.pop(position), position)
             return f"read or decode did not finish within {self.read_timeout:g} s (a hung mount, a device file?)", False
+        if self.executor is not None:
+            result = result[item.offset]
+        if isinstance(result, tuple):  # decoded into the shared block: a view of its slot
+            geometry, channels = result
+            return ModelInput(self.into.arrays["pixels"][position, :channels], geometry), False  # type: ignore[union-attr]
+        return result, False
 
     def _collate(self, start: int, results: list[tuple[ModelInput | str, bool]]) -> LoadedBatch:
         records: list[ImageRecord] = []

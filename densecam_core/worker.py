@@ -23,7 +23,7 @@ from densecam_core import fileio
 from densecam_core.explain import Explainer, Explanation
 from densecam_core.images import ModelInput
 from densecam_core.images import ready as decoder_ready  # lives in images: children import no torch
-from densecam_core.loader import BatchLoader
+from densecam_core.loader import PROCESS_TASK_IMAGES, BatchLoader
 from densecam_core.model import load_densenet169, model_fingerprint
 from densecam_core.shared_block import SharedBlock, shared_or_none
 from densecam_core.spawned import SpawnedPool
@@ -285,6 +285,7 @@ class ExplainWorker:
             executor=self._decode.get() if self._decode is not None else None,
             into=pixels[0] if pixels else None,
             grey_batches=True,
+            chunk=PROCESS_TASK_IMAGES,
         )
         filled = _Filled(count)
         for batch in self._guarded(loader):

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -77,12 +80,17 @@ def test_bad_files_give_reasons(tmp_path: Path):
         assert record.error and expectations[Path(record.path).name] in record.error, record
 
 
-def test_loader_keeps_order_across_batches(tmp_path: Path):
+def grey_pngs(folder: Path, count: int, *, height: int, step: int) -> list[str]:
+    """``count`` grey PNGs named by position: image i is 40 + i wide and has grey level i * ``step``."""
     paths = []
-    for i in range(7):
-        path = tmp_path / f"{i}.png"
-        Image.new("L", (40 + i, 32), i * 30).save(path)
-        paths.append(str(path))
+    for i in range(count):
+        Image.new("L", (40 + i, height), i * step).save(folder / f"{i}.png")
+        paths.append(str(folder / f"{i}.png"))
+    return paths
+
+
+def test_loader_keeps_order_across_batches(tmp_path: Path):
+    paths = grey_pngs(tmp_path, 7, height=32, step=30)
     records = [r for b in BatchLoader(paths, size=32, batch_size=3, num_threads=2) for r in b.records]
     assert [r.position for r in records] == list(range(7))
     assert [r.geometry.orig_width for r in records] == [40 + i for i in range(7)]
@@ -142,21 +150,24 @@ def test_reads_are_bounded_fifo_and_huge_files_are_refused_without_reading(tmp_p
         read_bytes(str(tmp_path / "trap.png").replace("trap", "huge"), max_bytes=10)
 
 
-def test_a_read_past_its_deadline_is_an_error_row_not_a_stalled_batch(tmp_path, monkeypatch):
-    import threading
-    import time
-
-    from densecam_core import loader
-
+def hang_on(suffix: str, monkeypatch, module, name: str) -> threading.Event:
+    """``module.name`` hangs on paths ending in ``suffix`` (a read from a dead mount) until the event is set."""
     release = threading.Event()
-    real = loader._load
+    real = getattr(module, name)
 
-    def slow_for_one(path, *args):
-        if path.endswith("stuck.png"):
-            release.wait(30)  # a read that hangs (a dead mount)
+    def hangs(path, *args):
+        if path.endswith(suffix):
+            release.wait(30)
         return real(path, *args)
 
-    monkeypatch.setattr(loader, "_load", slow_for_one)
+    monkeypatch.setattr(module, name, hangs)
+    return release
+
+
+def test_a_read_past_its_deadline_is_an_error_row_not_a_stalled_batch(tmp_path, monkeypatch):
+    from densecam_core import loader
+
+    release = hang_on("stuck.png", monkeypatch, loader, "_load")
     paths = []
     for name in ("a.png", "stuck.png", "b.png"):
         Image.new("L", (40, 40), color=90).save(tmp_path / name)
@@ -181,3 +192,61 @@ def test_grey_batches_stay_one_channel_only_when_every_image_is_grey(tmp_path: P
     assert [tuple(x.shape) for x in plain] == [(2, 3, 32, 32), (2, 3, 32, 32)]
     assert torch.equal(grey_kept[0].expand(-1, 3, -1, -1), plain[0])  # the same pixels, broadcast later
     assert torch.equal(grey_kept[1], plain[1])  # a mixed batch is broadcast on the host as before
+
+
+class CountingPool(ThreadPoolExecutor):
+    """A decode pool that records every task's images, as a GPU actor's process pool would receive them."""
+
+    def __init__(self) -> None:
+        super().__init__(4)
+        self.tasks: list[list[str]] = []
+
+    def submit(self, fn, /, *args, **kwargs):
+        self.tasks.append(list(args[0]))
+        return super().submit(fn, *args, **kwargs)
+
+
+def test_a_decode_pool_gets_runs_of_images_per_task_and_the_batches_are_unchanged(tmp_path: Path):
+    from densecam_core.images import ModelInput, load_model_input
+
+    paths = grey_pngs(tmp_path, 11, height=36, step=20)
+    (tmp_path / "3.png").write_bytes(b"not a png")  # an error inside a task stays that image's error
+    cached = {5: ModelInput(np.full((1, 32, 32), 7, np.uint8), Geometry(36, 45, 32))}
+    plain = list(BatchLoader(paths, size=32, batch_size=4, cached=cached))
+    with CountingPool() as pool:
+        chunked = list(BatchLoader(paths, size=32, batch_size=4, cached=cached, executor=pool, chunk=3))
+    # runs of at most 3 consecutive images, never across a cached image, every uncached image once
+    names = [[Path(p).stem for p in task] for task in pool.tasks]
+    assert sorted(int(n) for task in names for n in task) == [0, 1, 2, 3, 4, 6, 7, 8, 9, 10]
+    assert all(len(task) <= 3 and "5" not in task for task in names)
+    assert all([int(n) for n in task] == list(range(int(task[0]), int(task[0]) + len(task))) for task in names)
+    assert len(pool.tasks) < 10
+    for ours, theirs in zip(chunked, plain, strict=True):
+        assert [(r.position, r.error, r.geometry, r.from_cache) for r in ours.records] == [
+            (r.position, r.error, r.geometry, r.from_cache) for r in theirs.records
+        ]
+        assert torch.equal(ours.images, theirs.images)
+    assert chunked[0].records[3].error is not None and chunked[1].records[1].from_cache
+    direct = load_model_input(paths[10], 32)
+    assert torch.equal(chunked[-1].images[-1], torch.from_numpy(np.broadcast_to(direct.pixels, (3, 32, 32)).copy()))
+
+
+def test_a_hung_image_in_a_task_of_several_fails_alone(tmp_path: Path, monkeypatch):
+    from densecam_core import images
+
+    release = hang_on("stuck.png", monkeypatch, images, "load_or_reason")
+    names = ["a.png", "stuck.png", "b.png", "c.png", "d.png"]
+    for i, name in enumerate(names):
+        Image.new("L", (40, 40), color=30 * i).save(tmp_path / name)
+    paths = [str(tmp_path / n) for n in names]
+    started = time.monotonic()
+    with ThreadPoolExecutor(4) as pool:
+        loader = BatchLoader(paths, size=32, batch_size=5, executor=pool, chunk=4, read_timeout=0.5)
+        (batch,) = list(loader)
+        records = batch.records
+        release.set()
+    assert [r.error is None for r in records] == [True, False, True, True, True]
+    assert "did not finish within 0.5 s" in records[1].error and time.monotonic() - started < 10
+    for record, name in zip(records, names):
+        if record.error is None:  # the images that shared the hung one's task are decoded, not lost
+            assert record.pixels.shape == (1, 32, 32) and int(record.pixels.mean()) == 30 * names.index(name)
