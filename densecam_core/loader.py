@@ -114,6 +114,7 @@ class BatchLoader:
         # costs this process GIL time (pickling, queues, result thread) that kernel launches need
         self.chunk = max(1, chunk) if executor is not None else 1
         self._retried: dict[int, _Part] = {}  # images of a task that outlived the deadline, each retried alone
+        self.late = 0  # tasks that outlived the deadline: with ``executor``, a process of it may be stuck
 
     def __len__(self) -> int:
         return -(-len(self.paths) // self.batch_size)
@@ -171,6 +172,7 @@ class BatchLoader:
         try:
             result = item.future.result(timeout=self.read_timeout)
         except FutureTimeout:
+            self.late += 1
             if len(item.positions) > 1:  # the first of its images to be waited for: retry each alone
                 self._retried.update({p: self._submit(pool, [p])[0] for p in item.positions})
                 return self._resolve(pool, self._retried.pop(position), position)

@@ -6,27 +6,68 @@ torch-free modules (``images``, ``store.commit``), so they start light.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import multiprocessing
+import multiprocessing.connection
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+CLOSE_GRACE = 5.0
+"""Seconds a closing pool's children get to finish before they are killed (one stuck on a dead mount)."""
+
 
 class SpawnedPool:
-    """``workers`` spawned processes, created by the first ``get``; ``what`` names them in errors."""
+    """``workers`` spawned processes, created by the first ``get``; ``what`` names them in errors.
+
+    Shards that run at once share the pool through ``lease``. A pool whose child is stuck (a read past
+    its deadline) is ``retire``d: the next lease gets new processes, and the old ones are stopped, the
+    stuck one killed, once the last shard using them is done. Nothing here waits without a deadline.
+    """
 
     def __init__(self, workers: int, what: str) -> None:
         self.workers, self.what = workers, what
         self.pool: ProcessPoolExecutor | None = None
-        self._lock = threading.Lock()  # shards that run at once share the pool
+        self._lock = threading.Lock()
+        self._leases: collections.Counter[ProcessPoolExecutor] = collections.Counter()
 
     def get(self) -> ProcessPoolExecutor:
         with self._lock:
-            if self.pool is None:
-                self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
-            return self.pool
+            return self._current()
+
+    def _current(self) -> ProcessPoolExecutor:
+        if self.pool is None:
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        return self.pool
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[ProcessPoolExecutor]:
+        """The pool for one shard's tasks; a pool retired or broken meanwhile stops when its last lease ends."""
+        with self._lock:
+            pool = self._current()
+            self._leases[pool] += 1
+        try:
+            yield pool
+        finally:
+            with self._lock:
+                self._leases[pool] -= 1
+                done = self._leases[pool] == 0 and pool is not self.pool
+                if self._leases[pool] == 0:
+                    del self._leases[pool]
+            if done:  # in the background: the shard need not wait for the children to go
+                threading.Thread(target=stop, args=(pool, 1.0), name="densecam-pool-stop", daemon=True).start()
+
+    def retire(self) -> None:
+        """Give the next lease new processes (a child of this pool is stuck); stop this one when it is unused."""
+        with self._lock:
+            pool, self.pool = self.pool, None
+            unused = pool is not None and self._leases[pool] == 0
+        if unused:
+            stop(pool, 1.0)  # type: ignore[arg-type]
 
     def broken(self, exc: BrokenProcessPool) -> RuntimeError:
         """Drop the dead pool (the next shard gets a new one); the error fails this shard, which is retried."""
@@ -37,7 +78,8 @@ class SpawnedPool:
     def run(self, function: Callable[..., Any], *args: Any) -> Any:
         """``function(*args)`` in one of the processes, waiting for its result."""
         try:
-            return self.get().submit(function, *args).result()
+            with self.lease() as pool:
+                return pool.submit(function, *args).result()
         except BrokenProcessPool as exc:
             raise self.broken(exc) from exc
 
@@ -45,8 +87,24 @@ class SpawnedPool:
         """Spawn every process now and let each import ``ready``'s module (start-up, not the first shard)."""
         list(self.get().map(ready, range(self.workers)))
 
-    def close(self) -> None:
+    def close(self, grace: float = CLOSE_GRACE) -> None:
+        """Stop the processes: what they run gets ``grace`` seconds, then they are killed."""
         with self._lock:
             pool, self.pool = self.pool, None
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            stop(pool, grace)
+
+
+def stop(pool: ProcessPoolExecutor, grace: float) -> None:
+    """Shut ``pool`` down without waiting on it: children still running after ``grace`` seconds are killed
+    (``shutdown(wait=True)`` would wait forever on one stuck in a read from a dead mount)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # the executor's only handle on them
+    pool.shutdown(wait=False, cancel_futures=True)  # idle children get their sentinel and exit
+    deadline = time.monotonic() + grace
+    running = {process.sentinel: process for process in processes}
+    while running and time.monotonic() < deadline:
+        for ended in multiprocessing.connection.wait(list(running), timeout=max(0.0, deadline - time.monotonic())):
+            running.pop(ended, None)
+    for process in running.values():
+        with contextlib.suppress(OSError, ValueError):  # gone meanwhile
+            process.kill()

@@ -5,6 +5,7 @@ Ray actors wrap it in ``jobs/explain.py``; tests drive it directly.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import threading
@@ -23,7 +24,7 @@ from densecam_core import fileio
 from densecam_core.explain import Explainer, Explanation
 from densecam_core.images import ModelInput
 from densecam_core.images import ready as decoder_ready  # lives in images: children import no torch
-from densecam_core.loader import PROCESS_TASK_IMAGES, BatchLoader
+from densecam_core.loader import PROCESS_TASK_IMAGES, BatchLoader, LoadedBatch
 from densecam_core.model import load_densenet169, model_fingerprint
 from densecam_core.shared_block import SharedBlock, shared_or_none
 from densecam_core.spawned import SpawnedPool
@@ -274,65 +275,79 @@ class ExplainWorker:
             else None
         )
         pixels.extend([into] if into is not None else [])
-        loader = BatchLoader(
-            paths,
-            size=self.settings.size,
-            mode=self.settings.resize,
-            batch_size=self.batch_size,
-            num_threads=self.settings.decode_threads,
-            max_bytes=self.settings.max_image_bytes,
-            cached=cached,
-            executor=self._decode.get() if self._decode is not None else None,
-            into=pixels[0] if pixels else None,
-            grey_batches=True,
-            chunk=PROCESS_TASK_IMAGES,
-        )
         filled = _Filled(count)
-        for batch in self._guarded(loader):
-            for record in batch.records:
-                filled.errors[record.position] = record.error
-                filled.from_cache += record.from_cache
-                if record.geometry is not None:
-                    filled.heights[record.position] = record.geometry.orig_height
-                    filled.widths[record.position] = record.geometry.orig_width
-                identity = identities[record.position]
-                if record.pixels is not None and not record.from_cache and identity is not None:
-                    filled.decoded.append((identity, ModelInput(record.pixels, record.geometry)))
-                    filled.decoded_at.append(record.position)
-            ok = batch.ok_records
-            if not ok or batch.images is None:
-                continue
-            queued = time.perf_counter()
-            with self._compute_lock:
-                tick = time.perf_counter()
-                filled.device_wait += tick - queued
-                result = self._explain(batch.images)
-                filled.compute += time.perf_counter() - tick
-            positions = np.array([r.position for r in ok])
-            at = slots[positions]
-            named = {"logits": result.logits, "cam": result.cam, fmt.TARGETS_ARRAY: result.targets}
-            for method, per_block in result.maps.items():
-                for block, values in per_block.items():
-                    named[fmt.array_name(method, block)] = values
-            finite = np.ones(len(ok), dtype=bool)
-            for name, tensor in named.items():
-                values = tensor.numpy()
-                finite &= np.isfinite(values.reshape(len(ok), -1)).all(axis=1)
-                if name in outputs:
-                    outputs[name][at] = values
-            target_logits = result.logits.gather(1, result.targets[:, :1]).squeeze(1)
-            filled.logit[positions] = target_logits.numpy()
-            if result.logits.shape[1] == 1:
-                filled.prob[positions] = torch.sigmoid(target_logits).numpy()
-            else:
-                probs = torch.softmax(result.logits, 1).gather(1, result.targets[:, :1]).squeeze(1)
-                filled.prob[positions] = probs.numpy()
-            for position in positions[~finite]:
-                filled.errors[position] = NON_FINITE
-                filled.logit[position] = filled.prob[position] = np.nan
-                for name, values in outputs.items():
-                    values[slots[position]] = _missing(name)
+        with self._decode.lease() if self._decode is not None else contextlib.nullcontext(None) as decoders:
+            loader = BatchLoader(
+                paths,
+                size=self.settings.size,
+                mode=self.settings.resize,
+                batch_size=self.batch_size,
+                num_threads=self.settings.decode_threads,
+                max_bytes=self.settings.max_image_bytes,
+                cached=cached,
+                executor=decoders,
+                into=pixels[0] if pixels else None,
+                grey_batches=True,
+                chunk=PROCESS_TASK_IMAGES,
+            )
+            for batch in self._guarded(loader):
+                self._take(batch, identities, slots, outputs, filled)
+            if loader.late and self._decode is not None:  # a decode process may still be stuck in that read
+                self._decode.retire()
         return filled
+
+    def _take(
+        self,
+        batch: LoadedBatch,
+        identities: list[SourceIdentity | None],
+        slots: np.ndarray,
+        outputs: dict[str, np.ndarray],
+        filled: _Filled,
+    ) -> None:
+        """One batch: its records' geometry and errors, then its explanation into ``outputs``."""
+        for record in batch.records:
+            filled.errors[record.position] = record.error
+            filled.from_cache += record.from_cache
+            if record.geometry is not None:
+                filled.heights[record.position] = record.geometry.orig_height
+                filled.widths[record.position] = record.geometry.orig_width
+            identity = identities[record.position]
+            if record.pixels is not None and not record.from_cache and identity is not None:
+                filled.decoded.append((identity, ModelInput(record.pixels, record.geometry)))
+                filled.decoded_at.append(record.position)
+        ok = batch.ok_records
+        if not ok or batch.images is None:
+            return
+        queued = time.perf_counter()
+        with self._compute_lock:
+            tick = time.perf_counter()
+            filled.device_wait += tick - queued
+            result = self._explain(batch.images)
+            filled.compute += time.perf_counter() - tick
+        positions = np.array([r.position for r in ok])
+        at = slots[positions]
+        named = {"logits": result.logits, "cam": result.cam, fmt.TARGETS_ARRAY: result.targets}
+        for method, per_block in result.maps.items():
+            for block, values in per_block.items():
+                named[fmt.array_name(method, block)] = values
+        finite = np.ones(len(ok), dtype=bool)
+        for name, tensor in named.items():
+            values = tensor.numpy()
+            finite &= np.isfinite(values.reshape(len(ok), -1)).all(axis=1)
+            if name in outputs:
+                outputs[name][at] = values
+        target_logits = result.logits.gather(1, result.targets[:, :1]).squeeze(1)
+        filled.logit[positions] = target_logits.numpy()
+        if result.logits.shape[1] == 1:
+            filled.prob[positions] = torch.sigmoid(target_logits).numpy()
+        else:
+            probs = torch.softmax(result.logits, 1).gather(1, result.targets[:, :1]).squeeze(1)
+            filled.prob[positions] = probs.numpy()
+        for position in positions[~finite]:
+            filled.errors[position] = NON_FINITE
+            filled.logit[position] = filled.prob[position] = np.nan
+            for name, values in outputs.items():
+                values[slots[position]] = _missing(name)
 
     def _commit(
         self, commit: tuple, outputs: dict[str, np.ndarray] | SharedBlock, filled: _Filled, pixels: SharedBlock | None

@@ -247,6 +247,7 @@ def test_a_hung_image_in_a_task_of_several_fails_alone(tmp_path: Path, monkeypat
         release.set()
     assert [r.error is None for r in records] == [True, False, True, True, True]
     assert "did not finish within 0.5 s" in records[1].error and time.monotonic() - started < 10
+    assert loader.late == 2  # the task of four, then the hung image's own: the worker retires its processes
     for record, name in zip(records, names):
         if record.error is None:  # the images that shared the hung one's task are decoded, not lost
             assert record.pixels.shape == (1, 32, 32) and int(record.pixels.mean()) == 30 * names.index(name)

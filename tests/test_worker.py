@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from collections import deque
@@ -527,3 +528,38 @@ def test_identities_taken_on_a_pool_keep_the_paths_order(tmp_path):
         )
     assert taken == [identify(p) for p in paths] and taken[4] is None and cached == {}
     assert [t.size for t in taken if t is not None] == list(range(1, 12))
+
+
+@pytest.mark.slow
+def test_a_shard_with_a_read_past_its_deadline_leaves_the_next_shard_new_decode_processes(tree, tmp_path, monkeypatch):
+    """A decode process may still be stuck in a read that outlived its deadline: the worker retires its
+    pool after that shard, so the next shard gets new processes and the old ones are stopped."""
+    from test_spawned import ended  # tests/test_spawned.py
+
+    import densecam_core.worker as worker_module
+
+    class LateLoader(worker_module.BatchLoader):
+        def __iter__(self):
+            yield from super().__iter__()
+            self.late += 1  # as if one read had outlived its deadline
+
+    monkeypatch.setattr(worker_module, "BatchLoader", LateLoader)
+    settings = ExplainSettings(methods=METHODS, size=SIZE, batch_size=4, decode_processes=1)
+    worker = ExplainWorker(weights(0)[0], settings, warm_up=False, store_url=str(tmp_path / "s"))
+    leased, processes = [], []
+    lease = worker._decode.lease
+
+    def recorded():
+        with lease() as pool:
+            leased.append(pool)
+            yield pool
+            processes.extend(pool._processes.values())
+
+    monkeypatch.setattr(worker._decode, "lease", contextlib.contextmanager(recorded))
+    try:
+        _, _, results = run_worker(tree, tmp_path / "s", worker=worker)
+    finally:
+        worker.close()
+    assert len(results) == 3 and sum(r.ok for r in results) == 10
+    assert len(set(leased)) == 3, "every shard after a late read got a new pool"
+    assert len(processes) == 3 and ended(processes, 10), "a retired pool's processes outlived its shard"

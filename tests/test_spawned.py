@@ -1,0 +1,64 @@
+"""SpawnedPool: a GPU actor's process pools never wait without a deadline, and a stuck child is replaced."""
+
+from __future__ import annotations
+
+import multiprocessing.connection
+import time
+
+from densecam_core.spawned import SpawnedPool
+
+
+def ended(processes, timeout: float) -> bool:
+    """Whether every process has exited within ``timeout`` seconds (its sentinel is ready)."""
+    sentinels = [p.sentinel for p in processes]
+    deadline = time.monotonic() + timeout
+    while sentinels and time.monotonic() < deadline:
+        for done in multiprocessing.connection.wait(sentinels, timeout=deadline - time.monotonic()):
+            sentinels.remove(done)
+    return not sentinels
+
+
+def stuck_child(pool) -> list:
+    """Start a task that never ends in ``pool`` (a read from a dead mount) and return its processes."""
+    pool.submit(time.sleep, 600)
+    deadline = time.monotonic() + 60
+    while not pool._processes and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return list(pool._processes.values())
+
+
+def test_close_kills_a_child_stuck_past_the_grace_period():
+    pool = SpawnedPool(1, "a decode process")
+    processes = stuck_child(pool.get())
+    time.sleep(0.5)  # the child is inside the task, not waiting for it
+    started = time.monotonic()
+    pool.close(grace=0.5)
+    assert time.monotonic() - started < 5, "close waited on the stuck child"
+    assert ended(processes, 10)
+
+
+def test_a_retired_pool_serves_its_shard_and_stops_once_that_shard_is_done():
+    pool = SpawnedPool(1, "a decode process")
+    try:
+        with pool.lease() as first:
+            processes = stuck_child(first)
+            pool.retire()  # the shard saw a read past its deadline: its process may be stuck
+            assert first.submit(abs, -2) is not None, "the shard can still submit to the pool it holds"
+            with pool.lease() as second:  # another shard, meanwhile: new processes
+                assert second is not first
+                assert second.submit(abs, -3).result(timeout=60) == 3
+            assert not ended(processes, 0.5), "stopped while a shard still held it"
+        assert ended(processes, 10), "the stuck child outlived the last lease of its retired pool"
+        with pool.lease() as third:
+            assert third is pool.pool and third is not first
+    finally:
+        pool.close()
+
+
+def test_retiring_an_unused_pool_stops_it_at_once():
+    pool = SpawnedPool(1, "the writer process")
+    processes = stuck_child(pool.get())
+    pool.retire()
+    assert pool.pool is None and ended(processes, 10)
+    assert pool.run(abs, -4) == 4  # the next use starts new processes
+    pool.close()
