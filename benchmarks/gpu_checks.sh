@@ -3,7 +3,8 @@
 # device normalisation against the host path, the GPU actor's automatic batch size, the job on 2,048
 # generated PNGs cold (decode processes and decode threads) and again from the input cache against
 # the in-process Explainer, the actor's pipeline without Ray under py-spy (what holds its GIL) and
-# with a simulated device (benchmarks/host_pipeline.py: to calibrate that CPU-only proxy), the
+# with a simulated device (benchmarks/host_pipeline.py: to calibrate that CPU-only proxy), the cost
+# of decode tasks to the actor on the node's CPUs (benchmarks/decode_tasks.py), the
 # evaluation's scorer against a plain loop, the evaluation job end to end, and peak memory and
 # images/s per batch size and precision. (torch.compile was measured once and not kept:
 # benchmarks/gpu_memory.py --compile reruns it.) The feeding checks come first.
@@ -57,7 +58,9 @@ if [ -s "$OUT/gil.txt" ]; then
 else  # no py-spy, or not allowed to trace here
     timeout 120 python3 benchmarks/host_pipeline.py --device cuda --precision fp16 --images 2048 --rgb-fraction 0 2>&1 | tee "$OUT/host_pipeline.txt"
 fi
-timeout 90 python3 benchmarks/host_pipeline.py --images 2048 2>&1 | tee -a "$OUT/host_pipeline.txt"
+timeout 90 python3 benchmarks/host_pipeline.py --images 2048 --rgb-fraction 0 --launches 916 2>&1 | tee -a "$OUT/host_pipeline.txt"
+step "what the actor pays per decode task, one image a task against eight, 15 decode processes"
+timeout 60 python3 benchmarks/decode_tasks.py --processes 15 --images 1024 --chunks 1 8 2>&1 | tee "$OUT/decode_tasks.txt"
 step "deletion + insertion of 21 maps, K = 16: the evaluation actor's scorer against a plain per-step loop"
 timeout 120 python3 benchmarks/evaluate.py --device cuda --sizes 128,320 --images 16 --reference-maps 1 2>&1 | tee "$OUT/evaluate.txt"
 timeout 120 python3 benchmarks/evaluate.py --device cuda --sizes 128,320 --images 16 --reference-maps 1 --no-tf32 2>&1 | tee -a "$OUT/evaluate.txt"
