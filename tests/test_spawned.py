@@ -5,7 +5,11 @@ from __future__ import annotations
 import multiprocessing.connection
 import time
 
+import pytest
+
 from densecam_core.spawned import SpawnedPool
+
+pytestmark = pytest.mark.slow  # every test spawns processes
 
 
 def ended(processes, timeout: float) -> bool:
