@@ -20,6 +20,9 @@ from typing import Any
 CLOSE_GRACE = 5.0
 """Seconds a closing pool's children get to finish before they are killed (one stuck on a dead mount)."""
 
+RETIRED_GRACE = 1.0
+"""The same for a retired pool once no shard uses it: nothing waits on its work any more."""
+
 
 class SpawnedPool:
     """``workers`` spawned processes, created by the first ``get``; ``what`` names them in errors.
@@ -59,7 +62,9 @@ class SpawnedPool:
                 if self._leases[pool] == 0:
                     del self._leases[pool]
             if done:  # in the background: the shard need not wait for the children to go
-                threading.Thread(target=stop, args=(pool, 1.0), name="densecam-pool-stop", daemon=True).start()
+                threading.Thread(
+                    target=stop, args=(pool, RETIRED_GRACE), name="densecam-pool-stop", daemon=True
+                ).start()
 
     def retire(self) -> None:
         """Give the next lease new processes (a child of this pool is stuck); stop this one when it is unused."""
@@ -67,7 +72,7 @@ class SpawnedPool:
             pool, self.pool = self.pool, None
             unused = pool is not None and self._leases[pool] == 0
         if unused:
-            stop(pool, 1.0)  # type: ignore[arg-type]
+            stop(pool, RETIRED_GRACE)  # type: ignore[arg-type]
 
     def broken(self, exc: BrokenProcessPool) -> RuntimeError:
         """Drop the dead pool (the next shard gets a new one); the error fails this shard, which is retried."""
