@@ -19,8 +19,9 @@ import time
 from concurrent.futures import Future
 
 import numpy as np
+from baseline import generated_manifest  # benchmarks/baseline.py
 
-from densecam_core import Explainer, generate_mura, load_densenet169, read_manifest
+from densecam_core import Explainer, load_densenet169
 from densecam_core.images import load_model_input
 from densecam_core.loader import BatchLoader
 from densecam_core.spec import METHODS, block_grid
@@ -29,7 +30,7 @@ from densecam_core.store import format as fmt
 from densecam_core.store.format import Shard
 from densecam_core.store.inputs import identify
 from densecam_core.store.writer import RunSpec, RunWriter
-from densecam_core.worker import ExplainSettings
+from densecam_core.worker import ExplainSettings, store_arrays
 
 
 class RightAway:
@@ -48,8 +49,7 @@ def main() -> None:
     args = parser.parse_args()
     shard_size = 64
     work = tempfile.mkdtemp(prefix="densecam-commit-")
-    generate_mura(os.path.join(work, "tree"), images=args.shards * shard_size, seed=0)
-    manifest = read_manifest(os.path.join(work, "tree"))
+    manifest = generated_manifest(work, args.shards * shard_size, 0.2)
     settings = ExplainSettings(methods=METHODS, size=args.size)
     spec = RunSpec("a" * 16, "x.pt", settings.for_run_id(), 1, 1, block_grid(args.size), shard_size)
     store = os.path.join(work, "store")
@@ -62,8 +62,7 @@ def main() -> None:
     # real maps of 16 images, tiled to a shard
     batch = next(iter(BatchLoader(manifest["path"].tolist()[:16], size=args.size, batch_size=16))).images
     result = Explainer(load_densenet169(seed=0))(batch)
-    named = {"logits": result.logits, "cam": result.cam, fmt.TARGETS_ARRAY: result.targets}
-    named.update({fmt.array_name(m, b): t for m, per in result.maps.items() for b, t in per.items()})
+    named = store_arrays(result)
     arrays = {name: np.tile(named[name].numpy(), (4,) + (1,) * (named[name].dim() - 1)) for name in meta["arrays"]}
     arrays[fmt.TARGETS_ARRAY] = arrays[fmt.TARGETS_ARRAY].astype(np.int32)
 

@@ -17,6 +17,7 @@ import os
 import tempfile
 import time
 
+import numpy as np
 from baseline import generated_manifest  # benchmarks/baseline.py
 
 from densecam_core.images import ready
@@ -27,8 +28,6 @@ from densecam_core.spawned import SpawnedPool
 
 def one_pass(paths: list[str], pool: SpawnedPool, size: int, batch: int, chunk: int) -> tuple[float, float]:
     """(images/s, this process's CPU ms per image) for decoding every path once into a shared block."""
-    import numpy as np
-
     with SharedBlock({"pixels": ((len(paths), 3, size, size), np.uint8)}) as block:
         loader = BatchLoader(
             paths, size=size, batch_size=batch, executor=pool.get(), into=block, grey_batches=True, chunk=chunk

@@ -98,6 +98,15 @@ def _missing(name: str) -> np.generic:
     return _dtype(name)(-1 if name == fmt.TARGETS_ARRAY else np.nan)
 
 
+def store_arrays(result: Explanation) -> dict[str, torch.Tensor]:
+    """An Explanation's tensors under the names of the store's arrays."""
+    named = {"logits": result.logits, "cam": result.cam, fmt.TARGETS_ARRAY: result.targets}
+    for method, per_block in result.maps.items():
+        for block, values in per_block.items():
+            named[fmt.array_name(method, block)] = values
+    return named
+
+
 @dataclass
 class _Filled:
     """What explaining a shard's images produced besides the maps: per-image values, timings, new inputs."""
@@ -326,10 +335,7 @@ class ExplainWorker:
             filled.compute += time.perf_counter() - tick
         positions = np.array([r.position for r in ok])
         at = slots[positions]
-        named = {"logits": result.logits, "cam": result.cam, fmt.TARGETS_ARRAY: result.targets}
-        for method, per_block in result.maps.items():
-            for block, values in per_block.items():
-                named[fmt.array_name(method, block)] = values
+        named = store_arrays(result)
         finite = np.ones(len(ok), dtype=bool)
         for name, tensor in named.items():
             values = tensor.numpy()
