@@ -63,7 +63,7 @@ class _Part:
 
 PROCESS_TASK_IMAGES = 8
 """Images per task for a pool of decode processes: one task per image cost the submitting process
-about 3x more CPU time per image (docs/PERFORMANCE.md), while 8 keep a batch of 64 spread over 8 processes."""
+several times more CPU time per image (docs/PERFORMANCE.md), while 8 keep a batch spread over many processes."""
 
 DEFAULT_READ_TIMEOUT = 120.0
 """Seconds one image may take to read and decode (a 100 MB file from an object store fits easily)."""

@@ -36,7 +36,7 @@ from densecam_core.store.index_files import list_index, uncover
 
 COMPRESSORS = (ZstdCodec(level=1), Crc32cCodec())
 """zstd, then a CRC-32C of the compressed chunk: a flipped bit is an error when read, never different maps.
-Level 1: float maps compress as well as at level 3 (docs/PERFORMANCE.md) for under half the encoding time."""
+Level 1: float maps compress as well as at level 3 in far less encoding time (docs/PERFORMANCE.md)."""
 
 
 @dataclass(frozen=True)
@@ -404,7 +404,7 @@ def index_table(index: pd.DataFrame, extra_types: dict[str, pa.DataType] | None 
 
 def _core_column(values: pd.Series, kind: pa.DataType) -> pa.Array:
     """A core column in its documented type, missing values (None, NaN, NA) as nulls: converted by Arrow
-    directly where it can (a tenth of the cost of going through Python objects), else value by value."""
+    directly where it can (far cheaper than going through Python objects, docs/PERFORMANCE.md), else value by value."""
     try:
         return pa.Array.from_pandas(values, type=kind)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
