@@ -362,15 +362,14 @@ class ExplainWorker:
         shared memory, or pickled where shared memory had no room for them."""
         run_url, shard, shard_size, index, extra_types, cache, created = commit
         decoded = filled.decoded
-        if self._write is None:
-            commit_shard(run_url, shard, shard_size, outputs, index, extra_types, cache, decoded, created)
-            return
         caching = cache is not None and bool(decoded)
-        if not isinstance(outputs, SharedBlock) or (caching and pixels is None):
+        if self._write is None or not isinstance(outputs, SharedBlock) or (caching and pixels is None):
             arrays = outputs.arrays if isinstance(outputs, SharedBlock) else outputs
-            self._write.run(
-                commit_shard, run_url, shard, shard_size, arrays, index, extra_types, cache, decoded, created
-            )
+            args = (run_url, shard, shard_size, arrays, index, extra_types, cache, decoded, created)
+            if self._write is None:
+                commit_shard(*args)
+            else:
+                self._write.run(commit_shard, *args)
             return
         entries = (
             [(identity, m.geometry, at, m.pixels.shape[0]) for (identity, m), at in zip(decoded, filled.decoded_at)]
