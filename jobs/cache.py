@@ -65,6 +65,7 @@ def fill_cache(
                     entries.append((identities[i], loaded))
             cache.write(entries)  # type: ignore[arg-type]
             counts["cached_now"] += len(entries)
+    counts["catalogued"] = cache.write_catalog()
     return counts
 
 
@@ -97,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - started
     print(
         f"{counts['images']} images: {counts['cached_now']} cached now, {counts['already_cached']} already cached, "
-        f"{counts['unreadable']} unreadable (left to the explanation job's error rows); {seconds:.1f} s"
+        f"{counts['unreadable']} unreadable (left to the explanation job's error rows); "
+        f"{counts['catalogued']} segments in the catalog; {seconds:.1f} s"
     )
     return 0
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
 from densecam_core import fileio
 from densecam_core.explain import Explainer
@@ -215,6 +216,8 @@ def run_job(config: JobConfig, *, hook: Callable[[JobState, ShardResult], None] 
             compact_locked(run)  # a few large index files; run.json gets the counts
     finally:
         lock.release()
+    if config.input_cache == "readwrite" and counters.images_decoded:
+        _catalog_input_cache(config)
     summary = JobSummary(
         run_id=job.spec.run_id,
         store=config.store,
@@ -282,6 +285,18 @@ def _say_input_cache(config: JobConfig) -> None:
         then = "and caching them" if config.input_cache == "readwrite" else "(--input-cache read: nothing is written)"
         print(
             f"input cache: none yet for {config.size} px / {config.resize} in this store; decoding every image {then}",
+            file=sys.stderr,
+        )
+
+
+def _catalog_input_cache(config: JobConfig) -> None:
+    """Catalog the segments this job added, so the next job's actors find them in one read
+    (store/input_catalog.py). The work is done; a catalog that cannot be written only costs speed."""
+    try:
+        InputCache(config.store, config.size, config.resize).write_catalog()
+    except (OSError, pa.ArrowException, StoreError) as exc:
+        print(
+            f"input cache: the catalog was not updated ({exc}); the next job reads the segments instead",
             file=sys.stderr,
         )
 

@@ -134,10 +134,16 @@ def test_new_checkpoint_makes_a_second_run_and_leaves_the_first(local_ray, tree,
     store = tmp_path / "store"
     first = run_job(config(tree, store))
     before = open_store(str(store)).run(first.run_id).index
+    # the driver catalogued every segment the actors cached, so the next job's actors read one file
+    (cache_dir,) = (store / "inputs").iterdir()
+    catalog = json.loads((cache_dir / "_catalog.json").read_text())
+    assert catalog["segments"] == len(list(cache_dir.glob("segment-*.parquet"))) > 1
+    assert catalog["rows"] == first.ok > 0  # the images that decoded; the error rows' files did not
     checkpoint = tmp_path / "other.pt"
     torch.save(load_densenet169(seed=9).state_dict(), checkpoint)
     second = run_job(config(tree, store, checkpoint=str(checkpoint)))
     assert second.run_id != first.run_id and second.new_run
+    assert (second.images_from_cache, second.images_decoded) == (first.ok, first.errors)
     runs = open_store(str(store)).runs
     assert set(runs["run_id"]) == {first.run_id, second.run_id}
     assert open_store(str(store)).run(first.run_id).index.equals(before)

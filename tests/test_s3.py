@@ -3,6 +3,7 @@ a complete run, a killed-and-resumed run equal to a clean one, and reads by dens
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -117,6 +118,8 @@ def test_job_on_s3_completes_and_reads_back(s3, tmp_path):
     rows = index["row"].tolist()
     assert np.allclose(run.maps("gradcam", 2, rows=rows), local.maps("gradcam", 2, rows=rows), atol=1e-5)
     assert s3["fs"].glob(f"{BUCKET}/store-a/inputs/*/segment-*.parquet")  # the input cache lives in the bucket too
+    (pointer,) = s3["fs"].glob(f"{BUCKET}/store-a/inputs/*/_catalog.json")  # and its catalog, one PUT each
+    assert json.loads(s3["fs"].cat_file(pointer))["rows"] == 16
     with pytest.raises(Exception, match="allow_remote=True"):
         run.overlay(index["image_id"][0])
     assert run.overlay(index["image_id"][0], allow_remote=True).shape[2] == 3

@@ -34,11 +34,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from densecam_core import fileio
 from densecam_core.geometry import Geometry
 from densecam_core.images import PREPROCESS_VERSION, ModelInput
+from densecam_core.store.format import StoreError
+from densecam_core.store.input_catalog import READ_THREADS, keep_segments, read_catalog, read_segments, write_catalog
 
 INPUTS_DIR = "inputs"
 CACHE_JSON = "cache.json"
@@ -56,7 +59,6 @@ SCHEMA = pa.schema(
         ("pixels", pa.binary()),
     ]
 )
-IDENTITY_COLUMNS = ["path", "file_size", "file_stamp", "orig_height", "orig_width", "channels"]
 
 
 @dataclass(frozen=True)
@@ -108,15 +110,60 @@ class CacheEntry:
     channels: int
 
 
-class InputCache:
-    """One preprocessing's cache in one store; remembers the segments it has already read."""
+@dataclass(frozen=True)
+class _Rows:
+    """Identity rows of one read (a catalog, or a batch of segments), kept columnar: an actor of a
+    400,000-image cache holds a dict entry per image, not Python objects per column."""
 
-    def __init__(self, store_url: str, size: int, resize: str) -> None:
+    segment_names: list[str]
+    segment_ids: np.ndarray
+    rows: np.ndarray
+    heights: np.ndarray
+    widths: np.ndarray
+    channels: np.ndarray
+    table: pa.Table  # kept for the catalog a driver writes
+
+    @classmethod
+    def of(cls, table: pa.Table) -> _Rows:
+        table = table.combine_chunks()
+        segments = pc.dictionary_encode(table.column("segment")).combine_chunks()
+        return cls(
+            segments.dictionary.to_pylist(),
+            segments.indices.to_numpy(),
+            table.column("row").to_numpy(),
+            table.column("orig_height").to_numpy(),
+            table.column("orig_width").to_numpy(),
+            table.column("channels").to_numpy(),
+            table,
+        )
+
+    def entry(self, root: str, i: int, identity: SourceIdentity) -> CacheEntry:
+        return CacheEntry(
+            fileio.join(root, self.segment_names[self.segment_ids[i]]),
+            int(self.rows[i]),
+            identity,
+            int(self.heights[i]),
+            int(self.widths[i]),
+            int(self.channels[i]),
+        )
+
+
+class InputCache:
+    """One preprocessing's cache in one store; remembers the segments it has already read.
+
+    The first lookup reads the catalog (``input_catalog``) and the segments committed after it,
+    concurrently; later lookups read only segments committed since."""
+
+    def __init__(self, store_url: str, size: int, resize: str, *, read_threads: int = READ_THREADS) -> None:
         self.size, self.resize = int(size), resize
         self.url = fileio.url_join(store_url, INPUTS_DIR, cache_key(size, resize))
         self.fs, self.root = fileio.filesystem(self.url)
-        self._entries: dict[SourceIdentity, CacheEntry] = {}
-        self._seen: set[str] = set()
+        self.read_threads = read_threads
+        self._where: dict[tuple[str, int, str], tuple[int, int]] = {}  # identity -> (read, row in it)
+        self._reads: list[_Rows] = []
+        self._seen: set[str] = set()  # segment names read
+        self._catalogued: set[str] | None = None  # segments the catalog covered, once it has been read
+        self._listed: set[str] = set()
 
     def exists(self) -> bool:
         return bool(self.fs.exists(fileio.join(self.root, CACHE_JSON)))
@@ -124,27 +171,60 @@ class InputCache:
     def refresh(self) -> None:
         """Read the identities of segments committed since the last call (never their pixels)."""
         if not self.fs.exists(self.root):
+            self._listed = set()
             return
-        for path in sorted(self.fs.ls(self.root, detail=False)):
-            if path in self._seen or not SEGMENT_NAME.match(path.rsplit("/", 1)[-1]):
-                continue
-            table = pq.read_table(path, filesystem=self.fs, columns=IDENTITY_COLUMNS)
-            for row, rec in enumerate(table.to_pylist()):
-                identity = SourceIdentity(rec["path"], int(rec["file_size"]), rec["file_stamp"])
-                self._entries[identity] = CacheEntry(
-                    path, row, identity, int(rec["orig_height"]), int(rec["orig_width"]), int(rec["channels"])
-                )
-            self._seen.add(path)
+        self._listed = {
+            name
+            for name in (p.rsplit("/", 1)[-1] for p in self.fs.ls(self.root, detail=False))
+            if SEGMENT_NAME.match(name)
+        }
+        if self._catalogued is None:
+            catalog = read_catalog(self.fs, self.root)
+            catalog = keep_segments(catalog, self._listed) if catalog is not None else None
+            self._catalogued = set(catalog.column("segment").unique().to_pylist()) if catalog is not None else set()
+            self._add(catalog)
+        new = sorted(self._listed - self._seen - self._catalogued)
+        for start in range(0, len(new), 4 * self.read_threads):  # memory stays bounded by a batch's tables
+            batch = read_segments(self.fs, self.root, new[start : start + 4 * self.read_threads], self.read_threads)
+            self._add(pa.concat_tables(batch) if batch else None)
+        self._seen |= set(new) | self._catalogued
+
+    def _add(self, table: pa.Table | None) -> None:
+        if table is None or table.num_rows == 0:
+            return
+        read = len(self._reads)
+        self._reads.append(_Rows.of(table))
+        keys = zip(
+            table.column("path").to_pylist(),
+            table.column("file_size").to_pylist(),
+            table.column("file_stamp").to_pylist(),
+        )
+        self._where.update(zip(keys, ((read, i) for i in range(table.num_rows))))
 
     def lookup(self, identities: Sequence[SourceIdentity | None]) -> dict[int, CacheEntry]:
         """Positions whose file is unchanged since it was cached -> their entry."""
         self.refresh()
         hits = {}
         for position, identity in enumerate(identities):
-            entry = self._entries.get(identity) if identity is not None else None
-            if entry is not None:
+            where = self._where.get((identity.path, identity.size, identity.stamp)) if identity is not None else None
+            if where is None or identity is None:
+                continue
+            entry = self._reads[where[0]].entry(self.root, where[1], identity)
+            if entry.segment.rsplit("/", 1)[-1] in self._listed:  # not deleted since it was read
                 hits[position] = entry
         return hits
+
+    def write_catalog(self) -> int:
+        """Commit a catalog of every segment committed now, unless the current one already covers them;
+        returns how many segments the catalog covers."""
+        self.refresh()
+        catalogued = self._catalogued or set()
+        if self._listed and not self._listed <= catalogued:
+            write_catalog(
+                self.fs, self.root, pa.concat_tables([keep_segments(r.table, self._listed) for r in self._reads])
+            )
+            catalogued = self._catalogued = set(self._listed)
+        return len(catalogued)
 
     def read(self, hits: dict[int, CacheEntry]) -> dict[int, ModelInput]:
         """The cached model inputs of ``hits``, reading only the row groups that hold them."""
@@ -154,22 +234,32 @@ class InputCache:
             by_segment.setdefault(entry.segment, []).append(position)
         for segment, positions in by_segment.items():
             groups = sorted({hits[p].row // ROW_GROUP for p in positions})
-            with self.fs.open(segment, "rb") as handle:
-                table = pq.ParquetFile(handle).read_row_groups(groups, columns=["pixels"])
+            try:
+                with self.fs.open(segment, "rb") as handle:
+                    table = pq.ParquetFile(handle, page_checksum_verification=True).read_row_groups(
+                        groups, columns=["path", "pixels"]
+                    )
+            except (OSError, pa.ArrowException) as exc:
+                raise StoreError(f"input cache segment {segment} cannot be read ({exc}): {self._damaged}") from exc
             first_row = {g: i * ROW_GROUP for i, g in enumerate(groups)}
-            pixels = _binary_rows(table.column("pixels"))
+            pixels, paths = _binary_rows(table.column("pixels")), table.column("path")
             for position in positions:
                 entry = hits[position]
-                data = pixels(first_row[entry.row // ROW_GROUP] + entry.row % ROW_GROUP)
+                at = first_row[entry.row // ROW_GROUP] + entry.row % ROW_GROUP
+                data = pixels(at)
                 shape = (entry.channels, self.size, self.size)
-                if data.size != np.prod(shape):
-                    raise ValueError(
-                        f"input cache segment {segment} row {entry.row} holds {data.size} bytes, "
-                        f"not {shape}: the cache is damaged; delete {self.url}"
+                if data.size != np.prod(shape) or paths[at].as_py() != entry.identity.path:
+                    raise StoreError(
+                        f"input cache segment {segment} row {entry.row} holds {data.size} bytes of "
+                        f"{paths[at].as_py()!r}, not {shape} of {entry.identity.path!r}: {self._damaged}"
                     )
                 geometry = Geometry(entry.orig_height, entry.orig_width, self.size, self.resize)
                 out[position] = ModelInput(data.reshape(shape), geometry)
         return out
+
+    @property
+    def _damaged(self) -> str:
+        return f"the cache is damaged; delete {self.url} (the next job decodes and caches again)"
 
     def write(self, entries: Sequence[tuple[SourceIdentity, ModelInput]]) -> str | None:
         """Commit one new segment holding ``entries``; returns its path (None when there is nothing to write)."""
@@ -197,7 +287,13 @@ class InputCache:
             ):
                 columns[name].append(value)
         buffer = io.BytesIO()
-        pq.write_table(pa.table(columns, schema=SCHEMA), buffer, compression="zstd", row_group_size=ROW_GROUP)
+        pq.write_table(
+            pa.table(columns, schema=SCHEMA),
+            buffer,
+            compression="zstd",
+            row_group_size=ROW_GROUP,
+            write_page_checksum=True,
+        )
         path = fileio.join(self.root, f"segment-{uuid.uuid4().hex}.parquet")
         fileio.write_bytes_atomic(self.fs, path, buffer.getvalue())
         return path

@@ -1,0 +1,141 @@
+"""The input cache's catalog: the identities of many committed segments in one Parquet file.
+
+Why: a process's first cache lookup must know every committed segment's identities. Read one
+segment at a time, a 400,000-image cache (6,250 segments of 64) costs each actor thousands of
+requests to an object store before its first batch. The catalog holds those identities in one file,
+and the segments committed after it are read concurrently.
+
+Protocol (docs/FORMAT.md, "The input cache"):
+
+* A writer (the explanation job's driver when it finishes, ``densecam cache``) writes
+  ``catalog-<uuid32>.parquet`` whole (temporary name, then rename), switches it in with one atomic
+  write of ``_catalog.json``, then deletes the catalog file the switch replaced.
+* A reader reads ``_catalog.json`` and the file it names. If that file has just been replaced and
+  deleted, it reads ``_catalog.json`` again. It keeps only rows whose segment is in the folder's
+  listing, so a catalog never leads it outside the cache's folder or to a deleted segment.
+* The catalog only speeds up the first lookup; the segments hold the data. A damaged catalog is
+  reported with a warning naming it, and the segments are read instead. Pages carry CRC checksums,
+  and ``InputCache.read`` checks that each row it reads holds the path the catalog gave.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import uuid
+import warnings
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from densecam_core import fileio
+
+CATALOG_JSON = "_catalog.json"
+CATALOG_NAME = re.compile(r"^catalog-[0-9a-f]{32}\.parquet$")
+IDENTITY_COLUMNS = ["path", "file_size", "file_stamp", "orig_height", "orig_width", "channels"]
+LOCATION_COLUMNS = ["segment", "row"]
+READ_THREADS = 16
+"""Segments read at once: on an object store each read is a few requests of mostly latency."""
+ATTEMPTS = 3
+"""Times a reader follows ``_catalog.json`` when the file it names was replaced meanwhile."""
+
+
+class CatalogWarning(UserWarning):
+    """A catalog could not be used; the segments were read instead (slower, same result)."""
+
+
+def read_catalog(fs: Any, root: str) -> pa.Table | None:
+    """The current catalog's rows (segment, row and identity columns), or None when there is none usable."""
+    pointer = fileio.join(root, CATALOG_JSON)
+    for _ in range(ATTEMPTS):
+        try:
+            name = fileio.read_json(fs, pointer).get("file")
+        except FileNotFoundError:
+            return None
+        except (ValueError, OSError) as exc:
+            _warn(f"{pointer} is damaged ({exc})")
+            return None
+        if not isinstance(name, str) or not CATALOG_NAME.match(name):
+            _warn(f"{pointer} names {name!r}, not a catalog file of this folder")
+            return None
+        path = fileio.join(root, name)
+        try:
+            with fs.open(path, "rb") as handle:
+                table = pq.read_table(handle, page_checksum_verification=True)
+        except FileNotFoundError:
+            continue  # replaced by a newer catalog since the pointer was read
+        except (OSError, pa.ArrowException) as exc:
+            _warn(f"{path} is damaged ({exc})")
+            return None
+        missing = [c for c in LOCATION_COLUMNS + IDENTITY_COLUMNS if c not in table.column_names]
+        if missing:
+            _warn(f"{path} lacks the columns {missing}")
+            return None
+        return table.select(LOCATION_COLUMNS + IDENTITY_COLUMNS)
+    _warn(f"{pointer} kept naming catalog files that no longer exist")
+    return None
+
+
+def keep_segments(table: pa.Table, names: Iterable[str]) -> pa.Table:
+    """Only the rows of segments in ``names`` (those the folder's listing shows)."""
+    return table.filter(pc.is_in(table["segment"], value_set=pa.array(sorted(names), pa.string())))
+
+
+def read_segments(fs: Any, root: str, names: list[str], threads: int = READ_THREADS) -> list[pa.Table]:
+    """Each named segment's identity columns with its name and row numbers, read ``threads`` at a time."""
+
+    def one(name: str) -> pa.Table:
+        with fs.open(fileio.join(root, name), "rb") as handle:  # one open: read_table(path) opens twice
+            table = pq.read_table(handle, columns=IDENTITY_COLUMNS)
+        return table.add_column(0, "segment", pa.array([name] * table.num_rows, pa.string())).add_column(
+            1, "row", pa.array(range(table.num_rows), pa.int32())
+        )
+
+    if len(names) <= 1 or threads <= 1:
+        return [one(name) for name in names]
+    with ThreadPoolExecutor(min(threads, len(names)), thread_name_prefix="densecam-catalog") as pool:
+        return list(pool.map(one, names))
+
+
+def write_catalog(fs: Any, root: str, table: pa.Table) -> str:
+    """Commit ``table`` as the catalog; returns its file name. The replaced catalog file is deleted."""
+    pointer = fileio.join(root, CATALOG_JSON)
+    replaced = _named_file(fs, pointer)
+    name = f"catalog-{uuid.uuid4().hex}.parquet"
+    buffer = io.BytesIO()
+    pq.write_table(
+        table.select(LOCATION_COLUMNS + IDENTITY_COLUMNS),
+        buffer,
+        compression="zstd",
+        write_page_checksum=True,
+    )
+    fileio.write_bytes_atomic(fs, fileio.join(root, name), buffer.getvalue())
+    segments = pc.count_distinct(table["segment"]).as_py()
+    fileio.write_json_atomic(fs, pointer, {"file": name, "segments": segments, "rows": table.num_rows})
+    if replaced is not None:
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm(fileio.join(root, replaced))
+    return name
+
+
+def _named_file(fs: Any, pointer: str) -> str | None:
+    """The catalog file ``pointer`` names, when it names one of this folder."""
+    try:
+        name = fileio.read_json(fs, pointer).get("file")
+    except (FileNotFoundError, ValueError, OSError):
+        return None
+    return name if isinstance(name, str) and CATALOG_NAME.match(name) else None
+
+
+def _warn(problem: str) -> None:
+    warnings.warn(
+        f"input cache catalog: {problem}; reading the segments instead (the next job or `densecam cache` writes a "
+        "new catalog)",
+        CatalogWarning,
+        stacklevel=3,
+    )
