@@ -84,7 +84,7 @@ class EvaluateWorker:
         started = time.perf_counter()
         rows = rows.sort_values("row").reset_index(drop=True)
         paths = rows["path"].astype(str).tolist()
-        _, cached = cached_model_inputs(self.cache, paths, threads=self.settings.decode_threads)
+        _, cached, damaged = cached_model_inputs(self.cache, paths, threads=self.settings.decode_threads)
         stored = {key: self._stored(key, rows["row"].to_numpy()) for key in self.map_keys()}
         loader = BatchLoader(
             paths,
@@ -138,6 +138,7 @@ class EvaluateWorker:
             {"total": total, "score": compute, "write": write, "read_wait": max(0.0, total - compute - write)},
             images_decoded=len(rows) - len(cached),
             images_from_cache=len(cached),
+            cache_damaged=damaged,
         )
 
     def _stored(self, key: MapKey, rows: np.ndarray) -> np.ndarray:

@@ -74,6 +74,7 @@ class ShardResult:
     seconds: dict[str, float] = field(default_factory=dict)
     images_decoded: int = 0  # read from their files (error rows of unreadable files included)
     images_from_cache: int = 0
+    cache_damaged: int = 0  # cached inputs that could not be read back (decoded again, counted in images_decoded)
 
 
 def load_replica(
@@ -122,6 +123,7 @@ class _Filled:
     compute: float = 0.0
     device_wait: float = 0.0
     from_cache: int = 0
+    cache_damaged: int = 0
 
     def __post_init__(self) -> None:
         self.heights = np.zeros(self.count, dtype=np.int64)
@@ -262,6 +264,7 @@ class ExplainWorker:
             },
             images_decoded=count - filled.from_cache,
             images_from_cache=filled.from_cache,
+            cache_damaged=filled.cache_damaged,
         )
 
     def _fill(
@@ -274,7 +277,7 @@ class ExplainWorker:
         shared memory, decoded pixels come back pickled."""
         count = len(rows)
         paths = rows["path"].astype(str).tolist()
-        identities, cached = cached_model_inputs(
+        identities, cached, damaged = cached_model_inputs(
             self.cache, paths, threads=self.settings.decode_threads, lock=self._cache_lock, executor=self._files
         )
         size = self.settings.size
@@ -284,7 +287,7 @@ class ExplainWorker:
             else None
         )
         pixels.extend([into] if into is not None else [])
-        filled = _Filled(count)
+        filled = _Filled(count, cache_damaged=damaged)
         with self._decode.lease() if self._decode is not None else contextlib.nullcontext(None) as decoders:
             loader = BatchLoader(
                 paths,

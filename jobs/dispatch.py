@@ -39,6 +39,7 @@ class DispatchCounters:
     errors: int = 0
     images_decoded: int = 0
     images_from_cache: int = 0
+    cache_damaged: int = 0
     shards_done: int = 0
     shards_retried: int = 0  # re-queued after a failed attempt
     shard_attempts_failed: int = 0
@@ -48,12 +49,25 @@ class DispatchCounters:
     actor_startup_seconds: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
+    def inputs_line(self) -> str:
+        """The summary's line on where the inputs came from; damaged cache entries say what to do."""
+        line = (
+            f"inputs           {self.images_decoded} decoded from files, {self.images_from_cache} from the input cache"
+        )
+        if self.cache_damaged:
+            line += (
+                f"; {self.cache_damaged} cached inputs were damaged and decoded again "
+                "(`densecam verify STORE --inputs --repair` removes the damaged cache segments)"
+            )
+        return line
+
     def add(self, result: ShardResult) -> None:
         self.images_done += result.images
         self.ok += result.ok
         self.errors += result.errors
         self.images_decoded += result.images_decoded
         self.images_from_cache += result.images_from_cache
+        self.cache_damaged += result.cache_damaged
         self.shards_done += 1
         for stage, seconds in result.seconds.items():
             self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds

@@ -83,7 +83,7 @@ class JobSummary(DispatchCounters):
             f"store            {self.store}",
             f"images           {self.images_done} explained now ({self.ok} ok, {self.errors} error rows); "
             f"{self.images_total} in the manifest",
-            f"inputs           {self.images_decoded} decoded from files, {self.images_from_cache} from the input cache",
+            self.inputs_line(),
             f"shards           {self.shards_done} written, {self.shards_skipped} already committed (skipped), "
             f"{self.shards_retried} retried, {len(self.shards_failed)} failed {self.shards_failed or ''}",
             f"actors replaced  {self.actors_replaced}",

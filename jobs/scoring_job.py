@@ -78,7 +78,7 @@ class EvaluationSummary(DispatchCounters):
                 f"run id           {self.run_id}",
                 f"images           {self.images_done} scored now ({self.ok} ok, {self.errors} error rows); "
                 f"{self.images_sampled} in the sample",
-                f"inputs           {self.images_decoded} decoded from files, {self.images_from_cache} from the input cache",
+                self.inputs_line(),
                 f"shards           {self.shards_done} scored, {self.shards_skipped} already committed (skipped), "
                 f"{self.shards_retried} retried, {len(self.shards_failed)} failed {self.shards_failed or ''}",
                 f"time             {self.seconds:.1f} s wall, {self.explained_seconds:.1f} s of dispatch",

@@ -1,9 +1,14 @@
-"""``densecam verify STORE [--run RUN] [--repair]``: check every committed shard, name the damage, and uncommit it.
+"""``densecam verify STORE [--run RUN] [--inputs] [--repair]``: check every committed shard, name the damage, and uncommit it.
 
 Checks each run's index parts, each array's chunk for every committed shard (CRC-32C checksums), and
 that every ``ok`` row has finite values. Exit status 0 when sound (or repaired), 1 when damage was
 found and left, 2 on bad input. ``--repair`` removes the damaged shards' index parts: readers stop
 showing them and the next explanation job recomputes them.
+
+``--inputs`` also reads every input cache segment and catalog whole (page checksums, each input's
+shape); ``--repair`` then deletes damaged segments and catalogs. They are derived from the source
+files: jobs already decode a damaged segment's images again, and no longer pay that detour once it
+is gone.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import sys
 from densecam_core.store.format import StoreError
 from densecam_core.store.reader import open_store
 from densecam_core.store.verify import uncommit, verify_run
+from densecam_core.store.verify_inputs import remove, verify_input_caches
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("store", help="heatmap store path or URL")
     parser.add_argument("--run", default=None, help="one run (id, fingerprint prefix or 'latest'); default: every run")
     parser.add_argument("--repair", action="store_true", help="uncommit damaged shards so the next job recomputes them")
+    parser.add_argument("--inputs", action="store_true", help="also check the input caches (reads them whole)")
     args = parser.parse_args(argv)
     try:
         store = open_store(args.store)
@@ -44,10 +51,32 @@ def main(argv: list[str] | None = None) -> int:
             for shard in sorted({d.shard for d in damages if d.shard >= 0}):
                 uncommit(run, shard)
                 print(f"  uncommitted shard {shard}: the next job recomputes it")
+    if args.inputs:
+        in_inputs, left = _verify_inputs(args.store, args.repair)
+        found += in_inputs
+        if args.repair and left:
+            print(f"{left} problems in inputs/ cannot be repaired: look at those folders by hand", file=sys.stderr)
+            return 1
     if found and not args.repair:
         print("damage found: `densecam verify STORE --repair` uncommits it, then rerun the job", file=sys.stderr)
         return 1
     return 0
+
+
+def _verify_inputs(store: str, repair: bool) -> tuple[int, int]:
+    """Check (and with ``repair`` remove damage from) every input cache: (problems found, problems left)."""
+    found = left = 0
+    for report in verify_input_caches(store):
+        print(f"inputs/{report.cache}: {report.segments} segments, {len(report.damages)} problems")
+        for damage in report.damages:
+            print(f"  {damage}")
+            if repair and damage.file:
+                remove(store, damage)
+                print(f"  removed {damage.file}: the next job decodes those images again")
+            else:
+                left += 1
+        found += len(report.damages)
+    return found, left
 
 
 if __name__ == "__main__":

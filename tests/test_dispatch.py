@@ -57,7 +57,7 @@ class Actor:
 class Result:
     def __init__(self, shard: int) -> None:
         self.shard, self.images, self.ok, self.errors = shard, 1, 1, 0
-        self.images_decoded, self.images_from_cache, self.seconds = 1, 0, {}
+        self.images_decoded, self.images_from_cache, self.cache_damaged, self.seconds = 1, 0, 0, {}
 
 
 class NoLock:
@@ -105,3 +105,16 @@ def test_a_failed_shard_reports_the_workers_own_exception():
         NoLock(),
     ).run()
     assert counters.shards_failed == [0]
+
+
+def test_summary_counts_damaged_cache_entries_and_says_how_to_remove_them():
+    from densecam_core.worker import ShardResult
+    from jobs.dispatch import DispatchCounters
+
+    counters = DispatchCounters()
+    counters.add(ShardResult(0, 4, 4, 0, images_decoded=1, images_from_cache=3))
+    assert counters.inputs_line().endswith("1 decoded from files, 3 from the input cache")
+    counters.add(ShardResult(1, 4, 4, 0, images_decoded=2, images_from_cache=2, cache_damaged=2))
+    assert (counters.images_decoded, counters.images_from_cache, counters.cache_damaged) == (3, 5, 2)
+    assert "2 cached inputs were damaged and decoded again" in counters.inputs_line()
+    assert "densecam verify STORE --inputs --repair" in counters.inputs_line()

@@ -14,9 +14,9 @@ from densecam_core import fileio
 from densecam_core.geometry import Geometry
 from densecam_core.images import ModelInput
 from densecam_core.store import input_catalog
-from densecam_core.store.format import StoreError
 from densecam_core.store.input_catalog import CATALOG_JSON, CatalogWarning
-from densecam_core.store.inputs import InputCache, SourceIdentity
+from densecam_core.store.inputs import CacheDamageWarning, InputCache, SourceIdentity
+from densecam_core.store.verify_inputs import remove, verify_input_caches
 
 SIZE = 8
 
@@ -182,12 +182,21 @@ def test_catalog_with_wrong_rows_is_caught_when_pixels_are_read(store):
     identities = fill(cache, segments=2)
     fs, root = cache.fs, cache.root
     names = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(root, detail=False) if "/segment-" in p)
-    table = pa.concat_tables(input_catalog.read_segments(fs, root, names))
+    table = pa.concat_tables(input_catalog.read_segments(fs, root, names)[0])
     swapped = table.set_column(1, "row", pa.array(np.roll(table["row"].to_numpy(), 1), pa.int32()))
     input_catalog.write_catalog(fs, root, swapped)
     fresh = InputCache(store, SIZE, "stretch")
-    with pytest.raises(StoreError, match="damaged"):
-        fresh.read(fresh.lookup(identities))
+    hits = fresh.lookup(identities)
+    with pytest.warns(CacheDamageWarning, match="where the catalog catalog-[0-9a-f]+.parquet promised"):
+        assert fresh.read(hits) == {}  # never another image's pixels: every one is decoded again
+    assert set(fresh.damaged) == set(names)
+    # densecam verify --inputs names the catalog, not the (sound) segments, and --repair removes it
+    (report,) = verify_input_caches(store)
+    assert [d.file for d in report.damages] == [CATALOG_JSON] and "which it does not" in report.damages[0].what
+    remove(store, report.damages[0])
+    assert sorted(
+        InputCache(store, SIZE, "stretch").read(InputCache(store, SIZE, "stretch").lookup(identities))
+    ) == list(range(6))
 
 
 def test_a_catalog_written_but_never_switched_in_is_ignored(store, monkeypatch):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -18,7 +19,7 @@ from densecam_core.images import load_for_model, load_model_input
 from densecam_core.model import model_fingerprint, state_dict_bytes
 from densecam_core.spec import block_grid
 from densecam_core.store.format import Shard
-from densecam_core.store.inputs import InputCache, identify
+from densecam_core.store.inputs import CacheDamageWarning, InputCache, identify
 from densecam_core.store.writer import RunSpec, RunWriter
 from densecam_core.worker import ExplainSettings, ExplainWorker
 
@@ -107,6 +108,44 @@ def test_cached_inputs_equal_fresh_decodes_for_grey_and_rgb_sources(tree, tmp_pa
             explainer_input = torch.from_numpy(np.broadcast_to(fresh.pixels, (3, SIZE, SIZE)).copy())[None]
             on_device = explainer._to_device(explainer_input)[0].numpy()
             assert np.array_equal(on_device, host)
+
+
+@pytest.mark.parametrize("damage", ["flipped byte", pytest.param("truncated", marks=pytest.mark.slow)])
+def test_damaged_cache_segment_is_named_decoded_again_and_removed_by_verify(tree, tmp_path, capsys, damage):
+    from jobs.verify import main as verify
+
+    store = tmp_path / "store"
+    run_worker(tree, store)
+    (folder,) = (store / "inputs").iterdir()
+    segments = sorted(folder.glob("segment-*.parquet"))
+    victim = segments[0]
+    images = pq.read_metadata(victim).num_rows
+    data = bytearray(victim.read_bytes())
+    if damage == "flipped byte":
+        data[len(data) // 2] ^= 0x40  # inside the pixels' pages, which are most of the file
+    else:
+        data = data[: len(data) // 2]
+    victim.write_bytes(bytes(data))
+    with pytest.warns(CacheDamageWarning, match=victim.name):
+        _, run_id, results = run_worker(tree, store, seed=7)
+    assert decoded(results) == (images, 10 - images)
+    # a flipped byte in the pixels is found when they are read (counted); a truncated file when its
+    # identities are (named in the warning only: which images it held cannot be read)
+    assert sum(r.cache_damaged for r in results) == (images if damage == "flipped byte" else 0)
+    # the maps equal a run that decoded every file
+    _, _, _ = run_worker(tree, tmp_path / "plain", seed=7, cache="off")
+    damaged_run, plain_run = open_store(str(store)).run(run_id), open_store(str(tmp_path / "plain")).run(run_id)
+    rows = plain_run.index["row"].tolist()
+    assert (damaged_run.index["status"] == "ok").all()
+    assert np.array_equal(damaged_run.maps("gradcam", 2, rows=rows), plain_run.maps("gradcam", 2, rows=rows))
+    capsys.readouterr()
+    assert verify([str(store), "--inputs"]) == 1
+    report = capsys.readouterr().out
+    assert f"{len(segments) + 1} segments, 1 problems" in report and victim.name in report  # +1: the re-cached images
+    assert verify([str(store), "--inputs", "--repair"]) == 0 and not victim.exists()
+    assert verify([str(store), "--inputs"]) == 0
+    _, _, after = run_worker(tree, store, seed=8)
+    assert decoded(after) == (0, 10) and sum(r.cache_damaged for r in after) == 0
 
 
 @pytest.mark.slow
@@ -526,7 +565,7 @@ def test_identities_taken_on_a_pool_keep_the_paths_order(tmp_path):
         paths.append(str(path))
     paths.insert(4, str(tmp_path / "missing.png"))
     with ThreadPoolExecutor(3) as pool:
-        taken, cached = cached_model_inputs(
+        taken, cached, _ = cached_model_inputs(
             InputCache(str(tmp_path / "s"), SIZE, "stretch"), paths, threads=3, executor=pool
         )
     assert taken == [identify(p) for p in paths] and taken[4] is None and cached == {}

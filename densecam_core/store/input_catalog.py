@@ -49,8 +49,9 @@ class CatalogWarning(UserWarning):
     """A catalog could not be used; the segments were read instead (slower, same result)."""
 
 
-def read_catalog(fs: Any, root: str) -> pa.Table | None:
-    """The current catalog's rows (segment, row and identity columns), or None when there is none usable."""
+def read_catalog(fs: Any, root: str) -> tuple[str, pa.Table] | None:
+    """The current catalog's file name and rows (segment, row and identity columns), or None when there is
+    none usable."""
     pointer = fileio.join(root, CATALOG_JSON)
     for _ in range(ATTEMPTS):
         try:
@@ -76,7 +77,7 @@ def read_catalog(fs: Any, root: str) -> pa.Table | None:
         if missing:
             _warn(f"{path} lacks the columns {missing}")
             return None
-        return table.select(LOCATION_COLUMNS + IDENTITY_COLUMNS)
+        return name, table.select(LOCATION_COLUMNS + IDENTITY_COLUMNS)
     _warn(f"{pointer} kept naming catalog files that no longer exist")
     return None
 
@@ -86,20 +87,31 @@ def keep_segments(table: pa.Table, names: Iterable[str]) -> pa.Table:
     return table.filter(pc.is_in(table["segment"], value_set=pa.array(sorted(names), pa.string())))
 
 
-def read_segments(fs: Any, root: str, names: list[str], threads: int = READ_THREADS) -> list[pa.Table]:
-    """Each named segment's identity columns with its name and row numbers, read ``threads`` at a time."""
+def read_segments(
+    fs: Any, root: str, names: list[str], threads: int = READ_THREADS
+) -> tuple[list[pa.Table], dict[str, str]]:
+    """Each named segment's identity columns with its name and row numbers, read ``threads`` at a time;
+    and the segments that could not be read (name -> why)."""
 
-    def one(name: str) -> pa.Table:
-        with fs.open(fileio.join(root, name), "rb") as handle:  # one open: read_table(path) opens twice
-            table = pq.read_table(handle, columns=IDENTITY_COLUMNS)
+    def one(name: str) -> pa.Table | str:
+        try:
+            with fs.open(fileio.join(root, name), "rb") as handle:  # one open: read_table(path) opens twice
+                table = pq.read_table(handle, columns=IDENTITY_COLUMNS, page_checksum_verification=True)
+        except FileNotFoundError:
+            raise
+        except (OSError, pa.ArrowException) as exc:
+            return f"unreadable ({exc})"
         return table.add_column(0, "segment", pa.array([name] * table.num_rows, pa.string())).add_column(
             1, "row", pa.array(range(table.num_rows), pa.int32())
         )
 
     if len(names) <= 1 or threads <= 1:
-        return [one(name) for name in names]
-    with ThreadPoolExecutor(min(threads, len(names)), thread_name_prefix="densecam-catalog") as pool:
-        return list(pool.map(one, names))
+        results = [one(name) for name in names]
+    else:
+        with ThreadPoolExecutor(min(threads, len(names)), thread_name_prefix="densecam-catalog") as pool:
+            results = list(pool.map(one, names))
+    tables = [r for r in results if isinstance(r, pa.Table)]
+    return tables, {name: r for name, r in zip(names, results) if isinstance(r, str)}
 
 
 def write_catalog(fs: Any, root: str, table: pa.Table) -> str:

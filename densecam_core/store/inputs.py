@@ -28,9 +28,11 @@ import re
 import stat
 import threading
 import uuid
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -41,7 +43,14 @@ from densecam_core import fileio
 from densecam_core.geometry import Geometry
 from densecam_core.images import PREPROCESS_VERSION, ModelInput
 from densecam_core.store.format import StoreError
-from densecam_core.store.input_catalog import READ_THREADS, keep_segments, read_catalog, read_segments, write_catalog
+from densecam_core.store.input_catalog import (
+    IDENTITY_COLUMNS,
+    READ_THREADS,
+    keep_segments,
+    read_catalog,
+    read_segments,
+    write_catalog,
+)
 
 INPUTS_DIR = "inputs"
 CACHE_JSON = "cache.json"
@@ -59,6 +68,10 @@ SCHEMA = pa.schema(
         ("pixels", pa.binary()),
     ]
 )
+
+
+class CacheDamageWarning(UserWarning):
+    """A cached input could not be read back as written; the image was decoded again."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +121,7 @@ class CacheEntry:
     orig_height: int
     orig_width: int
     channels: int
+    source: str = field(default="", compare=False)  # where it was learnt: the segment (""), or a catalog file
 
 
 @dataclass(frozen=True)
@@ -122,9 +136,10 @@ class _Rows:
     widths: np.ndarray
     channels: np.ndarray
     table: pa.Table  # kept for the catalog a driver writes
+    source: str  # "" (segments) or the catalog file's name
 
     @classmethod
-    def of(cls, table: pa.Table) -> _Rows:
+    def of(cls, table: pa.Table, source: str = "") -> _Rows:
         table = table.combine_chunks()
         segments = pc.dictionary_encode(table.column("segment")).combine_chunks()
         return cls(
@@ -135,6 +150,7 @@ class _Rows:
             table.column("orig_width").to_numpy(),
             table.column("channels").to_numpy(),
             table,
+            source,
         )
 
     def entry(self, root: str, i: int, identity: SourceIdentity) -> CacheEntry:
@@ -145,6 +161,7 @@ class _Rows:
             int(self.heights[i]),
             int(self.widths[i]),
             int(self.channels[i]),
+            self.source,
         )
 
 
@@ -164,6 +181,7 @@ class InputCache:
         self._seen: set[str] = set()  # segment names read
         self._catalogued: set[str] | None = None  # segments the catalog covered, once it has been read
         self._listed: set[str] = set()
+        self.damaged: dict[str, str] = {}  # segment name -> why it could not be read
 
     def exists(self) -> bool:
         return bool(self.fs.exists(fileio.join(self.root, CACHE_JSON)))
@@ -179,21 +197,25 @@ class InputCache:
             if SEGMENT_NAME.match(name)
         }
         if self._catalogued is None:
-            catalog = read_catalog(self.fs, self.root)
-            catalog = keep_segments(catalog, self._listed) if catalog is not None else None
+            found = read_catalog(self.fs, self.root)
+            catalog = keep_segments(found[1], self._listed) if found is not None else None
             self._catalogued = set(catalog.column("segment").unique().to_pylist()) if catalog is not None else set()
-            self._add(catalog)
+            self._add(catalog, found[0] if found is not None else "")
         new = sorted(self._listed - self._seen - self._catalogued)
         for start in range(0, len(new), 4 * self.read_threads):  # memory stays bounded by a batch's tables
-            batch = read_segments(self.fs, self.root, new[start : start + 4 * self.read_threads], self.read_threads)
+            batch, failed = read_segments(
+                self.fs, self.root, new[start : start + 4 * self.read_threads], self.read_threads
+            )
             self._add(pa.concat_tables(batch) if batch else None)
+            for name, why in failed.items():
+                self._damage(name, f"{why}; the images it held are decoded again")
         self._seen |= set(new) | self._catalogued
 
-    def _add(self, table: pa.Table | None) -> None:
+    def _add(self, table: pa.Table | None, source: str = "") -> None:
         if table is None or table.num_rows == 0:
             return
         read = len(self._reads)
-        self._reads.append(_Rows.of(table))
+        self._reads.append(_Rows.of(table, source))
         keys = zip(
             table.column("path").to_pylist(),
             table.column("file_size").to_pylist(),
@@ -210,7 +232,8 @@ class InputCache:
             if where is None or identity is None:
                 continue
             entry = self._reads[where[0]].entry(self.root, where[1], identity)
-            if entry.segment.rsplit("/", 1)[-1] in self._listed:  # not deleted since it was read
+            name = entry.segment.rsplit("/", 1)[-1]
+            if name in self._listed and name not in self.damaged:  # not deleted since it was read, nor damaged
                 hits[position] = entry
         return hits
 
@@ -227,39 +250,54 @@ class InputCache:
         return len(catalogued)
 
     def read(self, hits: dict[int, CacheEntry]) -> dict[int, ModelInput]:
-        """The cached model inputs of ``hits``, reading only the row groups that hold them."""
+        """The cached model inputs of ``hits``, reading only the row groups that hold them.
+
+        A segment that cannot be read whole and right (a page failing its checksum, a row of another
+        size or path than its entry) is named in a warning and left out: its images are missing from
+        the result, so the caller decodes them again, and this cache never uses it again."""
         out: dict[int, ModelInput] = {}
         by_segment: dict[str, list[int]] = {}
         for position, entry in hits.items():
             by_segment.setdefault(entry.segment, []).append(position)
         for segment, positions in by_segment.items():
-            groups = sorted({hits[p].row // ROW_GROUP for p in positions})
             try:
-                with self.fs.open(segment, "rb") as handle:
-                    table = pq.ParquetFile(handle, page_checksum_verification=True).read_row_groups(
-                        groups, columns=["path", "pixels"]
-                    )
-            except (OSError, pa.ArrowException) as exc:
-                raise StoreError(f"input cache segment {segment} cannot be read ({exc}): {self._damaged}") from exc
-            first_row = {g: i * ROW_GROUP for i, g in enumerate(groups)}
-            pixels, paths = _binary_rows(table.column("pixels")), table.column("path")
-            for position in positions:
-                entry = hits[position]
-                at = first_row[entry.row // ROW_GROUP] + entry.row % ROW_GROUP
-                data = pixels(at)
-                shape = (entry.channels, self.size, self.size)
-                if data.size != np.prod(shape) or paths[at].as_py() != entry.identity.path:
-                    raise StoreError(
-                        f"input cache segment {segment} row {entry.row} holds {data.size} bytes of "
-                        f"{paths[at].as_py()!r}, not {shape} of {entry.identity.path!r}: {self._damaged}"
-                    )
-                geometry = Geometry(entry.orig_height, entry.orig_width, self.size, self.resize)
-                out[position] = ModelInput(data.reshape(shape), geometry)
+                out.update(self._read_segment(segment, {p: hits[p] for p in positions}))
+            except (OSError, pa.ArrowException, StoreError) as exc:
+                self._damage(segment.rsplit("/", 1)[-1], f"{exc}; {len(positions)} of its images are decoded again")
         return out
 
-    @property
-    def _damaged(self) -> str:
-        return f"the cache is damaged; delete {self.url} (the next job decodes and caches again)"
+    def _damage(self, name: str, why: str) -> None:
+        """Name a damaged segment once, and never use it again in this process."""
+        self.damaged[name] = why
+        warnings.warn(
+            f"input cache segment {fileio.join(self.root, name)} is damaged: {why}. "
+            "`densecam verify STORE --inputs --repair` removes it",
+            CacheDamageWarning,
+            stacklevel=3,
+        )
+
+    def _read_segment(self, segment: str, hits: dict[int, CacheEntry]) -> dict[int, ModelInput]:
+        groups = sorted({entry.row // ROW_GROUP for entry in hits.values()})
+        with self.fs.open(segment, "rb") as handle:
+            table = pq.ParquetFile(handle, page_checksum_verification=True).read_row_groups(
+                groups, columns=["path", "pixels"]
+            )
+        first_row = {g: i * ROW_GROUP for i, g in enumerate(groups)}
+        pixels, paths = _binary_rows(table.column("pixels")), table.column("path")
+        out = {}
+        for position, entry in hits.items():
+            at = first_row[entry.row // ROW_GROUP] + entry.row % ROW_GROUP
+            data = pixels(at)
+            shape = (entry.channels, self.size, self.size)
+            if data.size != np.prod(shape) or paths[at].as_py() != entry.identity.path:
+                learnt = f"the catalog {entry.source}" if entry.source else "its identity columns"
+                raise StoreError(
+                    f"row {entry.row} holds {data.size} bytes of {paths[at].as_py()!r}, where {learnt} "
+                    f"promised {shape} of {entry.identity.path!r}"
+                )
+            geometry = Geometry(entry.orig_height, entry.orig_width, self.size, self.resize)
+            out[position] = ModelInput(data.reshape(shape), geometry)
+        return out
 
     def write(self, entries: Sequence[tuple[SourceIdentity, ModelInput]]) -> str | None:
         """Commit one new segment holding ``entries``; returns its path (None when there is nothing to write)."""
@@ -293,6 +331,10 @@ class InputCache:
             compression="zstd",
             row_group_size=ROW_GROUP,
             write_page_checksum=True,
+            # pixels: no dictionary and no min/max statistics (never useful; with them, small inputs'
+            # pages held bytes no checksum covered)
+            use_dictionary=IDENTITY_COLUMNS,
+            write_statistics=IDENTITY_COLUMNS,
         )
         path = fileio.join(self.root, f"segment-{uuid.uuid4().hex}.parquet")
         fileio.write_bytes_atomic(self.fs, path, buffer.getvalue())
@@ -333,6 +375,12 @@ def _binary_rows(column: pa.ChunkedArray) -> Callable[[int], np.ndarray]:
     return row
 
 
+class CachedInputs(NamedTuple):
+    identities: list[SourceIdentity | None]  # each file's identity, taken before decoding
+    inputs: dict[int, ModelInput]  # position -> its cached input, for unchanged files
+    damaged: int  # cache hits whose segment could not be read: decoded again
+
+
 def cached_model_inputs(
     cache: InputCache | None,
     paths: Sequence[str],
@@ -340,8 +388,8 @@ def cached_model_inputs(
     threads: int = 2,
     lock: threading.Lock | None = None,
     executor: Executor | None = None,
-) -> tuple[list[SourceIdentity | None], dict[int, ModelInput]]:
-    """Each file's identity (taken before decoding) and the inputs ``cache`` holds for unchanged files.
+) -> CachedInputs:
+    """Each file's identity and the inputs ``cache`` holds for unchanged, readable entries.
 
     Identities are taken on ``executor`` (a worker's persistent pool of ``threads``), else on
     ``threads`` new threads (object stores: one request each), in one task per thread: a future per
@@ -349,7 +397,7 @@ def cached_model_inputs(
     several shards share it.
     """
     if cache is None:
-        return [None] * len(paths), {}
+        return CachedInputs([None] * len(paths), {}, 0)
     tasks = max(1, min(len(paths), threads))
     with contextlib.ExitStack() as stack:
         pool = executor or stack.enter_context(ThreadPoolExecutor(tasks))
@@ -357,4 +405,5 @@ def cached_model_inputs(
     identities = [parts[i % tasks][i // tasks] for i in range(len(paths))]
     with lock or contextlib.nullcontext():
         hits = cache.lookup(identities)
-    return identities, cache.read(hits)
+    inputs = cache.read(hits)
+    return CachedInputs(identities, inputs, len(hits) - len(inputs))
