@@ -46,8 +46,10 @@ class LatencyFileSystem(LocalFileSystem):
         time.sleep(cls.latency)
 
     def ls(self, path: str, detail: bool = False, **kwargs: Any) -> Any:
-        self.wait()
-        return super().ls(path, detail=detail, **kwargs)
+        listing = LocalFileSystem().ls(path, detail=detail, **kwargs)  # its own info() is no request
+        for _ in range(max(1, -(-len(listing) // 1000))):  # S3 lists 1,000 keys per request
+            self.wait()
+        return listing
 
     def info(self, path: str, **kwargs: Any) -> Any:
         self.wait()
@@ -101,14 +103,28 @@ def build(folder: str, images: int, per_segment: int) -> list[SourceIdentity]:
     return identities
 
 
-def first_lookup(url: str, identities: list[SourceIdentity], threads: int) -> tuple[float, int]:
-    """(seconds, requests) of a new process's first lookup of a shard's 64 images."""
+def first_lookup(url: str, identities: list[SourceIdentity], threads: int) -> tuple[float, int, InputCache]:
+    """(seconds, requests) of a new process's first lookup of a shard's 64 images, and its cache."""
     LatencyFileSystem.requests = 0
     started = time.perf_counter()
-    hits = InputCache(url, SIZE, "stretch", read_threads=threads).lookup(identities[-64:])
+    cache = InputCache(url, SIZE, "stretch", read_threads=threads)
+    hits = cache.lookup(identities[-64:])
     seconds = time.perf_counter() - started
     assert len(hits) == 64
-    return seconds, LatencyFileSystem.requests
+    return seconds, LatencyFileSystem.requests, cache
+
+
+def later_lookups(cache: InputCache, identities: list[SourceIdentity], relist: bool) -> tuple[float, float]:
+    """(ms, requests) per later shard lookup of 64 images, all cached: listing the folder each time
+    (before) or not (a lookup whose images are all known)."""
+    LatencyFileSystem.requests = 0
+    shards = range(0, min(len(identities), 64 * 50), 64)
+    started = time.perf_counter()
+    for start in shards:
+        if relist:
+            cache.refresh()
+        assert len(cache.lookup(identities[start : start + 64])) == 64
+    return (time.perf_counter() - started) / len(shards) * 1000, LatencyFileSystem.requests / len(shards)
 
 
 def main() -> None:
@@ -136,12 +152,16 @@ def main() -> None:
         ):
             if catalog:
                 InputCache(folder, SIZE, "stretch").write_catalog()
-            seconds, requests = first_lookup(url, identities, threads)
+            seconds, requests, cache = first_lookup(url, identities, threads)
             rows.append((how, seconds, requests))
         base = rows[0][1]
         print(f"\nlatency {latency:g} ms per request: a new actor's first lookup")
         for how, seconds, requests in rows:
             print(f"  {how:<24} {seconds:8.2f} s  {requests:6d} requests  {base / seconds:6.1f}x")
+        print("  each later shard's lookup (64 images, all cached):")
+        for how, relist in (("listing every time (before)", True), ("listing only for unknown images", False)):
+            ms, requests = later_lookups(cache, identities, relist)
+            print(f"    {how:<33} {ms:8.2f} ms  {requests:5.1f} requests")
         for path in fsspec.filesystem("file").glob(f"{folder}/inputs/*/_catalog.json"):
             fsspec.filesystem("file").rm(path)  # the next latency starts without a catalog again
 

@@ -120,7 +120,29 @@ def test_a_deleted_segment_is_not_a_hit_although_the_catalog_lists_it(store):
     entry = reader.lookup(identities[:1])[0]
     cache.fs.rm(entry.segment)
     assert sorted(InputCache(store, SIZE, "stretch").lookup(identities)) == list(range(3, 9))
-    assert sorted(reader.lookup(identities)) == list(range(3, 9))  # nor in a process that read it before
+    # a process that listed the folder before the deletion finds out when it reads: those images are
+    # left out (decoded again), named in a warning, and never looked up again
+    with pytest.warns(CacheDamageWarning, match=entry.segment.rsplit("/", 1)[-1]):
+        assert sorted(reader.read(reader.lookup(identities))) == list(range(3, 9))
+    assert sorted(reader.lookup(identities)) == list(range(3, 9))
+
+
+def test_listing_is_repeated_only_for_unknown_images_and_not_more_often_than_asked(store, monkeypatch):
+    cache = InputCache(store, SIZE, "stretch")
+    first = fill(cache, segments=2)
+    reader = InputCache(store, SIZE, "stretch", refresh_seconds=3600)
+    listings = []
+    real_ls = reader.fs.ls
+    monkeypatch.setattr(reader.fs, "ls", lambda *a, **k: listings.append(a) or real_ls(*a, **k))
+    assert sorted(reader.lookup(first)) == list(range(6)) and len(listings) == 1
+    assert sorted(reader.lookup(first[:3])) == list(range(3)) and len(listings) == 1  # all known: no listing
+    later = fill(cache, segments=1, first=20)
+    assert reader.lookup(later) == {} and len(listings) == 1  # unknown, but listed less than an hour ago
+    reader.refresh_seconds = 0
+    assert sorted(reader.lookup(later)) == [0, 1, 2] and len(listings) == 2
+    # a writer knows its own segments without listing
+    own = fill(cache, segments=1, first=30)
+    assert sorted(cache.lookup(own)) == [0, 1, 2] and len(listings) == 2  # (one filesystem object: same spy)
 
 
 @pytest.mark.parametrize("damage", ["garbage", "flipped byte", "pointer"])

@@ -27,6 +27,7 @@ import os
 import re
 import stat
 import threading
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
@@ -55,6 +56,9 @@ from densecam_core.store.input_catalog import (
 INPUTS_DIR = "inputs"
 CACHE_JSON = "cache.json"
 SEGMENT_NAME = re.compile(r"^segment-[0-9a-f]{32}\.parquet$")
+REFRESH_SECONDS = 30.0
+"""A lookup that misses lists the folder again only when the last listing is this old: a missed image
+costs one decode, a listing of a large cache on an object store several requests per shard."""
 ROW_GROUP = 16
 """Rows per Parquet row group: a reader that needs a few images of a segment reads only their groups."""
 SCHEMA = pa.schema(
@@ -171,11 +175,20 @@ class InputCache:
     The first lookup reads the catalog (``input_catalog``) and the segments committed after it,
     concurrently; later lookups read only segments committed since."""
 
-    def __init__(self, store_url: str, size: int, resize: str, *, read_threads: int = READ_THREADS) -> None:
+    def __init__(
+        self,
+        store_url: str,
+        size: int,
+        resize: str,
+        *,
+        read_threads: int = READ_THREADS,
+        refresh_seconds: float = REFRESH_SECONDS,
+    ) -> None:
         self.size, self.resize = int(size), resize
         self.url = fileio.url_join(store_url, INPUTS_DIR, cache_key(size, resize))
         self.fs, self.root = fileio.filesystem(self.url)
-        self.read_threads = read_threads
+        self.read_threads, self.refresh_seconds = read_threads, refresh_seconds
+        self._refreshed: float | None = None  # time.monotonic() of the last listing
         self._where: dict[tuple[str, int, str], tuple[int, int]] = {}  # identity -> (read, row in it)
         self._reads: list[_Rows] = []
         self._seen: set[str] = set()  # segment names read
@@ -188,14 +201,13 @@ class InputCache:
 
     def refresh(self) -> None:
         """Read the identities of segments committed since the last call (never their pixels)."""
-        if not self.fs.exists(self.root):
+        self._refreshed = time.monotonic()
+        try:
+            listing = self.fs.ls(self.root, detail=False)
+        except FileNotFoundError:  # no cache yet (or deleted)
             self._listed = set()
             return
-        self._listed = {
-            name
-            for name in (p.rsplit("/", 1)[-1] for p in self.fs.ls(self.root, detail=False))
-            if SEGMENT_NAME.match(name)
-        }
+        self._listed = {name for name in (p.rsplit("/", 1)[-1] for p in listing) if SEGMENT_NAME.match(name)}
         if self._catalogued is None:
             found = read_catalog(self.fs, self.root)
             catalog = keep_segments(found[1], self._listed) if found is not None else None
@@ -224,8 +236,20 @@ class InputCache:
         self._where.update(zip(keys, ((read, i) for i in range(table.num_rows))))
 
     def lookup(self, identities: Sequence[SourceIdentity | None]) -> dict[int, CacheEntry]:
-        """Positions whose file is unchanged since it was cached -> their entry."""
-        self.refresh()
+        """Positions whose file is unchanged since it was cached -> their entry.
+
+        The folder is listed again only when some image is not known yet and the last listing is
+        ``refresh_seconds`` old: on an object store a listing costs a request per 1,000 segments, and
+        a shard whose every image is known (the common case once cached) needs none. A segment
+        deleted since the listing is found when it is read (``read`` leaves it out)."""
+        hits = self._known(identities)
+        stale = self._refreshed is None or time.monotonic() - self._refreshed >= self.refresh_seconds
+        if stale and len(hits) < sum(identity is not None for identity in identities):
+            self.refresh()
+            hits = self._known(identities)
+        return hits
+
+    def _known(self, identities: Sequence[SourceIdentity | None]) -> dict[int, CacheEntry]:
         hits = {}
         for position, identity in enumerate(identities):
             where = self._where.get((identity.path, identity.size, identity.stamp)) if identity is not None else None
@@ -233,7 +257,7 @@ class InputCache:
                 continue
             entry = self._reads[where[0]].entry(self.root, where[1], identity)
             name = entry.segment.rsplit("/", 1)[-1]
-            if name in self._listed and name not in self.damaged:  # not deleted since it was read, nor damaged
+            if name in self._listed and name not in self.damaged:  # not deleted when last listed, nor damaged
                 hits[position] = entry
         return hits
 
@@ -325,8 +349,9 @@ class InputCache:
             ):
                 columns[name].append(value)
         buffer = io.BytesIO()
+        table = pa.table(columns, schema=SCHEMA)
         pq.write_table(
-            pa.table(columns, schema=SCHEMA),
+            table,
             buffer,
             compression="zstd",
             row_group_size=ROW_GROUP,
@@ -336,9 +361,17 @@ class InputCache:
             use_dictionary=IDENTITY_COLUMNS,
             write_statistics=IDENTITY_COLUMNS,
         )
-        path = fileio.join(self.root, f"segment-{uuid.uuid4().hex}.parquet")
-        fileio.write_bytes_atomic(self.fs, path, buffer.getvalue())
-        return path
+        name = f"segment-{uuid.uuid4().hex}.parquet"
+        fileio.write_bytes_atomic(self.fs, fileio.join(self.root, name), buffer.getvalue())
+        rows = len(entries)  # this process knows its own segment without listing the folder again
+        self._add(
+            table.select(IDENTITY_COLUMNS)
+            .add_column(0, "segment", pa.array([name] * rows, pa.string()))
+            .add_column(1, "row", pa.array(range(rows), pa.int32()))
+        )
+        self._listed.add(name)
+        self._seen.add(name)
+        return fileio.join(self.root, name)
 
     def _write_description(self) -> None:
         description = fileio.join(self.root, CACHE_JSON)
