@@ -14,12 +14,15 @@ any input size, and with ranged reads the pixels are never fetched.
 from __future__ import annotations
 
 import argparse
+import gc
 import tempfile
 import time
+import tracemalloc
 from typing import Any
 
 import fsspec
 import numpy as np
+import pyarrow as pa
 from fsspec.implementations.local import LocalFileSystem
 
 from densecam_core.geometry import Geometry
@@ -114,6 +117,21 @@ def first_lookup(url: str, identities: list[SourceIdentity], threads: int) -> tu
     return seconds, LatencyFileSystem.requests, cache
 
 
+def held_after_first_lookup(url: str, identities: list[SourceIdentity], threads: int) -> tuple[float, float]:
+    """MiB a cache holds after its first lookup: Python objects (tracemalloc), Arrow buffers."""
+    gc.collect()
+    arrow = pa.total_allocated_bytes()
+    tracemalloc.start()
+    cache = InputCache(url, SIZE, "stretch", read_threads=threads)
+    cache.lookup(identities[-64:])
+    gc.collect()
+    python = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    held = (python / 2**20, (pa.total_allocated_bytes() - arrow) / 2**20)
+    del cache
+    return held
+
+
 def later_lookups(cache: InputCache, identities: list[SourceIdentity], relist: bool) -> tuple[float, float]:
     """(ms, requests) per later shard lookup of 64 images, all cached: listing the folder each time
     (before) or not (a lookup whose images are all known)."""
@@ -158,6 +176,11 @@ def main() -> None:
         print(f"\nlatency {latency:g} ms per request: a new actor's first lookup")
         for how, seconds, requests in rows:
             print(f"  {how:<24} {seconds:8.2f} s  {requests:6d} requests  {base / seconds:6.1f}x")
+        if latency == args.latency_ms[0]:
+            python, arrow = held_after_first_lookup(url, identities, args.threads)
+            print(
+                f"  what a cache holds after it: {python:.0f} MiB of Python objects, {arrow:.0f} MiB of Arrow buffers"
+            )
         print("  each later shard's lookup (64 images, all cached):")
         for how, relist in (("listing every time (before)", True), ("listing only for unknown images", False)):
             ms, requests = later_lookups(cache, identities, relist)

@@ -189,7 +189,8 @@ class InputCache:
         self.fs, self.root = fileio.filesystem(self.url)
         self.read_threads, self.refresh_seconds = read_threads, refresh_seconds
         self._refreshed: float | None = None  # time.monotonic() of the last listing
-        self._where: dict[tuple[str, int, str], tuple[int, int]] = {}  # identity -> (read, row in it)
+        # identity -> read << 32 | row in it: one int object per image instead of a tuple of two
+        self._where: dict[tuple[str, int, str], int] = {}
         self._reads: list[_Rows] = []
         self._seen: set[str] = set()  # segment names read
         self._catalogued: set[str] | None = None  # segments the catalog covered, once it has been read
@@ -233,7 +234,7 @@ class InputCache:
             table.column("file_size").to_pylist(),
             table.column("file_stamp").to_pylist(),
         )
-        self._where.update(zip(keys, ((read, i) for i in range(table.num_rows))))
+        self._where.update(zip(keys, range(read << 32, (read << 32) + table.num_rows)))
 
     def lookup(self, identities: Sequence[SourceIdentity | None]) -> dict[int, CacheEntry]:
         """Positions whose file is unchanged since it was cached -> their entry.
@@ -255,7 +256,7 @@ class InputCache:
             where = self._where.get((identity.path, identity.size, identity.stamp)) if identity is not None else None
             if where is None or identity is None:
                 continue
-            entry = self._reads[where[0]].entry(self.root, where[1], identity)
+            entry = self._reads[where >> 32].entry(self.root, where & 0xFFFFFFFF, identity)
             name = entry.segment.rsplit("/", 1)[-1]
             if name in self._listed and name not in self.damaged:  # not deleted when last listed, nor damaged
                 hits[position] = entry
