@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import uuid
+import warnings
 from collections.abc import Iterator
 
 import fsspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from densecam_core import fileio
@@ -273,3 +276,34 @@ def test_local_cache_catalog_round_trip(tmp_path):
     inputs = fresh.read(fresh.lookup(identities))
     assert [int(inputs[i].pixels[0, 0, 0]) for i in range(9)] == list(range(9))
     assert not fsspec.filesystem("file").glob(str(tmp_path / "store" / "inputs" / "*" / "_tmp-*"))
+
+
+def test_a_segment_deleted_between_listing_and_reading_is_skipped_not_damage(store, monkeypatch):
+    cache = InputCache(store, SIZE, "stretch")
+    identities = fill(cache, segments=2)
+    reader = InputCache(store, SIZE, "stretch")
+    real_ls = reader.fs.ls
+    gone = f"segment-{'2' * 32}.parquet"  # listed, then deleted before it is read (verify --repair)
+    monkeypatch.setattr(reader.fs, "ls", lambda path, **k: [*real_ls(path, **k), f"{path}/{gone}"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning: nothing is damaged
+        assert sorted(reader.lookup(identities)) == list(range(6))
+    assert reader.damaged == {}
+
+
+def test_catalog_of_other_column_types_is_named_and_the_segments_are_read(store):
+    cache = InputCache(store, SIZE, "stretch")
+    identities = fill(cache, segments=2)
+    cache.write_catalog()
+    fs, root = cache.fs, cache.root
+    name = fileio.read_json(fs, fileio.join(root, CATALOG_JSON))["file"]
+    table = pq.read_table(fileio.join(root, name), filesystem=fs)
+    fs.pipe_file(fileio.join(root, name), parquet_bytes(table.set_column(1, "row", pa.array(["x"] * 6))))
+    with pytest.warns(CatalogWarning, match="other types"):
+        assert sorted(InputCache(store, SIZE, "stretch").lookup(identities)) == list(range(6))
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    return sink.getvalue()

@@ -37,8 +37,19 @@ from densecam_core import fileio
 
 CATALOG_JSON = "_catalog.json"
 CATALOG_NAME = re.compile(r"^catalog-[0-9a-f]{32}\.parquet$")
-IDENTITY_COLUMNS = ["path", "file_size", "file_stamp", "orig_height", "orig_width", "channels"]
-LOCATION_COLUMNS = ["segment", "row"]
+CATALOG_SCHEMA = pa.schema(
+    [
+        ("segment", pa.string()),
+        ("row", pa.int32()),
+        ("path", pa.string()),
+        ("file_size", pa.int64()),
+        ("file_stamp", pa.string()),
+        ("orig_height", pa.int32()),
+        ("orig_width", pa.int32()),
+        ("channels", pa.int8()),
+    ]
+)
+IDENTITY_COLUMNS = CATALOG_SCHEMA.names[2:]  # as in the segments: path, file_size, file_stamp, orig_*, channels
 READ_THREADS = 16
 """Segments read at once: on an object store each read is a few requests of mostly latency."""
 ATTEMPTS = 3
@@ -73,11 +84,15 @@ def read_catalog(fs: Any, root: str) -> tuple[str, pa.Table] | None:
         except (OSError, pa.ArrowException) as exc:
             _warn(f"{path} is damaged ({exc})")
             return None
-        missing = [c for c in LOCATION_COLUMNS + IDENTITY_COLUMNS if c not in table.column_names]
+        missing = [c for c in CATALOG_SCHEMA.names if c not in table.column_names]
         if missing:
             _warn(f"{path} lacks the columns {missing}")
             return None
-        return name, table.select(LOCATION_COLUMNS + IDENTITY_COLUMNS)
+        try:
+            return name, table.select(CATALOG_SCHEMA.names).cast(CATALOG_SCHEMA)
+        except (pa.ArrowException, ValueError) as exc:
+            _warn(f"{path} holds columns of other types ({exc})")
+            return None
     _warn(f"{pointer} kept naming catalog files that no longer exist")
     return None
 
@@ -91,14 +106,14 @@ def read_segments(
     fs: Any, root: str, names: list[str], threads: int = READ_THREADS
 ) -> tuple[list[pa.Table], dict[str, str]]:
     """Each named segment's identity columns with its name and row numbers, read ``threads`` at a time;
-    and the segments that could not be read (name -> why)."""
+    and the segments that could not be read (name -> why). Segments deleted since the listing are skipped."""
 
-    def one(name: str) -> pa.Table | str:
+    def one(name: str) -> pa.Table | str | None:
         try:
             with fs.open(fileio.join(root, name), "rb") as handle:  # one open: read_table(path) opens twice
                 table = pq.read_table(handle, columns=IDENTITY_COLUMNS, page_checksum_verification=True)
         except FileNotFoundError:
-            raise
+            return None  # deleted since the listing (densecam verify --repair): not damage, just gone
         except (OSError, pa.ArrowException) as exc:
             return f"unreadable ({exc})"
         return table.add_column(0, "segment", pa.array([name] * table.num_rows, pa.string())).add_column(
@@ -121,7 +136,7 @@ def write_catalog(fs: Any, root: str, table: pa.Table) -> str:
     name = f"catalog-{uuid.uuid4().hex}.parquet"
     buffer = io.BytesIO()
     pq.write_table(
-        table.select(LOCATION_COLUMNS + IDENTITY_COLUMNS),
+        table.select(CATALOG_SCHEMA.names).cast(CATALOG_SCHEMA),
         buffer,
         compression="zstd",
         write_page_checksum=True,
