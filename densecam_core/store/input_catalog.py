@@ -37,10 +37,8 @@ from densecam_core import fileio
 
 CATALOG_JSON = "_catalog.json"
 CATALOG_NAME = re.compile(r"^catalog-[0-9a-f]{32}\.parquet$")
-CATALOG_SCHEMA = pa.schema(
+IDENTITY_SCHEMA = pa.schema(
     [
-        ("segment", pa.string()),
-        ("row", pa.int32()),
         ("path", pa.string()),
         ("file_size", pa.int64()),
         ("file_stamp", pa.string()),
@@ -49,7 +47,9 @@ CATALOG_SCHEMA = pa.schema(
         ("channels", pa.int8()),
     ]
 )
-IDENTITY_COLUMNS = CATALOG_SCHEMA.names[2:]  # as in the segments: path, file_size, file_stamp, orig_*, channels
+"""A cached image's identity and geometry: the columns a segment holds beside its pixels."""
+IDENTITY_COLUMNS = IDENTITY_SCHEMA.names
+CATALOG_SCHEMA = pa.schema([("segment", pa.string()), ("row", pa.int32()), *IDENTITY_SCHEMA])
 READ_THREADS = 16
 """Segments read at once: on an object store each read is a few requests of mostly latency."""
 ATTEMPTS = 3

@@ -46,6 +46,7 @@ from densecam_core.images import PREPROCESS_VERSION, ModelInput
 from densecam_core.store.format import StoreError
 from densecam_core.store.input_catalog import (
     IDENTITY_COLUMNS,
+    IDENTITY_SCHEMA,
     READ_THREADS,
     keep_segments,
     read_catalog,
@@ -61,17 +62,7 @@ REFRESH_SECONDS = 30.0
 costs one decode, a listing of a large cache on an object store several requests per shard."""
 ROW_GROUP = 16
 """Rows per Parquet row group: a reader that needs a few images of a segment reads only their groups."""
-SCHEMA = pa.schema(
-    [
-        ("path", pa.string()),
-        ("file_size", pa.int64()),
-        ("file_stamp", pa.string()),
-        ("orig_height", pa.int32()),
-        ("orig_width", pa.int32()),
-        ("channels", pa.int8()),
-        ("pixels", pa.binary()),
-    ]
-)
+SCHEMA = pa.schema([*IDENTITY_SCHEMA, ("pixels", pa.binary())])
 
 
 class CacheDamageWarning(UserWarning):
