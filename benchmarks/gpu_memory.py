@@ -69,7 +69,6 @@ def main() -> None:
         batch = torch.randint(0, 256, (batch_size, 3, args.size, args.size), dtype=torch.uint8)
         eager = Explainer(model, precision=precision)
         out = eager(batch)
-        eager_rate = rate(eager, batch, args.rounds)
         compiled = Explainer(model, precision=precision)
         compiled._stages = [
             (tap, torch.compile(stage, dynamic=False), module) for tap, stage, module in compiled._stages
@@ -85,10 +84,16 @@ def main() -> None:
             for m in out.maps
             for b in out.maps[m]
         )
-        fast = rate(compiled, batch, args.rounds)
+        # alternated, twice each, so that a machine's drift (a busy neighbour, clocks) falls on both
+        eager_rates, compiled_rates = [], []
+        for _ in range(2):
+            eager_rates.append(rate(eager, batch, args.rounds))
+            compiled_rates.append(rate(compiled, batch, args.rounds))
+        eager_rate, fast = float(np.mean(eager_rates)), float(np.mean(compiled_rates))
         print(
-            f"\ntorch.compile (each dense block), {precision}, batch {batch_size}: eager {eager_rate:.0f} images/s, "
-            f"compiled {fast:.0f} ({fast / eager_rate:.2f}x), first call {compile_seconds:.0f} s, "
+            f"\ntorch.compile (each dense block), {precision}, batch {batch_size}: eager {eager_rate:.3g} images/s "
+            f"({' / '.join(f'{r:.3g}' for r in eager_rates)}), compiled {fast:.3g} "
+            f"({' / '.join(f'{r:.3g}' for r in compiled_rates)}; {fast / eager_rate:.2f}x), first call {compile_seconds:.0f} s, "
             f"largest map difference {diff:.1e} of the map's range"
         )
 

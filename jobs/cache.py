@@ -15,12 +15,16 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from densecam_core.images import ImageError, load_model_input
+from densecam_core.images import ModelInput
+from densecam_core.loader import DEFAULT_READ_TIMEOUT, BatchLoader
 from densecam_core.manifest import ManifestError, read_manifest
 from densecam_core.spec import RESIZE_MODES, validate_resize_mode
 from densecam_core.store.format import StoreError
 from densecam_core.store.inputs import InputCache, identify
 from densecam_core.store.writer import ensure_store
+
+WINDOW_SEGMENTS = 16
+"""Segments whose files are identified (a stat or HEAD each) and looked up together before decoding."""
 
 
 def fill_cache(
@@ -32,8 +36,13 @@ def fill_cache(
     image_root: str | None = None,
     threads: int | None = None,
     segment_size: int = 64,
+    max_bytes: int | None = None,
+    read_timeout: float = DEFAULT_READ_TIMEOUT,
 ) -> dict[str, int]:
-    """Cache every image not cached yet; returns counts (cached now, already cached, unreadable)."""
+    """Cache every image not cached yet; returns counts (cached now, already cached, unreadable).
+
+    Decoding goes through the explanation job's loader: the same per-image deadline, size limits and
+    reasons, and the next segment decodes while the last one is written."""
     if size < 32 or segment_size < 1:
         raise ValueError(f"--size must be >= 32 and --segment-size >= 1, got {size}, {segment_size}")
     validate_resize_mode(resize)
@@ -42,29 +51,33 @@ def fill_cache(
     cache = InputCache(store, size, resize)
     paths = frame["path"].astype(str).tolist()
     counts = {"images": len(paths), "cached_now": 0, "already_cached": 0, "unreadable": 0}
-    with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
-        for start in range(0, len(paths), segment_size):
-            chunk = paths[start : start + segment_size]
-            identities = list(pool.map(identify, chunk))
+    workers = threads or os.cpu_count() or 1
+    window = segment_size * WINDOW_SEGMENTS
+    with ThreadPoolExecutor(workers, thread_name_prefix="densecam-stat") as stat:
+        for start in range(0, len(paths), window):
+            part = paths[start : start + window]
+            identities = list(stat.map(identify, part))
             hits = cache.lookup(identities)
-            todo = [i for i in range(len(chunk)) if i not in hits and identities[i] is not None]
+            todo = [i for i, identity in enumerate(identities) if identity is not None and i not in hits]
             counts["already_cached"] += len(hits)
             counts["unreadable"] += sum(identity is None for identity in identities)
-
-            def load(i: int, chunk: list[str] = chunk) -> object:
-                try:
-                    return load_model_input(chunk[i], size, resize)
-                except ImageError as exc:
-                    return exc
-
-            entries = []
-            for i, loaded in zip(todo, pool.map(load, todo)):
-                if isinstance(loaded, ImageError):
-                    counts["unreadable"] += 1
-                else:
-                    entries.append((identities[i], loaded))
-            cache.write(entries)  # type: ignore[arg-type]
-            counts["cached_now"] += len(entries)
+            loader = BatchLoader(
+                [part[i] for i in todo],
+                size=size,
+                mode=resize,
+                batch_size=segment_size,
+                num_threads=workers,
+                max_bytes=max_bytes,
+                read_timeout=read_timeout,
+            )
+            for batch in loader:
+                entries = [
+                    (identities[todo[r.position]], ModelInput(r.pixels, r.geometry))  # type: ignore[arg-type]
+                    for r in batch.ok_records
+                ]
+                counts["unreadable"] += len(batch.records) - len(entries)
+                cache.write(entries)  # type: ignore[arg-type]
+                counts["cached_now"] += len(entries)
     counts["catalogued"] = cache.write_catalog()
     return counts
 
@@ -80,6 +93,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-root", default=None)
     parser.add_argument("--threads", type=int, default=None, help="decode threads (default: every CPU)")
     parser.add_argument("--segment-size", type=int, default=64, help="images per committed cache segment")
+    parser.add_argument(
+        "--max-image-bytes", type=int, default=None, help="larger files are left unread (default 256 MiB)"
+    )
+    parser.add_argument(
+        "--read-timeout",
+        type=float,
+        default=DEFAULT_READ_TIMEOUT,
+        help="seconds one image may take to read and decode before it is left unread",
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
     try:
@@ -91,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             image_root=args.image_root,
             threads=args.threads,
             segment_size=args.segment_size,
+            max_bytes=args.max_image_bytes,
+            read_timeout=args.read_timeout,
         )
     except (ManifestError, StoreError, ValueError) as exc:
         print(f"densecam cache: error: {exc}", file=sys.stderr)

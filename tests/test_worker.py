@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import threading
+import time
 from collections import deque
 from pathlib import Path
 
@@ -348,6 +350,27 @@ def test_cache_command_fills_the_cache_the_job_then_reads(tree, tmp_path, capsys
     _, _, results = run_worker(tree, store)
     assert decoded(results) == (0, 10)
     assert main([str(tree), "--store", str(store), "--size", "8"]) == 2
+
+
+def test_cache_command_leaves_a_hung_read_unread_after_its_deadline(tree, tmp_path, monkeypatch):
+    from densecam_core import loader
+    from jobs.cache import fill_cache
+
+    stuck = str(read_manifest(tree)["path"].iloc[3])
+    release = threading.Event()
+    real = loader._load
+    monkeypatch.setattr(loader, "_load", lambda path, *a: (path == stuck and release.wait(30)) or real(path, *a))
+    try:
+        started = time.monotonic()
+        counts = fill_cache(str(tree), str(tmp_path / "store"), size=SIZE, segment_size=4, read_timeout=0.5)
+        assert time.monotonic() - started < 20
+    finally:
+        release.set()
+    assert (counts["cached_now"], counts["unreadable"]) == (9, 1)
+    cached = InputCache(str(tmp_path / "store"), SIZE, "stretch").lookup(
+        [identify(p) for p in read_manifest(tree)["path"]]
+    )
+    assert sorted(cached) == [0, 1, 2, 4, 5, 6, 7, 8, 9]
 
 
 @pytest.mark.slow
