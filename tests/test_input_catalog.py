@@ -307,3 +307,23 @@ def parquet_bytes(table: pa.Table) -> bytes:
     sink = io.BytesIO()
     pq.write_table(table, sink)
     return sink.getvalue()
+
+
+def test_a_flipped_byte_in_cached_pixels_is_caught_by_the_page_checksums(store):
+    cache = InputCache(store, SIZE, "stretch")
+    identities = fill(cache, segments=2, per_segment=20)  # 20 rows: two row groups of pixels
+    fs, root = cache.fs, cache.root
+    (victim,) = [p for p in fs.ls(root, detail=False) if p.endswith(".parquet")][:1]
+    columns = pq.ParquetFile(io.BytesIO(fs.cat_file(victim))).metadata.row_group(1).column(6)
+    assert columns.path_in_schema == "pixels" and columns.dictionary_page_offset is None  # no unchecked dictionary
+    data = bytearray(fs.cat_file(victim))
+    data[columns.data_page_offset + columns.total_compressed_size - 8] ^= 0x01  # inside the page's compressed data
+    fs.pipe_file(victim, bytes(data))
+    reader = InputCache(store, SIZE, "stretch")
+    hits = reader.lookup(identities)
+    assert len(hits) == 40  # the identity columns still read
+    with pytest.warns(CacheDamageWarning, match=victim.rsplit("/", 1)[-1]):
+        inputs = reader.read(hits)
+    damaged = [p for p, e in hits.items() if e.segment == victim]
+    assert len(damaged) == 20 and sorted(inputs) == sorted(set(range(40)) - set(damaged))
+    assert all(int(inputs[p].pixels[0, 0, 0]) == p for p in inputs)  # the others, intact

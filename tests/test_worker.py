@@ -112,7 +112,8 @@ def test_cached_inputs_equal_fresh_decodes_for_grey_and_rgb_sources(tree, tmp_pa
             assert np.array_equal(on_device, host)
 
 
-@pytest.mark.parametrize("damage", ["flipped byte", pytest.param("truncated", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["flipped byte", "truncated"])
 def test_damaged_cache_segment_is_named_decoded_again_and_removed_by_verify(tree, tmp_path, capsys, damage):
     from jobs.verify import main as verify
 
