@@ -216,7 +216,7 @@ def run_job(config: JobConfig, *, hook: Callable[[JobState, ShardResult], None] 
             compact_locked(run)  # a few large index files; run.json gets the counts
     finally:
         lock.release()
-    if config.input_cache == "readwrite" and counters.images_decoded:
+    if config.input_cache == "readwrite":  # even when this job cached nothing: one killed before may have
         _catalog_input_cache(config)
     summary = JobSummary(
         run_id=job.spec.run_id,
@@ -290,8 +290,9 @@ def _say_input_cache(config: JobConfig) -> None:
 
 
 def _catalog_input_cache(config: JobConfig) -> None:
-    """Catalog the segments this job added, so the next job's actors find them in one read
-    (store/input_catalog.py). The work is done; a catalog that cannot be written only costs speed."""
+    """Catalog the segments committed since the last catalog (this job's, or a killed job's), so the next
+    job's actors find them in one read (store/input_catalog.py). Writes nothing when the catalog is
+    current. The work is done: a catalog that cannot be written only costs speed."""
     try:
         InputCache(config.store, config.size, config.resize).write_catalog()
     except (OSError, pa.ArrowException, StoreError) as exc:
