@@ -327,3 +327,17 @@ def test_a_flipped_byte_in_cached_pixels_is_caught_by_the_page_checksums(store):
     damaged = [p for p, e in hits.items() if e.segment == victim]
     assert len(damaged) == 20 and sorted(inputs) == sorted(set(range(40)) - set(damaged))
     assert all(int(inputs[p].pixels[0, 0, 0]) == p for p in inputs)  # the others, intact
+
+
+def test_a_truncated_segment_is_named_and_its_images_are_not_hits(store):
+    cache = InputCache(store, SIZE, "stretch")
+    identities = fill(cache, segments=3)
+    fs, root = cache.fs, cache.root
+    victim = sorted(p for p in fs.ls(root, detail=False) if p.endswith(".parquet"))[1]
+    fs.pipe_file(victim, fs.cat_file(victim)[:200])  # its identities cannot be read: which images it held is unknown
+    reader = InputCache(store, SIZE, "stretch")
+    with pytest.warns(CacheDamageWarning, match=victim.rsplit("/", 1)[-1]):
+        hits = reader.lookup(identities)
+    assert len(hits) == 6 and victim.rsplit("/", 1)[-1] in reader.damaged
+    assert all(entry.segment != victim for entry in hits.values())
+    assert sorted(reader.read(hits)) == sorted(hits)
