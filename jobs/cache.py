@@ -20,7 +20,7 @@ from densecam_core.loader import DEFAULT_READ_TIMEOUT, BatchLoader
 from densecam_core.manifest import ManifestError, read_manifest
 from densecam_core.spec import RESIZE_MODES, validate_resize_mode
 from densecam_core.store.format import StoreError
-from densecam_core.store.inputs import InputCache, identify
+from densecam_core.store.inputs import InputCache, identify_paths
 from densecam_core.store.writer import ensure_store
 
 WINDOW_SEGMENTS = 16
@@ -56,7 +56,7 @@ def fill_cache(
     with ThreadPoolExecutor(workers, thread_name_prefix="densecam-stat") as stat:
         for start in range(0, len(paths), window):
             part = paths[start : start + window]
-            identities = list(stat.map(identify, part))
+            identities = identify_paths(part, workers, stat)
             hits = cache.lookup(identities)
             todo = [i for i, identity in enumerate(identities) if identity is not None and i not in hits]
             counts["already_cached"] += len(hits)

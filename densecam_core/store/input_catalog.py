@@ -60,20 +60,34 @@ class CatalogWarning(UserWarning):
     """A catalog could not be used; the segments were read instead (slower, same result)."""
 
 
+class CatalogProblem(ValueError):
+    """``_catalog.json`` cannot be read, or names no catalog file of its folder."""
+
+
+def catalog_pointer(fs: Any, root: str) -> str | None:
+    """The catalog file name ``_catalog.json`` names (None: there is no catalog); raises CatalogProblem."""
+    pointer = fileio.join(root, CATALOG_JSON)
+    try:
+        name = fileio.read_json(fs, pointer).get("file")
+    except FileNotFoundError:
+        return None
+    except (ValueError, OSError) as exc:
+        raise CatalogProblem(f"{pointer} is damaged ({exc})") from exc
+    if not isinstance(name, str) or not CATALOG_NAME.match(name):
+        raise CatalogProblem(f"{pointer} names {name!r}, not a catalog file of this folder")
+    return name
+
+
 def read_catalog(fs: Any, root: str) -> tuple[str, pa.Table] | None:
     """The current catalog's file name and rows (segment, row and identity columns), or None when there is
     none usable."""
-    pointer = fileio.join(root, CATALOG_JSON)
     for _ in range(ATTEMPTS):
         try:
-            name = fileio.read_json(fs, pointer).get("file")
-        except FileNotFoundError:
+            name = catalog_pointer(fs, root)
+        except CatalogProblem as exc:
+            _warn(str(exc))
             return None
-        except (ValueError, OSError) as exc:
-            _warn(f"{pointer} is damaged ({exc})")
-            return None
-        if not isinstance(name, str) or not CATALOG_NAME.match(name):
-            _warn(f"{pointer} names {name!r}, not a catalog file of this folder")
+        if name is None:
             return None
         path = fileio.join(root, name)
         try:
@@ -93,7 +107,7 @@ def read_catalog(fs: Any, root: str) -> tuple[str, pa.Table] | None:
         except (pa.ArrowException, ValueError) as exc:
             _warn(f"{path} holds columns of other types ({exc})")
             return None
-    _warn(f"{pointer} kept naming catalog files that no longer exist")
+    _warn(f"{fileio.join(root, CATALOG_JSON)} kept naming catalog files that no longer exist")
     return None
 
 
@@ -131,8 +145,9 @@ def read_segments(
 
 def write_catalog(fs: Any, root: str, table: pa.Table) -> str:
     """Commit ``table`` as the catalog; returns its file name. The replaced catalog file is deleted."""
-    pointer = fileio.join(root, CATALOG_JSON)
-    replaced = _named_file(fs, pointer)
+    replaced = None
+    with contextlib.suppress(CatalogProblem):  # a damaged pointer is overwritten; nothing to delete
+        replaced = catalog_pointer(fs, root)
     name = f"catalog-{uuid.uuid4().hex}.parquet"
     buffer = io.BytesIO()
     pq.write_table(
@@ -143,20 +158,13 @@ def write_catalog(fs: Any, root: str, table: pa.Table) -> str:
     )
     fileio.write_bytes_atomic(fs, fileio.join(root, name), buffer.getvalue())
     segments = pc.count_distinct(table["segment"]).as_py()
-    fileio.write_json_atomic(fs, pointer, {"file": name, "segments": segments, "rows": table.num_rows})
+    fileio.write_json_atomic(
+        fs, fileio.join(root, CATALOG_JSON), {"file": name, "segments": segments, "rows": table.num_rows}
+    )
     if replaced is not None:
         with contextlib.suppress(FileNotFoundError):
             fs.rm(fileio.join(root, replaced))
     return name
-
-
-def _named_file(fs: Any, pointer: str) -> str | None:
-    """The catalog file ``pointer`` names, when it names one of this folder."""
-    try:
-        name = fileio.read_json(fs, pointer).get("file")
-    except (FileNotFoundError, ValueError, OSError):
-        return None
-    return name if isinstance(name, str) and CATALOG_NAME.match(name) else None
 
 
 def _warn(problem: str) -> None:

@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 from densecam_core import fileio
 from densecam_core.geometry import Geometry
 from densecam_core.images import PREPROCESS_VERSION, ModelInput
+from densecam_core.spec import RESIZE_MODES
 from densecam_core.store.format import StoreError
 from densecam_core.store.input_catalog import (
     IDENTITY_COLUMNS,
@@ -80,6 +81,10 @@ class SourceIdentity:
 
 def cache_key(size: int, resize: str) -> str:
     return f"s{int(size)}-{resize}-p{PREPROCESS_VERSION}"
+
+
+CACHE_FOLDER = re.compile(rf"^s(\d+)-({'|'.join(RESIZE_MODES)})-p(\d+)$")
+"""The names ``cache_key`` gives, of any preprocessing version: size, resize mode, version."""
 
 
 def identify(path: str) -> SourceIdentity | None:
@@ -205,7 +210,8 @@ class InputCache:
             catalog = keep_segments(found[1], self._listed) if found is not None else None
             self._catalogued = set(catalog.column("segment").unique().to_pylist()) if catalog is not None else set()
             self._add(catalog, found[0] if found is not None else "")
-        new = sorted(self._listed - self._seen - self._catalogued)
+            self._seen |= self._catalogued
+        new = sorted(self._listed - self._seen)
         for start in range(0, len(new), 4 * self.read_threads):  # memory stays bounded by a batch's tables
             batch, failed = read_segments(
                 self.fs, self.root, new[start : start + 4 * self.read_threads], self.read_threads
@@ -213,7 +219,7 @@ class InputCache:
             self._add(pa.concat_tables(batch) if batch else None)
             for name, why in failed.items():
                 self._damage(name, f"{why}; the images it held are decoded again")
-        self._seen |= set(new) | self._catalogued
+        self._seen |= set(new)
 
     def _add(self, table: pa.Table | None, source: str = "") -> None:
         if table is None or table.num_rows == 0:
@@ -386,6 +392,16 @@ def _identify_all(paths: Sequence[str]) -> list[SourceIdentity | None]:
     return [identify(path) for path in paths]
 
 
+def identify_paths(paths: Sequence[str], threads: int, executor: Executor | None = None) -> list[SourceIdentity | None]:
+    """Each file's identity, in order: on ``executor``, else on ``threads`` new threads (object stores:
+    one request each), in one task per thread, since a future per file cost more than a local stat."""
+    tasks = max(1, min(len(paths), threads))
+    with contextlib.ExitStack() as stack:
+        pool = executor or stack.enter_context(ThreadPoolExecutor(tasks))
+        parts = list(pool.map(_identify_all, [paths[i::tasks] for i in range(tasks)]))
+    return [parts[i % tasks][i // tasks] for i in range(len(paths))]
+
+
 def _binary_rows(column: pa.ChunkedArray) -> Callable[[int], np.ndarray]:
     """Row ``i`` of a binary column as a uint8 view of Arrow's buffer: no copy into Python bytes."""
     starts = np.cumsum([0] + [len(chunk) for chunk in column.chunks])
@@ -416,18 +432,12 @@ def cached_model_inputs(
 ) -> CachedInputs:
     """Each file's identity and the inputs ``cache`` holds for unchanged, readable entries.
 
-    Identities are taken on ``executor`` (a worker's persistent pool of ``threads``), else on
-    ``threads`` new threads (object stores: one request each), in one task per thread: a future per
-    file cost more than a local stat. ``lock`` guards the cache's view of committed segments when
-    several shards share it.
+    Identities are taken by ``identify_paths`` (on ``executor``, a worker's persistent pool of
+    ``threads``). ``lock`` guards the cache's view of committed segments when several shards share it.
     """
     if cache is None:
         return CachedInputs([None] * len(paths), {}, 0)
-    tasks = max(1, min(len(paths), threads))
-    with contextlib.ExitStack() as stack:
-        pool = executor or stack.enter_context(ThreadPoolExecutor(tasks))
-        parts = list(pool.map(_identify_all, [paths[i::tasks] for i in range(tasks)]))
-    identities = [parts[i % tasks][i // tasks] for i in range(len(paths))]
+    identities = identify_paths(paths, threads, executor)
     with lock or contextlib.nullcontext():
         hits = cache.lookup(identities)
     inputs = cache.read(hits)

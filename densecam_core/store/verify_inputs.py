@@ -13,7 +13,6 @@ later job from paying the detour. A damaged catalog is removed the same way; the
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,10 +23,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from densecam_core import fileio
-from densecam_core.store.input_catalog import CATALOG_JSON, CATALOG_NAME
-from densecam_core.store.inputs import CACHE_JSON, INPUTS_DIR, SCHEMA, SEGMENT_NAME
-
-CACHE_FOLDER = re.compile(r"^s(\d+)-(stretch|pad)-p(\d+)$")
+from densecam_core.store.input_catalog import CATALOG_JSON, CatalogProblem, catalog_pointer
+from densecam_core.store.inputs import CACHE_FOLDER, CACHE_JSON, INPUTS_DIR, SCHEMA, SEGMENT_NAME
 
 
 @dataclass(frozen=True)
@@ -114,15 +111,12 @@ def _segment_problem(fs: Any, folder: str, name: str, size: int, paths: dict[str
 
 def _catalog_problem(fs: Any, folder: str, paths: dict[str, list[str]]) -> str | None:
     """What is wrong with the current catalog, checking each row against the sound segments' ``paths``."""
-    pointer = fileio.join(folder, CATALOG_JSON)
     try:
-        name = fileio.read_json(fs, pointer).get("file")
-    except FileNotFoundError:
+        name = catalog_pointer(fs, folder)
+    except CatalogProblem as exc:
+        return str(exc)
+    if name is None:
         return None
-    except (ValueError, OSError) as exc:
-        return f"unreadable ({exc})"
-    if not isinstance(name, str) or not CATALOG_NAME.match(name):
-        return f"names {name!r}, not a catalog file of this folder"
     try:
         with fs.open(fileio.join(folder, name), "rb") as handle:
             table = pq.read_table(handle, columns=["segment", "row", "path"], page_checksum_verification=True)
