@@ -30,13 +30,22 @@ def generated_manifest(work: str, images: int, rgb_fraction: float) -> pd.DataFr
 class InProcessExplainer:
     """The baseline: decoded once (untimed, with one warm-up pass); ``rate()`` times a pass over them."""
 
-    def __init__(self, model: torch.nn.Module, paths: list[str], *, size: int, batch: int, precision: str) -> None:
-        self.explainer = Explainer(model, precision=precision)
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        paths: list[str],
+        *,
+        size: int,
+        batch: int,
+        precision: str,
+        cuda_graphs: bool = False,
+    ) -> None:
+        self.explainer = Explainer(model, precision=precision, cuda_graphs=cuda_graphs)
         loader = BatchLoader(paths, size=size, batch_size=batch, grey_batches=True)
         pin = self.explainer.device.type == "cuda"
         self.batches = [b.images.pin_memory() if pin else b.images for b in loader]
         self.count = len(paths)
-        self.explainer(self.batches[0]).to("cpu")  # warm-up
+        self.explainer(self.batches[0]).to("cpu")  # warm-up (and with CUDA graphs, the recording)
 
     def rate(self) -> float:
         """Images/s of one timed pass."""

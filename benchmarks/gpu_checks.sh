@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Every CUDA check in one go, for a GPU machine lent for a few minutes (about 8 minutes in all):
-# device normalisation against the host path, the GPU actor's automatic batch size, the job on 2,048
-# generated PNGs cold (decode processes and decode threads) and again from the input cache against
-# the in-process Explainer, the actor's pipeline without Ray under py-spy (what holds its GIL) and
-# with a simulated device (benchmarks/host_pipeline.py: to calibrate that CPU-only proxy), the cost
-# of decode tasks to the actor on the node's CPUs (benchmarks/decode_tasks.py), the
-# evaluation's scorer against a plain loop, the evaluation job end to end, and peak memory and
-# images/s per batch size and precision. (torch.compile was measured once and not kept:
-# benchmarks/gpu_memory.py --compile reruns it.) The feeding checks come first.
+# Every CUDA check in one go, for a GPU machine lent for a few minutes (about 9 minutes in all), the
+# most wanted first (a call cut short at its limit still returns what the first steps logged):
+# device normalisation against the host path, the GPU actor's automatic batch size, a CUDA graph's
+# maps against the eager pass; the job on 2,048 generated PNGs cold and again from the input cache
+# against the in-process Explainer, eager and with CUDA graphs; peak memory and images/s per batch
+# size and precision, and CUDA graphs against the eager pass; the actor's pipeline without Ray under
+# py-spy (what holds its GIL) and with a simulated device (benchmarks/host_pipeline.py: to calibrate
+# that CPU-only proxy); the cost of decode tasks to the actor on the node's CPUs
+# (benchmarks/decode_tasks.py); the evaluation's scorer against a plain loop, and the evaluation job
+# end to end. (torch.compile was measured once and not kept: benchmarks/gpu_memory.py --compile
+# reruns it.)
 #
 #   bash benchmarks/gpu_checks.sh            # logs to $OUT (default /tmp/densecam-gpu)
 #
@@ -29,8 +31,8 @@ step "machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee "$OUT/gpu.txt"
 nproc
 python3 -c "import torch, torchvision, zarr, ray; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'zarr', zarr.__version__, 'ray', ray.__version__, 'cuda', torch.cuda.is_available())"
-step "uint8 normalised on the device equals the host path; automatic GPU batch"
-timeout 60 python3 - <<'EOF' 2>&1 | tee "$OUT/normalise.txt"
+step "uint8 normalised on the device equals the host path; automatic GPU batch; a CUDA graph records and equals the eager pass"
+timeout 90 python3 - <<'EOF' 2>&1 | tee "$OUT/normalise.txt"
 import numpy as np, torch
 from densecam_core import Explainer, load_densenet169
 from densecam_core.images import normalise
@@ -44,19 +46,32 @@ print("max |device - host| input:", float((explainer._to_device(pixels).cpu() - 
 for precision in ("fp32", "fp16"):
     worker = ExplainWorker(model.state_dict(), ExplainSettings(methods=METHODS, size=320, precision=precision, batch_size=None), device="cuda", warm_up=False)
     print(precision, "automatic GPU batch size:", worker.batch_size)
+    eager = Explainer(model, precision=precision)
+    graphed = Explainer(model, precision=precision, cuda_graphs=True)
+    for channels in (3, 1, 3):  # RGB, grey (broadcast into the recorded input), RGB again: one recording
+        batch = torch.randint(0, 256, (8, channels, 320, 320), dtype=torch.uint8)
+        want, got = eager(batch), graphed(batch)
+        worst = max(float((got.maps[m][b] - want.maps[m][b]).abs().max() / want.maps[m][b].abs().max().clamp_min(1e-12)) for m in want.maps for b in want.maps[m])
+        print(precision, f"CUDA graph, {channels} channel(s): largest map difference {worst:.1e} of the map's range; recordings {len(graphed._graphs)}")
 EOF
-step "job on 2,048 PNGs, fp16, default GPU batch, one GPU actor: cold (decode processes), then a new checkpoint from the cache"
-timeout 240 python3 benchmarks/job.py --device cuda --images 2048 --precision fp16 --cached 2>&1 | grep -v "^202" | tee "$OUT/job.txt"
-step "the GPU actor's pipeline without Ray, real Explainer, fp16, under py-spy --gil; then the simulated device (the CPU-only proxy)"
+GRAPHS=--cuda-graphs
+grep -q "fp16 CUDA graph, 1 channel" "$OUT/normalise.txt" || { GRAPHS=; echo "CUDA graphs failed above: the steps below run without them"; }
+step "job on 2,048 PNGs, fp16, default GPU batch, one GPU actor: cold, then a new checkpoint from the cache; with CUDA graphs (the default) and --no-cuda-graphs"
+timeout 330 python3 benchmarks/job.py --device cuda --images 2048 --precision fp16 --cached ${GRAPHS:+--also-eager} 2>&1 | grep -v "^202" | tee "$OUT/job.txt"
+step "peak memory and images/s per batch, fp32 and fp16, 320 px; CUDA graphs against the eager pass"
+GRAPH_SETTINGS=
+[ -n "$GRAPHS" ] && GRAPH_SETTINGS="--graphs fp16,64 --graphs fp16,128 --graphs fp32,64"
+timeout 150 python3 benchmarks/gpu_memory.py --batches 32,64,128 --precisions fp32,fp16 $GRAPH_SETTINGS 2>&1 | tee "$OUT/memory.txt"
+step "the GPU actor's pipeline without Ray, real Explainer, fp16 ${GRAPHS:+with CUDA graphs }under py-spy --gil; then the simulated device (the CPU-only proxy)"
 SPY=$(command -v py-spy || echo /tmp/site/bin/py-spy)
 if [ -x "$SPY" ]; then
-    timeout 150 "$SPY" record --gil --nonblocking -r 200 -f raw -o "$OUT/gil.txt" -- \
-        python3 benchmarks/host_pipeline.py --device cuda --precision fp16 --images 2048 --rgb-fraction 0 2>&1 | tee "$OUT/host_pipeline.txt"
+    timeout 120 "$SPY" record --gil --nonblocking -r 200 -f raw -o "$OUT/gil.txt" -- \
+        python3 benchmarks/host_pipeline.py --device cuda --precision fp16 --images 2048 --rgb-fraction 0 $GRAPHS 2>&1 | tee "$OUT/host_pipeline.txt"
 fi
 if [ -s "$OUT/gil.txt" ]; then
     python3 benchmarks/gil_summary.py "$OUT/gil.txt" 2>&1 | tee "$OUT/gil_summary.txt"
 else  # no py-spy, or not allowed to trace here
-    timeout 120 python3 benchmarks/host_pipeline.py --device cuda --precision fp16 --images 2048 --rgb-fraction 0 2>&1 | tee "$OUT/host_pipeline.txt"
+    timeout 100 python3 benchmarks/host_pipeline.py --device cuda --precision fp16 --images 2048 --rgb-fraction 0 $GRAPHS 2>&1 | tee "$OUT/host_pipeline.txt"
 fi
 timeout 90 python3 benchmarks/host_pipeline.py --images 2048 --rgb-fraction 0 --launches 916 2>&1 | tee -a "$OUT/host_pipeline.txt"
 step "what the actor pays per decode task, one image a task against eight, 15 decode processes"
@@ -66,6 +81,4 @@ timeout 120 python3 benchmarks/evaluate.py --device cuda --sizes 128,320 --image
 timeout 120 python3 benchmarks/evaluate.py --device cuda --sizes 128,320 --images 16 --reference-maps 1 --no-tf32 2>&1 | tee -a "$OUT/evaluate.txt"
 step "the evaluation job end to end on one GPU actor: 128 images, 320 px, fp16, K = 16, every metric"
 timeout 180 python3 benchmarks/evaluate_job.py --images 128 --size 320 --precision fp16 --steps 16 --batch-size 16 2>&1 | grep -v "^202" | tee "$OUT/evaluate_job.txt"
-step "peak memory and images/s per batch, fp32 and fp16, 320 px"
-timeout 90 python3 benchmarks/gpu_memory.py --batches 32,64,128 --precisions fp32,fp16 2>&1 | tee "$OUT/memory.txt"
 echo "=== done ($(date +%T))"

@@ -2,6 +2,7 @@
 
     python benchmarks/gpu_memory.py                        # CUDA: 320 px, batches 32/64/128, fp32 and fp16
     python benchmarks/gpu_memory.py --compile fp16,64      # also each dense block compiled (torch.compile)
+    python benchmarks/gpu_memory.py --graphs fp16,64       # also the pass replayed as a CUDA graph
     python benchmarks/gpu_memory.py --device cpu --batches 8 --precisions fp32 --compile fp32,8   # the CPU side
 
 Memory is ``torch.cuda.max_memory_allocated`` over one Explainer call on uint8 input (weights
@@ -44,6 +45,13 @@ def main() -> None:
         metavar="PRECISION,BATCH",
         help="also time torch.compile'd dense blocks at this one setting (compiling takes minutes)",
     )
+    parser.add_argument(
+        "--graphs",
+        action="append",
+        default=[],
+        metavar="PRECISION,BATCH",
+        help="also time the pass replayed as a CUDA graph (Explainer(cuda_graphs=True)) at this setting; repeatable",
+    )
     args = parser.parse_args()
     model = randomise_batchnorm(load_densenet169(), seed=1).to(args.device)
     cuda = args.device == "cuda"
@@ -65,37 +73,54 @@ def main() -> None:
                 f"| {precision} | {batch_size} | {peak:.1f} | {rate(explainer, batch, args.rounds):.0f} |", flush=True
             )
     if args.compile:
-        precision, batch_size = args.compile.split(",")[0], int(args.compile.split(",")[1])
-        batch = torch.randint(0, 256, (batch_size, 3, args.size, args.size), dtype=torch.uint8)
+        precision, batch_size = _setting(args.compile)
         eager = Explainer(model, precision=precision)
-        out = eager(batch)
         compiled = Explainer(model, precision=precision)
         compiled._stages = [
             (tap, torch.compile(stage, dynamic=False), module) for tap, stage, module in compiled._stages
         ]
-        started = time.perf_counter()
-        again = compiled(batch)
-        compile_seconds = time.perf_counter() - started
-        diff = max(
-            float(
-                np.abs(again.maps[m][b].cpu().numpy() - out.maps[m][b].cpu().numpy()).max()
-                / max(1e-12, float(out.maps[m][b].abs().max()))
-            )
-            for m in out.maps
-            for b in out.maps[m]
+        _compare("torch.compile (each dense block)", eager, compiled, batch_size, args)
+    for setting in args.graphs:
+        precision, batch_size = _setting(setting)
+        eager = Explainer(model, precision=precision)
+        _compare("CUDA graphs", eager, Explainer(model, precision=precision, cuda_graphs=True), batch_size, args)
+
+
+def _setting(text: str) -> tuple[str, int]:
+    precision, batch = text.split(",")
+    return precision, int(batch)
+
+
+def _compare(name: str, eager: Explainer, other: Explainer, batch_size: int, args: argparse.Namespace) -> None:
+    """Images/s of ``other`` against the eager pass, alternated twice each (a machine's drift falls on
+    both), its first call's seconds, and the largest map difference relative to the map's range."""
+    batch = torch.randint(0, 256, (batch_size, 3, args.size, args.size), dtype=torch.uint8)
+    out = eager(batch)
+    started = time.perf_counter()
+    again = other(batch)
+    first_seconds = time.perf_counter() - started
+    diff = max(
+        float(
+            np.abs(again.maps[m][b].cpu().numpy() - out.maps[m][b].cpu().numpy()).max()
+            / max(1e-12, float(out.maps[m][b].abs().max()))
         )
-        # alternated, twice each, so that a machine's drift (a busy neighbour, clocks) falls on both
-        eager_rates, compiled_rates = [], []
-        for _ in range(2):
-            eager_rates.append(rate(eager, batch, args.rounds))
-            compiled_rates.append(rate(compiled, batch, args.rounds))
-        eager_rate, fast = float(np.mean(eager_rates)), float(np.mean(compiled_rates))
-        print(
-            f"\ntorch.compile (each dense block), {precision}, batch {batch_size}: eager {eager_rate:.3g} images/s "
-            f"({' / '.join(f'{r:.3g}' for r in eager_rates)}), compiled {fast:.3g} "
-            f"({' / '.join(f'{r:.3g}' for r in compiled_rates)}; {fast / eager_rate:.2f}x), first call {compile_seconds:.0f} s, "
-            f"largest map difference {diff:.1e} of the map's range"
-        )
+        for m in out.maps
+        for b in out.maps[m]
+    )
+    second = torch.randint(0, 256, batch.shape, dtype=torch.uint8)  # a new input through the same recording
+    second_diff = float((other(second).cam.cpu() - eager(second).cam.cpu()).abs().max())
+    eager_rates, other_rates = [], []
+    for _ in range(2):
+        eager_rates.append(rate(eager, batch, args.rounds))
+        other_rates.append(rate(other, batch, args.rounds))
+    eager_rate, fast = float(np.mean(eager_rates)), float(np.mean(other_rates))
+    print(
+        f"\n{name}, {other.precision}, batch {batch_size}: eager {eager_rate:.4g} images/s "
+        f"({' / '.join(f'{r:.4g}' for r in eager_rates)}), {name} {fast:.4g} "
+        f"({' / '.join(f'{r:.4g}' for r in other_rates)}; {fast / eager_rate:.2f}x), first call {first_seconds:.1f} s, "
+        f"largest map difference {diff:.1e} of the map's range (a second input: CAM differs by {second_diff:.1e})",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

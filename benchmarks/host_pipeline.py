@@ -101,6 +101,7 @@ def run(
         decode_threads=max(2, args.processes),
         concurrency=args.concurrency,
         precision=args.precision,
+        cuda_graphs=args.cuda_graphs,
     )
     spec = RunSpec(fingerprint, "x.pt", settings.for_run_id(), 1, 1, block_grid(args.size), args.shard_size)
     writer = RunWriter(store, spec)
@@ -149,6 +150,9 @@ def main() -> None:
     )
     parser.add_argument("--device-ms", type=float, default=40.0, help="device time per batch, GIL released")
     parser.add_argument("--device", default="simulated", help="simulated, or where the real Explainer runs (cuda)")
+    parser.add_argument(
+        "--cuda-graphs", action="store_true", help="the real Explainer replays its pass as a CUDA graph"
+    )
     parser.add_argument("--precision", default="fp32", help="the real Explainer's precision")
     add_tree_arguments(parser)
     args = parser.parse_args()

@@ -3,11 +3,14 @@
     python benchmarks/job.py                      # 128 synthetic images (<= 512 px), 320 px input, batch 8, 2 shards of 64
     python benchmarks/job.py --images 16 --size 128   # quick
     python benchmarks/job.py --cached             # also: a new checkpoint, every input from the input cache
+    python benchmarks/job.py --device cuda --precision fp16 --images 2048 --cached --also-eager   # graphs on and off
 
 Baseline: the images decoded beforehand (untimed), then Explainer calls in batches (timed), once
 before the jobs and once after them; the ratios are to the mean of the two (a shared machine drifts).
 Job: local Ray, decode + explain + write + commit, timed from the moment the actors hold their
-model replicas to the last commit (Ray and actor start-up are reported separately).
+model replicas to the last shard's result (Ray and actor start-up, and stopping the actors, are
+reported separately). GPU actors replay CUDA graphs, the job's default; the in-process baseline runs
+the pass op by op, as the Explainer does by default.
 """
 
 from __future__ import annotations
@@ -46,6 +49,12 @@ def main() -> None:
         action="store_true",
         help="also run the cold job with --decode threads (the previous default of GPU actors), to compare",
     )
+    parser.add_argument(
+        "--also-eager",
+        action="store_true",
+        help="GPU: also run every job variant with --no-cuda-graphs (the pass op by op), and time the in-process "
+        "Explainer with CUDA graphs too (the ratios stay to the eager in-process Explainer)",
+    )
     add_tree_arguments(parser)
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="densecam-bench-")
@@ -64,12 +73,17 @@ def main() -> None:
         )
         batch = ExplainWorker(model.state_dict(), settings, device=args.device, warm_up=False).batch_size
 
-    baseline = InProcessExplainer(
-        model, manifest["path"].tolist(), size=args.size, batch=batch, precision=args.precision
+    paths = manifest["path"].tolist()
+    baseline = InProcessExplainer(model, paths, size=args.size, batch=batch, precision=args.precision)
+    graphed = (
+        InProcessExplainer(model, paths, size=args.size, batch=batch, precision=args.precision, cuda_graphs=True)
+        if args.also_eager
+        else None
     )
     before = baseline.rate()
+    graphed_before = graphed.rate() if graphed else float("nan")
 
-    def job(store: str, checkpoint: str | None, decode: str = args.decode):
+    def job(store: str, checkpoint: str | None, decode: str = args.decode, cuda_graphs: bool = True):
         return run_job(
             JobConfig(
                 manifest=os.path.join(work, "tree"),
@@ -80,6 +94,7 @@ def main() -> None:
                 shard_size=args.shard_size,
                 precision=args.precision,
                 decode=decode,
+                cuda_graphs=cuda_graphs,
                 progress=False,
             )
         )
@@ -88,13 +103,20 @@ def main() -> None:
     rows = [(f"job: decode ({args.decode}) + explain + write + commit, local Ray", cold)]
     if args.also_threads:
         rows.append(("job, decoding with threads", job(os.path.join(work, "store-threads"), None, "threads")))
+    other = os.path.join(work, "other.pt")
     if args.cached:
-        other = os.path.join(work, "other.pt")
         torch.save(load_densenet169(seed=1).state_dict(), other)
         warm = job(os.path.join(work, "store"), other)
         assert warm.images_from_cache == len(manifest) and warm.images_decoded == 0, warm
         rows.append(("job, new checkpoint, inputs from the input cache", warm))
+    if args.also_eager:
+        rows.append(("job, cold, --no-cuda-graphs", job(os.path.join(work, "store-eager"), None, cuda_graphs=False)))
+        if args.cached:
+            warm = job(os.path.join(work, "store-eager"), other, cuda_graphs=False)
+            assert warm.images_from_cache == len(manifest) and warm.images_decoded == 0, warm
+            rows.append(("job, new checkpoint, from the input cache, --no-cuda-graphs", warm))
     after = baseline.rate()  # measured again once Ray is gone: the machine may have drifted meanwhile
+    graphed_after = graphed.rate() if graphed else float("nan")
     in_process = (before + after) / 2
     print(
         f"{len(manifest)} images ({args.rgb_fraction:.0%} RGB), input {args.size}, batch {batch}, {args.precision}, {args.device}, "
@@ -105,12 +127,19 @@ def main() -> None:
     print("|---|---:|---:|")
     print(f"| in-process Explainer (pre-decoded): mean of before and after the jobs | {in_process:.2f} | 1.00x |")
     print(f"| (before the jobs / after them) | {before:.2f} / {after:.2f} | |")
+    if graphed:
+        rate = (graphed_before + graphed_after) / 2
+        print(
+            f"| in-process Explainer with CUDA graphs (before / after: {graphed_before:.2f} / {graphed_after:.2f}) "
+            f"| {rate:.2f} | {rate / in_process:.2f}x |"
+        )
     for name, summary in rows:
         rate = summary.images_per_second
         print(f"| {name} | {rate:.2f} | {rate / in_process:.2f}x |")
     for name, summary in rows:
         print(
             f"\n{name}: wall {summary.seconds:.1f} s, actor model start-up {summary.actor_startup_seconds:.1f} s, "
+            f"actors stopping {summary.actor_shutdown_seconds:.2f} s, "
             f"{summary.images_decoded} decoded, {summary.images_from_cache} from the cache"
         )
         print("time inside the actors: " + ", ".join(f"{k} {v:.2f} s" for k, v in summary.stage_seconds.items()))

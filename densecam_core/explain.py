@@ -8,6 +8,7 @@ parameter, stem or input gradients), and evaluate every method as a small functi
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from densecam_core.fusion import ChannelAffine, fused_densenet
+from densecam_core.graphs import Capture, CapturedPass, GraphCaptureWarning, cuda_capture
 from densecam_core.hardware import reduced_dtype, warn_if_emulated
 from densecam_core.images import IMAGENET_MEAN, IMAGENET_STD
 from densecam_core.spec import (
@@ -97,6 +99,15 @@ class Explanation:
             None if self.targets is None else self.targets[:count],
         )
 
+    def clone(self) -> Explanation:
+        """A copy that owns its memory (a CUDA graph's outputs are overwritten by its next replay)."""
+        return Explanation(
+            self.logits.clone(),
+            self.cam.clone(),
+            {m: {b: t.clone() for b, t in per.items()} for m, per in self.maps.items()},
+            None if self.targets is None else self.targets.clone(),
+        )
+
     def to(self, device: str | torch.device) -> Explanation:
         return Explanation(
             self.logits.to(device),
@@ -118,7 +129,13 @@ class Explainer:
     ``SlowPrecisionWarning`` otherwise). HiResCAM and XGrad-CAM at blocks 1-3 are the maps bf16
     disturbs most (docs/PERFORMANCE.md, "bf16 map agreement"); on a GPU, fp16 keeps them as close to fp32 as
     TF32 does, and is as fast as bf16.
+
+    ``cuda_graphs=True`` (CUDA only) records the pass of each uint8 batch shape once as a CUDA graph
+    and replays it (``densecam_core.graphs``): the same kernels, launched with one call instead of
+    about a thousand. Up to ``MAX_GRAPHS`` shapes are kept; others run eagerly.
     """
+
+    MAX_GRAPHS = 4
 
     def __init__(
         self,
@@ -127,6 +144,7 @@ class Explainer:
         targets: str | Sequence[int] | None = None,
         precision: str = "fp32",
         channels_last: bool | None = None,
+        cuda_graphs: bool = False,
     ) -> None:
         self.model = model  # left exactly as given: mode, weights and requires_grad untouched
         self.methods = validate_methods(methods)
@@ -145,6 +163,14 @@ class Explainer:
         if precision == "fp16" and self.device.type != "cuda":
             raise ValueError("precision='fp16' needs a CUDA model; use 'bf16' or 'fp32' on the CPU")
         warn_if_emulated(precision, self.device)
+        if cuda_graphs and self.device.type != "cuda":
+            raise ValueError("cuda_graphs=True needs a CUDA model")
+        # how a pass is recorded (tests give the CPU a stand-in); None: every call runs eagerly
+        self.graph_capture: Capture | None = cuda_capture if cuda_graphs else None
+        self._graphs: dict[tuple[int, int, int], CapturedPass[tuple[Explanation, torch.Tensor | None]]] = {}
+        self._target_tensor = (
+            torch.tensor(self.targets, device=self.device) if isinstance(self.targets, tuple) else None
+        )  # made here: a pass being recorded cannot copy from host memory
         self.channels_last = self._default_channels_last() if channels_last is None else bool(channels_last)
         if self.channels_last:
             self.net.to(memory_format=torch.channels_last)
@@ -229,8 +255,8 @@ class Explainer:
         batch = logits.shape[0]
         if self.targets == "all":
             return torch.arange(self.num_classes, device=logits.device).expand(batch, -1)
-        if isinstance(self.targets, tuple):
-            return torch.tensor(self.targets, device=logits.device).expand(batch, -1)
+        if self._target_tensor is not None:
+            return self._target_tensor.expand(batch, -1)
         if self.targets is None and self.num_classes == 1:
             return torch.zeros(batch, 1, dtype=torch.long, device=logits.device)
         return logits.argmax(dim=1, keepdim=True)
@@ -271,16 +297,63 @@ class Explainer:
 
     def __call__(self, images: torch.Tensor) -> Explanation:
         self._validate_input(images)
-        x = self._to_device(images)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        if self.graph_capture is not None and images.dtype == torch.uint8:
+            key = (images.shape[0], images.shape[2], images.shape[3])
+            if key in self._graphs or len(self._graphs) < self.MAX_GRAPHS:
+                return self._replayed(images, key)
+        return self._eager(images)
+
+    def eager(self, images: torch.Tensor) -> Explanation:
+        """The pass run op by op (what ``__call__`` does without CUDA graphs)."""
+        self._validate_input(images)
+        return self._eager(images)
+
+    def _eager(self, images: torch.Tensor) -> Explanation:
+        x = self._prepared(self._to_device(images))
         result = self._explain(x, self.grad_scale)
         if result is None:  # a scaled fp16 gradient overflowed: this batch again, unscaled
-            result = self._explain(x, 1.0)
+            result = self._explain_pass(x, 1.0)[0]
+        return result
+
+    def _prepared(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def _replayed(self, images: torch.Tensor, key: tuple[int, int, int]) -> Explanation:
+        """The recorded pass for this shape (recorded on first use); an overflowing scaled gradient
+        is redone eagerly, unscaled, as in ``eager``."""
+        if key not in self._graphs:
+            grad_scale = self.grad_scale
+            assert self.graph_capture is not None
+            try:
+                self._graphs[key] = CapturedPass(
+                    lambda pixels: self._explain_pass(self._prepared(self._to_device(pixels)), grad_scale),
+                    key,
+                    self.device,
+                    self.graph_capture,
+                )
+            except RuntimeError as exc:  # an op the recording refuses (a driver or PyTorch change): run eagerly
+                warnings.warn(
+                    f"recording the Explainer's pass as a CUDA graph failed ({exc}); it runs op by op from now on, "
+                    "with the same maps, more slowly (jobs: --no-cuda-graphs skips the attempt)",
+                    GraphCaptureWarning,
+                    stacklevel=3,
+                )
+                self.graph_capture = None
+                self._graphs.clear()
+                return self._eager(images)
+        result, finite = self._graphs[key](images, lambda out: (out[0].clone(), out[1]))
+        if finite is not None and not bool(finite):
+            return self._explain_pass(self._prepared(self._to_device(images)), 1.0)[0]
         return result
 
     def _explain(self, x: torch.Tensor, grad_scale: float) -> Explanation | None:
         """One forward and one backward per target; None when scaled gradients are not finite."""
+        result, finite = self._explain_pass(x, grad_scale)
+        return None if finite is not None and not bool(finite) else result
+
+    def _explain_pass(self, x: torch.Tensor, grad_scale: float) -> tuple[Explanation, torch.Tensor | None]:
+        """The pass without a host synchronisation (so that it can be recorded as a CUDA graph): the
+        explanation, and with a scaled gradient a device flag saying whether every gradient was finite."""
         with torch.enable_grad():
             acts, logits = self._forward(x)
         logits = logits.float()
@@ -290,10 +363,9 @@ class Explainer:
         for k in range(k_count):
             score = logits.gather(1, target_ids[:, k : k + 1]).sum() * grad_scale
             per_target.append(list(torch.autograd.grad(score, acts, retain_graph=k < k_count - 1)))
-        if grad_scale != 1.0 and not bool(
-            torch.stack([torch.isfinite(g).all() for gs in per_target for g in gs]).all()
-        ):
-            return None
+        finite = (
+            torch.stack([torch.isfinite(g).all() for gs in per_target for g in gs]).all() if grad_scale != 1.0 else None
+        )
         with torch.no_grad():
             acts32 = [a.detach().float() for a in acts]
             weight = self.net.classifier.weight.detach().float()  # (C, 1664)
@@ -310,4 +382,4 @@ class Explainer:
                 for method in self.methods:
                     fn = METHOD_FUNCTIONS[method]
                     maps[method][block] = torch.stack([fn(acts32[index], g) for g in grads], dim=1).contiguous()
-        return Explanation(logits.detach(), cam.contiguous(), maps, target_ids)
+        return Explanation(logits.detach(), cam.contiguous(), maps, target_ids), finite

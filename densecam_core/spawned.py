@@ -12,7 +12,7 @@ import multiprocessing
 import multiprocessing.connection
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -63,7 +63,7 @@ class SpawnedPool:
                     del self._leases[pool]
             if done:  # in the background: the shard need not wait for the children to go
                 threading.Thread(
-                    target=stop, args=(pool, RETIRED_GRACE), name="densecam-pool-stop", daemon=True
+                    target=stop, args=([pool], RETIRED_GRACE), name="densecam-pool-stop", daemon=True
                 ).start()
 
     def retire(self) -> None:
@@ -72,7 +72,7 @@ class SpawnedPool:
             pool, self.pool = self.pool, None
             unused = pool is not None and self._leases[pool] == 0
         if unused:
-            stop(pool, RETIRED_GRACE)  # type: ignore[arg-type]
+            stop([pool], RETIRED_GRACE)  # type: ignore[list-item]
 
     def broken(self, exc: BrokenProcessPool) -> RuntimeError:
         """Drop the dead pool (the next shard gets a new one); the error fails this shard, which is retried."""
@@ -94,17 +94,27 @@ class SpawnedPool:
 
     def close(self, grace: float = CLOSE_GRACE) -> None:
         """Stop the processes: what they run gets ``grace`` seconds, then they are killed."""
+        close_all([self], grace)
+
+    def detach(self) -> ProcessPoolExecutor | None:
+        """The running pool, which this object forgets (the next ``get`` starts a new one)."""
         with self._lock:
             pool, self.pool = self.pool, None
-        if pool is not None:
-            stop(pool, grace)
+        return pool
 
 
-def stop(pool: ProcessPoolExecutor, grace: float) -> None:
-    """Shut ``pool`` down without waiting on it: children still running after ``grace`` seconds are killed
+def close_all(pools: Sequence[SpawnedPool], grace: float = CLOSE_GRACE) -> None:
+    """Stop several pools at once: their children exit side by side rather than one pool after another."""
+    stop([pool for pool in (p.detach() for p in pools) if pool is not None], grace)
+
+
+def stop(pools: Sequence[ProcessPoolExecutor], grace: float) -> None:
+    """Shut ``pools`` down without waiting on them: children still running after ``grace`` seconds are killed
     (``shutdown(wait=True)`` would wait forever on one stuck in a read from a dead mount)."""
-    processes = list((getattr(pool, "_processes", None) or {}).values())  # the executor's only handle on them
-    pool.shutdown(wait=False, cancel_futures=True)  # idle children get their sentinel and exit
+    processes = []
+    for pool in pools:
+        processes += list((getattr(pool, "_processes", None) or {}).values())  # the executor's only handle on them
+        pool.shutdown(wait=False, cancel_futures=True)  # idle children get their sentinel and exit
     deadline = time.monotonic() + grace
     running = {process.sentinel: process for process in processes}
     while running and time.monotonic() < deadline:

@@ -27,7 +27,7 @@ from densecam_core.images import ready as decoder_ready  # lives in images: chil
 from densecam_core.loader import PROCESS_TASK_IMAGES, BatchLoader, LoadedBatch
 from densecam_core.model import load_densenet169, model_fingerprint
 from densecam_core.shared_block import SharedBlock, shared_or_none
-from densecam_core.spawned import SpawnedPool
+from densecam_core.spawned import SpawnedPool, close_all
 from densecam_core.spec import CPU_BATCH, GPU_BATCHES
 from densecam_core.store import format as fmt
 from densecam_core.store.commit import commit_shard, commit_shared_shard
@@ -53,6 +53,7 @@ class ExplainSettings:
     max_image_bytes: int | None = None
     concurrency: int = 1  # shards one worker processes at once (threads; GPU actors overlap input, compute, write)
     max_batch: int | None = None  # the run's shard size: a batch larger than a shard would only be padding
+    cuda_graphs: bool = False  # GPU actors replay the pass as a CUDA graph (Explainer(cuda_graphs=True))
 
     def for_run_id(self) -> dict[str, Any]:
         targets = list(self.targets) if isinstance(self.targets, tuple) else self.targets
@@ -155,7 +156,11 @@ class ExplainWorker:
         model = load_replica(weights, device=device, threads=threads, expected_fingerprint=expected_fingerprint)
         self.fingerprint = model_fingerprint(model)
         self.explainer = Explainer(
-            model, methods=settings.methods, targets=settings.targets, precision=settings.precision
+            model,
+            methods=settings.methods,
+            targets=settings.targets,
+            precision=settings.precision,
+            cuda_graphs=settings.cuda_graphs and next(model.parameters()).device.type == "cuda",
         )
         self.settings = settings
         if settings.batch_size is None:
@@ -182,8 +187,9 @@ class ExplainWorker:
             self.warm_up()
 
     def warm_up(self) -> None:
-        """One pass on a blank full batch, so kernel selection (oneDNN primitives, cuDNN plans) and
-        allocator growth happen while the actor starts rather than inside the first shard.
+        """One pass on a blank full batch, so kernel selection (oneDNN primitives, cuDNN plans),
+        allocator growth and a CUDA graph's recording happen while the actor starts rather than inside
+        the first shard.
 
         Compute stays on the thread that calls the worker: torch ops issued from a second thread ran
         slower on CPU (a second OpenMP team; docs/PERFORMANCE.md), so shards are not overlapped with threads.
@@ -204,7 +210,7 @@ class ExplainWorker:
         torch.cuda.synchronize(device)
         base = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
-        self.explainer(torch.zeros(probe, 3, size, size, dtype=torch.uint8))
+        self.explainer.eager(torch.zeros(probe, 3, size, size, dtype=torch.uint8))  # no graph for the probe's shape
         per_image = (
             max(1, torch.cuda.max_memory_allocated(device) - base) / probe
         )  # weights' share included: an overestimate
@@ -388,9 +394,7 @@ class ExplainWorker:
 
     def close(self) -> None:
         """Stop the decode and writer processes (before the actor is killed: no orphans or leaked semaphores)."""
-        for pool in (self._decode, self._write):
-            if pool is not None:
-                pool.close()
+        close_all([pool for pool in (self._decode, self._write) if pool is not None])
         self._files.shutdown(wait=False, cancel_futures=True)
 
     def _guarded(self, loader: BatchLoader) -> Iterator[Any]:

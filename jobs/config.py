@@ -42,6 +42,7 @@ class JobConfig:
     max_image_bytes: int = DEFAULT_MAX_BYTES
     input_cache: str = "readwrite"
     decode: str = "auto"  # auto: processes in GPU actors (off the compute thread's GIL), threads in CPU actors
+    cuda_graphs: bool = True  # GPU actors replay each batch's pass as a CUDA graph (docs/PERFORMANCE.md)
     summary_json: str | None = None
     progress: bool = True
     synthetic_images: int = 200
@@ -206,6 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="where actors decode images: threads, or a pool of processes (auto: processes in GPU actors, whose "
         "compute thread needs the GIL to launch kernels; threads in CPU actors)",
     )
+    parser.add_argument(
+        "--cuda-graphs",
+        action=argparse.BooleanOptionalAction,
+        default=d.cuda_graphs,
+        help="GPU actors record the forward and backward pass once as a CUDA graph and replay it for every "
+        "batch: the same maps, one launch instead of about a thousand (default on; CPU actors ignore it)",
+    )
     parser.add_argument("--summary-json", default=d.summary_json, help="also write the job summary to this JSON file")
     parser.add_argument(
         "--synthetic-images", type=int, default=d.synthetic_images, help="size of the generated tree without a manifest"
@@ -249,6 +257,7 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         max_image_bytes=args.max_image_bytes,
         input_cache=args.input_cache,
         decode=args.decode,
+        cuda_graphs=args.cuda_graphs,
         summary_json=args.summary_json,
         progress=not args.no_progress,
         synthetic_images=args.synthetic_images,

@@ -45,8 +45,9 @@ class DispatchCounters:
     shard_attempts_failed: int = 0
     shards_failed: list[int] = field(default_factory=list)
     actors_replaced: int = 0
-    explained_seconds: float = 0.0
+    explained_seconds: float = 0.0  # from the first actor ready to the last shard's result
     actor_startup_seconds: float = 0.0
+    actor_shutdown_seconds: float = 0.0  # the actors closing their decode and writer processes, after the last result
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
     def inputs_line(self) -> str:
@@ -163,6 +164,7 @@ class Dispatcher:
 
         total = sum(len(rows) for _, rows in self.todo)
         bar = tqdm(total=total, unit="img", desc=self.desc, disable=not self.config.progress, smoothing=0.1)
+        finished = self.started
         try:
             while self.todo or self.in_flight:
                 self.submit_to_ready_actors()
@@ -179,12 +181,15 @@ class Dispatcher:
                         self.pool.settle(ref, self.actor_errors)
                     else:
                         bar.update(self.handle_result(ref))
+            finished = time.perf_counter()
         finally:
             bar.close()
             self.pool.kill_all()
+        # throughput is timed to the last result: stopping the actors is a fixed cost, like starting them
         first_ready = self.pool.first_ready_at or self.started
         self.counters.actor_startup_seconds = first_ready - self.started
-        self.counters.explained_seconds = time.perf_counter() - first_ready
+        self.counters.explained_seconds = finished - first_ready
+        self.counters.actor_shutdown_seconds = time.perf_counter() - finished
         self.counters.actors_replaced += self.pool.start_failures
         return self.counters
 

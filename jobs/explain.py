@@ -88,7 +88,8 @@ class JobSummary(DispatchCounters):
             f"{self.shards_retried} retried, {len(self.shards_failed)} failed {self.shards_failed or ''}",
             f"actors replaced  {self.actors_replaced}",
             f"throughput       {self.images_per_second:.2f} images/s over {self.explained_seconds:.1f} s of dispatch "
-            f"({self.seconds:.1f} s wall; before it, Ray and {self.actor_startup_seconds:.1f} s until the first actor had its model ready)",
+            f"({self.seconds:.1f} s wall; before it, Ray and {self.actor_startup_seconds:.1f} s until the first actor had its "
+            f"model ready; after it, {self.actor_shutdown_seconds:.1f} s to stop the actors)",
         ]
         if self.stage_seconds:
             lines.append(
@@ -127,6 +128,7 @@ def prepare(config: JobConfig) -> PreparedJob:
         batch_size=batch_size_for(config, gpus_per_worker=0.0),
         input_cache=config.input_cache,
         max_image_bytes=config.max_image_bytes,
+        cuda_graphs=config.cuda_graphs,
     )  # batch size and threads: set per device at dispatch
     spec = RunSpec(
         fingerprint=model_fingerprint(model),
