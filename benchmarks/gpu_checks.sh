@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Every CUDA check in one go, for a GPU machine lent for a few minutes (about 9 minutes in all), the
-# most wanted first (a call cut short at its limit still returns what the first steps logged):
+# Every CUDA check in one go, for a GPU machine lent for a few minutes (about 7.5 minutes in all; the
+# feeding checks, up to the memory table, about 3.5), the most wanted first (a call cut short at its
+# limit still returns what the first steps logged):
 # device normalisation against the host path, the GPU actor's automatic batch size, a CUDA graph's
 # maps against the eager pass; the job on 2,048 generated PNGs cold and again from the input cache
 # against the in-process Explainer, eager and with CUDA graphs; peak memory and images/s per batch
 # size and precision, and CUDA graphs against the eager pass; the actor's pipeline without Ray under
-# py-spy (what holds its GIL) and with a simulated device (benchmarks/host_pipeline.py: to calibrate
-# that CPU-only proxy); the cost of decode tasks to the actor on the node's CPUs
+# py-spy (what holds its GIL; benchmarks/host_pipeline.py, whose simulated device, the CPU-only proxy,
+# was calibrated on a GPU node once: docs/PERFORMANCE.md); the cost of decode tasks to the actor on the node's CPUs
 # (benchmarks/decode_tasks.py); the evaluation's scorer against a plain loop, and the evaluation job
 # end to end. (torch.compile was measured once and not kept: benchmarks/gpu_memory.py --compile
 # reruns it.)
@@ -28,7 +29,7 @@ fi
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD
 step() { echo; echo "=== $1 ($(date +%T))"; }
 step "machine"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee "$OUT/gpu.txt"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
 nproc
 python3 -c "import torch, torchvision, zarr, ray; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'zarr', zarr.__version__, 'ray', ray.__version__, 'cuda', torch.cuda.is_available())"
 step "uint8 normalised on the device equals the host path; automatic GPU batch; a CUDA graph records and equals the eager pass"
@@ -62,23 +63,22 @@ step "peak memory and images/s per batch, fp32 and fp16, 320 px; CUDA graphs aga
 GRAPH_SETTINGS=
 [ -n "$GRAPHS" ] && GRAPH_SETTINGS="--graphs fp16,64 --graphs fp16,128 --graphs fp32,64"
 timeout 150 python3 benchmarks/gpu_memory.py --batches 32,64,128 --precisions fp32,fp16 $GRAPH_SETTINGS 2>&1 | tee "$OUT/memory.txt"
-step "the GPU actor's pipeline without Ray, real Explainer, fp16 ${GRAPHS:+with CUDA graphs }under py-spy --gil; then the simulated device (the CPU-only proxy)"
+step "the GPU actor's pipeline without Ray, real Explainer, fp16 ${GRAPHS:+with CUDA graphs }under py-spy --gil"
 SPY=$(command -v py-spy || echo /tmp/site/bin/py-spy)
+GIL=/tmp/densecam-gil.txt  # raw samples stay on the machine: the device tool returns at most 8 files
 if [ -x "$SPY" ]; then
-    timeout 120 "$SPY" record --gil --nonblocking -r 200 -f raw -o "$OUT/gil.txt" -- \
+    timeout 120 "$SPY" record --gil --nonblocking -r 200 -f raw -o "$GIL" -- \
         python3 benchmarks/host_pipeline.py --device cuda --precision fp16 --images 2048 --rgb-fraction 0 $GRAPHS 2>&1 | tee "$OUT/host_pipeline.txt"
 fi
-if [ -s "$OUT/gil.txt" ]; then
-    python3 benchmarks/gil_summary.py "$OUT/gil.txt" 2>&1 | tee "$OUT/gil_summary.txt"
+if [ -s "$GIL" ]; then
+    python3 benchmarks/gil_summary.py "$GIL" 2>&1 | tee "$OUT/gil_summary.txt"
 else  # no py-spy, or not allowed to trace here
     timeout 100 python3 benchmarks/host_pipeline.py --device cuda --precision fp16 --images 2048 --rgb-fraction 0 $GRAPHS 2>&1 | tee "$OUT/host_pipeline.txt"
 fi
-timeout 90 python3 benchmarks/host_pipeline.py --images 2048 --rgb-fraction 0 --launches 916 2>&1 | tee -a "$OUT/host_pipeline.txt"
 step "what the actor pays per decode task, one image a task against eight, 15 decode processes"
 timeout 60 python3 benchmarks/decode_tasks.py --processes 15 --images 1024 --chunks 1 8 2>&1 | tee "$OUT/decode_tasks.txt"
 step "deletion + insertion of 21 maps, K = 16: the evaluation actor's scorer against a plain per-step loop"
 timeout 120 python3 benchmarks/evaluate.py --device cuda --sizes 128,320 --images 16 --reference-maps 1 2>&1 | tee "$OUT/evaluate.txt"
-timeout 120 python3 benchmarks/evaluate.py --device cuda --sizes 128,320 --images 16 --reference-maps 1 --no-tf32 2>&1 | tee -a "$OUT/evaluate.txt"
 step "the evaluation job end to end on one GPU actor: 128 images, 320 px, fp16, K = 16, every metric"
 timeout 180 python3 benchmarks/evaluate_job.py --images 128 --size 320 --precision fp16 --steps 16 --batch-size 16 2>&1 | grep -v "^202" | tee "$OUT/evaluate_job.txt"
 echo "=== done ($(date +%T))"
