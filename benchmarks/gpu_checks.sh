@@ -7,8 +7,9 @@
 # against the in-process Explainer, eager and with CUDA graphs; peak memory and images/s per batch
 # size and precision, and CUDA graphs against the eager pass; the actor's pipeline without Ray under
 # py-spy (what holds its GIL; benchmarks/host_pipeline.py, whose simulated device, the CPU-only proxy,
-# was calibrated on a GPU node once: docs/PERFORMANCE.md); the cost of decode tasks to the actor on the node's CPUs
-# (benchmarks/decode_tasks.py); the evaluation's scorer against a plain loop, and the evaluation job
+# was calibrated on a GPU node once: docs/PERFORMANCE.md); the cost of decode tasks to the actor on
+# the node's CPUs (benchmarks/decode_tasks.py) and of starting and closing 15 decode processes in a Ray
+# worker (benchmarks/spawn_start.py); the evaluation's scorer against a plain loop, and the evaluation job
 # end to end. (torch.compile was measured once and not kept: benchmarks/gpu_memory.py --compile
 # reruns it.)
 #
@@ -75,8 +76,9 @@ if [ -s "$GIL" ]; then
 else  # no py-spy, or not allowed to trace here
     timeout 100 python3 benchmarks/host_pipeline.py --device cuda --precision fp16 --images 2048 --rgb-fraction 0 $GRAPHS 2>&1 | tee "$OUT/host_pipeline.txt"
 fi
-step "what the actor pays per decode task, one image a task against eight, 15 decode processes"
+step "what the actor pays per decode task, one image a task against eight, 15 decode processes; starting and closing them"
 timeout 60 python3 benchmarks/decode_tasks.py --processes 15 --images 1024 --chunks 1 8 2>&1 | tee "$OUT/decode_tasks.txt"
+timeout 60 python3 benchmarks/spawn_start.py --processes 15 2>&1 | grep -v "^202" | tee -a "$OUT/decode_tasks.txt"
 step "deletion + insertion of 21 maps, K = 16: the evaluation actor's scorer against a plain per-step loop"
 timeout 120 python3 benchmarks/evaluate.py --device cuda --sizes 128,320 --images 16 --reference-maps 1 2>&1 | tee "$OUT/evaluate.txt"
 step "the evaluation job end to end on one GPU actor: 128 images, 320 px, fp16, K = 16, every metric"

@@ -1,7 +1,8 @@
 """A process pool started on first use and replaced once a child dies: a GPU actor's decoders and writer.
 
 Spawned, not forked: the actor holds threads and a CUDA context. What the children run must live in
-torch-free modules (``images``, ``store.commit``), so they start light.
+torch-free modules (``images``, ``store.commit``), so they start light; and they do not re-run the
+parent's main script (``spawn_context``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import collections
 import contextlib
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.context
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -22,6 +25,39 @@ CLOSE_GRACE = 5.0
 
 RETIRED_GRACE = 1.0
 """The same for a retired pool once no shard uses it: nothing waits on its work any more."""
+
+
+class _ProcessWithoutMainScript(multiprocessing.context.SpawnProcess):
+    """A spawned process that does not re-run the parent's ``__main__`` script.
+
+    Spawn runs the parent's main script again in every child (as ``__mp_main__``). In a Ray actor that
+    script is Ray's worker, so every decode and writer process imported Ray (docs/PERFORMANCE.md:
+    slower to start and to exit). The children run densecam functions, which never live in
+    ``__main__``. Spawn skips that step for a main module without ``__file__``, so ``start`` hides it
+    while the child's start-up data is taken (a main run with ``python -m`` is imported by name, as
+    before).
+    """
+
+    _main_lock = threading.Lock()
+
+    def start(self) -> None:
+        main = sys.modules["__main__"]
+        with self._main_lock:
+            script = main.__dict__.pop("__file__", None) if getattr(main, "__spec__", None) is None else None
+            try:
+                super().start()
+            finally:
+                if script is not None:
+                    main.__file__ = script
+
+
+class _SpawnWithoutMainScript(multiprocessing.context.SpawnContext):
+    Process = _ProcessWithoutMainScript
+
+
+def spawn_context() -> multiprocessing.context.BaseContext:
+    """The context the pools' processes are started with: spawn, without the parent's main script."""
+    return _SpawnWithoutMainScript()
 
 
 class SpawnedPool:
@@ -44,7 +80,7 @@ class SpawnedPool:
 
     def _current(self) -> ProcessPoolExecutor:
         if self.pool is None:
-            self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=spawn_context())
         return self.pool
 
     @contextlib.contextmanager

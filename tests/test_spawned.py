@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import multiprocessing.connection
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from densecam_core.spawned import SpawnedPool
 
 pytestmark = pytest.mark.slow  # every test spawns processes
+REPO = Path(__file__).resolve().parents[1]
 
 
 def ended(processes, timeout: float) -> bool:
@@ -66,3 +71,28 @@ def test_retiring_an_unused_pool_stops_it_at_once():
     assert pool.pool is None and ended(processes, 10)
     assert pool.run(abs, -4) == 4  # the next use starts new processes
     pool.close()
+
+
+def _script_runs(tmp_path, pool_code: str) -> int:
+    """How many processes ran a main script that makes a one-process pool and runs a task in it."""
+    tmp_path.mkdir()
+    marker = tmp_path / "ran.txt"
+    script = tmp_path / "main_script.py"
+    script.write_text(
+        "import os\n"
+        f"with open({str(marker)!r}, 'a') as f:\n"
+        "    f.write(f'{os.getpid()}\\n')\n"
+        "if __name__ == '__main__':\n"
+        f"    {pool_code}\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    subprocess.run([sys.executable, str(script)], env=env, check=True, timeout=120)
+    return len(marker.read_text().split())
+
+
+def test_children_do_not_rerun_the_parents_main_script(tmp_path):
+    """In a Ray actor the main script is Ray's worker: children re-running it imported Ray."""
+    plain = "import concurrent.futures as c, multiprocessing as m; c.ProcessPoolExecutor(1, mp_context=m.get_context('spawn')).submit(os.getpid).result()"
+    ours = "from densecam_core.spawned import SpawnedPool; p = SpawnedPool(1, 'a child'); p.run(os.getpid); p.close()"
+    assert _script_runs(tmp_path / "plain", plain) == 2  # the control: plain spawn runs the script in the child too
+    assert _script_runs(tmp_path / "ours", ours) == 1
