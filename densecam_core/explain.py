@@ -244,12 +244,16 @@ class Explainer:
         """The batch on the model's device; uint8 pixels are normalised there (a quarter of the bytes
         cross to the device, and the host does no float work). Grey (B, 1, H, W) pixels become three
         channels there too, by broadcasting in the normalisation: another third of the bytes."""
-        if images.device.type == "cpu" and self.device.type == "cuda" and not images.is_pinned():
-            images = images.pin_memory()
-        x = images.to(self.device, non_blocking=True)
+        x = self._on_device(images)
         if x.dtype == torch.uint8:
             x = (x.float() / 255.0 - self._mean) / self._std
         return x
+
+    def _on_device(self, images: torch.Tensor) -> torch.Tensor:
+        """The batch as it is, on the model's device (copied from pinned memory without blocking the host)."""
+        if images.device.type == "cpu" and self.device.type == "cuda" and not images.is_pinned():
+            images = images.pin_memory()
+        return images.to(self.device, non_blocking=True)
 
     def _target_ids(self, logits: torch.Tensor) -> torch.Tensor:
         batch = logits.shape[0]
@@ -341,9 +345,10 @@ class Explainer:
                 self.graph_capture = None
                 self._graphs.clear()
                 return self._eager(images)
-        result, finite = self._graphs[key](images, lambda out: (out[0].clone(), out[1]))
+        pixels = self._on_device(images)
+        result, finite = self._graphs[key](pixels, lambda out: (out[0].clone(), out[1]))
         if finite is not None and not bool(finite):
-            return self._explain_pass(self._prepared(self._to_device(images)), 1.0)[0]
+            return self._explain_pass(self._prepared(self._to_device(pixels)), 1.0)[0]
         return result
 
     def _explain(self, x: torch.Tensor, grad_scale: float) -> Explanation | None:

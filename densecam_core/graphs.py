@@ -59,17 +59,15 @@ class CapturedPass(Generic[T]):
         run: Callable[[torch.Tensor], T],
         shape: tuple[int, int, int],
         device: torch.device,
-        capture: Callable[[Callable[[], T]], tuple[T, Callable[[], None]]],
+        capture: Capture[T],
     ) -> None:
         batch, height, width = shape
         self.pixels = torch.zeros((batch, 3, height, width), dtype=torch.uint8, device=device)
         self.outputs, self._replay = capture(lambda: run(self.pixels))
 
     def __call__(self, images: torch.Tensor, copy: Callable[[T], T]) -> T:
-        """Replay on ``images`` (uint8, on the host or the device); ``copy`` detaches the results from
+        """Replay on ``images`` (uint8, on the recording's device); ``copy`` detaches the results from
         the graph's fixed outputs."""
-        if images.device.type == "cpu" and self.pixels.device.type == "cuda" and not images.is_pinned():
-            images = images.pin_memory()
-        self.pixels.copy_(images.to(self.pixels.device, non_blocking=True))  # broadcasts grey to 3 channels
+        self.pixels.copy_(images)  # broadcasts grey to 3 channels
         self._replay()
         return copy(self.outputs)

@@ -107,8 +107,8 @@ class SpawnedPool:
         with self._lock:
             pool, self.pool = self.pool, None
             unused = pool is not None and self._leases[pool] == 0
-        if unused:
-            stop([pool], RETIRED_GRACE)  # type: ignore[list-item]
+        if pool is not None and unused:
+            stop([pool], RETIRED_GRACE)
 
     def broken(self, exc: BrokenProcessPool) -> RuntimeError:
         """Drop the dead pool (the next shard gets a new one); the error fails this shard, which is retried."""
