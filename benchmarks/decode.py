@@ -1,7 +1,16 @@
-"""Decode + preprocess throughput of MURA-like PNGs (grey, 8-bit, long side ~512 px) to the model input.
+"""Decode + preprocess throughput of MURA-like PNGs (grey, 8-bit, long side ~512 px) to the model input,
+and of DICOM radiographs per transfer syntax against the same pixels as an 8-bit PNG.
 
     python benchmarks/decode.py                 # 256 images, 320 px, 1 and 2 threads, PIL and torchvision
     python benchmarks/decode.py --images 64     # quick
+    python benchmarks/decode.py --dicom         # the NEMA CRs of pydicom-data, one thread (per core)
+
+``--dicom``: the tibia (1760x1760, 10-bit MONOCHROME1) and chest (1955x1841, 15-bit) CRs, each as the
+8-bit PNG of its windowed pixels (the baseline), uncompressed DICOM through the lookup-table pipeline,
+uncompressed DICOM through pydicom's float pipeline (``apply_modality_lut`` + ``apply_voi_lut``, the
+alternative the lookup tables replace), and compressed: RLE, JPEG-LS lossless, JPEG 2000 lossless and
+lossy (the compressed copies pydicom-data ships, or encoded here with pydicom's encoders). Every
+variant ends in the same 320 px uint8 model input.
 
 Variants, each a full pass over the same files after one untimed warm-up pass (page cache warm):
 * ``densecam``: ``images.load_model_input`` (what the job runs: PIL decode, grey kept one channel,
@@ -62,12 +71,86 @@ def rate(fn: Callable[[str], object], paths: list[str], threads: int) -> float:
         return len(paths) / (time.perf_counter() - start)
 
 
+def dicom_variants(folder: str, size: int) -> dict[str, tuple[str, Callable[[str], object]]]:
+    """name -> (file, the per-file function), for each NEMA CR and each way of storing it."""
+    from copy import deepcopy
+    from pathlib import Path
+
+    import data_store  # pydicom-data
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    from pydicom.uid import JPEGLSLossless, RLELossless
+
+    from densecam_core.images import read_image, resize_pixels
+
+    nema = Path(data_store.__file__).parent / "data"
+
+    def pydicom_float(path: str) -> object:
+        ds = pydicom.dcmread(path)
+        values = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds, prefer_lut=False)
+        low, high = float(values.min()), float(values.max())
+        grey = (values - low) * (255.0 / (high - low))
+        if ds.PhotometricInterpretation == "MONOCHROME1":
+            grey = 255.0 - grey
+        return resize_pixels(np.clip(np.rint(grey), 0, 255).astype(np.uint8), size, "stretch")
+
+    out: dict[str, tuple[str, Callable[[str], object]]] = {}
+    job = lambda p: load_model_input(p, size, "stretch")  # noqa: E731
+    for base, what in (("RG3", "tibia 1760x1760 10-bit"), ("RG1", "chest 1955x1841 15-bit")):
+        png = os.path.join(folder, f"{base}.png")
+        Image.fromarray(read_image(str(nema / f"{base}_UNCR.dcm"))).save(png)
+        ds = pydicom.dcmread(nema / f"{base}_UNCR.dcm")
+        encoded = {}
+        for name, syntax, plugin in (("rle", RLELossless, "pydicom"), ("jls", JPEGLSLossless, "pyjpegls")):
+            copy = deepcopy(ds)
+            try:
+                copy.compress(syntax, encoding_plugin=plugin)
+            except Exception as exc:  # an encoder not installed: that row is left out, and said
+                print(f"({base}: no {name} encoder: {exc})")
+                continue
+            encoded[name] = os.path.join(folder, f"{base}_{name}.dcm")
+            copy.save_as(encoded[name])
+        out[f"{what}: 8-bit PNG (baseline)"] = (png, job)
+        out[f"{what}: DICOM uncompressed, lookup tables (densecam)"] = (str(nema / f"{base}_UNCR.dcm"), job)
+        out[f"{what}: DICOM uncompressed, pydicom float pipeline"] = (str(nema / f"{base}_UNCR.dcm"), pydicom_float)
+        if "rle" in encoded:
+            out[f"{what}: DICOM RLE lossless"] = (encoded["rle"], job)
+        if "jls" in encoded:
+            out[f"{what}: DICOM JPEG-LS lossless"] = (encoded["jls"], job)
+        out[f"{what}: DICOM JPEG 2000 lossless"] = (str(nema / f"{base}_J2KR.dcm"), job)
+        out[f"{what}: DICOM JPEG 2000 lossy"] = (str(nema / f"{base}_J2KI.dcm"), job)
+    out["NM 1024x256 16-bit: DICOM JPEG lossless (process 14)"] = (str(nema / "JPEG-LL.dcm"), job)
+    return out
+
+
+def dicom_main(size: int, repeats: int) -> None:
+    from machine import describe_cpu
+
+    folder = tempfile.mkdtemp(prefix="densecam-dicom-")
+    variants = dicom_variants(folder, size)
+    print(f"DICOM decode + grayscale pipeline + resize to {size} px, one thread, on a {describe_cpu()}\n")
+    print("| source | images/s per core | ms per image | vs the 8-bit PNG of the same pixels |")
+    print("|---|---:|---:|---:|")
+    baseline = 0.0
+    for name, (path, fn) in variants.items():
+        rate_one = rate(fn, [path] * repeats, 1)
+        if name.endswith("(baseline)"):
+            baseline = rate_one
+        ratio = f"{rate_one / baseline:.2f}x" if baseline and "NM" not in name else ""
+        print(f"| {name} | {rate_one:.1f} | {1000 / rate_one:.1f} | {ratio} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--size", type=int, default=320)
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts")
+    parser.add_argument("--dicom", action="store_true", help="the DICOM table instead (see above)")
+    parser.add_argument("--repeats", type=int, default=20, help="--dicom: decodes of each file per variant")
     args = parser.parse_args()
+    if args.dicom:
+        dicom_main(args.size, args.repeats)
+        return
     folder = tempfile.mkdtemp(prefix="densecam-decode-")
     paths = make_pngs(folder, args.images)
     mean_bytes = np.mean([os.path.getsize(p) for p in paths])

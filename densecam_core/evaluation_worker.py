@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW
 from densecam_core.geometry import Geometry
 from densecam_core.loader import BatchLoader
 from densecam_core.scoring import BatchScorer, MapKey, ScoreSettings
@@ -35,6 +36,7 @@ class EvaluateSettings:
     decode_threads: int = 2
     input_cache: str = "read"  # read | off
     max_image_bytes: int | None = None
+    dicom_window: str = DEFAULT_DICOM_WINDOW  # the run's: DICOM sources are windowed as when explained
 
 
 def changed_since_run(geometry: Geometry, expected: tuple[int, int]) -> str | None:
@@ -72,7 +74,11 @@ class EvaluateWorker:
         )
         self.settings = settings
         self.run: Run = open_store(store_url).run(run_id)
-        self.cache = InputCache(store_url, settings.size, settings.resize) if settings.input_cache != "off" else None
+        self.cache = (
+            InputCache(store_url, settings.size, settings.resize, settings.dicom_window)
+            if settings.input_cache != "off"
+            else None
+        )
 
     def map_keys(self) -> list[MapKey]:
         return [("cam", 4)] + [(m, b) for m in self.settings.methods for b in (1, 2, 3, 4)]
@@ -94,6 +100,7 @@ class EvaluateWorker:
             num_threads=self.settings.decode_threads,
             max_bytes=self.settings.max_image_bytes,
             cached=cached,
+            dicom_window=self.settings.dicom_window,
         )
         frames: list[pd.DataFrame] = []
         errors: dict[int, str] = {}

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from densecam_core.images import decode_image
+from densecam_core.images import as_rgb
 
 
 def headless_pyplot():
@@ -49,7 +49,7 @@ def image_panel(
     """One row: the radiograph, CAM, then ``method`` at blocks 1-4; lesion boxes dashed if given."""
     plt = headless_pyplot()
     record = run.index.set_index("image_id").loc[image_id]
-    panels = [("radiograph", decode_image(run.source_path(image_id)))]
+    panels = [("radiograph", as_rgb(run.image(image_id)))]
     panels.append(("CAM (block 4)", run.overlay(image_id, "cam")))
     panels += [(f"{method} block {b}", run.overlay(image_id, method, b)) for b in (1, 2, 3, 4)]
     figure, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.0))

@@ -16,8 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW, decode_dicom, has_preamble, is_dicom_name
+from densecam_core.data.errors import ImageError
 from densecam_core.geometry import Geometry, validate_resize_mode
 from densecam_core.shared_block import BlockHandle, attached
+
+__all__ = ["ImageError", "decode_pixels", "read_image"]
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -26,14 +30,6 @@ DEFAULT_MAX_BYTES = 256 * 1024 * 1024  # a 16-bit 8000 x 8000 PNG stored raw is 
 PREPROCESS_VERSION = 1
 """Bump when decoding or resizing changes what a model input holds: input caches of other versions are never used."""
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
-
-
-class ImageError(Exception):
-    """An image that cannot be used; ``reason`` is what the index's ``error`` column records."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def read_bytes(path: str, *, max_bytes: int | None = None) -> bytes:
@@ -102,18 +98,43 @@ def _read_url(path: str, limit: int) -> bytes:
     return data
 
 
-def decode_pixels(
-    source: str | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int | None = None
+def read_image(
+    path_or_url: str,
+    *,
+    dicom_window: str = DEFAULT_DICOM_WINDOW,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int | None = None,
 ) -> np.ndarray:
-    """Decode a PNG/JPEG of any mode to uint8: (H, W) for grey sources, (H, W, 3) for colour ones.
+    """The 8-bit image a model input is made from, before resizing: uint8, (H, W) grey or (H, W, 3) colour.
 
-    16-bit and 32-bit grey images are scaled to 8 bits over the range of values they contain
+    Any supported file (PNG, JPEG, TIFF, DICOM; a local path or an fsspec URL). DICOM goes through the
+    grayscale pipeline in the standard's order (``densecam_core.data.dicom``), its VOI chosen by
+    ``dicom_window`` as in ``densecam explain --dicom-window``. Raises ``ImageError`` with the reason.
+    """
+    return decode_pixels(path_or_url, max_pixels=max_pixels, max_bytes=max_bytes, dicom_window=dicom_window)
+
+
+def decode_pixels(
+    source: str | bytes,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int | None = None,
+    dicom_window: str = DEFAULT_DICOM_WINDOW,
+) -> np.ndarray:
+    """Decode a PNG/JPEG/TIFF of any mode, or a DICOM file, to uint8: (H, W) for grey sources, (H, W, 3)
+    for colour ones.
+
+    16-bit and 32-bit grey PNGs are scaled to 8 bits over the range of values they contain
     (a 12-bit radiograph in a 16-bit PNG would otherwise be nearly black, or clipped white).
-    Transparent pixels are composited onto black.
+    Transparent pixels are composited onto black. DICOM is recognised by its content (the DICM
+    preamble) or a ``.dcm`` name.
     """
     data = read_bytes(source, max_bytes=max_bytes) if isinstance(source, str) else source
     if not data:
         raise ImageError("empty file (0 bytes)")
+    name = source if isinstance(source, str) else ""
+    if has_preamble(data) or is_dicom_name(name):
+        return decode_dicom(data, window=dicom_window, max_pixels=max_pixels, name=name)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -135,9 +156,11 @@ def decode_pixels(
     return to_pixels(image)
 
 
-def decode_image(source: str | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode a PNG/JPEG of any mode to an (H, W, 3) uint8 array (grey repeated into three channels)."""
-    return as_rgb(decode_pixels(source, max_pixels=max_pixels))
+def decode_image(
+    source: str | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, dicom_window: str = DEFAULT_DICOM_WINDOW
+) -> np.ndarray:
+    """Decode any supported file to an (H, W, 3) uint8 array (grey repeated into three channels)."""
+    return as_rgb(decode_pixels(source, max_pixels=max_pixels, dicom_window=dicom_window))
 
 
 def as_rgb(pixels: np.ndarray) -> np.ndarray:
@@ -224,18 +247,25 @@ def load_model_input(
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_bytes: int | None = None,
+    dicom_window: str = DEFAULT_DICOM_WINDOW,
 ) -> ModelInput:
     """decode + resize to a uint8 model input; raises ImageError with the reason."""
-    return resize_pixels(decode_pixels(path, max_pixels=max_pixels, max_bytes=max_bytes), size, mode)
+    pixels = decode_pixels(path, max_pixels=max_pixels, max_bytes=max_bytes, dicom_window=dicom_window)
+    return resize_pixels(pixels, size, mode)
 
 
 def load_or_reason(
-    path: str, size: int, mode: str, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int | None = None
+    path: str,
+    size: int,
+    mode: str,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int | None = None,
+    dicom_window: str = DEFAULT_DICOM_WINDOW,
 ) -> ModelInput | str:
     """``load_model_input``, or the reason the image cannot be used: the per-image boundary, where any
     decoder failure becomes an error row. Torch-free, so decode worker processes start light."""
     try:
-        return load_model_input(path, size, mode, max_pixels=max_pixels, max_bytes=max_bytes)
+        return load_model_input(path, size, mode, max_pixels=max_pixels, max_bytes=max_bytes, dicom_window=dicom_window)
     except ImageError as exc:
         return exc.reason
     except Exception as exc:  # any decoder bug becomes an error row, never a failed shard
@@ -250,6 +280,7 @@ def load_chunk(
     max_bytes: int | None,
     block: BlockHandle | None = None,
     slots: list[int] | None = None,
+    dicom_window: str = DEFAULT_DICOM_WINDOW,
 ) -> list[ModelInput | tuple[Geometry, int] | str]:
     """``load_or_reason`` for several images in one task of a decode process: each task costs the
     submitting process (pickling, queues, its result thread) far more GIL time than a decode costs it,
@@ -259,11 +290,11 @@ def load_chunk(
     ``pixels``, (n, 3, size, size) uint8) and only its geometry and channel count come back: the
     pixels never travel through a pickle. Without it, each model input comes back pickled."""
     if block is None or slots is None:
-        return [load_or_reason(path, size, mode, max_pixels, max_bytes) for path in paths]
+        return [load_or_reason(path, size, mode, max_pixels, max_bytes, dicom_window) for path in paths]
     results: list[ModelInput | tuple[Geometry, int] | str] = []
     with attached(block) as arrays:
         for path, slot in zip(paths, slots):
-            loaded = load_or_reason(path, size, mode, max_pixels, max_bytes)
+            loaded = load_or_reason(path, size, mode, max_pixels, max_bytes, dicom_window)
             if isinstance(loaded, str):
                 results.append(loaded)
                 continue
@@ -279,10 +310,15 @@ def ready(_: object = None) -> bool:
 
 
 def load_for_model(
-    path: str, size: int = 320, mode: str = "stretch", *, max_pixels: int = DEFAULT_MAX_PIXELS
+    path: str,
+    size: int = 320,
+    mode: str = "stretch",
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    dicom_window: str = DEFAULT_DICOM_WINDOW,
 ) -> Preprocessed:
     """decode + preprocess; raises ImageError with the reason."""
-    return preprocess(decode_pixels(path, max_pixels=max_pixels), size, mode)
+    return preprocess(decode_pixels(path, max_pixels=max_pixels, dicom_window=dicom_window), size, mode)
 
 
 def is_image_name(name: str) -> bool:

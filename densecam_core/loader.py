@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW
 from densecam_core.geometry import Geometry
 from densecam_core.images import DEFAULT_MAX_PIXELS, ModelInput, load_chunk, load_or_reason
 from densecam_core.shared_block import SharedBlock
@@ -95,6 +96,7 @@ class BatchLoader:
         into: SharedBlock | None = None,
         grey_batches: bool = False,
         chunk: int = 1,
+        dicom_window: str = DEFAULT_DICOM_WINDOW,
     ) -> None:
         if batch_size < 1 or num_threads < 1:
             raise ValueError("batch_size and num_threads must be >= 1")
@@ -102,6 +104,7 @@ class BatchLoader:
         self.size, self.mode, self.batch_size = size, mode, batch_size
         self.num_threads, self.prefetch, self.max_pixels = num_threads, max(1, prefetch), max_pixels
         self.max_bytes = max_bytes
+        self.dicom_window = dicom_window
         self.cached = dict(cached or {})
         self.read_timeout = read_timeout
         self.executor = executor
@@ -155,11 +158,12 @@ class BatchLoader:
         ``load_chunk`` of them, into the shared block when there is one."""
         args = (self.size, self.mode, self.max_pixels, self.max_bytes)
         if self.executor is None:
-            future = pool.submit(_load, self.paths[positions[0]], *args)
+            future = pool.submit(_load, self.paths[positions[0]], *args, self.dicom_window)
         else:
             paths = [self.paths[p] for p in positions]
             block = self.into.handle if self.into is not None else None
-            future = pool.submit(load_chunk, paths, *args, block, positions if block is not None else None)
+            slots = positions if block is not None else None
+            future = pool.submit(load_chunk, paths, *args, block, slots, self.dicom_window)
         return [_Part(future, offset, tuple(positions)) for offset in range(len(positions))]
 
     def _resolve(self, pool: Executor, item: _Part | ModelInput, position: int) -> tuple[ModelInput | str, bool]:

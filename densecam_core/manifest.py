@@ -10,16 +10,21 @@ import csv
 import os
 import posixpath
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW, is_dicom_name
+from densecam_core.data.dicom_metadata import is_dicom_file
+from densecam_core.data.pseudonyms import Identifiers, load_identifiers
 from densecam_core.images import is_image_name
 
 BODY_PARTS = ("ELBOW", "FINGER", "FOREARM", "HAND", "HUMERUS", "SHOULDER", "WRIST")
 COLUMNS = ("image_id", "path", "split", "body_part", "patient_id", "study_id", "view", "label")
 MURA_DIR = "MURA-v1.1"
+DICOMDIR = "DICOMDIR"
 _MURA_PATH = re.compile(
     r"(?:^|/)(?P<split>train|valid)/XR_(?P<body_part>[A-Z]+)/(?P<patient>patient\d+)/"
     r"study(?P<study>\d+)_(?P<result>positive|negative)/(?:image(?P<view>\d+)\.\w+)?$"
@@ -56,11 +61,22 @@ def parse_mura_path(path: str) -> MuraFields | None:
     )
 
 
-def read_manifest(source: str | os.PathLike, image_root: str | os.PathLike | None = None) -> pd.DataFrame:
+def read_manifest(
+    source: str | os.PathLike,
+    image_root: str | os.PathLike | None = None,
+    *,
+    identifiers: Identifiers | Callable[[], Identifiers] | None = None,
+    dicom_window: str = DEFAULT_DICOM_WINDOW,
+    dicom_metadata: bool = True,
+) -> pd.DataFrame:
     """Read any supported manifest (see ``_read_manifest``); unreadable text is a ManifestError naming the
-    file and line."""
+    file and line.
+
+    DICOM sources add the allowlisted header columns (``data.dicom_metadata``), their patient, study and
+    instance identifiers through ``identifiers``: pseudonyms under the default key (created on first
+    use) when None; ``in_clear()`` keeps them as written. ``dicom_metadata=False`` reads no header."""
     try:
-        return _read_manifest(source, image_root)
+        frame = _read_manifest(source, image_root)
     except csv.Error as exc:
         raise ManifestError(
             f"manifest {os.fspath(source)!r}: {exc} (csv line {_csv_line(exc)}); fix that line"
@@ -71,6 +87,11 @@ def read_manifest(source: str | os.PathLike, image_root: str | os.PathLike | Non
             f"manifest {os.fspath(source)!r} is not UTF-8 text: byte {exc.object[exc.start : exc.start + 1]!r} on line "
             f"{line}; save it as UTF-8"
         ) from None
+    if not dicom_metadata:
+        return frame
+    from densecam_core.data.dicom_metadata import attach_dicom_metadata
+
+    return attach_dicom_metadata(frame, identifiers=identifiers or load_identifiers, window=dicom_window)
 
 
 def _csv_line(exc: csv.Error) -> str:
@@ -99,6 +120,8 @@ def _read_manifest(source: str | os.PathLike, image_root: str | os.PathLike | No
         raise ManifestError(f"manifest {text!r} does not exist")
     if "://" not in text and os.path.isdir(text):
         frame = _read_folder(Path(text))
+    elif os.path.basename(text).upper() == DICOMDIR:
+        frame = _read_dicomdir(Path(text))
     elif text.lower().endswith((".parquet", ".pq")):
         frame = _read_generic(pd.read_parquet(text), _root_for(text, image_root))
     elif text.lower().endswith((".csv", ".txt")):
@@ -122,11 +145,16 @@ def _read_folder(folder: Path) -> pd.DataFrame:
         frames = [_read_mura_paths(p, root) for p in csvs if p.exists()]
         frame = pd.concat(frames, ignore_index=True)
         return _cross_check_labels(frame, mura)
+    if (folder / DICOMDIR).is_file():
+        return _read_dicomdir(folder / DICOMDIR)
     # no official CSVs: walk the folder (sorted, hidden and non-image files skipped, and counted)
     root = folder.parent if folder.name == MURA_DIR else folder
     files, skipped = _walk_images(folder, root)
     if not files:
-        raise ManifestError(f"folder {str(folder)!r} holds no .png/.jpg images (skipped: {_describe_skipped(skipped)})")
+        raise ManifestError(
+            f"folder {str(folder)!r} holds no .png/.jpg images and no DICOM files "
+            f"(skipped: {_describe_skipped(skipped)})"
+        )
     frame = _rows_from_relative_paths(files, root)
     frame.attrs["skipped"] = skipped
     return frame
@@ -147,11 +175,30 @@ def _walk_images(folder: Path, root: Path) -> tuple[list[str], dict[str, list[st
             continue
         if path.is_symlink() and not path.exists():
             skipped.setdefault("broken link", []).append(relative)
-        elif path.is_file() and is_image_name(path.name):
+        elif path.is_file() and (is_image_name(path.name) or is_dicom_name(path.name)):
             files.append(relative)
+        elif path.is_file() and path.name.upper() != DICOMDIR and is_dicom_file(str(path)):
+            files.append(relative)  # DICOM by content: PACS exports often have no extension
         elif path.is_file():
-            skipped.setdefault(f"not .png/.jpg ({path.suffix.lower() or 'no extension'})", []).append(relative)
+            kind = "a DICOMDIR below the top" if path.name.upper() == DICOMDIR else "not an image or DICOM"
+            skipped.setdefault(f"{kind} ({path.suffix.lower() or 'no extension'})", []).append(relative)
     return sorted(files), skipped
+
+
+def _read_dicomdir(path: Path) -> pd.DataFrame:
+    """The image records of a DICOMDIR, as paths relative to its folder (never outside it)."""
+    import pydicom
+    from pydicom.fileset import FileSet
+
+    try:
+        instances = [i for i in FileSet(pydicom.dcmread(path)) if i.node.record_type == "IMAGE"]
+    except Exception as exc:  # pydicom raises many types for a broken DICOMDIR
+        raise ManifestError(f"DICOMDIR {str(path)!r} cannot be read: {type(exc).__name__}: {exc}") from None
+    if not instances:
+        raise ManifestError(f"DICOMDIR {str(path)!r} lists no IMAGE records")
+    root = path.parent
+    relative = [os.path.relpath(os.path.normpath(i.path), root) for i in instances]
+    return _rows_from_relative_paths([r.replace(os.sep, "/") for r in relative], root)
 
 
 def _describe_skipped(skipped: dict[str, list[str]]) -> str:

@@ -10,6 +10,7 @@ a fracture line with a sclerotic rim) whose box goes to ``lesion_boxes.csv``.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -164,8 +165,12 @@ def generate_mura(
     rgb_fraction: float = 0.2,
     lesion_scale: float = 1.0,
     threads: int = 2,
+    dicom: bool = False,
 ) -> SynthSummary:
     """Write a MURA-v1.1-shaped tree of ``images`` PNGs under ``out``; deterministic for ``seed``.
+
+    ``dicom``: DICOM files (``image1.dcm``; 12-bit CR, MONOCHROME1 and MONOCHROME2, windowed,
+    uncompressed, RLE or JPEG 2000 lossless: ``data.synth_dicom``) instead of PNGs, the same pictures.
 
     ``lesion_scale`` enlarges plates (length capped at 0.6 of the long side) and fractures. The demo
     uses 3: a lesion is then at least about one block-4 cell wide (1/6 of the side at its 192 px
@@ -180,12 +185,22 @@ def generate_mura(
     root = Path(out)
     rng = np.random.default_rng(seed)
     planned, studies = _plan(images, rng, valid_fraction, lesion_rate)
+    if dicom:
+        planned = [dataclasses.replace(p, image_id=p.image_id.removesuffix(".png") + ".dcm") for p in planned]
 
     def write(item: PlannedImage) -> tuple[int, int, int, int] | None:
         picture, box = render(item, min_side, max_side, rgb_fraction, lesion_scale)
         path = root / item.image_id
         path.parent.mkdir(parents=True, exist_ok=True)
-        picture.save(path, compress_level=1)
+        if dicom:
+            from densecam_core.data.synth_dicom import write_dicom_radiograph
+
+            body_part = item.image_id.split("/")[2].removeprefix("XR_")
+            write_dicom_radiograph(
+                path, np.asarray(picture), image_id=item.image_id, body_part=body_part, seed=item.seed
+            )
+        else:
+            picture.save(path, compress_level=1)
         return box
 
     with ThreadPoolExecutor(max(1, threads)) as pool:

@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 
 from densecam_core import fileio
+from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW
 from densecam_core.explain import Explainer, Explanation
 from densecam_core.images import ModelInput
 from densecam_core.images import ready as decoder_ready  # lives in images: children import no torch
@@ -54,16 +55,22 @@ class ExplainSettings:
     concurrency: int = 1  # shards one worker processes at once (threads; GPU actors overlap input, compute, write)
     max_batch: int | None = None  # the run's shard size: a batch larger than a shard would only be padding
     cuda_graphs: bool = False  # GPU actors replay the pass as a CUDA graph (Explainer(cuda_graphs=True))
+    dicom_window: str = DEFAULT_DICOM_WINDOW  # how DICOM sources are windowed (data/dicom.py)
 
     def for_run_id(self) -> dict[str, Any]:
+        """The settings that change what a run holds. The DICOM window enters only when it is not the
+        default, so the ids of runs made before DICOM input stay what they were."""
         targets = list(self.targets) if isinstance(self.targets, tuple) else self.targets
-        return {
+        settings: dict[str, Any] = {
             "methods": list(self.methods),
             "size": self.size,
             "resize": self.resize,
             "precision": self.precision,
             "targets": targets,
         }
+        if self.dicom_window != DEFAULT_DICOM_WINDOW:
+            settings["dicom_window"] = self.dicom_window
+        return settings
 
 
 @dataclass
@@ -179,7 +186,7 @@ class ExplainWorker:
         # a GPU reuses its cuDNN plans only for shapes it has seen: every batch is padded to the full size
         self.fixed_batch = self.explainer.device.type == "cuda"
         self.cache = (
-            InputCache(store_url, settings.size, settings.resize)
+            InputCache(store_url, settings.size, settings.resize, settings.dicom_window)
             if store_url is not None and settings.input_cache != "off"
             else None
         )
@@ -246,7 +253,11 @@ class ExplainWorker:
             filled = self._fill(rows, slots, outputs, pixels)
             tick = time.perf_counter()
             caching = self.cache is not None and self.settings.input_cache == "readwrite"
-            cache = (self.store_url, self.settings.size, self.settings.resize) if caching and self.store_url else None
+            cache = (
+                (self.store_url, self.settings.size, self.settings.resize, self.settings.dicom_window)
+                if caching and self.store_url
+                else None
+            )
             index = self._index(rows, run_id, shard, filled)
             commit = (run_url, shard, shard_size, index, recorded_extra_types(meta), cache, meta.get("created"))
             self._commit(commit, outputs if block is None else block, filled, pixels[0] if pixels else None)
@@ -307,6 +318,7 @@ class ExplainWorker:
                 into=pixels[0] if pixels else None,
                 grey_batches=True,
                 chunk=PROCESS_TASK_IMAGES,
+                dicom_window=self.settings.dicom_window,
             )
             for batch in self._guarded(loader):
                 self._take(batch, identities, slots, outputs, filled)

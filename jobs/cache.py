@@ -15,6 +15,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW, DICOM_WINDOWS, validate_dicom_window
 from densecam_core.images import ModelInput
 from densecam_core.loader import DEFAULT_READ_TIMEOUT, BatchLoader
 from densecam_core.manifest import ManifestError, read_manifest
@@ -38,6 +39,7 @@ def fill_cache(
     segment_size: int = 64,
     max_bytes: int | None = None,
     read_timeout: float = DEFAULT_READ_TIMEOUT,
+    dicom_window: str = DEFAULT_DICOM_WINDOW,
 ) -> dict[str, int]:
     """Cache every image not cached yet; returns counts (cached now, already cached, unreadable).
 
@@ -45,10 +47,13 @@ def fill_cache(
     reasons, and the next segment decodes while the last one is written."""
     if size < 32 or segment_size < 1:
         raise ValueError(f"--size must be >= 32 and --segment-size >= 1, got {size}, {segment_size}")
+    if not read_timeout > 0:
+        raise ValueError(f"--read-timeout must be > 0 seconds, got {read_timeout}")
     validate_resize_mode(resize)
-    frame = read_manifest(manifest, image_root=image_root)
+    validate_dicom_window(dicom_window)
+    frame = read_manifest(manifest, image_root=image_root, dicom_metadata=False)  # pixels only: no identifiers
     ensure_store(store)
-    cache = InputCache(store, size, resize)
+    cache = InputCache(store, size, resize, dicom_window)
     paths = frame["path"].astype(str).tolist()
     counts = {"images": len(paths), "cached_now": 0, "already_cached": 0, "unreadable": 0}
     workers = threads or os.cpu_count() or 1
@@ -69,6 +74,7 @@ def fill_cache(
                 num_threads=workers,
                 max_bytes=max_bytes,
                 read_timeout=read_timeout,
+                dicom_window=dicom_window,
             )
             for batch in loader:
                 entries = [
@@ -91,6 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=320, help="model input size the explanation jobs will use")
     parser.add_argument("--resize", choices=RESIZE_MODES, default="stretch")
     parser.add_argument("--image-root", default=None)
+    parser.add_argument(
+        "--dicom-window",
+        choices=DICOM_WINDOWS,
+        default=DEFAULT_DICOM_WINDOW,
+        help="how DICOM sources are windowed: as the explanation jobs that will read the cache",
+    )
     parser.add_argument("--threads", type=int, default=None, help="decode threads (default: every CPU)")
     parser.add_argument("--segment-size", type=int, default=64, help="images per committed cache segment")
     parser.add_argument(
@@ -115,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             segment_size=args.segment_size,
             max_bytes=args.max_image_bytes,
             read_timeout=args.read_timeout,
+            dicom_window=args.dicom_window,
         )
     except (ManifestError, StoreError, ValueError) as exc:
         print(f"densecam cache: error: {exc}", file=sys.stderr)

@@ -17,6 +17,11 @@ def _synth(argv: list[str]) -> int:
     parser.add_argument("--min-side", type=int, default=160)
     parser.add_argument("--valid-fraction", type=float, default=0.15, help="share of patients in the valid split")
     parser.add_argument("--lesion-scale", type=float, default=1.0, help="enlarge plates and fractures (0.25..4)")
+    parser.add_argument(
+        "--dicom",
+        action="store_true",
+        help="write DICOM files (12-bit CR, MONOCHROME1/2, windowed, some RLE or JPEG 2000) instead of PNGs",
+    )
     args = parser.parse_args(argv)
     try:
         summary = generate_mura(
@@ -27,6 +32,7 @@ def _synth(argv: list[str]) -> int:
             max_side=args.max_side,
             valid_fraction=args.valid_fraction,
             lesion_scale=args.lesion_scale,
+            dicom=args.dicom,
         )
     except ValueError as exc:
         print(f"densecam synth: {exc}", file=sys.stderr)
@@ -35,6 +41,25 @@ def _synth(argv: list[str]) -> int:
         f"wrote {summary.images} images in {summary.studies} studies of {summary.patients} patients "
         f"({summary.lesions} with lesion boxes) to {summary.root}"
     )
+    return 0
+
+
+def _keygen(argv: list[str]) -> int:
+    from densecam_core.data.pseudonyms import PseudonymKeyError, create_key, default_key_path
+
+    parser = argparse.ArgumentParser(
+        prog="densecam keygen",
+        description="Create a key for the pseudonyms of DICOM identifiers (never overwrites a file). Keep it "
+        "outside every store: whoever holds it can test guesses of identifiers against a store's pseudonyms.",
+    )
+    parser.add_argument("path", nargs="?", default=None, help=f"where to write it (default {default_key_path()})")
+    args = parser.parse_args(argv)
+    try:
+        path = create_key(args.path or default_key_path())
+    except (PseudonymKeyError, OSError) as exc:
+        print(f"densecam keygen: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote a new pseudonym key to {path} (readable by you only); pass it as --pseudonym-key {path}")
     return 0
 
 
@@ -53,7 +78,8 @@ COMMANDS = {
         "score a run's maps (deletion, insertion, randomisation, stability, localisation) or the pointing game",
     ),
     "compare": ("jobs.compare", "what a model update changed between two runs"),
-    "synth": (None, "write a synthetic MURA-v1.1 tree with lesion boxes"),
+    "synth": (None, "write a synthetic MURA-v1.1 tree with lesion boxes (PNG, or DICOM with --dicom)"),
+    "keygen": (None, "create a key for the pseudonyms of DICOM patient, study and instance identifiers"),
 }
 
 
@@ -71,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if command == "synth":
         return _synth(rest)
+    if command == "keygen":
+        return _keygen(rest)
     import importlib
 
     try:

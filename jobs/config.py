@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW, DICOM_WINDOWS, validate_dicom_window
 from densecam_core.images import DEFAULT_MAX_BYTES
 from densecam_core.spec import CPU_BATCH, METHODS, PRECISIONS, RESIZE_MODES, validate_methods
 from densecam_core.store.format import StoreError
@@ -46,6 +47,9 @@ class JobConfig:
     summary_json: str | None = None
     progress: bool = True
     synthetic_images: int = 200
+    dicom_window: str = DEFAULT_DICOM_WINDOW  # how DICOM sources are windowed (densecam_core/data/dicom.py)
+    pseudonym_key: str | None = None  # None: the default key, created on first use (data/pseudonyms.py)
+    keep_identifiers: bool = False  # DICOM patient/study/instance identifiers in clear instead of pseudonyms
 
     def validate(self) -> None:
         """Cheap checks of settings alone, before the manifest or the checkpoint is touched."""
@@ -71,6 +75,9 @@ class JobConfig:
             raise ValueError(f"--workers must be >= 1, got {self.workers}")
         if self.cpus_per_worker is not None and self.cpus_per_worker <= 0:
             raise ValueError(f"--cpus-per-worker must be > 0, got {self.cpus_per_worker}")
+        validate_dicom_window(self.dicom_window)
+        if self.keep_identifiers and self.pseudonym_key is not None:
+            raise ValueError("--keep-identifiers writes identifiers in clear: it takes no --pseudonym-key")
 
 
 def decode_processes_for(config: JobConfig, gpus_per_worker: float, threads: int) -> int:
@@ -214,6 +221,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="GPU actors record the forward and backward pass once as a CUDA graph and replay it for every "
         "batch: the same maps, one launch instead of about a thousand (default on; CPU actors ignore it)",
     )
+    parser.add_argument(
+        "--dicom-window",
+        choices=DICOM_WINDOWS,
+        default=d.dicom_window,
+        help="the VOI transform of DICOM sources: first (the file's first window, else its VOI LUT, else "
+        "min-max), lut (its VOI LUT first), minmax or percentile (0.5-99.5 %%) of the image's values",
+    )
+    parser.add_argument(
+        "--pseudonym-key",
+        default=d.pseudonym_key,
+        help="key file for the pseudonyms of DICOM patient, study and instance identifiers (default: "
+        "$DENSECAM_PSEUDONYM_KEY, else ~/.config/densecam/pseudonym.key, created on first use; never in a store)",
+    )
+    parser.add_argument(
+        "--keep-identifiers",
+        action="store_true",
+        help="write DICOM PatientID, StudyInstanceUID and SOPInstanceUID in clear (only for data you may share)",
+    )
     parser.add_argument("--summary-json", default=d.summary_json, help="also write the job summary to this JSON file")
     parser.add_argument(
         "--synthetic-images", type=int, default=d.synthetic_images, help="size of the generated tree without a manifest"
@@ -261,6 +286,9 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         summary_json=args.summary_json,
         progress=not args.no_progress,
         synthetic_images=args.synthetic_images,
+        dicom_window=args.dicom_window,
+        pseudonym_key=args.pseudonym_key,
+        keep_identifiers=args.keep_identifiers,
     )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import sys
 import time
@@ -27,6 +28,7 @@ import pandas as pd
 import pyarrow as pa
 
 from densecam_core import fileio
+from densecam_core.data.pseudonyms import Identifiers, in_clear, load_identifiers
 from densecam_core.explain import Explainer
 from densecam_core.hardware import SlowPrecisionWarning
 from densecam_core.manifest import ManifestError, read_manifest, skipped_summary
@@ -104,10 +106,18 @@ def prepare(config: JobConfig) -> PreparedJob:
     validate_resize_mode(config.resize)
     methods = validate_methods(config.methods)
     manifest_source = config.manifest if config.manifest is not None else _synthetic_tree(config)
-    manifest = read_manifest(manifest_source, image_root=config.image_root)
+    manifest = read_manifest(
+        manifest_source,
+        image_root=config.image_root,
+        identifiers=functools.partial(identifiers_for, config),
+        dicom_window=config.dicom_window,
+    )
     skipped = skipped_summary(manifest)
     if skipped:
         print(f"the folder walk skipped files that are not explained: {skipped}", file=sys.stderr)
+    identifiers = manifest.attrs.get("identifiers")
+    if identifiers is not None:
+        _say_identifiers(manifest.attrs["dicom_images"], identifiers)
     model = load_densenet169(config.checkpoint)
     # the probe validates targets and precision against this model and tells the array shapes;
     # fp16 is CUDA-only, and the driver may have no GPU, so the probe checks it as fp32
@@ -129,6 +139,7 @@ def prepare(config: JobConfig) -> PreparedJob:
         input_cache=config.input_cache,
         max_image_bytes=config.max_image_bytes,
         cuda_graphs=config.cuda_graphs,
+        dicom_window=config.dicom_window,
     )  # batch size and threads: set per device at dispatch
     spec = RunSpec(
         fingerprint=model_fingerprint(model),
@@ -138,8 +149,26 @@ def prepare(config: JobConfig) -> PreparedJob:
         num_targets=probe.num_targets,
         grid=block_grid(config.size),
         shard_size=config.shard_size,
+        identifiers=identifiers.as_json() if identifiers is not None else None,
     )
     return PreparedJob(config, manifest, str(manifest_source), model, settings, spec)
+
+
+def identifiers_for(config: JobConfig) -> Identifiers:
+    """How DICOM identifiers reach the index: in clear with --keep-identifiers, else pseudonyms under the
+    key (asked for only once a DICOM header is found: PNG archives need no key)."""
+    if config.keep_identifiers:
+        return in_clear()
+    return load_identifiers(config.pseudonym_key, store=config.store)
+
+
+def _say_identifiers(count: int, identifiers: Identifiers) -> None:
+    if identifiers.key is None:
+        said = "written in clear (--keep-identifiers)"
+    else:
+        created = " (created now: keep it, outside every store; pseudonyms under another key differ)"
+        said = f"pseudonymised with the key {identifiers.key_path}{created if identifiers.created else ''}"
+    print(f"DICOM: {count} files; patient, study and instance identifiers {said}", file=sys.stderr)
 
 
 def _synthetic_tree(config: JobConfig) -> str:

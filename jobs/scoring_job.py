@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from densecam_core import fileio
+from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW
 from densecam_core.evaluate import boxes_by_image, read_boxes
 from densecam_core.evaluation_worker import EvaluateSettings, EvaluateWorker
 from densecam_core.model import load_densenet169, model_fingerprint, state_dict_bytes
@@ -133,6 +134,7 @@ def prepare(config: EvaluateConfig) -> PreparedEvaluation:
         methods=tuple(run.methods),
         size=int(run.settings["size"]),
         resize=str(run.settings["resize"]),
+        dicom_window=str(run.settings.get("dicom_window", DEFAULT_DICOM_WINDOW)),
         precision=str(run.settings.get("precision", "fp32")),
         target=_target(run),
         batch_size=config.batch_size,

@@ -174,7 +174,9 @@ def test_folder_walk_reports_what_it_skipped(tmp_path):
     os.symlink(folder / "gone.png", folder / "link.png")
     os.close(os.open(os.path.join(os.fsencode(folder), b"caf\xe9.png"), os.O_CREAT | os.O_WRONLY))
     frame = read_manifest(folder)
-    assert frame["image_id"].tolist() == ["a.png"]  # one undecodable name does not refuse the folder
+    # one undecodable name does not refuse the folder; b.dcm is listed by its name (decoding then
+    # makes it an error row: no DICM preamble, no DICOM elements)
+    assert frame["image_id"].tolist() == ["a.png", "b.dcm"]
     summary = skipped_summary(frame)
-    for part in ("1 broken link", "1 file name not UTF-8", "1 not .png/.jpg (.dcm)", "1 not .png/.jpg (.tif)"):
+    for part in ("1 broken link", "1 file name not UTF-8", "1 not an image or DICOM (.tif)"):
         assert part in summary

@@ -34,11 +34,11 @@ def commit_shard(
     arrays: dict[str, np.ndarray],
     index: pd.DataFrame,
     extra_types: dict[str, pa.DataType] | None,
-    cache: tuple[str, int, str] | None = None,
+    cache: tuple[str, int, str, str] | None = None,
     decoded: Sequence[tuple[SourceIdentity, ModelInput]] = (),
     run_created: str | None = None,
 ) -> None:
-    """New input-cache entries (``cache`` = store URL, size, resize) and the shard's chunks, written at
+    """New input-cache entries (``cache`` = store URL, size, resize, DICOM window) and the shard's chunks, written at
     the same time, then its index part: the rename that makes the shard visible comes last, after both.
     ``run_created`` keeps the run's arrays open in this process from shard to shard (``write_chunks``)."""
     caching = _cache_writer.submit(InputCache(*cache).write, decoded) if cache is not None and decoded else None

@@ -41,6 +41,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from densecam_core import fileio
+from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW, DICOM_WINDOWS, validate_dicom_window
 from densecam_core.geometry import Geometry
 from densecam_core.images import PREPROCESS_VERSION, ModelInput
 from densecam_core.spec import RESIZE_MODES
@@ -79,12 +80,15 @@ class SourceIdentity:
     stamp: str
 
 
-def cache_key(size: int, resize: str) -> str:
-    return f"s{int(size)}-{resize}-p{PREPROCESS_VERSION}"
+def cache_key(size: int, resize: str, dicom_window: str = DEFAULT_DICOM_WINDOW) -> str:
+    """The cache folder of one preprocessing. A DICOM window other than the default adds ``-w<window>``
+    (it changes DICOM pixels), so caches written before DICOM support keep their names."""
+    window = "" if dicom_window == DEFAULT_DICOM_WINDOW else f"-w{validate_dicom_window(dicom_window)}"
+    return f"s{int(size)}-{resize}-p{PREPROCESS_VERSION}{window}"
 
 
-CACHE_FOLDER = re.compile(rf"^s(\d+)-({'|'.join(RESIZE_MODES)})-p(\d+)$")
-"""The names ``cache_key`` gives, of any preprocessing version: size, resize mode, version."""
+CACHE_FOLDER = re.compile(rf"^s(\d+)-({'|'.join(RESIZE_MODES)})-p(\d+)(?:-w({'|'.join(DICOM_WINDOWS)}))?$")
+"""The names ``cache_key`` gives, of any preprocessing version: size, resize mode, version, DICOM window."""
 
 
 def identify(path: str) -> SourceIdentity | None:
@@ -176,12 +180,13 @@ class InputCache:
         store_url: str,
         size: int,
         resize: str,
+        dicom_window: str = DEFAULT_DICOM_WINDOW,
         *,
         read_threads: int = READ_THREADS,
         refresh_seconds: float = REFRESH_SECONDS,
     ) -> None:
-        self.size, self.resize = int(size), resize
-        self.url = fileio.url_join(store_url, INPUTS_DIR, cache_key(size, resize))
+        self.size, self.resize, self.dicom_window = int(size), resize, dicom_window
+        self.url = fileio.url_join(store_url, INPUTS_DIR, cache_key(size, resize, dicom_window))
         self.fs, self.root = fileio.filesystem(self.url)
         self.read_threads, self.refresh_seconds = read_threads, refresh_seconds
         self._refreshed: float | None = None  # time.monotonic() of the last listing
@@ -381,6 +386,7 @@ class InputCache:
                 {
                     "size": self.size,
                     "resize": self.resize,
+                    "dicom_window": self.dicom_window,
                     "preprocess_version": PREPROCESS_VERSION,
                     "layout": "segment-<uuid>.parquet: path, file_size, file_stamp, orig_height, orig_width, channels, "
                     "pixels ((channels, size, size) uint8, C order)",

@@ -220,12 +220,20 @@ class Run:
         """
         from matplotlib import colormaps
 
-        from densecam_core.images import decode_image
+        from densecam_core.images import as_rgb
 
-        image = decode_image(self.source_path(image_id, allow_remote=allow_remote)).astype(np.float32)
+        image = as_rgb(self.image(image_id, allow_remote=allow_remote)).astype(np.float32)
         heat = self.heatmap(image_id, method, block, target=target, normalize=True)
         colour = colormaps[colormap](heat)[..., :3] * 255.0
         return np.clip((1 - alpha) * image + alpha * colour, 0, 255).astype(np.uint8)
+
+    def image(self, image_id: str, *, allow_remote: bool = False) -> np.ndarray:
+        """The 8-bit image the model input was made from (``read_image`` with this run's DICOM window):
+        uint8, (H, W) grey or (H, W, 3) colour, on the grid ``heatmap`` maps onto."""
+        from densecam_core.images import read_image
+
+        window = str(self.settings.get("dicom_window", "first"))
+        return read_image(self.source_path(image_id, allow_remote=allow_remote), dicom_window=window)
 
     def source_path(self, image_id: str, *, allow_remote: bool = False) -> str:
         """The image file an index row names; URLs only with ``allow_remote=True``."""

@@ -50,6 +50,7 @@ class RunSpec:
     num_targets: int
     grid: dict[int, tuple[int, int]]  # block -> (h, w)
     shard_size: int
+    identifiers: dict[str, Any] | None = None  # DICOM sources: pseudonymised or clear, and the key's id
 
     @property
     def run_id(self) -> str:
@@ -126,6 +127,7 @@ class RunWriter:
                     f"run {self.spec.run_id} was written with shard size {recorded['shard_size']}, "
                     f"not {self.spec.shard_size}: pass --shard-size {recorded['shard_size']} (or omit it)"
                 )
+            _check_identifiers(recorded.get("identifiers"), self.spec.identifiers, self.spec.run_id)
             if manifest is not None:  # refuse now, not in every shard
                 types = recorded_extra_types(recorded)
                 for name in set(types) & set(map(str, manifest.columns)):
@@ -167,6 +169,7 @@ class RunWriter:
                 "manifest_source": manifest_source,
                 "versions": _versions(),
                 "taps": [tap.as_json() for tap in BLOCK_TAPS],
+                **({"identifiers": self.spec.identifiers} if self.spec.identifiers else {}),
             },
         )
         return True
@@ -253,6 +256,22 @@ class RunWriter:
     def record_counts(self) -> dict[str, Any]:
         """Write the committed counts into run.json (driver, holding the lock): listings read them from there."""
         return record_counts(self._run())
+
+
+def _check_identifiers(recorded: dict[str, Any] | None, now: dict[str, Any] | None, run_id: str) -> None:
+    """One run holds one kind of identifier: pseudonyms under one key, or identifiers in clear."""
+    if recorded is None or now is None or recorded == now:
+        return
+
+    def said(block: dict[str, Any]) -> str:
+        if block.get("identifiers") == "clear":
+            return "in clear (--keep-identifiers)"
+        return f"pseudonymised under the key with id {block.get('pseudonym_key_id')}"
+
+    raise fmt.StoreError(
+        f"run {run_id} holds DICOM identifiers {said(recorded)}, this job's would be {said(now)}: pass the run's "
+        "key (--pseudonym-key) or the same --keep-identifiers choice, or write the new rows to another --store"
+    )
 
 
 def record_counts(run: Any) -> dict[str, Any]:

@@ -1,0 +1,227 @@
+"""What of a DICOM header reaches the index: an explicit allowlist of typed columns, identifiers pseudonymised.
+
+Nothing else is copied: no name, birth date, accession number, institution or raw UID. Headers are
+read up to the pixel data only, a few files at a time on threads (a manifest of 40,000 files
+reads its headers in seconds from a local disk).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pandas as pd
+
+from densecam_core.data.dicom import (
+    DEFAULT_DICOM_WINDOW,
+    GREY,
+    _has_voi_lut,
+    _has_window,
+    first_window,
+    has_preamble,
+    is_dicom_name,
+    validate_dicom_window,
+)
+from densecam_core.data.errors import ImageError
+from densecam_core.data.pseudonyms import Identifiers
+
+MURA_BODY_PARTS = ("ELBOW", "FINGER", "FOREARM", "HAND", "HUMERUS", "SHOULDER", "WRIST")
+BODY_PART_SYNONYMS = {"ARM": "HUMERUS", "UPPER ARM": "HUMERUS", "UPPERARM": "HUMERUS", "THUMB": "FINGER"}
+METADATA_COLUMNS: dict[str, str] = {
+    "instance_id": "string",
+    "modality": "string",
+    "view_position": "string",
+    "laterality": "string",
+    "photometric": "string",
+    "bits_stored": "Int16",
+    "transfer_syntax": "string",
+    "spacing_y_mm": "Float64",
+    "spacing_x_mm": "Float64",
+    "voi": "string",
+    "window_center": "Float64",
+    "window_width": "Float64",
+    "voi_lut": "string",
+}
+"""The index columns a DICOM source adds (null where a header lacks the element), with their types;
+``patient_id``, ``study_id`` and ``body_part`` fill the core columns of the same names."""
+HEADER_THREADS = 8
+
+
+def body_part(value: Any) -> str | None:
+    """BodyPartExamined mapped to MURA's seven body parts where it names one, else kept as written."""
+    text = str(value or "").strip()
+    if not text:
+        return None
+    upper = text.upper()
+    if upper in MURA_BODY_PARTS:
+        return upper
+    return BODY_PART_SYNONYMS.get(upper, text)
+
+
+def spacing(ds: Any) -> tuple[float | None, float | None]:
+    """(row, column) spacing in mm from PixelSpacing, else ImagerPixelSpacing; zero or missing is None."""
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(keyword)
+        try:
+            y, x = (float(v) for v in value)
+        except (TypeError, ValueError):
+            continue
+        if y > 0 and x > 0:
+            return y, x
+    return None, None
+
+
+def header_fields(ds: Any, *, window: str, identifiers: Identifiers) -> dict[str, Any]:
+    """The allowlisted fields of one header, identifiers through ``identifiers``."""
+    photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper() or None
+    y, x = spacing(ds)
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    fields: dict[str, Any] = {
+        "patient_id": identifiers("patient", ds.get("PatientID")),
+        "study_id": identifiers("study", ds.get("StudyInstanceUID")),
+        "instance_id": identifiers("instance", ds.get("SOPInstanceUID")),
+        "body_part": body_part(ds.get("BodyPartExamined")),
+        "modality": _text(ds.get("Modality")),
+        "view_position": _text(ds.get("ViewPosition")),
+        "laterality": _text(ds.get("ImageLaterality") or ds.get("Laterality")),
+        "photometric": photometric,
+        "bits_stored": _number(ds.get("BitsStored"), int),
+        "transfer_syntax": str(syntax) if syntax else None,
+        "spacing_y_mm": y,
+        "spacing_x_mm": x,
+        "voi": None,
+        "window_center": None,
+        "window_width": None,
+        "voi_lut": None,
+    }
+    if photometric in GREY:
+        fields.update(_voi_fields(ds, window))
+    return fields
+
+
+def _voi_fields(ds: Any, window: str) -> dict[str, Any]:
+    """The VOI the decoder will apply, as far as the header tells (min-max and percentile need pixels)."""
+    for kind in {"first": ("window", "lut"), "lut": ("lut", "window")}.get(window, ()):
+        if kind == "window" and _has_window(ds):
+            try:
+                center, width, _ = first_window(ds)
+            except ImageError:
+                return {"voi": "window"}  # decoding names the fault as the image's error row
+            return {"voi": "window", "window_center": center, "window_width": width}
+        if kind == "lut" and _has_voi_lut(ds):
+            item = ds.VOILUTSequence[0]
+            return {"voi": "lut", "voi_lut": str(item.get("LUTExplanation", "") or "").strip() or "VOI LUT"}
+    return {"voi": "percentile" if window == "percentile" else "minmax"}
+
+
+def _text(value: Any) -> str | None:
+    text = str(value or "").strip()
+    return text or None
+
+
+def _number(value: Any, kind: Callable[[Any], Any]) -> Any:
+    try:
+        return None if value in (None, "") else kind(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def read_header(path: str) -> Any | None:
+    """The header of ``path`` up to its pixel data, or None when it is no readable DICOM file (decoding
+    then names why, as the image's error row). Regular files only: a FIFO never blocks the walk."""
+    try:
+        if "://" in path and not path.startswith("file://"):
+            import fsspec
+
+            with fsspec.open(path, "rb") as handle:
+                return _parse_header(handle, path)
+        fd = os.open(path.removeprefix("file://"), os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            with os.fdopen(fd, "rb", closefd=False) as handle:
+                return _parse_header(handle, path)
+        finally:
+            os.close(fd)
+    except (OSError, ValueError):
+        return None
+
+
+def _parse_header(handle: Any, path: str) -> Any | None:
+    import pydicom
+
+    if not (has_preamble(handle.read(132)) or is_dicom_name(path)):
+        return None
+    handle.seek(0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return pydicom.dcmread(handle, force=True, stop_before_pixels=True)
+    except Exception:  # a broken header: the decoder reports it for the image
+        return None
+
+
+def is_dicom_file(path: str) -> bool:
+    """A DICM preamble, whatever the file's name (PACS exports often have no extension)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        return has_preamble(os.pread(fd, 132, 0))
+    finally:
+        os.close(fd)
+
+
+def probe_candidates(paths: Sequence[str]) -> list[bool]:
+    """Which manifest paths may be DICOM: a DICOM extension, or no raster image extension."""
+    raster = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp")
+    return [not str(p).lower().endswith(raster) for p in paths]
+
+
+def attach_dicom_metadata(
+    frame: pd.DataFrame,
+    *,
+    identifiers: Identifiers | Callable[[], Identifiers],
+    window: str = DEFAULT_DICOM_WINDOW,
+    threads: int = HEADER_THREADS,
+) -> pd.DataFrame:
+    """Add the allowlisted header columns for the frame's DICOM rows (none added when it has none).
+
+    Given columns win (a manifest's own ``patient_id`` is kept), header values fill what is null.
+    ``identifiers`` may be a function, called only when a DICOM row exists (no key is created for an
+    archive without DICOM)."""
+    validate_dicom_window(window)
+    paths = [str(p) for p in frame["path"]]
+    candidates = [i for i, maybe in enumerate(probe_candidates(paths)) if maybe]
+    if not candidates:
+        return frame
+    with ThreadPoolExecutor(max(1, threads), thread_name_prefix="densecam-header") as pool:
+        headers = list(pool.map(read_header, [paths[i] for i in candidates]))
+    found = [(i, ds) for i, ds in zip(candidates, headers) if ds is not None]
+    if not found:
+        return frame
+    policy = identifiers if isinstance(identifiers, Identifiers) else identifiers()
+    rows = {i: header_fields(ds, window=window, identifiers=policy) for i, ds in found}
+    out = frame.copy()
+    positions = list(rows)
+    for column, dtype in {
+        **METADATA_COLUMNS,
+        "patient_id": "string",
+        "study_id": "string",
+        "body_part": "string",
+    }.items():
+        values = pd.Series([rows[i][column] for i in positions], index=out.index[positions], dtype=dtype)
+        if column in out.columns:
+            current = out[column].astype(dtype)
+            out[column] = current.where(current.notna(), values.reindex(out.index))
+        else:
+            out[column] = values.reindex(out.index).astype(dtype)
+    out.attrs = {**frame.attrs, "dicom_images": len(found), "identifiers": policy}
+    return out

@@ -1,0 +1,167 @@
+"""Explaining a folder of real and broken DICOM files (the worker without Ray): ok rows with their
+metadata, error rows with their reasons, maps on each file's own grid, no identifier in clear."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pydicom
+import pytest
+from dicom_reference import dataset, to_bytes
+from pydicom.data import get_testdata_file
+
+from densecam_core import load_densenet169, load_identifiers, open_store, read_manifest
+from densecam_core.data.pseudonyms import create_key
+from densecam_core.model import model_fingerprint, state_dict_bytes
+from densecam_core.spec import block_grid
+from densecam_core.store.format import Shard
+from densecam_core.store.writer import RunSpec, RunWriter
+from densecam_core.worker import ExplainSettings, ExplainWorker
+
+data_store = pytest.importorskip("data_store")
+NEMA = Path(data_store.__file__).parent / "data"
+SIZE = 64
+REAL = ["RG3_UNCR.dcm", "RG1_J2KR.dcm", "RG3_J2KI.dcm", "mlut_18.dcm", "vlut_04.dcm"]
+BROKEN = {
+    "notes.dcm": r"not a DICOM file despite its 'dcm' extension",
+    "report.dcm": r"DICOM without pixel data \(Comprehensive SR Storage\)",
+    "truncated.dcm": r"truncated or corrupt DICOM pixel data",
+    "cine.dcm": r"multi-frame DICOM \(10 frames",
+    "flat-window.dcm": r"window width 0 is not usable",
+}
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("archive")
+    for name in REAL:
+        shutil.copy(NEMA / name, root / name)
+    (root / "notes.dcm").write_text("referral letter\n" * 50)
+    shutil.copy(get_testdata_file("test-SR.dcm"), root / "report.dcm")
+    shutil.copy(get_testdata_file("MR_truncated.dcm"), root / "truncated.dcm")
+    shutil.copy(NEMA / "emri_small.dcm", root / "cine.dcm")
+    flat = dataset(np.arange(64).reshape(8, 8), WindowCenter="10", WindowWidth="0", PatientID="FLAT-PATIENT-77")
+    (root / "flat-window.dcm").write_bytes(to_bytes(flat))
+    return root
+
+
+@functools.cache
+def weights() -> tuple[bytes, str]:
+    model = load_densenet169(seed=0)
+    return state_dict_bytes(model), model_fingerprint(model)
+
+
+def explain(archive: Path, store: Path, key: str, window: str = "first") -> tuple[str, list]:
+    state, fingerprint = weights()
+    settings = ExplainSettings(
+        methods=("gradcam",), size=SIZE, batch_size=4, input_cache="readwrite", dicom_window=window
+    )
+    identifiers = load_identifiers(key)
+    spec = RunSpec(fingerprint, "x.pt", settings.for_run_id(), 1, 1, block_grid(SIZE), 4, identifiers.as_json())
+    manifest = read_manifest(archive, identifiers=identifiers, dicom_window=window)
+    writer = RunWriter(str(store), spec)
+    writer.create_or_open(str(archive), manifest)
+    planned = writer.plan(manifest)
+    worker = ExplainWorker(state, settings, warm_up=False, store_url=str(store))
+    results = []
+    for index, rows in planned.groupby("shard"):
+        shard = Shard(int(index), int(index) * 4, int(rows["row"].max()) + 1)
+        results.append(worker.process_shard(writer.run_url, spec.run_id, shard, 4, rows))
+    return spec.run_id, results
+
+
+@pytest.fixture(scope="module")
+def explained(archive, tmp_path_factory):
+    key = str(create_key(tmp_path_factory.mktemp("keys") / "group.key"))
+    store = tmp_path_factory.mktemp("store") / "store"
+    run_id, results = explain(archive, store, key)
+    return store, run_id, results, key
+
+
+def test_every_real_image_is_ok_with_its_metadata_and_every_broken_one_an_error_row(explained):
+    store, run_id, _, _ = explained
+    index = open_store(str(store)).run(run_id).index.set_index("image_id")
+    assert sorted(index.index) == sorted(REAL + list(BROKEN))
+    for name in REAL:
+        assert index.loc[name, "status"] == "ok", index.loc[name, "error"]
+    for name, reason in BROKEN.items():
+        assert index.loc[name, "status"] == "error"
+        assert re.search(reason, index.loc[name, "error"]), index.loc[name, "error"]
+    tibia = index.loc["RG3_UNCR.dcm"]
+    assert (tibia["modality"], tibia["photometric"], tibia["body_part"], tibia["window_width"]) == (
+        "CR",
+        "MONOCHROME1",
+        "EXTREMITY",
+        1024.0,
+    )
+    assert (tibia["orig_height"], tibia["orig_width"]) == (1760, 1760)
+
+
+def test_heatmaps_map_back_to_each_files_own_pixel_grid(explained):
+    store, run_id, _, _ = explained
+    run = open_store(str(store)).run(run_id)
+    assert run.heatmap("RG3_UNCR.dcm").shape == (1760, 1760)
+    assert run.heatmap("RG1_J2KR.dcm", "gradcam", 2).shape == (1955, 1841)
+    assert run.image("RG3_UNCR.dcm").shape == (1760, 1760)
+    assert run.overlay("vlut_04.dcm").shape == (512, 512, 3)
+
+
+def identifiers_of(path: Path) -> set[str]:
+    try:
+        ds = pydicom.dcmread(path, force=True, stop_before_pixels=True)
+    except Exception:
+        return set()
+    keywords = (
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "AccessionNumber",
+        "InstitutionName",
+        "StudyInstanceUID",
+        "SeriesInstanceUID",
+        "SOPInstanceUID",
+    )
+    values = {str(ds.get(k, "") or "").strip() for k in keywords}
+    return {v for v in values if len(v) >= 4}
+
+
+def store_strings(store: Path) -> list[str]:
+    """Every value of every Parquet file and the text of every JSON file in the store."""
+    strings = []
+    for path in store.rglob("*"):
+        if path.suffix == ".parquet":
+            table = pq.read_table(path)
+            strings += [
+                json.dumps(table.schema.metadata and {k.decode(): v.decode() for k, v in table.schema.metadata.items()})
+            ]
+            strings += [str(value) for column in table.to_pydict().values() for value in column]
+        elif path.suffix == ".json":
+            strings.append(path.read_text())
+    return strings
+
+
+def test_no_identifier_of_any_source_file_is_in_the_store_in_clear(explained, archive):
+    store, _, _, _ = explained
+    secrets = set().union(*(identifiers_of(p) for p in archive.iterdir()))
+    assert {"CompressedSamples^RG3", "11RG3", "FLAT-PATIENT-77"} <= secrets  # the scan knows what to look for
+    text = "\n".join(store_strings(store))
+    assert len(text) > 1000
+    leaked = sorted(s for s in secrets if s in text)
+    assert not leaked
+
+
+def test_the_input_cache_is_keyed_by_the_dicom_window(explained, archive):
+    store, _, first, key = explained
+    assert sum(r.images_decoded for r in first) == len(REAL) + len(BROKEN)
+    _, again = explain(archive, store, key)  # the same window: every readable image from the cache
+    assert sum(r.images_from_cache for r in again) == len(REAL)
+    _, minmax = explain(archive, store, key, window="minmax")
+    assert sum(r.images_from_cache for r in minmax) == 0, "another window must decode again"
+    cache_folders = sorted(p.name for p in (store / "inputs").iterdir() if p.is_dir())
+    assert cache_folders == ["s64-stretch-p1", "s64-stretch-p1-wminmax"]
