@@ -315,8 +315,9 @@ def _value_range(
     order = np.argsort(values[present], kind="stable")
     sorted_values, weights = values[present][order], counts[present][order]
     cumulative = np.cumsum(weights) / weights.sum()
-    low = sorted_values[min(np.searchsorted(cumulative, percentiles[0] / 100.0), sorted_values.size - 1)]
-    high = sorted_values[min(np.searchsorted(cumulative, percentiles[1] / 100.0), sorted_values.size - 1)]
+    last = sorted_values.size - 1
+    low = sorted_values[min(int(np.searchsorted(cumulative, percentiles[0] / 100.0)), last)]
+    high = sorted_values[min(int(np.searchsorted(cumulative, percentiles[1] / 100.0)), last)]
     return float(low), float(high)
 
 

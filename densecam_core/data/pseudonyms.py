@@ -78,7 +78,7 @@ def load_identifiers(key_path: str | os.PathLike | None = None, *, store: str | 
     A key path that was given but does not exist is refused (a typo must not silently start a second
     key and so a second set of pseudonyms); so is a key inside ``store``, which would then hold it."""
     explicit = key_path is not None
-    path = Path(key_path).expanduser() if explicit else default_key_path()
+    path = Path(key_path).expanduser() if key_path is not None else default_key_path()
     if store is not None and "://" not in store and _inside(path, Path(store)):
         raise PseudonymKeyError(
             f"the pseudonym key {str(path)!r} lies inside the store {store!r}: anyone with the store could then "
