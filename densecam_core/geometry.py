@@ -18,6 +18,18 @@ from densecam_core.spec import RESIZE_MODES, validate_resize_mode
 __all__ = ["RESIZE_MODES", "Geometry", "validate_resize_mode"]
 
 
+def check_work_area(width: int, height: int, max_pixels: int, resize: str | None = None) -> str | None:
+    """Why an image is too large to become a model input, or None: checked from its header, before any
+    pixel is decoded. ``pad`` allocates the padded square (L x L, L = max(H, W)), not H x W: a 100000 x 1
+    image would ask for 1e10 pixels."""
+    side = max(width, height)
+    area = side * side if resize == "pad" else width * height
+    if area <= max_pixels:
+        return None
+    padded = f" padded to {side}x{side}" if resize == "pad" else ""
+    return f"image too large: {width}x{height}{padded} = {area} pixels > max_pixels={max_pixels} (refused before decoding)"
+
+
 @dataclass(frozen=True)
 class Geometry:
     """How an ``orig_height`` x ``orig_width`` image became a ``size`` x ``size`` model input."""

@@ -18,7 +18,7 @@ from PIL import Image, UnidentifiedImageError
 
 from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW, decode_dicom, has_preamble, is_dicom_name
 from densecam_core.data.errors import ImageError
-from densecam_core.geometry import Geometry, validate_resize_mode
+from densecam_core.geometry import Geometry, check_work_area, validate_resize_mode
 from densecam_core.shared_block import BlockHandle, attached
 
 __all__ = ["ImageError", "decode_pixels", "read_image"]
@@ -76,7 +76,8 @@ def _read_local(path: str, limit: int) -> bytes:
         if info.st_size > limit:
             raise _too_large(info.st_size, limit, path)
         with os.fdopen(fd, "rb", closefd=False) as handle:
-            data = handle.read(limit + 1)
+            # read(n) allocates n bytes first: ask for the file's size (+1 to see a file that grew)
+            data = handle.read(min(limit, info.st_size) + 1)
     finally:
         os.close(fd)
     if len(data) > limit:
@@ -120,9 +121,11 @@ def decode_pixels(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_bytes: int | None = None,
     dicom_window: str = DEFAULT_DICOM_WINDOW,
+    resize: str | None = None,
 ) -> np.ndarray:
     """Decode a PNG/JPEG/TIFF of any mode, or a DICOM file, to uint8: (H, W) for grey sources, (H, W, 3)
-    for colour ones.
+    for colour ones. With ``resize``, the size check counts what that resize mode will allocate (the
+    padded square for ``pad``), before any pixel is decoded.
 
     16-bit and 32-bit grey PNGs are scaled to 8 bits over the range of values they contain
     (a 12-bit radiograph in a 16-bit PNG would otherwise be nearly black, or clipped white).
@@ -134,16 +137,15 @@ def decode_pixels(
         raise ImageError("empty file (0 bytes)")
     name = source if isinstance(source, str) else ""
     if has_preamble(data) or is_dicom_name(name):
-        return decode_dicom(data, window=dicom_window, max_pixels=max_pixels, name=name)
+        return decode_dicom(data, window=dicom_window, max_pixels=max_pixels, name=name, resize=resize)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             width, height = image.size
-            if width * height > max_pixels:
-                raise ImageError(
-                    f"image too large: {width}x{height} = {width * height} pixels > max_pixels={max_pixels}"
-                )
+            too_large = check_work_area(width, height, max_pixels, resize)
+            if too_large:
+                raise ImageError(too_large)
             image.load()
     except ImageError:
         raise
@@ -172,16 +174,19 @@ def to_pixels(image: Image.Image) -> np.ndarray:
     """Any PIL mode to uint8: (H, W) when the image has no colour, else (H, W, 3)."""
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        values = np.asarray(image, dtype=np.float64)
+        values = np.asarray(image)
         low, high = float(values.min()), float(values.max())
-        scaled = np.zeros_like(values) if high <= low else (values - low) * (255.0 / (high - low))
+        if high <= low:
+            return np.zeros(values.shape, dtype=np.uint8)
+        scaled = (values.astype(np.float32) - np.float32(low)) * np.float32(255.0 / (high - low))
         return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
     if mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
         mode = image.mode
     if mode in ("LA", "RGBA", "PA"):
-        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32)
-        rgb = np.clip(np.rint(rgba[:, :, :3] * (rgba[:, :, 3:4] / 255.0)), 0, 255).astype(np.uint8)
+        rgba = np.asarray(image.convert("RGBA"))
+        # composited onto black in integers (round half up): no float copy four times the image's size
+        rgb = ((rgba[:, :, :3].astype(np.uint16) * rgba[:, :, 3:4] + 127) // 255).astype(np.uint8)
         return rgb[:, :, 0].copy() if mode == "LA" else rgb
     if mode == "L" or mode == "1":
         return np.asarray(image.convert("L"))
@@ -250,7 +255,7 @@ def load_model_input(
     dicom_window: str = DEFAULT_DICOM_WINDOW,
 ) -> ModelInput:
     """decode + resize to a uint8 model input; raises ImageError with the reason."""
-    pixels = decode_pixels(path, max_pixels=max_pixels, max_bytes=max_bytes, dicom_window=dicom_window)
+    pixels = decode_pixels(path, max_pixels=max_pixels, max_bytes=max_bytes, dicom_window=dicom_window, resize=mode)
     return resize_pixels(pixels, size, mode)
 
 
@@ -318,7 +323,8 @@ def load_for_model(
     dicom_window: str = DEFAULT_DICOM_WINDOW,
 ) -> Preprocessed:
     """decode + preprocess; raises ImageError with the reason."""
-    return preprocess(decode_pixels(path, max_pixels=max_pixels, dicom_window=dicom_window), size, mode)
+    pixels = decode_pixels(path, max_pixels=max_pixels, dicom_window=dicom_window, resize=mode)
+    return preprocess(pixels, size, mode)
 
 
 def is_image_name(name: str) -> bool:

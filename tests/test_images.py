@@ -251,3 +251,40 @@ def test_a_hung_image_in_a_task_of_several_fails_alone(tmp_path: Path, monkeypat
     for record, name in zip(records, names):
         if record.error is None:  # the images that shared the hung one's task are decoded, not lost
             assert record.pixels.shape == (1, 32, 32) and int(record.pixels.mean()) == 30 * names.index(name)
+
+
+@pytest.mark.parametrize("shape, mode", [((1, 100_000), "L"), ((2, 40_000), "RGB")], ids=["grey-line", "rgb-strip"])
+def test_pad_checks_the_padded_square_before_allocating_it(tmp_path, shape, mode):
+    """A 100 KB 100000x1 PNG padded to a square would ask for 1e10 pixels (9.3 GiB): refused from the
+    header, with no allocation of the square (tracemalloc sees numpy's allocations)."""
+    import tracemalloc
+
+    from densecam_core.images import load_or_reason
+
+    path = tmp_path / "strip.png"
+    Image.new(mode, shape[::-1]).save(path)
+    tracemalloc.start()
+    try:
+        reason = load_or_reason(str(path), 64, "pad")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    side = max(shape)
+    assert isinstance(reason, str) and f"padded to {side}x{side}" in reason and "refused before decoding" in reason
+    assert peak < 20 * 2**20, f"{peak / 2**20:.0f} MiB allocated to refuse it"
+    stretched = load_or_reason(str(path), 64, "stretch")  # the same file stretched needs only H x W: fine
+    assert not isinstance(stretched, str)
+
+
+def test_alpha_and_16_bit_images_decode_without_float_copies():
+    """Compositing alpha in integers gives what the float formula gave (round half to even never ties)."""
+    from densecam_core.images import to_pixels
+
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, (32, 32, 4), dtype=np.uint8)
+    expected = np.clip(np.rint(rgba[:, :, :3] * (rgba[:, :, 3:4] / 255.0)), 0, 255).astype(np.uint8)
+    assert np.array_equal(to_pixels(Image.fromarray(rgba, "RGBA")), expected)
+    grey16 = rng.integers(100, 4000, (16, 16)).astype(np.uint16)
+    got = to_pixels(Image.fromarray(grey16))
+    reference = np.rint((grey16 - grey16.min()) * (255.0 / (grey16.max() - grey16.min())))
+    assert np.abs(got.astype(int) - reference).max() <= 1

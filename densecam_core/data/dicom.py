@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from densecam_core.data.errors import ImageError
+from densecam_core.geometry import check_work_area
 
 DICOM_WINDOWS = ("first", "lut", "minmax", "percentile")
 """How the VOI transform is chosen: ``first`` the file's first window, else its VOI LUT, else min-max;
@@ -119,7 +120,7 @@ def sop_class_name(ds: Any) -> str:
     return name if name != str(uid) else f"SOP class {uid}"
 
 
-def check_image(ds: Any, *, max_pixels: int) -> tuple[int, int]:
+def check_image(ds: Any, *, max_pixels: int, resize: str | None = None) -> tuple[int, int]:
     """Refuse what cannot be one radiograph, before any pixel is decoded; returns (rows, columns)."""
     if not any(keyword in ds for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise ImageError(f"DICOM without pixel data ({sop_class_name(ds)})")
@@ -134,11 +135,9 @@ def check_image(ds: Any, *, max_pixels: int) -> tuple[int, int]:
     if rows <= 0 or columns <= 0:
         raise ImageError(f"empty DICOM image ({rows}x{columns} pixels)")
     samples = _int(ds, "SamplesPerPixel", 1) or 1
-    if rows * columns > max_pixels:
-        raise ImageError(
-            f"image too large: {columns}x{rows} = {rows * columns} pixels > max_pixels={max_pixels} "
-            "(refused before decoding)"
-        )
+    too_large = check_work_area(columns, rows, max_pixels, resize)
+    if too_large:
+        raise ImageError(too_large)
     allocated, stored = _int(ds, "BitsAllocated", None), _int(ds, "BitsStored", None)
     if allocated is None or stored is None or stored < 1:
         raise ImageError(f"DICOM image without valid BitsAllocated/BitsStored ({allocated}/{stored})")
@@ -202,10 +201,12 @@ def stored_pixels(ds: Any) -> np.ndarray:
         raise ImageError(f"undecodable DICOM pixel data ({syntax}): {text}") from None
 
 
-def decode_dicom(data: bytes, *, window: str = DEFAULT_DICOM_WINDOW, max_pixels: int, name: str = "") -> np.ndarray:
+def decode_dicom(
+    data: bytes, *, window: str = DEFAULT_DICOM_WINDOW, max_pixels: int, name: str = "", resize: str | None = None
+) -> np.ndarray:
     """A DICOM file's bytes -> uint8, (H, W) for grey images, (H, W, 3) for colour ones."""
     ds = parse_dataset(data, name=name)
-    check_image(ds, max_pixels=max_pixels)
+    check_image(ds, max_pixels=max_pixels, resize=resize)
     return dataset_to_uint8(ds, window=window)[0]
 
 
