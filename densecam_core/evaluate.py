@@ -34,6 +34,11 @@ def read_boxes(source: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
     coords = frame[list(BOX_COLUMNS[1:])]
     if coords.isna().any().any() or not all(pd.api.types.is_numeric_dtype(t) for t in coords.dtypes):
         raise ValueError("box coordinates x0, y0, x1, y1 must all be numbers")
+    infinite = frame[~np.isfinite(coords.to_numpy(dtype=np.float64)).all(axis=1)]
+    if not infinite.empty:
+        raise ValueError(
+            f"{len(infinite)} boxes have infinite coordinates, e.g. {infinite.iloc[0].to_dict()}: give pixel coordinates"
+        )
     empty = frame[(frame["x1"] <= frame["x0"]) | (frame["y1"] <= frame["y0"])]
     if not empty.empty:
         raise ValueError(f"{len(empty)} boxes are empty (need x1 > x0 and y1 > y0), e.g. {empty.iloc[0].to_dict()}")

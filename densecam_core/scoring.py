@@ -146,8 +146,8 @@ class BatchScorer:
         metrics = self.settings.metrics
         if "deletion" in metrics or "insertion" in metrics:
             self._deletion_insertion(rows, pixels, scored)
-        if "localization" in metrics and boxes:
-            self._localization(rows, scored, image_ids, geometries, boxes)
+        if "localization" in metrics:  # a batch without boxes still gets its rows: NaN, not missing
+            self._localization(rows, scored, image_ids, geometries, boxes or {})
         if self.explainer is not None:
             original = explanation_maps(self.explainer(pixels))
             if "randomization" in metrics:

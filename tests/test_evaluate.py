@@ -46,6 +46,8 @@ def test_read_boxes_rejects_bad_rows(tmp_path):
         read_boxes(pd.DataFrame({"image_id": ["a"], "x0": [2], "y0": [0], "x1": [2], "y1": [3]}))
     with pytest.raises(ValueError, match="numbers"):
         read_boxes(pd.DataFrame({"image_id": ["a"], "x0": ["left"], "y0": [0], "x1": [2], "y1": [3]}))
+    with pytest.raises(ValueError, match="infinite coordinates"):  # once failed its shard on every retry
+        read_boxes(pd.DataFrame({"image_id": ["a"], "x0": [0.0], "y0": [0], "x1": [np.inf], "y1": [3]}))
 
 
 class FakeRun:

@@ -114,6 +114,15 @@ def test_localization_rows_per_map(model):
     assert np.isnan(cam[("b", "pointing_game")])  # no box: not a localisation case
 
 
+def test_localization_of_a_batch_without_any_box_is_nan_not_missing(model):
+    """A shard of the sample with no box used to give no rows at all, and its part failed on every retry."""
+    scorer = BatchScorer(model, ScoreSettings(metrics=("localization",)), methods=("gradcam",))
+    stored = {("cam", 4): torch.ones(2, 2, 2)}
+    rows = scorer.score(_pixels(2, seed=7), stored, ["a", "b"], geometries=[Geometry(40, 40, SIZE, "stretch")] * 2)
+    assert len(rows) > 0 and rows["value"].isna().all()
+    assert set(rows["metric"]) == {"pointing_game", "relevance_mass", "otsu_iou"}
+
+
 def test_relevance_mass_and_otsu_iou_by_hand():
     from densecam_core.evaluate import box_mask, otsu_iou, relevance_mass
 
