@@ -27,7 +27,9 @@ def check_work_area(width: int, height: int, max_pixels: int, resize: str | None
     if area <= max_pixels:
         return None
     padded = f" padded to {side}x{side}" if resize == "pad" else ""
-    return f"image too large: {width}x{height}{padded} = {area} pixels > max_pixels={max_pixels} (refused before decoding)"
+    return (
+        f"image too large: {width}x{height}{padded} = {area} pixels > max_pixels={max_pixels} (refused before decoding)"
+    )
 
 
 @dataclass(frozen=True)

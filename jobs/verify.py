@@ -18,7 +18,7 @@ import sys
 
 from densecam_core.store.format import StoreError
 from densecam_core.store.reader import open_store
-from densecam_core.store.verify import uncommit, verify_run
+from densecam_core.store.verify import repair_index_files, uncommit, verify_run
 from densecam_core.store.verify_inputs import remove, verify_input_caches
 
 
@@ -40,17 +40,24 @@ def main(argv: list[str] | None = None) -> int:
     for name, problem in getattr(store, "problems", {}).items():
         print(f"skipped folder runs/{name}: {problem}")
     found = 0
+    left: list = []  # damage no repair can mend (arrays, links): named, for a person to look at
     for run in runs:
         damages = verify_run(run)
-        shards = len(run.index_files().shards)
+        try:
+            shards: int | str = len(run.index_files().shards)
+        except StoreError:
+            shards = "?"
         print(f"{run.run_id}: {shards} committed shards, {len(damages)} problems")
         for damage in damages:
             print(f"  {damage}")
         found += len(damages)
         if args.repair:
+            for done in repair_index_files(run, damages) if any(d.file for d in damages) else []:
+                print(f"  {done}")
             for shard in sorted({d.shard for d in damages if d.shard >= 0}):
                 uncommit(run, shard)
                 print(f"  uncommitted shard {shard}: the next job recomputes it")
+            left += [d for d in damages if d.shard < 0 and not d.file]
     if args.inputs:
         in_inputs, left = _verify_inputs(args.store, args.repair)
         found += in_inputs
@@ -59,6 +66,13 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     if found and not args.repair:
         print("damage found: `densecam verify STORE --repair` uncommits it, then rerun the job", file=sys.stderr)
+        return 1
+    if left:
+        print(
+            f"{len(left)} problems cannot be repaired from the store (arrays, links out of it): look at them by "
+            "hand, or delete the run's folder and explain it again",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

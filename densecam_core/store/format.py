@@ -44,6 +44,10 @@ def dimension_names(name: str) -> tuple[str, ...]:
 PART_NAME = re.compile(r"^part-(\d{6})\.parquet$")
 RUN_ID = re.compile(r"^run-[0-9a-f]{16}$")
 RUN_ID_SETTINGS = ("methods", "size", "resize", "precision", "targets")
+OPTIONAL_RUN_ID_SETTINGS = ("dicom_window",)
+"""Settings hashed into the run id only when present (they are left out at their defaults), so runs
+made before them keep their ids."""
+ARRAY_NAME = re.compile(r"^(logits|targets|cam|[a-z]+/block[1-4])$")
 
 
 class StoreError(ValueError):
@@ -66,6 +70,7 @@ def array_name(method: str, block: int | None = None) -> str:
 def run_id_for(fingerprint: str, settings: dict[str, Any]) -> str:
     """Deterministic: the same weights and explanation settings always name the same run."""
     key = {"fingerprint": fingerprint, **{k: settings[k] for k in RUN_ID_SETTINGS}}
+    key.update({k: settings[k] for k in OPTIONAL_RUN_ID_SETTINGS if k in settings})
     return "run-" + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -126,3 +131,27 @@ def plan_shards(num_rows: int, shard_size: int, first_row: int = 0) -> list[Shar
         Shard(start // shard_size, start, min(start + shard_size, first_row + num_rows))
         for start in range(first_row, first_row + num_rows, shard_size)
     ]
+
+
+def run_meta_problem(meta: dict[str, Any]) -> str | None:
+    """What makes a run.json unusable (a reader would crash on it, or read outside the run), or None.
+
+    Checked when a store lists its runs, so every command meets a named problem, never a traceback."""
+    size = meta.get("shard_size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        return f"run.json is damaged: shard_size {size!r} (a positive whole number)"
+    arrays = meta.get("arrays")
+    if not isinstance(arrays, dict) or not all(
+        isinstance(name, str) and isinstance(shape, list) and all(isinstance(n, int) and n >= 0 for n in shape)
+        for name, shape in arrays.items()
+    ):
+        return "run.json is damaged: arrays (array name -> per-image shape)"
+    unsafe = [name for name in arrays if not ARRAY_NAME.match(name)]
+    if unsafe:
+        return f"run.json is damaged: array names {unsafe[:3]} are not the store's (a path outside the run?)"
+    settings = meta.get("settings")
+    if not isinstance(settings, dict) or not isinstance(settings.get("methods"), list):
+        return "run.json is damaged: settings"
+    if not isinstance(meta.get("model_fingerprint"), str) or not isinstance(meta.get("created"), str):
+        return "run.json is damaged: model_fingerprint or created"
+    return None

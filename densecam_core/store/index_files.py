@@ -47,16 +47,29 @@ class IndexFiles:
 
 
 def read_state(fs: Any, index_dir: str) -> dict[str, Any]:
-    """_compacted.json, or an empty state (a run never compacted, or from before compaction existed)."""
+    """_compacted.json, or an empty state (a run never compacted, or from before compaction existed).
+
+    A state that is not what compaction writes (not JSON, files that are not ``compact-<uuid>.parquet``
+    names, shards that are not non-negative integers) is a ``StoreError`` naming the file and the fix:
+    it is never guessed at, since it decides which rows are committed."""
+    path = fileio.join(index_dir, COMPACTED_JSON)
     try:
-        state = fileio.read_json(fs, fileio.join(index_dir, COMPACTED_JSON))
+        state = fileio.read_json(fs, path)
+        files, shards = state.get("files", []), state.get("shards", [])
+        if not isinstance(files, list) or not all(isinstance(f, str) and COMPACT_NAME.match(f) for f in files):
+            raise ValueError(f"'files' must list compact-<uuid>.parquet names, got {str(files)[:80]}")
+        if not isinstance(shards, list) or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shards
+        ):
+            raise ValueError(f"'shards' must list shard numbers, got {str(shards)[:80]}")
     except FileNotFoundError:
         return {"files": [], "shards": [], "complete": True}
-    return {
-        "files": list(state.get("files", [])),
-        "shards": [int(s) for s in state.get("shards", [])],
-        "complete": bool(state.get("complete", False)),
-    }
+    except (ValueError, UnicodeDecodeError, AttributeError) as exc:
+        raise fmt.StoreError(
+            f"{path} is damaged ({exc}): run `densecam verify STORE --repair`, which rebuilds it from the "
+            "compacted files that read (the shards no file holds are then recomputed by the next job)"
+        ) from None
+    return {"files": list(files), "shards": list(shards), "complete": bool(state.get("complete", False))}
 
 
 def list_index(fs: Any, run_root: str) -> IndexFiles:

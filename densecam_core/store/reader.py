@@ -5,6 +5,7 @@ Only committed shards (those with an ``index/part-*.parquet``) are visible. No t
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from functools import cached_property
 from typing import Any
@@ -15,6 +16,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import zarr
+from fsspec.implementations.local import LocalFileSystem
 
 from densecam_core import fileio
 from densecam_core.geometry import Geometry
@@ -69,6 +71,13 @@ class Run:
             try:
                 table = self._read_tables(files, expression, list(columns) if columns else None)
             except FileNotFoundError:
+                missing = [p for p in files.compacted if not self._fs.exists(p)]
+                if missing and self.index_files().compacted == files.compacted:  # listed, and still gone
+                    raise fmt.StoreError(
+                        f"run {self.run_id}: the compacted index file {missing[0].rsplit('/', 1)[-1]} that "
+                        f"{fmt.INDEX_DIR}/_compacted.json lists is missing: run `densecam verify STORE --repair` "
+                        "(the shards it held are then recomputed by the next job)"
+                    ) from None
                 continue  # a compaction replaced the files while we read them: read the new ones
             if table is None:
                 return pd.DataFrame(columns=list(columns or fmt.CORE_INDEX_COLUMNS))
@@ -79,6 +88,7 @@ class Run:
         raise fmt.StoreError(f"run {self.run_id}: the index kept changing while it was read (compactions); try again")
 
     def _read_tables(self, files: IndexFiles, expression: Any, columns: list[str] | None) -> pa.Table | None:
+        self._refuse_links_out([*files.compacted, *files.parts.values()])
         tables = []
         if files.compacted:
             where = expression
@@ -97,10 +107,39 @@ class Run:
             return ds.dataset(paths, filesystem=self._fs, format="parquet").to_table(filter=where, columns=columns)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
             # parts written before runs recorded their schema may disagree (int64 then double): unify them
-            schemas = [ds.dataset(p, filesystem=self._fs, format="parquet").schema for p in paths]
+            schemas = [self._schema(p) for p in paths]
             schema = pa.unify_schemas(schemas, promote_options="permissive")
             dataset = ds.dataset(paths, filesystem=self._fs, format="parquet", schema=schema)
-            return dataset.to_table(filter=where, columns=columns)
+            try:
+                return dataset.to_table(filter=where, columns=columns)
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise self._damaged("an index file", exc) from None
+
+    def _refuse_links_out(self, paths: list[str]) -> None:
+        """A local index file linked outside the store is refused, never read (one lstat per file)."""
+        if not isinstance(self._fs, LocalFileSystem):
+            return
+        store = os.path.realpath(self._fs._strip_protocol(self.store_url)).rstrip(os.sep) + os.sep
+        for path in paths:
+            if os.path.islink(path) and not os.path.realpath(path).startswith(store):
+                raise fmt.StoreError(
+                    f"run {self.run_id}: the index file {path.rsplit('/', 1)[-1]} is a symbolic link to "
+                    f"{os.path.realpath(path)}, outside the store: not followed; remove the link"
+                )
+
+    def _schema(self, path: str) -> pa.Schema:
+        try:
+            return pq.read_schema(path, filesystem=self._fs)
+        except FileNotFoundError:
+            raise
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise self._damaged(f"the index file {path.rsplit('/', 1)[-1]}", exc) from None
+
+    def _damaged(self, what: str, exc: Exception) -> fmt.StoreError:
+        return fmt.StoreError(
+            f"run {self.run_id}: {what} is damaged ({exc}): run `densecam verify STORE --repair`, then the "
+            "job again (it recomputes what the damaged file held)"
+        )
 
     @cached_property
     def index(self) -> pd.DataFrame:
@@ -356,6 +395,13 @@ class Store:
     def __repr__(self) -> str:
         return f"Store({self.url!r}, runs={list(self.run_metadata())})"
 
+    def _outside(self, path: str) -> str | None:
+        """Where a local run folder really is, when a symbolic link puts it outside the store."""
+        if not isinstance(self._fs, LocalFileSystem) or not os.path.islink(path):
+            return None
+        target, root = os.path.realpath(path), os.path.realpath(self._root)
+        return None if target.startswith(root.rstrip(os.sep) + os.sep) else target
+
     def run_metadata(self) -> dict[str, dict[str, Any]]:
         """run_id -> the run's run.json, for every readable run in the store.
 
@@ -375,6 +421,10 @@ class Store:
             if not fmt.RUN_ID.match(name):
                 self.problems[name] = "not a run folder (run ids are 'run-' and 16 hex digits)"
                 continue
+            outside = self._outside(path)
+            if outside:
+                self.problems[name] = f"a symbolic link to {outside}, outside the store: not followed"
+                continue
             try:
                 meta = fileio.read_json(self._fs, run_json)
             except FileNotFoundError:
@@ -385,6 +435,10 @@ class Store:
             fmt.check_version(meta.get("format_version", 0), f"run {name}")
             if meta.get("run_id") != name:
                 self.problems[name] = f"run.json names run {meta.get('run_id')!r}, not its folder {name!r}"
+                continue
+            problem = fmt.run_meta_problem(meta)
+            if problem:
+                self.problems[name] = problem
                 continue
             metas[name] = meta
         return metas
@@ -427,6 +481,12 @@ class Store:
     def run(self, key: str = "latest") -> Run:
         """A run by id, by model fingerprint (or a unique prefix of either), or ``"latest"``."""
         metas = self.run_metadata()
+        damaged = [name for name in self.problems if name.startswith(str(key)) and fmt.RUN_ID.match(name)]
+        if key != "latest" and damaged and not any(r.startswith(str(key)) for r in metas):
+            raise fmt.StoreError(
+                f"run {damaged[0]}: {self.problems[damaged[0]]}; restore the file from a backup, or delete "
+                "the run's folder and explain it again"
+            )
         if not metas:
             raise fmt.StoreError(f"store {self.url!r} has no runs yet")
         if key == "latest":

@@ -8,30 +8,41 @@ recomputes it (its chunks are rewritten whole).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import stat
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
 
+from densecam_core import fileio
 from densecam_core.store import format as fmt
-from densecam_core.store.index_files import uncover
+from densecam_core.store.index_files import COMPACT_NAME, COMPACTED_JSON, read_state, uncover
 from densecam_core.store.reader import Run
 
 
 @dataclass(frozen=True)
 class Damage:
+    """A problem of a run. ``shard`` >= 0: that shard's data (repair: uncommit it). ``file``: an index file
+    or the index state (repair: ``repair_index_files``). Neither: named only, repaired by hand."""
+
     run_id: str
     shard: int
     what: str
+    file: str | None = None
 
     def __str__(self) -> str:
-        return f"{self.run_id} shard {self.shard}: {self.what}"
+        where = f"shard {self.shard}" if self.shard >= 0 else (self.file or "run").rsplit("/", 1)[-1]
+        return f"{self.run_id} {where}: {self.what}"
 
 
 def verify_run(run: Run) -> list[Damage]:
     """Every problem of every committed shard of ``run`` (an empty list: the run is sound)."""
-    damages: list[Damage] = []
+    damages: list[Damage] = _links_out(run)
     shard_size = int(run.meta["shard_size"])
     arrays = {}
     for name in run.meta["arrays"]:
@@ -40,43 +51,162 @@ def verify_run(run: Run) -> list[Damage]:
             arrays[name] = run.array(method, int(block) if block else None)
         except Exception as exc:  # a deleted or unreadable array: every shard is damaged
             damages.append(Damage(run.run_id, -1, f"array {name!r} cannot be opened: {exc}"))
-    files = run.index_files()
+            continue
+        problem = _array_problem(arrays[name], run.meta["arrays"][name], shard_size)
+        if problem:
+            damages.append(Damage(run.run_id, -1, f"array {name!r}: {problem}"))
+            del arrays[name]
+    index_dir = fileio.join(run._root, fmt.INDEX_DIR)
+    try:
+        files = run.index_files()
+    except fmt.StoreError as exc:  # a damaged _compacted.json
+        damages.append(Damage(run.run_id, -1, str(exc).split(": run `")[0], fileio.join(index_dir, COMPACTED_JSON)))
+        return damages
     frames = []
     for path in files.compacted + list(files.parts.values()):
+        name = path.rsplit("/", 1)[-1]
         try:
-            with run._fs.open(path, "rb") as handle:
-                frame = pq.read_table(handle, columns=["row", "status", "shard"]).to_pandas()
+            frame = _read_index_file(run, path)
+        except FileNotFoundError:
+            damages.append(Damage(run.run_id, -1, f"listed in {COMPACTED_JSON} but missing", path))
+            continue
         except Exception as exc:
             shard = next((s for s, p in files.parts.items() if p == path), -1)
-            damages.append(Damage(run.run_id, shard, f"index file {path.rsplit('/', 1)[-1]} unreadable: {exc}"))
+            damages.append(Damage(run.run_id, shard, f"index file {name} unreadable: {exc}", path))
             continue
         if path in files.compacted:
             frame = frame[frame["shard"].isin(files.covered)]
         frames.append(frame)
     for shard, frame in pd.concat(frames).groupby("shard") if frames else []:
-        shard = int(shard)
-        ok_rows = frame.loc[frame["status"] == "ok", "row"].to_numpy(dtype=np.int64) - shard * shard_size
-        for name, array in arrays.items():
-            start = shard * shard_size
-            if array.shape[0] < start + shard_size:
-                damages.append(Damage(run.run_id, shard, f"{name}: the array ends at row {array.shape[0]}"))
-                continue
-            try:
-                chunk = array[start : start + shard_size]
-            except ValueError as exc:
-                damages.append(Damage(run.run_id, shard, f"{name}: corrupt chunk ({exc})"))
-                continue
-            values = np.asarray(chunk)[ok_rows].reshape(len(ok_rows), -1)
-            missing = int((~np.isfinite(values).all(axis=1)).sum())
-            if missing:
+        damages += _shard_damage(run, int(shard), frame, arrays, shard_size)
+    return damages
+
+
+def _read_index_file(run: Run, path: str) -> pd.DataFrame:
+    if not stat.S_ISREG(_mode(run, path)):
+        raise ValueError("not a regular file")
+    with run._fs.open(path, "rb") as handle:
+        return pq.read_table(handle, columns=["row", "status", "shard"]).to_pandas()
+
+
+def _mode(run: Run, path: str) -> int:
+    """The file's type: a FIFO named like an index part would block a read forever."""
+    if isinstance(run._fs, LocalFileSystem):
+        return os.lstat(path).st_mode
+    return stat.S_IFREG
+
+
+def _shard_damage(run: Run, shard: int, frame: pd.DataFrame, arrays: dict, shard_size: int) -> list[Damage]:
+    """Every array's chunk of the shard reads (checksums) and holds finite values in its ok rows, whatever
+    its rows (a shard of missing files has no ok row, and its chunks are still read)."""
+    damages = []
+    ok_rows = frame.loc[frame["status"] == "ok", "row"].to_numpy(dtype=np.int64) - shard * shard_size
+    start = shard * shard_size
+    for name, array in arrays.items():
+        if array.shape[0] < start + shard_size:
+            damages.append(Damage(run.run_id, shard, f"{name}: the array ends at row {array.shape[0]}"))
+            continue
+        try:
+            chunk = np.asarray(array[start : start + shard_size])
+        except ValueError as exc:
+            damages.append(Damage(run.run_id, shard, f"{name}: corrupt chunk ({exc})"))
+            continue
+        if not len(ok_rows):
+            continue
+        values = chunk[ok_rows].reshape(len(ok_rows), -1)
+        missing = int((~np.isfinite(values).all(axis=1)).sum())
+        if missing:
+            damages.append(
+                Damage(
+                    run.run_id, shard, f"{name}: {missing} ok rows without finite values (a missing or damaged chunk)"
+                )
+            )
+    return damages
+
+
+def _array_problem(array: Any, shape: list[int], shard_size: int) -> str | None:
+    """The Zarr metadata against run.json: a zarr.json edited to another dtype would read bit patterns as maps."""
+    expected = np.dtype("int32") if array.path.endswith("targets") else np.dtype("float32")
+    if np.dtype(array.dtype) != expected:
+        return f"data type {array.dtype}, run.json implies {expected} (zarr.json edited or damaged)"
+    if list(array.shape[1:]) != list(shape):
+        return f"per-image shape {list(array.shape[1:])}, run.json says {list(shape)}"
+    if tuple(array.chunks) != (shard_size, *shape):
+        return f"chunks {tuple(array.chunks)}, run.json implies {(shard_size, *shape)}"
+    codecs = [type(c).__name__ for c in getattr(array.metadata, "codecs", ())]
+    if codecs and not any("Crc32c" in name for name in codecs) and not any("Sharding" in name for name in codecs):
+        return f"codecs {codecs} lack the crc32c checksum the store writes"
+    return None
+
+
+def _links_out(run: Run) -> list[Damage]:
+    """Symbolic links in the run that lead outside the store (local stores): named, never followed."""
+    if not isinstance(run._fs, LocalFileSystem):
+        return []
+    store = os.path.realpath(run._fs._strip_protocol(run.store_url))
+    damages = []
+    for folder, dirs, names in os.walk(run._root):
+        for name in dirs + names:
+            path = os.path.join(folder, name)
+            if os.path.islink(path) and not _inside(os.path.realpath(path), store):
                 damages.append(
-                    Damage(
-                        run.run_id,
-                        shard,
-                        f"{name}: {missing} ok rows without finite values (a missing or damaged chunk)",
-                    )
+                    Damage(run.run_id, -1, f"a symbolic link to {os.path.realpath(path)}, outside the store")
                 )
     return damages
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def repair_index_files(run: Run, damages: list[Damage]) -> list[str]:
+    """Drop damaged or missing compacted files from the index state (rebuilding a damaged state from the
+    compacted files that read), so the shards only they held are uncommitted and the next job recomputes
+    them; remove damaged parts. Returns what was done, in words."""
+    index_dir = fileio.join(run._root, fmt.INDEX_DIR)
+    files = {d.file for d in damages if d.file}
+    done = []
+    state_path = fileio.join(index_dir, COMPACTED_JSON)
+    if state_path in files:
+        candidates = [p.rsplit("/", 1)[-1] for p in run._fs.ls(index_dir, detail=False)]
+        state: dict[str, Any] = {
+            "files": sorted(n for n in candidates if COMPACT_NAME.match(n)),
+            "shards": [],
+            "complete": False,
+        }
+        done.append(f"rebuilt {COMPACTED_JSON} from the compacted files that read")
+    else:
+        state = read_state(run._fs, index_dir)
+    bad = {f.rsplit("/", 1)[-1] for f in files if COMPACT_NAME.match(f.rsplit("/", 1)[-1])}
+    kept: list[str] = []
+    held: set[int] = set()
+    parts = {
+        int(m.group(1)) for n in run._fs.ls(index_dir, detail=False) if (m := fmt.PART_NAME.match(n.rsplit("/", 1)[-1]))
+    }
+    for name in state["files"]:
+        path = fileio.join(index_dir, name)
+        try:
+            shards = set(_read_index_file(run, path)["shard"].astype(int)) if name not in bad else None
+        except Exception:
+            shards = None
+        if shards is None:
+            done.append(f"dropped {name} from {COMPACTED_JSON}: the shards only it held are recomputed by the next job")
+            continue
+        kept.append(name)
+        held |= shards
+    covered = held - parts if state_path in files else set(state["shards"]) & held
+    new_state = {"files": kept, "shards": sorted(covered), "complete": False}
+    if new_state != state:
+        fileio.write_json_atomic(run._fs, state_path, new_state)
+    for damage in damages:
+        if damage.file and fmt.PART_NAME.match(damage.file.rsplit("/", 1)[-1]):
+            _remove(run, damage.file)
+    return done
+
+
+def _remove(run: Run, path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        run._fs.rm(path)
 
 
 def uncommit(run: Run, shard: int) -> None:
