@@ -8,12 +8,35 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import posixpath
+import stat
 import uuid
-from typing import Any
+from typing import IO, Any
 
 import fsspec
 import numpy as np
+from fsspec.implementations.local import LocalFileSystem
+
+
+class NotRegularFileError(OSError):
+    """A store path that is a FIFO, socket or device: opening it for reading could block forever."""
+
+
+def open_regular(fs: fsspec.AbstractFileSystem, path: str) -> IO[bytes]:
+    """``fs.open(path, "rb")``, except that on a local disk only regular files are opened: a FIFO named like
+    a store file would otherwise block its reader forever (opened without blocking, then checked)."""
+    if not isinstance(fs, LocalFileSystem):
+        return fs.open(path, "rb")
+    fd = os.open(fs._strip_protocol(path), os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFileError(f"not a regular file (a FIFO, socket or device): {path}")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -37,7 +60,7 @@ def url_join(url: str, *parts: str) -> str:
 
 
 def read_json(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, Any]:
-    with fs.open(path, "rb") as handle:
+    with open_regular(fs, path) as handle:
         loaded = json.loads(handle.read().decode())
     if not isinstance(loaded, dict):
         raise ValueError(f"{path} holds a JSON {type(loaded).__name__}, not an object")

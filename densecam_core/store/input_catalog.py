@@ -91,7 +91,7 @@ def read_catalog(fs: Any, root: str) -> tuple[str, pa.Table] | None:
             return None
         path = fileio.join(root, name)
         try:
-            with fs.open(path, "rb") as handle:
+            with fileio.open_regular(fs, path) as handle:
                 table = pq.read_table(handle, page_checksum_verification=True)
         except FileNotFoundError:
             continue  # replaced by a newer catalog since the pointer was read
@@ -124,7 +124,7 @@ def read_segments(
 
     def one(name: str) -> pa.Table | str | None:
         try:
-            with fs.open(fileio.join(root, name), "rb") as handle:  # one open: read_table(path) opens twice
+            with fileio.open_regular(fs, fileio.join(root, name)) as handle:  # one open: read_table(path) opens twice
                 table = pq.read_table(handle, columns=IDENTITY_COLUMNS, page_checksum_verification=True)
         except FileNotFoundError:
             return None  # deleted since the listing (densecam verify --repair): not damage, just gone

@@ -305,7 +305,7 @@ class InputCache:
 
     def _read_segment(self, segment: str, hits: dict[int, CacheEntry]) -> dict[int, ModelInput]:
         groups = sorted({entry.row // ROW_GROUP for entry in hits.values()})
-        with self.fs.open(segment, "rb") as handle:
+        with fileio.open_regular(self.fs, segment) as handle:
             table = pq.ParquetFile(handle, page_checksum_verification=True).read_row_groups(
                 groups, columns=["path", "pixels"]
             )

@@ -5,7 +5,9 @@ Only committed shards (those with an ``index/part-*.parquet``) are visible. No t
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 from collections.abc import Sequence
 from functools import cached_property
 from typing import Any
@@ -116,11 +118,18 @@ class Run:
                 raise self._damaged("an index file", exc) from None
 
     def _refuse_links_out(self, paths: list[str]) -> None:
-        """A local index file linked outside the store is refused, never read (one lstat per file)."""
+        """A local index file linked outside the store, or that is no regular file (a FIFO would block the
+        read forever), is refused, never read (one stat per file)."""
         if not isinstance(self._fs, LocalFileSystem):
             return
         store = os.path.realpath(self._fs._strip_protocol(self.store_url)).rstrip(os.sep) + os.sep
         for path in paths:
+            with contextlib.suppress(FileNotFoundError):
+                if not stat.S_ISREG(os.stat(path).st_mode):
+                    raise fmt.StoreError(
+                        f"run {self.run_id}: the index file {path.rsplit('/', 1)[-1]} is not a regular file (a FIFO, "
+                        "socket or device): remove it, then run `densecam verify STORE --repair`"
+                    )
             if os.path.islink(path) and not os.path.realpath(path).startswith(store):
                 raise fmt.StoreError(
                     f"run {self.run_id}: the index file {path.rsplit('/', 1)[-1]} is a symbolic link to "

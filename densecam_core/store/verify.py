@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,17 +82,8 @@ def verify_run(run: Run) -> list[Damage]:
 
 
 def _read_index_file(run: Run, path: str) -> pd.DataFrame:
-    if not stat.S_ISREG(_mode(run, path)):
-        raise ValueError("not a regular file")
-    with run._fs.open(path, "rb") as handle:
+    with fileio.open_regular(run._fs, path) as handle:  # a FIFO named like a part would block forever
         return pq.read_table(handle, columns=["row", "status", "shard"]).to_pandas()
-
-
-def _mode(run: Run, path: str) -> int:
-    """The file's type: a FIFO named like an index part would block a read forever."""
-    if isinstance(run._fs, LocalFileSystem):
-        return os.lstat(path).st_mode
-    return stat.S_IFREG
 
 
 def _shard_damage(run: Run, shard: int, frame: pd.DataFrame, arrays: dict, shard_size: int) -> list[Damage]:

@@ -91,7 +91,7 @@ def _input_size(fs: Any, folder: str, name: str) -> int | None:
 def _segment_problem(fs: Any, folder: str, name: str, size: int, paths: dict[str, list[str]]) -> str | None:
     """What is wrong with the segment ``name``, or None (its rows' paths then go into ``paths``)."""
     try:
-        with fs.open(fileio.join(folder, name), "rb") as handle:
+        with fileio.open_regular(fs, fileio.join(folder, name)) as handle:
             table = pq.read_table(handle, page_checksum_verification=True)
     except (OSError, pa.ArrowException) as exc:
         return f"unreadable ({exc})"
@@ -118,7 +118,7 @@ def _catalog_problem(fs: Any, folder: str, paths: dict[str, list[str]]) -> str |
     if name is None:
         return None
     try:
-        with fs.open(fileio.join(folder, name), "rb") as handle:
+        with fileio.open_regular(fs, fileio.join(folder, name)) as handle:
             table = pq.read_table(handle, columns=["segment", "row", "path"], page_checksum_verification=True)
     except (OSError, pa.ArrowException) as exc:
         return f"its catalog {name} is unreadable ({exc})"

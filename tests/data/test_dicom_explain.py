@@ -165,3 +165,17 @@ def test_the_input_cache_is_keyed_by_the_dicom_window(explained, archive):
     assert sum(r.images_from_cache for r in minmax) == 0, "another window must decode again"
     cache_folders = sorted(p.name for p in (store / "inputs").iterdir() if p.is_dir())
     assert cache_folders == ["s64-stretch-p1", "s64-stretch-p1-wminmax"]
+
+
+def test_the_dicom_window_is_part_of_the_run_id_and_the_default_keeps_earlier_ids():
+    from densecam_core.store import format as fmt
+    from densecam_core.worker import ExplainSettings
+
+    default = ExplainSettings(methods=("gradcam",)).for_run_id()
+    assert "dicom_window" not in default
+    before = fmt.run_id_for(
+        "f" * 64, {"methods": ["gradcam"], "size": 320, "resize": "stretch", "precision": "fp32", "targets": None}
+    )
+    assert fmt.run_id_for("f" * 64, default) == before
+    other = ExplainSettings(methods=("gradcam",), dicom_window="percentile").for_run_id()
+    assert fmt.run_id_for("f" * 64, other) != before

@@ -164,3 +164,28 @@ def test_a_link_inside_a_run_to_a_file_outside_is_reported(tmp_path, capsys):
     assert "outside the store" in capsys.readouterr().out
     with pytest.raises(fmt.StoreError, match=r"is a symbolic link to .*secret.parquet, outside the store"):
         open_store(str(tmp_path / "store")).run("latest").read_index()
+
+
+@pytest.mark.timeout(60)
+def test_a_fifo_named_like_a_cache_segment_hangs_neither_the_cache_nor_a_lookup_nor_verify(tmp_path, capsys):
+    import uuid
+    import warnings
+
+    from densecam_core import generate_mura, read_manifest
+    from densecam_core.store.inputs import InputCache, identify
+    from jobs.cache import fill_cache
+
+    generate_mura(tmp_path / "mura", images=6, seed=1, min_side=48, max_side=64)
+    store = str(tmp_path / "store")
+    fill_cache(str(tmp_path / "mura"), store, size=32, segment_size=4)
+    folder = tmp_path / "store" / "inputs" / "s32-stretch-p1"
+    os.mkfifo(folder / f"segment-{uuid.uuid4().hex}.parquet")
+    paths = read_manifest(tmp_path / "mura")["path"].tolist()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        hits = InputCache(store, 32, "stretch").lookup([identify(p) for p in paths])
+        counts = fill_cache(str(tmp_path / "mura"), store, size=32, segment_size=4)
+    assert len(hits) == 6 and counts["already_cached"] == 6
+    assert any("not a regular file" in str(w.message) for w in caught)
+    assert verify([store, "--inputs"]) == 1
+    assert "not a regular file" in capsys.readouterr().out
