@@ -194,7 +194,9 @@ def _start_ray(ray: Any, config: JobConfig) -> bool:
     if address:
         ray.init(address=address, log_to_driver=True)
         return False
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=True)
+    # address="local": a new local Ray even when another cluster is registered on this machine
+    # (/tmp/ray/ray_current_cluster), which ray.init() would otherwise join, refusing num_cpus
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=True)
     return True
 
 

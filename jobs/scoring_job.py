@@ -29,7 +29,7 @@ from densecam_core.sampling import stratified_sample
 from densecam_core.scoring import ScoreSettings
 from densecam_core.store import metrics as store_metrics
 from densecam_core.store.format import RUNS_DIR, Shard, StoreError
-from densecam_core.store.lock import RunLock
+from densecam_core.store.lock import RunLock, describe_holder
 from densecam_core.store.reader import Run, open_store
 from densecam_core.worker import ShardResult
 from jobs.dispatch import DispatchCounters, Dispatcher
@@ -106,6 +106,12 @@ def prepare(config: EvaluateConfig) -> PreparedEvaluation:
     run = open_store(config.store).run(config.run)
     ok = run.index[run.index["status"] == "ok"]
     if ok.empty:
+        holder = RunLock(run.url).live_holder()
+        if holder is not None:  # e.g. explain --force recomputing it
+            raise StoreError(
+                f"run {run.run_id}: {describe_holder(holder)} and has no committed explained images now; "
+                "evaluate once that job has finished"
+            )
         raise StoreError(f"run {run.run_id} has no committed shards with explained images: run densecam explain first")
     model = load_densenet169(config.checkpoint)
     fingerprint = model_fingerprint(model)

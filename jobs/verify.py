@@ -16,7 +16,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from densecam_core.fileio import filesystem, url_join
 from densecam_core.store.format import StoreError
+from densecam_core.store.input_catalog import sweep_leftovers
+from densecam_core.store.inputs import INPUTS_DIR
 from densecam_core.store.reader import open_store
 from densecam_core.store.verify import repair_index_files, uncommit, verify_run
 from densecam_core.store.verify_inputs import remove, verify_input_caches
@@ -90,6 +93,10 @@ def _verify_inputs(store: str, repair: bool) -> tuple[int, int]:
             else:
                 left += 1
         found += len(report.damages)
+        if repair:
+            fs, folder = filesystem(url_join(store, INPUTS_DIR, report.cache))
+            for name in sweep_leftovers(fs, folder):
+                print(f"  removed {name}: left by a write that was killed, or a catalog nothing names")
     return found, left
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import time
 import uuid
 import warnings
 from collections.abc import Iterable
@@ -165,6 +166,43 @@ def write_catalog(fs: Any, root: str, table: pa.Table) -> str:
         with contextlib.suppress(FileNotFoundError):
             fs.rm(fileio.join(root, replaced))
     return name
+
+
+LEFTOVER_SECONDS = 3600.0
+"""A temporary file or unreferenced catalog this old is a crashed writer's leftover (a segment or
+catalog is written in seconds), so the next catalog writer and ``verify --inputs --repair`` delete it."""
+
+
+def sweep_leftovers(fs: Any, root: str, older_than: float = LEFTOVER_SECONDS) -> list[str]:
+    """Delete ``_tmp-*`` files of killed writes and catalog files ``_catalog.json`` does not name, once
+    ``older_than`` seconds old (younger ones may belong to a writer at work); returns their names."""
+    try:
+        current = catalog_pointer(fs, root)
+    except CatalogProblem:
+        return []  # which catalog is current is unknown: delete none
+    removed = []
+    now = time.time()
+    for info in fs.ls(root, detail=True):
+        name = str(info["name"]).rsplit("/", 1)[-1]
+        leftover = name.startswith("_tmp-") or (CATALOG_NAME.match(name) and name != current)
+        if leftover and now - _modified(info, now) > older_than:
+            with contextlib.suppress(FileNotFoundError):
+                fs.rm(fileio.join(root, name))
+                removed.append(name)
+    return removed
+
+
+def _modified(info: dict[str, Any], default: float) -> float:
+    """A listing entry's modification time as a Unix time (local: mtime; object stores: LastModified)."""
+    value: Any = info.get("mtime", info.get("LastModified", info.get("last_modified")))
+    if value is None:
+        return default  # unknown age: treated as young, never deleted
+    if hasattr(value, "timestamp"):
+        return float(value.timestamp())
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return default  # unknown age: treated as young, never deleted
 
 
 def _warn(problem: str) -> None:

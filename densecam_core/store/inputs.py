@@ -53,6 +53,7 @@ from densecam_core.store.input_catalog import (
     keep_segments,
     read_catalog,
     read_segments,
+    sweep_leftovers,
     write_catalog,
 )
 
@@ -270,10 +271,16 @@ class InputCache:
         self.refresh()
         catalogued = self._catalogued or set()
         if self._listed and not self._listed <= catalogued:
-            write_catalog(
-                self.fs, self.root, pa.concat_tables([keep_segments(r.table, self._listed) for r in self._reads])
-            )
+            # each segment once: two fills at once may each have read a segment the other catalogued
+            seen: set[str] = set()
+            parts = []
+            for read in self._reads:
+                names = (set(pc.unique(read.table["segment"]).to_pylist()) & self._listed) - seen
+                parts.append(keep_segments(read.table, names))
+                seen |= names
+            write_catalog(self.fs, self.root, pa.concat_tables(parts))
             catalogued = self._catalogued = set(self._listed)
+        sweep_leftovers(self.fs, self.root)
         return len(catalogued)
 
     def read(self, hits: dict[int, CacheEntry]) -> dict[int, ModelInput]:

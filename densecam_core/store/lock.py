@@ -65,6 +65,11 @@ def _alive(holder: dict[str, Any], stale_after: float) -> bool:
     return True
 
 
+def describe_holder(holder: dict[str, Any]) -> str:
+    started = datetime.fromtimestamp(holder.get("started", 0)).isoformat(timespec="seconds")
+    return f"run is being written by another job (host {holder.get('host')}, pid {holder.get('pid')}, since {started})"
+
+
 class RunLock:
     """``lock.json`` in the run folder: a second job refuses; a dead holder's lock is taken over.
 
@@ -93,13 +98,20 @@ class RunLock:
             except ValueError:
                 current = {}  # half-written by a holder that died while writing it: stale
             if current and _alive(current, self.stale_after):
-                started = datetime.fromtimestamp(current.get("started", 0)).isoformat(timespec="seconds")
                 raise fmt.StoreError(
-                    f"run is being written by another job (host {current.get('host')}, pid {current.get('pid')}, "
-                    f"since {started}); wait for it, or delete {self.path} if that job is gone"
+                    f"{describe_holder(current)}; wait for it, or delete {self.path} if that job is gone"
                 )
             self._remove_stale()
         raise fmt.StoreError(f"could not take the run lock {self.path}: other jobs keep taking it; try again")
+
+    def live_holder(self) -> dict[str, Any] | None:
+        """Who holds the lock now, if a live job does (nothing is taken): for messages that must say why
+        a run looks empty or unfinished."""
+        try:
+            current = fileio.read_json(self.fs, self.path)
+        except (FileNotFoundError, ValueError):
+            return None
+        return current if current and _alive(current, self.stale_after) else None
 
     def _remove_stale(self) -> None:
         """Remove the lock if it is still stale, one taker at a time.

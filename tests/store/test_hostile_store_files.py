@@ -189,3 +189,59 @@ def test_a_fifo_named_like_a_cache_segment_hangs_neither_the_cache_nor_a_lookup_
     assert any("not a regular file" in str(w.message) for w in caught)
     assert verify([store, "--inputs"]) == 1
     assert "not a regular file" in capsys.readouterr().out
+
+
+def test_leftovers_of_killed_cache_writes_and_orphaned_catalogs_are_swept_once_old(tmp_path, capsys):
+    import time
+
+    from densecam_core import generate_mura
+    from jobs.cache import fill_cache
+
+    generate_mura(tmp_path / "mura", images=6, seed=1, min_side=48, max_side=64)
+    store = str(tmp_path / "store")
+    fill_cache(str(tmp_path / "mura"), store, size=32, segment_size=4)
+    folder = tmp_path / "store" / "inputs" / "s32-stretch-p1"
+    killed = folder / "_tmp-0123456789abcdef0123456789abcdef-segment-00000000000000000000000000000000.parquet"
+    orphan = folder / "catalog-ffffffffffffffffffffffffffffffff.parquet"
+    fresh = folder / "_tmp-fedcba9876543210fedcba9876543210-segment-11111111111111111111111111111111.parquet"
+    for path in (killed, orphan, fresh):
+        path.write_bytes(b"partial")
+    hour_ago = time.time() - 7200
+    for path in (killed, orphan):
+        os.utime(path, (hour_ago, hour_ago))
+    fill_cache(str(tmp_path / "mura"), store, size=32, segment_size=4)  # the next writer sweeps
+    assert not killed.exists() and not orphan.exists()
+    assert fresh.exists(), "a young temporary file may be a writer at work: kept"
+    os.utime(fresh, (hour_ago, hour_ago))
+    assert verify([store, "--inputs", "--repair"]) == 0
+    assert not fresh.exists() and "left by a write that was killed" in capsys.readouterr().out
+
+
+def test_two_fills_at_once_catalog_each_segment_once(tmp_path):
+    import threading
+
+    import pyarrow.parquet as pq
+
+    from densecam_core import generate_mura
+    from densecam_core.store.input_catalog import catalog_pointer
+    from jobs.cache import fill_cache
+
+    generate_mura(tmp_path / "mura", images=40, seed=2, min_side=48, max_side=64)
+    store = str(tmp_path / "store")
+    threads = [
+        threading.Thread(
+            target=fill_cache, args=(str(tmp_path / "mura"), store), kwargs={"size": 32, "segment_size": 2}
+        )
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    fill_cache(str(tmp_path / "mura"), store, size=32, segment_size=2)
+    folder = tmp_path / "store" / "inputs" / "s32-stretch-p1"
+    import fsspec
+
+    catalog = pq.read_table(folder / catalog_pointer(fsspec.filesystem("file"), str(folder))).to_pandas()
+    assert not catalog.duplicated(["segment", "row"]).any()
+    assert set(catalog["segment"]) == {p.name for p in folder.glob("segment-*.parquet")}

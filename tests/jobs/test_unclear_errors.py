@@ -1,0 +1,62 @@
+"""Messages that say what happened and what to do, for the cases an audit found unclear."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from test_evaluation_job import explain_tree
+
+from densecam_core import generate_mura
+from densecam_core.store.format import StoreError
+from densecam_core.store.lock import RunLock
+from jobs.scoring_job import EvaluateConfig, prepare
+
+
+def test_evaluating_a_run_that_a_live_job_is_recomputing_says_so(tmp_path):
+    tree = tmp_path / "tree"
+    generate_mura(tree, images=4, seed=3, min_side=48, max_side=64)
+    run_id = explain_tree(tree, tmp_path / "store", shards=False)  # created, nothing committed: as under --force
+    lock = RunLock(str(tmp_path / "store" / "runs" / run_id))
+    lock.acquire()
+    try:
+        with pytest.raises(StoreError, match=r"being written by another job .* evaluate once that job has finished"):
+            prepare(EvaluateConfig(store=str(tmp_path / "store"), run=run_id))
+    finally:
+        lock.release()
+    with pytest.raises(StoreError, match=r"no committed shards .* run densecam explain first"):
+        prepare(EvaluateConfig(store=str(tmp_path / "store"), run=run_id))
+
+
+def test_a_local_ray_is_started_even_when_another_cluster_is_registered_here():
+    """Without an address ray.init() joins a cluster registered in /tmp/ray/ray_current_cluster and then
+    refuses num_cpus; address="local" starts the local Ray the README promises."""
+    from jobs.explain import JobConfig, _start_ray
+
+    calls = []
+
+    class FakeRay:
+        def is_initialized(self) -> bool:
+            return False
+
+        def init(self, **kwargs):
+            calls.append(kwargs)
+
+    assert _start_ray(FakeRay(), JobConfig()) is True
+    assert calls[0]["address"] == "local" and calls[0]["num_cpus"] >= 1
+    calls.clear()
+    assert _start_ray(FakeRay(), JobConfig(address="ray://head:10001")) is False
+    assert calls == [{"address": "ray://head:10001", "log_to_driver": True}]
+
+
+@pytest.mark.parametrize("timeout", ["-1", "0"])
+def test_the_cache_command_refuses_a_timeout_that_is_not_positive(tmp_path, capsys, timeout):
+    from jobs.cache import main
+
+    generate_mura(tmp_path / "tree", images=2, seed=1, min_side=48, max_side=64)
+    code = main([str(tmp_path / "tree"), "--store", str(tmp_path / "store"), "--read-timeout", timeout])
+    assert code == 2 and "--read-timeout must be > 0" in capsys.readouterr().err
+    assert not (tmp_path / "store" / "inputs").exists(), "refused before any work"
