@@ -10,6 +10,7 @@ resume (a shard whose metrics part is committed is skipped) and ``--summary-json
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import sys
 import time
@@ -57,8 +58,18 @@ class PreparedEvaluation:
             "sample": c.sample,
             "fraction": c.fraction,
             "images": len(self.sample),
+            "sample_digest": sample_digest(self.sample["image_id"]),
             "boxes": os.path.basename(c.boxes) if c.boxes else None,
         }
+
+
+def sample_digest(image_ids: Any) -> str:
+    """Which images a sample holds (SHA-256 of the sorted ids): a run that grew draws another sample of
+    the same size, and a resume must not mix the two."""
+    digest = hashlib.sha256()
+    for image_id in sorted(map(str, image_ids)):
+        digest.update(image_id.encode() + b"\0")
+    return digest.hexdigest()
 
 
 @dataclass(kw_only=True)
@@ -157,6 +168,12 @@ def _settle_recorded(job: PreparedEvaluation) -> None:
     wanted = job.recorded()
     if recorded is not None and recorded != wanted and not job.config.force:
         differ = sorted(k for k in wanted if recorded.get(k) != wanted[k])
+        if differ == ["sample_digest"] or (differ and set(differ) <= {"sample_digest", "images"}):
+            raise ValueError(
+                f"run {job.run.run_id} holds metrics of another sample of images (the run changed since: images "
+                f"were added or recomputed{', or the scores predate recorded samples' if 'sample_digest' not in recorded else ''}); "
+                "pass --force to score the sample drawn now afresh"
+            )
         raise ValueError(
             f"run {job.run.run_id} holds metrics scored with other settings ({', '.join(differ)}: "
             f"{ {k: recorded.get(k) for k in differ} }); pass the same settings to resume, or --force to replace them"

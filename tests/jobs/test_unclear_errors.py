@@ -60,3 +60,24 @@ def test_the_cache_command_refuses_a_timeout_that_is_not_positive(tmp_path, caps
     code = main([str(tmp_path / "tree"), "--store", str(tmp_path / "store"), "--read-timeout", timeout])
     assert code == 2 and "--read-timeout must be > 0" in capsys.readouterr().err
     assert not (tmp_path / "store" / "inputs").exists(), "refused before any work"
+
+
+def test_a_resumed_evaluation_refuses_a_sample_that_differs_from_the_scored_one(tmp_path):
+    """Explain 10 images, record an evaluation of 4, add images: the next sample of 4 is drawn from more
+    images, so resuming would mix two samples; it is refused (and --force starts afresh)."""
+    from jobs.scoring_job import _settle_recorded
+
+    tree = tmp_path / "tree"
+    generate_mura(tree, images=10, seed=3, min_side=48, max_side=64)
+    run_id = explain_tree(tree, tmp_path / "store")
+    config = EvaluateConfig(store=str(tmp_path / "store"), run=run_id, sample=4, metrics=("deletion",))
+    _settle_recorded(prepare(config))
+    _settle_recorded(prepare(config))  # the same sample: resumes
+    generate_mura(tree, images=30, seed=3, min_side=48, max_side=64)  # the same tree, grown
+    explain_tree(tree, tmp_path / "store")
+    grown = prepare(config)
+    with pytest.raises(ValueError, match=r"another sample of images .* --force"):
+        _settle_recorded(grown)
+    import dataclasses
+
+    _settle_recorded(dataclasses.replace(grown, config=dataclasses.replace(config, force=True)))
