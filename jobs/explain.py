@@ -242,8 +242,15 @@ def run_job(config: JobConfig, *, hook: Callable[[JobState, ShardResult], None] 
             if k not in committed
         )
         skipped = len(groups) - len(todo)
-        writer.reopen({shard.index for shard, _ in todo})  # recomputed shards leave the compacted index first
-        counters = _dispatch(job, writer, todo, lock, hook) if todo else DispatchCounters()
+
+        def committed(state: JobState, result: ShardResult) -> None:
+            # a recomputed shard leaves the compacted index once its new part is committed, not before:
+            # until then readers keep its old rows, so a killed recompute loses nothing committed
+            writer.reopen({result.shard})
+            if hook is not None:
+                hook(state, result)
+
+        counters = _dispatch(job, writer, todo, lock, committed) if todo else DispatchCounters()
         run = writer._run()
         if counters.shards_done or "counts" not in run.meta:
             compact_locked(run)  # a few large index files; run.json gets the counts

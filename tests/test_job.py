@@ -333,3 +333,25 @@ def test_redo_errors_explains_an_image_that_came_back(local_ray, tree, tmp_path)
         assert sorted(after.index) == sorted(index["image_id"])
     finally:
         Path(missing["path"]).unlink()
+
+
+def test_a_recompute_keeps_the_old_rows_visible_until_each_shard_is_replaced(local_ray, tree, tmp_path):
+    """--force over a compacted run: a reader sees every committed row throughout (the old rows until
+    each shard's new part is committed), and a recompute killed half-way loses none of them."""
+    store = tmp_path / "store"
+    first = run_job(config(tree, store))  # ends compacted
+    before = sorted(open_store(str(store)).run(first.run_id).index["image_id"])
+    seen: list[list[str]] = []
+
+    class Killed(Exception):
+        pass
+
+    def look_then_die(state, result) -> None:
+        seen.append(sorted(open_store(str(store)).run(first.run_id).index["image_id"]))
+        if len(state.results) == 2:
+            raise Killed  # the driver dies with 2 shards recomputed
+
+    with pytest.raises(Killed):
+        run_job(config(tree, store, force=True, workers=1), hook=look_then_die)
+    assert len(seen) == 2 and all(rows == before for rows in seen)  # never fewer rows, never twice
+    assert sorted(open_store(str(store)).run(first.run_id).index["image_id"]) == before

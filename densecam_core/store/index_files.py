@@ -8,9 +8,11 @@ would pay a request for each. Compaction merges committed parts into a few large
 * before the switch, the parts are authoritative (a crash leaves only unreferenced files);
 * after it, the compacted files hold the covered shards, and parts of covered shards are ignored
   until compaction deletes them;
-* a covered shard that a later job recomputes (``--force``, ``--redo-errors``, ``verify --repair``) is
-  first dropped from ``shards`` (the driver rewrites _compacted.json, holding the run lock), so its new
-  part is read and the compacted rows of it are filtered out.
+* a covered shard that a later job recomputes (``--force``, ``--redo-errors``) is dropped from
+  ``shards`` once its new part is committed (the driver rewrites _compacted.json, holding the run
+  lock), so until then readers keep its old rows, and after it they read the new part and filter the
+  compacted rows of it out; a recompute killed half-way leaves every shard either old or new.
+  (``verify --repair`` drops a damaged shard at once: its old rows are what is damaged.)
 
 A reader therefore sees every committed row exactly once, whatever moment it opens.
 """

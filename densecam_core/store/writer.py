@@ -249,7 +249,7 @@ class RunWriter:
         return list_index(fs, root).shards
 
     def reopen(self, shards: set[int]) -> None:
-        """Shards about to be recomputed leave the compacted index first, so their new parts are read."""
+        """Recomputed shards whose new parts are committed leave the compacted index, so those parts are read."""
         fs, root = fileio.filesystem(self.run_url)
         uncover(fs, root, shards)
 
