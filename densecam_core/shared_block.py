@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from multiprocessing import shared_memory
@@ -19,6 +21,38 @@ import numpy as np
 
 ALIGN = 64  # each array starts on a cache line
 SHM_DIR = "/dev/shm"  # where Linux keeps POSIX shared memory (a tmpfs)
+BLOCK_NAME = re.compile(r"^densecam-(\d+)-[0-9a-f]{12}$")
+"""Blocks are named after the process that owns them, so blocks of a process that was killed (a GPU
+actor whose driver died: SIGKILL leaves no chance to unlink) can be found and swept by the next one."""
+
+
+def _new_name() -> str:
+    return f"densecam-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def sweep_dead_blocks(folder: str = SHM_DIR) -> list[str]:
+    """Unlink the blocks whose owning process is gone; returns their names. Called when an actor starts,
+    so what a killed job left on a node is freed by the next job there."""
+    if not os.path.isdir(folder):
+        return []
+    swept = []
+    for name in os.listdir(folder):
+        match = BLOCK_NAME.match(name)
+        if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
+            with contextlib.suppress(FileNotFoundError, PermissionError):
+                os.unlink(os.path.join(folder, name))
+                swept.append(name)
+    return swept
 
 
 def room_for(nbytes: int, spare: int = 16 << 20) -> bool:
@@ -59,7 +93,7 @@ class SharedBlock:
             kind = np.dtype(dtype)
             layout.append((key, tuple(int(n) for n in shape), kind.str, offset))
             offset += block_size({key: (shape, dtype)})
-        self.memory = shared_memory.SharedMemory(create=True, size=max(offset, ALIGN))
+        self.memory = shared_memory.SharedMemory(name=_new_name(), create=True, size=max(offset, ALIGN))
         try:
             _reserve(self.memory)
         except OSError:

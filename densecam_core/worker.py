@@ -27,7 +27,7 @@ from densecam_core.images import ModelInput
 from densecam_core.images import ready as decoder_ready  # lives in images: children import no torch
 from densecam_core.loader import PROCESS_TASK_IMAGES, BatchLoader, LoadedBatch
 from densecam_core.model import load_densenet169, model_fingerprint
-from densecam_core.shared_block import SharedBlock, shared_or_none
+from densecam_core.shared_block import SharedBlock, shared_or_none, sweep_dead_blocks
 from densecam_core.spawned import SpawnedPool, close_all
 from densecam_core.spec import CPU_BATCH, GPU_BATCHES
 from densecam_core.store import format as fmt
@@ -180,6 +180,8 @@ class ExplainWorker:
         # the others decode and write, instead of three threads contending for the GIL to launch kernels
         self._compute_lock = threading.Lock()
         processes = settings.decode_processes
+        if processes > 0:
+            sweep_dead_blocks()  # what actors of a killed job left in this node's shared memory
         self._decode = SpawnedPool(processes, "a decode process") if processes > 0 else None
         self._write = SpawnedPool(1, "the writer process") if processes > 0 else None  # writes with them
         self.store_url = store_url

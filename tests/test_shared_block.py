@@ -66,3 +66,41 @@ def test_room_for_reads_the_free_space_of_dev_shm():
 
     assert room_for(1024)
     assert not room_for(1 << 62)  # more than any machine's shared memory
+
+
+def test_blocks_of_a_killed_process_are_swept_and_live_ones_kept(tmp_path):
+    """SIGKILL leaves a process no chance to unlink its blocks (a GPU actor whose driver died); they are
+    named after their owner, so the next actor on the node unlinks those whose owner is gone."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from densecam_core.shared_block import SHM_DIR, SharedBlock, sweep_dead_blocks
+
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from densecam_core.shared_block import SharedBlock; "
+            "b = SharedBlock({'x': ((1024,), 'uint8')}); print(b.handle.name, flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its resource tracker too, so both die together as under Ray
+    )
+    name = child.stdout.readline().strip()
+    mine = SharedBlock({"x": ((16,), "uint8")})
+    try:
+        assert os.path.exists(os.path.join(SHM_DIR, name))
+        assert name not in sweep_dead_blocks(), "a live owner's block is kept"
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+        assert os.path.exists(os.path.join(SHM_DIR, name)), "SIGKILL leaves the block behind"
+        assert name in sweep_dead_blocks()
+        assert not os.path.exists(os.path.join(SHM_DIR, name))
+        assert os.path.exists(os.path.join(SHM_DIR, mine.handle.name))
+    finally:
+        mine.close()
+        child.kill()
+        child.wait(timeout=30)
