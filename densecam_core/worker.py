@@ -56,6 +56,7 @@ class ExplainSettings:
     max_batch: int | None = None  # the run's shard size: a batch larger than a shard would only be padding
     cuda_graphs: bool = False  # GPU actors replay the pass as a CUDA graph (Explainer(cuda_graphs=True))
     dicom_window: str = DEFAULT_DICOM_WINDOW  # how DICOM sources are windowed (data/dicom.py)
+    cache_identity: str = "stat"  # how cached inputs are matched to files (store/inputs.py)
 
     def for_run_id(self) -> dict[str, Any]:
         """The settings that change what a run holds. The DICOM window enters only when it is not the
@@ -188,7 +189,9 @@ class ExplainWorker:
         # a GPU reuses its cuDNN plans only for shapes it has seen: every batch is padded to the full size
         self.fixed_batch = self.explainer.device.type == "cuda"
         self.cache = (
-            InputCache(store_url, settings.size, settings.resize, settings.dicom_window)
+            InputCache(
+                store_url, settings.size, settings.resize, settings.dicom_window, identity=settings.cache_identity
+            )
             if store_url is not None and settings.input_cache != "off"
             else None
         )

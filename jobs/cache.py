@@ -21,7 +21,7 @@ from densecam_core.loader import DEFAULT_READ_TIMEOUT, BatchLoader
 from densecam_core.manifest import ManifestError, read_manifest
 from densecam_core.spec import RESIZE_MODES, validate_resize_mode
 from densecam_core.store.format import StoreError
-from densecam_core.store.inputs import InputCache, identify_paths
+from densecam_core.store.inputs import CACHE_IDENTITIES, InputCache, identify_paths
 from densecam_core.store.writer import ensure_store
 
 WINDOW_SEGMENTS = 16
@@ -40,6 +40,7 @@ def fill_cache(
     max_bytes: int | None = None,
     read_timeout: float = DEFAULT_READ_TIMEOUT,
     dicom_window: str = DEFAULT_DICOM_WINDOW,
+    identity: str = "stat",
 ) -> dict[str, int]:
     """Cache every image not cached yet; returns counts (cached now, already cached, unreadable).
 
@@ -53,7 +54,7 @@ def fill_cache(
     validate_dicom_window(dicom_window)
     frame = read_manifest(manifest, image_root=image_root, dicom_metadata=False)  # pixels only: no identifiers
     ensure_store(store)
-    cache = InputCache(store, size, resize, dicom_window)
+    cache = InputCache(store, size, resize, dicom_window, identity=identity)
     paths = frame["path"].astype(str).tolist()
     counts = {"images": len(paths), "cached_now": 0, "already_cached": 0, "unreadable": 0}
     workers = threads or os.cpu_count() or 1
@@ -61,7 +62,7 @@ def fill_cache(
     with ThreadPoolExecutor(workers, thread_name_prefix="densecam-stat") as stat:
         for start in range(0, len(paths), window):
             part = paths[start : start + window]
-            identities = identify_paths(part, workers, stat)
+            identities = identify_paths(part, workers, stat, content=identity == "content")
             hits = cache.lookup(identities)
             todo = [i for i, identity in enumerate(identities) if identity is not None and i not in hits]
             counts["already_cached"] += len(hits)
@@ -98,6 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resize", choices=RESIZE_MODES, default="stretch")
     parser.add_argument("--image-root", default=None)
     parser.add_argument(
+        "--cache-identity",
+        choices=CACHE_IDENTITIES,
+        default="stat",
+        help="stat (path, size, modification time) or content (a digest of the bytes), as the jobs will use",
+    )
+    parser.add_argument(
         "--dicom-window",
         choices=DICOM_WINDOWS,
         default=DEFAULT_DICOM_WINDOW,
@@ -128,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             max_bytes=args.max_image_bytes,
             read_timeout=args.read_timeout,
             dicom_window=args.dicom_window,
+            identity=args.cache_identity,
         )
     except (ManifestError, StoreError, ValueError) as exc:
         print(f"densecam cache: error: {exc}", file=sys.stderr)

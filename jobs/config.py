@@ -9,6 +9,7 @@ from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW, DICOM_WINDOWS, valida
 from densecam_core.images import DEFAULT_MAX_BYTES
 from densecam_core.spec import CPU_BATCH, METHODS, PRECISIONS, RESIZE_MODES, validate_methods
 from densecam_core.store.format import StoreError
+from densecam_core.store.inputs import CACHE_IDENTITIES, validate_cache_identity
 
 INPUT_CACHE_MODES = ("readwrite", "read", "off")
 DECODE_MODES = ("auto", "threads", "processes")
@@ -42,6 +43,7 @@ class JobConfig:
     shard_timeout: float = 1800.0  # an actor that holds a shard longer is stopped and the shard retried elsewhere
     max_image_bytes: int = DEFAULT_MAX_BYTES
     input_cache: str = "readwrite"
+    cache_identity: str = "stat"  # how cached inputs are matched to files (store/inputs.py CACHE_IDENTITIES)
     decode: str = "auto"  # auto: processes in GPU actors (off the compute thread's GIL), threads in CPU actors
     cuda_graphs: bool = True  # GPU actors replay each batch's pass as a CUDA graph (docs/PERFORMANCE.md)
     summary_json: str | None = None
@@ -67,6 +69,7 @@ class JobConfig:
             )
         if self.actor_start_retries < 0:
             raise ValueError(f"--actor-start-retries must be >= 0, got {self.actor_start_retries}")
+        validate_cache_identity(self.cache_identity)
         if self.input_cache not in INPUT_CACHE_MODES:
             raise ValueError(f"--input-cache must be one of {INPUT_CACHE_MODES}, got {self.input_cache!r}")
         if self.decode not in DECODE_MODES:
@@ -208,6 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
         "preprocessing: readwrite, read (never write), off",
     )
     parser.add_argument(
+        "--cache-identity",
+        choices=CACHE_IDENTITIES,
+        default=d.cache_identity,
+        help="how a cached input is matched to its file: stat (path, size, modification time: one stat per "
+        "file) or content (a digest of the bytes: reads every file, but sees files rewritten in place with "
+        "their time restored, as cp -p and rsync -t do)",
+    )
+    parser.add_argument(
         "--decode",
         choices=DECODE_MODES,
         default=d.decode,
@@ -281,6 +292,7 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         shard_timeout=args.shard_timeout,
         max_image_bytes=args.max_image_bytes,
         input_cache=args.input_cache,
+        cache_identity=args.cache_identity,
         decode=args.decode,
         cuda_graphs=args.cuda_graphs,
         summary_json=args.summary_json,

@@ -140,6 +140,7 @@ def prepare(config: JobConfig) -> PreparedJob:
         max_image_bytes=config.max_image_bytes,
         cuda_graphs=config.cuda_graphs,
         dicom_window=config.dicom_window,
+        cache_identity=config.cache_identity,
     )  # batch size and threads: set per device at dispatch
     spec = RunSpec(
         fingerprint=model_fingerprint(model),

@@ -16,10 +16,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW
 from densecam_core.fileio import filesystem, url_join
 from densecam_core.store.format import StoreError
 from densecam_core.store.input_catalog import sweep_leftovers
-from densecam_core.store.inputs import INPUTS_DIR
+from densecam_core.store.inputs import CACHE_FOLDER, INPUTS_DIR, InputCache
 from densecam_core.store.reader import open_store
 from densecam_core.store.verify import repair_index_files, uncommit, verify_run
 from densecam_core.store.verify_inputs import remove, verify_input_caches
@@ -33,6 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", default=None, help="one run (id, fingerprint prefix or 'latest'); default: every run")
     parser.add_argument("--repair", action="store_true", help="uncommit damaged shards so the next job recomputes them")
     parser.add_argument("--inputs", action="store_true", help="also check the input caches (reads them whole)")
+    parser.add_argument(
+        "--check-sources",
+        action="store_true",
+        help="with --inputs: identify every cached input's source file again (a stat, or its digest for "
+        "content-identified entries) and count those that changed since they were cached",
+    )
     args = parser.parse_args(argv)
     try:
         store = open_store(args.store)
@@ -61,8 +68,13 @@ def main(argv: list[str] | None = None) -> int:
                 uncommit(run, shard)
                 print(f"  uncommitted shard {shard}: the next job recomputes it")
             left += [d for d in damages if d.shard < 0 and not d.file]
+    if args.check_sources and not args.inputs:
+        print("densecam verify: error: --check-sources goes with --inputs", file=sys.stderr)
+        return 2
     if args.inputs:
         in_inputs, left = _verify_inputs(args.store, args.repair)
+        if args.check_sources:
+            _check_sources(args.store)
         found += in_inputs
         if args.repair and left:
             print(f"{left} problems in inputs/ cannot be repaired: look at those folders by hand", file=sys.stderr)
@@ -98,6 +110,21 @@ def _verify_inputs(store: str, repair: bool) -> tuple[int, int]:
             for name in sweep_leftovers(fs, folder):
                 print(f"  removed {name}: left by a write that was killed, or a catalog nothing names")
     return found, left
+
+
+def _check_sources(store: str) -> None:
+    """Report, per input cache, how many cached inputs no longer match their source files."""
+    for report in verify_input_caches(store):
+        match = CACHE_FOLDER.match(report.cache)
+        if not match:
+            continue
+        window = match.group(4) or DEFAULT_DICOM_WINDOW
+        known, stale = InputCache(store, int(match.group(1)), match.group(2), window).stale_sources()
+        example = f", e.g. {stale[0]}" if stale else ""
+        print(
+            f"inputs/{report.cache}: {known} cached inputs, {len(stale)} whose source file changed or is gone "
+            f"since (jobs decode those again){example}"
+        )
 
 
 if __name__ == "__main__":

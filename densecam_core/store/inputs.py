@@ -22,6 +22,7 @@ nanosecond mtime locally and the ETag (a content digest) on S3.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import re
@@ -92,8 +93,43 @@ CACHE_FOLDER = re.compile(rf"^s(\d+)-({'|'.join(RESIZE_MODES)})-p(\d+)(?:-w({'|'
 """The names ``cache_key`` gives, of any preprocessing version: size, resize mode, version, DICOM window."""
 
 
-def identify(path: str) -> SourceIdentity | None:
-    """The file's identity now, or None when it is missing, unreadable or not a regular file."""
+CACHE_IDENTITIES = ("stat", "content")
+"""How a cached input is matched to its file. ``stat``: path, size and modification time (or an object
+store's ETag), one stat per file, blind to a file rewritten in place at the same size with its time
+restored (``cp -p``, ``rsync -t``). ``content``: path, size and a BLAKE2b digest of the bytes: every
+file is read whole on every job (docs/PERFORMANCE.md has the cost), no decode on a hit."""
+CONTENT_PREFIX = "blake2b:"
+
+
+def validate_cache_identity(name: str) -> str:
+    if name not in CACHE_IDENTITIES:
+        raise ValueError(f"--cache-identity must be one of {', '.join(CACHE_IDENTITIES)}; got {name!r}")
+    return name
+
+
+def identify(path: str, content: bool = False) -> SourceIdentity | None:
+    """The file's identity now, or None when it is missing, unreadable or not a regular file.
+
+    ``content``: its stamp is a digest of the bytes instead of the modification time."""
+    identity = _stat_identity(path)
+    if identity is None or not content:
+        return identity
+    try:
+        digest = hashlib.blake2b(digest_size=16)
+        if "://" in path and not path.startswith("file://"):
+            fs, inner = fileio.filesystem(path)
+            handle = fs.open(inner, "rb")
+        else:
+            handle = fileio.open_regular(fileio.filesystem("file://")[0], path.removeprefix("file://"))
+        with handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+    except (OSError, ValueError):
+        return None
+    return SourceIdentity(path, identity.size, CONTENT_PREFIX + digest.hexdigest())
+
+
+def _stat_identity(path: str) -> SourceIdentity | None:
     try:
         if "://" in path and not path.startswith("file://"):
             fs, inner = fileio.filesystem(path)
@@ -183,10 +219,12 @@ class InputCache:
         resize: str,
         dicom_window: str = DEFAULT_DICOM_WINDOW,
         *,
+        identity: str = "stat",
         read_threads: int = READ_THREADS,
         refresh_seconds: float = REFRESH_SECONDS,
     ) -> None:
         self.size, self.resize, self.dicom_window = int(size), resize, dicom_window
+        self.identity = validate_cache_identity(identity)  # how lookups identify files (CACHE_IDENTITIES)
         self.url = fileio.url_join(store_url, INPUTS_DIR, cache_key(size, resize, dicom_window))
         self.fs, self.root = fileio.filesystem(self.url)
         self.read_threads, self.refresh_seconds = read_threads, refresh_seconds
@@ -264,6 +302,17 @@ class InputCache:
             if name in self._listed and name not in self.damaged:  # not deleted when last listed, nor damaged
                 hits[position] = entry
         return hits
+
+    def stale_sources(self, threads: int = READ_THREADS) -> tuple[int, list[str]]:
+        """(cached inputs known, paths whose file no longer matches its entry: changed, moved or gone),
+        each file identified as its entry was (stat or content). Jobs never read such entries; this
+        tells how much of the cache a re-run would decode again."""
+        self.refresh()
+        keys = list(self._where)
+        with ThreadPoolExecutor(max(1, threads)) as pool:
+            now = list(pool.map(lambda k: identify(k[0], content=k[2].startswith(CONTENT_PREFIX)), keys))
+        stale = [k[0] for k, identity in zip(keys, now) if identity is None or (identity.size, identity.stamp) != k[1:]]
+        return len(keys), stale
 
     def write_catalog(self) -> int:
         """Commit a catalog of every segment committed now, unless the current one already covers them;
@@ -401,17 +450,20 @@ class InputCache:
             )
 
 
-def _identify_all(paths: Sequence[str]) -> list[SourceIdentity | None]:
-    return [identify(path) for path in paths]
+def _identify_all(paths: Sequence[str], content: bool = False) -> list[SourceIdentity | None]:
+    return [identify(path, content) for path in paths]
 
 
-def identify_paths(paths: Sequence[str], threads: int, executor: Executor | None = None) -> list[SourceIdentity | None]:
+def identify_paths(
+    paths: Sequence[str], threads: int, executor: Executor | None = None, *, content: bool = False
+) -> list[SourceIdentity | None]:
     """Each file's identity, in order: on ``executor``, else on ``threads`` new threads (object stores:
     one request each), in one task per thread, since a future per file cost more than a local stat."""
     tasks = max(1, min(len(paths), threads))
     with contextlib.ExitStack() as stack:
         pool = executor or stack.enter_context(ThreadPoolExecutor(tasks))
-        parts = list(pool.map(_identify_all, [paths[i::tasks] for i in range(tasks)]))
+        chunks = [paths[i::tasks] for i in range(tasks)]
+        parts = list(pool.map(_identify_all, chunks, [content] * tasks))
     return [parts[i % tasks][i // tasks] for i in range(len(paths))]
 
 
@@ -450,7 +502,7 @@ def cached_model_inputs(
     """
     if cache is None:
         return CachedInputs([None] * len(paths), {}, 0)
-    identities = identify_paths(paths, threads, executor)
+    identities = identify_paths(paths, threads, executor, content=cache.identity == "content")
     with lock or contextlib.nullcontext():
         hits = cache.lookup(identities)
     inputs = cache.read(hits)
