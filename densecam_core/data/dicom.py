@@ -270,7 +270,7 @@ def _to_uint8(unit: np.ndarray) -> np.ndarray:
 
 def _needs_histogram(ds: Any, window: str) -> bool:
     """The image's own statistics are needed: asked for, or the file has no VOI of its own."""
-    return window in ("minmax", "percentile") or not (_has_window(ds) or _has_voi_lut(ds))
+    return window in ("minmax", "percentile") or not (has_window(ds) or has_voi_lut(ds))
 
 
 def modality(values: np.ndarray, ds: Any) -> np.ndarray:
@@ -290,9 +290,9 @@ def voi_unit(values: np.ndarray, ds: Any, window: str, counts: np.ndarray | None
     are the image's own pixels."""
     order = {"first": ("window", "lut"), "lut": ("lut", "window")}.get(window, ())
     for kind in order:
-        if kind == "window" and _has_window(ds):
+        if kind == "window" and has_window(ds):
             return apply_window(values, ds)
-        if kind == "lut" and _has_voi_lut(ds):
+        if kind == "lut" and has_voi_lut(ds):
             return apply_voi_lut(values, ds)
     kind = "percentile" if window == "percentile" else "minmax"
     low, high = _value_range(values, counts, PERCENTILES if kind == "percentile" else (0.0, 100.0))
@@ -322,11 +322,11 @@ def _value_range(
     return float(low), float(high)
 
 
-def _has_window(ds: Any) -> bool:
+def has_window(ds: Any) -> bool:
     return ds.get("WindowCenter") not in (None, "") and ds.get("WindowWidth") not in (None, "")
 
 
-def _has_voi_lut(ds: Any) -> bool:
+def has_voi_lut(ds: Any) -> bool:
     return bool(ds.get("VOILUTSequence"))
 
 

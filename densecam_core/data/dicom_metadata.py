@@ -7,8 +7,6 @@ reads its headers in seconds from a local disk).
 
 from __future__ import annotations
 
-import os
-import stat
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -16,13 +14,14 @@ from typing import Any
 
 import pandas as pd
 
+from densecam_core import fileio
 from densecam_core.data.dicom import (
     DEFAULT_DICOM_WINDOW,
     GREY,
-    _has_voi_lut,
-    _has_window,
     first_window,
     has_preamble,
+    has_voi_lut,
+    has_window,
     is_dicom_name,
     validate_dicom_window,
 )
@@ -106,13 +105,13 @@ def header_fields(ds: Any, *, window: str, identifiers: Identifiers) -> dict[str
 def _voi_fields(ds: Any, window: str) -> dict[str, Any]:
     """The VOI the decoder will apply, as far as the header tells (min-max and percentile need pixels)."""
     for kind in {"first": ("window", "lut"), "lut": ("lut", "window")}.get(window, ()):
-        if kind == "window" and _has_window(ds):
+        if kind == "window" and has_window(ds):
             try:
                 center, width, _ = first_window(ds)
             except ImageError:
                 return {"voi": "window"}  # decoding names the fault as the image's error row
             return {"voi": "window", "window_center": center, "window_width": width}
-        if kind == "lut" and _has_voi_lut(ds):
+        if kind == "lut" and has_voi_lut(ds):
             item = ds.VOILUTSequence[0]
             return {"voi": "lut", "voi_lut": str(item.get("LUTExplanation", "") or "").strip() or "VOI LUT"}
     return {"voi": "percentile" if window == "percentile" else "minmax"}
@@ -134,19 +133,9 @@ def read_header(path: str) -> Any | None:
     """The header of ``path`` up to its pixel data, or None when it is no readable DICOM file (decoding
     then names why, as the image's error row). Regular files only: a FIFO never blocks the walk."""
     try:
-        if "://" in path and not path.startswith("file://"):
-            import fsspec
-
-            with fsspec.open(path, "rb") as handle:
-                return _parse_header(handle, path)
-        fd = os.open(path.removeprefix("file://"), os.O_RDONLY | os.O_NONBLOCK)
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return None
-            with os.fdopen(fd, "rb", closefd=False) as handle:
-                return _parse_header(handle, path)
-        finally:
-            os.close(fd)
+        fs, inner = fileio.filesystem(path)
+        with fileio.open_regular(fs, inner) as handle:
+            return _parse_header(handle, path)
     except (OSError, ValueError):
         return None
 
@@ -168,15 +157,11 @@ def _parse_header(handle: Any, path: str) -> Any | None:
 def is_dicom_file(path: str) -> bool:
     """A DICM preamble, whatever the file's name (PACS exports often have no extension)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError:
+        fs, inner = fileio.filesystem(path)
+        with fileio.open_regular(fs, inner) as handle:
+            return has_preamble(handle.read(132))
+    except (OSError, ValueError):
         return False
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return False
-        return has_preamble(os.pread(fd, 132, 0))
-    finally:
-        os.close(fd)
 
 
 def probe_candidates(paths: Sequence[str]) -> list[bool]:
