@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import os
 import sys
 import time
@@ -106,18 +105,22 @@ def prepare(config: JobConfig) -> PreparedJob:
     validate_resize_mode(config.resize)
     methods = validate_methods(config.methods)
     manifest_source = config.manifest if config.manifest is not None else _synthetic_tree(config)
+    resolved: list[Identifiers] = []  # the key is loaded only when a DICOM header is found
+
+    def identifiers_once() -> Identifiers:
+        if not resolved:
+            resolved.append(identifiers_for(config))
+        return resolved[0]
+
     manifest = read_manifest(
-        manifest_source,
-        image_root=config.image_root,
-        identifiers=functools.partial(identifiers_for, config),
-        dicom_window=config.dicom_window,
+        manifest_source, image_root=config.image_root, identifiers=identifiers_once, dicom_window=config.dicom_window
     )
     skipped = skipped_summary(manifest)
     if skipped:
         print(f"the folder walk skipped files that are not explained: {skipped}", file=sys.stderr)
-    identifiers = manifest.attrs.get("identifiers")
+    identifiers = resolved[0] if resolved else None
     if identifiers is not None:
-        _say_identifiers(manifest.attrs["dicom_images"], identifiers)
+        _say_identifiers(int(manifest.attrs.get("dicom_images", 0)), identifiers)
     model = load_densenet169(config.checkpoint)
     # the probe validates targets and precision against this model and tells the array shapes;
     # fp16 is CUDA-only, and the driver may have no GPU, so the probe checks it as fp32

@@ -208,5 +208,5 @@ def attach_dicom_metadata(
             out[column] = current.where(current.notna(), values.reindex(out.index))
         else:
             out[column] = values.reindex(out.index).astype(dtype)
-    out.attrs = {**frame.attrs, "dicom_images": len(found), "identifiers": policy}
+    out.attrs = {**frame.attrs, "dicom_images": len(found)}  # never the key: attrs can reach Parquet metadata
     return out

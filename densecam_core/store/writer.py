@@ -203,6 +203,7 @@ class RunWriter:
             new_rows = np.arange(allocated, allocated + int(is_new.sum()))
             out.loc[is_new, "row"] = new_rows
             segment = out.loc[is_new].copy()
+            segment.attrs = {}  # pandas writes attrs into the Parquet metadata: only the rows belong in the store
             segment["row"] = segment["row"].astype("int64")
             fs, root = fileio.filesystem(self.run_url)
             plan_dir = fileio.join(root, fmt.PLAN_DIR)

@@ -154,6 +154,9 @@ def test_no_identifier_of_any_source_file_is_in_the_store_in_clear(explained, ar
     assert len(text) > 1000
     leaked = sorted(s for s in secrets if s in text)
     assert not leaked
+    _, _, _, key = explained
+    assert Path(key).read_text().strip() not in text, "the pseudonym key itself is in the store"
+    assert "PANDAS_ATTRS" not in text, "a manifest's attrs (walk details, the key's object) reached Parquet metadata"
 
 
 def test_the_input_cache_is_keyed_by_the_dicom_window(explained, archive):
