@@ -27,35 +27,36 @@ def reference_forward(model: torch.nn.Module, x: torch.Tensor) -> tuple[dict[int
 
 
 def reference_terms(model: torch.nn.Module, x: torch.Tensor, block: int, target: int) -> dict[str, torch.Tensor]:
-    """Every method at one block before its final ReLU, as per-channel terms summed plainly: per image,
-    per channel loops. Returns, per method, (n, 2, h, w): the signed sum, and the sum of the terms'
-    magnitudes (times their weights' condition numbers), the scale float32 rounding errors grow with."""
+    """Every method at one block before its final ReLU, as per-channel terms written out one by one and
+    summed over channels in float64. Returns, per method, (n, 2, h, w): the signed sum, and the sum of the
+    terms' magnitudes (times their weights' condition numbers), the scale float32 rounding errors grow with."""
     acts, logits = reference_forward(model, x)
     a = acts[block]
     (g,) = torch.autograd.grad(logits[:, target].sum(), a)
-    a, g = a.detach(), g.detach()
-    out = {m: torch.zeros(a.shape[0], 2, a.shape[2], a.shape[3]) for m in METHODS}
-    for i in range(a.shape[0]):
-        for k in range(a.shape[1]):
-            ak, gk = a[i, k], g[i, k]
-            alpha = gk**2 / (2 * gk**2 + ak.sum() * gk**3 + 1e-6)
-            alpha = torch.where(gk != 0, alpha, torch.zeros_like(alpha))
-            terms = {
-                "gradcam": gk.mean() * ak,
-                "gradcampp": (alpha * torch.relu(gk)).sum() * ak,
-                "layercam": torch.relu(gk) * ak,
-                "xgradcam": (gk * ak).sum() / (ak.sum() + 1e-7) * ak,
-                "hirescam": gk * ak,
-            }
-            # XGrad-CAM divides by the channel's activation sum, which may nearly cancel where activations
-            # are signed (blocks 1-3 tap transitions, before any ReLU): rounding errors grow by the sums'
-            # condition numbers, so its terms' magnitudes carry them
-            xgrad_condition = (gk * ak).abs().sum() / (gk * ak).sum().abs().clamp_min(1e-30) + ak.abs().sum() / (
-                ak.sum() + 1e-7
-            ).abs().clamp_min(1e-30)
-            for method, term in terms.items():
-                out[method][i, 0] += term
-                out[method][i, 1] += term.abs() * (xgrad_condition if method == "xgradcam" else 1.0)
+    a, g = a.detach(), g.detach()  # (n, channels, h, w)
+
+    def per_channel(values: torch.Tensor) -> torch.Tensor:  # a sum over each channel's pixels, kept broadcastable
+        return values.sum(dim=(2, 3), keepdim=True)
+
+    alpha = g**2 / (2 * g**2 + per_channel(a) * g**3 + 1e-6)
+    alpha = torch.where(g != 0, alpha, torch.zeros_like(alpha))
+    terms = {
+        "gradcam": g.mean(dim=(2, 3), keepdim=True) * a,
+        "gradcampp": per_channel(alpha * torch.relu(g)) * a,
+        "layercam": torch.relu(g) * a,
+        "xgradcam": per_channel(g * a) / (per_channel(a) + 1e-7) * a,
+        "hirescam": g * a,
+    }
+    # XGrad-CAM divides by the channel's activation sum, which may nearly cancel where activations are
+    # signed (blocks 1-3 tap transitions, before any ReLU): rounding errors grow by the sums' condition
+    # numbers, so its terms' magnitudes carry them
+    condition = per_channel((g * a).abs()) / per_channel(g * a).abs().clamp_min(1e-30) + per_channel(a.abs()) / (
+        per_channel(a) + 1e-7
+    ).abs().clamp_min(1e-30)
+    out = {}
+    for method, term in terms.items():
+        magnitude = term.abs() * (condition if method == "xgradcam" else 1.0)
+        out[method] = torch.stack([term.double().sum(dim=1), magnitude.double().sum(dim=1)], dim=1).float()
     return out
 
 
@@ -111,12 +112,8 @@ def test_cam_is_signed_class_weighted_sum_and_logits_match(model, images):
     result = Explainer(model)(images)
     with torch.no_grad():
         acts, logits = reference_forward(reference_model, images)
-        expected = torch.zeros(2, *acts[4].shape[2:])
-        magnitude = torch.zeros_like(expected)
-        w = reference_model.classifier.weight[0]
-        for k in range(acts[4].shape[1]):
-            expected += w[k] * acts[4][:, k]
-            magnitude += (w[k] * acts[4][:, k]).abs()
+        terms = reference_model.classifier.weight[0][None, :, None, None] * acts[4]  # one per channel
+        expected, magnitude = terms.double().sum(dim=1).float(), terms.abs().double().sum(dim=1).float()
         torchvision_logits = reference_model(images)
     assert torch.allclose(result.logits, torchvision_logits, atol=1e-4, rtol=1e-4)
     assert torch.allclose(logits, torchvision_logits, atol=1e-5)
