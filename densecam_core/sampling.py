@@ -36,7 +36,9 @@ def stratified_sample(
     if count == total:
         return index.sort_values("row").reset_index(drop=True)
     columns = [c for c in by if c in index.columns]
-    keys = index[columns].astype(str).agg("|".join, axis=1) if columns else pd.Series("all", index=index.index)
+    # a stratum may be null (DICOM runs have no labels, headers without a body part): null is a stratum too
+    strata = index[columns].astype("string").fillna("nan").astype(str)  # "nan": as float columns always gave
+    keys = strata.agg("|".join, axis=1) if columns else pd.Series("all", index=index.index)
     sizes = keys.value_counts().sort_index()
     quota = sizes / total * count
     allocated = np.floor(quota).astype(int)

@@ -182,3 +182,39 @@ def test_the_dicom_window_is_part_of_the_run_id_and_the_default_keeps_earlier_id
     assert fmt.run_id_for("f" * 64, default) == before
     other = ExplainSettings(methods=("gradcam",), dicom_window="percentile").for_run_id()
     assert fmt.run_id_for("f" * 64, other) != before
+
+
+def test_the_evaluation_scores_a_dicom_run_from_its_cache_with_the_pointing_game(explained):
+    """Sampling by body part and label, deletion and the pointing game on a DICOM run: what the
+    evaluation job's actors run, reading the inputs the explanation cached (with the run's window)."""
+    from densecam_core.evaluation_worker import EvaluateSettings, EvaluateWorker
+    from densecam_core.sampling import stratified_sample
+    from densecam_core.scoring import ScoreSettings
+
+    store, run_id, _, _ = explained
+    run = open_store(str(store)).run(run_id)
+    ok = run.index[run.index["status"] == "ok"]
+    sample = stratified_sample(ok, count=3, seed=0)
+    assert len(sample) == 3 and sample["image_id"].is_unique
+    settings = EvaluateSettings(
+        score=ScoreSettings(metrics=("deletion", "localization"), steps=2),
+        methods=("gradcam",),
+        size=SIZE,
+        resize="stretch",
+        batch_size=4,
+    )
+    worker = EvaluateWorker(weights()[0], settings, store_url=str(store), run_id=run_id)
+    tibia = ok[ok["image_id"] == "RG3_UNCR.dcm"]
+    boxes = {"RG3_UNCR.dcm": np.array([[700.0, 700.0, 1060.0, 1060.0]])}
+    cached = 0
+    for shard_index, rows in ok.groupby("shard"):
+        shard = Shard(int(shard_index), int(shard_index) * 4, int(shard_index) * 4 + 4)
+        cached += worker.process_shard(run.url, shard, rows.reset_index(drop=True), boxes).images_from_cache
+    assert cached == len(ok), "every input came from the cache the explanation wrote"
+    scores = run.metrics()
+    assert set(scores["image_id"]) == set(ok["image_id"]) and "error" not in set(scores["metric"])
+    pointing = scores[(scores["metric"] == "pointing_game") & (scores["method"] == "cam")].set_index("image_id")[
+        "value"
+    ]
+    assert pointing.loc[tibia["image_id"].iloc[0]] in (0.0, 1.0)
+    assert pointing.drop(index=tibia["image_id"].iloc[0]).isna().all()  # no box: not a localisation case
