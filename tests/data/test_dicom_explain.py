@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pydicom
 import pytest
@@ -218,3 +219,8 @@ def test_the_evaluation_scores_a_dicom_run_from_its_cache_with_the_pointing_game
     ]
     assert pointing.loc[tibia["image_id"].iloc[0]] in (0.0, 1.0)
     assert pointing.drop(index=tibia["image_id"].iloc[0]).isna().all()  # no box: not a localisation case
+    from densecam_core import pointing_game
+
+    frame = pd.DataFrame({"image_id": ["RG3_UNCR.dcm"], "x0": [700.0], "y0": [700.0], "x1": [1060.0], "y1": [1060.0]})
+    table = pointing_game(run, frame).set_index(["method", "block"])
+    assert table.loc[("cam", 4), "hit_rate"] == pointing.loc["RG3_UNCR.dcm"]
