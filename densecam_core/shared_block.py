@@ -21,7 +21,7 @@ import numpy as np
 
 ALIGN = 64  # each array starts on a cache line
 SHM_DIR = "/dev/shm"  # where Linux keeps POSIX shared memory (a tmpfs)
-BLOCK_NAME = re.compile(r"^densecam-(\d+)-[0-9a-f]{12}$")
+BLOCK_NAME = re.compile(r"^(?:sem\.)?densecam-(\d+)-[0-9a-z_]+$")
 """Blocks are named after the process that owns them, so blocks of a process that was killed (a GPU
 actor whose driver died: SIGKILL leaves no chance to unlink) can be found and swept by the next one."""
 
@@ -41,8 +41,9 @@ def _alive(pid: int) -> bool:
 
 
 def sweep_dead_blocks(folder: str = SHM_DIR) -> list[str]:
-    """Unlink the blocks whose owning process is gone; returns their names. Called when an actor starts,
-    so what a killed job left on a node is freed by the next job there."""
+    """Unlink the blocks, and the process pools' semaphores (``sem.densecam-<pid>-…``, spawned.py), whose
+    owning process is gone; returns their names. Called when an actor starts, so what a killed job left
+    on a node is freed by the next job there."""
     if not os.path.isdir(folder):
         return []
     swept = []

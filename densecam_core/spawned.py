@@ -12,6 +12,7 @@ import contextlib
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.context
+import os
 import sys
 import threading
 import time
@@ -51,12 +52,20 @@ class _ProcessWithoutMainScript(multiprocessing.context.SpawnProcess):
                     main.__file__ = script
 
 
+SEMAPHORE_PREFIX = "/densecam-{pid}"
+
+
 class _SpawnWithoutMainScript(multiprocessing.context.SpawnContext):
     Process = _ProcessWithoutMainScript
 
 
 def spawn_context() -> multiprocessing.context.BaseContext:
-    """The context the pools' processes are started with: spawn, without the parent's main script."""
+    """The context the pools' processes are started with: spawn, without the parent's main script.
+
+    The pools' semaphores are named after this process (``/dev/shm/sem.densecam-<pid>-…``; multiprocessing
+    names them ``mp-…`` otherwise), so those of an actor that was killed are found and unlinked by the next
+    one (``shared_block.sweep_dead_blocks``), like its shared-memory blocks."""
+    multiprocessing.current_process()._config["semprefix"] = SEMAPHORE_PREFIX.format(pid=os.getpid())  # type: ignore[attr-defined]
     return _SpawnWithoutMainScript()
 
 

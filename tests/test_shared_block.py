@@ -104,3 +104,38 @@ def test_blocks_of_a_killed_process_are_swept_and_live_ones_kept(tmp_path):
         mine.close()
         child.kill()
         child.wait(timeout=30)
+
+
+def test_the_semaphores_of_a_killed_actors_process_pool_are_swept():
+    """A process pool's semaphores (named ones, under spawn) outlive a SIGKILLed owner; named after it,
+    they are unlinked by the next sweep like its blocks."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from densecam_core.shared_block import SHM_DIR, sweep_dead_blocks
+
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, time; from densecam_core.spawned import SpawnedPool; p = SpawnedPool(1, 'x'); "
+            "p.get().submit(os.getpid).result(); print(os.getpid(), flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        pid = child.stdout.readline().strip()
+        mine = [n for n in os.listdir(SHM_DIR) if n.startswith(f"sem.densecam-{pid}-")]
+        assert mine, "the pool's semaphores are named after their owner"
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+        assert all(os.path.exists(os.path.join(SHM_DIR, n)) for n in mine), "SIGKILL leaves them behind"
+        assert set(mine) <= set(sweep_dead_blocks())
+        assert not any(os.path.exists(os.path.join(SHM_DIR, n)) for n in mine)
+    finally:
+        child.kill()
+        child.wait(timeout=30)
