@@ -320,11 +320,16 @@ def _dispatch(
         return Dispatcher(ray, config, resources, make_actor, submit, todo, lock, hook).run()
 
 
+def _input_cache(config: JobConfig) -> InputCache:
+    """The input cache this job's preprocessing reads and writes (size, resize mode, DICOM window)."""
+    return InputCache(config.store, config.size, config.resize, config.dicom_window, identity=config.cache_identity)
+
+
 def _say_input_cache(config: JobConfig) -> None:
     """Tell the user when there is no cache to read yet (every image is then decoded)."""
     if config.input_cache == "off":
         return
-    cache = InputCache(config.store, config.size, config.resize)
+    cache = _input_cache(config)
     if not cache.exists():
         then = "and caching them" if config.input_cache == "readwrite" else "(--input-cache read: nothing is written)"
         print(
@@ -338,7 +343,7 @@ def _catalog_input_cache(config: JobConfig) -> None:
     job's actors find them in one read (store/input_catalog.py). Writes nothing when the catalog is
     current. The work is done: a catalog that cannot be written only costs speed."""
     try:
-        InputCache(config.store, config.size, config.resize).write_catalog()
+        _input_cache(config).write_catalog()
     except (OSError, pa.ArrowException, StoreError) as exc:
         print(
             f"input cache: the catalog was not updated ({exc}); the next job reads the segments instead",

@@ -46,6 +46,12 @@ def test_explain_a_dicom_folder_with_extensionless_files_creates_the_key_and_nam
     assert again.returncode == 0 and "4 already committed" not in again.stdout
     other = tmp_path / "other.key"
     subprocess.run([sys.executable, "-m", "jobs.cli", "keygen", str(other)], check=True, env=env, timeout=60)
+    windowed = subprocess.run(
+        [*command, "--dicom-window", "minmax"], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert windowed.returncode == 0 and "catalog was not updated" not in windowed.stderr, windowed.stderr[-2000:]
+    assert sorted(p.name for p in (store / "inputs").iterdir()) == ["s64-stretch-p1", "s64-stretch-p1-wminmax"]
+    assert (store / "inputs" / "s64-stretch-p1-wminmax" / "_catalog.json").exists()
     refused = subprocess.run(
         [*command, "--pseudonym-key", str(other)], capture_output=True, text=True, env=env, timeout=600
     )
