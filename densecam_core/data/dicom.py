@@ -11,6 +11,7 @@ Every failure is an ``ImageError`` whose reason becomes the image's error row. T
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from typing import Any
 
@@ -69,13 +70,23 @@ def parse_dataset(data: bytes, *, name: str = "", stop_before_pixels: bool = Fal
     except Exception as exc:  # pydicom raises many types for broken headers
         if not preamble:
             raise ImageError(_not_dicom(name)) from None
-        raise ImageError(f"corrupt DICOM header: {type(exc).__name__}: {exc}") from None
+        raise ImageError(f"corrupt DICOM header ({header_fault(exc)})") from None
     if not _has_any(ds, ("SOPClassUID", "PixelData", "Modality", "Rows")):
         if not preamble:
             raise ImageError(_not_dicom(name))
         raise ImageError("truncated or corrupt DICOM file: no data element could be read after its header")
     _ensure_transfer_syntax(ds)
     return ds
+
+
+_TAG = re.compile(r"\(([0-9A-Fa-f]{4}),\s*([0-9A-Fa-f]{4})\)")
+
+
+def header_fault(exc: Exception) -> str:
+    """What went wrong in a header, without the message pydicom gave: it may quote an element's value
+    (a patient's name), and the reason goes into the index."""
+    tag = _TAG.search(str(exc))
+    return f"{type(exc).__name__} at tag ({tag.group(1)},{tag.group(2)})" if tag else type(exc).__name__
 
 
 def _not_dicom(name: str) -> str:

@@ -204,3 +204,23 @@ def test_dicom_without_pixel_data_names_its_sop_class():
         data = handle.read()
     with pytest.raises(ImageError, match=r"DICOM without pixel data \(Comprehensive SR Storage\)"):
         decode_dicom(data, max_pixels=MAX)
+
+
+def test_a_corrupt_header_is_named_without_quoting_its_values():
+    """pydicom's messages may quote an element's value; an error row must not carry a patient's name."""
+    from densecam_core.data.dicom import header_fault
+
+    fault = header_fault(ValueError("With tag (0010,0010) got exception: invalid value 'Doe^Jane' for VR PN"))
+    assert fault == "ValueError at tag (0010,0010)" and "Doe" not in fault
+
+
+def test_the_decoder_reports_header_faults_through_header_fault(monkeypatch):
+    import pydicom
+
+    def broken(*_args, **_kwargs):
+        raise ValueError("With tag (0010,0010) got exception: invalid value 'Doe^Jane' for VR PN")
+
+    monkeypatch.setattr(pydicom, "dcmread", broken)
+    with pytest.raises(ImageError) as caught:
+        decode_dicom(to_bytes(dataset(np.zeros((8, 8)))), max_pixels=MAX)
+    assert caught.value.reason == "corrupt DICOM header (ValueError at tag (0010,0010))"
