@@ -23,7 +23,7 @@ import torch
 from densecam_core import fileio
 from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW
 from densecam_core.explain import Explainer, Explanation
-from densecam_core.images import ModelInput
+from densecam_core.images import DEFAULT_MAX_PIXELS, ModelInput
 from densecam_core.images import ready as decoder_ready  # lives in images: children import no torch
 from densecam_core.loader import PROCESS_TASK_IMAGES, BatchLoader, LoadedBatch
 from densecam_core.model import load_densenet169, model_fingerprint
@@ -52,6 +52,7 @@ class ExplainSettings:
     decode_processes: int = 0  # > 0: decode in a persistent pool of this many processes instead of threads
     input_cache: str = "off"  # readwrite | read | off
     max_image_bytes: int | None = None
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
     concurrency: int = 1  # shards one worker processes at once (threads; GPU actors overlap input, compute, write)
     max_batch: int | None = None  # the run's shard size: a batch larger than a shard would only be padding
     cuda_graphs: bool = False  # GPU actors replay the pass as a CUDA graph (Explainer(cuda_graphs=True))
@@ -318,6 +319,7 @@ class ExplainWorker:
                 batch_size=self.batch_size,
                 num_threads=self.settings.decode_threads,
                 max_bytes=self.settings.max_image_bytes,
+                max_pixels=self.settings.max_image_pixels,
                 cached=cached,
                 executor=decoders,
                 into=pixels[0] if pixels else None,

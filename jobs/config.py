@@ -6,7 +6,7 @@ import argparse
 from dataclasses import dataclass
 
 from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW, DICOM_WINDOWS, validate_dicom_window
-from densecam_core.images import DEFAULT_MAX_BYTES
+from densecam_core.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from densecam_core.spec import CPU_BATCH, METHODS, PRECISIONS, RESIZE_MODES, validate_methods
 from densecam_core.store.format import StoreError
 from densecam_core.store.inputs import CACHE_IDENTITIES, validate_cache_identity
@@ -42,6 +42,7 @@ class JobConfig:
     start_timeout: float = 900.0
     shard_timeout: float = 1800.0  # an actor that holds a shard longer is stopped and the shard retried elsewhere
     max_image_bytes: int = DEFAULT_MAX_BYTES
+    max_image_pixels: int = DEFAULT_MAX_PIXELS  # larger images (the padded square with --resize pad) are error rows
     input_cache: str = "readwrite"
     cache_identity: str = "stat"  # how cached inputs are matched to files (store/inputs.py CACHE_IDENTITIES)
     decode: str = "auto"  # auto: processes in GPU actors (off the compute thread's GIL), threads in CPU actors
@@ -67,6 +68,8 @@ class JobConfig:
             raise ValueError(
                 f"--shard-timeout must be > 0 and --max-image-bytes >= 1, got {self.shard_timeout}, {self.max_image_bytes}"
             )
+        if self.max_image_pixels < 1:
+            raise ValueError(f"--max-image-pixels must be >= 1, got {self.max_image_pixels}")
         if self.actor_start_retries < 0:
             raise ValueError(f"--actor-start-retries must be >= 0, got {self.actor_start_retries}")
         validate_cache_identity(self.cache_identity)
@@ -204,6 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="larger files are error rows, refused before they are read into memory",
     )
     parser.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=d.max_image_pixels,
+        help="larger images are error rows, refused from their header before any pixel is decoded "
+        "(with --resize pad the padded square counts)",
+    )
+    parser.add_argument(
         "--input-cache",
         choices=INPUT_CACHE_MODES,
         default=d.input_cache,
@@ -291,6 +301,7 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         start_timeout=args.start_timeout,
         shard_timeout=args.shard_timeout,
         max_image_bytes=args.max_image_bytes,
+        max_image_pixels=args.max_image_pixels,
         input_cache=args.input_cache,
         cache_identity=args.cache_identity,
         decode=args.decode,

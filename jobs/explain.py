@@ -141,6 +141,7 @@ def prepare(config: JobConfig) -> PreparedJob:
         batch_size=batch_size_for(config, gpus_per_worker=0.0),
         input_cache=config.input_cache,
         max_image_bytes=config.max_image_bytes,
+        max_image_pixels=config.max_image_pixels,
         cuda_graphs=config.cuda_graphs,
         dicom_window=config.dicom_window,
         cache_identity=config.cache_identity,

@@ -81,3 +81,35 @@ def test_a_resumed_evaluation_refuses_a_sample_that_differs_from_the_scored_one(
     import dataclasses
 
     _settle_recorded(dataclasses.replace(grown, config=dataclasses.replace(config, force=True)))
+
+
+def test_max_image_pixels_reaches_the_decoder_and_bad_values_are_refused(tmp_path):
+    """--max-image-pixels is the cap a DICOM or PNG header is checked against before any pixel is decoded."""
+    from jobs.config import JobConfig, build_parser, config_from_args
+
+    with pytest.raises(ValueError, match=r"--max-image-pixels must be >= 1"):
+        JobConfig(max_image_pixels=0).validate()
+    config = config_from_args(build_parser().parse_args(["--max-image-pixels", "1000", "--store", str(tmp_path / "s")]))
+    assert config.max_image_pixels == 1000
+    tree = tmp_path / "tree"
+    generate_mura(tree, images=4, seed=3, min_side=48, max_side=64)
+    import dataclasses
+
+    from densecam_core import load_densenet169, open_store, read_manifest
+    from densecam_core.model import model_fingerprint, state_dict_bytes
+    from densecam_core.spec import block_grid
+    from densecam_core.store.format import Shard
+    from densecam_core.store.writer import RunSpec, RunWriter
+    from densecam_core.worker import ExplainSettings, ExplainWorker
+
+    model = load_densenet169()
+    settings = ExplainSettings(methods=("gradcam",), size=32, batch_size=4, max_image_pixels=1000)
+    spec = RunSpec(model_fingerprint(model), "x.pt", settings.for_run_id(), 1, 1, block_grid(32), 4)
+    writer = RunWriter(str(tmp_path / "store"), spec)
+    writer.create_or_open("test")
+    rows = writer.plan(read_manifest(tree))
+    worker = ExplainWorker(state_dict_bytes(model), dataclasses.replace(settings), warm_up=False)
+    worker.process_shard(writer.run_url, spec.run_id, Shard(0, 0, 4), 4, rows)
+    index = open_store(str(tmp_path / "store")).run(spec.run_id).index
+    assert (index["status"] == "error").all()
+    assert index["error"].str.contains(r"image too large: .* > max_pixels=1000 \(refused before decoding\)").all()
