@@ -59,6 +59,15 @@ def url_join(url: str, *parts: str) -> str:
     return "/".join([url.rstrip("/"), *parts])
 
 
+def link_outside(path: str, root: str) -> str | None:
+    """Where ``path`` really leads when it is a symbolic link out of the local folder ``root``, else None:
+    a store's readers refuse such links instead of following data outside the store."""
+    if not os.path.islink(path):
+        return None
+    target, folder = os.path.realpath(path), os.path.realpath(root)
+    return None if target == folder or target.startswith(folder.rstrip(os.sep) + os.sep) else target
+
+
 def read_json(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, Any]:
     with open_regular(fs, path) as handle:
         loaded = json.loads(handle.read().decode())

@@ -72,9 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         print("densecam verify: error: --check-sources goes with --inputs", file=sys.stderr)
         return 2
     if args.inputs:
-        in_inputs, left = _verify_inputs(args.store, args.repair)
+        in_inputs, left, caches = _verify_inputs(args.store, args.repair)
         if args.check_sources:
-            _check_sources(args.store)
+            _check_sources(args.store, caches)
         found += in_inputs
         if args.repair and left:
             print(f"{left} problems in inputs/ cannot be repaired: look at those folders by hand", file=sys.stderr)
@@ -92,10 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _verify_inputs(store: str, repair: bool) -> tuple[int, int]:
-    """Check (and with ``repair`` remove damage from) every input cache: (problems found, problems left)."""
+def _verify_inputs(store: str, repair: bool) -> tuple[int, int, list[str]]:
+    """Check (and with ``repair`` remove damage from) every input cache: (problems found, problems
+    left, the cache folders seen)."""
     found = left = 0
-    for report in verify_input_caches(store):
+    reports = verify_input_caches(store)
+    for report in reports:
         print(f"inputs/{report.cache}: {report.segments} segments, {len(report.damages)} problems")
         for damage in report.damages:
             print(f"  {damage}")
@@ -109,20 +111,21 @@ def _verify_inputs(store: str, repair: bool) -> tuple[int, int]:
             fs, folder = filesystem(url_join(store, INPUTS_DIR, report.cache))
             for name in sweep_leftovers(fs, folder):
                 print(f"  removed {name}: left by a write that was killed, or a catalog nothing names")
-    return found, left
+    return found, left, [report.cache for report in reports]
 
 
-def _check_sources(store: str) -> None:
-    """Report, per input cache, how many cached inputs no longer match their source files."""
-    for report in verify_input_caches(store):
-        match = CACHE_FOLDER.match(report.cache)
+def _check_sources(store: str, caches: list[str]) -> None:
+    """Report, per input cache folder (as verify listed them), how many cached inputs no longer match
+    their source files."""
+    for cache in caches:
+        match = CACHE_FOLDER.match(cache)
         if not match:
             continue
         window = match.group(4) or DEFAULT_DICOM_WINDOW
         known, stale = InputCache(store, int(match.group(1)), match.group(2), window).stale_sources()
         example = f", e.g. {stale[0]}" if stale else ""
         print(
-            f"inputs/{report.cache}: {known} cached inputs, {len(stale)} whose source file changed or is gone "
+            f"inputs/{cache}: {known} cached inputs, {len(stale)} whose source file changed or is gone "
             f"since (jobs decode those again){example}"
         )
 

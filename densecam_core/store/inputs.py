@@ -116,12 +116,8 @@ def identify(path: str, content: bool = False) -> SourceIdentity | None:
         return identity
     try:
         digest = hashlib.blake2b(digest_size=16)
-        if "://" in path and not path.startswith("file://"):
-            fs, inner = fileio.filesystem(path)
-            handle = fs.open(inner, "rb")
-        else:
-            handle = fileio.open_regular(fileio.filesystem("file://")[0], path.removeprefix("file://"))
-        with handle:
+        fs, inner = fileio.filesystem(path)
+        with fileio.open_regular(fs, inner) as handle:
             while block := handle.read(1 << 20):
                 digest.update(block)
     except (OSError, ValueError):

@@ -122,7 +122,7 @@ class Run:
         read forever), is refused, never read (one stat per file)."""
         if not isinstance(self._fs, LocalFileSystem):
             return
-        store = os.path.realpath(self._fs._strip_protocol(self.store_url)).rstrip(os.sep) + os.sep
+        store = self._fs._strip_protocol(self.store_url)
         for path in paths:
             with contextlib.suppress(FileNotFoundError):
                 if not stat.S_ISREG(os.stat(path).st_mode):
@@ -130,10 +130,11 @@ class Run:
                         f"run {self.run_id}: the index file {path.rsplit('/', 1)[-1]} is not a regular file (a FIFO, "
                         "socket or device): remove it, then run `densecam verify STORE --repair`"
                     )
-            if os.path.islink(path) and not os.path.realpath(path).startswith(store):
+            outside = fileio.link_outside(path, store)
+            if outside:
                 raise fmt.StoreError(
                     f"run {self.run_id}: the index file {path.rsplit('/', 1)[-1]} is a symbolic link to "
-                    f"{os.path.realpath(path)}, outside the store: not followed; remove the link"
+                    f"{outside}, outside the store: not followed; remove the link"
                 )
 
     def _schema(self, path: str) -> pa.Schema:
@@ -404,13 +405,6 @@ class Store:
     def __repr__(self) -> str:
         return f"Store({self.url!r}, runs={list(self.run_metadata())})"
 
-    def _outside(self, path: str) -> str | None:
-        """Where a local run folder really is, when a symbolic link puts it outside the store."""
-        if not isinstance(self._fs, LocalFileSystem) or not os.path.islink(path):
-            return None
-        target, root = os.path.realpath(path), os.path.realpath(self._root)
-        return None if target.startswith(root.rstrip(os.sep) + os.sep) else target
-
     def run_metadata(self) -> dict[str, dict[str, Any]]:
         """run_id -> the run's run.json, for every readable run in the store.
 
@@ -430,7 +424,7 @@ class Store:
             if not fmt.RUN_ID.match(name):
                 self.problems[name] = "not a run folder (run ids are 'run-' and 16 hex digits)"
                 continue
-            outside = self._outside(path)
+            outside = fileio.link_outside(path, self._root) if isinstance(self._fs, LocalFileSystem) else None
             if outside:
                 self.problems[name] = f"a symbolic link to {outside}, outside the store: not followed"
                 continue

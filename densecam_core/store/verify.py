@@ -133,20 +133,14 @@ def _links_out(run: Run) -> list[Damage]:
     """Symbolic links in the run that lead outside the store (local stores): named, never followed."""
     if not isinstance(run._fs, LocalFileSystem):
         return []
-    store = os.path.realpath(run._fs._strip_protocol(run.store_url))
+    store = run._fs._strip_protocol(run.store_url)
     damages = []
     for folder, dirs, names in os.walk(run._root):
         for name in dirs + names:
-            path = os.path.join(folder, name)
-            if os.path.islink(path) and not _inside(os.path.realpath(path), store):
-                damages.append(
-                    Damage(run.run_id, -1, f"a symbolic link to {os.path.realpath(path)}, outside the store")
-                )
+            outside = fileio.link_outside(os.path.join(folder, name), store)
+            if outside:
+                damages.append(Damage(run.run_id, -1, f"a symbolic link to {outside}, outside the store"))
     return damages
-
-
-def _inside(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def repair_index_files(run: Run, damages: list[Damage]) -> list[str]:
