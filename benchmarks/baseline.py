@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from densecam_core import Explainer, generate_mura, read_manifest
-from densecam_core.loader import BatchLoader
+from densecam_core.data.loader import BatchLoader
 
 
 def add_tree_arguments(parser: argparse.ArgumentParser) -> None:

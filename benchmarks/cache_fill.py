@@ -17,7 +17,7 @@ import time
 
 from baseline import generated_manifest  # benchmarks/baseline.py
 
-from densecam_core.loader import BatchLoader
+from densecam_core.data.loader import BatchLoader
 from jobs.cache import fill_cache
 
 

@@ -25,9 +25,9 @@ import numpy as np
 import pyarrow as pa
 from fsspec.implementations.local import LocalFileSystem
 
-from densecam_core.geometry import Geometry
-from densecam_core.images import ModelInput
-from densecam_core.store.inputs import InputCache, SourceIdentity
+from densecam_core.data.decode import ModelInput
+from densecam_core.data.geometry import Geometry
+from densecam_core.store.inputs.cache import InputCache, SourceIdentity
 
 SIZE = 32
 

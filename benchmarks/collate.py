@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from densecam_core.loader import BatchLoader
+from densecam_core.data.loader import BatchLoader
 
 
 def per_call(function, repeat: int) -> float:

@@ -22,15 +22,15 @@ import numpy as np
 from baseline import generated_manifest  # benchmarks/baseline.py
 
 from densecam_core import Explainer, load_densenet169
-from densecam_core.images import load_model_input
-from densecam_core.loader import BatchLoader
-from densecam_core.spec import METHODS, block_grid
-from densecam_core.store import commit
-from densecam_core.store import format as fmt
-from densecam_core.store.format import Shard
-from densecam_core.store.inputs import identify
+from densecam_core.data.decode import load_model_input
+from densecam_core.data.loader import BatchLoader
+from densecam_core.store import layout as fmt
+from densecam_core.store import shard as commit
+from densecam_core.store.inputs.cache import identify
+from densecam_core.store.layout import Shard
 from densecam_core.store.writer import RunSpec, RunWriter
-from densecam_core.worker import ExplainSettings, store_arrays
+from densecam_core.vocabulary import METHODS, block_grid
+from jobs.explain.worker import ExplainSettings, store_arrays
 
 
 class RightAway:

@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
-from densecam_core.images import load_for_model, load_model_input
+from densecam_core.data.decode import load_for_model, load_model_input
 
 
 def make_pngs(folder: str, count: int, seed: int = 0) -> list[str]:
@@ -81,7 +81,7 @@ def dicom_variants(folder: str, size: int) -> dict[str, tuple[str, Callable[[str
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
     from pydicom.uid import JPEGLSLossless, RLELossless
 
-    from densecam_core.images import read_image, resize_pixels
+    from densecam_core.data.decode import read_image, resize_pixels
 
     nema = Path(data_store.__file__).parent / "data"
 

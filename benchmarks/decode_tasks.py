@@ -20,10 +20,10 @@ import time
 import numpy as np
 from baseline import generated_manifest  # benchmarks/baseline.py
 
-from densecam_core.images import ready
-from densecam_core.loader import BatchLoader
-from densecam_core.shared_block import SharedBlock
-from densecam_core.spawned import SpawnedPool
+from densecam_core.data.decode import ready
+from densecam_core.data.loader import BatchLoader
+from densecam_core.parallel.shared_block import SharedBlock
+from densecam_core.parallel.spawned import SpawnedPool
 
 
 def one_pass(paths: list[str], pool: SpawnedPool, size: int, batch: int, chunk: int) -> tuple[float, float]:

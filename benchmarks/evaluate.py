@@ -20,12 +20,12 @@ import torch
 import torch.nn.functional as F
 
 from densecam_core import Explainer, load_densenet169
-from densecam_core.hardware import native_bf16
-from densecam_core.images import IMAGENET_MEAN, IMAGENET_STD
-from densecam_core.quality import gaussian_blurred
-from densecam_core.scoring import BatchScorer, ScoreSettings
-from densecam_core.spec import BLOCKS, METHODS
+from densecam_core.data.decode import IMAGENET_MEAN, IMAGENET_STD
+from densecam_core.evaluation.faithfulness import gaussian_blurred
+from densecam_core.evaluation.scorer import BatchScorer, ScoreSettings
+from densecam_core.model.precision import native_bf16
 from densecam_core.testing import randomise_batchnorm
+from densecam_core.vocabulary import BLOCKS, METHODS
 
 MEAN = torch.tensor(IMAGENET_MEAN).reshape(1, 3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).reshape(1, 3, 1, 1)

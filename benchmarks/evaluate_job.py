@@ -17,10 +17,10 @@ import pandas as pd
 import torch
 
 from densecam_core import generate_mura
-from densecam_core.hardware import native_bf16
-from densecam_core.quality_report import format_grid, summary_grid
-from jobs.explain import JobConfig, run_job
-from jobs.scoring_job import EvaluateConfig, run_evaluation
+from densecam_core.evaluation.report import format_grid, summary_grid
+from densecam_core.model.precision import native_bf16
+from jobs.evaluate.job import EvaluateConfig, run_evaluation
+from jobs.explain.job import JobConfig, run_job
 
 
 def main() -> None:

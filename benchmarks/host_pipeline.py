@@ -31,12 +31,12 @@ import torch
 from baseline import InProcessExplainer, add_tree_arguments, generated_manifest  # benchmarks/baseline.py
 
 from densecam_core import load_densenet169
-from densecam_core.explain import Explanation
-from densecam_core.model import model_fingerprint, state_dict_bytes
-from densecam_core.spec import METHODS, block_grid
-from densecam_core.store.format import Shard
+from densecam_core.cam.explainer import Explanation
+from densecam_core.model.checkpoint import model_fingerprint, state_dict_bytes
+from densecam_core.store.layout import Shard
 from densecam_core.store.writer import RunSpec, RunWriter
-from densecam_core.worker import ExplainSettings, ExplainWorker
+from densecam_core.vocabulary import METHODS, block_grid
+from jobs.explain.worker import ExplainSettings, ExplainWorker
 
 
 class SimulatedDevice:

@@ -23,9 +23,9 @@ import torch
 from baseline import InProcessExplainer, add_tree_arguments, generated_manifest  # benchmarks/baseline.py
 
 from densecam_core import load_densenet169
-from densecam_core.spec import METHODS
-from densecam_core.worker import ExplainSettings, ExplainWorker
-from jobs.explain import JobConfig, run_job
+from densecam_core.vocabulary import METHODS
+from jobs.explain.job import JobConfig, run_job
+from jobs.explain.worker import ExplainSettings, ExplainWorker
 
 
 def main() -> None:
@@ -62,7 +62,7 @@ def main() -> None:
     model = load_densenet169(device=args.device)
     batch = args.batch
     if batch is None:
-        concurrency = 3 if args.device == "cuda" else 1  # as the job's actors (jobs/resources.py)
+        concurrency = 3 if args.device == "cuda" else 1  # as the job's actors (jobs/runtime/resources.py)
         settings = ExplainSettings(
             methods=METHODS,
             size=args.size,

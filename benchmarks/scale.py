@@ -25,13 +25,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from densecam_core.manifest import BODY_PARTS
-from densecam_core.spec import block_grid
-from densecam_core.store import format as fmt
+from densecam_core.data.manifest import BODY_PARTS
+from densecam_core.store import layout as fmt
 from densecam_core.store.compact import compact_run
-from densecam_core.store.format import Shard
+from densecam_core.store.layout import Shard
 from densecam_core.store.reader import open_store
 from densecam_core.store.writer import RunSpec, RunWriter, write_index_part, write_shard
+from densecam_core.vocabulary import block_grid
 
 SHARD = 64
 SIZE = 64

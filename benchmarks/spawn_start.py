@@ -1,12 +1,12 @@
 """What a GPU actor's process pools cost to start and to stop inside a Ray actor: spawned children
 that re-run the actor's main script (Ray's worker, so each child imports Ray) against children that
-do not (``densecam_core.spawned.spawn_context``, the pools' default).
+do not (``densecam_core.parallel.spawned.spawn_context``, the pools' default).
 
     python benchmarks/spawn_start.py                  # 2 processes, 3 rounds each way, alternated
     python benchmarks/spawn_start.py --processes 15   # a 16-core GPU node's decode pool
 
 Each round starts a ``SpawnedPool`` in a fresh actor, waits until every child has imported
-``densecam_core.images`` (what the actor's warm-up does), reads the children's resident memory, and
+``densecam_core.data.decode`` (what the actor's warm-up does), reads the children's resident memory, and
 closes the pool.
 """
 
@@ -21,8 +21,8 @@ import time
 
 def measure(processes: int, plain: bool) -> tuple[float, float, float]:
     """Seconds to start, MiB resident in the children, seconds to close (run inside the actor)."""
-    from densecam_core import spawned
-    from densecam_core.images import ready
+    from densecam_core.data.decode import ready
+    from densecam_core.parallel import spawned
 
     if plain:
         spawned.spawn_context = lambda: multiprocessing.get_context("spawn")  # re-runs the main script

@@ -14,9 +14,9 @@ import time
 
 import torch
 
-from densecam_core.hardware import native_bf16
-from densecam_core.model import load_densenet169
-from densecam_core.training import weighted_bce
+from densecam_core.model.checkpoint import load_densenet169
+from densecam_core.model.precision import native_bf16
+from densecam_core.model.training import weighted_bce
 
 
 def step_rate(

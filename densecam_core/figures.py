@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from densecam_core.images import as_rgb
+from densecam_core.data.decode import as_rgb
 
 
 def headless_pyplot():

@@ -58,18 +58,18 @@ def run_demo(workdir: str | os.PathLike, config: DemoConfig = DemoConfig()) -> d
     """Run every step; returns (and writes to ``demo-summary.json``) the figures and file paths."""
     config.validate()
     from densecam_core import fileio
-    from densecam_core.evaluate import boxes_by_image, pointing_game, read_boxes
+    from densecam_core.data.manifest import read_manifest
+    from densecam_core.data.synth import generate_mura
+    from densecam_core.evaluation.localisation import boxes_by_image, pointing_game, read_boxes
+    from densecam_core.evaluation.report import format_grid, summary_grid
     from densecam_core.figures import contact_sheet, image_panel
-    from densecam_core.manifest import read_manifest
-    from densecam_core.metrics import image_and_study_metrics
-    from densecam_core.quality_report import format_grid, summary_grid
+    from densecam_core.model.classification import image_and_study_metrics
+    from densecam_core.model.training import TrainConfig, save_checkpoint, split_for_training, train
     from densecam_core.store.reader import open_store
-    from densecam_core.synth import generate_mura
-    from densecam_core.training import TrainConfig, save_checkpoint, split_for_training, train
-    from jobs.compare import compare
-    from jobs.evaluate import format_table
-    from jobs.explain import JobConfig, run_job
-    from jobs.scoring_job import EvaluateConfig, run_evaluation
+    from jobs.cli.compare import compare
+    from jobs.cli.evaluate import format_table
+    from jobs.evaluate.job import EvaluateConfig, run_evaluation
+    from jobs.explain.job import JobConfig, run_job
 
     started = time.perf_counter()
     work = Path(workdir).resolve()

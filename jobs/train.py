@@ -59,9 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import torch
 
-    from densecam_core.manifest import ManifestError, read_manifest
-    from densecam_core.model import CheckpointError
-    from densecam_core.training import TrainConfig, split_for_training, train
+    from densecam_core.data.manifest import ManifestError, read_manifest
+    from densecam_core.model.checkpoint import CheckpointError
+    from densecam_core.model.training import TrainConfig, split_for_training, train
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     workers = args.loader_workers if args.loader_workers is not None else (0 if (os.cpu_count() or 1) <= 4 else 4)

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from jobs.actor_pool import ActorPool, ActorStartError
+from jobs.runtime.actor_pool import ActorPool, ActorStartError
 
 
 class Died(Exception):

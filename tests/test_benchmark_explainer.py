@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from densecam_core.images import IMAGENET_STD
-from densecam_core.synth import generate_mura
+from densecam_core.data.decode import IMAGENET_STD
+from densecam_core.data.synth import generate_mura
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))

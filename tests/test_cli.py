@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jobs.cli import main
+from jobs.cli.main import main
 
 
 def test_help_lists_every_command_and_unknown_ones_are_refused(capsys):

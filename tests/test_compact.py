@@ -9,9 +9,9 @@ import pytest
 from test_store import commit_all, fake_outputs, index_rows, manifest, spec
 
 from densecam_core import open_store
-from densecam_core.store import format as fmt
+from densecam_core.store import layout as fmt
 from densecam_core.store.compact import compact_run
-from densecam_core.store.format import plan_shards
+from densecam_core.store.layout import plan_shards
 from densecam_core.store.lock import RunLock
 from densecam_core.store.writer import RunWriter, write_shard
 
@@ -101,7 +101,7 @@ def test_a_store_from_before_compaction_opens_and_compacts(tmp_path):
 
 
 def test_compact_command_reports_and_refuses_a_missing_store(tmp_path, capsys):
-    from jobs.compact import main
+    from jobs.cli.compact import main
 
     _, url = store_with(tmp_path, 12)
     assert main([url]) == 0

@@ -1,4 +1,4 @@
-"""The driver loop (jobs/dispatch.py) against a fake Ray: deadlines, retries, the real error text."""
+"""The driver loop (jobs/runtime/dispatch.py) against a fake Ray: deadlines, retries, the real error text."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from collections import deque
 
 import pandas as pd
 
-from densecam_core.store.format import Shard
-from jobs.config import JobConfig
-from jobs.dispatch import Dispatcher, _task_error_text
-from jobs.resources import Resources
+from densecam_core.store.layout import Shard
+from jobs.explain.config import JobConfig
+from jobs.runtime.dispatch import Dispatcher, _task_error_text
+from jobs.runtime.resources import Resources
 
 
 class Task:
@@ -108,8 +108,8 @@ def test_a_failed_shard_reports_the_workers_own_exception():
 
 
 def test_summary_counts_damaged_cache_entries_and_says_how_to_remove_them():
-    from densecam_core.worker import ShardResult
-    from jobs.dispatch import DispatchCounters
+    from jobs.explain.worker import ShardResult
+    from jobs.runtime.dispatch import DispatchCounters
 
     counters = DispatchCounters()
     counters.add(ShardResult(0, 4, 4, 0, images_decoded=1, images_from_cache=3))

@@ -11,15 +11,15 @@ import pytest
 import torch
 
 from densecam_core import generate_mura, load_densenet169, open_store, read_manifest
-from densecam_core.evaluation_worker import EvaluateSettings, EvaluateWorker
-from densecam_core.model import model_fingerprint, state_dict_bytes
-from densecam_core.scoring import ScoreSettings
-from densecam_core.spec import block_grid
-from densecam_core.store import metrics as store_metrics
-from densecam_core.store.format import Shard, StoreError
+from densecam_core.evaluation.scorer import ScoreSettings
+from densecam_core.model.checkpoint import model_fingerprint, state_dict_bytes
+from densecam_core.store import scores as store_metrics
+from densecam_core.store.layout import Shard, StoreError
 from densecam_core.store.writer import RunSpec, RunWriter
-from densecam_core.worker import ExplainSettings, ExplainWorker
-from jobs.scoring_job import EvaluateConfig, prepare
+from densecam_core.vocabulary import block_grid
+from jobs.evaluate.job import EvaluateConfig, prepare
+from jobs.evaluate.worker import EvaluateSettings, EvaluateWorker
+from jobs.explain.worker import ExplainSettings, ExplainWorker
 
 SIZE = 64
 METHODS = ("gradcam",)
@@ -83,7 +83,7 @@ def test_bad_input_is_refused_before_any_work(explained, tmp_path):
 
 
 def test_cli_names_the_problem(explained, capsys):
-    from jobs.cli import main
+    from jobs.cli.main import main
 
     _, store, run_id = explained
     assert main(["evaluate", str(store), "--run", run_id, "--metrics", "deletion,bogus"]) == 2
@@ -142,7 +142,7 @@ def test_damaged_metrics_part_is_named(explained, tmp_path):
 def test_interrupted_evaluation_resumes_and_equals_a_clean_one(explained, tmp_path):
     """Ray: the driver stops after the first shard; the second start scores only the rest."""
     ray = pytest.importorskip("ray")
-    from jobs.scoring_job import run_evaluation
+    from jobs.evaluate.job import run_evaluation
 
     _, store, run_id = explained
     interrupted, clean = tmp_path / "a", tmp_path / "b"

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from densecam_core import Explainer, block_grid, load_densenet169
-from densecam_core.explain import BLOCKS, METHODS
+from densecam_core.cam.explainer import BLOCKS, METHODS
 from densecam_core.testing import randomise_batchnorm
 
 
@@ -176,7 +176,7 @@ def test_one_forward_and_one_backward_per_class(model, images, monkeypatch):
     assert calls["grad"] == 1 and forwards["n"] == 1
 
 
-@pytest.mark.filterwarnings("ignore::densecam_core.hardware.SlowPrecisionWarning")
+@pytest.mark.filterwarnings("ignore::densecam_core.model.precision.SlowPrecisionWarning")
 def test_bf16_close_to_fp32(model):
     """With this seed the negated classifier gives positive Grad-CAM evidence at every block."""
     with torch.no_grad():
@@ -289,7 +289,7 @@ def test_explainer_leaves_the_callers_model_exactly_as_it_was(model):
 
 
 def test_the_taps_drive_the_forward_and_the_architecture_check(model):
-    from densecam_core.spec import BLOCK_TAPS, required_modules
+    from densecam_core.vocabulary import BLOCK_TAPS, required_modules
 
     explainer = Explainer(model)
     acts, _ = explainer._forward(torch.randn(1, 3, 128, 128))

@@ -1,4 +1,4 @@
-"""The plumbing around a recorded pass (densecam_core.graphs), on the CPU.
+"""The plumbing around a recorded pass (densecam_core.cam.cuda_graphs), on the CPU.
 
 A CUDA graph cannot be recorded without a GPU; here a stand-in "records" by running the pass and
 "replays" by running it again and writing the results into the outputs it first returned, as a
@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from densecam_core import Explainer
-from densecam_core.explain import Explanation
-from densecam_core.graphs import GraphCaptureWarning
+from densecam_core.cam.cuda_graphs import GraphCaptureWarning
+from densecam_core.cam.explainer import Explanation
 
 
 def _tensors(outputs: tuple[Explanation, torch.Tensor | None]) -> Iterator[torch.Tensor]:
@@ -145,7 +145,7 @@ def test_a_pass_that_cannot_be_recorded_runs_eagerly_with_a_warning(pair):
 
 
 def test_a_cpu_worker_ignores_the_jobs_cuda_graphs_setting(model):
-    from densecam_core.worker import ExplainSettings, ExplainWorker
+    from jobs.explain.worker import ExplainSettings, ExplainWorker
 
     settings = ExplainSettings(methods=("gradcam",), size=64, cuda_graphs=True)
     worker = ExplainWorker(model.state_dict(), settings, warm_up=False)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from densecam_core import Explainer, load_densenet169
-from densecam_core.hardware import SlowPrecisionWarning, native_bf16, warn_if_emulated
+from densecam_core.model.precision import SlowPrecisionWarning, native_bf16, warn_if_emulated
 
 
 def _cpu_bf16(monkeypatch: pytest.MonkeyPatch, avx512_bf16: bool, amx: bool) -> None:

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from densecam_core import BatchLoader, Geometry, decode_image, preprocess
-from densecam_core.images import to_rgb8
+from densecam_core.data.decode import to_rgb8
 
 
 def png_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:
@@ -135,7 +135,7 @@ def test_pad_mode_crops_padding_and_reflects():
 def test_reads_are_bounded_fifo_and_huge_files_are_refused_without_reading(tmp_path):
     import os
 
-    from densecam_core.images import ImageError, read_bytes
+    from densecam_core.data.decode import ImageError, read_bytes
 
     fifo = tmp_path / "trap.png"
     os.mkfifo(fifo)  # opening it for reading would wait for a writer forever
@@ -165,7 +165,7 @@ def hang_on(suffix: str, monkeypatch, module, name: str) -> threading.Event:
 
 
 def test_a_read_past_its_deadline_is_an_error_row_not_a_stalled_batch(tmp_path, monkeypatch):
-    from densecam_core import loader
+    from densecam_core.data import loader
 
     release = hang_on("stuck.png", monkeypatch, loader, "_load")
     paths = []
@@ -207,7 +207,7 @@ class CountingPool(ThreadPoolExecutor):
 
 
 def test_a_decode_pool_gets_runs_of_images_per_task_and_the_batches_are_unchanged(tmp_path: Path):
-    from densecam_core.images import ModelInput, load_model_input
+    from densecam_core.data.decode import ModelInput, load_model_input
 
     paths = grey_pngs(tmp_path, 11, height=36, step=20)
     (tmp_path / "3.png").write_bytes(b"not a png")  # an error inside a task stays that image's error
@@ -232,7 +232,7 @@ def test_a_decode_pool_gets_runs_of_images_per_task_and_the_batches_are_unchange
 
 
 def test_a_hung_image_in_a_task_of_several_fails_alone(tmp_path: Path, monkeypatch):
-    from densecam_core import images
+    from densecam_core.data import decode as images
 
     release = hang_on("stuck.png", monkeypatch, images, "load_or_reason")
     names = ["a.png", "stuck.png", "b.png", "c.png", "d.png"]
@@ -259,7 +259,7 @@ def test_pad_checks_the_padded_square_before_allocating_it(tmp_path, shape, mode
     header, with no allocation of the square (tracemalloc sees numpy's allocations)."""
     import tracemalloc
 
-    from densecam_core.images import load_or_reason
+    from densecam_core.data.decode import load_or_reason
 
     path = tmp_path / "strip.png"
     Image.new(mode, shape[::-1]).save(path)
@@ -278,7 +278,7 @@ def test_pad_checks_the_padded_square_before_allocating_it(tmp_path, shape, mode
 
 def test_alpha_and_16_bit_images_decode_without_float_copies():
     """Compositing alpha in integers gives what the float formula gave (round half to even never ties)."""
-    from densecam_core.images import to_pixels
+    from densecam_core.data.decode import to_pixels
 
     rng = np.random.default_rng(0)
     rgba = rng.integers(0, 256, (32, 32, 4), dtype=np.uint8)

@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from densecam_core import Explainer, fileio, generate_mura, load_densenet169, open_store, read_manifest
-from densecam_core.loader import BatchLoader
-from densecam_core.store import format as fmt
+from densecam_core.data.loader import BatchLoader
+from densecam_core.store import layout as fmt
 from densecam_core.store.lock import RunLock
-from jobs.explain import JobConfig, run_job
+from jobs.explain.job import JobConfig, run_job
 
 pytestmark = pytest.mark.slow  # Ray, the demo or a notebook kernel: see `pytest -m "not slow"`
 
@@ -177,7 +177,7 @@ def job_command(tree: Path, store: Path, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "jobs.explain",
+        "jobs.explain.job",
         str(tree),
         "--store",
         str(store),
@@ -200,7 +200,7 @@ def job_command(tree: Path, store: Path, *extra: str) -> list[str]:
 
 def test_killed_driver_resumes_and_matches_a_clean_run(local_ray, tree, tmp_path):
     """The killed and the resumed job run as processes of their own; the clean run, the reference, in this one."""
-    from jobs.explain import main
+    from jobs.explain.job import main
 
     store = tmp_path / "resumed"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -239,7 +239,7 @@ def test_killed_driver_resumes_and_matches_a_clean_run(local_ray, tree, tmp_path
     assert summary["shards_skipped"] + summary["shards_done"] == summary["shards_total"] == 6
     assert summary["images_total"] == 22 and not summary["shards_failed"]
     clean = tmp_path / "clean"
-    assert main(job_command(tree, clean)[3:]) == 0  # the same arguments, without `python -m jobs.explain`
+    assert main(job_command(tree, clean)[3:]) == 0  # the same arguments, without `python -m jobs.explain.job`
     a, b = open_store(str(store)).run("latest"), open_store(str(clean)).run("latest")
     assert a.run_id == b.run_id
     columns = ["image_id", "row", "status", "error", "logit"]
@@ -250,7 +250,7 @@ def test_killed_driver_resumes_and_matches_a_clean_run(local_ray, tree, tmp_path
 
 
 def test_shard_that_keeps_failing_is_reported_and_the_job_exits_non_zero(local_ray, tree, tmp_path, capsys):
-    from jobs.explain import main
+    from jobs.explain.job import main
 
     store = tmp_path / "store"
     first = run_job(config(tree, store))
@@ -301,7 +301,7 @@ def test_actors_that_cannot_be_placed_do_not_block_the_job(local_ray, tree, tmp_
 
 
 def test_no_actor_starting_stops_the_job_with_a_clear_error(local_ray, tree, tmp_path):
-    from jobs.actor_pool import ActorStartError
+    from jobs.runtime.actor_pool import ActorStartError
 
     started = time.monotonic()
     with pytest.raises(ActorStartError, match=r"within 2 s: each needs 1 GPU.*0 GPUs"):

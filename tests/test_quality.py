@@ -1,4 +1,4 @@
-"""Deletion and insertion (densecam_core.quality) against a plain reference: one forward per step and image."""
+"""Deletion and insertion (densecam_core.evaluation.faithfulness) against a plain reference: one forward per step and image."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from densecam_core.images import IMAGENET_MEAN, IMAGENET_STD
-from densecam_core.quality import deletion_insertion, gaussian_blurred, pixel_ranks
+from densecam_core.data.decode import IMAGENET_MEAN, IMAGENET_STD
+from densecam_core.evaluation.faithfulness import deletion_insertion, gaussian_blurred, pixel_ranks
 
 MEAN = torch.tensor(IMAGENET_MEAN).reshape(1, 3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).reshape(1, 3, 1, 1)
@@ -105,7 +105,7 @@ class BrightSpotDetector(torch.nn.Module):
 
 
 def test_an_oracle_map_beats_the_random_map_on_deletion_and_insertion():
-    from densecam_core.scoring import random_maps
+    from densecam_core.evaluation.scorer import random_maps
 
     generator = torch.Generator().manual_seed(0)
     pixels = (torch.rand(6, 1, 64, 64, generator=generator) * 80).to(torch.uint8).expand(-1, 3, -1, -1).clone()

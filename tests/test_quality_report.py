@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from densecam_core.quality_report import bootstrap_means, metrics_table, verdicts
-from densecam_core.sampling import stratified_sample
+from densecam_core.evaluation.report import bootstrap_means, metrics_table, verdicts
+from densecam_core.evaluation.sampling import stratified_sample
 
 
 def test_bootstrap_resamples_studies_not_images():

@@ -26,7 +26,7 @@ METHODS = ("gradcam", "hirescam")
 def job_store(tmp_path_factory) -> dict:
     """Two runs (two checkpoints) of the Ray job over a small synthetic tree."""
     ray = pytest.importorskip("ray")
-    from jobs.explain import JobConfig, run_job
+    from jobs.explain.job import JobConfig, run_job
 
     root = tmp_path_factory.mktemp("readers")
     generate_mura(root / "tree", images=12, seed=4, min_side=48, max_side=96)
@@ -139,7 +139,7 @@ def test_the_whole_reader_api_runs_without_torch_or_ray(job_store, tmp_path):
         import json, sys
         sys.path.insert(0, "{REPO}")
         from densecam_core import open_store, compare_runs, pointing_game
-        from densecam_core.changes import summarise_changes, most_changed
+        from densecam_core.comparison_summary import summarise_changes, most_changed
         from densecam_core.figures import image_panel, contact_sheet
         store = open_store("{store}")
         listing = store.runs
@@ -180,7 +180,11 @@ def test_the_command_without_the_job_extra_names_the_extra(tmp_path):
     )
     env = {"PYTHONPATH": f"{blocker.parent}:{REPO}", "PATH": "/usr/bin:/bin"}
     result = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "explain", "--help"], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-m", "jobs.cli.main", "explain", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert result.returncode == 2, result.stderr
     assert "pip install 'densecam[job]'" in result.stderr and "Traceback" not in result.stderr

@@ -1,11 +1,11 @@
-"""Actor sizing (jobs/resources.py) against fake clusters: no Ray needed."""
+"""Actor sizing (jobs/runtime/resources.py) against fake clusters: no Ray needed."""
 
 from __future__ import annotations
 
 import pytest
 
-from jobs.config import JobConfig, batch_size_for
-from jobs.resources import Resources, size_actors
+from jobs.explain.config import JobConfig, batch_size_for
+from jobs.runtime.resources import Resources, size_actors
 
 
 def node(cpus: float, gpus: float = 0.0) -> dict[str, float]:
@@ -70,7 +70,7 @@ def test_bad_settings_are_refused_by_validate():
 
 def test_cuda_graphs_are_on_by_default_and_can_be_turned_off():
     """The job records GPU actors' passes as CUDA graphs unless told not to; a CPU actor ignores the setting."""
-    from jobs.config import build_parser, config_from_args
+    from jobs.explain.config import build_parser, config_from_args
 
     parser = build_parser()
     assert config_from_args(parser.parse_args([])).cuda_graphs is True

@@ -95,7 +95,7 @@ def test_job_on_s3_completes_and_reads_back(s3, tmp_path):
     import fsspec
     import ray
 
-    from jobs.explain import main
+    from jobs.explain.job import main
 
     store = f"s3://{BUCKET}/store-a"
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # its workers inherit the S3 settings
@@ -103,7 +103,7 @@ def test_job_on_s3_completes_and_reads_back(s3, tmp_path):
         assert main(job_args(s3["manifest"], store, "--summary-json", str(tmp_path / "s.json"))) == 0
         assert main(job_args(str(s3["local"]), str(tmp_path / "local-store"))) == 0  # the same images, locally
         # the evaluation job on the bucket: inputs from the cache there, metrics parts and table written there
-        from jobs.evaluate import main as evaluate
+        from jobs.cli.evaluate import main as evaluate
 
         scoring = ["--metrics", "deletion,stability", "--steps", "2", "--sample", "4", "--workers", "1"]
         assert evaluate([store, "--run", "latest", *scoring, "--no-progress"]) == 0
@@ -142,7 +142,7 @@ def test_job_on_s3_completes_and_reads_back(s3, tmp_path):
 
 
 def test_job_on_s3_killed_and_resumed_equals_a_clean_run(s3):
-    command = [sys.executable, "-m", "jobs.explain"]
+    command = [sys.executable, "-m", "jobs.explain.job"]
     resumed, clean = f"s3://{BUCKET}/store-resumed", f"s3://{BUCKET}/store-clean"
     process = subprocess.Popen(
         command + job_args(s3["manifest"], resumed),
@@ -177,7 +177,7 @@ def test_job_on_s3_killed_and_resumed_equals_a_clean_run(s3):
     assert done.returncode == 0, done.stderr[-2000:]
     import ray
 
-    from jobs.explain import main
+    from jobs.explain.job import main
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # the clean reference run, in this process
     try:
@@ -198,7 +198,7 @@ def test_server_going_away_mid_job_fails_shards_and_a_rerun_completes(s3):
 
     import ray
 
-    from jobs.explain import JobConfig, run_job
+    from jobs.explain.job import JobConfig, run_job
 
     endpoint = os.environ["AWS_ENDPOINT_URL"]
     port = int(endpoint.rsplit(":", 1)[1])

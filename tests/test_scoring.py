@@ -8,13 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from densecam_core.explain import Explainer
-from densecam_core.geometry import Geometry
-from densecam_core.quality import deletion_insertion
-from densecam_core.quality_report import metrics_table, verdicts
-from densecam_core.randomization import RANDOMIZATION_STAGES, cascade
-from densecam_core.scoring import BatchScorer, ScoreSettings, image_seed, random_maps, validate_metrics
-from densecam_core.similarity import spearman
+from densecam_core.cam.explainer import Explainer
+from densecam_core.data.geometry import Geometry
+from densecam_core.evaluation.faithfulness import deletion_insertion
+from densecam_core.evaluation.randomisation import RANDOMIZATION_STAGES, cascade
+from densecam_core.evaluation.report import metrics_table, verdicts
+from densecam_core.evaluation.scorer import BatchScorer, ScoreSettings, image_seed, random_maps, validate_metrics
+from densecam_core.evaluation.similarity import spearman
 
 SIZE = 64
 
@@ -77,7 +77,7 @@ def test_baselines_and_noise_depend_on_the_image_not_its_batch(model):
 
 def test_stability_equals_a_plain_reference(model):
     """Per image and sample: the seeded noise, one Explainer call, numpy's Pearson r and max change."""
-    from densecam_core.quality import normalise01
+    from densecam_core.evaluation.faithfulness import normalise01
 
     pixels = _pixels(2, seed=5)
     scorer = BatchScorer(model, ScoreSettings(metrics=("stability",)), methods=("layercam",))
@@ -124,7 +124,7 @@ def test_localization_of_a_batch_without_any_box_is_nan_not_missing(model):
 
 
 def test_relevance_mass_and_otsu_iou_by_hand():
-    from densecam_core.evaluate import box_mask, otsu_iou, relevance_mass
+    from densecam_core.evaluation.localisation import box_mask, otsu_iou, relevance_mass
 
     heatmap = np.zeros((10, 10))
     heatmap[2:6, 2:6] = 1.0
@@ -137,7 +137,7 @@ def test_relevance_mass_and_otsu_iou_by_hand():
 
 def test_otsu_threshold_equals_scikit_image():
     threshold_otsu = pytest.importorskip("skimage.filters").threshold_otsu
-    from densecam_core.evaluate import otsu_threshold
+    from densecam_core.evaluation.localisation import otsu_threshold
 
     rng = np.random.default_rng(0)
     for _ in range(5):

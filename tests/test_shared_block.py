@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from densecam_core.shared_block import ALIGN, SharedBlock, attached
+from densecam_core.parallel.shared_block import ALIGN, SharedBlock, attached
 
 
 def test_arrays_written_by_the_owner_are_read_in_place_and_freed_on_close():
@@ -41,7 +41,7 @@ def test_no_room_in_shared_memory_gives_none_and_leaves_nothing(monkeypatch):
     import errno
     import os
 
-    import densecam_core.shared_block as shared_block
+    import densecam_core.parallel.shared_block as shared_block
 
     def full(descriptor, offset, length):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -62,7 +62,7 @@ def test_no_room_in_shared_memory_gives_none_and_leaves_nothing(monkeypatch):
 
 
 def test_room_for_reads_the_free_space_of_dev_shm():
-    from densecam_core.shared_block import room_for
+    from densecam_core.parallel.shared_block import room_for
 
     assert room_for(1024)
     assert not room_for(1 << 62)  # more than any machine's shared memory
@@ -76,13 +76,13 @@ def test_blocks_of_a_killed_process_are_swept_and_live_ones_kept(tmp_path):
     import subprocess
     import sys
 
-    from densecam_core.shared_block import SHM_DIR, SharedBlock, sweep_dead_blocks
+    from densecam_core.parallel.shared_block import SHM_DIR, SharedBlock, sweep_dead_blocks
 
     child = subprocess.Popen(
         [
             sys.executable,
             "-c",
-            "import sys, time; from densecam_core.shared_block import SharedBlock; "
+            "import sys, time; from densecam_core.parallel.shared_block import SharedBlock; "
             "b = SharedBlock({'x': ((1024,), 'uint8')}); print(b.handle.name, flush=True); time.sleep(60)",
         ],
         stdout=subprocess.PIPE,
@@ -114,13 +114,13 @@ def test_the_semaphores_of_a_killed_actors_process_pool_are_swept():
     import subprocess
     import sys
 
-    from densecam_core.shared_block import SHM_DIR, sweep_dead_blocks
+    from densecam_core.parallel.shared_block import SHM_DIR, sweep_dead_blocks
 
     child = subprocess.Popen(
         [
             sys.executable,
             "-c",
-            "import os, time; from densecam_core.spawned import SpawnedPool; p = SpawnedPool(1, 'x'); "
+            "import os, time; from densecam_core.parallel.spawned import SpawnedPool; p = SpawnedPool(1, 'x'); "
             "p.get().submit(os.getpid).result(); print(os.getpid(), flush=True); time.sleep(60)",
         ],
         stdout=subprocess.PIPE,

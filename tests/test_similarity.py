@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import pearsonr, spearmanr
 
-from densecam_core.similarity import average_ranks, max_change, pearson, scaled01, spearman, ssim
+from densecam_core.evaluation.similarity import average_ranks, max_change, pearson, scaled01, spearman, ssim
 
 
 def _maps(seed: int, shape=(6, 12, 12)) -> tuple[torch.Tensor, torch.Tensor]:

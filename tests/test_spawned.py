@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from densecam_core.spawned import SpawnedPool
+from densecam_core.parallel.spawned import SpawnedPool
 
 pytestmark = pytest.mark.slow  # every test spawns processes
 REPO = Path(__file__).resolve().parents[1]
@@ -93,6 +93,6 @@ def _script_runs(tmp_path, pool_code: str) -> int:
 def test_children_do_not_rerun_the_parents_main_script(tmp_path):
     """In a Ray actor the main script is Ray's worker: children re-running it imported Ray."""
     plain = "import concurrent.futures as c, multiprocessing as m; c.ProcessPoolExecutor(1, mp_context=m.get_context('spawn')).submit(os.getpid).result()"
-    ours = "from densecam_core.spawned import SpawnedPool; p = SpawnedPool(1, 'a child'); p.run(os.getpid); p.close()"
+    ours = "from densecam_core.parallel.spawned import SpawnedPool; p = SpawnedPool(1, 'a child'); p.run(os.getpid); p.close()"
     assert _script_runs(tmp_path / "plain", plain) == 2  # the control: plain spawn runs the script in the child too
     assert _script_runs(tmp_path / "ours", ours) == 1

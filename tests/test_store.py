@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from densecam_core import Geometry, block_grid, compare_runs, fileio, open_store
-from densecam_core.store import format as fmt
-from densecam_core.store.format import plan_shards
+from densecam_core.store import layout as fmt
+from densecam_core.store.layout import plan_shards
 from densecam_core.store.lock import RunLock
 from densecam_core.store.writer import RunSpec, RunWriter, write_shard
 
@@ -526,7 +526,7 @@ def test_every_flipped_bit_is_an_error_never_other_maps(tmp_path):
 
 
 def test_deleted_chunk_is_named_and_verify_repairs_by_uncommitting(tmp_path, capsys):
-    from jobs.verify import main as verify
+    from jobs.cli.verify import main as verify
 
     writer, run = committed_run(tmp_path)
     chunk_file(writer, "cam", 1).unlink()

@@ -10,7 +10,7 @@ import pandas as pd
 from PIL import Image
 
 from densecam_core import generate_mura, read_manifest
-from densecam_core.manifest import BODY_PARTS
+from densecam_core.data.manifest import BODY_PARTS
 
 
 def tree_digest(root: Path) -> str:

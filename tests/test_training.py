@@ -13,10 +13,10 @@ import torch
 from torchvision.models import densenet169
 
 from densecam_core import load_densenet169, model_fingerprint
-from densecam_core.manifest import ManifestError, read_manifest
-from densecam_core.metrics import binary_metrics, image_and_study_metrics
-from densecam_core.synth import generate_mura
-from densecam_core.training import (
+from densecam_core.data.manifest import ManifestError, read_manifest
+from densecam_core.data.synth import generate_mura
+from densecam_core.model.classification import binary_metrics, image_and_study_metrics
+from densecam_core.model.training import (
     RadiographDataset,
     TrainConfig,
     body_part_weights,
@@ -171,7 +171,7 @@ def test_init_from_an_imagenet_file_keeps_features_and_replaces_the_head(tmp_pat
     )
 
 
-@pytest.mark.filterwarnings("ignore::densecam_core.hardware.SlowPrecisionWarning")
+@pytest.mark.filterwarnings("ignore::densecam_core.model.precision.SlowPrecisionWarning")
 @pytest.mark.slow
 def test_bf16_autocast_trains_on_cpu(tiny_tree, tmp_path):
     frame = read_manifest(tiny_tree / "MURA-v1.1")

@@ -17,13 +17,13 @@ import pytest
 import torch
 
 from densecam_core import Explainer, fileio, generate_mura, load_densenet169, open_store, read_manifest
-from densecam_core.images import load_for_model, load_model_input
-from densecam_core.model import model_fingerprint, state_dict_bytes
-from densecam_core.spec import block_grid
-from densecam_core.store.format import Shard
-from densecam_core.store.inputs import CacheDamageWarning, InputCache, identify
+from densecam_core.data.decode import load_for_model, load_model_input
+from densecam_core.model.checkpoint import model_fingerprint, state_dict_bytes
+from densecam_core.store.inputs.cache import CacheDamageWarning, InputCache, identify
+from densecam_core.store.layout import Shard
 from densecam_core.store.writer import RunSpec, RunWriter
-from densecam_core.worker import ExplainSettings, ExplainWorker
+from densecam_core.vocabulary import block_grid
+from jobs.explain.worker import ExplainSettings, ExplainWorker
 
 SIZE = 64
 METHODS = ("gradcam", "hirescam")
@@ -114,7 +114,7 @@ def test_cached_inputs_equal_fresh_decodes_for_grey_and_rgb_sources(tree, tmp_pa
 
 @pytest.mark.slow
 def test_damaged_cache_segment_is_named_decoded_again_and_removed_by_verify(tree, tmp_path, capsys):
-    from jobs.verify import main as verify
+    from jobs.cli.verify import main as verify
 
     store = tmp_path / "store"
     run_worker(tree, store)
@@ -271,9 +271,9 @@ class FakeActor:
 
 def test_injected_out_of_memory_is_retried_by_the_driver_and_never_committed(tree, tmp_path, monkeypatch):
     """A real worker behind the real Dispatcher (fake Ray): one OOM, one retry, every row ok."""
-    from jobs.config import JobConfig
-    from jobs.dispatch import Dispatcher
-    from jobs.resources import Resources
+    from jobs.explain.config import JobConfig
+    from jobs.runtime.dispatch import Dispatcher
+    from jobs.runtime.resources import Resources
 
     model = load_densenet169()
     settings = ExplainSettings(methods=METHODS, size=SIZE, batch_size=4)
@@ -348,7 +348,7 @@ def test_cache_command_fills_the_cache_the_job_then_reads(tree, tmp_path, capsys
 
 
 def test_cache_command_leaves_a_hung_read_unread_after_its_deadline(tree, tmp_path, monkeypatch):
-    from densecam_core import loader
+    from densecam_core.data import loader
     from jobs.cache import fill_cache
 
     stuck = str(read_manifest(tree)["path"].iloc[3])
@@ -481,7 +481,7 @@ def test_decode_and_writer_processes_commit_what_the_in_process_path_commits(tre
     """GPU actors decode in spawned processes and hand each shard to a writer process through shared memory
     (pickled where /dev/shm has no room): the same arrays, index and input cache as the in-process path,
     and no shared-memory block left behind."""
-    import densecam_core.shared_block as shared_block
+    import densecam_core.parallel.shared_block as shared_block
 
     if not shared:
         monkeypatch.setattr(shared_block, "room_for", lambda nbytes: False)
@@ -574,7 +574,7 @@ def test_a_dead_writer_process_fails_the_shard_and_leaves_nothing_visible(tree, 
 def test_identities_taken_on_a_pool_keep_the_paths_order(tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
-    from densecam_core.store.inputs import cached_model_inputs
+    from densecam_core.store.inputs.cache import cached_model_inputs
 
     paths = []
     for i in range(11):
@@ -596,7 +596,7 @@ def test_a_shard_with_a_read_past_its_deadline_leaves_the_next_shard_new_decode_
     pool after that shard, so the next shard gets new processes and the old ones are stopped."""
     from test_spawned import ended  # tests/test_spawned.py
 
-    import densecam_core.worker as worker_module
+    import jobs.explain.worker as worker_module
 
     class LateLoader(worker_module.BatchLoader):
         def __iter__(self):

@@ -24,7 +24,7 @@ def tree(tmp_path_factory) -> Path:
 
 
 def test_ray_job_submit_to_a_started_head(tree, tmp_path):
-    """The cluster path: `ray start --head`, then `ray job submit -- python -m jobs.explain ...`."""
+    """The cluster path: `ray start --head`, then `ray job submit -- python -m jobs.explain.job ...`."""
     ray_bin = Path(sys.executable).with_name("ray")
     if not ray_bin.exists():
         pytest.skip("the ray CLI is not installed next to this Python")
@@ -65,7 +65,7 @@ def test_ray_job_submit_to_a_started_head(tree, tmp_path):
             "--",
             "python",
             "-m",
-            "jobs.explain",
+            "jobs.explain.job",
             str(tree),
             "--store",
             str(store),

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from densecam_core.data.errors import ImageError
+from densecam_core.data.geometry import check_work_area
 from densecam_core.data.grayscale import (
     DEFAULT_DICOM_WINDOW,
     DICOM_WINDOWS,
@@ -28,7 +29,6 @@ from densecam_core.data.grayscale import (
     has_window,
     validate_dicom_window,
 )
-from densecam_core.geometry import check_work_area
 
 __all__ = [
     "DEFAULT_DICOM_WINDOW",

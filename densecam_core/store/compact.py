@@ -19,8 +19,8 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from densecam_core import fileio
-from densecam_core.store import format as fmt
-from densecam_core.store.index_files import COMPACT_NAME, COMPACTED_JSON, read_state
+from densecam_core.store import layout as fmt
+from densecam_core.store.index import COMPACT_NAME, COMPACTED_JSON, read_state
 from densecam_core.store.lock import RunLock
 from densecam_core.store.reader import Run
 from densecam_core.store.writer import record_counts

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from densecam_core import fileio
-from densecam_core.store import format as fmt
+from densecam_core.store import layout as fmt
 
 
 def _process_start(pid: int) -> str | None:

@@ -21,9 +21,9 @@ import zarr
 from fsspec.implementations.local import LocalFileSystem
 
 from densecam_core import fileio
-from densecam_core.geometry import Geometry
-from densecam_core.store import format as fmt
-from densecam_core.store.index_files import IndexFiles, list_index
+from densecam_core.data.geometry import Geometry
+from densecam_core.store import layout as fmt
+from densecam_core.store.index import IndexFiles, list_index
 
 
 class Run:
@@ -269,7 +269,7 @@ class Run:
         """
         from matplotlib import colormaps
 
-        from densecam_core.images import as_rgb
+        from densecam_core.data.decode import as_rgb
 
         image = as_rgb(self.image(image_id, allow_remote=allow_remote)).astype(np.float32)
         heat = self.heatmap(image_id, method, block, target=target, normalize=True)
@@ -279,7 +279,7 @@ class Run:
     def image(self, image_id: str, *, allow_remote: bool = False) -> np.ndarray:
         """The 8-bit image the model input was made from (``read_image`` with this run's DICOM window):
         uint8, (H, W) grey or (H, W, 3) colour, on the grid ``heatmap`` maps onto."""
-        from densecam_core.images import read_image
+        from densecam_core.data.decode import read_image
 
         window = str(self.settings.get("dicom_window", "first"))
         return read_image(self.source_path(image_id, allow_remote=allow_remote), dicom_window=window)
@@ -295,7 +295,7 @@ class Run:
 
     def metrics(self, filters: Any = None) -> pd.DataFrame:
         """The run's committed quality scores, long form (``densecam evaluate``; docs/METRICS.md)."""
-        from densecam_core.store.metrics import read_metrics
+        from densecam_core.store.scores import read_metrics
 
         return read_metrics(self.url, filters)
 

@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from densecam_core import fileio
-from densecam_core.store import format as fmt
-from densecam_core.store.index_files import COMPACT_NAME, COMPACTED_JSON, read_state, uncover
+from densecam_core.store import layout as fmt
+from densecam_core.store.index import COMPACT_NAME, COMPACTED_JSON, read_state, uncover
 from densecam_core.store.reader import Run
 
 

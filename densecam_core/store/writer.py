@@ -29,10 +29,10 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.core.sync import sync  # zarr's own event loop, the one its stores are bound to
 
 from densecam_core import fileio
-from densecam_core.spec import BLOCK_TAPS, BLOCKS
-from densecam_core.store import format as fmt
-from densecam_core.store.format import Shard
-from densecam_core.store.index_files import list_index, uncover
+from densecam_core.store import layout as fmt
+from densecam_core.store.index import list_index, uncover
+from densecam_core.store.layout import Shard
+from densecam_core.vocabulary import BLOCK_TAPS, BLOCKS
 
 COMPRESSORS = (ZstdCodec(level=1), Crc32cCodec())
 """zstd, then a CRC-32C of the compressed chunk: a flipped bit is an error when read, never different maps.

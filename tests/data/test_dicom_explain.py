@@ -19,11 +19,11 @@ from pydicom.data import get_testdata_file
 
 from densecam_core import load_densenet169, load_identifiers, open_store, read_manifest
 from densecam_core.data.pseudonyms import create_key
-from densecam_core.model import model_fingerprint, state_dict_bytes
-from densecam_core.spec import block_grid
-from densecam_core.store.format import Shard
+from densecam_core.model.checkpoint import model_fingerprint, state_dict_bytes
+from densecam_core.store.layout import Shard
 from densecam_core.store.writer import RunSpec, RunWriter
-from densecam_core.worker import ExplainSettings, ExplainWorker
+from densecam_core.vocabulary import block_grid
+from jobs.explain.worker import ExplainSettings, ExplainWorker
 
 data_store = pytest.importorskip("data_store")
 NEMA = Path(data_store.__file__).parent / "data"
@@ -172,8 +172,8 @@ def test_the_input_cache_is_keyed_by_the_dicom_window(explained, archive):
 
 
 def test_the_dicom_window_is_part_of_the_run_id_and_the_default_keeps_earlier_ids():
-    from densecam_core.store import format as fmt
-    from densecam_core.worker import ExplainSettings
+    from densecam_core.store import layout as fmt
+    from jobs.explain.worker import ExplainSettings
 
     default = ExplainSettings(methods=("gradcam",)).for_run_id()
     assert "dicom_window" not in default
@@ -188,9 +188,9 @@ def test_the_dicom_window_is_part_of_the_run_id_and_the_default_keeps_earlier_id
 def test_the_evaluation_scores_a_dicom_run_from_its_cache_with_the_pointing_game(explained):
     """Sampling by body part and label, deletion and the pointing game on a DICOM run: what the
     evaluation job's actors run, reading the inputs the explanation cached (with the run's window)."""
-    from densecam_core.evaluation_worker import EvaluateSettings, EvaluateWorker
-    from densecam_core.sampling import stratified_sample
-    from densecam_core.scoring import ScoreSettings
+    from densecam_core.evaluation.sampling import stratified_sample
+    from densecam_core.evaluation.scorer import ScoreSettings
+    from jobs.evaluate.worker import EvaluateSettings, EvaluateWorker
 
     store, run_id, _, _ = explained
     run = open_store(str(store)).run(run_id)

@@ -28,7 +28,7 @@ def test_explain_a_dicom_folder_with_extensionless_files_creates_the_key_and_nam
     env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"), "PYTHONPATH": str(REPO)}
     env.pop("DENSECAM_PSEUDONYM_KEY", None)
     store = tmp_path / "store"
-    command = [sys.executable, "-m", "jobs.cli", "explain", str(tmp_path / "export"), "--store", str(store)]
+    command = [sys.executable, "-m", "jobs.cli.main", "explain", str(tmp_path / "export"), "--store", str(store)]
     command += ["--size", "64", "--shard-size", "4", "--workers", "1", "--methods", "gradcam", "--no-progress"]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -45,7 +45,7 @@ def test_explain_a_dicom_folder_with_extensionless_files_creates_the_key_and_nam
     again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert again.returncode == 0 and "4 already committed" not in again.stdout
     other = tmp_path / "other.key"
-    subprocess.run([sys.executable, "-m", "jobs.cli", "keygen", str(other)], check=True, env=env, timeout=60)
+    subprocess.run([sys.executable, "-m", "jobs.cli.main", "keygen", str(other)], check=True, env=env, timeout=60)
     windowed = subprocess.run(
         [*command, "--dicom-window", "minmax"], capture_output=True, text=True, env=env, timeout=600
     )

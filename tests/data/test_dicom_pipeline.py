@@ -9,8 +9,8 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
 
+from densecam_core.data.decode import ImageError, decode_pixels
 from densecam_core.data.dicom import decode_dicom
-from densecam_core.images import ImageError, decode_pixels
 
 MAX = 64_000_000
 

@@ -11,9 +11,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from test_evaluation_job import explain_tree
 
 from densecam_core import generate_mura
-from densecam_core.store.format import StoreError
+from densecam_core.store.layout import StoreError
 from densecam_core.store.lock import RunLock
-from jobs.scoring_job import EvaluateConfig, prepare
+from jobs.evaluate.job import EvaluateConfig, prepare
 
 
 def test_evaluating_a_run_that_a_live_job_is_recomputing_says_so(tmp_path):
@@ -34,7 +34,7 @@ def test_evaluating_a_run_that_a_live_job_is_recomputing_says_so(tmp_path):
 def test_a_local_ray_is_started_even_when_another_cluster_is_registered_here():
     """Without an address ray.init() joins a cluster registered in /tmp/ray/ray_current_cluster and then
     refuses num_cpus; address="local" starts the local Ray the README promises."""
-    from jobs.explain import JobConfig, _start_ray
+    from jobs.explain.job import JobConfig, _start_ray
 
     calls = []
 
@@ -65,7 +65,7 @@ def test_the_cache_command_refuses_a_timeout_that_is_not_positive(tmp_path, caps
 def test_a_resumed_evaluation_refuses_a_sample_that_differs_from_the_scored_one(tmp_path):
     """Explain 10 images, record an evaluation of 4, add images: the next sample of 4 is drawn from more
     images, so resuming would mix two samples; it is refused (and --force starts afresh)."""
-    from jobs.scoring_job import _settle_recorded
+    from jobs.evaluate.job import _settle_recorded
 
     tree = tmp_path / "tree"
     generate_mura(tree, images=10, seed=3, min_side=48, max_side=64)
@@ -85,7 +85,7 @@ def test_a_resumed_evaluation_refuses_a_sample_that_differs_from_the_scored_one(
 
 def test_max_image_pixels_reaches_the_decoder_and_bad_values_are_refused(tmp_path):
     """--max-image-pixels is the cap a DICOM or PNG header is checked against before any pixel is decoded."""
-    from jobs.config import JobConfig, build_parser, config_from_args
+    from jobs.explain.config import JobConfig, build_parser, config_from_args
 
     with pytest.raises(ValueError, match=r"--max-image-pixels must be >= 1"):
         JobConfig(max_image_pixels=0).validate()
@@ -96,11 +96,11 @@ def test_max_image_pixels_reaches_the_decoder_and_bad_values_are_refused(tmp_pat
     import dataclasses
 
     from densecam_core import load_densenet169, open_store, read_manifest
-    from densecam_core.model import model_fingerprint, state_dict_bytes
-    from densecam_core.spec import block_grid
-    from densecam_core.store.format import Shard
+    from densecam_core.model.checkpoint import model_fingerprint, state_dict_bytes
+    from densecam_core.store.layout import Shard
     from densecam_core.store.writer import RunSpec, RunWriter
-    from densecam_core.worker import ExplainSettings, ExplainWorker
+    from densecam_core.vocabulary import block_grid
+    from jobs.explain.worker import ExplainSettings, ExplainWorker
 
     model = load_densenet169()
     settings = ExplainSettings(methods=("gradcam",), size=32, batch_size=4, max_image_pixels=1000)

@@ -12,12 +12,12 @@ import pytest
 from PIL import Image
 
 from densecam_core import generate_mura, load_densenet169, open_store, read_manifest
-from densecam_core.model import model_fingerprint, state_dict_bytes
-from densecam_core.spec import block_grid
-from densecam_core.store.format import Shard
-from densecam_core.store.inputs import identify
+from densecam_core.model.checkpoint import model_fingerprint, state_dict_bytes
+from densecam_core.store.inputs.cache import identify
+from densecam_core.store.layout import Shard
 from densecam_core.store.writer import RunSpec, RunWriter
-from densecam_core.worker import ExplainSettings, ExplainWorker
+from densecam_core.vocabulary import block_grid
+from jobs.explain.worker import ExplainSettings, ExplainWorker
 
 SIZE = 32
 
@@ -93,7 +93,7 @@ def test_stat_identity_misses_an_in_place_rewrite_and_content_identity_sees_it(t
 
 
 def test_verify_rechecks_cached_inputs_against_their_files(tree, tmp_path, capsys):
-    from jobs.verify import main as verify
+    from jobs.cli.verify import main as verify
 
     explain(tree, tmp_path / "store", "content")
     victim = Path(read_manifest(tree)["path"].iloc[5])
@@ -105,7 +105,7 @@ def test_verify_rechecks_cached_inputs_against_their_files(tree, tmp_path, capsy
 
 
 def test_an_unknown_cache_identity_is_refused():
-    from jobs.config import JobConfig
+    from jobs.explain.config import JobConfig
 
     with pytest.raises(ValueError, match=r"--cache-identity must be one of stat, content"):
         JobConfig(cache_identity="mtime").validate()

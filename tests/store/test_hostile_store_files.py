@@ -17,10 +17,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from test_store import commit_all, committed_run, manifest, spec
 
 from densecam_core import open_store
-from densecam_core.store import format as fmt
+from densecam_core.store import layout as fmt
 from densecam_core.store.compact import compact_run
 from densecam_core.store.writer import RunWriter
-from jobs.verify import main as verify
+from jobs.cli.verify import main as verify
 
 
 def compacted(tmp_path, n: int = 8):
@@ -111,7 +111,7 @@ def test_a_run_json_with_a_bad_shard_size_is_named_by_every_command(tmp_path, ca
         open_store(store).run(writer.spec.run_id)
     assert verify([store, "--run", writer.spec.run_id]) == 2
     assert "shard_size" in capsys.readouterr().err
-    from jobs.compact import main as compact
+    from jobs.cli.compact import main as compact
 
     assert compact([store, "--run", writer.spec.run_id]) == 2
 
@@ -172,7 +172,7 @@ def test_a_fifo_named_like_a_cache_segment_hangs_neither_the_cache_nor_a_lookup_
     import warnings
 
     from densecam_core import generate_mura, read_manifest
-    from densecam_core.store.inputs import InputCache, identify
+    from densecam_core.store.inputs.cache import InputCache, identify
     from jobs.cache import fill_cache
 
     generate_mura(tmp_path / "mura", images=6, seed=1, min_side=48, max_side=64)
@@ -223,7 +223,7 @@ def test_two_fills_at_once_catalog_each_segment_once(tmp_path):
     import pyarrow.parquet as pq
 
     from densecam_core import generate_mura
-    from densecam_core.store.input_catalog import catalog_pointer
+    from densecam_core.store.inputs.catalog import catalog_pointer
     from jobs.cache import fill_cache
 
     generate_mura(tmp_path / "mura", images=40, seed=2, min_side=48, max_side=64)

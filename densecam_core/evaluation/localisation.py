@@ -1,0 +1,189 @@
+"""Localisation scores of a stored run against lesion boxes: the pointing game, and per map the
+relevance mass and Otsu IoU (docs/METRICS.md).
+
+Pointing game (Zhang et al., 2016): a map scores a hit when its peak, on the original image's pixel
+grid, falls inside the lesion box. Pixel (x, y) covers [x, x+1) x [y, y+1), so a box
+``(x0, y0, x1, y1)`` holds the peaks with ``x0 <= x < x1`` and ``y0 <= y < y1`` (x1, y1 exclusive,
+as ``lesion_boxes.csv`` of the synthetic tree writes them). A map with no peak (constant, e.g. all
+zero after ReLU) is a miss. The random baseline is the mean fraction of the image a box covers: the
+hit rate of a peak dropped uniformly at random.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from densecam_core.data.geometry import Geometry
+
+BOX_COLUMNS = ("image_id", "x0", "y0", "x1", "y1")
+
+
+def read_boxes(source: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
+    """Boxes as a frame ``image_id, x0, y0, x1, y1`` (pixels of the original image), validated.
+
+    An image may have several boxes (rows); a hit on any of them counts.
+    """
+    frame = source.copy() if isinstance(source, pd.DataFrame) else pd.read_csv(source)
+    missing = [c for c in BOX_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"boxes need columns {list(BOX_COLUMNS)}; missing {missing}")
+    coords = frame[list(BOX_COLUMNS[1:])]
+    if coords.isna().any().any() or not all(pd.api.types.is_numeric_dtype(t) for t in coords.dtypes):
+        raise ValueError("box coordinates x0, y0, x1, y1 must all be numbers")
+    infinite = frame[~np.isfinite(coords.to_numpy(dtype=np.float64)).all(axis=1)]
+    if not infinite.empty:
+        raise ValueError(
+            f"{len(infinite)} boxes have infinite coordinates, e.g. {infinite.iloc[0].to_dict()}: give pixel coordinates"
+        )
+    empty = frame[(frame["x1"] <= frame["x0"]) | (frame["y1"] <= frame["y0"])]
+    if not empty.empty:
+        raise ValueError(f"{len(empty)} boxes are empty (need x1 > x0 and y1 > y0), e.g. {empty.iloc[0].to_dict()}")
+    return frame[list(BOX_COLUMNS)].reset_index(drop=True)
+
+
+def boxes_by_image(boxes: pd.DataFrame) -> dict[str, np.ndarray]:
+    """``image_id -> (n, 4)`` array of that image's boxes (x0, y0, x1, y1)."""
+    return {image_id: group[list(BOX_COLUMNS[1:])].to_numpy() for image_id, group in boxes.groupby("image_id")}
+
+
+def peak(heatmap: np.ndarray) -> tuple[int, int] | None:
+    """(x, y) of the first maximum, or None for a constant map (no peak to point with)."""
+    if heatmap.size == 0 or not np.isfinite(heatmap).any():
+        return None
+    values = np.where(np.isfinite(heatmap), heatmap, -np.inf)
+    if float(values.max()) <= float(np.nanmin(heatmap)):
+        return None
+    y, x = np.unravel_index(int(np.argmax(values)), values.shape)
+    return int(x), int(y)
+
+
+def is_hit(point: tuple[int, int] | None, boxes: np.ndarray, tolerance: float = 0.0) -> bool:
+    """Whether a peak lies in any box ``(n, 4)``; ``tolerance`` grows each box by that many pixels."""
+    if point is None:
+        return False
+    x, y = point
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return bool(
+        np.any(
+            (b[:, 0] - tolerance <= x)
+            & (x < b[:, 2] + tolerance)
+            & (b[:, 1] - tolerance <= y)
+            & (y < b[:, 3] + tolerance)
+        )
+    )
+
+
+def box_area_fraction(boxes: np.ndarray, height: int, width: int) -> float:
+    """Fraction of the image covered by the union of boxes (clipped to the image)."""
+    return float(box_mask(boxes, height, width).mean())
+
+
+def box_mask(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(height, width) bool mask of the union of boxes; pixel (x, y) is inside when x0 <= x < x1, y0 <= y < y1."""
+    mask = np.zeros((height, width), dtype=bool)
+    for x0, y0, x1, y1 in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
+        mask[
+            max(0, int(np.ceil(y0))) : max(0, int(np.ceil(y1))), max(0, int(np.ceil(x0))) : max(0, int(np.ceil(x1)))
+        ] = True
+    return mask
+
+
+def relevance_mass(heatmap: np.ndarray, mask: np.ndarray) -> float:
+    """The share of the map's positive mass inside ``mask`` (Arras et al. 2022); NaN without positive mass."""
+    positive = np.clip(np.nan_to_num(heatmap, nan=0.0), 0.0, None)
+    total = float(positive.sum())
+    return float(positive[mask].sum()) / total if total > 0 else float("nan")
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold (maximum between-class variance) over a ``bins``-bin histogram of ``values``.
+
+    Returns the upper edge of the last bin of the lower class: values above it form the upper class.
+    """
+    hist, edges = np.histogram(values, bins=bins)
+    centers = (edges[:-1] + edges[1:]) / 2
+    weight_low = np.cumsum(hist)[:-1].astype(np.float64)
+    weight_high = np.cumsum(hist[::-1])[::-1][1:].astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_low = np.cumsum(hist * centers)[:-1] / weight_low
+        mean_high = (np.cumsum((hist * centers)[::-1]) / np.cumsum(hist[::-1]))[::-1][1:]
+        between = weight_low * weight_high * (mean_low - mean_high) ** 2
+    return float(centers[int(np.nanargmax(between))])
+
+
+def otsu_iou(heatmap: np.ndarray, mask: np.ndarray) -> float:
+    """IoU of the Otsu-segmented map with ``mask``: negative values (evidence against the class) set to 0,
+    then min-max scaled to [0, 1] and thresholded at Otsu's level (256 bins), as CheXlocalize does with
+    its non-negative maps; NaN for a map without positive structure."""
+    values = np.clip(np.nan_to_num(heatmap.astype(np.float64), nan=0.0), 0.0, None)
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return float("nan")
+    scaled = (values - low) / (high - low)
+    segmented = scaled > otsu_threshold(scaled)
+    union = np.logical_or(segmented, mask).sum()
+    return float(np.logical_and(segmented, mask).sum() / union) if union else float("nan")
+
+
+def pointing_game(
+    run,
+    boxes: str | os.PathLike | pd.DataFrame,
+    methods: Sequence[str] | None = None,
+    blocks: Sequence[int] = (1, 2, 3, 4),
+    *,
+    target: int = 0,
+    tolerance: float = 0.0,
+    per_image: bool = False,
+) -> pd.DataFrame:
+    """Hit rate per map (CAM and every method x block) over the run's images that have a box.
+
+    Returns one row per map: ``method, block, hits, images, hit_rate, random_baseline, flat_maps``
+    (CAM has ``block`` 4). With ``per_image=True`` it returns one row per image and map instead.
+    Images without an ``ok`` status are left out (they have no maps).
+    """
+    boxes = read_boxes(boxes)
+    index = run.index[run.index["status"] == "ok"]
+    scored = index[index["image_id"].isin(boxes["image_id"])]
+    if scored.empty:
+        raise ValueError(
+            f"no successfully explained image of run {run.run_id} has a box "
+            f"({len(boxes)} boxes, e.g. {boxes['image_id'].iloc[0] if len(boxes) else '-'})"
+        )
+    grouped = boxes_by_image(boxes)
+    size = int(run.settings["size"])
+    geometries = [
+        Geometry(int(r.orig_height), int(r.orig_width), size, str(r.resize_mode)) for r in scored.itertuples()
+    ]
+    areas = [box_area_fraction(grouped[i], g.orig_height, g.orig_width) for i, g in zip(scored["image_id"], geometries)]
+    rows = scored["row"].to_numpy()
+    maps_wanted = [("cam", 4)] + [(m, b) for m in (methods or run.methods) for b in blocks]
+    records = []
+    for method, block in maps_wanted:
+        raw = run.maps(method, None if method == "cam" else block, rows=rows)[:, target]
+        for image_id, geometry, area, one in zip(scored["image_id"], geometries, areas, raw):
+            point = peak(geometry.to_original(one))
+            records.append(
+                {
+                    "image_id": image_id,
+                    "method": method,
+                    "block": block,
+                    "hit": is_hit(point, grouped[image_id], tolerance),
+                    "flat": point is None,
+                    "box_fraction": area,
+                }
+            )
+    detail = pd.DataFrame.from_records(records)
+    if per_image:
+        return detail
+    table = detail.groupby(["method", "block"], sort=False).agg(
+        hits=("hit", "sum"),
+        images=("hit", "size"),
+        hit_rate=("hit", "mean"),
+        random_baseline=("box_fraction", "mean"),
+        flat_maps=("flat", "sum"),
+    )
+    return table.reset_index()

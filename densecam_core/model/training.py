@@ -1,0 +1,362 @@
+"""Fine-tune DenseNet169 with one sigmoid output the way the MURA paper did.
+
+Weighted binary cross-entropy with per-body-part class weights from the training images
+(w_abnormal = N/(A+N), w_normal = A/(A+N)), Adam (1e-4, betas 0.9/0.999), learning rate / 10 when
+the validation loss plateaus, random horizontal flips and rotations up to 30 degrees. Evaluation
+reports AUROC, sensitivity, specificity and Cohen's kappa per image and per study (mean of views).
+Everything that can go wrong with the manifest is checked before the first step.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms.v2 import functional as TF
+
+from densecam_core import fileio
+from densecam_core.data.decode import IMAGENET_MEAN, IMAGENET_STD, ImageError, load_for_model
+from densecam_core.data.geometry import validate_resize_mode
+from densecam_core.data.manifest import ManifestError
+from densecam_core.model.checkpoint import CheckpointError, load_densenet169, model_fingerprint, read_checkpoint
+from densecam_core.model.classification import image_and_study_metrics
+from densecam_core.model.precision import reduced_dtype, warn_if_emulated
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+_BLACK = (-IMAGENET_MEAN / IMAGENET_STD).tolist()  # what a rotation fills the corners with
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides the trained weights; saved into the metrics JSON."""
+
+    size: int = 320
+    resize: str = "stretch"
+    epochs: int = 10
+    batch_size: int = 8
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    plateau_patience: int = 1
+    max_rotation: float = 30.0
+    precision: str = "fp32"
+    device: str = "cpu"
+    seed: int = 0
+    loader_workers: int = 0
+    channels_last: bool = True
+    init: str | None = None
+
+    def validate(self) -> None:
+        if not 32 <= self.size <= 2048:
+            raise ValueError(f"size must be in 32..2048 pixels, got {self.size}")
+        validate_resize_mode(self.resize)
+        if self.epochs < 1 or self.batch_size < 2:
+            raise ValueError(f"need epochs >= 1 and batch_size >= 2 (BatchNorm), got {self.epochs}, {self.batch_size}")
+        if not 0 < self.lr < 1:
+            raise ValueError(f"lr must be in (0, 1), got {self.lr}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.precision == "fp16" and not str(self.device).startswith("cuda"):
+            raise ValueError("fp16 training needs a CUDA device; on CPU use bf16 or fp32")
+        if not 0 <= self.max_rotation <= 180:
+            raise ValueError(f"max_rotation must be in 0..180 degrees, got {self.max_rotation}")
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    metrics_path: Path
+    fingerprint: str
+    history: list[dict[str, Any]] = field(default_factory=list)
+    final: dict[str, dict[str, float]] = field(default_factory=dict)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+
+def split_for_training(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Return (train, valid) rows or raise ManifestError saying what the manifest lacks."""
+    if "label" not in frame.columns or frame["label"].isna().all():
+        raise ManifestError(
+            "the manifest has no labels: training needs MURA study labels "
+            "(a MURA-v1.1 folder, *_labeled_studies.csv, or a 'label' column)"
+        )
+    unlabelled = frame["label"].isna()
+    if unlabelled.any():
+        raise ManifestError(
+            f"{int(unlabelled.sum())} manifest rows have no label, e.g. "
+            f"{frame.loc[unlabelled, 'image_id'].iloc[0]!r}; label them or drop them"
+        )
+    if "split" not in frame.columns:
+        raise ManifestError("the manifest has no 'split' column: training needs train and valid rows")
+    train, valid = frame[frame["split"] == "train"], frame[frame["split"] == "valid"]
+    for name, part in (("train", train), ("valid", valid)):
+        if part.empty:
+            raise ManifestError(
+                f"the manifest has no {name} split (splits found: {sorted(frame['split'].dropna().unique())})"
+            )
+        classes = sorted(part["label"].astype(int).unique())
+        if len(classes) < 2:
+            raise ManifestError(
+                f"the {name} split has only label {classes[0]} "
+                f"({'abnormal' if classes[0] else 'normal'}): a classifier needs both classes"
+            )
+    return train.reset_index(drop=True), valid.reset_index(drop=True)
+
+
+def body_part_weights(train: pd.DataFrame) -> dict[str, tuple[float, float]]:
+    """``{body_part: (w_normal, w_abnormal)}`` from training image counts (MURA paper, eq. 1).
+
+    A body part with only one class in training falls back to the weights of all training images,
+    so its images still count in the loss.
+    """
+
+    def weights(labels: pd.Series) -> tuple[float, float]:
+        abnormal, normal = int((labels == 1).sum()), int((labels == 0).sum())
+        return abnormal / (abnormal + normal), normal / (abnormal + normal)
+
+    overall = weights(train["label"].astype(int))
+    parts = (
+        train["body_part"].fillna("UNKNOWN")
+        if "body_part" in train.columns
+        else pd.Series("UNKNOWN", index=train.index)
+    )
+    result = {"*": overall}
+    for part, labels in train["label"].astype(int).groupby(parts):
+        result[str(part)] = weights(labels) if labels.nunique() == 2 else overall
+    return result
+
+
+class RadiographDataset(Dataset):
+    """Decoded, resized, normalised images; bad files come back as their error so training skips them."""
+
+    def __init__(
+        self,
+        frame: pd.DataFrame,
+        size: int,
+        resize: str,
+        weights: dict[str, tuple[float, float]],
+        augment: bool,
+        seed: int,
+        max_rotation: float = 30.0,
+    ) -> None:
+        self.paths = frame["path"].tolist()
+        self.image_ids = frame["image_id"].tolist()
+        self.labels = frame["label"].astype(int).tolist()
+        parts = frame["body_part"].fillna("UNKNOWN").tolist() if "body_part" in frame.columns else ["*"] * len(frame)
+        self.weights = [weights.get(p, weights["*"])[label] for p, label in zip(parts, self.labels)]
+        self.size, self.resize, self.augment, self.seed, self.max_rotation = size, resize, augment, seed, max_rotation
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, float, float, int] | tuple[None, str, str, int]:
+        try:
+            image = torch.from_numpy(load_for_model(self.paths[index], self.size, self.resize).array)
+        except ImageError as exc:
+            return None, self.image_ids[index], exc.reason, index
+        if self.augment:
+            # per-sample generator: the same seed gives the same augmentations whatever the loader workers
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            if rng.random() < 0.5:
+                image = TF.horizontal_flip(image)
+            angle = float(rng.uniform(-self.max_rotation, self.max_rotation))
+            image = TF.rotate(image, angle, interpolation=TF.InterpolationMode.BILINEAR, fill=_BLACK)
+        return image, float(self.labels[index]), float(self.weights[index]), index
+
+
+def _collate(items: list) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, list[dict[str, str]], list[int]]:
+    good = [item for item in items if item[0] is not None]
+    bad = [{"image_id": item[1], "reason": item[2]} for item in items if item[0] is None]
+    if not good:
+        return None, torch.empty(0), torch.empty(0), bad, []
+    images = torch.stack([item[0] for item in good])
+    labels = torch.tensor([item[1] for item in good], dtype=torch.float32)
+    weights = torch.tensor([item[2] for item in good], dtype=torch.float32)
+    return images, labels, weights, bad, [item[3] for item in good]
+
+
+def initial_model(init: str | os.PathLike | None, seed: int) -> torch.nn.Module:
+    """Seeded random init, or features from a weights file the user has (ImageNet or MURA).
+
+    A 1000-class ImageNet classifier is replaced by a seeded one-output head; the features must
+    match torchvision's densenet169 exactly (strict), so a wrong file fails here, not mid-training.
+    """
+    if init is None:
+        return load_densenet169(None, num_classes=1, seed=seed)
+    state = read_checkpoint(init)
+    head = state.get("classifier.weight")
+    if head is not None and head.ndim == 2 and head.shape[0] == 1:
+        return load_densenet169(state, num_classes=1, seed=seed)
+    fresh = load_densenet169(None, num_classes=1, seed=seed).state_dict()
+    features = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+    features.update({k: fresh[k] for k in ("classifier.weight", "classifier.bias")})
+    try:
+        return load_densenet169(features, num_classes=1, seed=seed)
+    except CheckpointError as exc:
+        raise CheckpointError(f"--init {os.fspath(init)!r}: {exc}") from None
+
+
+def _autocast(config: TrainConfig) -> Any:
+    device_type = "cuda" if str(config.device).startswith("cuda") else "cpu"
+    dtype = reduced_dtype(config.precision)
+    return torch.autocast(device_type, dtype=dtype, enabled=dtype is not None)
+
+
+def weighted_bce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Mean of w * BCE(logit, label): the MURA paper's weighted loss."""
+    losses = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), labels, reduction="none")
+    return (weights * losses).mean()
+
+
+def predict(
+    model: torch.nn.Module, loader: DataLoader, config: TrainConfig
+) -> tuple[np.ndarray, float, list[dict[str, str]]]:
+    """Probabilities per dataset row (NaN for unreadable images) and the weighted validation loss."""
+    model.eval()
+    probabilities = np.full(len(loader.dataset), np.nan)
+    total, count, bad = 0.0, 0, []
+    with torch.no_grad(), _autocast(config):
+        for images, labels, weights, failures, rows in loader:
+            bad.extend(failures)
+            if images is None:
+                continue
+            images = images.to(
+                config.device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format
+            )
+            logits = model(images)[:, 0].float().cpu()
+            total += float(weighted_bce(logits, labels, weights)) * len(rows)
+            count += len(rows)
+            probabilities[rows] = torch.sigmoid(logits).numpy()
+    return probabilities, total / max(count, 1), bad
+
+
+def train(
+    frame: pd.DataFrame,
+    out: str | os.PathLike,
+    config: TrainConfig = TrainConfig(),
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    after_epoch: Callable[[int, torch.nn.Module, dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Train on ``split == 'train'`` rows, evaluate on ``'valid'`` each epoch, save weights + metrics.
+
+    ``after_epoch(epoch, model, entry)`` runs after each epoch's evaluation, e.g. to keep that
+    epoch's weights with ``save_checkpoint``.
+    """
+    from tqdm.auto import tqdm
+
+    config.validate()
+    warn_if_emulated(config.precision, config.device)
+    train_rows, valid_rows = split_for_training(frame)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    weights = body_part_weights(train_rows)
+    torch.manual_seed(config.seed)
+    model = initial_model(config.init, config.seed).to(config.device)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas)
+    # fp16 gradients underflow without loss scaling; bf16 and fp32 need none
+    scaler = torch.amp.GradScaler("cuda", enabled=config.precision == "fp16")
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=0.1, patience=config.plateau_patience
+    )
+    train_set = RadiographDataset(
+        train_rows, config.size, config.resize, weights, True, config.seed, config.max_rotation
+    )
+    valid_set = RadiographDataset(valid_rows, config.size, config.resize, weights, False, config.seed)
+    shuffle = torch.Generator().manual_seed(config.seed)
+    loader_options = dict(collate_fn=_collate, num_workers=config.loader_workers, persistent_workers=False)
+    valid_loader = DataLoader(valid_set, batch_size=config.batch_size * 2, shuffle=False, **loader_options)
+    skipped: dict[str, str] = {}
+    history: list[dict[str, Any]] = []
+    for epoch in range(1, config.epochs + 1):
+        started = time.perf_counter()
+        train_set.epoch = epoch
+        model.train()
+        loader = DataLoader(
+            train_set, batch_size=config.batch_size, shuffle=True, generator=shuffle, drop_last=False, **loader_options
+        )
+        running, seen = 0.0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=not progress, leave=False)
+        for images, labels, sample_weights, failures, rows in bar:
+            skipped.update((f["image_id"], f["reason"]) for f in failures)
+            if images is None or len(rows) < 2:  # BatchNorm cannot train on one image
+                continue
+            images = images.to(config.device, memory_format=memory_format)
+            with _autocast(config):
+                logits = model(images)[:, 0]
+            loss = weighted_bce(logits, labels.to(config.device), sample_weights.to(config.device))
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            running += float(loss.detach()) * len(rows)
+            seen += len(rows)
+            bar.set_postfix(loss=f"{running / seen:.4f}")
+        probabilities, valid_loss, failures = predict(model, valid_loader, config)
+        skipped.update((f["image_id"], f["reason"]) for f in failures)
+        scheduler.step(valid_loss)
+        scored = valid_rows.assign(prob=probabilities)
+        metrics = image_and_study_metrics(scored)
+        entry = {
+            "epoch": epoch,
+            "train_loss": running / max(seen, 1),
+            "valid_loss": valid_loss,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - started,
+            "images_per_s": seen / max(time.perf_counter() - started, 1e-9),
+            **metrics,
+        }
+        history.append(entry)
+        log(
+            f"epoch {epoch}/{config.epochs}: train loss {entry['train_loss']:.4f}, valid loss {valid_loss:.4f}, "
+            f"study AUROC {metrics['study']['auroc']:.3f}, image AUROC {metrics['image']['auroc']:.3f} "
+            f"({entry['seconds']:.0f} s)"
+        )
+        if after_epoch is not None:
+            after_epoch(epoch, model, entry)
+    fingerprint = save_checkpoint(model, out)
+    metrics_path = metrics_path_for(out)
+    skipped_rows = [{"image_id": k, "reason": v} for k, v in sorted(skipped.items())]
+    document = {
+        "checkpoint": str(out),
+        "fingerprint": fingerprint,
+        "config": asdict(config),
+        "train_images": len(train_rows),
+        "valid_images": len(valid_rows),
+        "class_weights": {part: {"normal": w[0], "abnormal": w[1]} for part, w in weights.items()},
+        "history": history,
+        "final": history[-1] if history else {},
+        "skipped_images": skipped_rows,
+    }
+    fs, path = fileio.filesystem(str(metrics_path))
+    fileio.write_json_atomic(fs, path, fileio.strict_json(document))
+    return TrainResult(
+        out, metrics_path, fingerprint, history, {k: history[-1][k] for k in ("image", "study")}, skipped_rows
+    )
+
+
+def metrics_path_for(checkpoint: str | os.PathLike) -> Path:
+    """``model.pt`` -> ``model.metrics.json`` beside it."""
+    path = Path(checkpoint)
+    return path.with_name(path.stem + ".metrics.json")
+
+
+def save_checkpoint(model: torch.nn.Module, out: str | os.PathLike) -> str:
+    """Write the weights in torchvision layout (tensors only, so ``weights_only`` loading works),
+    atomically (a crash never leaves half a file under the final name); returns the fingerprint."""
+    out = Path(out)
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, out)
+    return model_fingerprint(state)

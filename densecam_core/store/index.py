@@ -1,0 +1,111 @@
+"""Which files hold a run's committed index: per-shard parts, and the compacted files that replace them.
+
+Why compaction: a million-image run at 64-image shards has 15,625 parts, and every notebook open
+would pay a request for each. Compaction merges committed parts into a few large Parquet files
+(sorted by row, row groups sized for pushdown) and switches them in with one atomic write of
+``index/_compacted.json``, which lists the compacted files and the shards they cover:
+
+* before the switch, the parts are authoritative (a crash leaves only unreferenced files);
+* after it, the compacted files hold the covered shards, and parts of covered shards are ignored
+  until compaction deletes them;
+* a covered shard that a later job recomputes (``--force``, ``--redo-errors``) is dropped from
+  ``shards`` once its new part is committed (the driver rewrites _compacted.json, holding the run
+  lock), so until then readers keep its old rows, and after it they read the new part and filter the
+  compacted rows of it out; a recompute killed half-way leaves every shard either old or new.
+  (``verify --repair`` drops a damaged shard at once: its old rows are what is damaged.)
+
+A reader therefore sees every committed row exactly once, whatever moment it opens.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from densecam_core import fileio
+from densecam_core.store import layout as fmt
+
+COMPACTED_JSON = "_compacted.json"  # "_": tools reading the folder as Parquet skip it
+COMPACT_NAME = re.compile(r"^compact-[0-9a-f]{32}\.parquet$")
+
+
+@dataclass(frozen=True)
+class IndexFiles:
+    """A consistent view of a run's index: compacted files (rows of ``covered`` shards only) and parts."""
+
+    compacted: list[str] = field(default_factory=list)
+    covered: frozenset[int] = frozenset()
+    parts: dict[int, str] = field(default_factory=dict)  # shard -> part file, covered shards excluded
+    complete: bool = True  # the compacted files hold only covered shards (no shard was reopened since)
+
+    @property
+    def shards(self) -> set[int]:
+        return set(self.covered) | set(self.parts)
+
+    @property
+    def file_count(self) -> int:
+        return len(self.compacted) + len(self.parts)
+
+
+def read_state(fs: Any, index_dir: str) -> dict[str, Any]:
+    """_compacted.json, or an empty state (a run never compacted, or from before compaction existed).
+
+    A state that is not what compaction writes (not JSON, files that are not ``compact-<uuid>.parquet``
+    names, shards that are not non-negative integers) is a ``StoreError`` naming the file and the fix:
+    it is never guessed at, since it decides which rows are committed."""
+    path = fileio.join(index_dir, COMPACTED_JSON)
+    try:
+        state = fileio.read_json(fs, path)
+        files, shards = state.get("files", []), state.get("shards", [])
+        if not isinstance(files, list) or not all(isinstance(f, str) and COMPACT_NAME.match(f) for f in files):
+            raise ValueError(f"'files' must list compact-<uuid>.parquet names, got {str(files)[:80]}")
+        if not isinstance(shards, list) or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shards
+        ):
+            raise ValueError(f"'shards' must list shard numbers, got {str(shards)[:80]}")
+    except FileNotFoundError:
+        return {"files": [], "shards": [], "complete": True}
+    except (ValueError, UnicodeDecodeError, AttributeError) as exc:
+        raise fmt.StoreError(
+            f"{path} is damaged ({exc}): run `densecam verify STORE --repair`, which rebuilds it from the "
+            "compacted files that read (the shards no file holds are then recomputed by the next job)"
+        ) from None
+    return {"files": list(files), "shards": list(shards), "complete": bool(state.get("complete", False))}
+
+
+def list_index(fs: Any, run_root: str) -> IndexFiles:
+    """The run's committed index files, as one consistent view.
+
+    The state is read before and after listing the parts: a compaction deletes parts only after it
+    switched the state, so an unchanged state means the listing saw every part it does not cover.
+    """
+    index_dir = fileio.join(run_root, fmt.INDEX_DIR)
+    if not fs.exists(index_dir):
+        return IndexFiles()
+    state = read_state(fs, index_dir)
+    for _ in range(10):
+        covered = frozenset(state["shards"])
+        parts: dict[int, str] = {}
+        fs.invalidate_cache(index_dir)
+        for path in fs.ls(index_dir, detail=False):
+            match = fmt.PART_NAME.match(path.rsplit("/", 1)[-1])
+            if match and int(match.group(1)) not in covered:
+                parts[int(match.group(1))] = path
+        again = read_state(fs, index_dir)
+        if again == state:
+            break
+        state = again
+    compacted = [fileio.join(index_dir, name) for name in state["files"] if COMPACT_NAME.match(name)]
+    return IndexFiles(compacted, covered, dict(sorted(parts.items())), bool(state["complete"]))
+
+
+def uncover(fs: Any, run_root: str, shards: set[int]) -> None:
+    """Drop ``shards`` from the compacted state before they are recomputed (driver, holding the run lock)."""
+    index_dir = fileio.join(run_root, fmt.INDEX_DIR)
+    state = read_state(fs, index_dir)
+    if not set(state["shards"]) & shards:
+        return
+    state["shards"] = sorted(set(state["shards"]) - shards)
+    state["complete"] = False  # the compacted files now hold rows of shards they no longer cover
+    fileio.write_json_atomic(fs, fileio.join(index_dir, COMPACTED_JSON), state)

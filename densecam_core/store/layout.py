@@ -1,0 +1,157 @@
+"""The heatmap store's layout, names and schema: the single source of truth (see docs/FORMAT.md).
+
+No torch import: notebooks open stores without loading a deep-learning framework.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from densecam_core.vocabulary import BLOCKS
+
+FORMAT_NAME = "densecam-heatmap-store"
+FORMAT_VERSION = 2
+MARKER = "densecam.json"
+RUNS_DIR = "runs"
+RUN_JSON = "run.json"
+ZARR_DIR = "heatmaps.zarr"
+INDEX_DIR = "index"
+PLAN_DIR = "plan"
+LOCK_FILE = "lock.json"
+TARGETS_ARRAY = "targets"
+
+
+def dimension_names(name: str) -> tuple[str, ...]:
+    """Format 2: every dimension name has one size in a run, as xarray requires.
+
+    ``class`` counts the classifier's outputs (``logits``), ``target`` the explained classes (K);
+    ``y_b<b>``/``x_b<b>`` are block ``b``'s grid (CAM lives on block 4's).
+    """
+    if name == "logits":
+        return ("image", "class")
+    if name == TARGETS_ARRAY:
+        return ("image", "target")
+    block = 4 if name == "cam" else int(name.rsplit("/block", 1)[1])
+    return ("image", "target", f"y_b{block}", f"x_b{block}")
+
+
+PART_NAME = re.compile(r"^part-(\d{6})\.parquet$")
+RUN_ID = re.compile(r"^run-[0-9a-f]{16}$")
+RUN_ID_SETTINGS = ("methods", "size", "resize", "precision", "targets")
+OPTIONAL_RUN_ID_SETTINGS = ("dicom_window",)
+"""Settings hashed into the run id only when present (they are left out at their defaults), so runs
+made before them keep their ids."""
+ARRAY_NAME = re.compile(r"^(logits|targets|cam|[a-z]+/block[1-4])$")
+
+
+class StoreError(ValueError):
+    """A store, run or file that cannot be used as asked; the message says what is there."""
+
+
+def part_name(shard_index: int) -> str:
+    return f"part-{shard_index:06d}.parquet"
+
+
+def array_name(method: str, block: int | None = None) -> str:
+    """Zarr path of one array inside heatmaps.zarr: ``cam``, ``logits``, ``targets`` or ``<method>/block<b>``."""
+    if method in ("cam", "logits", TARGETS_ARRAY):
+        return method
+    if block not in BLOCKS:
+        raise StoreError(f"block must be one of {BLOCKS} for method {method!r}, got {block!r}")
+    return f"{method}/block{block}"
+
+
+def run_id_for(fingerprint: str, settings: dict[str, Any]) -> str:
+    """Deterministic: the same weights and explanation settings always name the same run."""
+    key = {"fingerprint": fingerprint, **{k: settings[k] for k in RUN_ID_SETTINGS}}
+    key.update({k: settings[k] for k in OPTIONAL_RUN_ID_SETTINGS if k in settings})
+    return "run-" + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_version(found: int, where: str) -> None:
+    if int(found) > FORMAT_VERSION:
+        raise StoreError(
+            f"{where} has format version {found}, newer than this densecam's {FORMAT_VERSION}: upgrade densecam"
+        )
+
+
+INDEX_FIELDS: tuple[pa.Field, ...] = (
+    pa.field("image_id", pa.string()),
+    pa.field("row", pa.int64()),
+    pa.field("path", pa.string()),
+    pa.field("split", pa.string()),
+    pa.field("body_part", pa.string()),
+    pa.field("patient_id", pa.string()),
+    pa.field("study_id", pa.string()),
+    pa.field("view", pa.int16()),
+    pa.field("label", pa.int8()),
+    pa.field("orig_height", pa.int32()),
+    pa.field("orig_width", pa.int32()),
+    pa.field("resize_mode", pa.string()),
+    pa.field("logit", pa.float32()),
+    pa.field("prob", pa.float32()),
+    pa.field("status", pa.string()),
+    pa.field("error", pa.string()),
+    pa.field("shard", pa.int32()),
+    pa.field("run_id", pa.string()),
+)
+"""Names and types of the core index columns; extra manifest columns keep their own types."""
+CORE_INDEX_COLUMNS: tuple[str, ...] = tuple(f.name for f in INDEX_FIELDS)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A contiguous, chunk-aligned range of store rows: the unit of work, of writing and of resume."""
+
+    index: int
+    row_start: int
+    row_stop: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.index:06d}"
+
+
+def plan_shards(num_rows: int, shard_size: int, first_row: int = 0) -> list[Shard]:
+    """Cut rows [first_row, first_row + num_rows) into shards aligned to ``shard_size``.
+
+    ``first_row`` must be a multiple of ``shard_size`` so no two shards share a Zarr chunk.
+    """
+    if shard_size < 1:
+        raise ValueError("shard_size must be >= 1")
+    if first_row % shard_size:
+        raise ValueError(f"first_row {first_row} is not a multiple of shard_size {shard_size}")
+    return [
+        Shard(start // shard_size, start, min(start + shard_size, first_row + num_rows))
+        for start in range(first_row, first_row + num_rows, shard_size)
+    ]
+
+
+def run_meta_problem(meta: dict[str, Any]) -> str | None:
+    """What makes a run.json unusable (a reader would crash on it, or read outside the run), or None.
+
+    Checked when a store lists its runs, so every command meets a named problem, never a traceback."""
+    size = meta.get("shard_size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        return f"run.json is damaged: shard_size {size!r} (a positive whole number)"
+    arrays = meta.get("arrays")
+    if not isinstance(arrays, dict) or not all(
+        isinstance(name, str) and isinstance(shape, list) and all(isinstance(n, int) and n >= 0 for n in shape)
+        for name, shape in arrays.items()
+    ):
+        return "run.json is damaged: arrays (array name -> per-image shape)"
+    unsafe = [name for name in arrays if not ARRAY_NAME.match(name)]
+    if unsafe:
+        return f"run.json is damaged: array names {unsafe[:3]} are not the store's (a path outside the run?)"
+    settings = meta.get("settings")
+    if not isinstance(settings, dict) or not isinstance(settings.get("methods"), list):
+        return "run.json is damaged: settings"
+    if not isinstance(meta.get("model_fingerprint"), str) or not isinstance(meta.get("created"), str):
+        return "run.json is damaged: model_fingerprint or created"
+    return None

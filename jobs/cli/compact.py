@@ -1,0 +1,43 @@
+"""``densecam compact STORE [--run RUN]``: merge runs' index parts into a few large Parquet files.
+
+Jobs compact their run when they finish; this command compacts runs written before that, or after an
+interrupted job. It takes each run's lock: a job writing the run makes it refuse (and the other way
+round). Interrupting it at any moment leaves the run readable and complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from densecam_core.store.compact import compact_run
+from densecam_core.store.layout import StoreError
+from densecam_core.store.reader import open_store
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="densecam compact", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("store", help="heatmap store path or URL")
+    parser.add_argument("--run", default=None, help="one run (id, fingerprint prefix or 'latest'); default: every run")
+    args = parser.parse_args(argv)
+    try:
+        store = open_store(args.store)
+        runs = [store.run(args.run)] if args.run else [store.run(r) for r in store.run_metadata()]
+        for run in runs:
+            started = time.perf_counter()
+            done = compact_run(run)
+            print(
+                f"{done.run_id}: {done.rows} rows, {done.files_before} index files -> {done.files_after} "
+                f"({done.parts_merged} parts merged) in {time.perf_counter() - started:.1f} s"
+            )
+    except (StoreError, FileNotFoundError) as exc:
+        print(f"densecam compact: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

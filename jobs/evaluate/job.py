@@ -1,0 +1,282 @@
+"""The evaluation job: a run's maps -> sampled shards -> Ray actors -> metrics parts -> the quality table.
+
+    densecam evaluate STORE --run RUN --checkpoint CKPT --metrics deletion,insertion,randomization,stability
+
+The explanation job's sibling: the same driver loop (``jobs/runtime/dispatch.py``), actor sizing, run lock,
+resume (a shard whose metrics part is committed is skipped) and ``--summary-json``; the actors run
+``EvaluateWorker`` instead of ``ExplainWorker``. Every check that bad input can fail runs first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from densecam_core import fileio
+from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW
+from densecam_core.evaluation.localisation import boxes_by_image, read_boxes
+from densecam_core.evaluation.report import quality_table
+from densecam_core.evaluation.sampling import stratified_sample
+from densecam_core.evaluation.scorer import ScoreSettings
+from densecam_core.model.checkpoint import load_densenet169, model_fingerprint, state_dict_bytes
+from densecam_core.store import scores as store_metrics
+from densecam_core.store.layout import RUNS_DIR, Shard, StoreError
+from densecam_core.store.lock import RunLock, describe_holder
+from densecam_core.store.reader import Run, open_store
+from jobs.evaluate.config import EvaluateConfig
+from jobs.evaluate.worker import EvaluateSettings, EvaluateWorker
+from jobs.explain.worker import ShardResult
+from jobs.runtime.dispatch import DispatchCounters, Dispatcher
+from jobs.runtime.resources import cluster_resources, size_actors
+
+
+@dataclass(frozen=True)
+class PreparedEvaluation:
+    config: EvaluateConfig
+    run: Run
+    sample: pd.DataFrame  # index rows to score
+    model: Any
+    settings: EvaluateSettings
+    boxes: dict[str, Any] = field(default_factory=dict)
+
+    def recorded(self) -> dict[str, Any]:
+        """What the metrics parts depend on: a resume must match it."""
+        c = self.config
+        return {
+            "fingerprint": self.run.fingerprint,
+            "metrics": list(c.metrics),
+            "steps": c.steps,
+            "seed": c.seed,
+            "sample": c.sample,
+            "fraction": c.fraction,
+            "images": len(self.sample),
+            "sample_digest": sample_digest(self.sample["image_id"]),
+            "boxes": os.path.basename(c.boxes) if c.boxes else None,
+        }
+
+
+def sample_digest(image_ids: Any) -> str:
+    """Which images a sample holds (SHA-256 of the sorted ids): a run that grew draws another sample of
+    the same size, and a resume must not mix the two."""
+    digest = hashlib.sha256()
+    for image_id in sorted(map(str, image_ids)):
+        digest.update(image_id.encode() + b"\0")
+    return digest.hexdigest()
+
+
+@dataclass(kw_only=True)
+class EvaluationSummary(DispatchCounters):
+    run_id: str
+    store: str
+    images_sampled: int
+    shards_total: int
+    shards_skipped: int
+    seconds: float
+
+    def as_json(self) -> dict[str, Any]:
+        return fileio.strict_json(dataclasses.asdict(self))
+
+    def render(self) -> str:
+        return "\n".join(
+            [
+                f"run id           {self.run_id}",
+                f"images           {self.images_done} scored now ({self.ok} ok, {self.errors} error rows); "
+                f"{self.images_sampled} in the sample",
+                self.inputs_line(),
+                f"shards           {self.shards_done} scored, {self.shards_skipped} already committed (skipped), "
+                f"{self.shards_retried} retried, {len(self.shards_failed)} failed {self.shards_failed or ''}",
+                f"time             {self.seconds:.1f} s wall, {self.explained_seconds:.1f} s of dispatch",
+            ]
+        )
+
+
+def _target(run: Run) -> int:
+    """The one class every map of the run explains (its first target)."""
+    targets, classes = run.settings.get("targets"), int(run.meta.get("num_classes", 1))
+    if isinstance(targets, list) and targets:
+        return int(targets[0])
+    if targets == "all" or classes == 1:
+        return 0
+    raise ValueError(
+        f"run {run.run_id} explains each image's predicted class of a {classes}-class model, which differs per "
+        "image; scoring supports runs with fixed targets (explain with --targets 0,1,... or 'all')"
+    )
+
+
+def prepare(config: EvaluateConfig) -> PreparedEvaluation:
+    """Every check bad input can fail, before any work: metrics, run, checkpoint, boxes, sample."""
+    config.validate()
+    run = open_store(config.store).run(config.run)
+    ok = run.index[run.index["status"] == "ok"]
+    if ok.empty:
+        holder = RunLock(run.url).live_holder()
+        if holder is not None:  # e.g. explain --force recomputing it
+            raise StoreError(
+                f"run {run.run_id}: {describe_holder(holder)} and has no committed explained images now; "
+                "evaluate once that job has finished"
+            )
+        raise StoreError(f"run {run.run_id} has no committed shards with explained images: run densecam explain first")
+    model = load_densenet169(config.checkpoint)
+    fingerprint = model_fingerprint(model)
+    if fingerprint != run.fingerprint:
+        raise ValueError(
+            f"the checkpoint {config.checkpoint or '<random init>'} has model fingerprint {fingerprint[:16]}, "
+            f"but run {run.run_id} was explained with {run.fingerprint[:16]} ({run.meta.get('checkpoint')}): "
+            "pass the run's checkpoint"
+        )
+    boxes: dict[str, Any] = {}
+    if config.boxes:
+        frame = read_boxes(config.boxes)
+        unknown = sorted(set(frame["image_id"]) - set(run.index["image_id"]))
+        if unknown:
+            raise ValueError(
+                f"{len(unknown)} image ids of {config.boxes} are not in run {run.run_id}, e.g. {unknown[:3]}: "
+                "boxes must name the run's images (its index's image_id)"
+            )
+        boxes = boxes_by_image(frame)
+    if config.sample is None and config.fraction is None:
+        sample = ok.sort_values("row").reset_index(drop=True)
+    else:
+        sample = stratified_sample(ok, count=config.sample, fraction=config.fraction, seed=config.seed)
+    settings = EvaluateSettings(
+        score=ScoreSettings(metrics=config.metrics, steps=config.steps, seed=config.seed),
+        methods=tuple(run.methods),
+        size=int(run.settings["size"]),
+        resize=str(run.settings["resize"]),
+        dicom_window=str(run.settings.get("dicom_window", DEFAULT_DICOM_WINDOW)),
+        precision=str(run.settings.get("precision", "fp32")),
+        target=_target(run),
+        batch_size=config.batch_size,
+        input_cache=config.input_cache,
+        max_image_bytes=config.max_image_bytes,
+    )
+    return PreparedEvaluation(config, run, sample, model, settings, boxes)
+
+
+def _settle_recorded(job: PreparedEvaluation) -> None:
+    """Refuse to mix scores of other settings into the run's metrics (``--force`` starts afresh)."""
+    run_url = job.run.url
+    recorded = store_metrics.read_evaluation(run_url)
+    wanted = job.recorded()
+    if recorded is not None and recorded != wanted and not job.config.force:
+        differ = sorted(k for k in wanted if recorded.get(k) != wanted[k])
+        if differ == ["sample_digest"] or (differ and set(differ) <= {"sample_digest", "images"}):
+            raise ValueError(
+                f"run {job.run.run_id} holds metrics of another sample of images (the run changed since: images "
+                f"were added or recomputed{', or the scores predate recorded samples' if 'sample_digest' not in recorded else ''}); "
+                "pass --force to score the sample drawn now afresh"
+            )
+        raise ValueError(
+            f"run {job.run.run_id} holds metrics scored with other settings ({', '.join(differ)}: "
+            f"{ {k: recorded.get(k) for k in differ} }); pass the same settings to resume, or --force to replace them"
+        )
+    if job.config.force and recorded is not None:
+        store_metrics.clear_metrics(run_url)
+    store_metrics.write_evaluation(run_url, wanted)
+
+
+def run_evaluation(config: EvaluateConfig, *, hook: Any = None) -> tuple[EvaluationSummary, pd.DataFrame]:
+    """Score the run (resuming), then return the summary and the quality table."""
+    started = time.perf_counter()
+    job = prepare(config)
+    run = job.run
+    lock = RunLock(run.url)
+    lock.acquire()
+    try:
+        _settle_recorded(job)
+        done = set(store_metrics.metric_parts(run.url))
+        shard_size = int(run.meta["shard_size"])
+        groups = {int(k): g for k, g in job.sample.groupby(job.sample["row"] // shard_size, sort=True)}
+        todo = deque((Shard(k, k * shard_size, (k + 1) * shard_size), g) for k, g in groups.items() if k not in done)
+        skipped = len(groups) - len(todo)  # before the driver loop empties the queue
+        counters = _dispatch(job, todo, lock, hook) if todo else DispatchCounters()
+    finally:
+        lock.release()
+    summary = EvaluationSummary(
+        run_id=run.run_id,
+        store=config.store,
+        images_sampled=len(job.sample),
+        shards_total=len(groups),
+        shards_skipped=skipped,
+        seconds=time.perf_counter() - started,
+        **dataclasses.asdict(counters),
+    )
+    if config.summary_json:
+        fs, path = fileio.filesystem(config.summary_json)
+        fileio.write_json_atomic(fs, path, summary.as_json())
+    return summary, quality_table(run, resamples=config.resamples, seed=config.seed)
+
+
+def make_evaluate_actor_class(ray: Any) -> Any:
+    @ray.remote(max_restarts=0)
+    class EvaluateActor:
+        """A Ray actor around the plain EvaluateWorker."""
+
+        def __init__(self, weights: bytes, settings: EvaluateSettings, use_gpu: bool, threads: int, **kw: Any) -> None:
+            self.worker = EvaluateWorker(weights, settings, device="cuda" if use_gpu else "cpu", threads=threads, **kw)
+
+        def pid(self) -> int:
+            return os.getpid()
+
+        def process(self, run_url: str, shard: Shard, rows: pd.DataFrame, boxes: dict | None) -> ShardResult:
+            return self.worker.process_shard(run_url, shard, rows, boxes)
+
+    return EvaluateActor
+
+
+def _dispatch(job: PreparedEvaluation, todo: deque, lock: RunLock, hook: Any) -> DispatchCounters:
+    import ray
+
+    from jobs.explain.job import ray_session
+
+    config = job.config
+    with ray_session(ray, config) as own_local_ray:
+        total, nodes = cluster_resources(ray)
+        resources = size_actors(total, nodes, config, can_grow=not own_local_ray)
+        settings = dataclasses.replace(job.settings, decode_threads=resources.threads)
+        actor_class = make_evaluate_actor_class(ray)
+        weights_ref = ray.put(state_dict_bytes(job.model))
+        extra = dict(store_url=config.store, run_id=job.run.run_id, expected_fingerprint=job.run.fingerprint)
+
+        def make_actor() -> Any:
+            return actor_class.options(num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker).remote(
+                weights_ref, settings, resources.gpus_per_worker > 0, resources.threads, **extra
+            )
+
+        def submit(actor: Any, shard: Shard, rows: pd.DataFrame) -> Any:
+            boxes = {i: job.boxes[i] for i in rows["image_id"] if i in job.boxes} if job.boxes else None
+            return actor.process.remote(job.run.url, shard, rows, boxes)
+
+        single = dataclasses.replace(resources, concurrency=1)  # one shard at a time per actor
+        return Dispatcher(ray, config, single, make_actor, submit, todo, lock, hook, desc="scoring").run()  # type: ignore[arg-type]
+
+
+def main_job(config: EvaluateConfig, *, csv: str | None = None, plot: str | None = None) -> int:
+    from densecam_core.evaluation.report import format_grid, format_table, plot_table, summary_grid
+
+    summary, table = run_evaluation(config)
+    print(summary.render())
+    print(format_table(table))
+    print("\nper map: means (randomisation at its last stage), paired difference to the random map, verdicts")
+    print(format_grid(summary_grid(table)))
+    run_url = fileio.url_join(config.store, RUNS_DIR, summary.run_id)
+    fs, directory = store_metrics.metrics_dir(run_url)
+    csv_fs, csv_path = fileio.filesystem(csv) if csv else (fs, fileio.join(directory, "_summary.csv"))
+    with csv_fs.open(csv_path, "w") as handle:
+        table.to_csv(handle, index=False)
+    if plot is None and fileio.protocol(fs) == "file":
+        plot = os.path.join(directory, "_summary.png")
+    if plot:
+        plot_table(table, plot)
+    print(f"table: {csv or csv_path}" + (f"; plot: {plot}" if plot else ""))
+    if summary.shards_failed:
+        print(f"shards {summary.shards_failed} failed: run the same command again to retry them", file=sys.stderr)
+    return 1 if summary.shards_failed else 0

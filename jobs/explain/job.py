@@ -1,0 +1,373 @@
+"""The explanation job: manifest -> shards -> Ray actors (GPU or CPU) -> heatmap store.
+
+    python -m jobs.explain.job MANIFEST --store STORE [--checkpoint CKPT] [...]
+    ray job submit --working-dir . -- python -m jobs.explain.job s3://bucket/manifest.parquet --store s3://bucket/store ...
+
+Without a manifest it explains a generated synthetic MURA tree; without --address (or RAY_ADDRESS)
+it starts a local Ray on this machine. The parts: ``config`` (settings and command line),
+``resources`` (actor sizing), ``dispatch`` (the driver loop); this module prepares a job (every
+check that bad input can fail, before any work), runs it and summarises it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import sys
+import time
+import traceback
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from densecam_core import fileio
+from densecam_core.cam.explainer import Explainer
+from densecam_core.data.manifest import ManifestError, read_manifest, skipped_summary
+from densecam_core.data.pseudonyms import Identifiers, in_clear, load_identifiers
+from densecam_core.model.checkpoint import CheckpointError, load_densenet169, model_fingerprint, state_dict_bytes
+from densecam_core.model.precision import SlowPrecisionWarning
+from densecam_core.store.compact import compact_locked
+from densecam_core.store.inputs.cache import InputCache
+from densecam_core.store.layout import Shard, StoreError
+from densecam_core.store.lock import RunLock
+from densecam_core.store.writer import RunSpec, RunWriter, ensure_store
+from densecam_core.vocabulary import block_grid, validate_methods, validate_resize_mode
+from jobs.explain.config import JobConfig, batch_size_for, build_parser, config_from_args, decode_processes_for
+from jobs.explain.worker import ExplainSettings, ShardResult
+from jobs.runtime.actor_pool import ActorStartError
+from jobs.runtime.dispatch import DispatchCounters, Dispatcher, JobState, make_actor_class
+from jobs.runtime.resources import cluster_resources, size_actors
+
+__all__ = ["JobConfig", "JobState", "JobSummary", "PreparedJob", "main", "prepare", "run_job"]
+
+
+@dataclass(frozen=True)
+class PreparedJob:
+    """A job whose inputs all passed their checks: nothing has been written yet."""
+
+    config: JobConfig
+    manifest: pd.DataFrame
+    manifest_source: str
+    model: Any  # torch.nn.Module
+    settings: ExplainSettings
+    spec: RunSpec
+
+
+@dataclass(kw_only=True)
+class JobSummary(DispatchCounters):
+    """What the driver loop counted, and what the job as a whole knows."""
+
+    run_id: str
+    store: str
+    images_total: int
+    shards_total: int
+    shards_skipped: int
+    new_run: bool
+    seconds: float
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images_done / self.explained_seconds if self.explained_seconds > 0 else 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return fileio.strict_json({**dataclasses.asdict(self), "images_per_second": self.images_per_second})
+
+    def render(self) -> str:
+        lines = [
+            f"run id           {self.run_id}",
+            f"store            {self.store}",
+            f"images           {self.images_done} explained now ({self.ok} ok, {self.errors} error rows); "
+            f"{self.images_total} in the manifest",
+            self.inputs_line(),
+            f"shards           {self.shards_done} written, {self.shards_skipped} already committed (skipped), "
+            f"{self.shards_retried} retried, {len(self.shards_failed)} failed {self.shards_failed or ''}",
+            f"actors replaced  {self.actors_replaced}",
+            f"throughput       {self.images_per_second:.2f} images/s over {self.explained_seconds:.1f} s of dispatch "
+            f"({self.seconds:.1f} s wall; before it, Ray and {self.actor_startup_seconds:.1f} s until the first actor had its "
+            f"model ready; after it, {self.actor_shutdown_seconds:.1f} s to stop the actors)",
+        ]
+        if self.stage_seconds:
+            lines.append(
+                "actor time       " + ", ".join(f"{k} {v:.1f} s" for k, v in self.stage_seconds.items() if k != "total")
+            )
+        return "\n".join(lines)
+
+
+def prepare(config: JobConfig) -> PreparedJob:
+    """Everything that can fail on bad input, before any work: settings, manifest, checkpoint."""
+    config.validate()
+    validate_resize_mode(config.resize)
+    methods = validate_methods(config.methods)
+    manifest_source = config.manifest if config.manifest is not None else _synthetic_tree(config)
+    resolved: list[Identifiers] = []  # the key is loaded only when a DICOM header is found
+
+    def identifiers_once() -> Identifiers:
+        if not resolved:
+            resolved.append(identifiers_for(config))
+        return resolved[0]
+
+    manifest = read_manifest(
+        manifest_source, image_root=config.image_root, identifiers=identifiers_once, dicom_window=config.dicom_window
+    )
+    skipped = skipped_summary(manifest)
+    if skipped:
+        print(f"the folder walk skipped files that are not explained: {skipped}", file=sys.stderr)
+    identifiers = resolved[0] if resolved else None
+    if identifiers is not None:
+        _say_identifiers(int(manifest.attrs.get("dicom_images", 0)), identifiers)
+    model = load_densenet169(config.checkpoint)
+    # the probe validates targets and precision against this model and tells the array shapes;
+    # fp16 is CUDA-only, and the driver may have no GPU, so the probe checks it as fp32
+    with warnings.catch_warnings():  # bf16 speed is the actors' device's business: they warn themselves
+        warnings.simplefilter("ignore", SlowPrecisionWarning)
+        probe = Explainer(
+            model,
+            methods=methods,
+            targets=config.targets,
+            precision="fp32" if config.precision == "fp16" else config.precision,
+        )
+    settings = ExplainSettings(
+        methods=methods,
+        size=config.size,
+        resize=config.resize,
+        precision=config.precision,
+        targets=config.targets,
+        batch_size=batch_size_for(config, gpus_per_worker=0.0),
+        input_cache=config.input_cache,
+        max_image_bytes=config.max_image_bytes,
+        max_image_pixels=config.max_image_pixels,
+        cuda_graphs=config.cuda_graphs,
+        dicom_window=config.dicom_window,
+        cache_identity=config.cache_identity,
+    )  # batch size and threads: set per device at dispatch
+    spec = RunSpec(
+        fingerprint=model_fingerprint(model),
+        checkpoint=os.path.basename(config.checkpoint) if config.checkpoint else "<random init>",
+        settings=settings.for_run_id(),
+        num_classes=probe.num_classes,
+        num_targets=probe.num_targets,
+        grid=block_grid(config.size),
+        shard_size=config.shard_size,
+        identifiers=identifiers.as_json() if identifiers is not None else None,
+    )
+    return PreparedJob(config, manifest, str(manifest_source), model, settings, spec)
+
+
+def identifiers_for(config: JobConfig) -> Identifiers:
+    """How DICOM identifiers reach the index: in clear with --keep-identifiers, else pseudonyms under the
+    key (asked for only once a DICOM header is found: PNG archives need no key)."""
+    if config.keep_identifiers:
+        return in_clear()
+    return load_identifiers(config.pseudonym_key, store=config.store)
+
+
+def _say_identifiers(count: int, identifiers: Identifiers) -> None:
+    if identifiers.key is None:
+        said = "written in clear (--keep-identifiers)"
+    else:
+        created = " (created now: keep it, outside every store; pseudonyms under another key differ)"
+        said = f"pseudonymised with the key {identifiers.key_path}{created if identifiers.created else ''}"
+    print(f"DICOM: {count} files; patient, study and instance identifiers {said}", file=sys.stderr)
+
+
+def _synthetic_tree(config: JobConfig) -> str:
+    from densecam_core.data.synth import generate_mura
+
+    if "://" in config.store:
+        raise ValueError(
+            f"no manifest given and the store {config.store!r} is a URL: the synthetic tree is written to "
+            "a local folder beside a local store only; pass a manifest (or a local --store)"
+        )
+    root = os.path.abspath(config.store.rstrip("/")) + "-synthetic-mura"
+    if not os.path.exists(os.path.join(root, "MURA-v1.1", "train_image_paths.csv")):
+        print(f"no manifest given: writing {config.synthetic_images} synthetic MURA images to {root}", flush=True)
+        generate_mura(root, images=config.synthetic_images, seed=0)
+    return root
+
+
+def _start_ray(ray: Any, config: JobConfig) -> bool:
+    """Connect to the cluster, or start a local Ray; True when this job started Ray on this machine."""
+    address = config.address or os.environ.get("RAY_ADDRESS")
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return False
+    # address="local": a new local Ray even when another cluster is registered on this machine
+    # (/tmp/ray/ray_current_cluster), which ray.init() would otherwise join, refusing num_cpus
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=True)
+    return True
+
+
+@contextlib.contextmanager
+def ray_session(ray: Any, config: Any) -> Iterator[bool]:
+    """Ray for one job: joined if it is up or an address is given, else started here and shut down at the
+    end (yields whether this job started it), so no local Ray outlives the job that started it."""
+    own = _start_ray(ray, config)
+    try:
+        yield own
+    finally:
+        if own:
+            ray.shutdown()
+
+
+def _warn_local_store_on_cluster(nodes: list[dict[str, float]], store: str) -> None:
+    if len(nodes) > 1 and "://" not in store:
+        print(
+            f"warning: the store {store!r} is a local path but the cluster has {len(nodes)} nodes; every node "
+            "must see it (shared file system) or use an object-store URL such as s3://bucket/store",
+            file=sys.stderr,
+        )
+
+
+def run_job(config: JobConfig, *, hook: Callable[[JobState, ShardResult], None] | None = None) -> JobSummary:
+    """Run the whole job and return its summary; raises before any work on bad input."""
+    started = time.perf_counter()
+    job = prepare(config)
+    writer = RunWriter(config.store, job.spec)
+    ensure_store(config.store)
+    lock = RunLock(writer.run_url)
+    lock.acquire()
+    try:
+        new_run = writer.create_or_open(job.manifest_source, job.manifest)
+        planned = writer.plan(job.manifest)
+        committed = set() if config.force else writer.committed_shards()
+        if config.redo_errors:
+            committed -= writer.shards_with_errors()
+        groups = {int(k): g for k, g in planned.groupby("shard", sort=True)}
+        todo = deque(
+            (Shard(k, k * config.shard_size, int(g["row"].max()) + 1), g)
+            for k, g in groups.items()
+            if k not in committed
+        )
+        skipped = len(groups) - len(todo)
+
+        def committed(state: JobState, result: ShardResult) -> None:
+            # a recomputed shard leaves the compacted index once its new part is committed, not before:
+            # until then readers keep its old rows, so a killed recompute loses nothing committed
+            writer.reopen({result.shard})
+            if hook is not None:
+                hook(state, result)
+
+        counters = _dispatch(job, writer, todo, lock, committed) if todo else DispatchCounters()
+        run = writer._run()
+        if counters.shards_done or "counts" not in run.meta:
+            compact_locked(run)  # a few large index files; run.json gets the counts
+    finally:
+        lock.release()
+    if config.input_cache == "readwrite":  # even when this job cached nothing: one killed before may have
+        _catalog_input_cache(config)
+    summary = JobSummary(
+        run_id=job.spec.run_id,
+        store=config.store,
+        images_total=len(job.manifest),
+        shards_total=len(groups),
+        shards_skipped=skipped,
+        new_run=new_run,
+        seconds=time.perf_counter() - started,
+        **dataclasses.asdict(counters),
+    )
+    if config.summary_json:
+        fs, path = fileio.filesystem(config.summary_json)
+        fileio.write_json_atomic(fs, path, summary.as_json())
+    return summary
+
+
+def _dispatch(
+    job: PreparedJob,
+    writer: RunWriter,
+    todo: deque,
+    lock: RunLock,
+    hook: Callable[[JobState, ShardResult], None] | None,
+) -> DispatchCounters:
+    """Start (or join) Ray, size and start the actors, and run the driver loop over ``todo``."""
+    import ray
+
+    config, spec = job.config, job.spec
+    with ray_session(ray, config) as own_local_ray:
+        total, nodes = cluster_resources(ray)
+        _warn_local_store_on_cluster(nodes, config.store)
+        resources = size_actors(total, nodes, config, can_grow=not own_local_ray)
+        settings = dataclasses.replace(
+            job.settings,
+            batch_size=batch_size_for(config, resources.gpus_per_worker),
+            decode_threads=resources.threads,
+            decode_processes=decode_processes_for(config, resources.gpus_per_worker, resources.threads),
+            concurrency=resources.concurrency,
+            max_batch=spec.shard_size,
+        )
+        _say_input_cache(config)
+        actor_class = make_actor_class(ray)
+        weights_ref = ray.put(state_dict_bytes(job.model))
+
+        def make_actor() -> Any:
+            return actor_class.options(
+                num_cpus=resources.cpus_per_worker,
+                num_gpus=resources.gpus_per_worker,
+                max_concurrency=resources.concurrency,
+            ).remote(
+                weights_ref, settings, resources.gpus_per_worker > 0, resources.threads, spec.fingerprint, config.store
+            )
+
+        def submit(actor: Any, shard: Shard, rows: pd.DataFrame) -> Any:
+            return actor.process.remote(writer.run_url, spec.run_id, shard, spec.shard_size, rows)
+
+        return Dispatcher(ray, config, resources, make_actor, submit, todo, lock, hook).run()
+
+
+def _input_cache(config: JobConfig) -> InputCache:
+    """The input cache this job's preprocessing reads and writes (size, resize mode, DICOM window)."""
+    return InputCache(config.store, config.size, config.resize, config.dicom_window, identity=config.cache_identity)
+
+
+def _say_input_cache(config: JobConfig) -> None:
+    """Tell the user when there is no cache to read yet (every image is then decoded)."""
+    if config.input_cache == "off":
+        return
+    cache = _input_cache(config)
+    if not cache.exists():
+        then = "and caching them" if config.input_cache == "readwrite" else "(--input-cache read: nothing is written)"
+        print(
+            f"input cache: none yet for {config.size} px / {config.resize} in this store; decoding every image {then}",
+            file=sys.stderr,
+        )
+
+
+def _catalog_input_cache(config: JobConfig) -> None:
+    """Catalog the segments committed since the last catalog (this job's, or a killed job's), so the next
+    job's actors find them in one read (store/inputs/catalog.py). Writes nothing when the catalog is
+    current. The work is done: a catalog that cannot be written only costs speed."""
+    try:
+        _input_cache(config).write_catalog()
+    except (OSError, pa.ArrowException, StoreError) as exc:
+        print(
+            f"input cache: the catalog was not updated ({exc}); the next job reads the segments instead",
+            file=sys.stderr,
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        summary = run_job(config_from_args(args))
+    except (ManifestError, CheckpointError, StoreError, ValueError, TypeError) as exc:
+        print(f"densecam explain: error: {exc}", file=sys.stderr)
+        return 2
+    except ActorStartError as exc:
+        print(f"densecam explain: error: {exc}", file=sys.stderr)
+        return 1
+    except Exception:
+        traceback.print_exc()
+        return 1
+    print(summary.render())
+    return 1 if summary.shards_failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

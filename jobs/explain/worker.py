@@ -1,0 +1,452 @@
+"""ExplainWorker: a plain class (no Ray) that turns one shard of manifest rows into a committed shard.
+
+Ray actors wrap it in ``jobs/explain/job.py``; tests drive it directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from densecam_core import fileio
+from densecam_core.cam.explainer import Explainer, Explanation
+from densecam_core.data.decode import DEFAULT_MAX_PIXELS, ModelInput
+from densecam_core.data.decode import ready as decoder_ready  # lives in images: children import no torch
+from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW
+from densecam_core.data.loader import PROCESS_TASK_IMAGES, BatchLoader, LoadedBatch
+from densecam_core.model.checkpoint import load_densenet169, model_fingerprint
+from densecam_core.parallel.shared_block import SharedBlock, shared_or_none, sweep_dead_blocks
+from densecam_core.parallel.spawned import SpawnedPool, close_all
+from densecam_core.store import layout as fmt
+from densecam_core.store.inputs.cache import InputCache, SourceIdentity, cached_model_inputs
+from densecam_core.store.layout import Shard
+from densecam_core.store.shard import commit_shard, commit_shared_shard
+from densecam_core.store.shard import ready as writer_ready
+from densecam_core.store.writer import recorded_extra_types
+from densecam_core.vocabulary import CPU_BATCH, GPU_BATCHES
+
+NON_FINITE = "non-finite model output (NaN or inf in the logits or maps): check the checkpoint's weights"
+
+
+@dataclass(frozen=True)
+class ExplainSettings:
+    methods: tuple[str, ...]
+    size: int = 320
+    resize: str = "stretch"
+    precision: str = "fp32"
+    targets: str | tuple[int, ...] | None = None
+    batch_size: int | None = 8  # None: CPU_BATCH on a CPU; on a GPU the largest that fits (auto_batch_size)
+    decode_threads: int = 2
+    decode_processes: int = 0  # > 0: decode in a persistent pool of this many processes instead of threads
+    input_cache: str = "off"  # readwrite | read | off
+    max_image_bytes: int | None = None
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
+    concurrency: int = 1  # shards one worker processes at once (threads; GPU actors overlap input, compute, write)
+    max_batch: int | None = None  # the run's shard size: a batch larger than a shard would only be padding
+    cuda_graphs: bool = False  # GPU actors replay the pass as a CUDA graph (Explainer(cuda_graphs=True))
+    dicom_window: str = DEFAULT_DICOM_WINDOW  # how DICOM sources are windowed (data/dicom.py)
+    cache_identity: str = "stat"  # how cached inputs are matched to files (store/inputs/cache.py)
+
+    def for_run_id(self) -> dict[str, Any]:
+        """The settings that change what a run holds. The DICOM window enters only when it is not the
+        default, so the ids of runs made before DICOM input stay what they were."""
+        targets = list(self.targets) if isinstance(self.targets, tuple) else self.targets
+        settings: dict[str, Any] = {
+            "methods": list(self.methods),
+            "size": self.size,
+            "resize": self.resize,
+            "precision": self.precision,
+            "targets": targets,
+        }
+        if self.dicom_window != DEFAULT_DICOM_WINDOW:
+            settings["dicom_window"] = self.dicom_window
+        return settings
+
+
+@dataclass
+class ShardResult:
+    shard: int
+    images: int
+    ok: int
+    errors: int
+    seconds: dict[str, float] = field(default_factory=dict)
+    images_decoded: int = 0  # read from their files (error rows of unreadable files included)
+    images_from_cache: int = 0
+    cache_damaged: int = 0  # cached inputs that could not be read back (decoded again, counted in images_decoded)
+
+
+def load_replica(
+    weights: bytes | dict, *, device: str, threads: int | None = None, expected_fingerprint: str | None = None
+) -> torch.nn.Module:
+    """An actor's model replica from the weights the driver sent, checked against the driver's fingerprint."""
+    if threads:
+        torch.set_num_threads(threads)
+    source = io.BytesIO(weights) if isinstance(weights, (bytes, bytearray)) else weights
+    model = load_densenet169(source, device=device)
+    if expected_fingerprint and expected_fingerprint != model_fingerprint(model):
+        raise RuntimeError("weights received by the worker differ from the driver's (fingerprint mismatch)")
+    return model
+
+
+def _dtype(name: str) -> type:
+    return np.int32 if name == fmt.TARGETS_ARRAY else np.float32
+
+
+def _missing(name: str) -> np.generic:
+    """The value of rows without one: NaN in maps and logits, class id -1 in ``targets``."""
+    return _dtype(name)(-1 if name == fmt.TARGETS_ARRAY else np.nan)
+
+
+def store_arrays(result: Explanation) -> dict[str, torch.Tensor]:
+    """An Explanation's tensors under the names of the store's arrays."""
+    named = {"logits": result.logits, "cam": result.cam, fmt.TARGETS_ARRAY: result.targets}
+    for method, per_block in result.maps.items():
+        for block, values in per_block.items():
+            named[fmt.array_name(method, block)] = values
+    return named
+
+
+@dataclass
+class _Filled:
+    """What explaining a shard's images produced besides the maps: per-image values, timings, new inputs."""
+
+    count: int
+    heights: np.ndarray = field(init=False)
+    widths: np.ndarray = field(init=False)
+    logit: np.ndarray = field(init=False)
+    prob: np.ndarray = field(init=False)
+    errors: list[str | None] = field(init=False)
+    decoded: list[tuple[SourceIdentity, ModelInput]] = field(default_factory=list)
+    decoded_at: list[int] = field(default_factory=list)  # each decoded input's position in the shard
+    compute: float = 0.0
+    device_wait: float = 0.0
+    from_cache: int = 0
+    cache_damaged: int = 0
+
+    def __post_init__(self) -> None:
+        self.heights = np.zeros(self.count, dtype=np.int64)
+        self.widths = np.zeros(self.count, dtype=np.int64)
+        self.logit = np.full(self.count, np.nan, dtype=np.float32)
+        self.prob = np.full(self.count, np.nan, dtype=np.float32)
+        self.errors = [None] * self.count
+
+
+class ExplainWorker:
+    """Owns one model replica and Explainer on one device and processes whole shards.
+
+    Only per-image input problems (unreadable, empty, too large, undecodable files; non-finite
+    outputs for one image) become error rows. Anything else (out of memory, a driver fault, a store
+    that cannot be written) raises, so the driver retries the shard instead of committing errors.
+    """
+
+    def __init__(
+        self,
+        weights: bytes | dict,
+        settings: ExplainSettings,
+        *,
+        device: str = "cpu",
+        threads: int | None = None,
+        expected_fingerprint: str | None = None,
+        warm_up: bool = True,
+        store_url: str | None = None,
+    ) -> None:
+        model = load_replica(weights, device=device, threads=threads, expected_fingerprint=expected_fingerprint)
+        self.fingerprint = model_fingerprint(model)
+        self.explainer = Explainer(
+            model,
+            methods=settings.methods,
+            targets=settings.targets,
+            precision=settings.precision,
+            cuda_graphs=settings.cuda_graphs and next(model.parameters()).device.type == "cuda",
+        )
+        self.settings = settings
+        if settings.batch_size is None:
+            self.settings = dataclasses.replace(settings, batch_size=self.auto_batch_size())
+        self.batch_size: int = int(self.settings.batch_size)  # type: ignore[arg-type]
+        self._cache_lock = threading.Lock()
+        # file identities for the input cache (a stat or a HEAD each), on threads kept from shard to shard
+        self._files = ThreadPoolExecutor(max(1, settings.decode_threads), thread_name_prefix="densecam-stat")
+        # shards that run at once (GPU actors) take turns on the device: one thread issues kernels while
+        # the others decode and write, instead of three threads contending for the GIL to launch kernels
+        self._compute_lock = threading.Lock()
+        processes = settings.decode_processes
+        if processes > 0:
+            sweep_dead_blocks()  # what actors of a killed job left in this node's shared memory
+        self._decode = SpawnedPool(processes, "a decode process") if processes > 0 else None
+        self._write = SpawnedPool(1, "the writer process") if processes > 0 else None  # writes with them
+        self.store_url = store_url
+        # a GPU reuses its cuDNN plans only for shapes it has seen: every batch is padded to the full size
+        self.fixed_batch = self.explainer.device.type == "cuda"
+        self.cache = (
+            InputCache(
+                store_url, settings.size, settings.resize, settings.dicom_window, identity=settings.cache_identity
+            )
+            if store_url is not None and settings.input_cache != "off"
+            else None
+        )
+        if warm_up:
+            self.warm_up()
+
+    def warm_up(self) -> None:
+        """One pass on a blank full batch, so kernel selection (oneDNN primitives, cuDNN plans),
+        allocator growth and a CUDA graph's recording happen while the actor starts rather than inside
+        the first shard.
+
+        Compute stays on the thread that calls the worker: torch ops issued from a second thread ran
+        slower on CPU (a second OpenMP team; docs/PERFORMANCE.md), so shards are not overlapped with threads.
+        """
+        self.explainer(torch.zeros(self.batch_size, 3, self.settings.size, self.settings.size, dtype=torch.uint8))
+        if self._decode is not None and self._write is not None:  # spawned and importing now, not in a shard
+            self._decode.start(decoder_ready)
+            self._write.start(writer_ready)
+
+    def auto_batch_size(self, probe: int = 8) -> int:
+        """CPU: ``CPU_BATCH``. CUDA: the largest of ``GPU_BATCHES`` (at most ``max_batch``) whose memory,
+        extrapolated from a probe batch's peak, keeps ``concurrency`` batches under 40 % of the device's
+        memory (room for fragmentation and neighbours)."""
+        device = self.explainer.device
+        if device.type != "cuda":
+            return min(CPU_BATCH, self.settings.max_batch or CPU_BATCH)
+        size = self.settings.size
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        self.explainer.eager(torch.zeros(probe, 3, size, size, dtype=torch.uint8))  # no graph for the probe's shape
+        per_image = (
+            max(1, torch.cuda.max_memory_allocated(device) - base) / probe
+        )  # weights' share included: an overestimate
+        budget = 0.4 * torch.cuda.get_device_properties(device).total_memory / max(1, self.settings.concurrency)
+        fits = next((b for b in GPU_BATCHES if b * per_image <= budget), probe)
+        return min(fits, self.settings.max_batch or fits)
+
+    def process_shard(
+        self, run_url: str, run_id: str, shard: Shard, shard_size: int, rows: pd.DataFrame
+    ) -> ShardResult:
+        """Read inputs (cache or decode, overlapped), explain in batches, write the shard, commit its part."""
+        started = time.perf_counter()
+        rows = rows.sort_values("row").reset_index(drop=True)
+        count = len(rows)
+        # rows of images that left the manifest stay NaN with no index row, like a shard's tail
+        slots = rows["row"].to_numpy(dtype=np.int64) - shard.row_start
+        span = shard.row_stop - shard.row_start
+        if count == 0 or not rows["row"].is_unique or slots.min() < 0 or slots.max() >= span:
+            raise ValueError(
+                f"shard {shard.index} holds rows {shard.row_start}..{shard.row_stop - 1}; got rows "
+                f"{rows['row'].tolist()[:8]} (must be unique and inside it)"
+            )
+        meta = self._run_meta(run_url)  # read once per shard: the run's arrays and index schema
+        recorded = {name: (span, *shape) for name, shape in meta["arrays"].items()}  # format 1: no targets
+        # a writer process reads the maps from shared memory: they are written once and never pickled
+        specs = {name: (shape, _dtype(name)) for name, shape in recorded.items()}
+        block = shared_or_none(specs) if self._write is not None else None
+        pixels: list[SharedBlock] = []  # the decode processes' block, made once the cache's hits are known
+        try:
+            outputs = block.arrays if block is not None else {n: np.empty(s, _dtype(n)) for n, s in recorded.items()}
+            for name, values in outputs.items():
+                values[...] = _missing(name)
+            filled = self._fill(rows, slots, outputs, pixels)
+            tick = time.perf_counter()
+            caching = self.cache is not None and self.settings.input_cache == "readwrite"
+            cache = (
+                (self.store_url, self.settings.size, self.settings.resize, self.settings.dicom_window)
+                if caching and self.store_url
+                else None
+            )
+            index = self._index(rows, run_id, shard, filled)
+            commit = (run_url, shard, shard_size, index, recorded_extra_types(meta), cache, meta.get("created"))
+            self._commit(commit, outputs if block is None else block, filled, pixels[0] if pixels else None)
+            write = time.perf_counter() - tick
+        finally:
+            for shared in ([block] if block is not None else []) + pixels:
+                shared.close()
+        total = time.perf_counter() - started
+        ok_count = sum(e is None for e in filled.errors)
+        return ShardResult(
+            shard.index,
+            count,
+            ok_count,
+            count - ok_count,
+            {
+                "total": total,
+                "explain": filled.compute,
+                "write": write,
+                "device_wait": filled.device_wait,  # another shard of this actor held the device
+                "decode_wait": max(0.0, total - filled.compute - write - filled.device_wait),
+            },
+            images_decoded=count - filled.from_cache,
+            images_from_cache=filled.from_cache,
+            cache_damaged=filled.cache_damaged,
+        )
+
+    def _fill(
+        self, rows: pd.DataFrame, slots: np.ndarray, outputs: dict[str, np.ndarray], pixels: list[SharedBlock]
+    ) -> _Filled:
+        """Read or decode the shard's images and explain them in batches into ``outputs`` (rows at ``slots``).
+
+        Decode processes write what they decode into a shared block appended to ``pixels`` (the caller
+        closes it), which the writer process then reads for the input cache; without room for it in
+        shared memory, decoded pixels come back pickled."""
+        count = len(rows)
+        paths = rows["path"].astype(str).tolist()
+        identities, cached, damaged = cached_model_inputs(
+            self.cache, paths, threads=self.settings.decode_threads, lock=self._cache_lock, executor=self._files
+        )
+        size = self.settings.size
+        into = (
+            shared_or_none({"pixels": ((count, 3, size, size), np.uint8)})
+            if self._decode and len(cached) < count
+            else None
+        )
+        pixels.extend([into] if into is not None else [])
+        filled = _Filled(count, cache_damaged=damaged)
+        with self._decode.lease() if self._decode is not None else contextlib.nullcontext(None) as decoders:
+            loader = BatchLoader(
+                paths,
+                size=self.settings.size,
+                mode=self.settings.resize,
+                batch_size=self.batch_size,
+                num_threads=self.settings.decode_threads,
+                max_bytes=self.settings.max_image_bytes,
+                max_pixels=self.settings.max_image_pixels,
+                cached=cached,
+                executor=decoders,
+                into=pixels[0] if pixels else None,
+                grey_batches=True,
+                chunk=PROCESS_TASK_IMAGES,
+                dicom_window=self.settings.dicom_window,
+            )
+            for batch in self._guarded(loader):
+                self._take(batch, identities, slots, outputs, filled)
+            if loader.late and self._decode is not None:  # a decode process may still be stuck in that read
+                self._decode.retire()
+        return filled
+
+    def _take(
+        self,
+        batch: LoadedBatch,
+        identities: list[SourceIdentity | None],
+        slots: np.ndarray,
+        outputs: dict[str, np.ndarray],
+        filled: _Filled,
+    ) -> None:
+        """One batch: its records' geometry and errors, then its explanation into ``outputs``."""
+        for record in batch.records:
+            filled.errors[record.position] = record.error
+            filled.from_cache += record.from_cache
+            if record.geometry is not None:
+                filled.heights[record.position] = record.geometry.orig_height
+                filled.widths[record.position] = record.geometry.orig_width
+            identity = identities[record.position]
+            if record.pixels is not None and not record.from_cache and identity is not None:
+                filled.decoded.append((identity, ModelInput(record.pixels, record.geometry)))
+                filled.decoded_at.append(record.position)
+        ok = batch.ok_records
+        if not ok or batch.images is None:
+            return
+        queued = time.perf_counter()
+        with self._compute_lock:
+            tick = time.perf_counter()
+            filled.device_wait += tick - queued
+            result = self._explain(batch.images)
+            filled.compute += time.perf_counter() - tick
+        positions = np.array([r.position for r in ok])
+        at = slots[positions]
+        named = store_arrays(result)
+        finite = np.ones(len(ok), dtype=bool)
+        for name, tensor in named.items():
+            values = tensor.numpy()
+            finite &= np.isfinite(values.reshape(len(ok), -1)).all(axis=1)
+            if name in outputs:
+                outputs[name][at] = values
+        target_logits = result.logits.gather(1, result.targets[:, :1]).squeeze(1)
+        filled.logit[positions] = target_logits.numpy()
+        if result.logits.shape[1] == 1:
+            filled.prob[positions] = torch.sigmoid(target_logits).numpy()
+        else:
+            probs = torch.softmax(result.logits, 1).gather(1, result.targets[:, :1]).squeeze(1)
+            filled.prob[positions] = probs.numpy()
+        for position in positions[~finite]:
+            filled.errors[position] = NON_FINITE
+            filled.logit[position] = filled.prob[position] = np.nan
+            for name, values in outputs.items():
+                values[slots[position]] = _missing(name)
+
+    def _commit(
+        self, commit: tuple, outputs: dict[str, np.ndarray] | SharedBlock, filled: _Filled, pixels: SharedBlock | None
+    ) -> None:
+        """``commit_shard`` here, or in the writer process: the maps and the decoded inputs read from
+        shared memory, or pickled where shared memory had no room for them."""
+        run_url, shard, shard_size, index, extra_types, cache, created = commit
+        decoded = filled.decoded
+        caching = cache is not None and bool(decoded)
+        if self._write is None or not isinstance(outputs, SharedBlock) or (caching and pixels is None):
+            arrays = outputs.arrays if isinstance(outputs, SharedBlock) else outputs
+            args = (run_url, shard, shard_size, arrays, index, extra_types, cache, decoded, created)
+            if self._write is None:
+                commit_shard(*args)
+            else:
+                self._write.run(commit_shard, *args)
+            return
+        entries = (
+            [(identity, m.geometry, at, m.pixels.shape[0]) for (identity, m), at in zip(decoded, filled.decoded_at)]
+            if caching
+            else []
+        )
+        self._write.run(
+            commit_shared_shard,
+            (run_url, shard, shard_size, outputs.handle, index, extra_types, cache, created),
+            pixels.handle if caching and pixels is not None else None,
+            entries,
+        )
+
+    def close(self) -> None:
+        """Stop the decode and writer processes (before the actor is killed: no orphans or leaked semaphores)."""
+        close_all([pool for pool in (self._decode, self._write) if pool is not None])
+        self._files.shutdown(wait=False, cancel_futures=True)
+
+    def _guarded(self, loader: BatchLoader) -> Iterator[Any]:
+        """The loader's batches; a decode process that died (killed, or a decoder crash) fails the shard,
+        which the driver retries, and the next shard gets a fresh pool."""
+        try:
+            yield from loader
+        except BrokenProcessPool as exc:
+            if self._decode is None:
+                raise
+            raise self._decode.broken(exc) from exc
+
+    def _explain(self, images: torch.Tensor) -> Explanation:
+        """One Explainer pass, the batch padded to full size on a GPU (cuDNN plans are per shape) and cropped back."""
+        count = images.shape[0]
+        if self.fixed_batch and count < self.batch_size:
+            padding = images.new_zeros((self.batch_size - count, *images.shape[1:]))
+            return self.explainer(torch.cat([images, padding])).to("cpu").take(count)
+        return self.explainer(images).to("cpu")
+
+    def _index(self, rows: pd.DataFrame, run_id: str, shard: Shard, filled: _Filled) -> pd.DataFrame:
+        """The shard's index rows; missing values stay NaN or None (the part's writer makes them nulls)."""
+        index = rows.copy()
+        index["orig_height"] = np.where(filled.heights > 0, filled.heights, None)
+        index["orig_width"] = np.where(filled.widths > 0, filled.widths, None)
+        index["resize_mode"] = self.settings.resize
+        index["logit"], index["prob"] = filled.logit, filled.prob
+        index["status"] = ["ok" if e is None else "error" for e in filled.errors]
+        index["error"] = filled.errors
+        index["shard"] = shard.index
+        index["run_id"] = run_id
+        return index
+
+    def _run_meta(self, run_url: str) -> dict:
+        fs, root = fileio.filesystem(run_url)
+        return fileio.read_json(fs, fileio.join(root, fmt.RUN_JSON))
