@@ -24,7 +24,7 @@ def test_demo_refuses_settings_that_cannot_work_before_writing_anything(tmp_path
 def test_evaluate_and_compare_on_a_small_store(tmp_path, capsys):
     """The two analysis commands on a store of two fabricated runs (the demo's test covers a real one)."""
     import pandas as pd
-    from test_store import commit_all, manifest, spec
+    from support.store import commit_all, manifest, spec
 
     from densecam_core.store.writer import RunWriter
 

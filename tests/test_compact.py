@@ -6,14 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from test_store import commit_all, fake_outputs, index_rows, manifest, spec
+from support.store import commit_all, fake_outputs, index_rows, manifest, spec, write_shard
 
 from densecam_core import open_store
 from densecam_core.store import layout as fmt
 from densecam_core.store.compact import compact_run
 from densecam_core.store.layout import plan_shards
 from densecam_core.store.lock import RunLock
-from densecam_core.store.writer import RunWriter, write_shard
+from densecam_core.store.writer import RunWriter
 
 
 def store_with(tmp_path, n: int = 20) -> tuple[RunWriter, str]:

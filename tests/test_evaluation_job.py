@@ -9,36 +9,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from support.runs import explain_tree
 
-from densecam_core import generate_mura, load_densenet169, open_store, read_manifest
+from densecam_core import generate_mura, load_densenet169, open_store
 from densecam_core.evaluation.scorer import ScoreSettings
-from densecam_core.model.checkpoint import model_fingerprint, state_dict_bytes
+from densecam_core.model.checkpoint import state_dict_bytes
 from densecam_core.store import scores as store_metrics
 from densecam_core.store.layout import Shard, StoreError
-from densecam_core.store.writer import RunSpec, RunWriter
-from densecam_core.vocabulary import block_grid
 from jobs.evaluate.job import EvaluateConfig, prepare
 from jobs.evaluate.worker import EvaluateSettings, EvaluateWorker
-from jobs.explain.worker import ExplainSettings, ExplainWorker
 
 SIZE = 64
 METHODS = ("gradcam",)
-
-
-def explain_tree(tree: Path, store: Path, *, shards: bool = True) -> str:
-    """The seeded-init model (no checkpoint) explains the tree into ``store``, shard size 4; returns the run id."""
-    model = load_densenet169()
-    settings = ExplainSettings(methods=METHODS, size=SIZE, batch_size=4, input_cache="readwrite")
-    spec = RunSpec(model_fingerprint(model), "<random init>", settings.for_run_id(), 1, 1, block_grid(SIZE), 4)
-    writer = RunWriter(str(store), spec)
-    writer.create_or_open("test")
-    planned = writer.plan(read_manifest(tree))
-    if shards:
-        worker = ExplainWorker(state_dict_bytes(model), settings, warm_up=False, store_url=str(store))
-        for index, rows in planned.groupby("shard"):
-            shard = Shard(int(index), int(index) * 4, int(rows["row"].max()) + 1)
-            worker.process_shard(writer.run_url, spec.run_id, shard, 4, rows)
-    return spec.run_id
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
+from support import REPO
+from support.runs import assert_every_row_once
 
-from densecam_core import Explainer, fileio, generate_mura, load_densenet169, open_store, read_manifest
+from densecam_core import Explainer, fileio, generate_mura, load_densenet169, open_store
 from densecam_core.data.loader import BatchLoader
 from densecam_core.store import layout as fmt
 from densecam_core.store.lock import RunLock
@@ -26,7 +27,6 @@ pytestmark = pytest.mark.slow  # Ray, the demo or a notebook kernel: see `pytest
 
 ray = pytest.importorskip("ray")
 SIZE = 64
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -61,15 +61,6 @@ def config(tree: Path, store: Path, **overrides) -> JobConfig:
     )
     base.update(overrides)
     return JobConfig(**base)
-
-
-def assert_every_row_once(store: Path, tree: Path) -> pd.DataFrame:
-    run = open_store(str(store)).run("latest")
-    index = run.index
-    manifest = read_manifest(tree)
-    assert sorted(index["image_id"]) == sorted(manifest["image_id"])
-    assert index["image_id"].is_unique and index["row"].is_unique
-    return index
 
 
 def assert_same_maps(stored: np.ndarray, expected: np.ndarray) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing.connection
 import os
 import subprocess
 import sys
@@ -10,21 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
+from support.processes import ended
 
 from densecam_core.parallel.spawned import SpawnedPool
 
 pytestmark = pytest.mark.slow  # every test spawns processes
 REPO = Path(__file__).resolve().parents[1]
-
-
-def ended(processes, timeout: float) -> bool:
-    """Whether every process has exited within ``timeout`` seconds (its sentinel is ready)."""
-    sentinels = [p.sentinel for p in processes]
-    deadline = time.monotonic() + timeout
-    while sentinels and time.monotonic() < deadline:
-        for done in multiprocessing.connection.wait(sentinels, timeout=deadline - time.monotonic()):
-            sentinels.remove(done)
-    return not sentinels
 
 
 def stuck_child(pool) -> list:

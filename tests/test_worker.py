@@ -594,7 +594,7 @@ def test_identities_taken_on_a_pool_keep_the_paths_order(tmp_path):
 def test_a_shard_with_a_read_past_its_deadline_leaves_the_next_shard_new_decode_processes(tree, tmp_path, monkeypatch):
     """A decode process may still be stuck in a read that outlived its deadline: the worker retires its
     pool after that shard, so the next shard gets new processes and the old ones are stopped."""
-    from test_spawned import ended  # tests/test_spawned.py
+    from support.processes import ended
 
     import jobs.explain.worker as worker_module
 

@@ -9,9 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
-from test_job import REPO, SIZE, assert_every_row_once
+from support import REPO
+from support.runs import assert_every_row_once
 
 from densecam_core import generate_mura
+
+SIZE = 64
 
 pytestmark = pytest.mark.slow  # Ray, the demo or a notebook kernel: see `pytest -m "not slow"`
 

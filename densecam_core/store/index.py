@@ -19,9 +19,14 @@ A reader therefore sees every committed row exactly once, whatever moment it ope
 
 from __future__ import annotations
 
+import io
 import re
 from dataclasses import dataclass, field
 from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from densecam_core import fileio
 from densecam_core.store import layout as fmt
@@ -109,3 +114,71 @@ def uncover(fs: Any, run_root: str, shards: set[int]) -> None:
     state["shards"] = sorted(set(state["shards"]) - shards)
     state["complete"] = False  # the compacted files now hold rows of shards they no longer cover
     fileio.write_json_atomic(fs, fileio.join(index_dir, COMPACTED_JSON), state)
+
+
+def index_table(index: pd.DataFrame, extra_types: dict[str, pa.DataType] | None = None) -> pa.Table:
+    """The index DataFrame as Arrow: the documented types for the core columns, and for extra manifest
+    columns the type the run recorded when it was created (one schema for every part of a run)."""
+    fields = {f.name: f for f in fmt.INDEX_FIELDS}
+    extra_types = extra_types or {}
+    missing = [c for c in fmt.CORE_INDEX_COLUMNS if c not in index.columns]
+    if missing:
+        raise ValueError(f"index rows lack columns {missing}")
+    columns, names = [], []
+    for name in index.columns:
+        values = index[name]
+        if name in fields:
+            columns.append(_core_column(values, fields[name].type))
+        elif name in extra_types:
+            columns.append(cast_extra(name, values, extra_types[name]))
+        else:
+            columns.append(pa.Array.from_pandas(values))
+        names.append(name)
+    return pa.Table.from_arrays(columns, names=names)
+
+
+def _core_column(values: pd.Series, kind: pa.DataType) -> pa.Array:
+    """A core column in its documented type, missing values (None, NaN, NA) as nulls: converted by Arrow
+    directly where it can (far cheaper than going through Python objects, docs/PERFORMANCE.md), else value by value."""
+    try:
+        return pa.Array.from_pandas(values, type=kind)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return pa.array(values.astype(object).where(values.notna(), None).tolist(), type=kind)
+
+
+def cast_extra(name: str, values: pd.Series, target: pa.DataType) -> pa.Array:
+    array = pa.Array.from_pandas(values)
+    if array.type == target or array.type == pa.null():
+        return array.cast(target)
+    try:
+        return array.cast(target)  # safe cast: 3.0 -> 3 passes, 3.5 -> 3 is refused
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise fmt.StoreError(
+            f"manifest column {name!r} was {target} when this run was created and is now {array.type} with values "
+            f"that do not fit ({exc}); rename the column, fix its values, or write a new run (another --store)"
+        ) from None
+
+
+def recorded_extra_types(run_meta: dict[str, Any]) -> dict[str, pa.DataType]:
+    """The extra columns' types a run recorded at creation (types that carry no constraint left out)."""
+    out = {}
+    for name, alias in run_meta.get("index_extra_types", {}).items():
+        try:
+            kind = pa.type_for_alias(alias)
+        except ValueError:
+            continue
+        if kind != pa.null():
+            out[name] = kind
+    return out
+
+
+def extra_index_types(manifest: pd.DataFrame) -> dict[str, pa.DataType]:
+    """Arrow types of a manifest's extra columns (not core index columns), as an index part would hold them."""
+    core = set(fmt.CORE_INDEX_COLUMNS)
+    return {str(c): pa.Array.from_pandas(manifest[c]).type for c in manifest.columns if c not in core}
+
+
+def write_parquet_atomic(fs: Any, path: str, table: pa.Table) -> None:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    fileio.write_bytes_atomic(fs, path, buffer.getvalue())

@@ -9,13 +9,8 @@ anywhere leaves no visible trace; writing a shard again rewrites the same bytes 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import functools
-import io
 import platform
-import threading
-import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -25,18 +20,19 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import zarr
-from zarr.codecs import Crc32cCodec, ZstdCodec
-from zarr.core.sync import sync  # zarr's own event loop, the one its stores are bound to
 
 from densecam_core import fileio
 from densecam_core.store import layout as fmt
-from densecam_core.store.index import list_index, uncover
-from densecam_core.store.layout import Shard
+from densecam_core.store.arrays import COMPRESSORS, consolidate, open_array
+from densecam_core.store.index import (
+    cast_extra,
+    extra_index_types,
+    list_index,
+    recorded_extra_types,
+    uncover,
+    write_parquet_atomic,
+)
 from densecam_core.vocabulary import BLOCK_TAPS, BLOCKS
-
-COMPRESSORS = (ZstdCodec(level=1), Crc32cCodec())
-"""zstd, then a CRC-32C of the compressed chunk: a flipped bit is an error when read, never different maps.
-Level 1: float maps compress as well as at level 3 in far less encoding time (docs/PERFORMANCE.md)."""
 
 
 @dataclass(frozen=True)
@@ -131,7 +127,7 @@ class RunWriter:
             if manifest is not None:  # refuse now, not in every shard
                 types = recorded_extra_types(recorded)
                 for name in set(types) & set(map(str, manifest.columns)):
-                    _cast_extra(name, manifest[name], types[name])
+                    cast_extra(name, manifest[name], types[name])
             return False
         group = zarr.open_group(store=self.zarr_url, mode="a", zarr_format=3)
         for name, shape in self.spec.array_shapes().items():
@@ -146,7 +142,7 @@ class RunWriter:
                 dimension_names=fmt.dimension_names(name),
                 overwrite=True,
             )
-        _consolidate(self.zarr_url)  # a reader opens the whole hierarchy in one read
+        consolidate(self.zarr_url)  # a reader opens the whole hierarchy in one read
         fileio.write_json_atomic(
             fs,
             run_json,
@@ -209,7 +205,7 @@ class RunWriter:
             plan_dir = fileio.join(root, fmt.PLAN_DIR)
             fs.makedirs(plan_dir, exist_ok=True)
             name = fileio.join(plan_dir, f"plan-{allocated // size:06d}.parquet")
-            _write_parquet_atomic(fs, name, pa.Table.from_pandas(segment.reset_index(drop=True), preserve_index=False))
+            write_parquet_atomic(fs, name, pa.Table.from_pandas(segment.reset_index(drop=True), preserve_index=False))
         out["row"] = out["row"].astype("int64")
         # every time, not only after a new segment: a driver that died between writing a segment and
         # growing the arrays left rows no array covers (idempotent when they already do)
@@ -227,14 +223,14 @@ class RunWriter:
         group = zarr.open_group(store=self.zarr_url, mode="r+", zarr_format=3, use_consolidated=False)
         grown = False
         for name in names:
-            array = _array(group, name)
+            array = open_array(group, name)
             if array.shape[0] < target:
                 array.resize((target, *array.shape[1:]))
                 grown = True
         if grown:
-            _consolidate(self.zarr_url)  # the consolidated shapes must follow
+            consolidate(self.zarr_url)  # the consolidated shapes must follow
 
-    def _run(self) -> Any:
+    def open_run(self) -> Any:
         from densecam_core.store.reader import Run
 
         fs, root = fileio.filesystem(self.run_url)
@@ -242,7 +238,7 @@ class RunWriter:
 
     def shards_with_errors(self) -> set[int]:
         """Committed shards that hold error rows (``--redo-errors`` explains them again)."""
-        index = self._run().read_index(filters=[("status", "=", "error")], columns=["shard"])
+        index = self.open_run().read_index(filters=[("status", "=", "error")], columns=["shard"])
         return {int(s) for s in index["shard"]}
 
     def committed_shards(self) -> set[int]:
@@ -256,7 +252,7 @@ class RunWriter:
 
     def record_counts(self) -> dict[str, Any]:
         """Write the committed counts into run.json (driver, holding the lock): listings read them from there."""
-        return record_counts(self._run())
+        return record_counts(self.open_run())
 
 
 def _check_identifiers(recorded: dict[str, Any] | None, now: dict[str, Any] | None, run_id: str) -> None:
@@ -290,180 +286,3 @@ def record_counts(run: Any) -> dict[str, Any]:
     meta["counts"] = counts
     fileio.write_json_atomic(fs, path, meta)
     return counts
-
-
-def write_shard(
-    run_url: str,
-    shard: Shard,
-    shard_size: int,
-    arrays: dict[str, np.ndarray],
-    index: pd.DataFrame,
-    extra_types: dict[str, pa.DataType] | None = None,
-    run_created: str | None = None,
-) -> None:
-    """Worker side: write the shard's whole chunks, then commit its index part by rename."""
-    write_chunks(run_url, shard, shard_size, arrays, run_created)
-    write_index_part(run_url, shard.index, index, extra_types)
-
-
-def write_chunks(
-    run_url: str, shard: Shard, shard_size: int, arrays: dict[str, np.ndarray], run_created: str | None = None
-) -> None:
-    """The shard's whole chunks, every array at once (encoding and file writes overlap).
-
-    ``arrays[name]`` holds ``shard.row_stop - shard.row_start`` rows; the chunk's remaining rows
-    are filled with NaN so that every write covers exactly one whole chunk. ``run_created`` (run.json's
-    ``created``) lets a process keep the run's arrays open from shard to shard; without it they are
-    opened for this shard alone.
-    """
-    if shard.row_start % shard_size or shard.row_stop - shard.row_start > shard_size:
-        raise ValueError(f"shard {shard} is not one chunk of size {shard_size}")
-    count = shard.row_stop - shard.row_start
-    for name, values in arrays.items():
-        if values.shape[0] != count:
-            raise ValueError(f"array {name!r} has {values.shape[0]} rows for a shard of {count}")
-    rows = shard.row_start + shard_size
-    opened = (_open_run(run_url, run_created) if run_created is not None else RunArrays(run_url)).covering(
-        list(arrays), rows
-    )
-    writes = []
-    for name, values in arrays.items():
-        array = opened[name]
-        if rows > array.shape[0]:
-            # zarr would silently drop a write outside the array's shape: refuse instead
-            raise fmt.StoreError(
-                f"shard {shard.index} (rows {shard.row_start}..{shard.row_stop - 1}) lies outside array {name!r}, which "
-                f"holds {array.shape[0]} rows: the run's arrays were not grown to its plan; rerun the job to grow them"
-            )
-        chunk = np.full((shard_size, *array.shape[1:]), array.fill_value, dtype=array.dtype)
-        chunk[:count] = values
-        writes.append(array.async_array.setitem(slice(shard.row_start, rows), chunk))
-    sync(_all(writes))
-
-
-async def _all(awaitables: list[Any]) -> None:
-    await asyncio.gather(*awaitables)
-
-
-class RunArrays:
-    """One run's Zarr arrays as a process opened them: reused from shard to shard (opening ~25 arrays
-    is a metadata read each), reopened when a shard needs rows they did not hold (the driver grew them)."""
-
-    def __init__(self, run_url: str) -> None:
-        self.zarr_url = fileio.url_join(run_url, fmt.ZARR_DIR)
-        self.arrays: dict[str, zarr.Array] = {}
-        self._lock = threading.Lock()
-
-    def covering(self, names: list[str], rows: int) -> dict[str, zarr.Array]:
-        with self._lock:
-            stale = [n for n in names if n not in self.arrays or self.arrays[n].shape[0] < rows]
-            if stale:
-                group = zarr.open_group(store=self.zarr_url, mode="r+", zarr_format=3, use_consolidated=False)
-                self.arrays.update({name: _array(group, name) for name in stale})
-            return {name: self.arrays[name] for name in names}
-
-
-@functools.lru_cache(maxsize=4)
-def _open_run(run_url: str, created: str) -> RunArrays:
-    """The few runs this process writes to, keyed by URL and creation time (a run deleted and created
-    again at the same URL is a different run, whose arrays must be opened anew)."""
-    return RunArrays(run_url)
-
-
-def write_index_part(
-    run_url: str, shard: int, index: pd.DataFrame, extra_types: dict[str, pa.DataType] | None = None
-) -> None:
-    """Commit a shard: its index part under a temporary name, then renamed into place (after its chunks)."""
-    fs, root = fileio.filesystem(run_url)
-    index_dir = fileio.join(root, fmt.INDEX_DIR)
-    fs.makedirs(index_dir, exist_ok=True)
-    _write_parquet_atomic(fs, fileio.join(index_dir, fmt.part_name(shard)), index_table(index, extra_types))
-
-
-def _consolidate(url: str) -> None:
-    """Consolidated metadata (driver only, after creating or growing arrays); zarr warns that it is not
-    in the v3 specification yet, which readers that ignore it tolerate: they read each zarr.json."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-        zarr.consolidate_metadata(url)
-
-
-def _array(group: zarr.Group, name: str) -> zarr.Array:
-    try:
-        node = group[name]
-    except KeyError:
-        raise fmt.StoreError(
-            f"array {name!r} is missing from {group.store}: the run's heatmaps.zarr is damaged; delete the run "
-            "folder to explain it anew"
-        ) from None
-    if not isinstance(node, zarr.Array):
-        raise fmt.StoreError(f"{name!r} in {group.store} is a group, not an array: the run's heatmaps.zarr is damaged")
-    return node
-
-
-def index_table(index: pd.DataFrame, extra_types: dict[str, pa.DataType] | None = None) -> pa.Table:
-    """The index DataFrame as Arrow: the documented types for the core columns, and for extra manifest
-    columns the type the run recorded when it was created (one schema for every part of a run)."""
-    fields = {f.name: f for f in fmt.INDEX_FIELDS}
-    extra_types = extra_types or {}
-    missing = [c for c in fmt.CORE_INDEX_COLUMNS if c not in index.columns]
-    if missing:
-        raise ValueError(f"index rows lack columns {missing}")
-    columns, names = [], []
-    for name in index.columns:
-        values = index[name]
-        if name in fields:
-            columns.append(_core_column(values, fields[name].type))
-        elif name in extra_types:
-            columns.append(_cast_extra(name, values, extra_types[name]))
-        else:
-            columns.append(pa.Array.from_pandas(values))
-        names.append(name)
-    return pa.Table.from_arrays(columns, names=names)
-
-
-def _core_column(values: pd.Series, kind: pa.DataType) -> pa.Array:
-    """A core column in its documented type, missing values (None, NaN, NA) as nulls: converted by Arrow
-    directly where it can (far cheaper than going through Python objects, docs/PERFORMANCE.md), else value by value."""
-    try:
-        return pa.Array.from_pandas(values, type=kind)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-        return pa.array(values.astype(object).where(values.notna(), None).tolist(), type=kind)
-
-
-def _cast_extra(name: str, values: pd.Series, target: pa.DataType) -> pa.Array:
-    array = pa.Array.from_pandas(values)
-    if array.type == target or array.type == pa.null():
-        return array.cast(target)
-    try:
-        return array.cast(target)  # safe cast: 3.0 -> 3 passes, 3.5 -> 3 is refused
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise fmt.StoreError(
-            f"manifest column {name!r} was {target} when this run was created and is now {array.type} with values "
-            f"that do not fit ({exc}); rename the column, fix its values, or write a new run (another --store)"
-        ) from None
-
-
-def recorded_extra_types(run_meta: dict[str, Any]) -> dict[str, pa.DataType]:
-    """The extra columns' types a run recorded at creation (types that carry no constraint left out)."""
-    out = {}
-    for name, alias in run_meta.get("index_extra_types", {}).items():
-        try:
-            kind = pa.type_for_alias(alias)
-        except ValueError:
-            continue
-        if kind != pa.null():
-            out[name] = kind
-    return out
-
-
-def extra_index_types(manifest: pd.DataFrame) -> dict[str, pa.DataType]:
-    """Arrow types of a manifest's extra columns (not core index columns), as an index part would hold them."""
-    core = set(fmt.CORE_INDEX_COLUMNS)
-    return {str(c): pa.Array.from_pandas(manifest[c]).type for c in manifest.columns if c not in core}
-
-
-def _write_parquet_atomic(fs: Any, path: str, table: pa.Table) -> None:
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd")
-    fileio.write_bytes_atomic(fs, path, buffer.getvalue())

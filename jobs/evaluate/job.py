@@ -33,9 +33,10 @@ from densecam_core.store.lock import RunLock, describe_holder
 from densecam_core.store.reader import Run, open_store
 from jobs.evaluate.config import EvaluateConfig
 from jobs.evaluate.worker import EvaluateSettings, EvaluateWorker
-from jobs.explain.worker import ShardResult
-from jobs.runtime.dispatch import DispatchCounters, Dispatcher
-from jobs.runtime.resources import cluster_resources, size_actors
+from jobs.runtime.contract import WorkItem
+from jobs.runtime.dispatch import DispatchCounters, make_actor_class
+from jobs.runtime.resources import Resources
+from jobs.runtime.skeleton import Hook, Launch, RunSummary, ShardPlan, dispatch_on_ray, run_locked, shard_work
 
 
 @dataclass(frozen=True)
@@ -73,16 +74,10 @@ def sample_digest(image_ids: Any) -> str:
 
 
 @dataclass(kw_only=True)
-class EvaluationSummary(DispatchCounters):
-    run_id: str
-    store: str
-    images_sampled: int
-    shards_total: int
-    shards_skipped: int
-    seconds: float
+class EvaluationSummary(RunSummary):
+    """What the driver loop counted, and the size of the sample it scored."""
 
-    def as_json(self) -> dict[str, Any]:
-        return fileio.strict_json(dataclasses.asdict(self))
+    images_sampled: int
 
     def render(self) -> str:
         return "\n".join(
@@ -183,80 +178,58 @@ def _settle_recorded(job: PreparedEvaluation) -> None:
     store_metrics.write_evaluation(run_url, wanted)
 
 
-def run_evaluation(config: EvaluateConfig, *, hook: Any = None) -> tuple[EvaluationSummary, pd.DataFrame]:
+def run_evaluation(config: EvaluateConfig, *, hook: Hook | None = None) -> tuple[EvaluationSummary, pd.DataFrame]:
     """Score the run (resuming), then return the summary and the quality table."""
     started = time.perf_counter()
     job = prepare(config)
     run = job.run
-    lock = RunLock(run.url)
-    lock.acquire()
-    try:
+
+    def plan() -> ShardPlan:
         _settle_recorded(job)
-        done = set(store_metrics.metric_parts(run.url))
-        shard_size = int(run.meta["shard_size"])
-        groups = {int(k): g for k, g in job.sample.groupby(job.sample["row"] // shard_size, sort=True)}
-        todo = deque((Shard(k, k * shard_size, (k + 1) * shard_size), g) for k, g in groups.items() if k not in done)
-        skipped = len(groups) - len(todo)  # before the driver loop empties the queue
-        counters = _dispatch(job, todo, lock, hook) if todo else DispatchCounters()
-    finally:
-        lock.release()
+        return shard_work(job.sample, int(run.meta["shard_size"]), set(store_metrics.metric_parts(run.url)))
+
+    def dispatch(todo: deque[WorkItem], lock: RunLock) -> DispatchCounters:
+        return dispatch_on_ray(
+            config, todo, lock, lambda ray, resources: _launch(job, ray, resources), hook=hook, desc="scoring"
+        )
+
+    work, counters = run_locked(run.url, plan, dispatch)
     summary = EvaluationSummary(
         run_id=run.run_id,
         store=config.store,
         images_sampled=len(job.sample),
-        shards_total=len(groups),
-        shards_skipped=skipped,
+        shards_total=work.total,
+        shards_skipped=work.skipped,
         seconds=time.perf_counter() - started,
         **dataclasses.asdict(counters),
     )
-    if config.summary_json:
-        fs, path = fileio.filesystem(config.summary_json)
-        fileio.write_json_atomic(fs, path, summary.as_json())
+    summary.write_json(config.summary_json)
     return summary, quality_table(run, resamples=config.resamples, seed=config.seed)
 
 
-def make_evaluate_actor_class(ray: Any) -> Any:
-    @ray.remote(max_restarts=0)
-    class EvaluateActor:
-        """A Ray actor around the plain EvaluateWorker."""
-
-        def __init__(self, weights: bytes, settings: EvaluateSettings, use_gpu: bool, threads: int, **kw: Any) -> None:
-            self.worker = EvaluateWorker(weights, settings, device="cuda" if use_gpu else "cpu", threads=threads, **kw)
-
-        def pid(self) -> int:
-            return os.getpid()
-
-        def process(self, run_url: str, shard: Shard, rows: pd.DataFrame, boxes: dict | None) -> ShardResult:
-            return self.worker.process_shard(run_url, shard, rows, boxes)
-
-    return EvaluateActor
-
-
-def _dispatch(job: PreparedEvaluation, todo: deque, lock: RunLock, hook: Any) -> DispatchCounters:
-    import ray
-
-    from jobs.explain.job import ray_session
-
+def _launch(job: PreparedEvaluation, ray: Any, resources: Resources) -> Launch:
+    """The evaluation actors: one shard at a time each, the weights put once, a shard and its boxes per call."""
     config = job.config
-    with ray_session(ray, config) as own_local_ray:
-        total, nodes = cluster_resources(ray)
-        resources = size_actors(total, nodes, config, can_grow=not own_local_ray)
-        settings = dataclasses.replace(job.settings, decode_threads=resources.threads)
-        actor_class = make_evaluate_actor_class(ray)
-        weights_ref = ray.put(state_dict_bytes(job.model))
-        extra = dict(store_url=config.store, run_id=job.run.run_id, expected_fingerprint=job.run.fingerprint)
+    settings = dataclasses.replace(job.settings, decode_threads=resources.threads)
+    actor_class = make_actor_class(ray, EvaluateWorker, "EvaluateActor")
+    weights_ref = ray.put(state_dict_bytes(job.model))
 
-        def make_actor() -> Any:
-            return actor_class.options(num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker).remote(
-                weights_ref, settings, resources.gpus_per_worker > 0, resources.threads, **extra
-            )
+    def make_actor() -> Any:
+        return actor_class.options(num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker).remote(
+            weights_ref,
+            settings,
+            device="cuda" if resources.gpus_per_worker > 0 else "cpu",
+            threads=resources.threads,
+            store_url=config.store,
+            run_id=job.run.run_id,
+            expected_fingerprint=job.run.fingerprint,
+        )
 
-        def submit(actor: Any, shard: Shard, rows: pd.DataFrame) -> Any:
-            boxes = {i: job.boxes[i] for i in rows["image_id"] if i in job.boxes} if job.boxes else None
-            return actor.process.remote(job.run.url, shard, rows, boxes)
+    def submit(actor: Any, shard: Shard, rows: pd.DataFrame) -> Any:
+        boxes = {i: job.boxes[i] for i in rows["image_id"] if i in job.boxes} if job.boxes else None
+        return actor.process.remote(job.run.url, shard, rows, boxes)
 
-        single = dataclasses.replace(resources, concurrency=1)  # one shard at a time per actor
-        return Dispatcher(ray, config, single, make_actor, submit, todo, lock, hook, desc="scoring").run()  # type: ignore[arg-type]
+    return Launch(dataclasses.replace(resources, concurrency=1), make_actor, submit)
 
 
 def main_job(config: EvaluateConfig, *, csv: str | None = None, plot: str | None = None) -> int:

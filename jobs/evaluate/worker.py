@@ -21,7 +21,8 @@ from densecam_core.store.inputs.cache import InputCache, cached_model_inputs
 from densecam_core.store.layout import Shard
 from densecam_core.store.reader import Run, open_store
 from densecam_core.store.scores import write_metrics_part
-from jobs.explain.worker import ShardResult, load_replica
+from jobs.runtime.contract import ShardResult
+from jobs.runtime.replica import load_replica
 
 
 @dataclass(frozen=True)

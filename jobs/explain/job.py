@@ -11,7 +11,6 @@ check that bad input can fail, before any work), runs it and summarises it.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import sys
@@ -19,14 +18,12 @@ import time
 import traceback
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 
-from densecam_core import fileio
 from densecam_core.cam.explainer import Explainer
 from densecam_core.data.manifest import ManifestError, read_manifest, skipped_summary
 from densecam_core.data.pseudonyms import Identifiers, in_clear, load_identifiers
@@ -39,10 +36,12 @@ from densecam_core.store.lock import RunLock
 from densecam_core.store.writer import RunSpec, RunWriter, ensure_store
 from densecam_core.vocabulary import block_grid, validate_methods, validate_resize_mode
 from jobs.explain.config import JobConfig, batch_size_for, build_parser, config_from_args, decode_processes_for
-from jobs.explain.worker import ExplainSettings, ShardResult
+from jobs.explain.worker import ExplainSettings, ExplainWorker
 from jobs.runtime.actor_pool import ActorStartError
-from jobs.runtime.dispatch import DispatchCounters, Dispatcher, JobState, make_actor_class
-from jobs.runtime.resources import cluster_resources, size_actors
+from jobs.runtime.contract import ShardResult, WorkItem
+from jobs.runtime.dispatch import DispatchCounters, JobState, make_actor_class
+from jobs.runtime.resources import Resources
+from jobs.runtime.skeleton import Hook, Launch, RunSummary, ShardPlan, dispatch_on_ray, run_locked, shard_work
 
 __all__ = ["JobConfig", "JobState", "JobSummary", "PreparedJob", "main", "prepare", "run_job"]
 
@@ -60,23 +59,18 @@ class PreparedJob:
 
 
 @dataclass(kw_only=True)
-class JobSummary(DispatchCounters):
-    """What the driver loop counted, and what the job as a whole knows."""
+class JobSummary(RunSummary):
+    """What the driver loop counted, and what the explanation job as a whole knows."""
 
-    run_id: str
-    store: str
     images_total: int
-    shards_total: int
-    shards_skipped: int
     new_run: bool
-    seconds: float
 
     @property
     def images_per_second(self) -> float:
         return self.images_done / self.explained_seconds if self.explained_seconds > 0 else 0.0
 
     def as_json(self) -> dict[str, Any]:
-        return fileio.strict_json({**dataclasses.asdict(self), "images_per_second": self.images_per_second})
+        return {**super().as_json(), "images_per_second": self.images_per_second}
 
     def render(self) -> str:
         lines = [
@@ -191,134 +185,93 @@ def _synthetic_tree(config: JobConfig) -> str:
     return root
 
 
-def _start_ray(ray: Any, config: JobConfig) -> bool:
-    """Connect to the cluster, or start a local Ray; True when this job started Ray on this machine."""
-    address = config.address or os.environ.get("RAY_ADDRESS")
-    if ray.is_initialized():
-        return False
-    if address:
-        ray.init(address=address, log_to_driver=True)
-        return False
-    # address="local": a new local Ray even when another cluster is registered on this machine
-    # (/tmp/ray/ray_current_cluster), which ray.init() would otherwise join, refusing num_cpus
-    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=True)
-    return True
-
-
-@contextlib.contextmanager
-def ray_session(ray: Any, config: Any) -> Iterator[bool]:
-    """Ray for one job: joined if it is up or an address is given, else started here and shut down at the
-    end (yields whether this job started it), so no local Ray outlives the job that started it."""
-    own = _start_ray(ray, config)
-    try:
-        yield own
-    finally:
-        if own:
-            ray.shutdown()
-
-
-def _warn_local_store_on_cluster(nodes: list[dict[str, float]], store: str) -> None:
-    if len(nodes) > 1 and "://" not in store:
-        print(
-            f"warning: the store {store!r} is a local path but the cluster has {len(nodes)} nodes; every node "
-            "must see it (shared file system) or use an object-store URL such as s3://bucket/store",
-            file=sys.stderr,
-        )
-
-
-def run_job(config: JobConfig, *, hook: Callable[[JobState, ShardResult], None] | None = None) -> JobSummary:
+def run_job(config: JobConfig, *, hook: Hook | None = None) -> JobSummary:
     """Run the whole job and return its summary; raises before any work on bad input."""
     started = time.perf_counter()
     job = prepare(config)
     writer = RunWriter(config.store, job.spec)
     ensure_store(config.store)
-    lock = RunLock(writer.run_url)
-    lock.acquire()
-    try:
-        new_run = writer.create_or_open(job.manifest_source, job.manifest)
-        planned = writer.plan(job.manifest)
+    opened: list[bool] = []
+
+    def plan() -> ShardPlan:
+        opened.append(writer.create_or_open(job.manifest_source, job.manifest))
         committed = set() if config.force else writer.committed_shards()
         if config.redo_errors:
             committed -= writer.shards_with_errors()
-        groups = {int(k): g for k, g in planned.groupby("shard", sort=True)}
-        todo = deque(
-            (Shard(k, k * config.shard_size, int(g["row"].max()) + 1), g)
-            for k, g in groups.items()
-            if k not in committed
+        return shard_work(writer.plan(job.manifest), config.shard_size, committed)
+
+    def committed(state: JobState, result: ShardResult) -> None:
+        # a recomputed shard leaves the compacted index once its new part is committed, not before:
+        # until then readers keep its old rows, so a killed recompute loses nothing committed
+        writer.reopen({result.shard})
+        if hook is not None:
+            hook(state, result)
+
+    def dispatch(todo: deque[WorkItem], lock: RunLock) -> DispatchCounters:
+        return dispatch_on_ray(
+            config,
+            todo,
+            lock,
+            lambda ray, resources: _launch(job, writer, ray, resources),
+            hook=committed,
+            desc="explaining",
         )
-        skipped = len(groups) - len(todo)
 
-        def committed(state: JobState, result: ShardResult) -> None:
-            # a recomputed shard leaves the compacted index once its new part is committed, not before:
-            # until then readers keep its old rows, so a killed recompute loses nothing committed
-            writer.reopen({result.shard})
-            if hook is not None:
-                hook(state, result)
-
-        counters = _dispatch(job, writer, todo, lock, committed) if todo else DispatchCounters()
-        run = writer._run()
+    def compact(counters: DispatchCounters) -> None:
+        run = writer.open_run()
         if counters.shards_done or "counts" not in run.meta:
             compact_locked(run)  # a few large index files; run.json gets the counts
-    finally:
-        lock.release()
+
+    work, counters = run_locked(writer.run_url, plan, dispatch, finish=compact)
     if config.input_cache == "readwrite":  # even when this job cached nothing: one killed before may have
         _catalog_input_cache(config)
     summary = JobSummary(
         run_id=job.spec.run_id,
         store=config.store,
         images_total=len(job.manifest),
-        shards_total=len(groups),
-        shards_skipped=skipped,
-        new_run=new_run,
+        shards_total=work.total,
+        shards_skipped=work.skipped,
+        new_run=opened[0],
         seconds=time.perf_counter() - started,
         **dataclasses.asdict(counters),
     )
-    if config.summary_json:
-        fs, path = fileio.filesystem(config.summary_json)
-        fileio.write_json_atomic(fs, path, summary.as_json())
+    summary.write_json(config.summary_json)
     return summary
 
 
-def _dispatch(
-    job: PreparedJob,
-    writer: RunWriter,
-    todo: deque,
-    lock: RunLock,
-    hook: Callable[[JobState, ShardResult], None] | None,
-) -> DispatchCounters:
-    """Start (or join) Ray, size and start the actors, and run the driver loop over ``todo``."""
-    import ray
-
+def _launch(job: PreparedJob, writer: RunWriter, ray: Any, resources: Resources) -> Launch:
+    """The explain actors for these resources: settings per device, the weights put once, a shard per call."""
     config, spec = job.config, job.spec
-    with ray_session(ray, config) as own_local_ray:
-        total, nodes = cluster_resources(ray)
-        _warn_local_store_on_cluster(nodes, config.store)
-        resources = size_actors(total, nodes, config, can_grow=not own_local_ray)
-        settings = dataclasses.replace(
-            job.settings,
-            batch_size=batch_size_for(config, resources.gpus_per_worker),
-            decode_threads=resources.threads,
-            decode_processes=decode_processes_for(config, resources.gpus_per_worker, resources.threads),
-            concurrency=resources.concurrency,
-            max_batch=spec.shard_size,
+    settings = dataclasses.replace(
+        job.settings,
+        batch_size=batch_size_for(config, resources.gpus_per_worker),
+        decode_threads=resources.threads,
+        decode_processes=decode_processes_for(config, resources.gpus_per_worker, resources.threads),
+        concurrency=resources.concurrency,
+        max_batch=spec.shard_size,
+    )
+    _say_input_cache(config)
+    actor_class = make_actor_class(ray, ExplainWorker, "ExplainActor")
+    weights_ref = ray.put(state_dict_bytes(job.model))
+
+    def make_actor() -> Any:
+        return actor_class.options(
+            num_cpus=resources.cpus_per_worker,
+            num_gpus=resources.gpus_per_worker,
+            max_concurrency=resources.concurrency,
+        ).remote(
+            weights_ref,
+            settings,
+            device="cuda" if resources.gpus_per_worker > 0 else "cpu",
+            threads=resources.threads,
+            expected_fingerprint=spec.fingerprint,
+            store_url=config.store,
         )
-        _say_input_cache(config)
-        actor_class = make_actor_class(ray)
-        weights_ref = ray.put(state_dict_bytes(job.model))
 
-        def make_actor() -> Any:
-            return actor_class.options(
-                num_cpus=resources.cpus_per_worker,
-                num_gpus=resources.gpus_per_worker,
-                max_concurrency=resources.concurrency,
-            ).remote(
-                weights_ref, settings, resources.gpus_per_worker > 0, resources.threads, spec.fingerprint, config.store
-            )
+    def submit(actor: Any, shard: Shard, rows: pd.DataFrame) -> Any:
+        return actor.process.remote(writer.run_url, spec.run_id, shard, spec.shard_size, rows)
 
-        def submit(actor: Any, shard: Shard, rows: pd.DataFrame) -> Any:
-            return actor.process.remote(writer.run_url, spec.run_id, shard, spec.shard_size, rows)
-
-        return Dispatcher(ray, config, resources, make_actor, submit, todo, lock, hook).run()
+    return Launch(resources, make_actor, submit)
 
 
 def _input_cache(config: JobConfig) -> InputCache:

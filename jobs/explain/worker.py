@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import threading
 import time
 from collections.abc import Iterator
@@ -26,16 +25,18 @@ from densecam_core.data.decode import DEFAULT_MAX_PIXELS, ModelInput
 from densecam_core.data.decode import ready as decoder_ready  # lives in images: children import no torch
 from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW
 from densecam_core.data.loader import PROCESS_TASK_IMAGES, BatchLoader, LoadedBatch
-from densecam_core.model.checkpoint import load_densenet169, model_fingerprint
+from densecam_core.model.checkpoint import model_fingerprint
 from densecam_core.parallel.shared_block import SharedBlock, shared_or_none, sweep_dead_blocks
 from densecam_core.parallel.spawned import SpawnedPool, close_all
 from densecam_core.store import layout as fmt
+from densecam_core.store.index import recorded_extra_types
 from densecam_core.store.inputs.cache import InputCache, SourceIdentity, cached_model_inputs
 from densecam_core.store.layout import Shard
-from densecam_core.store.shard import commit_shard, commit_shared_shard
+from densecam_core.store.shard import CacheTarget, DecodedSlot, ShardCommit, commit_shard, commit_shared_shard
 from densecam_core.store.shard import ready as writer_ready
-from densecam_core.store.writer import recorded_extra_types
 from densecam_core.vocabulary import CPU_BATCH, GPU_BATCHES
+from jobs.runtime.contract import ShardResult
+from jobs.runtime.replica import load_replica
 
 NON_FINITE = "non-finite model output (NaN or inf in the logits or maps): check the checkpoint's weights"
 
@@ -73,31 +74,6 @@ class ExplainSettings:
         if self.dicom_window != DEFAULT_DICOM_WINDOW:
             settings["dicom_window"] = self.dicom_window
         return settings
-
-
-@dataclass
-class ShardResult:
-    shard: int
-    images: int
-    ok: int
-    errors: int
-    seconds: dict[str, float] = field(default_factory=dict)
-    images_decoded: int = 0  # read from their files (error rows of unreadable files included)
-    images_from_cache: int = 0
-    cache_damaged: int = 0  # cached inputs that could not be read back (decoded again, counted in images_decoded)
-
-
-def load_replica(
-    weights: bytes | dict, *, device: str, threads: int | None = None, expected_fingerprint: str | None = None
-) -> torch.nn.Module:
-    """An actor's model replica from the weights the driver sent, checked against the driver's fingerprint."""
-    if threads:
-        torch.set_num_threads(threads)
-    source = io.BytesIO(weights) if isinstance(weights, (bytes, bytearray)) else weights
-    model = load_densenet169(source, device=device)
-    if expected_fingerprint and expected_fingerprint != model_fingerprint(model):
-        raise RuntimeError("weights received by the worker differ from the driver's (fingerprint mismatch)")
-    return model
 
 
 def _dtype(name: str) -> type:
@@ -259,13 +235,19 @@ class ExplainWorker:
             filled = self._fill(rows, slots, outputs, pixels)
             tick = time.perf_counter()
             caching = self.cache is not None and self.settings.input_cache == "readwrite"
+            s = self.settings
             cache = (
-                (self.store_url, self.settings.size, self.settings.resize, self.settings.dicom_window)
-                if caching and self.store_url
-                else None
+                CacheTarget(self.store_url, s.size, s.resize, s.dicom_window) if caching and self.store_url else None
             )
-            index = self._index(rows, run_id, shard, filled)
-            commit = (run_url, shard, shard_size, index, recorded_extra_types(meta), cache, meta.get("created"))
+            commit = ShardCommit(
+                run_url,
+                shard,
+                shard_size,
+                self._index(rows, run_id, shard, filled),
+                recorded_extra_types(meta),
+                cache,
+                meta.get("created"),
+            )
             self._commit(commit, outputs if block is None else block, filled, pixels[0] if pixels else None)
             write = time.perf_counter() - tick
         finally:
@@ -384,29 +366,35 @@ class ExplainWorker:
                 values[slots[position]] = _missing(name)
 
     def _commit(
-        self, commit: tuple, outputs: dict[str, np.ndarray] | SharedBlock, filled: _Filled, pixels: SharedBlock | None
+        self,
+        commit: ShardCommit,
+        outputs: dict[str, np.ndarray] | SharedBlock,
+        filled: _Filled,
+        pixels: SharedBlock | None,
     ) -> None:
         """``commit_shard`` here, or in the writer process: the maps and the decoded inputs read from
         shared memory, or pickled where shared memory had no room for them."""
-        run_url, shard, shard_size, index, extra_types, cache, created = commit
         decoded = filled.decoded
-        caching = cache is not None and bool(decoded)
+        caching = commit.cache is not None and bool(decoded)
         if self._write is None or not isinstance(outputs, SharedBlock) or (caching and pixels is None):
             arrays = outputs.arrays if isinstance(outputs, SharedBlock) else outputs
-            args = (run_url, shard, shard_size, arrays, index, extra_types, cache, decoded, created)
             if self._write is None:
-                commit_shard(*args)
+                commit_shard(commit, arrays, decoded)
             else:
-                self._write.run(commit_shard, *args)
+                self._write.run(commit_shard, commit, arrays, decoded)
             return
         entries = (
-            [(identity, m.geometry, at, m.pixels.shape[0]) for (identity, m), at in zip(decoded, filled.decoded_at)]
+            [
+                DecodedSlot(identity, m.geometry, at, m.pixels.shape[0])
+                for (identity, m), at in zip(decoded, filled.decoded_at)
+            ]
             if caching
             else []
         )
         self._write.run(
             commit_shared_shard,
-            (run_url, shard, shard_size, outputs.handle, index, extra_types, cache, created),
+            commit,
+            outputs.handle,
             pixels.handle if caching and pixels is not None else None,
             entries,
         )

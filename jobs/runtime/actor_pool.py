@@ -60,7 +60,7 @@ class ActorPool:
         except actor_errors as exc:
             self.start_failures += 1
             if self.first_ready_at is None or self.start_failures > self.max_start_failures:
-                raise ActorStartError(f"an explain actor failed while starting: {exc}") from exc
+                raise ActorStartError(f"an actor failed while starting: {exc}") from exc
             self.start(slot)
             return
         self.ready.add(slot)

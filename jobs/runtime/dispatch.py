@@ -13,21 +13,29 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import pandas as pd
 
 from densecam_core.store.layout import Shard
 from densecam_core.store.lock import RunLock
-from jobs.explain.config import JobConfig
-from jobs.explain.worker import ExplainSettings, ExplainWorker, ShardResult
 from jobs.runtime.actor_pool import ActorPool, ActorStartError
+from jobs.runtime.contract import ShardResult, WorkItem
 from jobs.runtime.resources import Resources, describe
 
 HEARTBEAT_SECONDS = 30.0
 WAIT_SECONDS = 10.0
 
-WorkItem = tuple[Shard, pd.DataFrame]
+
+class DispatchSettings(Protocol):
+    """The limits the driver loop keeps (both jobs' configs have them, with the same flags)."""
+
+    start_timeout: float
+    shard_timeout: float
+    retries: int
+    actor_start_retries: int
+    max_in_flight: int
+    progress: bool
 
 
 @dataclass
@@ -82,39 +90,28 @@ class JobState:
     results: list[ShardResult] = field(default_factory=list)
 
 
-def make_actor_class(ray: Any) -> Any:
-    @ray.remote(max_restarts=0)
-    class ExplainActor:
-        """A Ray actor around the plain ExplainWorker: one model replica on its own device."""
+def make_actor_class(ray: Any, worker_class: type, name: str) -> Any:
+    """A Ray actor class around a plain worker class (``process_shard``, optionally ``close``): the worker
+    holds the job's logic and is tested without Ray; the actor only gives it a process and resources."""
 
-        def __init__(
-            self,
-            weights: bytes,
-            settings: ExplainSettings,
-            use_gpu: bool,
-            threads: int,
-            fingerprint: str,
-            store_url: str,
-        ) -> None:
-            self.worker = ExplainWorker(
-                weights,
-                settings,
-                device="cuda" if use_gpu else "cpu",
-                threads=threads,
-                expected_fingerprint=fingerprint,
-                store_url=store_url,
-            )
+    class ShardActor:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.worker = worker_class(*args, **kwargs)
 
         def pid(self) -> int:
             return os.getpid()
 
         def close(self) -> None:
-            self.worker.close()
+            close = getattr(self.worker, "close", None)
+            if close is not None:
+                close()
 
-        def process(self, run_url: str, run_id: str, shard: Shard, shard_size: int, rows: pd.DataFrame) -> ShardResult:
-            return self.worker.process_shard(run_url, run_id, shard, shard_size, rows)
+        def process(self, *args: Any) -> ShardResult:
+            return self.worker.process_shard(*args)
 
-    return ExplainActor
+    ShardActor.__name__ = ShardActor.__qualname__ = name
+    ShardActor.__doc__ = f"A Ray actor around the plain {worker_class.__name__}: one model replica on its own device."
+    return ray.remote(max_restarts=0)(ShardActor)
 
 
 def actor_error_types() -> tuple[type, ...]:
@@ -133,7 +130,7 @@ class Dispatcher:
     def __init__(
         self,
         ray: Any,
-        config: JobConfig,
+        config: DispatchSettings,
         resources: Resources,
         make_actor: Callable[[], Any],
         submit: Callable[[Any, Shard, pd.DataFrame], Any],
@@ -212,7 +209,7 @@ class Dispatcher:
         if self.pool.first_ready_at is None and time.perf_counter() - self.started > self.config.start_timeout:
             r = self.resources
             raise ActorStartError(
-                f"no explain actor started within {self.config.start_timeout:g} s: each needs {r.gpus_per_worker:g} GPU "
+                f"no actor started within {self.config.start_timeout:g} s: each needs {r.gpus_per_worker:g} GPU "
                 f"and {r.cpus_per_worker:g} CPU, and the cluster has {describe(self.ray.cluster_resources())}. On an "
                 "autoscaling cluster allow longer (--start-timeout); on a fixed one lower --workers, "
                 "--gpus-per-worker or --cpus-per-worker"

@@ -1,4 +1,4 @@
-"""How many explain actors to start, and what each one asks of the cluster.
+"""How many actors to start, and what each one asks of the cluster.
 
 Why these defaults: a GPU actor decodes PNGs on its CPUs while its GPU explains, and decoding is the
 slower of the two (docs/PERFORMANCE.md), so by default it takes its node's whole share of CPUs per

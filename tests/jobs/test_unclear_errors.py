@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from test_evaluation_job import explain_tree
+from support.runs import explain_tree
 
 from densecam_core import generate_mura
 from densecam_core.store.layout import StoreError
@@ -34,7 +29,7 @@ def test_evaluating_a_run_that_a_live_job_is_recomputing_says_so(tmp_path):
 def test_a_local_ray_is_started_even_when_another_cluster_is_registered_here():
     """Without an address ray.init() joins a cluster registered in /tmp/ray/ray_current_cluster and then
     refuses num_cpus; address="local" starts the local Ray the README promises."""
-    from jobs.explain.job import JobConfig, _start_ray
+    from jobs.runtime.session import _start_ray
 
     calls = []
 
@@ -45,10 +40,10 @@ def test_a_local_ray_is_started_even_when_another_cluster_is_registered_here():
         def init(self, **kwargs):
             calls.append(kwargs)
 
-    assert _start_ray(FakeRay(), JobConfig()) is True
+    assert _start_ray(FakeRay(), None) is True
     assert calls[0]["address"] == "local" and calls[0]["num_cpus"] >= 1
     calls.clear()
-    assert _start_ray(FakeRay(), JobConfig(address="ray://head:10001")) is False
+    assert _start_ray(FakeRay(), "ray://head:10001") is False
     assert calls == [{"address": "ray://head:10001", "log_to_driver": True}]
 
 

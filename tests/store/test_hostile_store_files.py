@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from test_store import commit_all, committed_run, manifest, spec
+from support.store import commit_all, committed_run, manifest, spec
 
 from densecam_core import open_store
 from densecam_core.store import layout as fmt
