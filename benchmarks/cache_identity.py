@@ -20,8 +20,8 @@ import numpy as np
 from decode import make_pngs
 from machine import describe_cpu
 
-from densecam_core.data.decode import load_model_input
-from densecam_core.store.inputs.cache import identify_paths
+from densecam_core.data.preprocess import load_model_input
+from densecam_core.store.inputs.identity import identify_paths
 
 
 def seconds(fn, repeats: int = 3) -> float:

@@ -25,9 +25,10 @@ import numpy as np
 import pyarrow as pa
 from fsspec.implementations.local import LocalFileSystem
 
-from densecam_core.data.decode import ModelInput
 from densecam_core.data.geometry import Geometry
-from densecam_core.store.inputs.cache import InputCache, SourceIdentity
+from densecam_core.data.preprocess import ModelInput
+from densecam_core.store.inputs.cache import InputCache
+from densecam_core.store.inputs.identity import SourceIdentity
 
 SIZE = 32
 

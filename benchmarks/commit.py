@@ -22,15 +22,17 @@ import numpy as np
 from baseline import generated_manifest  # benchmarks/baseline.py
 
 from densecam_core import Explainer, load_densenet169
-from densecam_core.data.decode import load_model_input
+from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW
 from densecam_core.data.loader import BatchLoader
+from densecam_core.data.preprocess import load_model_input
 from densecam_core.store import layout as fmt
 from densecam_core.store import shard as commit
-from densecam_core.store.inputs.cache import identify
-from densecam_core.store.layout import Shard
+from densecam_core.store.inputs.identity import identify
 from densecam_core.store.writer import RunSpec, RunWriter
 from densecam_core.vocabulary import METHODS, block_grid
-from jobs.explain.worker import ExplainSettings, store_arrays
+from jobs.explain.outputs import store_arrays
+from jobs.explain.settings import ExplainSettings
+from jobs.runtime.skeleton import shard_work
 
 
 class RightAway:
@@ -67,19 +69,21 @@ def main() -> None:
     arrays[fmt.TARGETS_ARRAY] = arrays[fmt.TARGETS_ARRAY].astype(np.int32)
 
     shards = []
-    for index, rows in planned.groupby("shard"):
+    for shard, rows in shard_work(planned, shard_size).todo:
+        index = shard.index
         part = rows.copy()
         part["orig_height"], part["orig_width"], part["resize_mode"] = 512, 400, "stretch"
         part["logit"], part["prob"], part["status"], part["error"] = 0.0, 0.5, "ok", None
         part["shard"], part["run_id"] = int(index), spec.run_id
         decoded = [(identify(p), load_model_input(p, args.size, "stretch")) for p in rows["path"]]
-        shards.append((Shard(int(index), int(index) * shard_size, int(index) * shard_size + shard_size), part, decoded))
+        shards.append((shard, part, decoded))
 
     def commit_all(with_inputs: bool) -> float:
         start = time.perf_counter()
         for shard, part, decoded in shards:
-            cache = (store, args.size, "stretch") if with_inputs else None
-            commit.commit_shard(writer.run_url, shard, shard_size, arrays, part, None, cache, decoded, meta["created"])
+            cache = commit.CacheTarget(store, args.size, "stretch", DEFAULT_DICOM_WINDOW) if with_inputs else None
+            target = commit.ShardCommit(writer.run_url, shard, shard_size, part, None, cache, meta["created"])
+            commit.commit_shard(target, arrays, decoded)
         return (time.perf_counter() - start) / len(shards) * 1000
 
     commit_all(False)  # warm: arrays opened, first writes done

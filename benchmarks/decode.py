@@ -13,9 +13,9 @@ lossy (the compressed copies pydicom-data ships, or encoded here with pydicom's 
 variant ends in the same 320 px uint8 model input.
 
 Variants, each a full pass over the same files after one untimed warm-up pass (page cache warm):
-* ``densecam``: ``images.load_model_input`` (what the job runs: PIL decode, grey kept one channel,
+* ``densecam``: ``preprocess.load_model_input`` (what the job runs: PIL decode, grey kept one channel,
   uint8 resize; normalisation happens on the device)
-* ``densecam float``: ``images.load_for_model`` (the previous host path: RGB, float normalisation)
+* ``densecam float``: ``preprocess.load_for_model`` (the previous host path: RGB, float normalisation)
 * ``torchvision``: ``torchvision.io.decode_png`` + ``torchvision.transforms.v2.functional.resize``
   with ``antialias=True`` (PIL's bilinear antialiases when it shrinks, as here: the like-for-like
   alternative), and without it (faster, but aliased: not the same model input)
@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
-from densecam_core.data.decode import load_for_model, load_model_input
+from densecam_core.data.preprocess import load_for_model, load_model_input
 
 
 def make_pngs(folder: str, count: int, seed: int = 0) -> list[str]:
@@ -81,7 +81,8 @@ def dicom_variants(folder: str, size: int) -> dict[str, tuple[str, Callable[[str
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
     from pydicom.uid import JPEGLSLossless, RLELossless
 
-    from densecam_core.data.decode import read_image, resize_pixels
+    from densecam_core.data.decode import read_image
+    from densecam_core.data.preprocess import resize_pixels
 
     nema = Path(data_store.__file__).parent / "data"
 

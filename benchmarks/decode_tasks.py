@@ -20,7 +20,7 @@ import time
 import numpy as np
 from baseline import generated_manifest  # benchmarks/baseline.py
 
-from densecam_core.data.decode import ready
+from densecam_core.data.decode_task import ready
 from densecam_core.data.loader import BatchLoader
 from densecam_core.parallel.shared_block import SharedBlock
 from densecam_core.parallel.spawned import SpawnedPool

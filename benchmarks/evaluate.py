@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from densecam_core import Explainer, load_densenet169
-from densecam_core.data.decode import IMAGENET_MEAN, IMAGENET_STD
+from densecam_core.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from densecam_core.evaluation.faithfulness import gaussian_blurred
 from densecam_core.evaluation.scorer import BatchScorer, ScoreSettings
 from densecam_core.model.precision import native_bf16

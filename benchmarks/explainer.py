@@ -27,7 +27,8 @@ import torch
 from densecam_core import Explainer, load_densenet169
 from densecam_core.cam.explainer import BLOCKS, Explanation
 from densecam_core.comparison import pearson_rows
-from densecam_core.data.decode import IMAGENET_STD, is_image_name, load_for_model
+from densecam_core.data.decode import is_image_name
+from densecam_core.data.preprocess import IMAGENET_STD, load_for_model
 from densecam_core.model.precision import native_bf16
 from densecam_core.testing import randomise_batchnorm
 

@@ -37,9 +37,10 @@ step "uint8 normalised on the device equals the host path; automatic GPU batch; 
 timeout 90 python3 - <<'EOF' 2>&1 | tee "$OUT/normalise.txt"
 import numpy as np, torch
 from densecam_core import Explainer, load_densenet169
-from densecam_core.data.decode import normalise
+from densecam_core.data.preprocess import normalise
 from densecam_core.vocabulary import METHODS
-from jobs.explain.worker import ExplainSettings, ExplainWorker
+from jobs.explain.settings import ExplainSettings
+from jobs.explain.worker import ExplainWorker
 model = load_densenet169(device="cuda")
 explainer = Explainer(model, precision="fp32")
 pixels = torch.randint(0, 256, (4, 3, 320, 320), dtype=torch.uint8)

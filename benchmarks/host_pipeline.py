@@ -36,7 +36,8 @@ from densecam_core.model.checkpoint import model_fingerprint, state_dict_bytes
 from densecam_core.store.layout import Shard
 from densecam_core.store.writer import RunSpec, RunWriter
 from densecam_core.vocabulary import METHODS, block_grid
-from jobs.explain.worker import ExplainSettings, ExplainWorker
+from jobs.explain.settings import ExplainSettings
+from jobs.explain.worker import ExplainWorker
 
 
 class SimulatedDevice:

@@ -25,7 +25,8 @@ from baseline import InProcessExplainer, add_tree_arguments, generated_manifest 
 from densecam_core import load_densenet169
 from densecam_core.vocabulary import METHODS
 from jobs.explain.job import JobConfig, run_job
-from jobs.explain.worker import ExplainSettings, ExplainWorker
+from jobs.explain.settings import ExplainSettings
+from jobs.explain.worker import ExplainWorker
 
 
 def main() -> None:

@@ -28,10 +28,11 @@ import pandas as pd
 from densecam_core.data.manifest import BODY_PARTS
 from densecam_core.store import layout as fmt
 from densecam_core.store.compact import compact_run
-from densecam_core.store.layout import Shard
 from densecam_core.store.reader import open_store
-from densecam_core.store.writer import RunSpec, RunWriter, write_index_part, write_shard
+from densecam_core.store.shard import ShardCommit, commit_shard, write_index_part
+from densecam_core.store.writer import RunSpec, RunWriter
 from densecam_core.vocabulary import block_grid
+from jobs.runtime.skeleton import shard_work
 
 SHARD = 64
 SIZE = 64
@@ -69,17 +70,15 @@ def build(store: str, n: int, fingerprint: str, sample: np.ndarray) -> RunWriter
     writer.create_or_open("scale", manifest)
     planned = writer.plan(manifest)
     with_chunks = set((sample // SHARD).tolist())
-    for shard, rows in planned.groupby("shard", sort=True):
+    for shard, rows in shard_work(planned, SHARD).todo:
         index = index_rows(rows, writer.spec.run_id)
-        if shard in with_chunks:
+        if shard.index in with_chunks:
             values = {
                 name: np.ones((len(rows), *shape), np.float32) for name, shape in writer.spec.array_shapes().items()
             }
-            write_shard(
-                writer.run_url, Shard(int(shard), int(shard) * SHARD, int(rows["row"].max()) + 1), SHARD, values, index
-            )
+            commit_shard(ShardCommit(writer.run_url, shard, SHARD, index), values)
         else:
-            write_index_part(writer.run_url, int(shard), index)
+            write_index_part(writer.run_url, shard.index, index)
     return writer
 
 

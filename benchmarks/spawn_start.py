@@ -21,7 +21,7 @@ import time
 
 def measure(processes: int, plain: bool) -> tuple[float, float, float]:
     """Seconds to start, MiB resident in the children, seconds to close (run inside the actor)."""
-    from densecam_core.data.decode import ready
+    from densecam_core.data.decode_task import ready
     from densecam_core.parallel import spawned
 
     if plain:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from densecam_core.store.reader import Run
+from densecam_core.store.run import Run
 
 
 def top_fraction_mask(maps: np.ndarray, fraction: float = 0.1) -> np.ndarray:

@@ -15,11 +15,12 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from densecam_core.data.decode import ModelInput
 from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW, DICOM_WINDOWS, validate_dicom_window
 from densecam_core.data.loader import DEFAULT_READ_TIMEOUT, BatchLoader
 from densecam_core.data.manifest import ManifestError, read_manifest
-from densecam_core.store.inputs.cache import CACHE_IDENTITIES, InputCache, identify_paths
+from densecam_core.data.preprocess import ModelInput
+from densecam_core.store.inputs.cache import InputCache
+from densecam_core.store.inputs.identity import CACHE_IDENTITIES, identify_paths
 from densecam_core.store.layout import StoreError
 from densecam_core.store.writer import ensure_store
 from densecam_core.vocabulary import RESIZE_MODES, validate_resize_mode

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from densecam_core.data.decode import IMAGENET_STD
+from densecam_core.data.preprocess import IMAGENET_STD
 from densecam_core.data.synth import generate_mura
 
 ROOT = Path(__file__).resolve().parents[1]

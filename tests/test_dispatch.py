@@ -108,7 +108,7 @@ def test_a_failed_shard_reports_the_workers_own_exception():
 
 
 def test_summary_counts_damaged_cache_entries_and_says_how_to_remove_them():
-    from jobs.explain.worker import ShardResult
+    from jobs.runtime.contract import ShardResult
     from jobs.runtime.dispatch import DispatchCounters
 
     counters = DispatchCounters()

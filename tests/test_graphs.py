@@ -145,7 +145,8 @@ def test_a_pass_that_cannot_be_recorded_runs_eagerly_with_a_warning(pair):
 
 
 def test_a_cpu_worker_ignores_the_jobs_cuda_graphs_setting(model):
-    from jobs.explain.worker import ExplainSettings, ExplainWorker
+    from jobs.explain.settings import ExplainSettings
+    from jobs.explain.worker import ExplainWorker
 
     settings = ExplainSettings(methods=("gradcam",), size=64, cuda_graphs=True)
     worker = ExplainWorker(model.state_dict(), settings, warm_up=False)

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from densecam_core import BatchLoader, Geometry, decode_image, preprocess
-from densecam_core.data.decode import to_rgb8
+from densecam_core.data.decode import as_rgb, to_pixels
 
 
 def png_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:
@@ -34,7 +34,7 @@ def test_every_mode_decodes_to_rgb8(mode: str):
         image = image.convert("I")
     fmt = "JPEG" if mode == "CMYK" else "PNG"
     # Pillow writes no 32-bit PNGs; 16-bit PNGs may open as mode "I", so convert that one in memory
-    rgb = to_rgb8(image) if mode == "I" else decode_image(png_bytes(image, fmt))
+    rgb = as_rgb(to_pixels(image)) if mode == "I" else decode_image(png_bytes(image, fmt))
     assert rgb.shape == (30, 40, 3) and rgb.dtype == np.uint8
     assert rgb[:, -1].mean() > rgb[:, 0].mean() + 100, "gradient must survive"
 
@@ -207,7 +207,7 @@ class CountingPool(ThreadPoolExecutor):
 
 
 def test_a_decode_pool_gets_runs_of_images_per_task_and_the_batches_are_unchanged(tmp_path: Path):
-    from densecam_core.data.decode import ModelInput, load_model_input
+    from densecam_core.data.preprocess import ModelInput, load_model_input
 
     paths = grey_pngs(tmp_path, 11, height=36, step=20)
     (tmp_path / "3.png").write_bytes(b"not a png")  # an error inside a task stays that image's error
@@ -259,7 +259,7 @@ def test_pad_checks_the_padded_square_before_allocating_it(tmp_path, shape, mode
     header, with no allocation of the square (tracemalloc sees numpy's allocations)."""
     import tracemalloc
 
-    from densecam_core.data.decode import load_or_reason
+    from densecam_core.data.preprocess import load_or_reason
 
     path = tmp_path / "strip.png"
     Image.new(mode, shape[::-1]).save(path)

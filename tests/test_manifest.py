@@ -164,7 +164,7 @@ def test_unreadable_csv_text_names_the_file_and_line(tmp_path):
 def test_folder_walk_reports_what_it_skipped(tmp_path):
     import os
 
-    from densecam_core.data.manifest import skipped_summary
+    from densecam_core.data.folders import skipped_summary
 
     folder = tmp_path / "images"
     folder.mkdir()

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from densecam_core.data.decode import IMAGENET_MEAN, IMAGENET_STD
+from densecam_core.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from densecam_core.evaluation.faithfulness import deletion_insertion, gaussian_blurred, pixel_ranks
 
 MEAN = torch.tensor(IMAGENET_MEAN).reshape(1, 3, 1, 1)

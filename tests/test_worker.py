@@ -17,13 +17,15 @@ import pytest
 import torch
 
 from densecam_core import Explainer, fileio, generate_mura, load_densenet169, open_store, read_manifest
-from densecam_core.data.decode import load_for_model, load_model_input
+from densecam_core.data.preprocess import load_for_model, load_model_input
 from densecam_core.model.checkpoint import model_fingerprint, state_dict_bytes
-from densecam_core.store.inputs.cache import CacheDamageWarning, InputCache, identify
+from densecam_core.store.inputs.cache import CacheDamageWarning, InputCache
+from densecam_core.store.inputs.identity import identify
 from densecam_core.store.layout import Shard
 from densecam_core.store.writer import RunSpec, RunWriter
 from densecam_core.vocabulary import block_grid
-from jobs.explain.worker import ExplainSettings, ExplainWorker
+from jobs.explain.settings import ExplainSettings
+from jobs.explain.worker import ExplainWorker
 
 SIZE = 64
 METHODS = ("gradcam", "hirescam")
@@ -503,7 +505,7 @@ def test_decode_and_writer_processes_commit_what_the_in_process_path_commits(tre
     worker = ExplainWorker(state, settings, warm_up=False, store_url=str(tmp_path / "a"))
     try:
         _, run_a, results = run_worker(manifest, tmp_path / "a", worker=worker)
-        assert worker._write is not None and worker._write.pool is not None, "the writer process was used"
+        assert worker.host.write is not None and worker.host.write.pool is not None, "the writer process was used"
         assert decoded(results) == (11, 0)
         _, run_b, _ = run_worker(manifest, tmp_path / "b")
         a, b = open_store(str(tmp_path / "a")).run(run_a), open_store(str(tmp_path / "b")).run(run_b)
@@ -536,14 +538,14 @@ def test_a_dead_decode_process_fails_the_shard_and_the_next_gets_a_new_pool(tree
     state, _ = weights(0)
     settings = ExplainSettings(methods=METHODS, size=SIZE, batch_size=4, input_cache="off", decode_processes=1)
     worker = ExplainWorker(state, settings, warm_up=False)
-    pool = worker._decode.get()
+    pool = worker.host.decode.get()
     pool.submit(int, 0).result()  # the child is up
     for process in list(pool._processes.values()):
         os.kill(process.pid, signal.SIGKILL)
     with pytest.raises(RuntimeError, match="a decode process died"):
         run_worker(tree, tmp_path / "a", cache="off", worker=worker)
     run_worker(tree, tmp_path / "b", cache="off", worker=worker)  # a fresh pool
-    assert worker._decode.pool is not pool
+    assert worker.host.decode.pool is not pool
     worker.close()
 
 
@@ -555,7 +557,7 @@ def test_a_dead_writer_process_fails_the_shard_and_leaves_nothing_visible(tree, 
     before = shared_blocks()
     settings = ExplainSettings(methods=METHODS, size=SIZE, batch_size=4, input_cache="readwrite", decode_processes=1)
     worker = ExplainWorker(state, settings, warm_up=False, store_url=str(tmp_path / "a"))
-    pool = worker._write.get()
+    pool = worker.host.write.get()
     pool.submit(int, 0).result()
     for process in list(pool._processes.values()):
         os.kill(process.pid, signal.SIGKILL)
@@ -574,7 +576,7 @@ def test_a_dead_writer_process_fails_the_shard_and_leaves_nothing_visible(tree, 
 def test_identities_taken_on_a_pool_keep_the_paths_order(tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
-    from densecam_core.store.inputs.cache import cached_model_inputs
+    from densecam_core.store.inputs.lookup import cached_model_inputs
 
     paths = []
     for i in range(11):
@@ -607,7 +609,7 @@ def test_a_shard_with_a_read_past_its_deadline_leaves_the_next_shard_new_decode_
     settings = ExplainSettings(methods=METHODS, size=SIZE, batch_size=4, decode_processes=1)
     worker = ExplainWorker(weights(0)[0], settings, warm_up=False, store_url=str(tmp_path / "s"))
     leased, processes = [], []
-    lease = worker._decode.lease
+    lease = worker.host.decode.lease
 
     def recorded():
         with lease() as pool:
@@ -615,7 +617,7 @@ def test_a_shard_with_a_read_past_its_deadline_leaves_the_next_shard_new_decode_
             yield pool
             processes.extend(pool._processes.values())
 
-    monkeypatch.setattr(worker._decode, "lease", contextlib.contextmanager(recorded))
+    monkeypatch.setattr(worker.host.decode, "lease", contextlib.contextmanager(recorded))
     try:
         _, _, results = run_worker(tree, tmp_path / "s", worker=worker)
     finally:

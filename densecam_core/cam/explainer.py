@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from densecam_core.cam.cuda_graphs import Capture, CapturedPass, GraphCaptureWarning, cuda_capture
-from densecam_core.data.decode import IMAGENET_MEAN, IMAGENET_STD
+from densecam_core.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from densecam_core.model.fusion import ChannelAffine, fused_densenet
 from densecam_core.model.precision import reduced_dtype, warn_if_emulated
 from densecam_core.vocabulary import (

@@ -9,3 +9,7 @@ class ImageError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be used; raised before any work starts."""

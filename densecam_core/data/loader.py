@@ -15,9 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from densecam_core.data.decode import DEFAULT_MAX_PIXELS, ModelInput, load_chunk, load_or_reason
+from densecam_core.data.decode import DEFAULT_MAX_PIXELS
+from densecam_core.data.decode_task import load_chunk
 from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW
 from densecam_core.data.geometry import Geometry
+from densecam_core.data.preprocess import ModelInput, load_or_reason
 from densecam_core.parallel.shared_block import SharedBlock
 
 

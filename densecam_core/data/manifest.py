@@ -17,22 +17,20 @@ from pathlib import Path
 import pandas as pd
 
 from densecam_core.data.decode import is_image_name
-from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW, is_dicom_name
-from densecam_core.data.dicom_metadata import is_dicom_file
+from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW
+from densecam_core.data.errors import ManifestError
+from densecam_core.data.folders import DICOMDIR, describe_skipped, dicomdir_images, walk_images
 from densecam_core.data.pseudonyms import Identifiers, load_identifiers
 
 BODY_PARTS = ("ELBOW", "FINGER", "FOREARM", "HAND", "HUMERUS", "SHOULDER", "WRIST")
 COLUMNS = ("image_id", "path", "split", "body_part", "patient_id", "study_id", "view", "label")
 MURA_DIR = "MURA-v1.1"
-DICOMDIR = "DICOMDIR"
 _MURA_PATH = re.compile(
     r"(?:^|/)(?P<split>train|valid)/XR_(?P<body_part>[A-Z]+)/(?P<patient>patient\d+)/"
     r"study(?P<study>\d+)_(?P<result>positive|negative)/(?:image(?P<view>\d+)\.\w+)?$"
 )
 
 
-class ManifestError(ValueError):
-    """A manifest that cannot be used; raised before any work starts."""
 
 
 @dataclass(frozen=True)
@@ -121,7 +119,7 @@ def _read_manifest(source: str | os.PathLike, image_root: str | os.PathLike | No
     if "://" not in text and os.path.isdir(text):
         frame = _read_folder(Path(text))
     elif os.path.basename(text).upper() == DICOMDIR:
-        frame = _read_dicomdir(Path(text))
+        frame = _rows_from_relative_paths(dicomdir_images(Path(text)), Path(text).parent)
     elif text.lower().endswith((".parquet", ".pq")):
         frame = _read_generic(pd.read_parquet(text), _root_for(text, image_root))
     elif text.lower().endswith((".csv", ".txt")):
@@ -137,80 +135,14 @@ def _root_for(source: str, image_root: str | os.PathLike | None) -> str:
     return posixpath.dirname(source) if "://" in source else str(Path(source).resolve().parent)
 
 
-def _read_folder(folder: Path) -> pd.DataFrame:
-    mura = folder if (folder / "train_image_paths.csv").exists() or folder.name == MURA_DIR else folder / MURA_DIR
-    csvs = [mura / f"{split}_image_paths.csv" for split in ("train", "valid")]
-    if any(p.exists() for p in csvs):
-        root = mura.parent
-        frames = [_read_mura_paths(p, root) for p in csvs if p.exists()]
-        frame = pd.concat(frames, ignore_index=True)
-        return _cross_check_labels(frame, mura)
-    if (folder / DICOMDIR).is_file():
-        return _read_dicomdir(folder / DICOMDIR)
-    # no official CSVs: walk the folder (sorted, hidden and non-image files skipped, and counted)
-    root = folder.parent if folder.name == MURA_DIR else folder
-    files, skipped = _walk_images(folder, root)
-    if not files:
-        raise ManifestError(
-            f"folder {str(folder)!r} holds no .png/.jpg images and no DICOM files "
-            f"(skipped: {_describe_skipped(skipped)})"
-        )
-    frame = _rows_from_relative_paths(files, root)
-    frame.attrs["skipped"] = skipped
-    return frame
 
 
-def _walk_images(folder: Path, root: Path) -> tuple[list[str], dict[str, list[str]]]:
-    """Image files below ``folder`` as paths relative to ``root``, and what was skipped, by reason."""
-    files: list[str] = []
-    skipped: dict[str, list[str]] = {}
-    for path in folder.rglob("*"):
-        relative = path.relative_to(root).as_posix()
-        if any(part.startswith(".") for part in path.relative_to(root).parts):
-            continue  # hidden files and folders (._image1.png, .DS_Store): never images, not reported
-        try:
-            relative.encode("utf-8")
-        except UnicodeEncodeError:
-            skipped.setdefault("file name not UTF-8", []).append(relative.encode("utf-8", "replace").decode())
-            continue
-        if path.is_symlink() and not path.exists():
-            skipped.setdefault("broken link", []).append(relative)
-        elif path.is_file() and (is_image_name(path.name) or is_dicom_name(path.name)):
-            files.append(relative)
-        elif path.is_file() and path.name.upper() != DICOMDIR and is_dicom_file(str(path)):
-            files.append(relative)  # DICOM by content: PACS exports often have no extension
-        elif path.is_file():
-            kind = "a DICOMDIR below the top" if path.name.upper() == DICOMDIR else "not an image or DICOM"
-            skipped.setdefault(f"{kind} ({path.suffix.lower() or 'no extension'})", []).append(relative)
-    return sorted(files), skipped
 
 
-def _read_dicomdir(path: Path) -> pd.DataFrame:
-    """The image records of a DICOMDIR, as paths relative to its folder (never outside it)."""
-    import pydicom
-    from pydicom.fileset import FileSet
-
-    try:
-        instances = [i for i in FileSet(pydicom.dcmread(path)) if i.node.record_type == "IMAGE"]
-    except Exception as exc:  # pydicom raises many types for a broken DICOMDIR
-        raise ManifestError(f"DICOMDIR {str(path)!r} cannot be read: {type(exc).__name__}: {exc}") from None
-    if not instances:
-        raise ManifestError(f"DICOMDIR {str(path)!r} lists no IMAGE records")
-    root = path.parent
-    relative = [os.path.relpath(os.path.normpath(i.path), root) for i in instances]
-    return _rows_from_relative_paths([r.replace(os.sep, "/") for r in relative], root)
 
 
-def _describe_skipped(skipped: dict[str, list[str]]) -> str:
-    if not skipped:
-        return "nothing"
-    return "; ".join(f"{len(paths)} {reason}, e.g. {paths[0]!r}" for reason, paths in sorted(skipped.items()))
 
 
-def skipped_summary(frame: pd.DataFrame) -> str | None:
-    """What a folder walk left out (counts by reason), or None when it left nothing out."""
-    skipped = frame.attrs.get("skipped")
-    return _describe_skipped(skipped) if skipped else None
 
 
 def _read_url(url: str, image_root: str | os.PathLike | None) -> pd.DataFrame:
@@ -421,4 +353,27 @@ def _finish(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     frame["view"] = pd.array(frame["view"].astype("Float64"), dtype="Float64").astype("Int16")
     for column in ("image_id", "path", "split", "body_part", "patient_id", "study_id"):
         frame[column] = frame[column].astype("string")
+    return frame
+
+
+def _read_folder(folder: Path) -> pd.DataFrame:
+    mura = folder if (folder / "train_image_paths.csv").exists() or folder.name == MURA_DIR else folder / MURA_DIR
+    csvs = [mura / f"{split}_image_paths.csv" for split in ("train", "valid")]
+    if any(p.exists() for p in csvs):
+        root = mura.parent
+        frames = [_read_mura_paths(p, root) for p in csvs if p.exists()]
+        frame = pd.concat(frames, ignore_index=True)
+        return _cross_check_labels(frame, mura)
+    if (folder / DICOMDIR).is_file():
+        return _rows_from_relative_paths(dicomdir_images(folder / DICOMDIR), folder)
+    # no official CSVs: walk the folder (sorted, hidden and non-image files skipped, and counted)
+    root = folder.parent if folder.name == MURA_DIR else folder
+    files, skipped = walk_images(folder, root)
+    if not files:
+        raise ManifestError(
+            f"folder {str(folder)!r} holds no .png/.jpg images and no DICOM files "
+            f"(skipped: {describe_skipped(skipped)})"
+        )
+    frame = _rows_from_relative_paths(files, root)
+    frame.attrs["skipped"] = skipped
     return frame

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from densecam_core.data.decode import IMAGENET_MEAN, IMAGENET_STD
+from densecam_core.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass(frozen=True)

@@ -53,10 +53,6 @@ class ScoreSettings:
     forward_batch: int | None = None  # perturbed inputs per no-grad forward; None: 16 on a CPU, 64 on a GPU
     random_baseline: bool = True  # also score a seeded random map per block (method "random")
 
-    def metric_names(self) -> list[str]:
-        return [name for m in self.metrics for name in METRICS[m]]
-
-
 class Rows:
     """Collects scores column-wise: one (method, block, metric, stage) and a value per image at a time."""
 

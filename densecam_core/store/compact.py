@@ -22,7 +22,7 @@ from densecam_core import fileio
 from densecam_core.store import layout as fmt
 from densecam_core.store.index import COMPACT_NAME, COMPACTED_JSON, read_state
 from densecam_core.store.lock import RunLock
-from densecam_core.store.reader import Run
+from densecam_core.store.run import Run
 from densecam_core.store.writer import record_counts
 
 ROW_GROUP_ROWS = 65_536
@@ -57,7 +57,7 @@ def compact_locked(
     run: Run, *, row_group_rows: int = ROW_GROUP_ROWS, file_rows: int = FILE_ROWS, stop_after: str | None = None
 ) -> Compaction:
     """Compact a run whose lock the caller holds (the explanation job, when it finishes)."""
-    fs, index_dir = run._fs, fileio.join(run._root, fmt.INDEX_DIR)
+    fs, index_dir = run.fs, fileio.join(run.root, fmt.INDEX_DIR)
     files = run.index_files()
     before = files.file_count
     if not files.parts:  # nothing new since the last compaction: finish what an interrupted one left

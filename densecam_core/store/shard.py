@@ -20,13 +20,14 @@ import pyarrow as pa
 from zarr.core.sync import sync  # zarr's own event loop, the one its stores are bound to
 
 from densecam_core import fileio
-from densecam_core.data.decode import ModelInput
 from densecam_core.data.geometry import Geometry
+from densecam_core.data.preprocess import ModelInput
 from densecam_core.parallel.shared_block import BlockHandle, attached
 from densecam_core.store import layout as fmt
 from densecam_core.store.arrays import RunArrays, open_run_arrays
 from densecam_core.store.index import index_table, write_parquet_atomic
-from densecam_core.store.inputs.cache import InputCache, SourceIdentity
+from densecam_core.store.inputs.cache import InputCache
+from densecam_core.store.inputs.identity import SourceIdentity
 from densecam_core.store.layout import Shard
 
 # a segment of the input cache is compressed by Arrow (the GIL released) while zarr encodes the chunks

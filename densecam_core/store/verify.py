@@ -21,7 +21,7 @@ from fsspec.implementations.local import LocalFileSystem
 from densecam_core import fileio
 from densecam_core.store import layout as fmt
 from densecam_core.store.index import COMPACT_NAME, COMPACTED_JSON, read_state, uncover
-from densecam_core.store.reader import Run
+from densecam_core.store.run import Run
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def verify_run(run: Run) -> list[Damage]:
         if problem:
             damages.append(Damage(run.run_id, -1, f"array {name!r}: {problem}"))
             del arrays[name]
-    index_dir = fileio.join(run._root, fmt.INDEX_DIR)
+    index_dir = fileio.join(run.root, fmt.INDEX_DIR)
     try:
         files = run.index_files()
     except fmt.StoreError as exc:  # a damaged _compacted.json
@@ -82,7 +82,7 @@ def verify_run(run: Run) -> list[Damage]:
 
 
 def _read_index_file(run: Run, path: str) -> pd.DataFrame:
-    with fileio.open_regular(run._fs, path) as handle:  # a FIFO named like a part would block forever
+    with fileio.open_regular(run.fs, path) as handle:  # a FIFO named like a part would block forever
         return pq.read_table(handle, columns=["row", "status", "shard"]).to_pandas()
 
 
@@ -131,11 +131,11 @@ def _array_problem(array: Any, shape: list[int], shard_size: int) -> str | None:
 
 def _links_out(run: Run) -> list[Damage]:
     """Symbolic links in the run that lead outside the store (local stores): named, never followed."""
-    if not isinstance(run._fs, LocalFileSystem):
+    if not isinstance(run.fs, LocalFileSystem):
         return []
-    store = run._fs._strip_protocol(run.store_url)
+    store = fileio.filesystem(run.store_url)[1]
     damages = []
-    for folder, dirs, names in os.walk(run._root):
+    for folder, dirs, names in os.walk(run.root):
         for name in dirs + names:
             outside = fileio.link_outside(os.path.join(folder, name), store)
             if outside:
@@ -147,12 +147,12 @@ def repair_index_files(run: Run, damages: list[Damage]) -> list[str]:
     """Drop damaged or missing compacted files from the index state (rebuilding a damaged state from the
     compacted files that read), so the shards only they held are uncommitted and the next job recomputes
     them; remove damaged parts. Returns what was done, in words."""
-    index_dir = fileio.join(run._root, fmt.INDEX_DIR)
+    index_dir = fileio.join(run.root, fmt.INDEX_DIR)
     files = {d.file for d in damages if d.file}
     done = []
     state_path = fileio.join(index_dir, COMPACTED_JSON)
     if state_path in files:
-        candidates = [p.rsplit("/", 1)[-1] for p in run._fs.ls(index_dir, detail=False)]
+        candidates = [p.rsplit("/", 1)[-1] for p in run.fs.ls(index_dir, detail=False)]
         state: dict[str, Any] = {
             "files": sorted(n for n in candidates if COMPACT_NAME.match(n)),
             "shards": [],
@@ -160,12 +160,12 @@ def repair_index_files(run: Run, damages: list[Damage]) -> list[str]:
         }
         done.append(f"rebuilt {COMPACTED_JSON} from the compacted files that read")
     else:
-        state = read_state(run._fs, index_dir)
+        state = read_state(run.fs, index_dir)
     bad = {f.rsplit("/", 1)[-1] for f in files if COMPACT_NAME.match(f.rsplit("/", 1)[-1])}
     kept: list[str] = []
     held: set[int] = set()
     parts = {
-        int(m.group(1)) for n in run._fs.ls(index_dir, detail=False) if (m := fmt.PART_NAME.match(n.rsplit("/", 1)[-1]))
+        int(m.group(1)) for n in run.fs.ls(index_dir, detail=False) if (m := fmt.PART_NAME.match(n.rsplit("/", 1)[-1]))
     }
     for name in state["files"]:
         path = fileio.join(index_dir, name)
@@ -181,7 +181,7 @@ def repair_index_files(run: Run, damages: list[Damage]) -> list[str]:
     covered = held - parts if state_path in files else set(state["shards"]) & held
     new_state = {"files": kept, "shards": sorted(covered), "complete": False}
     if new_state != state:
-        fileio.write_json_atomic(run._fs, state_path, new_state)
+        fileio.write_json_atomic(run.fs, state_path, new_state)
     for damage in damages:
         if damage.file and fmt.PART_NAME.match(damage.file.rsplit("/", 1)[-1]):
             _remove(run, damage.file)
@@ -190,13 +190,13 @@ def repair_index_files(run: Run, damages: list[Damage]) -> list[str]:
 
 def _remove(run: Run, path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
-        run._fs.rm(path)
+        run.fs.rm(path)
 
 
 def uncommit(run: Run, shard: int) -> None:
     """The shard is no longer committed (its part removed, or left out of the compacted index); the next
     job recomputes it."""
-    uncover(run._fs, run._root, {shard})
-    path = f"{run._root}/{fmt.INDEX_DIR}/{fmt.part_name(shard)}"
-    if run._fs.exists(path):
-        run._fs.rm(path)
+    uncover(run.fs, run.root, {shard})
+    path = f"{run.root}/{fmt.INDEX_DIR}/{fmt.part_name(shard)}"
+    if run.fs.exists(path):
+        run.fs.rm(path)

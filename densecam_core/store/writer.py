@@ -231,7 +231,7 @@ class RunWriter:
             consolidate(self.zarr_url)  # the consolidated shapes must follow
 
     def open_run(self) -> Any:
-        from densecam_core.store.reader import Run
+        from densecam_core.store.run import Run
 
         fs, root = fileio.filesystem(self.run_url)
         return Run(self.store_url, self.spec.run_id, fileio.read_json(fs, fileio.join(root, fmt.RUN_JSON)))

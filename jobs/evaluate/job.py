@@ -30,7 +30,8 @@ from densecam_core.model.checkpoint import load_densenet169, model_fingerprint, 
 from densecam_core.store import scores as store_metrics
 from densecam_core.store.layout import RUNS_DIR, Shard, StoreError
 from densecam_core.store.lock import RunLock, describe_holder
-from densecam_core.store.reader import Run, open_store
+from densecam_core.store.reader import open_store
+from densecam_core.store.run import Run
 from jobs.evaluate.config import EvaluateConfig
 from jobs.evaluate.worker import EvaluateSettings, EvaluateWorker
 from jobs.runtime.contract import WorkItem

@@ -17,9 +17,11 @@ from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW
 from densecam_core.data.geometry import Geometry
 from densecam_core.data.loader import BatchLoader
 from densecam_core.evaluation.scorer import BatchScorer, MapKey, ScoreSettings
-from densecam_core.store.inputs.cache import InputCache, cached_model_inputs
+from densecam_core.store.inputs.cache import InputCache
+from densecam_core.store.inputs.lookup import cached_model_inputs
 from densecam_core.store.layout import Shard
-from densecam_core.store.reader import Run, open_store
+from densecam_core.store.reader import open_store
+from densecam_core.store.run import Run
 from densecam_core.store.scores import write_metrics_part
 from jobs.runtime.contract import ShardResult
 from jobs.runtime.replica import load_replica

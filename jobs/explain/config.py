@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from densecam_core.data.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW, DICOM_WINDOWS, validate_dicom_window
-from densecam_core.store.inputs.cache import CACHE_IDENTITIES, validate_cache_identity
+from densecam_core.store.inputs.identity import CACHE_IDENTITIES, validate_cache_identity
 from densecam_core.store.layout import StoreError
 from densecam_core.vocabulary import CPU_BATCH, METHODS, PRECISIONS, RESIZE_MODES, validate_methods
 

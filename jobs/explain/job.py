@@ -25,7 +25,9 @@ import pandas as pd
 import pyarrow as pa
 
 from densecam_core.cam.explainer import Explainer
-from densecam_core.data.manifest import ManifestError, read_manifest, skipped_summary
+from densecam_core.data.errors import ManifestError
+from densecam_core.data.folders import skipped_summary
+from densecam_core.data.manifest import read_manifest
 from densecam_core.data.pseudonyms import Identifiers, in_clear, load_identifiers
 from densecam_core.model.checkpoint import CheckpointError, load_densenet169, model_fingerprint, state_dict_bytes
 from densecam_core.model.precision import SlowPrecisionWarning
@@ -36,7 +38,8 @@ from densecam_core.store.lock import RunLock
 from densecam_core.store.writer import RunSpec, RunWriter, ensure_store
 from densecam_core.vocabulary import block_grid, validate_methods, validate_resize_mode
 from jobs.explain.config import JobConfig, batch_size_for, build_parser, config_from_args, decode_processes_for
-from jobs.explain.worker import ExplainSettings, ExplainWorker
+from jobs.explain.settings import ExplainSettings
+from jobs.explain.worker import ExplainWorker
 from jobs.runtime.actor_pool import ActorStartError
 from jobs.runtime.contract import ShardResult, WorkItem
 from jobs.runtime.dispatch import DispatchCounters, JobState, make_actor_class

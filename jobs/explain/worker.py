@@ -5,15 +5,10 @@ Ray actors wrap it in ``jobs/explain/job.py``; tests drive it directly.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,102 +16,23 @@ import torch
 
 from densecam_core import fileio
 from densecam_core.cam.explainer import Explainer, Explanation
-from densecam_core.data.decode import DEFAULT_MAX_PIXELS, ModelInput
-from densecam_core.data.decode import ready as decoder_ready  # lives in images: children import no torch
-from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW
 from densecam_core.data.loader import PROCESS_TASK_IMAGES, BatchLoader, LoadedBatch
+from densecam_core.data.preprocess import ModelInput
 from densecam_core.model.checkpoint import model_fingerprint
-from densecam_core.parallel.shared_block import SharedBlock, shared_or_none, sweep_dead_blocks
-from densecam_core.parallel.spawned import SpawnedPool, close_all
+from densecam_core.parallel.shared_block import SharedBlock, shared_or_none
 from densecam_core.store import layout as fmt
 from densecam_core.store.index import recorded_extra_types
-from densecam_core.store.inputs.cache import InputCache, SourceIdentity, cached_model_inputs
+from densecam_core.store.inputs.cache import InputCache
+from densecam_core.store.inputs.identity import SourceIdentity
+from densecam_core.store.inputs.lookup import cached_model_inputs
 from densecam_core.store.layout import Shard
-from densecam_core.store.shard import CacheTarget, DecodedSlot, ShardCommit, commit_shard, commit_shared_shard
-from densecam_core.store.shard import ready as writer_ready
+from densecam_core.store.shard import CacheTarget, ShardCommit
 from densecam_core.vocabulary import CPU_BATCH, GPU_BATCHES
+from jobs.explain.host import HostProcesses
+from jobs.explain.outputs import Filled, array_dtype, missing_value, store_arrays
+from jobs.explain.settings import NON_FINITE, ExplainSettings
 from jobs.runtime.contract import ShardResult
 from jobs.runtime.replica import load_replica
-
-NON_FINITE = "non-finite model output (NaN or inf in the logits or maps): check the checkpoint's weights"
-
-
-@dataclass(frozen=True)
-class ExplainSettings:
-    methods: tuple[str, ...]
-    size: int = 320
-    resize: str = "stretch"
-    precision: str = "fp32"
-    targets: str | tuple[int, ...] | None = None
-    batch_size: int | None = 8  # None: CPU_BATCH on a CPU; on a GPU the largest that fits (auto_batch_size)
-    decode_threads: int = 2
-    decode_processes: int = 0  # > 0: decode in a persistent pool of this many processes instead of threads
-    input_cache: str = "off"  # readwrite | read | off
-    max_image_bytes: int | None = None
-    max_image_pixels: int = DEFAULT_MAX_PIXELS
-    concurrency: int = 1  # shards one worker processes at once (threads; GPU actors overlap input, compute, write)
-    max_batch: int | None = None  # the run's shard size: a batch larger than a shard would only be padding
-    cuda_graphs: bool = False  # GPU actors replay the pass as a CUDA graph (Explainer(cuda_graphs=True))
-    dicom_window: str = DEFAULT_DICOM_WINDOW  # how DICOM sources are windowed (data/dicom.py)
-    cache_identity: str = "stat"  # how cached inputs are matched to files (store/inputs/cache.py)
-
-    def for_run_id(self) -> dict[str, Any]:
-        """The settings that change what a run holds. The DICOM window enters only when it is not the
-        default, so the ids of runs made before DICOM input stay what they were."""
-        targets = list(self.targets) if isinstance(self.targets, tuple) else self.targets
-        settings: dict[str, Any] = {
-            "methods": list(self.methods),
-            "size": self.size,
-            "resize": self.resize,
-            "precision": self.precision,
-            "targets": targets,
-        }
-        if self.dicom_window != DEFAULT_DICOM_WINDOW:
-            settings["dicom_window"] = self.dicom_window
-        return settings
-
-
-def _dtype(name: str) -> type:
-    return np.int32 if name == fmt.TARGETS_ARRAY else np.float32
-
-
-def _missing(name: str) -> np.generic:
-    """The value of rows without one: NaN in maps and logits, class id -1 in ``targets``."""
-    return _dtype(name)(-1 if name == fmt.TARGETS_ARRAY else np.nan)
-
-
-def store_arrays(result: Explanation) -> dict[str, torch.Tensor]:
-    """An Explanation's tensors under the names of the store's arrays."""
-    named = {"logits": result.logits, "cam": result.cam, fmt.TARGETS_ARRAY: result.targets}
-    for method, per_block in result.maps.items():
-        for block, values in per_block.items():
-            named[fmt.array_name(method, block)] = values
-    return named
-
-
-@dataclass
-class _Filled:
-    """What explaining a shard's images produced besides the maps: per-image values, timings, new inputs."""
-
-    count: int
-    heights: np.ndarray = field(init=False)
-    widths: np.ndarray = field(init=False)
-    logit: np.ndarray = field(init=False)
-    prob: np.ndarray = field(init=False)
-    errors: list[str | None] = field(init=False)
-    decoded: list[tuple[SourceIdentity, ModelInput]] = field(default_factory=list)
-    decoded_at: list[int] = field(default_factory=list)  # each decoded input's position in the shard
-    compute: float = 0.0
-    device_wait: float = 0.0
-    from_cache: int = 0
-    cache_damaged: int = 0
-
-    def __post_init__(self) -> None:
-        self.heights = np.zeros(self.count, dtype=np.int64)
-        self.widths = np.zeros(self.count, dtype=np.int64)
-        self.logit = np.full(self.count, np.nan, dtype=np.float32)
-        self.prob = np.full(self.count, np.nan, dtype=np.float32)
-        self.errors = [None] * self.count
 
 
 class ExplainWorker:
@@ -157,11 +73,7 @@ class ExplainWorker:
         # shards that run at once (GPU actors) take turns on the device: one thread issues kernels while
         # the others decode and write, instead of three threads contending for the GIL to launch kernels
         self._compute_lock = threading.Lock()
-        processes = settings.decode_processes
-        if processes > 0:
-            sweep_dead_blocks()  # what actors of a killed job left in this node's shared memory
-        self._decode = SpawnedPool(processes, "a decode process") if processes > 0 else None
-        self._write = SpawnedPool(1, "the writer process") if processes > 0 else None  # writes with them
+        self.host = HostProcesses(settings.decode_processes)
         self.store_url = store_url
         # a GPU reuses its cuDNN plans only for shapes it has seen: every batch is padded to the full size
         self.fixed_batch = self.explainer.device.type == "cuda"
@@ -184,9 +96,7 @@ class ExplainWorker:
         slower on CPU (a second OpenMP team; docs/PERFORMANCE.md), so shards are not overlapped with threads.
         """
         self.explainer(torch.zeros(self.batch_size, 3, self.settings.size, self.settings.size, dtype=torch.uint8))
-        if self._decode is not None and self._write is not None:  # spawned and importing now, not in a shard
-            self._decode.start(decoder_ready)
-            self._write.start(writer_ready)
+        self.host.start()
 
     def auto_batch_size(self, probe: int = 8) -> int:
         """CPU: ``CPU_BATCH``. CUDA: the largest of ``GPU_BATCHES`` (at most ``max_batch``) whose memory,
@@ -225,13 +135,13 @@ class ExplainWorker:
         meta = self._run_meta(run_url)  # read once per shard: the run's arrays and index schema
         recorded = {name: (span, *shape) for name, shape in meta["arrays"].items()}  # format 1: no targets
         # a writer process reads the maps from shared memory: they are written once and never pickled
-        specs = {name: (shape, _dtype(name)) for name, shape in recorded.items()}
-        block = shared_or_none(specs) if self._write is not None else None
+        specs = {name: (shape, array_dtype(name)) for name, shape in recorded.items()}
+        block = self.host.shared(specs)
         pixels: list[SharedBlock] = []  # the decode processes' block, made once the cache's hits are known
         try:
-            outputs = block.arrays if block is not None else {n: np.empty(s, _dtype(n)) for n, s in recorded.items()}
+            outputs = block.arrays if block is not None else {n: np.empty(s, array_dtype(n)) for n, s in recorded.items()}
             for name, values in outputs.items():
-                values[...] = _missing(name)
+                values[...] = missing_value(name)
             filled = self._fill(rows, slots, outputs, pixels)
             tick = time.perf_counter()
             caching = self.cache is not None and self.settings.input_cache == "readwrite"
@@ -248,7 +158,8 @@ class ExplainWorker:
                 cache,
                 meta.get("created"),
             )
-            self._commit(commit, outputs if block is None else block, filled, pixels[0] if pixels else None)
+            shared = pixels[0] if pixels else None
+            self.host.commit(commit, outputs if block is None else block, filled.decoded, filled.decoded_at, shared)
             write = time.perf_counter() - tick
         finally:
             for shared in ([block] if block is not None else []) + pixels:
@@ -274,7 +185,7 @@ class ExplainWorker:
 
     def _fill(
         self, rows: pd.DataFrame, slots: np.ndarray, outputs: dict[str, np.ndarray], pixels: list[SharedBlock]
-    ) -> _Filled:
+    ) -> Filled:
         """Read or decode the shard's images and explain them in batches into ``outputs`` (rows at ``slots``).
 
         Decode processes write what they decode into a shared block appended to ``pixels`` (the caller
@@ -288,12 +199,12 @@ class ExplainWorker:
         size = self.settings.size
         into = (
             shared_or_none({"pixels": ((count, 3, size, size), np.uint8)})
-            if self._decode and len(cached) < count
+            if self.host.decode is not None and len(cached) < count
             else None
         )
         pixels.extend([into] if into is not None else [])
-        filled = _Filled(count, cache_damaged=damaged)
-        with self._decode.lease() if self._decode is not None else contextlib.nullcontext(None) as decoders:
+        filled = Filled(count, cache_damaged=damaged)
+        with self.host.decoders() as decoders:
             loader = BatchLoader(
                 paths,
                 size=self.settings.size,
@@ -309,10 +220,8 @@ class ExplainWorker:
                 chunk=PROCESS_TASK_IMAGES,
                 dicom_window=self.settings.dicom_window,
             )
-            for batch in self._guarded(loader):
+            for batch in self.host.batches(loader):
                 self._take(batch, identities, slots, outputs, filled)
-            if loader.late and self._decode is not None:  # a decode process may still be stuck in that read
-                self._decode.retire()
         return filled
 
     def _take(
@@ -321,7 +230,7 @@ class ExplainWorker:
         identities: list[SourceIdentity | None],
         slots: np.ndarray,
         outputs: dict[str, np.ndarray],
-        filled: _Filled,
+        filled: Filled,
     ) -> None:
         """One batch: its records' geometry and errors, then its explanation into ``outputs``."""
         for record in batch.records:
@@ -363,56 +272,12 @@ class ExplainWorker:
             filled.errors[position] = NON_FINITE
             filled.logit[position] = filled.prob[position] = np.nan
             for name, values in outputs.items():
-                values[slots[position]] = _missing(name)
-
-    def _commit(
-        self,
-        commit: ShardCommit,
-        outputs: dict[str, np.ndarray] | SharedBlock,
-        filled: _Filled,
-        pixels: SharedBlock | None,
-    ) -> None:
-        """``commit_shard`` here, or in the writer process: the maps and the decoded inputs read from
-        shared memory, or pickled where shared memory had no room for them."""
-        decoded = filled.decoded
-        caching = commit.cache is not None and bool(decoded)
-        if self._write is None or not isinstance(outputs, SharedBlock) or (caching and pixels is None):
-            arrays = outputs.arrays if isinstance(outputs, SharedBlock) else outputs
-            if self._write is None:
-                commit_shard(commit, arrays, decoded)
-            else:
-                self._write.run(commit_shard, commit, arrays, decoded)
-            return
-        entries = (
-            [
-                DecodedSlot(identity, m.geometry, at, m.pixels.shape[0])
-                for (identity, m), at in zip(decoded, filled.decoded_at)
-            ]
-            if caching
-            else []
-        )
-        self._write.run(
-            commit_shared_shard,
-            commit,
-            outputs.handle,
-            pixels.handle if caching and pixels is not None else None,
-            entries,
-        )
+                values[slots[position]] = missing_value(name)
 
     def close(self) -> None:
         """Stop the decode and writer processes (before the actor is killed: no orphans or leaked semaphores)."""
-        close_all([pool for pool in (self._decode, self._write) if pool is not None])
+        self.host.close()
         self._files.shutdown(wait=False, cancel_futures=True)
-
-    def _guarded(self, loader: BatchLoader) -> Iterator[Any]:
-        """The loader's batches; a decode process that died (killed, or a decoder crash) fails the shard,
-        which the driver retries, and the next shard gets a fresh pool."""
-        try:
-            yield from loader
-        except BrokenProcessPool as exc:
-            if self._decode is None:
-                raise
-            raise self._decode.broken(exc) from exc
 
     def _explain(self, images: torch.Tensor) -> Explanation:
         """One Explainer pass, the batch padded to full size on a GPU (cuDNN plans are per shape) and cropped back."""
@@ -422,7 +287,7 @@ class ExplainWorker:
             return self.explainer(torch.cat([images, padding])).to("cpu").take(count)
         return self.explainer(images).to("cpu")
 
-    def _index(self, rows: pd.DataFrame, run_id: str, shard: Shard, filled: _Filled) -> pd.DataFrame:
+    def _index(self, rows: pd.DataFrame, run_id: str, shard: Shard, filled: Filled) -> pd.DataFrame:
         """The shard's index rows; missing values stay NaN or None (the part's writer makes them nulls)."""
         index = rows.copy()
         index["orig_height"] = np.where(filled.heights > 0, filled.heights, None)

@@ -91,7 +91,7 @@ class JobState:
 
 
 def make_actor_class(ray: Any, worker_class: type, name: str) -> Any:
-    """A Ray actor class around a plain worker class (``process_shard``, optionally ``close``): the worker
+    """A Ray actor class around a plain worker class (``process_shard``, and ``close`` if it has one): the worker
     holds the job's logic and is tested without Ray; the actor only gives it a process and resources."""
 
     class ShardActor:
@@ -101,14 +101,15 @@ def make_actor_class(ray: Any, worker_class: type, name: str) -> Any:
         def pid(self) -> int:
             return os.getpid()
 
-        def close(self) -> None:
-            close = getattr(self.worker, "close", None)
-            if close is not None:
-                close()
-
         def process(self, *args: Any) -> ShardResult:
             return self.worker.process_shard(*args)
 
+    if hasattr(worker_class, "close"):  # the pool then lets it close what it owns before the kill
+
+        def close(self: ShardActor) -> None:
+            self.worker.close()
+
+        ShardActor.close = close  # type: ignore[attr-defined]
     ShardActor.__name__ = ShardActor.__qualname__ = name
     ShardActor.__doc__ = f"A Ray actor around the plain {worker_class.__name__}: one model replica on its own device."
     return ray.remote(max_restarts=0)(ShardActor)

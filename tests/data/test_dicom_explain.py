@@ -23,7 +23,8 @@ from densecam_core.model.checkpoint import model_fingerprint, state_dict_bytes
 from densecam_core.store.layout import Shard
 from densecam_core.store.writer import RunSpec, RunWriter
 from densecam_core.vocabulary import block_grid
-from jobs.explain.worker import ExplainSettings, ExplainWorker
+from jobs.explain.settings import ExplainSettings
+from jobs.explain.worker import ExplainWorker
 
 data_store = pytest.importorskip("data_store")
 NEMA = Path(data_store.__file__).parent / "data"
@@ -173,7 +174,7 @@ def test_the_input_cache_is_keyed_by_the_dicom_window(explained, archive):
 
 def test_the_dicom_window_is_part_of_the_run_id_and_the_default_keeps_earlier_ids():
     from densecam_core.store import layout as fmt
-    from jobs.explain.worker import ExplainSettings
+    from jobs.explain.settings import ExplainSettings
 
     default = ExplainSettings(methods=("gradcam",)).for_run_id()
     assert "dicom_window" not in default

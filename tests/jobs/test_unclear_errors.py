@@ -95,7 +95,8 @@ def test_max_image_pixels_reaches_the_decoder_and_bad_values_are_refused(tmp_pat
     from densecam_core.store.layout import Shard
     from densecam_core.store.writer import RunSpec, RunWriter
     from densecam_core.vocabulary import block_grid
-    from jobs.explain.worker import ExplainSettings, ExplainWorker
+    from jobs.explain.settings import ExplainSettings
+    from jobs.explain.worker import ExplainWorker
 
     model = load_densenet169()
     settings = ExplainSettings(methods=("gradcam",), size=32, batch_size=4, max_image_pixels=1000)

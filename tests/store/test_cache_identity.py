@@ -13,11 +13,12 @@ from PIL import Image
 
 from densecam_core import generate_mura, load_densenet169, open_store, read_manifest
 from densecam_core.model.checkpoint import model_fingerprint, state_dict_bytes
-from densecam_core.store.inputs.cache import identify
+from densecam_core.store.inputs.identity import identify
 from densecam_core.store.layout import Shard
 from densecam_core.store.writer import RunSpec, RunWriter
 from densecam_core.vocabulary import block_grid
-from jobs.explain.worker import ExplainSettings, ExplainWorker
+from jobs.explain.settings import ExplainSettings
+from jobs.explain.worker import ExplainWorker
 
 SIZE = 32
 

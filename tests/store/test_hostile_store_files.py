@@ -169,7 +169,8 @@ def test_a_fifo_named_like_a_cache_segment_hangs_neither_the_cache_nor_a_lookup_
     import warnings
 
     from densecam_core import generate_mura, read_manifest
-    from densecam_core.store.inputs.cache import InputCache, identify
+    from densecam_core.store.inputs.cache import InputCache
+    from densecam_core.store.inputs.identity import identify
     from jobs.cache import fill_cache
 
     generate_mura(tmp_path / "mura", images=6, seed=1, min_side=48, max_side=64)

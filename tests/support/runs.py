@@ -10,7 +10,8 @@ from densecam_core import load_densenet169, open_store, read_manifest
 from densecam_core.model.checkpoint import model_fingerprint, state_dict_bytes
 from densecam_core.store.writer import RunSpec, RunWriter
 from densecam_core.vocabulary import block_grid
-from jobs.explain.worker import ExplainSettings, ExplainWorker
+from jobs.explain.settings import ExplainSettings
+from jobs.explain.worker import ExplainWorker
 from jobs.runtime.skeleton import shard_work
 
 SIZE = 64

@@ -5,7 +5,7 @@ for every checkpoint, although the model inputs never change; on a GPU node deco
 network, sets the pace (docs/PERFORMANCE.md).
 
 Layout (docs/FORMAT.md): ``inputs/<key>/`` beside ``runs/``, where ``key`` names the preprocessing
-(input size, resize mode, ``images.PREPROCESS_VERSION``), so a cache written by another preprocessing
+(input size, resize mode, ``preprocess.PREPROCESS_VERSION``), so a cache written by another preprocessing
 is never read. Each writer adds whole *segments*: one Parquet file per explained shard, written
 under a temporary name and renamed into place (on an object store: one PUT). A segment is visible
 only once complete, two writers never share one, and a crash leaves at most an invisible temporary
@@ -21,20 +21,14 @@ nanosecond mtime locally and the ETag (a content digest) on S3.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import io
-import os
 import re
-import stat
-import threading
 import time
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -42,9 +36,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from densecam_core import fileio
-from densecam_core.data.decode import PREPROCESS_VERSION, ModelInput
 from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW, DICOM_WINDOWS, validate_dicom_window
 from densecam_core.data.geometry import Geometry
+from densecam_core.data.preprocess import PREPROCESS_VERSION, ModelInput
 from densecam_core.store.inputs.catalog import (
     IDENTITY_COLUMNS,
     IDENTITY_SCHEMA,
@@ -54,6 +48,12 @@ from densecam_core.store.inputs.catalog import (
     read_segments,
     sweep_leftovers,
     write_catalog,
+)
+from densecam_core.store.inputs.identity import (
+    CONTENT_PREFIX,
+    SourceIdentity,
+    identify,
+    validate_cache_identity,
 )
 from densecam_core.store.layout import StoreError
 from densecam_core.vocabulary import RESIZE_MODES
@@ -73,13 +73,6 @@ class CacheDamageWarning(UserWarning):
     """A cached input could not be read back as written; the image was decoded again."""
 
 
-@dataclass(frozen=True)
-class SourceIdentity:
-    """What must be unchanged for a cached input to stand for its file."""
-
-    path: str
-    size: int
-    stamp: str
 
 
 def cache_key(size: int, resize: str, dicom_window: str = DEFAULT_DICOM_WINDOW) -> str:
@@ -93,61 +86,12 @@ CACHE_FOLDER = re.compile(rf"^s(\d+)-({'|'.join(RESIZE_MODES)})-p(\d+)(?:-w({'|'
 """The names ``cache_key`` gives, of any preprocessing version: size, resize mode, version, DICOM window."""
 
 
-CACHE_IDENTITIES = ("stat", "content")
-"""How a cached input is matched to its file. ``stat``: path, size and modification time (or an object
-store's ETag), one stat per file, blind to a file rewritten in place at the same size with its time
-restored (``cp -p``, ``rsync -t``). ``content``: path, size and a BLAKE2b digest of the bytes: every
-file is read whole on every job (docs/PERFORMANCE.md has the cost), no decode on a hit."""
-CONTENT_PREFIX = "blake2b:"
 
 
-def validate_cache_identity(name: str) -> str:
-    if name not in CACHE_IDENTITIES:
-        raise ValueError(f"--cache-identity must be one of {', '.join(CACHE_IDENTITIES)}; got {name!r}")
-    return name
 
 
-def identify(path: str, content: bool = False) -> SourceIdentity | None:
-    """The file's identity now, or None when it is missing, unreadable or not a regular file.
-
-    ``content``: its stamp is a digest of the bytes instead of the modification time."""
-    identity = _stat_identity(path)
-    if identity is None or not content:
-        return identity
-    try:
-        digest = hashlib.blake2b(digest_size=16)
-        fs, inner = fileio.filesystem(path)
-        with fileio.open_regular(fs, inner) as handle:
-            while block := handle.read(1 << 20):
-                digest.update(block)
-    except (OSError, ValueError):
-        return None
-    return SourceIdentity(path, identity.size, CONTENT_PREFIX + digest.hexdigest())
 
 
-def _stat_identity(path: str) -> SourceIdentity | None:
-    try:
-        if "://" in path and not path.startswith("file://"):
-            fs, inner = fileio.filesystem(path)
-            info = fs.info(inner)
-            if info.get("type", "file") != "file":
-                return None
-            stamp = next(
-                (
-                    str(info[k])
-                    for k in ("ETag", "etag", "LastModified", "last_modified", "mtime", "created")
-                    if info.get(k) is not None
-                ),
-                "",
-            )
-            return SourceIdentity(path, int(info.get("size") or 0), stamp)
-        local = path.removeprefix("file://")
-        info = os.stat(local)
-        if not stat.S_ISREG(info.st_mode) or not os.access(local, os.R_OK):
-            return None
-        return SourceIdentity(path, int(info.st_size), str(info.st_mtime_ns))
-    except (OSError, ValueError):
-        return None
 
 
 @dataclass(frozen=True)
@@ -446,21 +390,8 @@ class InputCache:
             )
 
 
-def _identify_all(paths: Sequence[str], content: bool = False) -> list[SourceIdentity | None]:
-    return [identify(path, content) for path in paths]
 
 
-def identify_paths(
-    paths: Sequence[str], threads: int, executor: Executor | None = None, *, content: bool = False
-) -> list[SourceIdentity | None]:
-    """Each file's identity, in order: on ``executor``, else on ``threads`` new threads (object stores:
-    one request each), in one task per thread, since a future per file cost more than a local stat."""
-    tasks = max(1, min(len(paths), threads))
-    with contextlib.ExitStack() as stack:
-        pool = executor or stack.enter_context(ThreadPoolExecutor(tasks))
-        chunks = [paths[i::tasks] for i in range(tasks)]
-        parts = list(pool.map(_identify_all, chunks, [content] * tasks))
-    return [parts[i % tasks][i // tasks] for i in range(len(paths))]
 
 
 def _binary_rows(column: pa.ChunkedArray) -> Callable[[int], np.ndarray]:
@@ -477,29 +408,5 @@ def _binary_rows(column: pa.ChunkedArray) -> Callable[[int], np.ndarray]:
     return row
 
 
-class CachedInputs(NamedTuple):
-    identities: list[SourceIdentity | None]  # each file's identity, taken before decoding
-    inputs: dict[int, ModelInput]  # position -> its cached input, for unchanged files
-    damaged: int  # cache hits whose segment could not be read: decoded again
 
 
-def cached_model_inputs(
-    cache: InputCache | None,
-    paths: Sequence[str],
-    *,
-    threads: int = 2,
-    lock: threading.Lock | None = None,
-    executor: Executor | None = None,
-) -> CachedInputs:
-    """Each file's identity and the inputs ``cache`` holds for unchanged, readable entries.
-
-    Identities are taken by ``identify_paths`` (on ``executor``, a worker's persistent pool of
-    ``threads``). ``lock`` guards the cache's view of committed segments when several shards share it.
-    """
-    if cache is None:
-        return CachedInputs([None] * len(paths), {}, 0)
-    identities = identify_paths(paths, threads, executor, content=cache.identity == "content")
-    with lock or contextlib.nullcontext():
-        hits = cache.lookup(identities)
-    inputs = cache.read(hits)
-    return CachedInputs(identities, inputs, len(hits) - len(inputs))

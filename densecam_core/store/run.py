@@ -1,0 +1,381 @@
+"""One run of a store: its index (pandas), maps, heatmaps on the source's grid, overlays, metrics and an xarray view."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from collections.abc import Sequence
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import zarr
+from fsspec.implementations.local import LocalFileSystem
+
+from densecam_core import fileio
+from densecam_core.data.geometry import Geometry
+from densecam_core.store import layout as fmt
+from densecam_core.store.index import IndexFiles, list_index
+
+
+class Run:
+    """One run: a model fingerprint + settings, its arrays and its committed index."""
+
+    def __init__(self, store_url: str, run_id: str, meta: dict[str, Any]) -> None:
+        self.store_url = store_url
+        self.run_id = run_id
+        self.meta = meta
+        self.url = fileio.url_join(store_url, fmt.RUNS_DIR, run_id)
+        self.fs, self.root = fileio.filesystem(self.url)
+
+    def __repr__(self) -> str:
+        counts = self.meta.get("counts") or {}
+        images = f", images={counts['images']} ({counts['ok']} ok)" if counts else ""
+        return f"Run({self.run_id!r}, fingerprint={self.fingerprint[:12]}…{images}, settings={self.settings})"
+
+    @property
+    def fingerprint(self) -> str:
+        return self.meta["model_fingerprint"]
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.meta["settings"]
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.settings["methods"])
+
+    def index_files(self) -> IndexFiles:
+        """The committed index files: compacted ones (and the shards they cover) and per-shard parts."""
+        return list_index(self.fs, self.root)
+
+    def read_index(self, filters: Any = None, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """Committed index rows; ``filters`` (a pyarrow expression or DNF list) are pushed down.
+
+        Each index file is opened once (its schema comes from the first file); compacted files are
+        read only for the shards they cover, with row-group statistics skipping the rest.
+        """
+        expression = pq.filters_to_expression(filters) if isinstance(filters, list) else filters
+        for _ in range(3):
+            files = self.index_files()
+            try:
+                table = self._read_tables(files, expression, list(columns) if columns else None)
+            except FileNotFoundError:
+                missing = [p for p in files.compacted if not self.fs.exists(p)]
+                if missing and self.index_files().compacted == files.compacted:  # listed, and still gone
+                    raise fmt.StoreError(
+                        f"run {self.run_id}: the compacted index file {missing[0].rsplit('/', 1)[-1]} that "
+                        f"{fmt.INDEX_DIR}/_compacted.json lists is missing: run `densecam verify STORE --repair` "
+                        "(the shards it held are then recomputed by the next job)"
+                    ) from None
+                continue  # a compaction replaced the files while we read them: read the new ones
+            if table is None:
+                return pd.DataFrame(columns=list(columns or fmt.CORE_INDEX_COLUMNS))
+            frame = table.to_pandas()
+            if "row" in frame and not frame["row"].is_monotonic_increasing:  # compacted files are sorted already
+                frame = frame.sort_values("row").reset_index(drop=True)
+            return frame
+        raise fmt.StoreError(f"run {self.run_id}: the index kept changing while it was read (compactions); try again")
+
+    def _read_tables(self, files: IndexFiles, expression: Any, columns: list[str] | None) -> pa.Table | None:
+        self._refuse_links_out([*files.compacted, *files.parts.values()])
+        tables = []
+        if files.compacted:
+            where = expression
+            if not files.complete:  # some compacted rows belong to shards recomputed since: leave them out
+                covered = ds.field("shard").isin(sorted(files.covered))
+                where = covered if expression is None else covered & expression
+            tables.append(self._scan(files.compacted, where, columns))
+        if files.parts:
+            tables.append(self._scan(list(files.parts.values()), expression, columns))
+        if not tables:
+            return None
+        return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
+
+    def _scan(self, paths: list[str], where: Any, columns: list[str] | None) -> pa.Table:
+        try:  # one open per file: the schema comes from the first (one schema per run since format 2)
+            return ds.dataset(paths, filesystem=self.fs, format="parquet").to_table(filter=where, columns=columns)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            # parts written before runs recorded their schema may disagree (int64 then double): unify them
+            schemas = [self._schema(p) for p in paths]
+            schema = pa.unify_schemas(schemas, promote_options="permissive")
+            dataset = ds.dataset(paths, filesystem=self.fs, format="parquet", schema=schema)
+            try:
+                return dataset.to_table(filter=where, columns=columns)
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise self._damaged("an index file", exc) from None
+
+    def _refuse_links_out(self, paths: list[str]) -> None:
+        """A local index file linked outside the store, or that is no regular file (a FIFO would block the
+        read forever), is refused, never read (one stat per file)."""
+        if not isinstance(self.fs, LocalFileSystem):
+            return
+        store = fileio.filesystem(self.store_url)[1]
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError):
+                if not stat.S_ISREG(os.stat(path).st_mode):
+                    raise fmt.StoreError(
+                        f"run {self.run_id}: the index file {path.rsplit('/', 1)[-1]} is not a regular file (a FIFO, "
+                        "socket or device): remove it, then run `densecam verify STORE --repair`"
+                    )
+            outside = fileio.link_outside(path, store)
+            if outside:
+                raise fmt.StoreError(
+                    f"run {self.run_id}: the index file {path.rsplit('/', 1)[-1]} is a symbolic link to "
+                    f"{outside}, outside the store: not followed; remove the link"
+                )
+
+    def _schema(self, path: str) -> pa.Schema:
+        try:
+            return pq.read_schema(path, filesystem=self.fs)
+        except FileNotFoundError:
+            raise
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise self._damaged(f"the index file {path.rsplit('/', 1)[-1]}", exc) from None
+
+    def _damaged(self, what: str, exc: Exception) -> fmt.StoreError:
+        return fmt.StoreError(
+            f"run {self.run_id}: {what} is damaged ({exc}): run `densecam verify STORE --repair`, then the "
+            "job again (it recomputes what the damaged file held)"
+        )
+
+    @cached_property
+    def index(self) -> pd.DataFrame:
+        """All committed rows (cached; ``read_index`` for filtered reads)."""
+        return self.read_index()
+
+    @cached_property
+    def _by_id(self) -> pd.DataFrame:
+        """The index keyed by image_id, built once: per-image lookups stay O(1) in notebook loops."""
+        return self.index.set_index("image_id", drop=False)
+
+    def _record(self, image_id: str) -> pd.Series:
+        if image_id not in self._by_id.index:
+            raise KeyError(f"image id {image_id!r} is not committed in run {self.run_id}")
+        return self._by_id.loc[image_id]
+
+    def _rows_for(self, image_ids: Sequence[str] | str | None, rows: Sequence[int] | np.ndarray | None) -> np.ndarray:
+        if (image_ids is None) == (rows is None):
+            raise ValueError("pass exactly one of image_ids or rows")
+        if rows is not None:
+            return np.asarray(rows, dtype=np.int64)
+        ids = [image_ids] if isinstance(image_ids, str) else list(image_ids or [])
+        unknown = [i for i in ids if i not in self._by_id.index]
+        if unknown:
+            raise KeyError(f"image ids not committed in run {self.run_id}: {unknown[:5]}")
+        return self._by_id.loc[ids, "row"].to_numpy(dtype=np.int64)
+
+    def array(self, method: str, block: int | None = None) -> zarr.Array:
+        name = fmt.array_name(method, block)
+        if name not in ("cam", "logits", fmt.TARGETS_ARRAY) and method not in self.methods:
+            raise ValueError(f"method {method!r} is not in run {self.run_id}; it has cam, {', '.join(self.methods)}")
+        return zarr.open_array(store=fileio.url_join(self.url, fmt.ZARR_DIR), path=name, mode="r", zarr_format=3)
+
+    def maps(
+        self,
+        method: str,
+        block: int | None = 4,
+        image_ids: Sequence[str] | str | None = None,
+        rows: Sequence[int] | np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Raw maps ``(n, K, h, w)`` in the order asked, reading only the chunks that hold them.
+
+        Damage is named, never returned as data: a chunk whose checksum fails, or a committed ``ok``
+        row whose values are missing (a deleted chunk reads as the NaN fill value), raises a
+        ``StoreError`` naming the run, the array and the rows (``densecam verify --repair`` uncommits
+        such shards so the next job recomputes them).
+        """
+        wanted = self._rows_for(image_ids, rows)
+        array = self.array(method, None if method in ("cam", "logits") else block)
+        if wanted.size == 0:
+            return np.empty((0, *array.shape[1:]), dtype=np.float32)
+        order = np.argsort(wanted, kind="stable")
+        try:
+            values = array.get_orthogonal_selection((wanted[order],) + (slice(None),) * (array.ndim - 1))
+        except ValueError as exc:  # zarr's crc32c codec: "Stored and computed checksum do not match"
+            raise fmt.StoreError(
+                f"run {self.run_id}: array {array.path!r} is corrupt in the chunks holding rows "
+                f"{_ranges(wanted)} ({exc}); run `densecam verify {self.store_url} --repair`, then the job again"
+            ) from None
+        out = np.empty_like(values)
+        out[order] = values
+        self._check_ok_rows_finite(array.path, wanted, out)
+        return out
+
+    @cached_property
+    def _ok_rows(self) -> np.ndarray:
+        return np.sort(self.index.loc[self.index["status"] == "ok", "row"].to_numpy(dtype=np.int64))
+
+    def _check_ok_rows_finite(self, name: str, rows: np.ndarray, values: np.ndarray) -> None:
+        is_ok = np.isin(rows, self._ok_rows)
+        if not is_ok.any():
+            return
+        bad = is_ok & ~np.isfinite(values.reshape(len(rows), -1)).all(axis=1)
+        if bad.any():
+            raise fmt.StoreError(
+                f"run {self.run_id}: array {name!r} has no values for committed ok rows {_ranges(rows[bad])} "
+                f"(a missing or damaged chunk); run `densecam verify {self.store_url} --repair`, then the job again"
+            )
+
+    def geometry(self, image_id: str) -> Geometry:
+        record = self._record(image_id)
+        if record["status"] != "ok":
+            raise ValueError(f"image {image_id!r} has no maps: {record['error']}")
+        return Geometry(
+            int(record["orig_height"]),
+            int(record["orig_width"]),
+            int(self.settings["size"]),
+            str(record["resize_mode"]),
+        )
+
+    def heatmap(
+        self, image_id: str, method: str = "gradcam", block: int | None = 4, *, target: int = 0, normalize: bool = True
+    ) -> np.ndarray:
+        """A map resampled (bilinear) onto the original image's pixel grid, resize mode undone exactly."""
+        raw = self.maps(method, block, image_ids=[image_id])[0, target]
+        mapped = self.geometry(image_id).to_original(raw)
+        if normalize:
+            low, high = float(np.nanmin(mapped)), float(np.nanmax(mapped))
+            mapped = (mapped - low) / (high - low) if high > low else np.zeros_like(mapped)
+        return mapped
+
+    def overlay(
+        self,
+        image_id: str,
+        method: str = "gradcam",
+        block: int | None = 4,
+        *,
+        target: int = 0,
+        alpha: float = 0.45,
+        colormap: str = "jet",
+        allow_remote: bool = False,
+    ) -> np.ndarray:
+        """The radiograph with the normalised heatmap blended on top, as an (H, W, 3) uint8 image.
+
+        The radiograph is read from the index's ``path``; a URL there (``http://``, ``s3://``...) is
+        only fetched with ``allow_remote=True``: a store's data never sends the reader elsewhere unasked.
+        """
+        from matplotlib import colormaps
+
+        from densecam_core.data.decode import as_rgb
+
+        image = as_rgb(self.image(image_id, allow_remote=allow_remote)).astype(np.float32)
+        heat = self.heatmap(image_id, method, block, target=target, normalize=True)
+        colour = colormaps[colormap](heat)[..., :3] * 255.0
+        return np.clip((1 - alpha) * image + alpha * colour, 0, 255).astype(np.uint8)
+
+    def image(self, image_id: str, *, allow_remote: bool = False) -> np.ndarray:
+        """The 8-bit image the model input was made from (``read_image`` with this run's DICOM window):
+        uint8, (H, W) grey or (H, W, 3) colour, on the grid ``heatmap`` maps onto."""
+        from densecam_core.data.decode import read_image
+
+        window = str(self.settings.get("dicom_window", "first"))
+        return read_image(self.source_path(image_id, allow_remote=allow_remote), dicom_window=window)
+
+    def source_path(self, image_id: str, *, allow_remote: bool = False) -> str:
+        """The image file an index row names; URLs only with ``allow_remote=True``."""
+        path = str(self._record(image_id)["path"])
+        if "://" in path and not path.startswith("file://") and not allow_remote:
+            raise fmt.StoreError(
+                f"image {image_id!r} lives at {path!r}, outside this machine; pass allow_remote=True to fetch it"
+            )
+        return path
+
+    def metrics(self, filters: Any = None) -> pd.DataFrame:
+        """The run's committed quality scores, long form (``densecam evaluate``; docs/METRICS.md)."""
+        from densecam_core.store.scores import read_metrics
+
+        return read_metrics(self.url, filters)
+
+    @property
+    def format_version(self) -> int:
+        return int(self.meta.get("format_version", 1))
+
+    def targets(
+        self, image_ids: Sequence[str] | str | None = None, rows: Sequence[int] | np.ndarray | None = None
+    ) -> np.ndarray:
+        """The class ids each map explains, ``(n, K)`` int (-1 where a row has no maps)."""
+        if self.format_version >= 2:
+            return self.maps(fmt.TARGETS_ARRAY, image_ids=image_ids, rows=rows).astype(np.int64)
+        if self.settings.get("targets") is None and int(self.meta.get("num_classes", 1)) == 1:
+            count = len(self._rows_for(image_ids, rows))
+            return np.zeros((count, 1), dtype=np.int64)  # one output, one target: class 0
+        raise fmt.StoreError(f"run {self.run_id} is format 1, which did not record the explained class ids")
+
+    def to_xarray(
+        self,
+        methods: Sequence[str] | None = None,
+        blocks: Sequence[int] = (1, 2, 3, 4),
+        image_ids: Sequence[str] | None = None,
+    ) -> Any:
+        """A lazy xarray Dataset of the committed ``ok`` images: nothing is read until values are asked for.
+
+        Variables ``logits`` (image, class), ``targets`` (image, target), ``cam`` and
+        ``<method>_block<b>`` (image, target, y_b<b>, x_b<b>); the index columns are coordinates along
+        ``image``. Each is a view of the store's own Zarr groups (``xarray.open_zarr``), so a selection
+        reads only the chunks it needs.
+        """
+        import xarray as xr
+
+        index = self.index[self.index["status"] == "ok"]
+        if image_ids is not None:
+            index = index.set_index("image_id").loc[list(image_ids)].reset_index()
+        rows = index["row"].to_numpy()
+        if self.format_version < 2:
+            return self._to_xarray_eager(xr, index, rows, methods, blocks)
+        url = fileio.url_join(self.url, fmt.ZARR_DIR)
+        options: dict[str, Any] = {"chunks": None, "mask_and_scale": False, "zarr_format": 3}
+        parts = [xr.open_zarr(url, **options)[["logits", fmt.TARGETS_ARRAY, "cam"]]]
+        for method in methods or self.methods:
+            if method not in self.methods:
+                raise ValueError(f"method {method!r} is not in run {self.run_id}; it has {', '.join(self.methods)}")
+            group = xr.open_zarr(url, group=method, **options)
+            parts.append(
+                group[[f"block{b}" for b in blocks]].rename({f"block{b}": f"{method}_block{b}" for b in blocks})
+            )
+        dataset = xr.merge(parts, compat="override", join="override").isel(image=rows)
+        coords: dict[str, Any] = {"image": index["image_id"].to_numpy()}
+        for column in index.columns:
+            if column != "image_id":
+                coords[column] = ("image", index[column].to_numpy())
+        dataset = dataset.assign_coords(coords)
+        dataset.attrs = {"run_id": self.run_id, "model_fingerprint": self.fingerprint, "format_version": 2}
+        return dataset
+
+    def _to_xarray_eager(
+        self, xr: Any, index: pd.DataFrame, rows: np.ndarray, methods: Sequence[str] | None, blocks: Sequence[int]
+    ) -> Any:
+        """Format 1 runs: their groups reuse dimension names across sizes, so they are read into memory."""
+        coords: dict[str, Any] = {"image": index["image_id"].to_numpy()}
+        for column in ("row", "split", "body_part", "patient_id", "study_id", "label", "prob"):
+            coords[column] = ("image", index[column].to_numpy())
+        variables = {
+            "logits": (("image", "class"), self.maps("logits", rows=rows)),
+            "cam": (("image", "target", "y_b4", "x_b4"), self.maps("cam", rows=rows)),
+        }
+        for method in methods or self.methods:
+            for block in blocks:
+                variables[f"{method}_block{block}"] = (
+                    ("image", "target", f"y_b{block}", f"x_b{block}"),
+                    self.maps(method, block, rows=rows),
+                )
+        return xr.Dataset(
+            variables, coords=coords, attrs={"run_id": self.run_id, "model_fingerprint": self.fingerprint}
+        )
+
+
+def _ranges(rows: np.ndarray) -> str:
+    """Rows as compact ranges, e.g. '0-63, 128-130' (at most 5 ranges shown)."""
+    values = np.unique(np.asarray(rows, dtype=np.int64))
+    if values.size == 0:
+        return "none"
+    breaks = np.flatnonzero(np.diff(values) > 1)
+    starts = np.concatenate([[values[0]], values[breaks + 1]])
+    stops = np.concatenate([values[breaks], [values[-1]]])
+    parts = [f"{a}" if a == b else f"{a}-{b}" for a, b in zip(starts, stops)]
+    return ", ".join(parts[:5]) + (f", … ({len(parts)} ranges)" if len(parts) > 5 else "")

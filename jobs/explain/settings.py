@@ -1,0 +1,46 @@
+"""What an explain worker is told: the settings of the run (hashed into its id) and of the host it runs on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from densecam_core.data.decode import DEFAULT_MAX_PIXELS
+from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW
+
+NON_FINITE = "non-finite model output (NaN or inf in the logits or maps): check the checkpoint's weights"
+
+
+@dataclass(frozen=True)
+class ExplainSettings:
+    methods: tuple[str, ...]
+    size: int = 320
+    resize: str = "stretch"
+    precision: str = "fp32"
+    targets: str | tuple[int, ...] | None = None
+    batch_size: int | None = 8  # None: CPU_BATCH on a CPU; on a GPU the largest that fits (auto_batch_size)
+    decode_threads: int = 2
+    decode_processes: int = 0  # > 0: decode in a persistent pool of this many processes instead of threads
+    input_cache: str = "off"  # readwrite | read | off
+    max_image_bytes: int | None = None
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
+    concurrency: int = 1  # shards one worker processes at once (threads; GPU actors overlap input, compute, write)
+    max_batch: int | None = None  # the run's shard size: a batch larger than a shard would only be padding
+    cuda_graphs: bool = False  # GPU actors replay the pass as a CUDA graph (Explainer(cuda_graphs=True))
+    dicom_window: str = DEFAULT_DICOM_WINDOW  # how DICOM sources are windowed (data/dicom.py)
+    cache_identity: str = "stat"  # how cached inputs are matched to files (store/inputs/cache.py)
+
+    def for_run_id(self) -> dict[str, Any]:
+        """The settings that change what a run holds. The DICOM window enters only when it is not the
+        default, so the ids of runs made before DICOM input stay what they were."""
+        targets = list(self.targets) if isinstance(self.targets, tuple) else self.targets
+        settings: dict[str, Any] = {
+            "methods": list(self.methods),
+            "size": self.size,
+            "resize": self.resize,
+            "precision": self.precision,
+            "targets": targets,
+        }
+        if self.dicom_window != DEFAULT_DICOM_WINDOW:
+            settings["dicom_window"] = self.dicom_window
+        return settings
