@@ -16,8 +16,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW, DICOM_WINDOWS, validate_dicom_window
+from densecam_core.data.errors import ManifestError
 from densecam_core.data.loader import DEFAULT_READ_TIMEOUT, BatchLoader
-from densecam_core.data.manifest import ManifestError, read_manifest
+from densecam_core.data.manifest import read_manifest
 from densecam_core.data.preprocess import ModelInput
 from densecam_core.store.inputs.cache import InputCache
 from densecam_core.store.inputs.identity import CACHE_IDENTITIES, identify_paths

@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import torch
 
-    from densecam_core.data.manifest import ManifestError, read_manifest
+    from densecam_core.data.errors import ManifestError
+    from densecam_core.data.manifest import read_manifest
     from densecam_core.model.checkpoint import CheckpointError
     from densecam_core.model.training import TrainConfig, split_for_training, train
 

@@ -232,9 +232,9 @@ def test_a_decode_pool_gets_runs_of_images_per_task_and_the_batches_are_unchange
 
 
 def test_a_hung_image_in_a_task_of_several_fails_alone(tmp_path: Path, monkeypatch):
-    from densecam_core.data import decode as images
+    from densecam_core.data import decode_task
 
-    release = hang_on("stuck.png", monkeypatch, images, "load_or_reason")
+    release = hang_on("stuck.png", monkeypatch, decode_task, "load_or_reason")
     names = ["a.png", "stuck.png", "b.png", "c.png", "d.png"]
     for i, name in enumerate(names):
         Image.new("L", (40, 40), color=30 * i).save(tmp_path / name)

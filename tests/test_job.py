@@ -168,7 +168,7 @@ def job_command(tree: Path, store: Path, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "jobs.explain.job",
+        "jobs.cli.explain",
         str(tree),
         "--store",
         str(store),
@@ -191,7 +191,7 @@ def job_command(tree: Path, store: Path, *extra: str) -> list[str]:
 
 def test_killed_driver_resumes_and_matches_a_clean_run(local_ray, tree, tmp_path):
     """The killed and the resumed job run as processes of their own; the clean run, the reference, in this one."""
-    from jobs.explain.job import main
+    from jobs.cli.explain import main
 
     store = tmp_path / "resumed"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -230,7 +230,7 @@ def test_killed_driver_resumes_and_matches_a_clean_run(local_ray, tree, tmp_path
     assert summary["shards_skipped"] + summary["shards_done"] == summary["shards_total"] == 6
     assert summary["images_total"] == 22 and not summary["shards_failed"]
     clean = tmp_path / "clean"
-    assert main(job_command(tree, clean)[3:]) == 0  # the same arguments, without `python -m jobs.explain.job`
+    assert main(job_command(tree, clean)[3:]) == 0  # the same arguments, without `python -m jobs.cli.explain`
     a, b = open_store(str(store)).run("latest"), open_store(str(clean)).run("latest")
     assert a.run_id == b.run_id
     columns = ["image_id", "row", "status", "error", "logit"]
@@ -241,7 +241,7 @@ def test_killed_driver_resumes_and_matches_a_clean_run(local_ray, tree, tmp_path
 
 
 def test_shard_that_keeps_failing_is_reported_and_the_job_exits_non_zero(local_ray, tree, tmp_path, capsys):
-    from jobs.explain.job import main
+    from jobs.cli.explain import main
 
     store = tmp_path / "store"
     first = run_job(config(tree, store))

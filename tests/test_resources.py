@@ -70,8 +70,8 @@ def test_bad_settings_are_refused_by_validate():
 
 def test_cuda_graphs_are_on_by_default_and_can_be_turned_off():
     """The job records GPU actors' passes as CUDA graphs unless told not to; a CPU actor ignores the setting."""
-    from jobs.explain.config import build_parser, config_from_args
+    from jobs.cli.explain import build_parser, config_from
 
     parser = build_parser()
-    assert config_from_args(parser.parse_args([])).cuda_graphs is True
-    assert config_from_args(parser.parse_args(["--no-cuda-graphs"])).cuda_graphs is False
+    assert config_from(parser.parse_args([])).cuda_graphs is True
+    assert config_from(parser.parse_args(["--no-cuda-graphs"])).cuda_graphs is False

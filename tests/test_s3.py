@@ -95,7 +95,7 @@ def test_job_on_s3_completes_and_reads_back(s3, tmp_path):
     import fsspec
     import ray
 
-    from jobs.explain.job import main
+    from jobs.cli.explain import main
 
     store = f"s3://{BUCKET}/store-a"
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # its workers inherit the S3 settings
@@ -142,7 +142,7 @@ def test_job_on_s3_completes_and_reads_back(s3, tmp_path):
 
 
 def test_job_on_s3_killed_and_resumed_equals_a_clean_run(s3):
-    command = [sys.executable, "-m", "jobs.explain.job"]
+    command = [sys.executable, "-m", "jobs.cli.explain"]
     resumed, clean = f"s3://{BUCKET}/store-resumed", f"s3://{BUCKET}/store-clean"
     process = subprocess.Popen(
         command + job_args(s3["manifest"], resumed),
@@ -177,7 +177,7 @@ def test_job_on_s3_killed_and_resumed_equals_a_clean_run(s3):
     assert done.returncode == 0, done.stderr[-2000:]
     import ray
 
-    from jobs.explain.job import main
+    from jobs.cli.explain import main
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # the clean reference run, in this process
     try:

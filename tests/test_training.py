@@ -13,7 +13,8 @@ import torch
 from torchvision.models import densenet169
 
 from densecam_core import load_densenet169, model_fingerprint
-from densecam_core.data.manifest import ManifestError, read_manifest
+from densecam_core.data.errors import ManifestError
+from densecam_core.data.manifest import read_manifest
 from densecam_core.data.synth import generate_mura
 from densecam_core.model.classification import binary_metrics, image_and_study_metrics
 from densecam_core.model.training import (

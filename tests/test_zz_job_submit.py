@@ -27,7 +27,7 @@ def tree(tmp_path_factory) -> Path:
 
 
 def test_ray_job_submit_to_a_started_head(tree, tmp_path):
-    """The cluster path: `ray start --head`, then `ray job submit -- python -m jobs.explain.job ...`."""
+    """The cluster path: `ray start --head`, then `ray job submit -- python -m jobs.cli.explain ...`."""
     ray_bin = Path(sys.executable).with_name("ray")
     if not ray_bin.exists():
         pytest.skip("the ray CLI is not installed next to this Python")
@@ -68,7 +68,7 @@ def test_ray_job_submit_to_a_started_head(tree, tmp_path):
             "--",
             "python",
             "-m",
-            "jobs.explain.job",
+            "jobs.cli.explain",
             str(tree),
             "--store",
             str(store),

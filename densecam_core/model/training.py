@@ -24,8 +24,8 @@ from torchvision.transforms.v2 import functional as TF
 
 from densecam_core import fileio
 from densecam_core.data.decode import ImageError
+from densecam_core.data.errors import ManifestError
 from densecam_core.data.geometry import validate_resize_mode
-from densecam_core.data.manifest import ManifestError
 from densecam_core.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, load_for_model
 from densecam_core.model.checkpoint import CheckpointError, load_densenet169, model_fingerprint, read_checkpoint
 from densecam_core.model.classification import image_and_study_metrics

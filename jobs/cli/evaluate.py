@@ -13,51 +13,16 @@ import traceback
 
 import pandas as pd
 
+from jobs.cli.generated import DefaultsFormatter, add_config_arguments, config_from_args
+
 
 def build_parser() -> argparse.ArgumentParser:
-    from jobs.evaluate.config import EVALUATE_INPUT_CACHE_MODES, EvaluateConfig
+    from jobs.evaluate.config import EvaluateConfig
 
-    d = EvaluateConfig(store="")
     parser = argparse.ArgumentParser(
-        prog="densecam evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="densecam evaluate", description=__doc__, formatter_class=DefaultsFormatter
     )
-    parser.add_argument("store", help="heatmap store path or URL")
-    parser.add_argument("--run", default=d.run, help="run id, model fingerprint (prefixes work) or 'latest'")
-    parser.add_argument(
-        "--metrics",
-        default=None,
-        help="comma-separated: deletion, insertion, randomization, stability, localization (needs --boxes); "
-        "omitted with --boxes: the pointing game of the stored maps only",
-    )
-    parser.add_argument(
-        "--checkpoint", default=d.checkpoint, help="the run's model weights (.pt); must match its fingerprint"
-    )
-    parser.add_argument(
-        "--boxes", default=None, help="CSV with image_id,x0,y0,x1,y1 in original-image pixels (x1, y1 exclusive)"
-    )
-    parser.add_argument("--steps", type=int, default=d.steps, help="deletion/insertion steps K")
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--sample", type=int, default=None, help="score N images (stratified by body part and label)")
-    group.add_argument("--fraction", type=float, default=None, help="score this fraction of the images (stratified)")
-    parser.add_argument("--seed", type=int, default=d.seed, help="sample, random maps, noise and randomised weights")
-    parser.add_argument("--batch-size", type=int, default=d.batch_size, help="images scored together on an actor")
-    parser.add_argument(
-        "--input-cache",
-        choices=EVALUATE_INPUT_CACHE_MODES,
-        default=d.input_cache,
-        help="read model inputs from the cache",
-    )
-    parser.add_argument("--force", action="store_true", help="drop the run's metrics and score afresh")
-    parser.add_argument("--workers", type=int, default=None, help="Ray actors (default: as for densecam explain)")
-    parser.add_argument("--gpus-per-worker", type=float, default=d.gpus_per_worker)
-    parser.add_argument("--cpus-per-worker", type=float, default=None)
-    parser.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
-    parser.add_argument("--retries", type=int, default=d.retries, help="times a failed shard is retried")
-    parser.add_argument(
-        "--shard-timeout", type=float, default=d.shard_timeout, help="seconds an actor may hold one shard"
-    )
-    parser.add_argument("--resamples", type=int, default=d.resamples, help="bootstrap resamples of studies")
-    parser.add_argument("--summary-json", default=None, help="also write the job summary to this JSON file")
+    add_config_arguments(parser, EvaluateConfig)
     parser.add_argument(
         "--tolerance", type=float, default=0.0, help="pointing game only: grow boxes by this many pixels"
     )
@@ -65,7 +30,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--csv", default=None, help="also write the table to this CSV (job: default metrics/_summary.csv)"
     )
     parser.add_argument("--plot", default=None, help="job: the table as a figure (default metrics/_summary.png)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -97,30 +61,7 @@ def job_main(args: argparse.Namespace) -> int:
     from jobs.evaluate.config import EvaluateConfig
     from jobs.evaluate.job import main_job
 
-    config = EvaluateConfig(
-        store=args.store,
-        run=args.run,
-        checkpoint=args.checkpoint,
-        metrics=args.metrics,
-        boxes=args.boxes,
-        steps=args.steps,
-        sample=args.sample,
-        fraction=args.fraction,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        input_cache=args.input_cache,
-        force=args.force,
-        workers=args.workers,
-        gpus_per_worker=args.gpus_per_worker,
-        cpus_per_worker=args.cpus_per_worker,
-        address=args.address,
-        retries=args.retries,
-        shard_timeout=args.shard_timeout,
-        resamples=args.resamples,
-        summary_json=args.summary_json,
-        progress=not args.no_progress,
-    )
-    return main_job(config, csv=args.csv, plot=args.plot)
+    return main_job(config_from_args(EvaluateConfig, args), csv=args.csv, plot=args.plot)
 
 
 def main(argv: list[str] | None = None) -> int:

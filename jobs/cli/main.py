@@ -68,7 +68,7 @@ JOB_EXTRA_MODULES = ("torch", "torchvision", "ray", "sklearn", "tqdm")
 
 COMMANDS = {
     "demo": ("jobs.demo", "the whole loop on generated data: train, explain, score, compare (minutes, CPU)"),
-    "explain": ("jobs.explain.job", "explain every image of a manifest into a heatmap store (Ray)"),
+    "explain": ("jobs.cli.explain", "explain every image of a manifest into a heatmap store (Ray)"),
     "cache": ("jobs.cache", "decode a manifest's images once into a store's input cache (CPU, ahead of jobs)"),
     "compact": ("jobs.cli.compact", "merge a store's index parts into a few large files (jobs do it when they finish)"),
     "verify": (
@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(importlib.import_module(COMMANDS[command][0]).main(rest))
+    except SystemExit as exc:  # argparse's error (status 2, its message already printed) or --help (0)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.split(".")[0] in JOB_EXTRA_MODULES:
             print(

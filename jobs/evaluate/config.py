@@ -1,44 +1,42 @@
-"""The evaluation job's settings: one dataclass, torch-free, so the command line takes its defaults from it."""
+"""The evaluation job's settings: one dataclass, torch-free; ``densecam evaluate``'s flags are generated from it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from densecam_core.data.decode import DEFAULT_MAX_BYTES
-from densecam_core.vocabulary import validate_metrics
+from densecam_core.vocabulary import METRICS, validate_metrics
+from jobs.runtime.options import RuntimeOptions, option
 
 EVALUATE_INPUT_CACHE_MODES = ("read", "off")
+DEFAULT_METRICS = ("deletion", "insertion", "randomization", "stability")
 
 
-@dataclass
-class EvaluateConfig:
-    """An evaluation's settings; the actor and driver fields mean what they mean for ``densecam explain``."""
+@dataclass(kw_only=True)
+class EvaluateConfig(RuntimeOptions):
+    """An evaluation's settings; the runtime's fields mean what they mean for ``densecam explain``."""
 
-    store: str
-    run: str = "latest"
-    checkpoint: str | None = None  # None: the seeded random init (runs explained without a checkpoint)
-    metrics: tuple[str, ...] = ("deletion", "insertion", "randomization", "stability")
-    boxes: str | None = None
-    steps: int = 16
-    sample: int | None = None
-    fraction: float | None = None
-    seed: int = 0
-    batch_size: int = 8
-    input_cache: str = "read"
-    force: bool = False
-    workers: int | None = None
-    gpus_per_worker: float = 0.0
-    cpus_per_worker: float | None = None
-    address: str | None = None
-    retries: int = 3
-    actor_start_retries: int = 3
-    max_in_flight: int = 2
-    start_timeout: float = 900.0
-    shard_timeout: float = 3600.0
-    max_image_bytes: int = DEFAULT_MAX_BYTES
-    summary_json: str | None = None
-    progress: bool = True
-    resamples: int = 1000
+    store: str = option(help="heatmap store path or URL", positional=True)
+    run: str = option("latest", "run id, model fingerprint (prefixes work) or 'latest'")
+    metrics: tuple[str, ...] = option(
+        DEFAULT_METRICS,
+        f"comma-separated: {', '.join(METRICS)} (needs --boxes); omitted with --boxes: the pointing game of "
+        "the stored maps only",
+        parse=validate_metrics,
+        cli_default=None,
+    )
+    checkpoint: str | None = option(None, "the run's model weights (.pt); must match its fingerprint")
+    boxes: str | None = option(None, "CSV with image_id,x0,y0,x1,y1 in original-image pixels (x1, y1 exclusive)")
+    steps: int = option(16, "deletion/insertion steps K")
+    sample: int | None = option(None, "score N images (stratified by body part and label)", group="sample")
+    fraction: float | None = option(None, "score this fraction of the images (stratified)", group="sample")
+    seed: int = option(0, "sample, random maps, noise and randomised weights")
+    batch_size: int = option(8, "images scored together on an actor")
+    input_cache: str = option("read", "read model inputs from the cache", choices=EVALUATE_INPUT_CACHE_MODES)
+    shard_timeout: float = option(
+        3600.0, "seconds an actor may hold one shard; past it the actor is stopped and the shard retried elsewhere"
+    )
+    resamples: int = option(1000, "bootstrap resamples of studies")
+    force: bool = option(False, "drop the run's metrics and score afresh")
 
     def validate(self) -> None:
         self.metrics = validate_metrics(self.metrics)
@@ -50,5 +48,4 @@ class EvaluateConfig:
             raise ValueError("pass --sample N or --fraction F, not both")
         if self.input_cache not in EVALUATE_INPUT_CACHE_MODES:
             raise ValueError(f"--input-cache must be read or off for an evaluation, got {self.input_cache!r}")
-        if not self.start_timeout > 0 or not self.shard_timeout > 0 or self.retries < 0:
-            raise ValueError("--start-timeout and --shard-timeout must be > 0 and --retries >= 0")
+        self.validate_runtime()

@@ -14,12 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from densecam_core.data.decode import ModelInput
-from densecam_core.data.decode import ready as decoder_ready  # lives in decode: children import no torch
+from densecam_core.data.decode_task import (
+    ready as decoder_ready,  # lives in decode: children import no torch  # lives in decode: children import no torch
+)
 from densecam_core.data.loader import BatchLoader
+from densecam_core.data.preprocess import ModelInput
 from densecam_core.parallel.shared_block import SharedBlock, shared_or_none, sweep_dead_blocks
 from densecam_core.parallel.spawned import SpawnedPool, close_all
-from densecam_core.store.inputs.cache import SourceIdentity
+from densecam_core.store.inputs.identity import SourceIdentity
 from densecam_core.store.shard import DecodedSlot, ShardCommit, commit_shard, commit_shared_shard
 from densecam_core.store.shard import ready as writer_ready
 

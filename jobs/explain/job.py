@@ -1,12 +1,11 @@
 """The explanation job: manifest -> shards -> Ray actors (GPU or CPU) -> heatmap store.
 
-    python -m jobs.explain.job MANIFEST --store STORE [--checkpoint CKPT] [...]
-    ray job submit --working-dir . -- python -m jobs.explain.job s3://bucket/manifest.parquet --store s3://bucket/store ...
+Its command line is ``densecam explain`` (``jobs/cli/explain.py``).
 
 Without a manifest it explains a generated synthetic MURA tree; without --address (or RAY_ADDRESS)
-it starts a local Ray on this machine. The parts: ``config`` (settings and command line),
-``resources`` (actor sizing), ``dispatch`` (the driver loop); this module prepares a job (every
-check that bad input can fail, before any work), runs it and summarises it.
+it starts a local Ray on this machine. The runtime (``jobs/runtime``) sizes the actors and runs the
+driver loop; this module prepares a job (every check that bad input can fail, before any work),
+launches its actors and summarises it.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import dataclasses
 import os
 import sys
 import time
-import traceback
 import warnings
 from collections import deque
 from dataclasses import dataclass
@@ -25,11 +23,10 @@ import pandas as pd
 import pyarrow as pa
 
 from densecam_core.cam.explainer import Explainer
-from densecam_core.data.errors import ManifestError
 from densecam_core.data.folders import skipped_summary
 from densecam_core.data.manifest import read_manifest
 from densecam_core.data.pseudonyms import Identifiers, in_clear, load_identifiers
-from densecam_core.model.checkpoint import CheckpointError, load_densenet169, model_fingerprint, state_dict_bytes
+from densecam_core.model.checkpoint import load_densenet169, model_fingerprint, state_dict_bytes
 from densecam_core.model.precision import SlowPrecisionWarning
 from densecam_core.store.compact import compact_locked
 from densecam_core.store.inputs.cache import InputCache
@@ -37,16 +34,15 @@ from densecam_core.store.layout import Shard, StoreError
 from densecam_core.store.lock import RunLock
 from densecam_core.store.writer import RunSpec, RunWriter, ensure_store
 from densecam_core.vocabulary import block_grid, validate_methods, validate_resize_mode
-from jobs.explain.config import JobConfig, batch_size_for, build_parser, config_from_args, decode_processes_for
+from jobs.explain.config import JobConfig, batch_size_for, decode_processes_for
 from jobs.explain.settings import ExplainSettings
 from jobs.explain.worker import ExplainWorker
-from jobs.runtime.actor_pool import ActorStartError
 from jobs.runtime.contract import ShardResult, WorkItem
 from jobs.runtime.dispatch import DispatchCounters, JobState, make_actor_class
 from jobs.runtime.resources import Resources
 from jobs.runtime.skeleton import Hook, Launch, RunSummary, ShardPlan, dispatch_on_ray, run_locked, shard_work
 
-__all__ = ["JobConfig", "JobState", "JobSummary", "PreparedJob", "main", "prepare", "run_job"]
+__all__ = ["JobConfig", "JobState", "JobSummary", "PreparedJob", "prepare", "run_job"]
 
 
 @dataclass(frozen=True)
@@ -306,24 +302,3 @@ def _catalog_input_cache(config: JobConfig) -> None:
             f"input cache: the catalog was not updated ({exc}); the next job reads the segments instead",
             file=sys.stderr,
         )
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        summary = run_job(config_from_args(args))
-    except (ManifestError, CheckpointError, StoreError, ValueError, TypeError) as exc:
-        print(f"densecam explain: error: {exc}", file=sys.stderr)
-        return 2
-    except ActorStartError as exc:
-        print(f"densecam explain: error: {exc}", file=sys.stderr)
-        return 1
-    except Exception:
-        traceback.print_exc()
-        return 1
-    print(summary.render())
-    return 1 if summary.shards_failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 
 from densecam_core.cam.explainer import Explanation
-from densecam_core.data.decode import ModelInput
+from densecam_core.data.preprocess import ModelInput
 from densecam_core.store import layout as fmt
-from densecam_core.store.inputs.cache import SourceIdentity
+from densecam_core.store.inputs.identity import SourceIdentity
 
 
 def array_dtype(name: str) -> type:

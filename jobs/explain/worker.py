@@ -139,7 +139,9 @@ class ExplainWorker:
         block = self.host.shared(specs)
         pixels: list[SharedBlock] = []  # the decode processes' block, made once the cache's hits are known
         try:
-            outputs = block.arrays if block is not None else {n: np.empty(s, array_dtype(n)) for n, s in recorded.items()}
+            outputs = (
+                block.arrays if block is not None else {n: np.empty(s, array_dtype(n)) for n, s in recorded.items()}
+            )
             for name, values in outputs.items():
                 values[...] = missing_value(name)
             filled = self._fill(rows, slots, outputs, pixels)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from concurrent.futures import Executor
 from typing import NamedTuple
 
-from densecam_core.data.decode import ModelInput
+from densecam_core.data.preprocess import ModelInput
 from densecam_core.store.inputs.cache import InputCache
 from densecam_core.store.inputs.identity import (
     SourceIdentity,
