@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from densecam_core.data.decode import as_rgb
+from densecam_core.vocabulary import BLOCKS
 
 
 def headless_pyplot():
@@ -51,7 +52,7 @@ def image_panel(
     record = run.index.set_index("image_id").loc[image_id]
     panels = [("radiograph", as_rgb(run.image(image_id)))]
     panels.append(("CAM (block 4)", run.overlay(image_id, "cam")))
-    panels += [(f"{method} block {b}", run.overlay(image_id, method, b)) for b in (1, 2, 3, 4)]
+    panels += [(f"{method} block {b}", run.overlay(image_id, method, b)) for b in BLOCKS]
     figure, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.0))
     for axis, (name, picture) in zip(axes, panels):
         axis.imshow(picture, cmap="gray" if picture.ndim == 2 else None)

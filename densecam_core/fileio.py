@@ -23,6 +23,10 @@ class NotRegularFileError(OSError):
     """A store path that is a FIFO, socket or device: opening it for reading could block forever."""
 
 
+TMP_PREFIX = "_tmp-"
+"""Files being written (renamed into place when whole): every reader and compaction skips them."""
+
+
 def open_regular(fs: fsspec.AbstractFileSystem, path: str) -> IO[bytes]:
     """``fs.open(path, "rb")``, except that on a local disk only regular files are opened: a FIFO named like
     a store file would otherwise block its reader forever (opened without blocking, then checked)."""
@@ -83,7 +87,7 @@ def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) ->
     """
     folder, name = posixpath.split(path)
     # "_"-prefixed: pyarrow, pandas, Spark and Hive skip such files when they read a folder of Parquet
-    tmp = posixpath.join(folder, f"_tmp-{uuid.uuid4().hex}-{name}")
+    tmp = posixpath.join(folder, f"{TMP_PREFIX}{uuid.uuid4().hex}-{name}")
     fs.pipe_file(tmp, data)
     fs.mv(tmp, path)
 

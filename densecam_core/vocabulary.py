@@ -18,6 +18,17 @@ RESIZE_MODES: tuple[str, ...] = ("stretch", "pad")
 CPU_BATCH = 8
 GPU_BATCHES: tuple[int, ...] = (128, 64, 32, 16, 8)
 """Candidates for a GPU's batch, largest first: small batches leave a GPU waiting on kernel launches."""
+CAM_KEY: tuple[str, int] = ("cam", 4)
+"""CAM's (method, block): the last dense block's class activation map."""
+
+
+def map_keys(
+    methods: tuple[str, ...] | list[str], blocks: tuple[int, ...] | list[int] = BLOCKS
+) -> list[tuple[str, int]]:
+    """Every map a run holds, in the store's order: CAM first, then each method at each block."""
+    return [CAM_KEY] + [(m, b) for m in methods for b in blocks]
+
+
 STEM: tuple[str, ...] = ("features.conv0", "features.norm0", "features.relu0", "features.pool0")
 """The modules before block 1, run without gradients."""
 
@@ -152,3 +163,12 @@ def validate_resize_mode(mode: str) -> str:
     if mode not in RESIZE_MODES:
         raise ValueError(f"resize mode must be one of {RESIZE_MODES}, got {mode!r}")
     return mode
+
+
+DICOM_WINDOWS = ("first", "lut", "minmax", "percentile")
+"""How the VOI transform is chosen: ``first`` the file's first window, else its VOI LUT, else min-max;
+``lut`` its VOI LUT, else its first window, else min-max; ``minmax`` the range of the image's values;
+``percentile`` the 0.5-99.5 percentile range of the image's values (the file's own VOI ignored)."""
+
+
+DEFAULT_DICOM_WINDOW = "first"

@@ -1,16 +1,11 @@
-"""``densecam demo``: the whole loop on one machine in minutes, on generated data.
-
-synthetic MURA tree (lesion boxes known) -> train DenseNet169 -> explain the valid split with the
-Ray job -> study AUROC, pointing game per map vs the random baseline, overlay figures -> one more
-epoch of training -> second run -> what the update changed. Deterministic for a seed.
+"""The demo's steps on generated data: a synthetic tree, training, two explained runs, scores, figures,
+what the update changed. ``densecam demo`` (``jobs/cli/demo.py``) runs them.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -60,14 +55,13 @@ def run_demo(workdir: str | os.PathLike, config: DemoConfig = DemoConfig()) -> d
     from densecam_core import fileio
     from densecam_core.data.manifest import read_manifest
     from densecam_core.data.synth import generate_mura
-    from densecam_core.evaluation.localisation import boxes_by_image, pointing_game, read_boxes
+    from densecam_core.evaluation.localisation import boxes_by_image, format_pointing_game, pointing_game, read_boxes
     from densecam_core.evaluation.report import format_grid, summary_grid
     from densecam_core.figures import contact_sheet, image_panel
     from densecam_core.model.classification import image_and_study_metrics
     from densecam_core.model.training import TrainConfig, save_checkpoint, split_for_training, train
     from densecam_core.store.reader import open_store
     from jobs.cli.compare import compare
-    from jobs.cli.evaluate import format_table
     from jobs.evaluate.job import EvaluateConfig, run_evaluation
     from jobs.explain.job import JobConfig, run_job
 
@@ -188,7 +182,7 @@ def run_demo(workdir: str | os.PathLike, config: DemoConfig = DemoConfig()) -> d
         f"      study-level AUROC {metrics_a['study']['auroc']:.3f} (image level {metrics_a['image']['auroc']:.3f}) "
         f"over {int(metrics_a['study']['count'])} valid studies"
     )
-    _say("      " + format_table(table).replace("\n", "\n      "))
+    _say("      " + format_pointing_game(table).replace("\n", "\n      "))
     hit = {f"{r.method}/{r.block}": float(r.hit_rate) for r in table.itertuples()}
     target_met = hit["cam/4"] >= 0.8 and hit["gradcam/4"] >= 0.8
     _say(f"      target (CAM and Grad-CAM block 4 >= 0.8): {'met' if target_met else 'NOT met'}")
@@ -247,51 +241,3 @@ def run_demo(workdir: str | os.PathLike, config: DemoConfig = DemoConfig()) -> d
         f"summary in {work / 'demo-summary.json'}"
     )
     return result
-
-
-def build_parser() -> argparse.ArgumentParser:
-    defaults = DemoConfig()
-    parser = argparse.ArgumentParser(
-        prog="densecam demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--workdir", default="densecam-demo", help="folder for data, checkpoints, store and figures")
-    parser.add_argument("--images", type=int, default=defaults.images, help="synthetic images to generate")
-    parser.add_argument("--size", type=int, default=defaults.size, help="model input size for training and explaining")
-    parser.add_argument(
-        "--epochs", type=int, default=defaults.epochs, help="epochs of the first model (the update adds one)"
-    )
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--workers", type=int, default=None, help="Ray actors for the explanation job")
-    parser.add_argument(
-        "--evaluate-images",
-        type=int,
-        default=defaults.evaluate_images,
-        help="valid images whose maps the quality evaluation scores (0: skip it)",
-    )
-    parser.add_argument("--device", default=None, help="training device (default: cuda when available, else cpu)")
-    parser.add_argument("--no-progress", action="store_true")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    config = DemoConfig(
-        images=args.images,
-        size=args.size,
-        epochs=args.epochs,
-        seed=args.seed,
-        workers=args.workers,
-        evaluate_images=args.evaluate_images,
-        device=args.device,
-        progress=not args.no_progress,
-    )
-    try:
-        run_demo(args.workdir, config)
-    except ValueError as exc:
-        print(f"densecam demo: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

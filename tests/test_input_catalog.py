@@ -18,9 +18,10 @@ from densecam_core.data.geometry import Geometry
 from densecam_core.data.preprocess import ModelInput
 from densecam_core.store.inputs import catalog as input_catalog
 from densecam_core.store.inputs.cache import CacheDamageWarning, InputCache
-from densecam_core.store.inputs.catalog import CATALOG_JSON, CatalogWarning
+from densecam_core.store.inputs.catalog import CatalogWarning
 from densecam_core.store.inputs.identity import SourceIdentity
 from densecam_core.store.inputs.verify import remove, verify_input_caches
+from densecam_core.store.layout import CATALOG_JSON
 
 SIZE = 8
 

@@ -77,7 +77,7 @@ def test_baselines_and_noise_depend_on_the_image_not_its_batch(model):
 
 def test_stability_equals_a_plain_reference(model):
     """Per image and sample: the seeded noise, one Explainer call, numpy's Pearson r and max change."""
-    from densecam_core.evaluation.faithfulness import normalise01
+    from densecam_core.model.conventions import normalise01
 
     pixels = _pixels(2, seed=5)
     scorer = BatchScorer(model, ScoreSettings(metrics=("stability",)), methods=("layercam",))

@@ -26,7 +26,7 @@ from densecam_core.model.training import (
     split_for_training,
     train,
 )
-from jobs.train import main as train_main
+from jobs.cli.train import main as train_main
 
 
 def auroc_by_pairs(labels, scores) -> float:

@@ -334,7 +334,7 @@ def test_non_finite_output_becomes_an_error_row(tree, tmp_path, monkeypatch):
 
 
 def test_cache_command_fills_the_cache_the_job_then_reads(tree, tmp_path, capsys):
-    from jobs.cache import main
+    from jobs.cli.cache import main
 
     store = tmp_path / "store"
     assert main([str(tree), "--store", str(store), "--size", str(SIZE), "--segment-size", "4", "--threads", "2"]) == 0

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from densecam_core.cam.cuda_graphs import Capture, CapturedPass, GraphCaptureWarning, cuda_capture
-from densecam_core.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from densecam_core.model.conventions import imagenet_statistics
 from densecam_core.model.fusion import ChannelAffine, fused_densenet
 from densecam_core.model.precision import reduced_dtype, warn_if_emulated
 from densecam_core.vocabulary import (
@@ -155,8 +155,7 @@ class Explainer:
             (tap, self.net.get_submodule(tap.stage), self.net.get_submodule(tap.module)) for tap in BLOCK_TAPS
         ]
         self.device = next(model.parameters()).device
-        self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).reshape(1, 3, 1, 1)
-        self._std = torch.tensor(IMAGENET_STD, device=self.device).reshape(1, 3, 1, 1)
+        self._mean, self._std = imagenet_statistics(self.device)
         self.num_classes = int(model.classifier.out_features)
         self.targets = self._validate_targets(targets)
         self.precision = validate_precision(precision)

@@ -187,28 +187,6 @@ def to_pixels(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 def is_image_name(name: str) -> bool:
     """Files a folder walk picks up: image extensions, never hidden (``._image1.png``) files."""
     base = os.path.basename(name)

@@ -16,12 +16,8 @@ from typing import Any
 import numpy as np
 
 from densecam_core.data.errors import ImageError
+from densecam_core.vocabulary import DEFAULT_DICOM_WINDOW, DICOM_WINDOWS
 
-DICOM_WINDOWS = ("first", "lut", "minmax", "percentile")
-"""How the VOI transform is chosen: ``first`` the file's first window, else its VOI LUT, else min-max;
-``lut`` its VOI LUT, else its first window, else min-max; ``minmax`` the range of the image's values;
-``percentile`` the 0.5-99.5 percentile range of the image's values (the file's own VOI ignored)."""
-DEFAULT_DICOM_WINDOW = "first"
 PERCENTILES = (0.5, 99.5)
 _LUT_BITS = 16
 

@@ -31,8 +31,6 @@ _MURA_PATH = re.compile(
 )
 
 
-
-
 @dataclass(frozen=True)
 class MuraFields:
     split: str
@@ -133,16 +131,6 @@ def _root_for(source: str, image_root: str | os.PathLike | None) -> str:
     if image_root is not None:
         return os.fspath(image_root)
     return posixpath.dirname(source) if "://" in source else str(Path(source).resolve().parent)
-
-
-
-
-
-
-
-
-
-
 
 
 def _read_url(url: str, image_root: str | os.PathLike | None) -> pd.DataFrame:

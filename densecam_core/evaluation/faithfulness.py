@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from densecam_core.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from densecam_core.model.conventions import class_probability, normalise01
 
 
 @dataclass(frozen=True)
@@ -62,19 +62,6 @@ def pixel_ranks(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def step_counts(steps: int, pixels: int) -> list[int]:
     """How many top pixels step k (0..K) has changed: round(k/K * H*W)."""
     return [round(k / steps * pixels) for k in range(steps + 1)]
-
-
-def class_probability(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """The explained class's probability: sigmoid for one output, softmax otherwise."""
-    if logits.shape[1] == 1:
-        return torch.sigmoid(logits[:, 0])
-    return torch.softmax(logits, dim=1).gather(1, targets[:, None])[:, 0]
-
-
-def normalise01(pixels01: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(IMAGENET_MEAN, device=pixels01.device).reshape(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=pixels01.device).reshape(1, 3, 1, 1)
-    return (pixels01 - mean) / std
 
 
 def _probabilities(

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from densecam_core.data.geometry import Geometry
+from densecam_core.vocabulary import BLOCKS, map_keys
 
 BOX_COLUMNS = ("image_id", "x0", "y0", "x1", "y1")
 
@@ -133,7 +134,7 @@ def pointing_game(
     run,
     boxes: str | os.PathLike | pd.DataFrame,
     methods: Sequence[str] | None = None,
-    blocks: Sequence[int] = (1, 2, 3, 4),
+    blocks: Sequence[int] = BLOCKS,
     *,
     target: int = 0,
     tolerance: float = 0.0,
@@ -160,7 +161,7 @@ def pointing_game(
     ]
     areas = [box_area_fraction(grouped[i], g.orig_height, g.orig_width) for i, g in zip(scored["image_id"], geometries)]
     rows = scored["row"].to_numpy()
-    maps_wanted = [("cam", 4)] + [(m, b) for m in (methods or run.methods) for b in blocks]
+    maps_wanted = map_keys(methods or run.methods, blocks)
     records = []
     for method, block in maps_wanted:
         raw = run.maps(method, None if method == "cam" else block, rows=rows)[:, target]
@@ -187,3 +188,15 @@ def pointing_game(
         flat_maps=("flat", "sum"),
     )
     return table.reset_index()
+
+
+def format_pointing_game(table: pd.DataFrame) -> str:
+    """Hit rates as a method x block grid, CAM first, with the random baseline underneath."""
+    grid = table.pivot(index="method", columns="block", values="hit_rate")
+    order = ["cam"] + [m for m in grid.index if m != "cam"]
+    grid = grid.loc[order]
+    grid.columns = [f"block {b}" for b in grid.columns]
+    images = int(table["images"].iloc[0])
+    baseline = float(table["random_baseline"].iloc[0])
+    text = grid.to_string(float_format=lambda v: f"{v:.3f}", na_rep="")
+    return f"pointing game hit rate over {images} images with a lesion box\n{text}\nrandom baseline (mean box area fraction): {baseline:.3f}"

@@ -17,18 +17,19 @@ import torch
 
 from densecam_core.cam.explainer import Explainer, Explanation
 from densecam_core.data.geometry import Geometry
-from densecam_core.evaluation.faithfulness import deletion_insertion, endpoints, normalise01
+from densecam_core.evaluation.faithfulness import deletion_insertion, endpoints
 from densecam_core.evaluation.localisation import box_mask, is_hit, otsu_iou, peak, relevance_mass
 from densecam_core.evaluation.randomisation import RANDOMIZATION_STAGES, cascade
 from densecam_core.evaluation.similarity import max_change, pearson, spearman, ssim
+from densecam_core.model.conventions import normalise01
 from densecam_core.model.fusion import fused_densenet
-from densecam_core.vocabulary import METRICS, block_grid, validate_metrics
+from densecam_core.vocabulary import CAM_KEY, METRICS, block_grid, validate_metrics
 
 RANDOM_METHOD = "random"
 NOISE_SAMPLES = 2
 NOISE_AMPLITUDE = 0.5  # grey levels of 0..255: the smallest change an 8-bit image can hold
 
-MapKey = tuple[str, int]  # (method, block); CAM is ("cam", 4)
+MapKey = tuple[str, int]  # (method, block); CAM is CAM_KEY
 
 
 def image_seed(seed: int, image_id: str, purpose: str) -> int:
@@ -52,6 +53,7 @@ class ScoreSettings:
     seed: int = 0
     forward_batch: int | None = None  # perturbed inputs per no-grad forward; None: 16 on a CPU, 64 on a GPU
     random_baseline: bool = True  # also score a seeded random map per block (method "random")
+
 
 class Rows:
     """Collects scores column-wise: one (method, block, metric, stage) and a value per image at a time."""
@@ -81,7 +83,7 @@ class Rows:
 
 def explanation_maps(result: Explanation) -> dict[MapKey, torch.Tensor]:
     """Each map of the first explained target, (B, h, w), keyed by (method, block)."""
-    maps: dict[MapKey, torch.Tensor] = {("cam", 4): result.cam[:, 0]}
+    maps: dict[MapKey, torch.Tensor] = {CAM_KEY: result.cam[:, 0]}
     for method, per_block in result.maps.items():
         for block, values in per_block.items():
             maps[(method, block)] = values[:, 0]

@@ -30,8 +30,8 @@ from densecam_core.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, load_for_
 from densecam_core.model.checkpoint import CheckpointError, load_densenet169, model_fingerprint, read_checkpoint
 from densecam_core.model.classification import image_and_study_metrics
 from densecam_core.model.precision import reduced_dtype, warn_if_emulated
+from densecam_core.vocabulary import PRECISIONS
 
-PRECISIONS = ("fp32", "bf16", "fp16")
 _BLACK = (-IMAGENET_MEAN / IMAGENET_STD).tolist()  # what a rotation fills the corners with
 
 

@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 
 from densecam_core import fileio
 from densecam_core.store import layout as fmt
-from densecam_core.store.index import COMPACT_NAME, COMPACTED_JSON, read_state
+from densecam_core.store.index import read_state
+from densecam_core.store.layout import COMPACT_NAME, COMPACTED_JSON
 from densecam_core.store.lock import RunLock
 from densecam_core.store.run import Run
 from densecam_core.store.writer import record_counts
@@ -97,7 +98,7 @@ def _clean(fs: Any, index_dir: str, state: dict[str, Any]) -> None:
         if (
             (part and int(part.group(1)) in covered)
             or (COMPACT_NAME.match(name) and name not in state["files"])
-            or name.startswith("_tmp-")
+            or name.startswith(fmt.TMP_PREFIX)
         ):
             _remove(fs, path)
 

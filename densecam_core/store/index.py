@@ -20,7 +20,6 @@ A reader therefore sees every committed row exactly once, whatever moment it ope
 from __future__ import annotations
 
 import io
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,9 +29,7 @@ import pyarrow.parquet as pq
 
 from densecam_core import fileio
 from densecam_core.store import layout as fmt
-
-COMPACTED_JSON = "_compacted.json"  # "_": tools reading the folder as Parquet skip it
-COMPACT_NAME = re.compile(r"^compact-[0-9a-f]{32}\.parquet$")
+from densecam_core.store.layout import COMPACT_NAME, COMPACTED_JSON
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The heatmap store's layout, names and schema: the single source of truth (see docs/FORMAT.md).
+"""The heatmap store's layout: every file and folder name and every schema of docs/FORMAT.md, and nowhere else.
 
 No torch import: notebooks open stores without loading a deep-learning framework.
 """
@@ -13,7 +13,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from densecam_core.vocabulary import BLOCKS
+from densecam_core.fileio import TMP_PREFIX as TMP_PREFIX  # the name of files being written, named here too
+from densecam_core.vocabulary import BLOCKS, DICOM_WINDOWS, RESIZE_MODES
 
 FORMAT_NAME = "densecam-heatmap-store"
 FORMAT_VERSION = 2
@@ -155,3 +156,85 @@ def run_meta_problem(meta: dict[str, Any]) -> str | None:
     if not isinstance(meta.get("model_fingerprint"), str) or not isinstance(meta.get("created"), str):
         return "run.json is damaged: model_fingerprint or created"
     return None
+
+
+# -- the index: compacted files and the state that lists them (store/index.py, store/compact.py)
+COMPACTED_JSON = "_compacted.json"  # "_": tools reading the folder as Parquet skip it
+
+
+COMPACT_NAME = re.compile(r"^compact-[0-9a-f]{32}\.parquet$")
+
+
+# -- scores of an evaluation (store/scores.py)
+METRICS_DIR = "metrics"
+
+
+EVALUATION_JSON = "_evaluation.json"
+
+
+METRIC_FIELDS: tuple[pa.Field, ...] = (
+    pa.field("image_id", pa.string()),
+    pa.field("row", pa.int64()),
+    pa.field("method", pa.string()),  # cam, a gradient method, or random (the baseline); null on error rows
+    pa.field("block", pa.int8()),  # 1-4; 4 for CAM
+    pa.field("metric", pa.string()),  # e.g. deletion_auc; "error" for an image that could not be scored
+    pa.field("stage", pa.int8()),  # randomisation stage 1-5, null for other metrics
+    pa.field("value", pa.float64()),
+    pa.field("error", pa.string()),  # why an image could not be scored (error rows only)
+    pa.field("shard", pa.int32()),
+)
+
+
+METRIC_SCHEMA = pa.schema(METRIC_FIELDS)
+
+
+# -- the input cache (store/inputs/): one folder per preprocessing, segments and their catalog
+CATALOG_JSON = "_catalog.json"
+
+
+CATALOG_NAME = re.compile(r"^catalog-[0-9a-f]{32}\.parquet$")
+
+
+IDENTITY_SCHEMA = pa.schema(
+    [
+        ("path", pa.string()),
+        ("file_size", pa.int64()),
+        ("file_stamp", pa.string()),
+        ("orig_height", pa.int32()),
+        ("orig_width", pa.int32()),
+        ("channels", pa.int8()),
+    ]
+)
+"""A cached image's identity and geometry: the columns a segment holds beside its pixels."""
+
+
+IDENTITY_COLUMNS = IDENTITY_SCHEMA.names
+
+
+CATALOG_SCHEMA = pa.schema([("segment", pa.string()), ("row", pa.int32()), *IDENTITY_SCHEMA])
+
+
+INPUTS_DIR = "inputs"
+
+
+CACHE_JSON = "cache.json"
+
+
+SEGMENT_NAME = re.compile(r"^segment-[0-9a-f]{32}\.parquet$")
+
+
+INPUT_SEGMENT_SCHEMA = pa.schema([*IDENTITY_SCHEMA, ("pixels", pa.binary())])
+
+
+CACHE_FOLDER = re.compile(rf"^s(\d+)-({'|'.join(RESIZE_MODES)})-p(\d+)(?:-w({'|'.join(DICOM_WINDOWS)}))?$")
+"""The names ``cache_key`` gives, of any preprocessing version: size, resize mode, version, DICOM window."""
+SUMMARY_CSV = "_summary.csv"
+SUMMARY_PNG = "_summary.png"
+"""The quality table an evaluation writes beside its parts (``metrics/``), as CSV and as a figure."""
+
+
+def cache_folder_name(size: int, resize: str, version: int, dicom_window: str | None) -> str:
+    """The input-cache folder of one preprocessing; the window enters only when not the default
+    (``None``), so caches written before DICOM support keep their names. ``CACHE_FOLDER`` parses it."""
+    window = "" if dicom_window is None else f"-w{dicom_window}"
+    return f"s{int(size)}-{resize}-p{int(version)}{window}"

@@ -21,6 +21,7 @@ from densecam_core import fileio
 from densecam_core.data.geometry import Geometry
 from densecam_core.store import layout as fmt
 from densecam_core.store.index import IndexFiles, list_index
+from densecam_core.vocabulary import BLOCKS
 
 
 class Run:
@@ -310,7 +311,7 @@ class Run:
     def to_xarray(
         self,
         methods: Sequence[str] | None = None,
-        blocks: Sequence[int] = (1, 2, 3, 4),
+        blocks: Sequence[int] = BLOCKS,
         image_ids: Sequence[str] | None = None,
     ) -> Any:
         """A lazy xarray Dataset of the committed ``ok`` images: nothing is read until values are asked for.

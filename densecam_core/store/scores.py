@@ -18,21 +18,7 @@ import pyarrow.parquet as pq
 
 from densecam_core import fileio
 from densecam_core.store import layout as fmt
-
-METRICS_DIR = "metrics"
-EVALUATION_JSON = "_evaluation.json"
-METRIC_FIELDS: tuple[pa.Field, ...] = (
-    pa.field("image_id", pa.string()),
-    pa.field("row", pa.int64()),
-    pa.field("method", pa.string()),  # cam, a gradient method, or random (the baseline); null on error rows
-    pa.field("block", pa.int8()),  # 1-4; 4 for CAM
-    pa.field("metric", pa.string()),  # e.g. deletion_auc; "error" for an image that could not be scored
-    pa.field("stage", pa.int8()),  # randomisation stage 1-5, null for other metrics
-    pa.field("value", pa.float64()),
-    pa.field("error", pa.string()),  # why an image could not be scored (error rows only)
-    pa.field("shard", pa.int32()),
-)
-METRIC_SCHEMA = pa.schema(METRIC_FIELDS)
+from densecam_core.store.layout import EVALUATION_JSON, METRIC_FIELDS, METRIC_SCHEMA, METRICS_DIR
 
 
 def metrics_dir(run_url: str) -> tuple[Any, str]:

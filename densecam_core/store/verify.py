@@ -20,7 +20,8 @@ from fsspec.implementations.local import LocalFileSystem
 
 from densecam_core import fileio
 from densecam_core.store import layout as fmt
-from densecam_core.store.index import COMPACT_NAME, COMPACTED_JSON, read_state, uncover
+from densecam_core.store.index import read_state, uncover
+from densecam_core.store.layout import COMPACT_NAME, COMPACTED_JSON
 from densecam_core.store.run import Run
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from densecam_core.comparison_summary import most_changed, plot_changes, summarise_changes
+from densecam_core.vocabulary import BLOCKS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,9 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("run_a", help="the earlier run: run id, model fingerprint (unique prefixes work) or 'latest'")
     parser.add_argument("run_b", help="the later run, same forms as RUN_A")
     parser.add_argument("--method", default="gradcam", help="map to compare: cam or a stored method (default gradcam)")
-    parser.add_argument(
-        "--block", type=int, default=4, choices=(1, 2, 3, 4), help="dense block of the map (ignored for cam)"
-    )
+    parser.add_argument("--block", type=int, default=4, choices=BLOCKS, help="dense block of the map (ignored for cam)")
     parser.add_argument("--top", type=int, default=10, help="how many most-changed images to list")
     parser.add_argument(
         "--plot", default=None, help="PNG to write (default: compare-<A>-<B>.png in the current folder)"

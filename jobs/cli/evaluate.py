@@ -11,17 +11,13 @@ import argparse
 import sys
 import traceback
 
-import pandas as pd
-
 from jobs.cli.generated import DefaultsFormatter, add_config_arguments, config_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:
     from jobs.evaluate.config import EvaluateConfig
 
-    parser = argparse.ArgumentParser(
-        prog="densecam evaluate", description=__doc__, formatter_class=DefaultsFormatter
-    )
+    parser = argparse.ArgumentParser(prog="densecam evaluate", description=__doc__, formatter_class=DefaultsFormatter)
     add_config_arguments(parser, EvaluateConfig)
     parser.add_argument(
         "--tolerance", type=float, default=0.0, help="pointing game only: grow boxes by this many pixels"
@@ -33,25 +29,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def format_table(table: pd.DataFrame) -> str:
-    """Hit rates as a method x block grid, CAM first, with the random baseline underneath."""
-    grid = table.pivot(index="method", columns="block", values="hit_rate")
-    order = ["cam"] + [m for m in grid.index if m != "cam"]
-    grid = grid.loc[order]
-    grid.columns = [f"block {b}" for b in grid.columns]
-    images = int(table["images"].iloc[0])
-    baseline = float(table["random_baseline"].iloc[0])
-    text = grid.to_string(float_format=lambda v: f"{v:.3f}", na_rep="")
-    return f"pointing game hit rate over {images} images with a lesion box\n{text}\nrandom baseline (mean box area fraction): {baseline:.3f}"
-
-
 def pointing_game_main(args: argparse.Namespace) -> int:
     from densecam_core import open_store, pointing_game
+    from densecam_core.evaluation.localisation import format_pointing_game
 
     run = open_store(args.store).run(args.run)
     table = pointing_game(run, args.boxes, tolerance=args.tolerance)
     print(f"run {run.run_id} (model {run.fingerprint[:12]})")
-    print(format_table(table))
+    print(format_pointing_game(table))
     if args.csv:
         table.to_csv(args.csv, index=False)
     return 0

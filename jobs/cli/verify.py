@@ -18,10 +18,10 @@ import sys
 
 from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW
 from densecam_core.fileio import filesystem, url_join
-from densecam_core.store.inputs.cache import CACHE_FOLDER, INPUTS_DIR, InputCache
+from densecam_core.store.inputs.cache import InputCache
 from densecam_core.store.inputs.catalog import sweep_leftovers
 from densecam_core.store.inputs.verify import remove, verify_input_caches
-from densecam_core.store.layout import StoreError
+from densecam_core.store.layout import CACHE_FOLDER, INPUTS_DIR, StoreError
 from densecam_core.store.reader import open_store
 from densecam_core.store.verify import repair_index_files, uncommit, verify_run
 

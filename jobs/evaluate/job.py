@@ -28,7 +28,7 @@ from densecam_core.evaluation.sampling import stratified_sample
 from densecam_core.evaluation.scorer import ScoreSettings
 from densecam_core.model.checkpoint import load_densenet169, model_fingerprint, state_dict_bytes
 from densecam_core.store import scores as store_metrics
-from densecam_core.store.layout import RUNS_DIR, Shard, StoreError
+from densecam_core.store.layout import RUNS_DIR, SUMMARY_CSV, SUMMARY_PNG, Shard, StoreError
 from densecam_core.store.lock import RunLock, describe_holder
 from densecam_core.store.reader import open_store
 from densecam_core.store.run import Run
@@ -243,11 +243,11 @@ def main_job(config: EvaluateConfig, *, csv: str | None = None, plot: str | None
     print(format_grid(summary_grid(table)))
     run_url = fileio.url_join(config.store, RUNS_DIR, summary.run_id)
     fs, directory = store_metrics.metrics_dir(run_url)
-    csv_fs, csv_path = fileio.filesystem(csv) if csv else (fs, fileio.join(directory, "_summary.csv"))
+    csv_fs, csv_path = fileio.filesystem(csv) if csv else (fs, fileio.join(directory, SUMMARY_CSV))
     with csv_fs.open(csv_path, "w") as handle:
         table.to_csv(handle, index=False)
     if plot is None and fileio.protocol(fs) == "file":
-        plot = os.path.join(directory, "_summary.png")
+        plot = os.path.join(directory, SUMMARY_PNG)
     if plot:
         plot_table(table, plot)
     print(f"table: {csv or csv_path}" + (f"; plot: {plot}" if plot else ""))

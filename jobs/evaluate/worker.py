@@ -23,6 +23,7 @@ from densecam_core.store.layout import Shard
 from densecam_core.store.reader import open_store
 from densecam_core.store.run import Run
 from densecam_core.store.scores import write_metrics_part
+from densecam_core.vocabulary import map_keys
 from jobs.runtime.contract import ShardResult
 from jobs.runtime.replica import load_replica
 
@@ -84,7 +85,7 @@ class EvaluateWorker:
         )
 
     def map_keys(self) -> list[MapKey]:
-        return [("cam", 4)] + [(m, b) for m in self.settings.methods for b in (1, 2, 3, 4)]
+        return map_keys(self.settings.methods)
 
     def process_shard(
         self, run_url: str, shard: Shard, rows: pd.DataFrame, boxes: dict[str, np.ndarray] | None = None

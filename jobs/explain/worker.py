@@ -19,6 +19,7 @@ from densecam_core.cam.explainer import Explainer, Explanation
 from densecam_core.data.loader import PROCESS_TASK_IMAGES, BatchLoader, LoadedBatch
 from densecam_core.data.preprocess import ModelInput
 from densecam_core.model.checkpoint import model_fingerprint
+from densecam_core.model.conventions import class_probability
 from densecam_core.parallel.shared_block import SharedBlock, shared_or_none
 from densecam_core.store import layout as fmt
 from densecam_core.store.index import recorded_extra_types
@@ -263,13 +264,8 @@ class ExplainWorker:
             finite &= np.isfinite(values.reshape(len(ok), -1)).all(axis=1)
             if name in outputs:
                 outputs[name][at] = values
-        target_logits = result.logits.gather(1, result.targets[:, :1]).squeeze(1)
-        filled.logit[positions] = target_logits.numpy()
-        if result.logits.shape[1] == 1:
-            filled.prob[positions] = torch.sigmoid(target_logits).numpy()
-        else:
-            probs = torch.softmax(result.logits, 1).gather(1, result.targets[:, :1]).squeeze(1)
-            filled.prob[positions] = probs.numpy()
+        filled.logit[positions] = result.logits.gather(1, result.targets[:, :1]).squeeze(1).numpy()
+        filled.prob[positions] = class_probability(result.logits, result.targets[:, 0]).numpy()
         for position in positions[~finite]:
             filled.errors[position] = NON_FINITE
             filled.logit[position] = filled.prob[position] = np.nan

@@ -49,7 +49,7 @@ def test_a_local_ray_is_started_even_when_another_cluster_is_registered_here():
 
 @pytest.mark.parametrize("timeout", ["-1", "0"])
 def test_the_cache_command_refuses_a_timeout_that_is_not_positive(tmp_path, capsys, timeout):
-    from jobs.cache import main
+    from jobs.cli.cache import main
 
     generate_mura(tmp_path / "tree", images=2, seed=1, min_side=48, max_side=64)
     code = main([str(tmp_path / "tree"), "--store", str(tmp_path / "store"), "--read-timeout", timeout])

@@ -22,7 +22,6 @@ nanosecond mtime locally and the ETag (a content digest) on S3.
 from __future__ import annotations
 
 import io
-import re
 import time
 import uuid
 import warnings
@@ -36,12 +35,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from densecam_core import fileio
-from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW, DICOM_WINDOWS, validate_dicom_window
+from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW, validate_dicom_window
 from densecam_core.data.geometry import Geometry
 from densecam_core.data.preprocess import PREPROCESS_VERSION, ModelInput
 from densecam_core.store.inputs.catalog import (
-    IDENTITY_COLUMNS,
-    IDENTITY_SCHEMA,
     READ_THREADS,
     keep_segments,
     read_catalog,
@@ -55,43 +52,32 @@ from densecam_core.store.inputs.identity import (
     identify,
     validate_cache_identity,
 )
-from densecam_core.store.layout import StoreError
-from densecam_core.vocabulary import RESIZE_MODES
+from densecam_core.store.layout import (
+    CACHE_JSON,
+    IDENTITY_COLUMNS,
+    INPUT_SEGMENT_SCHEMA,
+    INPUTS_DIR,
+    SEGMENT_NAME,
+    StoreError,
+    cache_folder_name,
+)
 
-INPUTS_DIR = "inputs"
-CACHE_JSON = "cache.json"
-SEGMENT_NAME = re.compile(r"^segment-[0-9a-f]{32}\.parquet$")
 REFRESH_SECONDS = 30.0
 """A lookup that misses lists the folder again only when the last listing is this old: a missed image
 costs one decode, a listing of a large cache on an object store several requests per shard."""
 ROW_GROUP = 16
 """Rows per Parquet row group: a reader that needs a few images of a segment reads only their groups."""
-SCHEMA = pa.schema([*IDENTITY_SCHEMA, ("pixels", pa.binary())])
 
 
 class CacheDamageWarning(UserWarning):
     """A cached input could not be read back as written; the image was decoded again."""
 
 
-
-
 def cache_key(size: int, resize: str, dicom_window: str = DEFAULT_DICOM_WINDOW) -> str:
     """The cache folder of one preprocessing. A DICOM window other than the default adds ``-w<window>``
     (it changes DICOM pixels), so caches written before DICOM support keep their names."""
-    window = "" if dicom_window == DEFAULT_DICOM_WINDOW else f"-w{validate_dicom_window(dicom_window)}"
-    return f"s{int(size)}-{resize}-p{PREPROCESS_VERSION}{window}"
-
-
-CACHE_FOLDER = re.compile(rf"^s(\d+)-({'|'.join(RESIZE_MODES)})-p(\d+)(?:-w({'|'.join(DICOM_WINDOWS)}))?$")
-"""The names ``cache_key`` gives, of any preprocessing version: size, resize mode, version, DICOM window."""
-
-
-
-
-
-
-
-
+    window = None if dicom_window == DEFAULT_DICOM_WINDOW else validate_dicom_window(dicom_window)
+    return cache_folder_name(size, resize, PREPROCESS_VERSION, window)
 
 
 @dataclass(frozen=True)
@@ -327,7 +313,7 @@ class InputCache:
         if not entries:
             return None
         self._write_description()
-        columns = {name: [] for name in SCHEMA.names}  # type: dict[str, list]
+        columns = {name: [] for name in INPUT_SEGMENT_SCHEMA.names}  # type: dict[str, list]
         for identity, model_input in entries:
             pixels = model_input.pixels
             if pixels.dtype != np.uint8 or pixels.shape[1:] != (self.size, self.size) or pixels.shape[0] not in (1, 3):
@@ -335,7 +321,7 @@ class InputCache:
                     f"cache inputs must be (1 or 3, {self.size}, {self.size}) uint8, got {pixels.shape} {pixels.dtype}"
                 )
             for name, value in zip(
-                SCHEMA.names,
+                INPUT_SEGMENT_SCHEMA.names,
                 (
                     identity.path,
                     identity.size,
@@ -348,7 +334,7 @@ class InputCache:
             ):
                 columns[name].append(value)
         buffer = io.BytesIO()
-        table = pa.table(columns, schema=SCHEMA)
+        table = pa.table(columns, schema=INPUT_SEGMENT_SCHEMA)
         pq.write_table(
             table,
             buffer,
@@ -390,10 +376,6 @@ class InputCache:
             )
 
 
-
-
-
-
 def _binary_rows(column: pa.ChunkedArray) -> Callable[[int], np.ndarray]:
     """Row ``i`` of a binary column as a uint8 view of Arrow's buffer: no copy into Python bytes."""
     starts = np.cumsum([0] + [len(chunk) for chunk in column.chunks])
@@ -406,7 +388,3 @@ def _binary_rows(column: pa.ChunkedArray) -> Callable[[int], np.ndarray]:
         return np.frombuffer(data, dtype=np.uint8)[bounds[0] : bounds[1]] if data is not None else np.empty(0, np.uint8)
 
     return row
-
-
-
-

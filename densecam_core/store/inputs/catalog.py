@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import re
 import time
 import uuid
 import warnings
@@ -35,22 +34,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from densecam_core import fileio
-
-CATALOG_JSON = "_catalog.json"
-CATALOG_NAME = re.compile(r"^catalog-[0-9a-f]{32}\.parquet$")
-IDENTITY_SCHEMA = pa.schema(
-    [
-        ("path", pa.string()),
-        ("file_size", pa.int64()),
-        ("file_stamp", pa.string()),
-        ("orig_height", pa.int32()),
-        ("orig_width", pa.int32()),
-        ("channels", pa.int8()),
-    ]
+from densecam_core.store.layout import (
+    CATALOG_JSON,
+    CATALOG_NAME,
+    CATALOG_SCHEMA,
+    IDENTITY_COLUMNS,
+    TMP_PREFIX,
 )
-"""A cached image's identity and geometry: the columns a segment holds beside its pixels."""
-IDENTITY_COLUMNS = IDENTITY_SCHEMA.names
-CATALOG_SCHEMA = pa.schema([("segment", pa.string()), ("row", pa.int32()), *IDENTITY_SCHEMA])
+
 READ_THREADS = 16
 """Segments read at once: on an object store each read is a few requests of mostly latency."""
 ATTEMPTS = 3
@@ -184,7 +175,7 @@ def sweep_leftovers(fs: Any, root: str, older_than: float = LEFTOVER_SECONDS) ->
     now = time.time()
     for info in fs.ls(root, detail=True):
         name = str(info["name"]).rsplit("/", 1)[-1]
-        leftover = name.startswith("_tmp-") or (CATALOG_NAME.match(name) and name != current)
+        leftover = name.startswith(TMP_PREFIX) or (CATALOG_NAME.match(name) and name != current)
         if leftover and now - _modified(info, now) > older_than:
             with contextlib.suppress(FileNotFoundError):
                 fs.rm(fileio.join(root, name))

@@ -23,8 +23,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from densecam_core import fileio
-from densecam_core.store.inputs.cache import CACHE_FOLDER, CACHE_JSON, INPUTS_DIR, SCHEMA, SEGMENT_NAME
-from densecam_core.store.inputs.catalog import CATALOG_JSON, CatalogProblem, catalog_pointer
+from densecam_core.store.inputs.catalog import CatalogProblem, catalog_pointer
+from densecam_core.store.layout import (
+    CACHE_FOLDER,
+    CACHE_JSON,
+    CATALOG_JSON,
+    INPUT_SEGMENT_SCHEMA,
+    INPUTS_DIR,
+    SEGMENT_NAME,
+)
 
 
 @dataclass(frozen=True)
@@ -95,7 +102,7 @@ def _segment_problem(fs: Any, folder: str, name: str, size: int, paths: dict[str
             table = pq.read_table(handle, page_checksum_verification=True)
     except (OSError, pa.ArrowException) as exc:
         return f"unreadable ({exc})"
-    missing = [c for c in SCHEMA.names if c not in table.column_names]
+    missing = [c for c in INPUT_SEGMENT_SCHEMA.names if c not in table.column_names]
     if missing:
         return f"lacks the columns {missing}"
     channels = table.column("channels").to_numpy()

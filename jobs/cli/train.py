@@ -11,6 +11,8 @@ import argparse
 import os
 import sys
 
+from densecam_core.vocabulary import PRECISIONS, RESIZE_MODES
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -24,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--image-root", default=None, help="folder relative image paths are resolved against")
     parser.add_argument("--size", type=int, default=320, help="input side in pixels (default 320, the MURA paper's)")
-    parser.add_argument("--resize", choices=("stretch", "pad"), default="stretch", help="how images become square")
+    parser.add_argument("--resize", choices=RESIZE_MODES, default="stretch", help="how images become square")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
@@ -33,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--precision",
-        choices=("fp32", "bf16", "fp16"),
+        choices=PRECISIONS,
         default="fp32",
         help="autocast dtype: bf16 on CPUs with AVX512-BF16/AMX or CUDA; fp16 on CUDA",
     )
