@@ -16,6 +16,7 @@ import tempfile
 import time
 
 from baseline import generated_manifest  # benchmarks/baseline.py
+from machine import describe_cpu  # benchmarks/machine.py
 
 from densecam_core.data.loader import BatchLoader
 from jobs.cache import fill_cache
@@ -57,4 +58,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    print(f"machine: {describe_cpu()}")  # the CPU kind every figure is read against
     main()

@@ -24,6 +24,7 @@ import fsspec
 import numpy as np
 import pyarrow as pa
 from fsspec.implementations.local import LocalFileSystem
+from machine import describe_cpu  # benchmarks/machine.py
 
 from densecam_core.data.geometry import Geometry
 from densecam_core.data.preprocess import ModelInput
@@ -191,4 +192,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    print(f"machine: {describe_cpu()}")  # the CPU kind every figure is read against
     main()

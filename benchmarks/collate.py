@@ -12,6 +12,7 @@ import argparse
 import time
 
 import numpy as np
+from machine import describe_cpu  # benchmarks/machine.py
 
 from densecam_core.data.loader import BatchLoader
 
@@ -53,4 +54,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    print(f"machine: {describe_cpu()}")  # the CPU kind every figure is read against
     main()

@@ -20,6 +20,7 @@ from concurrent.futures import Future
 
 import numpy as np
 from baseline import generated_manifest  # benchmarks/baseline.py
+from machine import describe_cpu  # benchmarks/machine.py
 
 from densecam_core import Explainer, load_densenet169
 from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW
@@ -101,4 +102,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    print(f"machine: {describe_cpu()}")  # the CPU kind every figure is read against
     main()

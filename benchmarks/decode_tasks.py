@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 from baseline import generated_manifest  # benchmarks/baseline.py
+from machine import describe_cpu  # benchmarks/machine.py
 
 from densecam_core.data.decode_task import ready
 from densecam_core.data.loader import BatchLoader
@@ -69,4 +70,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    print(f"machine: {describe_cpu()}")  # the CPU kind every figure is read against
     main()

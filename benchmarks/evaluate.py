@@ -18,6 +18,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from machine import describe_cpu  # benchmarks/machine.py
 
 from densecam_core import Explainer, load_densenet169
 from densecam_core.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
@@ -133,4 +134,5 @@ def _sync(device: str) -> None:
 
 
 if __name__ == "__main__":
+    print(f"machine: {describe_cpu()}")  # the CPU kind every figure is read against
     main()

@@ -15,6 +15,7 @@ import tempfile
 
 import pandas as pd
 import torch
+from machine import describe_cpu  # benchmarks/machine.py
 
 from densecam_core import generate_mura
 from densecam_core.evaluation.report import format_grid, summary_grid
@@ -62,4 +63,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    print(f"machine: {describe_cpu()}")  # the CPU kind every figure is read against
     main()

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from machine import describe_cpu  # benchmarks/machine.py
 
 from densecam_core import Explainer, load_densenet169
 from densecam_core.cam.explainer import BLOCKS, Explanation
@@ -92,7 +92,7 @@ def gradcam_library_runner(model: torch.nn.Module) -> Callable[[torch.Tensor], o
     return run
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=320)
     parser.add_argument("--batch", type=int, default=8)
@@ -107,7 +107,77 @@ def main() -> None:
     parser.add_argument(
         "--device", default="cpu", help="cpu or cuda (on CUDA also fp16, fp32 without TF32, contiguous layout)"
     )
-    args = parser.parse_args()
+    return parser
+
+
+def interleaved_ratios(
+    variants: dict[str, Callable[[torch.Tensor], object]],
+    baseline_name: str,
+    x: torch.Tensor,
+    warmup: int,
+    rounds: int,
+    batch: int,
+) -> tuple[dict[str, float], list[float]]:
+    """Each variant's rate as a ratio to the baseline's, timed interleaved with it in a phase of its own, so
+    one variant's allocator and weight-cache state (bf16 keeps bf16 weight copies) does not tax another's.
+    Returns the ratios and each phase's baseline rate (images/s)."""
+    rate: dict[str, float] = {}
+    baseline_rates: list[float] = []
+    for name, fn in variants.items():
+        if name == baseline_name:
+            continue
+        pair = {baseline_name: variants[baseline_name], name: fn}
+        for f in pair.values():
+            for _ in range(warmup):
+                f(x)
+        seconds = {n: 0.0 for n in pair}
+        for _ in range(rounds):
+            for n, f in pair.items():
+                start = time.perf_counter()
+                f(x)
+                seconds[n] += time.perf_counter() - start
+        base_rate = rounds * batch / seconds[baseline_name]
+        baseline_rates.append(base_rate)
+        rate[name] = rounds * batch / seconds[name] / base_rate  # ratio to its own phase
+    return rate, baseline_rates
+
+
+def build_variants(
+    base: torch.nn.Module,
+    device: torch.device,
+    args: argparse.Namespace,
+    synced: Callable[[Callable[[torch.Tensor], object]], Callable[[torch.Tensor], object]],
+    strict_fp32: Callable[[Callable[[torch.Tensor], object]], Callable[[torch.Tensor], object]],
+) -> tuple[dict[str, Callable[[torch.Tensor], object]], Explainer, Explainer | None, Explainer | None]:
+    """The timed variants (the plain forward first), and the fp32, bf16 and fp16 Explainers among them."""
+    plain = copy.deepcopy(base)
+    variants: dict[str, Callable[[torch.Tensor], object]] = {}
+
+    def plain_forward(inp: torch.Tensor) -> object:
+        with torch.no_grad():
+            return plain(inp)
+
+    variants["plain forward, fp32 (baseline)"] = synced(plain_forward)
+    fp32 = Explainer(copy.deepcopy(base), precision="fp32")
+    variants["Explainer, all methods, fp32"] = synced(fp32)
+    bf16 = fp16 = None
+    if not args.skip_bf16:
+        bf16 = Explainer(copy.deepcopy(base), precision="bf16")
+        variants["Explainer, all methods, bf16"] = synced(bf16)
+    if device.type == "cuda":
+        fp16 = Explainer(copy.deepcopy(base), precision="fp16")
+        variants["Explainer, all methods, fp16"] = synced(fp16)
+        variants["Explainer, all methods, fp32 without TF32"] = synced(strict_fp32(fp32))
+        contiguous = Explainer(copy.deepcopy(base), precision="fp16", channels_last=False)
+        variants["Explainer, all methods, fp16, contiguous layout"] = synced(contiguous)
+    if not args.skip_gradcam_lib:
+        variants["pytorch-grad-cam, Grad-CAM x 4 blocks"] = synced(gradcam_library_runner(copy.deepcopy(base)))
+
+    return variants, fp32, bf16, fp16
+
+
+def main() -> None:
+    args = build_parser().parse_args()
 
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -144,55 +214,13 @@ def main() -> None:
 
         return run
 
-    plain = copy.deepcopy(base)
-    variants: dict[str, Callable[[torch.Tensor], object]] = {}
-
-    def plain_forward(inp: torch.Tensor) -> object:
-        with torch.no_grad():
-            return plain(inp)
-
-    variants["plain forward, fp32 (baseline)"] = synced(plain_forward)
-    fp32 = Explainer(copy.deepcopy(base), precision="fp32")
-    variants["Explainer, all methods, fp32"] = synced(fp32)
-    bf16 = fp16 = None
-    if not args.skip_bf16:
-        bf16 = Explainer(copy.deepcopy(base), precision="bf16")
-        variants["Explainer, all methods, bf16"] = synced(bf16)
-    if device.type == "cuda":
-        fp16 = Explainer(copy.deepcopy(base), precision="fp16")
-        variants["Explainer, all methods, fp16"] = synced(fp16)
-        variants["Explainer, all methods, fp32 without TF32"] = synced(strict_fp32(fp32))
-        contiguous = Explainer(copy.deepcopy(base), precision="fp16", channels_last=False)
-        variants["Explainer, all methods, fp16, contiguous layout"] = synced(contiguous)
-    if not args.skip_gradcam_lib:
-        variants["pytorch-grad-cam, Grad-CAM x 4 blocks"] = synced(gradcam_library_runner(copy.deepcopy(base)))
-    plain_forward = variants["plain forward, fp32 (baseline)"]  # type: ignore[assignment]
-
-    # Each variant is timed interleaved with the baseline in a phase of its own, so one variant's
-    # allocator and weight-cache state (bf16 keeps bf16 weight copies) does not tax another's.
+    variants, fp32, bf16, fp16 = build_variants(base, device, args, synced, strict_fp32)
     baseline_name = "plain forward, fp32 (baseline)"
-    rate: dict[str, float] = {}
-    baseline_rates: list[float] = []
-    for name, fn in variants.items():
-        if name == baseline_name:
-            continue
-        pair = {baseline_name: plain_forward, name: fn}
-        for f in pair.values():
-            for _ in range(args.warmup):
-                f(x)
-        seconds = {n: 0.0 for n in pair}
-        for _ in range(args.rounds):
-            for n, f in pair.items():
-                start = time.perf_counter()
-                f(x)
-                seconds[n] += time.perf_counter() - start
-        base_rate = args.rounds * args.batch / seconds[baseline_name]
-        baseline_rates.append(base_rate)
-        rate[name] = args.rounds * args.batch / seconds[name] / base_rate  # ratio to its own phase
+    rate, baseline_rates = interleaved_ratios(variants, baseline_name, x, args.warmup, args.rounds, args.batch)
 
     gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
     print(
-        f"machine: {platform.processor() or platform.machine()}{gpu}, {torch.get_num_threads()} threads, "
+        f"machine: {describe_cpu()}{gpu}, {torch.get_num_threads()} threads, "
         f"torch {torch.__version__}, native bf16: {'yes' if native_bf16(device) else 'no (emulated)'}; "
         f"input {args.size}x{args.size}, batch {args.batch}, {args.rounds} rounds; "
         f"{'checkpoint ' + args.checkpoint if args.checkpoint else 'random weights, random BatchNorm statistics'}, "

@@ -13,6 +13,8 @@ from __future__ import annotations
 import collections
 import sys
 
+from machine import describe_cpu  # benchmarks/machine.py
+
 WORKER = ("process_shard", "futures/thread.py", "_ExecutorManagerThread", "queue_management", "_feed")
 SETUP = ("generate_mura", "in_process_rate", "SimulatedDevice", "_adjust_thread_count")
 
@@ -38,4 +40,5 @@ def main(path: str, top: int = 25) -> None:
 
 
 if __name__ == "__main__":
+    print(f"machine: {describe_cpu()}")  # the CPU kind every figure is read against
     main(sys.argv[1])

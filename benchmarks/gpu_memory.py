@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 import torch
+from machine import describe_cpu  # benchmarks/machine.py
 
 from densecam_core import Explainer, load_densenet169
 from densecam_core.testing import randomise_batchnorm
@@ -124,4 +125,5 @@ def _compare(name: str, eager: Explainer, other: Explainer, batch_size: int, arg
 
 
 if __name__ == "__main__":
+    print(f"machine: {describe_cpu()}")  # the CPU kind every figure is read against
     main()

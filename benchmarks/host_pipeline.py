@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from baseline import InProcessExplainer, add_tree_arguments, generated_manifest  # benchmarks/baseline.py
+from machine import describe_cpu  # benchmarks/machine.py
 
 from densecam_core import load_densenet169
 from densecam_core.cam.explainer import Explanation
@@ -195,4 +196,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    print(f"machine: {describe_cpu()}")  # the CPU kind every figure is read against
     main()

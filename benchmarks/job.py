@@ -21,6 +21,7 @@ import tempfile
 
 import torch
 from baseline import InProcessExplainer, add_tree_arguments, generated_manifest  # benchmarks/baseline.py
+from machine import describe_cpu  # benchmarks/machine.py
 
 from densecam_core import load_densenet169
 from densecam_core.vocabulary import METHODS
@@ -29,7 +30,7 @@ from jobs.explain.settings import ExplainSettings
 from jobs.explain.worker import ExplainWorker
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=128)
     parser.add_argument("--size", type=int, default=320)
@@ -57,7 +58,50 @@ def main() -> None:
         "Explainer with CUDA graphs too (the ratios stay to the eager in-process Explainer)",
     )
     add_tree_arguments(parser)
-    args = parser.parse_args()
+    return parser
+
+
+def print_table(
+    args: argparse.Namespace,
+    images: int,
+    batch: int,
+    baseline: tuple[float, float],
+    graphed: tuple[float, float] | None,
+    rows: list,
+) -> None:
+    """The rates as a table of ratios to the in-process Explainer (mean of before and after the jobs)."""
+    before, after = baseline
+    in_process = (before + after) / 2
+    print(
+        f"{images} images ({args.rgb_fraction:.0%} RGB), input {args.size}, batch {batch}, {args.precision}, {args.device}, "
+        f"{torch.get_num_threads()} torch threads in process, {os.cpu_count()} CPUs"
+    )
+    print()
+    print("| variant | images/s | ratio |")
+    print("|---|---:|---:|")
+    print(f"| in-process Explainer (pre-decoded): mean of before and after the jobs | {in_process:.2f} | 1.00x |")
+    print(f"| (before the jobs / after them) | {before:.2f} / {after:.2f} | |")
+    if graphed is not None:
+        graphed_before, graphed_after = graphed
+        rate = (graphed_before + graphed_after) / 2
+        print(
+            f"| in-process Explainer with CUDA graphs (before / after: {graphed_before:.2f} / {graphed_after:.2f}) "
+            f"| {rate:.2f} | {rate / in_process:.2f}x |"
+        )
+    for name, summary in rows:
+        rate = summary.images_per_second
+        print(f"| {name} | {rate:.2f} | {rate / in_process:.2f}x |")
+    for name, summary in rows:
+        print(
+            f"\n{name}: wall {summary.seconds:.1f} s, actor model start-up {summary.actor_startup_seconds:.1f} s, "
+            f"actors stopping {summary.actor_shutdown_seconds:.2f} s, "
+            f"{summary.images_decoded} decoded, {summary.images_from_cache} from the cache"
+        )
+        print("time inside the actors: " + ", ".join(f"{k} {v:.2f} s" for k, v in summary.stage_seconds.items()))
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     work = tempfile.mkdtemp(prefix="densecam-bench-")
     manifest = generated_manifest(work, args.images, args.rgb_fraction)
     model = load_densenet169(device=args.device)
@@ -118,33 +162,9 @@ def main() -> None:
             rows.append(("job, new checkpoint, from the input cache, --no-cuda-graphs", warm))
     after = baseline.rate()  # measured again once Ray is gone: the machine may have drifted meanwhile
     graphed_after = graphed.rate() if graphed else float("nan")
-    in_process = (before + after) / 2
-    print(
-        f"{len(manifest)} images ({args.rgb_fraction:.0%} RGB), input {args.size}, batch {batch}, {args.precision}, {args.device}, "
-        f"{torch.get_num_threads()} torch threads in process, {os.cpu_count()} CPUs"
-    )
-    print()
-    print("| variant | images/s | ratio |")
-    print("|---|---:|---:|")
-    print(f"| in-process Explainer (pre-decoded): mean of before and after the jobs | {in_process:.2f} | 1.00x |")
-    print(f"| (before the jobs / after them) | {before:.2f} / {after:.2f} | |")
-    if graphed:
-        rate = (graphed_before + graphed_after) / 2
-        print(
-            f"| in-process Explainer with CUDA graphs (before / after: {graphed_before:.2f} / {graphed_after:.2f}) "
-            f"| {rate:.2f} | {rate / in_process:.2f}x |"
-        )
-    for name, summary in rows:
-        rate = summary.images_per_second
-        print(f"| {name} | {rate:.2f} | {rate / in_process:.2f}x |")
-    for name, summary in rows:
-        print(
-            f"\n{name}: wall {summary.seconds:.1f} s, actor model start-up {summary.actor_startup_seconds:.1f} s, "
-            f"actors stopping {summary.actor_shutdown_seconds:.2f} s, "
-            f"{summary.images_decoded} decoded, {summary.images_from_cache} from the cache"
-        )
-        print("time inside the actors: " + ", ".join(f"{k} {v:.2f} s" for k, v in summary.stage_seconds.items()))
+    print_table(args, len(manifest), batch, (before, after), (graphed_before, graphed_after) if graphed else None, rows)
 
 
 if __name__ == "__main__":
+    print(f"machine: {describe_cpu()}")  # the CPU kind every figure is read against
     main()

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from machine import describe_cpu  # benchmarks/machine.py
 
 from densecam_core.data.manifest import BODY_PARTS
 from densecam_core.store import layout as fmt
@@ -213,4 +214,5 @@ def _pandas_baseline(store: str, run_id: str, repeat: int) -> float:
 
 
 if __name__ == "__main__":
+    print(f"machine: {describe_cpu()}")  # the CPU kind every figure is read against
     main()

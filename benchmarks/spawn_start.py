@@ -18,6 +18,8 @@ import os
 import statistics
 import time
 
+from machine import describe_cpu  # benchmarks/machine.py
+
 
 def measure(processes: int, plain: bool) -> tuple[float, float, float]:
     """Seconds to start, MiB resident in the children, seconds to close (run inside the actor)."""
@@ -64,4 +66,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    print(f"machine: {describe_cpu()}")  # the CPU kind every figure is read against
     main()

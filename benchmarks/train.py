@@ -13,6 +13,7 @@ import argparse
 import time
 
 import torch
+from machine import describe_cpu  # benchmarks/machine.py
 
 from densecam_core.model.checkpoint import load_densenet169
 from densecam_core.model.precision import native_bf16
@@ -84,4 +85,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    print(f"machine: {describe_cpu()}")  # the CPU kind every figure is read against
     main()

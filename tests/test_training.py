@@ -17,15 +17,8 @@ from densecam_core.data.errors import ManifestError
 from densecam_core.data.manifest import read_manifest
 from densecam_core.data.synth import generate_mura
 from densecam_core.model.classification import binary_metrics, image_and_study_metrics
-from densecam_core.model.training import (
-    RadiographDataset,
-    TrainConfig,
-    body_part_weights,
-    initial_model,
-    metrics_path_for,
-    split_for_training,
-    train,
-)
+from densecam_core.model.training import TrainConfig, initial_model, metrics_path_for, train
+from densecam_core.model.training_data import RadiographDataset, body_part_weights, split_for_training
 from jobs.cli.train import main as train_main
 
 

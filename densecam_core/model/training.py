@@ -19,20 +19,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms.v2 import functional as TF
+from torch.utils.data import DataLoader
 
 from densecam_core import fileio
-from densecam_core.data.decode import ImageError
-from densecam_core.data.errors import ManifestError
 from densecam_core.data.geometry import validate_resize_mode
-from densecam_core.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, load_for_model
 from densecam_core.model.checkpoint import CheckpointError, load_densenet169, model_fingerprint, read_checkpoint
 from densecam_core.model.classification import image_and_study_metrics
 from densecam_core.model.precision import reduced_dtype, warn_if_emulated
+from densecam_core.model.training_data import RadiographDataset, body_part_weights, collate, split_for_training
 from densecam_core.vocabulary import PRECISIONS
-
-_BLACK = (-IMAGENET_MEAN / IMAGENET_STD).tolist()  # what a rotation fills the corners with
 
 
 @dataclass(frozen=True)
@@ -78,109 +73,6 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     final: dict[str, dict[str, float]] = field(default_factory=dict)
     skipped: list[dict[str, str]] = field(default_factory=list)
-
-
-def split_for_training(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Return (train, valid) rows or raise ManifestError saying what the manifest lacks."""
-    if "label" not in frame.columns or frame["label"].isna().all():
-        raise ManifestError(
-            "the manifest has no labels: training needs MURA study labels "
-            "(a MURA-v1.1 folder, *_labeled_studies.csv, or a 'label' column)"
-        )
-    unlabelled = frame["label"].isna()
-    if unlabelled.any():
-        raise ManifestError(
-            f"{int(unlabelled.sum())} manifest rows have no label, e.g. "
-            f"{frame.loc[unlabelled, 'image_id'].iloc[0]!r}; label them or drop them"
-        )
-    if "split" not in frame.columns:
-        raise ManifestError("the manifest has no 'split' column: training needs train and valid rows")
-    train, valid = frame[frame["split"] == "train"], frame[frame["split"] == "valid"]
-    for name, part in (("train", train), ("valid", valid)):
-        if part.empty:
-            raise ManifestError(
-                f"the manifest has no {name} split (splits found: {sorted(frame['split'].dropna().unique())})"
-            )
-        classes = sorted(part["label"].astype(int).unique())
-        if len(classes) < 2:
-            raise ManifestError(
-                f"the {name} split has only label {classes[0]} "
-                f"({'abnormal' if classes[0] else 'normal'}): a classifier needs both classes"
-            )
-    return train.reset_index(drop=True), valid.reset_index(drop=True)
-
-
-def body_part_weights(train: pd.DataFrame) -> dict[str, tuple[float, float]]:
-    """``{body_part: (w_normal, w_abnormal)}`` from training image counts (MURA paper, eq. 1).
-
-    A body part with only one class in training falls back to the weights of all training images,
-    so its images still count in the loss.
-    """
-
-    def weights(labels: pd.Series) -> tuple[float, float]:
-        abnormal, normal = int((labels == 1).sum()), int((labels == 0).sum())
-        return abnormal / (abnormal + normal), normal / (abnormal + normal)
-
-    overall = weights(train["label"].astype(int))
-    parts = (
-        train["body_part"].fillna("UNKNOWN")
-        if "body_part" in train.columns
-        else pd.Series("UNKNOWN", index=train.index)
-    )
-    result = {"*": overall}
-    for part, labels in train["label"].astype(int).groupby(parts):
-        result[str(part)] = weights(labels) if labels.nunique() == 2 else overall
-    return result
-
-
-class RadiographDataset(Dataset):
-    """Decoded, resized, normalised images; bad files come back as their error so training skips them."""
-
-    def __init__(
-        self,
-        frame: pd.DataFrame,
-        size: int,
-        resize: str,
-        weights: dict[str, tuple[float, float]],
-        augment: bool,
-        seed: int,
-        max_rotation: float = 30.0,
-    ) -> None:
-        self.paths = frame["path"].tolist()
-        self.image_ids = frame["image_id"].tolist()
-        self.labels = frame["label"].astype(int).tolist()
-        parts = frame["body_part"].fillna("UNKNOWN").tolist() if "body_part" in frame.columns else ["*"] * len(frame)
-        self.weights = [weights.get(p, weights["*"])[label] for p, label in zip(parts, self.labels)]
-        self.size, self.resize, self.augment, self.seed, self.max_rotation = size, resize, augment, seed, max_rotation
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, float, float, int] | tuple[None, str, str, int]:
-        try:
-            image = torch.from_numpy(load_for_model(self.paths[index], self.size, self.resize).array)
-        except ImageError as exc:
-            return None, self.image_ids[index], exc.reason, index
-        if self.augment:
-            # per-sample generator: the same seed gives the same augmentations whatever the loader workers
-            rng = np.random.default_rng([self.seed, self.epoch, index])
-            if rng.random() < 0.5:
-                image = TF.horizontal_flip(image)
-            angle = float(rng.uniform(-self.max_rotation, self.max_rotation))
-            image = TF.rotate(image, angle, interpolation=TF.InterpolationMode.BILINEAR, fill=_BLACK)
-        return image, float(self.labels[index]), float(self.weights[index]), index
-
-
-def _collate(items: list) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, list[dict[str, str]], list[int]]:
-    good = [item for item in items if item[0] is not None]
-    bad = [{"image_id": item[1], "reason": item[2]} for item in items if item[0] is None]
-    if not good:
-        return None, torch.empty(0), torch.empty(0), bad, []
-    images = torch.stack([item[0] for item in good])
-    labels = torch.tensor([item[1] for item in good], dtype=torch.float32)
-    weights = torch.tensor([item[2] for item in good], dtype=torch.float32)
-    return images, labels, weights, bad, [item[3] for item in good]
 
 
 def initial_model(init: str | os.PathLike | None, seed: int) -> torch.nn.Module:
@@ -238,6 +130,74 @@ def predict(
     return probabilities, total / max(count, 1), bad
 
 
+def _train_epoch(
+    model: torch.nn.Module,
+    batches: Any,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    config: TrainConfig,
+    memory_format: torch.memory_format,
+    skipped: dict[str, str],
+) -> tuple[float, int]:
+    """One pass over the training batches; returns the summed weighted loss and the images seen.
+    Unreadable images are recorded in ``skipped`` (image id -> reason)."""
+    running, seen = 0.0, 0
+    for images, labels, sample_weights, failures, rows in batches:
+        skipped.update((f["image_id"], f["reason"]) for f in failures)
+        if images is None or len(rows) < 2:  # BatchNorm cannot train on one image
+            continue
+        images = images.to(config.device, memory_format=memory_format)
+        with _autocast(config):
+            logits = model(images)[:, 0]
+        loss = weighted_bce(logits, labels.to(config.device), sample_weights.to(config.device))
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        running += float(loss.detach()) * len(rows)
+        seen += len(rows)
+        if hasattr(batches, "set_postfix"):
+            batches.set_postfix(loss=f"{running / seen:.4f}")
+    return running, seen
+
+
+def _write_training_metrics(
+    metrics_path: Path,
+    out: Path,
+    fingerprint: str,
+    config: TrainConfig,
+    images: tuple[int, int],
+    weights: dict[str, Any],
+    history: list[dict[str, Any]],
+    skipped_rows: list[dict[str, str]],
+) -> None:
+    """``<name>.metrics.json`` beside the checkpoint: settings, class weights, every epoch, skipped images."""
+    document = {
+        "checkpoint": str(out),
+        "fingerprint": fingerprint,
+        "config": asdict(config),
+        "train_images": images[0],
+        "valid_images": images[1],
+        "class_weights": {part: {"normal": w[0], "abnormal": w[1]} for part, w in weights.items()},
+        "history": history,
+        "final": history[-1] if history else {},
+        "skipped_images": skipped_rows,
+    }
+    fs, path = fileio.filesystem(str(metrics_path))
+    fileio.write_json_atomic(fs, path, fileio.strict_json(document))
+
+
+def _optimisation(model: torch.nn.Module, config: TrainConfig) -> tuple[Any, Any, Any]:
+    """Adam, the loss scaler (fp16 gradients underflow without one; bf16 and fp32 need none) and lr / 10
+    on a validation-loss plateau."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas)
+    scaler = torch.amp.GradScaler("cuda", enabled=config.precision == "fp16")
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=0.1, patience=config.plateau_patience
+    )
+    return optimizer, scaler, scheduler
+
+
 def train(
     frame: pd.DataFrame,
     out: str | os.PathLike,
@@ -264,18 +224,13 @@ def train(
     model = initial_model(config.init, config.seed).to(config.device)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas)
-    # fp16 gradients underflow without loss scaling; bf16 and fp32 need none
-    scaler = torch.amp.GradScaler("cuda", enabled=config.precision == "fp16")
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=0.1, patience=config.plateau_patience
-    )
+    optimizer, scaler, scheduler = _optimisation(model, config)
     train_set = RadiographDataset(
         train_rows, config.size, config.resize, weights, True, config.seed, config.max_rotation
     )
     valid_set = RadiographDataset(valid_rows, config.size, config.resize, weights, False, config.seed)
     shuffle = torch.Generator().manual_seed(config.seed)
-    loader_options = dict(collate_fn=_collate, num_workers=config.loader_workers, persistent_workers=False)
+    loader_options = dict(collate_fn=collate, num_workers=config.loader_workers, persistent_workers=False)
     valid_loader = DataLoader(valid_set, batch_size=config.batch_size * 2, shuffle=False, **loader_options)
     skipped: dict[str, str] = {}
     history: list[dict[str, Any]] = []
@@ -286,23 +241,8 @@ def train(
         loader = DataLoader(
             train_set, batch_size=config.batch_size, shuffle=True, generator=shuffle, drop_last=False, **loader_options
         )
-        running, seen = 0.0, 0
         bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=not progress, leave=False)
-        for images, labels, sample_weights, failures, rows in bar:
-            skipped.update((f["image_id"], f["reason"]) for f in failures)
-            if images is None or len(rows) < 2:  # BatchNorm cannot train on one image
-                continue
-            images = images.to(config.device, memory_format=memory_format)
-            with _autocast(config):
-                logits = model(images)[:, 0]
-            loss = weighted_bce(logits, labels.to(config.device), sample_weights.to(config.device))
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            running += float(loss.detach()) * len(rows)
-            seen += len(rows)
-            bar.set_postfix(loss=f"{running / seen:.4f}")
+        running, seen = _train_epoch(model, bar, optimizer, scaler, config, memory_format, skipped)
         probabilities, valid_loss, failures = predict(model, valid_loader, config)
         skipped.update((f["image_id"], f["reason"]) for f in failures)
         scheduler.step(valid_loss)
@@ -328,19 +268,9 @@ def train(
     fingerprint = save_checkpoint(model, out)
     metrics_path = metrics_path_for(out)
     skipped_rows = [{"image_id": k, "reason": v} for k, v in sorted(skipped.items())]
-    document = {
-        "checkpoint": str(out),
-        "fingerprint": fingerprint,
-        "config": asdict(config),
-        "train_images": len(train_rows),
-        "valid_images": len(valid_rows),
-        "class_weights": {part: {"normal": w[0], "abnormal": w[1]} for part, w in weights.items()},
-        "history": history,
-        "final": history[-1] if history else {},
-        "skipped_images": skipped_rows,
-    }
-    fs, path = fileio.filesystem(str(metrics_path))
-    fileio.write_json_atomic(fs, path, fileio.strict_json(document))
+    _write_training_metrics(
+        metrics_path, out, fingerprint, config, (len(train_rows), len(valid_rows)), weights, history, skipped_rows
+    )
     return TrainResult(
         out, metrics_path, fingerprint, history, {k: history[-1][k] for k in ("image", "study")}, skipped_rows
     )

@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     from densecam_core.data.errors import ManifestError
     from densecam_core.data.manifest import read_manifest
     from densecam_core.model.checkpoint import CheckpointError
-    from densecam_core.model.training import TrainConfig, split_for_training, train
+    from densecam_core.model.training import TrainConfig, train
+    from densecam_core.model.training_data import split_for_training
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     workers = args.loader_workers if args.loader_workers is not None else (0 if (os.cpu_count() or 1) <= 4 else 4)
