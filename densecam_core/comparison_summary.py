@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 SUMMARY_COLUMNS = (
@@ -94,3 +96,46 @@ def plot_changes(per_image: pd.DataFrame, path: str, title: str = "") -> str:
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+def report_changes(
+    store_url: str,
+    key_a: str,
+    key_b: str,
+    method: str = "gradcam",
+    block: int = 4,
+    top: int = 10,
+    plot: str | None = None,
+    csv: str | None = None,
+    out=print,
+) -> dict:
+    """Print the comparison; return the tables and the plot path (the demo and notebook reuse it)."""
+    from densecam_core import compare_runs, open_store
+
+    store = open_store(store_url)
+    run_a, run_b = store.run(key_a), store.run(key_b)
+    if run_a.run_id == run_b.run_id:
+        raise ValueError(f"RUN_A and RUN_B are the same run ({run_a.run_id}); pass two different runs")
+    per_image = compare_runs(run_a, run_b, method, None if method == "cam" else block)
+    summary = summarise_changes(per_image)
+    changed = most_changed(per_image, top)
+    what = "cam" if method == "cam" else f"{method} block {block}"
+    plot = plot or f"compare-{run_a.run_id[:8]}-{run_b.run_id[:8]}.png"
+    Path(plot).parent.mkdir(parents=True, exist_ok=True)
+    plot_changes(per_image, plot, f"{run_a.run_id[:12]} -> {run_b.run_id[:12]} ({what})")
+    if csv:
+        per_image.to_csv(csv, index=False)
+    with pd.option_context("display.width", 160, "display.max_columns", 20, "display.float_format", "{:.3f}".format):
+        out(
+            f"run A {run_a.run_id} (model {run_a.fingerprint[:12]}) -> run B {run_b.run_id} (model {run_b.fingerprint[:12]}); "
+            f"maps: {what}; {len(per_image)} images in both"
+        )
+        out(summary.to_string(index=False))
+        out(f"\n{len(changed)} images whose explanation changed most:")
+        out(
+            changed[
+                ["image_id", "prob_a", "prob_b", "prob_change", "map_correlation", "top_iou", "flat_a", "flat_b"]
+            ].to_string(index=False)
+        )
+    out(f"\nplot: {plot}")
+    return {"per_image": per_image, "summary": summary, "most_changed": changed, "plot": plot}

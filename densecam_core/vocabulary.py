@@ -7,6 +7,7 @@ reader read the same names without loading a deep-learning framework.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -22,9 +23,7 @@ CAM_KEY: tuple[str, int] = ("cam", 4)
 """CAM's (method, block): the last dense block's class activation map."""
 
 
-def map_keys(
-    methods: tuple[str, ...] | list[str], blocks: tuple[int, ...] | list[int] = BLOCKS
-) -> list[tuple[str, int]]:
+def map_keys(methods: Sequence[str], blocks: Sequence[int] = BLOCKS) -> list[tuple[str, int]]:
     """Every map a run holds, in the store's order: CAM first, then each method at each block."""
     return [CAM_KEY] + [(m, b) for m in methods for b in blocks]
 

@@ -1,0 +1,1 @@
+"""The Ray jobs and the command line: the only code that imports Ray."""

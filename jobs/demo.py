@@ -304,10 +304,10 @@ def _score(run_a: Any, paths: DemoPaths, config: DemoConfig, steps: int) -> dict
 
 def _changes(run_a: Any, run_b: Any, paths: DemoPaths, steps: int) -> dict[str, Any]:
     """The last step: what the extra epoch changed, per body part and per image."""
-    from jobs.cli.compare import compare
+    from densecam_core.comparison_summary import report_changes
 
     _say(f"[{steps}/{steps}] what the extra epoch changed (Grad-CAM block 4)")
-    return compare(
+    return report_changes(
         str(paths.store),
         run_a.run_id,
         run_b.run_id,

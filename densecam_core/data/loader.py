@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -159,6 +160,7 @@ class BatchLoader:
         """One task decoding ``positions``: one image through ``_load`` on threads; on ``executor``, a
         ``load_chunk`` of them, into the shared block when there is one."""
         args = (self.size, self.mode, self.max_pixels, self.max_bytes)
+        future: Future[Any]
         if self.executor is None:
             future = pool.submit(_load, self.paths[positions[0]], *args, self.dicom_window)
         else:

@@ -1,0 +1,1 @@
+"""Map quality, one module per family: faithfulness (deletion/insertion), localisation, randomisation, similarity; sampling, the batched scorer and the report."""

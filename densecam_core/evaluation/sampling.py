@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -46,7 +47,7 @@ def stratified_sample(
     for key in remainder.index[: count - int(allocated.sum())]:
         allocated[key] += 1
     rng = np.random.default_rng(seed)
-    chosen = []
+    chosen: list[Any] = []
     for key, n in allocated.items():
         if n:
             members = index.index[keys == key]

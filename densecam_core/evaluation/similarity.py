@@ -3,7 +3,7 @@
 Each function takes two (N, h, w) tensors and returns (N,) scores, computed on the tensors' device
 in one go: the evaluation compares 21 maps of every image at five randomisation stages, so a loop
 over images (as scipy's ``spearmanr`` or scikit-image's ``structural_similarity`` would need) is
-what this module avoids. ``tests/test_similarity.py`` holds each to those references.
+what this module avoids. ``tests/evaluation/test_similarity.py`` holds each to those references.
 """
 
 from __future__ import annotations

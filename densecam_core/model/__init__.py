@@ -1,0 +1,1 @@
+"""The classifier: checkpoints (layouts, fingerprint), the inference rewrite, precision, training, classification metrics."""

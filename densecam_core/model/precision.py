@@ -36,7 +36,7 @@ def warn_if_emulated(precision: str, device: torch.device | str) -> None:
     if precision == "bf16" and not native_bf16(device):
         warnings.warn(
             f"bf16 on {torch.device(device)} is emulated (no AVX512-BF16/AMX on this CPU, or a CUDA GPU "
-            "older than Ampere): expect it to run 2-4x slower than fp32; use precision='fp32' here",
+            "older than Ampere): expect it to run several times slower than fp32; use precision='fp32' here",
             SlowPrecisionWarning,
             stacklevel=3,
         )

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-import pandas as pd
-
-from densecam_core.comparison_summary import most_changed, plot_changes, summarise_changes
+from densecam_core.comparison_summary import report_changes
 from densecam_core.vocabulary import BLOCKS
 
 
@@ -27,53 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def compare(
-    store_url: str,
-    key_a: str,
-    key_b: str,
-    method: str = "gradcam",
-    block: int = 4,
-    top: int = 10,
-    plot: str | None = None,
-    csv: str | None = None,
-    out=print,
-) -> dict:
-    """Print the comparison; return the tables and the plot path (the demo and notebook reuse it)."""
-    from densecam_core import compare_runs, open_store
-
-    store = open_store(store_url)
-    run_a, run_b = store.run(key_a), store.run(key_b)
-    if run_a.run_id == run_b.run_id:
-        raise ValueError(f"RUN_A and RUN_B are the same run ({run_a.run_id}); pass two different runs")
-    per_image = compare_runs(run_a, run_b, method, None if method == "cam" else block)
-    summary = summarise_changes(per_image)
-    changed = most_changed(per_image, top)
-    what = "cam" if method == "cam" else f"{method} block {block}"
-    plot = plot or f"compare-{run_a.run_id[:8]}-{run_b.run_id[:8]}.png"
-    Path(plot).parent.mkdir(parents=True, exist_ok=True)
-    plot_changes(per_image, plot, f"{run_a.run_id[:12]} -> {run_b.run_id[:12]} ({what})")
-    if csv:
-        per_image.to_csv(csv, index=False)
-    with pd.option_context("display.width", 160, "display.max_columns", 20, "display.float_format", "{:.3f}".format):
-        out(
-            f"run A {run_a.run_id} (model {run_a.fingerprint[:12]}) -> run B {run_b.run_id} (model {run_b.fingerprint[:12]}); "
-            f"maps: {what}; {len(per_image)} images in both"
-        )
-        out(summary.to_string(index=False))
-        out(f"\n{len(changed)} images whose explanation changed most:")
-        out(
-            changed[
-                ["image_id", "prob_a", "prob_b", "prob_change", "map_correlation", "top_iou", "flat_a", "flat_b"]
-            ].to_string(index=False)
-        )
-    out(f"\nplot: {plot}")
-    return {"per_image": per_image, "summary": summary, "most_changed": changed, "plot": plot}
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        compare(args.store, args.run_a, args.run_b, args.method, args.block, args.top, args.plot, args.csv)
+        report_changes(args.store, args.run_a, args.run_b, args.method, args.block, args.top, args.plot, args.csv)
     except (ValueError, KeyError) as exc:  # StoreError is a ValueError
         print(f"densecam compare: {exc}", file=sys.stderr)
         return 2

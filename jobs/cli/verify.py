@@ -72,12 +72,15 @@ def main(argv: list[str] | None = None) -> int:
         print("densecam verify: error: --check-sources goes with --inputs", file=sys.stderr)
         return 2
     if args.inputs:
-        in_inputs, left, caches = _verify_inputs(args.store, args.repair)
+        in_inputs, left_in_inputs, caches = _verify_inputs(args.store, args.repair)
         if args.check_sources:
             _check_sources(args.store, caches)
         found += in_inputs
-        if args.repair and left:
-            print(f"{left} problems in inputs/ cannot be repaired: look at those folders by hand", file=sys.stderr)
+        if args.repair and left_in_inputs:
+            print(
+                f"{left_in_inputs} problems in inputs/ cannot be repaired: look at those folders by hand",
+                file=sys.stderr,
+            )
             return 1
     if found and not args.repair:
         print("damage found: `densecam verify STORE --repair` uncommits it, then rerun the job", file=sys.stderr)

@@ -48,7 +48,7 @@ class ActorPool:
     def is_probe(self, ref: Any) -> bool:
         return ref in self.pending
 
-    def settle(self, ref: Any, actor_errors: tuple[type, ...]) -> None:
+    def settle(self, ref: Any, actor_errors: tuple[type[BaseException], ...]) -> None:
         """A readiness probe returned: mark its actor ready, or restart it after a start-up failure.
 
         The first actor failing before any was ever ready stops the job (a model that cannot load

@@ -115,7 +115,7 @@ def make_actor_class(ray: Any, worker_class: type, name: str) -> Any:
     return ray.remote(max_restarts=0)(ShardActor)
 
 
-def actor_error_types() -> tuple[type, ...]:
+def actor_error_types() -> tuple[type[BaseException], ...]:
     from ray.exceptions import RayActorError
 
     try:

@@ -14,8 +14,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pydicom
 import pytest
-from dicom_reference import dataset, to_bytes
 from pydicom.data import get_testdata_file
+from support.dicom_reference import dataset, to_bytes
 
 from densecam_core import load_densenet169, load_identifiers, open_store, read_manifest
 from densecam_core.data.pseudonyms import create_key

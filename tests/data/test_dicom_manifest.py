@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dicom_reference import dataset, to_bytes
 from pydicom.data import get_testdata_file
+from support.dicom_reference import dataset, to_bytes
 
 from densecam_core import in_clear, load_identifiers, read_manifest
 from densecam_core.data.dicom_metadata import METADATA_COLUMNS, body_part

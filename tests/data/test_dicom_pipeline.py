@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from dicom_reference import dataset, reference_grey, to_bytes
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
+from support.dicom_reference import dataset, reference_grey, to_bytes
 
 from densecam_core.data.decode import ImageError, decode_pixels
 from densecam_core.data.dicom import decode_dicom

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from dicom_reference import reference_grey
+from support.dicom_reference import reference_grey
 
 from densecam_core import read_image
 

@@ -442,7 +442,7 @@ def test_appending_to_a_format_1_run_writes_only_the_arrays_it_has(tree, tmp_pat
     import shutil
 
     store = tmp_path / "v1"
-    shutil.copytree(Path(__file__).parent / "fixtures" / "store-v1", store)
+    shutil.copytree(Path(__file__).parents[1] / "fixtures" / "store-v1", store)
     old = open_store(str(store)).run("latest")
     state, _ = weights(0)
     settings = ExplainSettings(methods=("gradcam",), size=SIZE, batch_size=4)

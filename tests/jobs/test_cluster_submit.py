@@ -1,4 +1,4 @@
-"""The cluster path, in its own module so no other local Ray runs beside the started head."""
+"""The cluster path: a started head and `ray job submit`, with no other Ray of this process beside it."""
 
 from __future__ import annotations
 
@@ -29,6 +29,9 @@ def tree(tmp_path_factory) -> Path:
 def test_ray_job_submit_to_a_started_head(tree, tmp_path):
     """The cluster path: `ray start --head`, then `ray job submit -- python -m jobs.cli.explain ...`."""
     ray_bin = Path(sys.executable).with_name("ray")
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():  # another module's Ray would be joined instead of the head
+        ray.shutdown()
     if not ray_bin.exists():
         pytest.skip("the ray CLI is not installed next to this Python")
     # Ray 2.60 enables token authentication: the head writes ~/.ray/auth_token, the CLI sends it

@@ -13,7 +13,7 @@ ray = pytest.importorskip("ray")
 
 
 def test_cluster_yaml_matches_rays_schema():
-    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "cluster.yaml").read_text())
+    config = yaml.safe_load((Path(__file__).resolve().parents[2] / "cluster.yaml").read_text())
     schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
     jsonschema.validate(config, schema)
     assert config["head_node_type"] in config["available_node_types"]
@@ -25,7 +25,7 @@ def test_cluster_yaml_matches_rays_schema():
 
 def test_cluster_needs_a_token_and_keeps_the_dashboard_private():
     """The dashboard accepts jobs (arbitrary code): token auth on every node, bound to localhost."""
-    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "cluster.yaml").read_text())
+    config = yaml.safe_load((Path(__file__).resolve().parents[2] / "cluster.yaml").read_text())
     starts = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
     ray_starts = [c for c in starts if "ray start" in c]
     assert len(ray_starts) == 2 and all(c.startswith("RAY_AUTH_MODE=token ") for c in ray_starts)

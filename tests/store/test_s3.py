@@ -20,7 +20,7 @@ from densecam_core import generate_mura, open_store, read_manifest
 pytestmark = pytest.mark.slow
 moto_server = pytest.importorskip("moto.server")
 pytest.importorskip("s3fs")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BUCKET = "densecam-test"
 
 

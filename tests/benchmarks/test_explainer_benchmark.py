@@ -13,7 +13,7 @@ import torch
 from densecam_core.data.preprocess import IMAGENET_STD
 from densecam_core.data.synth import generate_mura
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from explainer import half_grey_level_jitter  # noqa: E402
 

@@ -18,7 +18,7 @@ from densecam_core import generate_mura, load_densenet169, open_store
 
 pytestmark = pytest.mark.slow  # the job runs on a local Ray
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 METHODS = ("gradcam", "hirescam")
 
 

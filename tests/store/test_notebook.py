@@ -10,7 +10,7 @@ from nbclient import NotebookClient
 
 pytestmark = pytest.mark.slow  # Ray, the demo or a notebook kernel: see `pytest -m "not slow"`
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "query_heatmaps.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[2] / "examples" / "query_heatmaps.ipynb"
 
 
 def test_notebook_executes(demo_result, tmp_path, monkeypatch):

@@ -91,7 +91,7 @@ def test_a_store_from_before_compaction_opens_and_compacts(tmp_path):
     import shutil
     from pathlib import Path
 
-    shutil.copytree(Path(__file__).parent / "fixtures" / "store-v1", tmp_path / "v1")
+    shutil.copytree(Path(__file__).parents[1] / "fixtures" / "store-v1", tmp_path / "v1")
     run = open_store(str(tmp_path / "v1")).run("latest")
     before = run.index
     assert pd.isna(open_store(str(tmp_path / "v1")).runs.loc[0, "images_committed"])

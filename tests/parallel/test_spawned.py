@@ -14,7 +14,7 @@ from support.processes import ended
 from densecam_core.parallel.spawned import SpawnedPool
 
 pytestmark = pytest.mark.slow  # every test spawns processes
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def stuck_child(pool) -> list:

@@ -142,7 +142,7 @@ def test_format_1_store_still_opens(tmp_path):
     import shutil
     from pathlib import Path
 
-    fixture = Path(__file__).parent / "fixtures" / "store-v1"
+    fixture = Path(__file__).parents[1] / "fixtures" / "store-v1"
     store = tmp_path / "v1"
     shutil.copytree(fixture, store)
     run = open_store(str(store)).run("latest")
