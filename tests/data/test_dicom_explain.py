@@ -161,6 +161,7 @@ def test_no_identifier_of_any_source_file_is_in_the_store_in_clear(explained, ar
     assert "PANDAS_ATTRS" not in text, "a manifest's attrs (walk details, the key's object) reached Parquet metadata"
 
 
+@pytest.mark.slow  # seconds of whole shards; the fast loop keeps a smaller test of this path
 def test_the_input_cache_is_keyed_by_the_dicom_window(explained, archive):
     store, _, first, key = explained
     assert sum(r.images_decoded for r in first) == len(REAL) + len(BROKEN)
@@ -186,6 +187,7 @@ def test_the_dicom_window_is_part_of_the_run_id_and_the_default_keeps_earlier_id
     assert fmt.run_id_for("f" * 64, other) != before
 
 
+@pytest.mark.slow  # seconds of whole shards; the fast loop keeps a smaller test of this path
 def test_the_evaluation_scores_a_dicom_run_from_its_cache_with_the_pointing_game(explained):
     """Sampling by body part and label, deletion and the pointing game on a DICOM run: what the
     evaluation job's actors run, reading the inputs the explanation cached (with the run's window)."""

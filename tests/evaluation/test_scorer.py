@@ -172,6 +172,7 @@ def _sobel(pixels: torch.Tensor) -> torch.Tensor:
     return (gx**2 + gy**2).sqrt()[:, 0]
 
 
+@pytest.mark.slow  # seconds of whole shards; the fast loop keeps a smaller test of this path
 def test_a_map_that_ignores_the_weights_fails_the_randomization_test_and_cam_passes(model):
     """Adebayo et al.'s test through the product's code: cascade, Explainer, Spearman of |maps|, verdicts."""
     pixels = _pixels(6, seed=11)

@@ -81,6 +81,7 @@ def _worker(store: Path, run_id: str, metrics=("deletion",)) -> EvaluateWorker:
     return EvaluateWorker(state_dict_bytes(load_densenet169()), settings, store_url=str(store), run_id=run_id)
 
 
+@pytest.mark.slow  # seconds of whole shards; the fast loop keeps a smaller test of this path
 def test_worker_reads_the_cache_and_writes_error_rows_for_unreadable_or_changed_images(explained, tmp_path):
     tree, _, _ = explained
     copy = tmp_path / "tree"

@@ -73,6 +73,7 @@ def decoded(results) -> tuple[int, int]:
     return sum(r.images_decoded for r in results), sum(r.images_from_cache for r in results)
 
 
+@pytest.mark.slow  # seconds of whole shards; the fast loop keeps a smaller test of this path
 @pytest.mark.parametrize("resize", ["stretch", pytest.param("pad", marks=pytest.mark.slow)])
 def test_cache_hit_decodes_nothing_and_gives_the_same_maps(tree, tmp_path, resize):
     store = tmp_path / "store"
@@ -271,6 +272,7 @@ class FakeActor:
         return "probe"
 
 
+@pytest.mark.slow  # seconds of whole shards; the fast loop keeps a smaller test of this path
 def test_injected_out_of_memory_is_retried_by_the_driver_and_never_committed(tree, tmp_path, monkeypatch):
     """A real worker behind the real Dispatcher (fake Ray): one OOM, one retry, every row ok."""
     from jobs.explain.config import JobConfig
@@ -333,6 +335,7 @@ def test_non_finite_output_becomes_an_error_row(tree, tmp_path, monkeypatch):
     assert np.isfinite(run.maps("gradcam", 4, rows=ok["row"].tolist())).all()
 
 
+@pytest.mark.slow  # seconds of whole shards; the fast loop keeps a smaller test of this path
 def test_cache_command_fills_the_cache_the_job_then_reads(tree, tmp_path, capsys):
     from jobs.cli.cache import main
 

@@ -57,6 +57,7 @@ def test_the_cache_command_refuses_a_timeout_that_is_not_positive(tmp_path, caps
     assert not (tmp_path / "store" / "inputs").exists(), "refused before any work"
 
 
+@pytest.mark.slow  # seconds of whole shards; the fast loop keeps a smaller test of this path
 def test_a_resumed_evaluation_refuses_a_sample_that_differs_from_the_scored_one(tmp_path):
     """Explain 10 images, record an evaluation of 4, add images: the next sample of 4 is drawn from more
     images, so resuming would mix two samples; it is refused (and --force starts afresh)."""

@@ -190,6 +190,7 @@ def test_images_without_a_study_count_as_their_own_study():
     assert study["auroc"] == pytest.approx(auroc_by_pairs([1, 0, 1], [0.9, 0.3, 0.2]))
 
 
+@pytest.mark.slow  # seconds of whole shards; the fast loop keeps a smaller test of this path
 def test_train_command_writes_checkpoint_and_metrics(tiny_tree, tmp_path, capsys):
     out = tmp_path / "cli.pt"
     assert (

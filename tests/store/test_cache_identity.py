@@ -69,6 +69,7 @@ def tree(tmp_path) -> Path:
     return tmp_path / "mura"
 
 
+@pytest.mark.slow  # seconds of whole shards; the fast loop keeps a smaller test of this path
 def test_stat_identity_misses_an_in_place_rewrite_and_content_identity_sees_it(tree, tmp_path):
     victim = Path(read_manifest(tree)["path"].iloc[2])
     for identity in ("stat", "content"):
