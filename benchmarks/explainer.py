@@ -3,6 +3,7 @@
     python benchmarks/explainer.py                # 320x320, batch 8, every variant
     python benchmarks/explainer.py --size 128 --rounds 2 --skip-gradcam-lib   # quick smoke
     python benchmarks/explainer.py --checkpoint model.pt --images DIR         # your model, your images
+    python benchmarks/explainer.py --arch densenet121 --targets 14            # CheXNet-shaped: 14 targets in one pass
 
 All variants are warmed up first, then timed interleaved with the plain forward round by round, one phase per
 variant (the first autograd pass
@@ -24,11 +25,12 @@ import numpy as np
 import torch
 from machine import describe_cpu  # benchmarks/machine.py
 
-from densecam_core import Explainer, load_densenet169
+from densecam_core import Explainer
 from densecam_core.cam.explainer import BLOCKS, Explanation
 from densecam_core.comparison import pearson_rows
 from densecam_core.data.decode import is_image_name
 from densecam_core.data.preprocess import IMAGENET_STD, load_for_model
+from densecam_core.model.checkpoint import load_densenet
 from densecam_core.model.precision import native_bf16
 from densecam_core.testing import randomise_batchnorm
 
@@ -75,8 +77,8 @@ def first_images(folder: str, count: int, size: int) -> torch.Tensor:
     return torch.from_numpy(np.stack([load_for_model(str(p), size).array for p in paths]))
 
 
-def gradcam_library_runner(model: torch.nn.Module) -> Callable[[torch.Tensor], object]:
-    """pytorch-grad-cam producing the same four per-block Grad-CAM maps: one object per block."""
+def gradcam_library_runner(model: torch.nn.Module, targets: int = 1) -> Callable[[torch.Tensor], object]:
+    """pytorch-grad-cam producing the same four per-block Grad-CAM maps: one object per block, one call per target."""
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -86,8 +88,11 @@ def gradcam_library_runner(model: torch.nn.Module) -> Callable[[torch.Tensor], o
     ]
 
     def run(x: torch.Tensor) -> object:
-        targets = [ClassifierOutputTarget(0)] * x.shape[0]
-        return [cam(input_tensor=x, targets=targets) for cam in cams]
+        return [
+            cam(input_tensor=x, targets=[ClassifierOutputTarget(t)] * x.shape[0])
+            for t in range(targets)
+            for cam in cams
+        ]
 
     return run
 
@@ -100,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--skip-gradcam-lib", action="store_true", help="skip pytorch-grad-cam (grad-cam package)")
     parser.add_argument("--skip-bf16", action="store_true")
+    parser.add_argument("--arch", default="densenet169", help="densenet121, densenet161, densenet169 or densenet201")
+    parser.add_argument(
+        "--targets", type=int, default=1, help="outputs of the (random) model; all explained in one pass when > 1"
+    )
     parser.add_argument(
         "--checkpoint", help="a trained model instead of random weights with random BatchNorm statistics"
     )
@@ -158,20 +167,28 @@ def build_variants(
             return plain(inp)
 
     variants["plain forward, fp32 (baseline)"] = synced(plain_forward)
-    fp32 = Explainer(copy.deepcopy(base), precision="fp32")
-    variants["Explainer, all methods, fp32"] = synced(fp32)
+    k = int(base.classifier.out_features)
+    targets = "all" if k > 1 else None  # every output in one forward and one backward
+    fp32 = Explainer(copy.deepcopy(base), precision="fp32", targets=targets)
+    variants["Explainer, all methods, fp32" + (f", {k} targets in one pass" if k > 1 else "")] = synced(fp32)
+    if k > 1:  # what a loop over the targets would cost: one Explainer pass per target
+        singles = [Explainer(copy.deepcopy(base), precision="fp32", targets=[t]) for t in range(k)]
+        variants[f"Explainer, all methods, fp32, {k} single-target passes"] = synced(
+            lambda inp: [single(inp) for single in singles]
+        )
     bf16 = fp16 = None
     if not args.skip_bf16:
-        bf16 = Explainer(copy.deepcopy(base), precision="bf16")
+        bf16 = Explainer(copy.deepcopy(base), precision="bf16", targets=targets)
         variants["Explainer, all methods, bf16"] = synced(bf16)
     if device.type == "cuda":
-        fp16 = Explainer(copy.deepcopy(base), precision="fp16")
+        fp16 = Explainer(copy.deepcopy(base), precision="fp16", targets=targets)
         variants["Explainer, all methods, fp16"] = synced(fp16)
         variants["Explainer, all methods, fp32 without TF32"] = synced(strict_fp32(fp32))
-        contiguous = Explainer(copy.deepcopy(base), precision="fp16", channels_last=False)
+        contiguous = Explainer(copy.deepcopy(base), precision="fp16", channels_last=False, targets=targets)
         variants["Explainer, all methods, fp16, contiguous layout"] = synced(contiguous)
     if not args.skip_gradcam_lib:
-        variants["pytorch-grad-cam, Grad-CAM x 4 blocks"] = synced(gradcam_library_runner(copy.deepcopy(base)))
+        label = "pytorch-grad-cam, Grad-CAM x 4 blocks" + (f" x {k} targets" if k > 1 else "")
+        variants[label] = synced(gradcam_library_runner(copy.deepcopy(base), k))
 
     return variants, fp32, bf16, fp16
 
@@ -182,9 +199,9 @@ def main() -> None:
     device = torch.device(args.device)
     torch.manual_seed(0)
     if args.checkpoint:
-        base = load_densenet169(args.checkpoint)
+        base = load_densenet(args.checkpoint)
     else:
-        base = randomise_batchnorm(load_densenet169())
+        base = randomise_batchnorm(load_densenet(architecture=args.arch, num_classes=args.targets))
     x = (
         first_images(args.images, args.batch, args.size)
         if args.images
@@ -233,12 +250,16 @@ def main() -> None:
     for name, ratio in rate.items():
         phase_base = baseline_rates[list(rate).index(name)]
         print(f"| {name} | {ratio * phase_base:.2f} | {ratio:.2f}x |")
-    lib = "pytorch-grad-cam, Grad-CAM x 4 blocks"
-    if lib in rate:
+    ours = next(name for name in rate if name.startswith("Explainer, all methods, fp32") and "single" not in name)
+    lib = next((name for name in rate if name.startswith("pytorch-grad-cam")), None)
+    if lib is not None:
         print(
-            f"\nExplainer fp32 vs pytorch-grad-cam: {rate['Explainer, all methods, fp32'] / rate[lib]:.1f}x "
+            f"\nExplainer fp32 vs pytorch-grad-cam: {rate[ours] / rate[lib]:.1f}x "
             "(ratio of the two ratios to the plain forward)"
         )
+    singles = next((name for name in rate if "single-target passes" in name), None)
+    if singles is not None:
+        print(f"all targets in one pass vs one pass per target: {rate[ours] / rate[singles]:.1f}x")
     reference = strict_fp32(fp32)(x) if device.type == "cuda" else fp32(x)
     columns: dict[str, dict[str, np.ndarray]] = {}
     if bf16 is not None:

@@ -1,4 +1,4 @@
-"""densecam_core: dataset-scale CAM / Grad-CAM explanations of DenseNet169 radiograph classifiers.
+"""densecam_core: dataset-scale CAM / Grad-CAM explanations of DenseNet radiograph classifiers (121, 161, 169, 201).
 
 Exports are resolved lazily so that ``densecam_core.open_store`` (notebooks) never imports torch.
 """
@@ -11,7 +11,10 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "load_densenet": "densecam_core.model.checkpoint",
     "load_densenet169": "densecam_core.model.checkpoint",
+    "ARCHITECTURES": "densecam_core.vocabulary",
+    "taps_for": "densecam_core.vocabulary",
     "model_fingerprint": "densecam_core.model.checkpoint",
     "CheckpointError": "densecam_core.model.checkpoint",
     "Explainer": "densecam_core.cam.explainer",

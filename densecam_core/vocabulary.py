@@ -52,44 +52,82 @@ class BlockTap:
         return asdict(self)
 
 
-BLOCK_TAPS: tuple[BlockTap, ...] = (
-    BlockTap(
-        1,
-        "features.denseblock1",
-        "features.transition1",
-        128,
-        8,
-        False,
-        "output of transition 1 (after its average pool)",
-    ),
-    BlockTap(
-        2,
-        "features.denseblock2",
-        "features.transition2",
-        256,
-        16,
-        False,
-        "output of transition 2 (after its average pool)",
-    ),
-    BlockTap(
-        3,
-        "features.denseblock3",
-        "features.transition3",
-        640,
-        32,
-        False,
-        "output of transition 3 (after its average pool)",
-    ),
-    BlockTap(
-        4,
-        "features.denseblock4",
-        "features.norm5",
-        1664,
-        32,
-        True,
-        "ReLU(norm5): the tensor fed to global average pooling",
-    ),
+@dataclass(frozen=True)
+class Architecture:
+    """A torchvision DenseNet: layers per dense block, growth rate and the stem's output channels.
+
+    torchvision's DenseNets share one module layout (``features.conv0 … denseblock1-4, transition1-3,
+    norm5``, ``classifier``) and the taps' strides; only these numbers, and so the taps' channels, differ.
+    """
+
+    name: str
+    block_config: tuple[int, int, int, int]
+    growth_rate: int
+    init_features: int
+
+    @property
+    def channels(self) -> tuple[int, ...]:
+        """Channels at each tap: a block adds ``layers x growth`` channels, a transition halves them."""
+        out, channels = [], self.init_features
+        for block, layers in enumerate(self.block_config, 1):
+            channels += layers * self.growth_rate
+            channels = channels // 2 if block < 4 else channels
+            out.append(channels)
+        return tuple(out)
+
+    @property
+    def title(self) -> str:
+        return "DenseNet" + self.name.removeprefix("densenet")
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    a.name: a
+    for a in (
+        Architecture("densenet121", (6, 12, 24, 16), 32, 64),
+        Architecture("densenet161", (6, 12, 36, 24), 48, 96),
+        Architecture("densenet169", (6, 12, 32, 32), 32, 64),
+        Architecture("densenet201", (6, 12, 48, 32), 32, 64),
+    )
+}
+DEFAULT_ARCHITECTURE = "densenet169"
+"""MURA's DenseNet: what a run without a checkpoint, and every run before other architectures, explains."""
+
+_TAP_PLACES = (
+    ("features.denseblock1", "features.transition1", 8, False, "output of transition 1 (after its average pool)"),
+    ("features.denseblock2", "features.transition2", 16, False, "output of transition 2 (after its average pool)"),
+    ("features.denseblock3", "features.transition3", 32, False, "output of transition 3 (after its average pool)"),
+    ("features.denseblock4", "features.norm5", 32, True, "ReLU(norm5): the tensor fed to global average pooling"),
 )
+
+
+def validate_architecture(name: str) -> Architecture:
+    if name not in ARCHITECTURES:
+        raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}; got {name!r}")
+    return ARCHITECTURES[name]
+
+
+def taps_for(architecture: str = DEFAULT_ARCHITECTURE) -> tuple[BlockTap, ...]:
+    """The four taps of one architecture: the same modules and strides, its own channels."""
+    channels = validate_architecture(architecture).channels
+    return tuple(
+        BlockTap(block, stage, module, channels[block - 1], stride, relu, description)
+        for block, (stage, module, stride, relu, description) in enumerate(_TAP_PLACES, 1)
+    )
+
+
+BLOCK_TAPS: tuple[BlockTap, ...] = taps_for(DEFAULT_ARCHITECTURE)
+INPUT_NORMS: tuple[str, ...] = ("imagenet", "xrv")
+"""How pixels become the model's input: ``imagenet`` (torchvision's: [0, 1], then ImageNet's mean and
+std per channel) or ``xrv`` (torchxrayvision's: one grey channel scaled to [-1024, 1024])."""
+DEFAULT_INPUT_NORM = "imagenet"
+
+
+def validate_input_norm(name: str) -> str:
+    if name not in INPUT_NORMS:
+        raise ValueError(f"--input-norm must be one of {', '.join(INPUT_NORMS)}; got {name!r}")
+    return name
+
+
 TAPS: dict[int, BlockTap] = {tap.block: tap for tap in BLOCK_TAPS}
 CAM_BLOCK = 4
 """CAM exists only where the classifier reads: the last block."""

@@ -16,11 +16,12 @@ import torch
 import torch.nn.functional as F
 
 from densecam_core.cam.cuda_graphs import Capture, CapturedPass, GraphCaptureWarning, cuda_capture
-from densecam_core.model.conventions import imagenet_statistics
+from densecam_core.cam.methods import METHOD_FUNCTIONS
+from densecam_core.model.architecture import ArchitectureError, Recognised, architecture_of
+from densecam_core.model.conventions import default_input_norm, imagenet_statistics, luma_weights, pixels_to_input
 from densecam_core.model.fusion import ChannelAffine, fused_densenet
 from densecam_core.model.precision import reduced_dtype, warn_if_emulated
 from densecam_core.vocabulary import (
-    BLOCK_TAPS,
     BLOCKS,
     CAM_BLOCK,
     METHODS,
@@ -28,57 +29,15 @@ from densecam_core.vocabulary import (
     BlockTap,
     block_grid,
     required_modules,
+    taps_for,
+    validate_input_norm,
     validate_methods,
     validate_precision,
 )
 
 __all__ = ["BLOCKS", "METHODS", "Explainer", "Explanation", "block_grid", "validate_methods"]
 
-_EPS_GRADCAMPP = 1e-6
-_EPS_XGRADCAM = 1e-7
 FP16_GRAD_SCALE = 1024.0
-
-
-# ---- the five methods: (activations A, gradients g), both (B, C, h, w) float32 -> (B, h, w) ----
-
-
-def gradcam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """Selvaraju et al.: channel weights are the spatial mean of the gradient."""
-    return F.relu(torch.einsum("bchw,bc->bhw", a, g.mean(dim=(2, 3))))
-
-
-def gradcampp(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """Chattopadhay et al., the closed form pytorch-grad-cam uses (alpha = 0 where g = 0)."""
-    g2 = g * g
-    denom = 2 * g2 + a.sum(dim=(2, 3), keepdim=True) * (g2 * g) + _EPS_GRADCAMPP
-    alpha = torch.where(g != 0, g2 / denom, torch.zeros_like(g))
-    weights = (alpha * F.relu(g)).sum(dim=(2, 3))
-    return F.relu(torch.einsum("bchw,bc->bhw", a, weights))
-
-
-def layercam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """Jiang et al.: positive gradients weight every location separately."""
-    return F.relu((F.relu(g) * a).sum(dim=1))
-
-
-def xgradcam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """Fu et al.: activation-weighted gradient sums, normalised by the activation sum."""
-    weights = (g * a).sum(dim=(2, 3)) / (a.sum(dim=(2, 3)) + _EPS_XGRADCAM)
-    return F.relu(torch.einsum("bchw,bc->bhw", a, weights))
-
-
-def hirescam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """Draelos & Carin: element-wise gradient x activation, summed over channels."""
-    return F.relu((g * a).sum(dim=1))
-
-
-METHOD_FUNCTIONS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "gradcam": gradcam,
-    "gradcampp": gradcampp,
-    "layercam": layercam,
-    "xgradcam": xgradcam,
-    "hirescam": hirescam,
-}
 
 
 @dataclass
@@ -145,17 +104,22 @@ class Explainer:
         precision: str = "fp32",
         channels_last: bool | None = None,
         cuda_graphs: bool = False,
+        input_norm: str | None = None,
     ) -> None:
         self.model = model  # left exactly as given: mode, weights and requires_grad untouched
         self.methods = validate_methods(methods)
-        self._check_architecture()
+        found = self._check_architecture()
+        self.architecture, self.in_channels = found.architecture, found.in_channels
+        self.taps = taps_for(self.architecture.name)
+        self.input_norm = validate_input_norm(input_norm or default_input_norm(self.in_channels))
         self.net = fused_densenet(model)  # private, frozen eval-mode copy
         self._stem = [self.net.get_submodule(name) for name in STEM]
         self._stages = [
-            (tap, self.net.get_submodule(tap.stage), self.net.get_submodule(tap.module)) for tap in BLOCK_TAPS
+            (tap, self.net.get_submodule(tap.stage), self.net.get_submodule(tap.module)) for tap in self.taps
         ]
         self.device = next(model.parameters()).device
-        self._mean, self._std = imagenet_statistics(self.device)
+        self._statistics = imagenet_statistics(self.device)
+        self._luma = luma_weights(self.device)
         self.num_classes = int(model.classifier.out_features)
         self.targets = self._validate_targets(targets)
         self.precision = validate_precision(precision)
@@ -201,8 +165,9 @@ class Explainer:
             return len(self.targets)
         return 1
 
-    def _check_architecture(self) -> None:
-        """Every module the taps name must exist (``spec.required_modules``), and a Linear classifier."""
+    def _check_architecture(self) -> Recognised:
+        """Every module the taps name must exist (``vocabulary.required_modules``), a Linear classifier, and
+        the shapes of one of the supported DenseNets (whose taps' channels follow)."""
         have = {name for name, _ in self.model.named_modules()}
         need = required_modules()
         missing = [n for n in need if n not in have]
@@ -213,6 +178,10 @@ class Explainer:
                 f"Explainer needs a torchvision DenseNet (modules {', '.join(need)} and a Linear "
                 f"classifier); missing {missing or ['classifier']}; the model has features {children}"
             )
+        try:
+            return architecture_of(self.model)
+        except ArchitectureError as exc:
+            raise TypeError(f"Explainer: {exc}") from None
 
     def _validate_targets(self, targets: str | Sequence[int] | None) -> str | tuple[int, ...] | None:
         if targets is None or targets in ("predicted", "all"):
@@ -228,13 +197,13 @@ class Explainer:
     def _validate_input(self, images: torch.Tensor) -> None:
         if not isinstance(images, torch.Tensor):
             raise TypeError(f"expected a torch.Tensor of shape (B, 3, H, W), got {type(images).__name__}")
-        grey_pixels = images.ndim == 4 and images.shape[1] == 1 and images.dtype == torch.uint8
-        if not grey_pixels and (
-            images.ndim != 4 or images.shape[1] != 3 or not (images.is_floating_point() or images.dtype == torch.uint8)
-        ):
+        pixels = images.ndim == 4 and images.shape[1] in (1, 3) and images.dtype == torch.uint8
+        normalised = images.ndim == 4 and images.shape[1] == self.in_channels and images.is_floating_point()
+        if not (pixels or normalised):
             raise ValueError(
-                "expected a normalised float tensor or uint8 pixels of shape (B, 3, H, W), or grey uint8 pixels "
-                f"of shape (B, 1, H, W); got dtype {images.dtype} and shape {tuple(images.shape)}"
+                f"expected a normalised float tensor or uint8 pixels: float of shape (B, {self.in_channels}, H, W), "
+                f"uint8 of shape (B, 3, H, W) or grey (B, 1, H, W); got dtype {images.dtype} and shape "
+                f"{tuple(images.shape)}"
             )
         if images.shape[0] == 0 or min(images.shape[2:]) < 32:
             raise ValueError(f"expected B >= 1 and H, W >= 32 pixels; got shape {tuple(images.shape)}")
@@ -245,8 +214,12 @@ class Explainer:
         channels there too, by broadcasting in the normalisation: another third of the bytes."""
         x = self._on_device(images)
         if x.dtype == torch.uint8:
-            x = (x.float() / 255.0 - self._mean) / self._std
+            x = self.model_input(x.float() / 255.0)
         return x
+
+    def model_input(self, pixels01: torch.Tensor) -> torch.Tensor:
+        """Pixels in [0, 1] as this model reads them (its channels and input normalisation)."""
+        return pixels_to_input(pixels01, self.in_channels, self.input_norm, self._statistics, self._luma)
 
     def _on_device(self, images: torch.Tensor) -> torch.Tensor:
         """The batch as it is, on the model's device (copied from pinned memory without blocking the host)."""
@@ -269,7 +242,7 @@ class Explainer:
         return x if self.compute_dtype is None else x.to(self.compute_dtype)
 
     def _forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """The model's own forward, driven by ``spec.BLOCK_TAPS``, so each block activation is a
+        """The model's own forward, driven by its taps (``vocabulary.taps_for``), so each block activation is a
         well-defined tensor.
 
         torchvision applies ``F.relu(..., inplace=True)`` after norm5, which would modify a hooked
@@ -372,7 +345,7 @@ class Explainer:
         )
         with torch.no_grad():
             acts32 = [a.detach().float() for a in acts]
-            weight = self.net.classifier.weight.detach().float()  # (C, 1664)
+            weight = self.net.classifier.weight.detach().float()  # (C, channels of the last tap)
             cam = torch.stack(
                 [
                     torch.einsum("bc,bchw->bhw", weight[target_ids[:, k]], acts32[BLOCKS.index(CAM_BLOCK)])

@@ -1,10 +1,12 @@
-"""Loading DenseNet169 from any checkpoint layout users actually have, and fingerprinting its weights.
+"""Loading a DenseNet (121, 161, 169, 201) from any checkpoint layout users actually have, and fingerprinting it.
 
-Why a key mapper: MURA models circulate as torchvision state dicts, DataParallel/DDP dumps
-(``module.``), old torchvision pickles (``denselayer1.norm.1.weight``) and the original MURA
-interpretability code's layout (``features_first.*``, ``features.0.denseblock1.*``). All of them
-are mapped onto torchvision's names and then loaded strictly: a silent ``strict=False`` would
-explain a half-random network.
+Why a key mapper: radiograph models circulate as torchvision state dicts, DataParallel/DDP dumps
+(``module.``), old torchvision pickles (``denselayer1.norm.1.weight``), the original MURA
+interpretability code's layout (``features_first.*``, ``features.0.denseblock1.*``), CheXNet's
+(``densenet121.features.*``, a ``classifier.0`` Linear before its Sigmoid) and torchxrayvision's (one
+input channel, an ``op_threshs`` buffer). All of them are mapped onto torchvision's names, the
+architecture is read from the shapes, and the weights are loaded strictly: a silent ``strict=False``
+would explain a half-random network.
 """
 
 from __future__ import annotations
@@ -13,28 +15,37 @@ import hashlib
 import io
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
-from torchvision.models import densenet169
+
+from densecam_core.model.architecture import ArchitectureError, Recognised, build, recognise
+from densecam_core.vocabulary import DEFAULT_ARCHITECTURE, validate_architecture
 
 DEFAULT_SEED = 0
 
 _LEGACY_LAYER_KEY = re.compile(
-    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
 )
 _MURA_STAGE_KEY = re.compile(r"^features\.\d+\.((?:denseblock|transition)\d|norm5)\.")
+_CHEXNET_PREFIX = re.compile(r"^densenet(?:121|161|169|201)\.")
+_IGNORED_KEYS = {"op_threshs": "torchxrayvision's operating thresholds (densecam explains logits)"}
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that cannot be read as DenseNet169 weights; the message names the file."""
+    """A checkpoint that cannot be read as DenseNet weights; the message names the file."""
+
+
+class CheckpointNote(UserWarning):
+    """Something of a checkpoint that was left out on purpose (e.g. torchxrayvision's ``op_threshs``)."""
 
 
 def canonical_state_dict(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """Map any supported checkpoint layout onto torchvision's densenet169 key names."""
+    """Map any supported checkpoint layout onto torchvision's DenseNet key names."""
     state = _unwrap(state)
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
@@ -43,6 +54,12 @@ def canonical_state_dict(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         name = key
         while name.startswith("module."):
             name = name[len("module.") :]
+        if name in _IGNORED_KEYS:
+            warnings.warn(f"checkpoint key {name!r} ignored: {_IGNORED_KEYS[name]}", CheckpointNote, stacklevel=3)
+            continue
+        name = _CHEXNET_PREFIX.sub("", name)  # CheXNet: the torchvision model as an attribute of a wrapper
+        if name.startswith("classifier.0."):  # CheXNet: Sequential(Linear, Sigmoid); the Linear's logits are explained
+            name = "classifier." + name[len("classifier.0.") :]
         if name.startswith("features_first."):
             name = "features." + name[len("features_first.") :]
         name = _MURA_STAGE_KEY.sub(r"features.\1.", name)
@@ -99,6 +116,47 @@ def read_checkpoint(checkpoint: str | os.PathLike | BinaryIO | Mapping[str, Any]
         raise CheckpointError(f"checkpoint {name}: {exc}") from None
 
 
+def load_densenet(
+    checkpoint: str | os.PathLike | BinaryIO | Mapping[str, Any] | None = None,
+    num_classes: int | None = None,
+    device: str | torch.device = "cpu",
+    *,
+    seed: int = DEFAULT_SEED,
+    architecture: str | None = None,
+    in_channels: int = 3,
+) -> torch.nn.Module:
+    """Return torchvision's DenseNet in eval mode: the architecture, input channels and outputs read from
+    ``checkpoint``'s shapes, its weights loaded strictly.
+
+    ``checkpoint=None`` gives a deterministic random init from ``seed`` of ``architecture`` (default
+    DenseNet169) with ``in_channels`` and ``num_classes`` (default 1); nothing is downloaded. With a
+    checkpoint, ``architecture`` (if given) must be what the checkpoint is.
+    """
+    name = _describe(checkpoint)
+    if checkpoint is None:
+        found = Recognised(validate_architecture(architecture or DEFAULT_ARCHITECTURE), in_channels, num_classes or 1)
+        state = None
+    else:
+        state = read_checkpoint(checkpoint)
+        try:
+            found = recognise(state, f"checkpoint {name}")
+        except ArchitectureError as exc:
+            raise CheckpointError(str(exc)) from None
+        if architecture is not None and found.architecture.name != architecture:
+            raise CheckpointError(
+                f"checkpoint {name} is a {found.architecture.title}, not a {validate_architecture(architecture).title}"
+            )
+    classes = found.num_classes if num_classes is None else int(num_classes)
+    if classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {classes}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build(found.architecture, classes, found.in_channels)
+    if state is not None:
+        _load_strict(model, state, name, found.architecture.title)
+    return model.to(device).eval()
+
+
 def load_densenet169(
     checkpoint: str | os.PathLike | BinaryIO | Mapping[str, Any] | None = None,
     num_classes: int | None = None,
@@ -106,34 +164,15 @@ def load_densenet169(
     *,
     seed: int = DEFAULT_SEED,
 ) -> torch.nn.Module:
-    """Return torchvision's densenet169 in eval mode, loaded strictly from ``checkpoint``.
+    """MURA's DenseNet169 (``load_densenet`` that refuses other architectures, naming what it found).
 
     ``checkpoint=None`` gives a deterministic random init from ``seed``; nothing is downloaded.
     ``num_classes`` defaults to the checkpoint classifier's rows (1 without a checkpoint).
     """
-    state = None if checkpoint is None else read_checkpoint(checkpoint)
-    name = _describe(checkpoint)
-    if state is not None:
-        head = state.get("classifier.weight")
-        if head is None or head.ndim != 2:
-            raise CheckpointError(
-                f"checkpoint {name} has no 2-D 'classifier.weight': it is not a DenseNet classifier "
-                f"(first keys: {sorted(state)[:5]})"
-            )
-        if num_classes is None:
-            num_classes = int(head.shape[0])
-    num_classes = 1 if num_classes is None else int(num_classes)
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = densenet169(weights=None, num_classes=num_classes)
-    if state is not None:
-        _load_strict(model, state, name)
-    return model.to(device).eval()
+    return load_densenet(checkpoint, num_classes, device, seed=seed, architecture=DEFAULT_ARCHITECTURE)
 
 
-def _load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], name: str) -> None:
+def _load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], name: str, title: str) -> None:
     """Load every tensor or raise one error listing what is missing, unexpected or mis-shaped."""
     expected = model.state_dict()
     optional = {k for k in expected if k.endswith("num_batches_tracked")}
@@ -151,7 +190,7 @@ def _load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], name: s
                 shown = ", ".join(keys[:8]) + (f", … ({len(keys)} in all)" if len(keys) > 8 else "")
                 parts.append(f"{label}: {shown}")
         raise CheckpointError(
-            f"checkpoint {name} does not match torchvision densenet169 "
+            f"checkpoint {name} does not match torchvision's {title} "
             f"(num_classes={expected['classifier.weight'].shape[0]}): " + "; ".join(parts)
         )
     non_finite = sorted(k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))

@@ -29,3 +29,42 @@ def class_probability(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tens
     if logits.shape[1] == 1:
         return torch.sigmoid(logits[:, 0])
     return torch.softmax(logits, dim=1).gather(1, targets[:, None])[:, 0]
+
+
+LUMA = (0.299, 0.587, 0.114)
+"""ITU-R 601-2 luma, as PIL's ``convert("L")``: how RGB sources become the grey a 1-channel model reads."""
+
+
+def default_input_norm(in_channels: int) -> str:
+    """torchvision's models read 3 ImageNet-normalised channels; 1-channel DenseNets are torchxrayvision's."""
+    return "xrv" if in_channels == 1 else "imagenet"
+
+
+def luma_weights(device: torch.device | str) -> torch.Tensor:
+    """``LUMA`` as a (1, 3, 1, 1) tensor on ``device`` (made once: a pass being recorded as a CUDA graph
+    cannot copy from host memory)."""
+    return torch.tensor(LUMA, device=device).reshape(1, 3, 1, 1)
+
+
+def pixels_to_input(
+    pixels01: torch.Tensor,
+    in_channels: int,
+    input_norm: str,
+    statistics: tuple[torch.Tensor, torch.Tensor],
+    luma: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Pixels in [0, 1], (B, 1 or 3, H, W), as a model with ``in_channels`` inputs reads them.
+
+    Grey pixels broadcast to three channels; RGB pixels become grey (luma) for a 1-channel model.
+    ``xrv`` scales to [-1024, 1024]; ``imagenet`` subtracts ImageNet's mean and divides by its std
+    (their channel averages for a 1-channel model)."""
+    x = pixels01
+    if in_channels == 1 and x.shape[1] == 3:
+        weights = luma if luma is not None else luma_weights(x.device)
+        x = (x * weights.to(x.dtype)).sum(dim=1, keepdim=True)
+    if input_norm == "xrv":
+        return x * 2048.0 - 1024.0
+    mean, std = statistics
+    if in_channels == 1:
+        mean, std = mean.mean(dim=1, keepdim=True), std.mean(dim=1, keepdim=True)
+    return (x - mean) / std

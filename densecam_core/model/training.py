@@ -23,11 +23,11 @@ from torch.utils.data import DataLoader
 
 from densecam_core import fileio
 from densecam_core.data.geometry import validate_resize_mode
-from densecam_core.model.checkpoint import CheckpointError, load_densenet169, model_fingerprint, read_checkpoint
+from densecam_core.model.checkpoint import CheckpointError, load_densenet, model_fingerprint, read_checkpoint
 from densecam_core.model.classification import image_and_study_metrics
 from densecam_core.model.precision import reduced_dtype, warn_if_emulated
 from densecam_core.model.training_data import RadiographDataset, body_part_weights, collate, split_for_training
-from densecam_core.vocabulary import PRECISIONS
+from densecam_core.vocabulary import DEFAULT_ARCHITECTURE, PRECISIONS, validate_architecture
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,10 @@ class TrainConfig:
     loader_workers: int = 0
     channels_last: bool = True
     init: str | None = None
+    arch: str = DEFAULT_ARCHITECTURE
 
     def validate(self) -> None:
+        validate_architecture(self.arch)
         if not 32 <= self.size <= 2048:
             raise ValueError(f"size must be in 32..2048 pixels, got {self.size}")
         validate_resize_mode(self.resize)
@@ -75,23 +77,27 @@ class TrainResult:
     skipped: list[dict[str, str]] = field(default_factory=list)
 
 
-def initial_model(init: str | os.PathLike | None, seed: int) -> torch.nn.Module:
-    """Seeded random init, or features from a weights file the user has (ImageNet or MURA).
+def initial_model(init: str | os.PathLike | None, seed: int, arch: str = DEFAULT_ARCHITECTURE) -> torch.nn.Module:
+    """Seeded random init of ``arch``, or features from a weights file the user has (ImageNet or MURA).
 
     A 1000-class ImageNet classifier is replaced by a seeded one-output head; the features must
-    match torchvision's densenet169 exactly (strict), so a wrong file fails here, not mid-training.
+    match torchvision's ``arch`` exactly (strict), so a wrong file fails here, not mid-training.
     """
     if init is None:
-        return load_densenet169(None, num_classes=1, seed=seed)
+        return load_densenet(None, num_classes=1, seed=seed, architecture=arch)
     state = read_checkpoint(init)
     head = state.get("classifier.weight")
     if head is not None and head.ndim == 2 and head.shape[0] == 1:
-        return load_densenet169(state, num_classes=1, seed=seed)
-    fresh = load_densenet169(None, num_classes=1, seed=seed).state_dict()
+        return _named(init, lambda: load_densenet(state, num_classes=1, seed=seed, architecture=arch))
+    fresh = load_densenet(None, num_classes=1, seed=seed, architecture=arch).state_dict()
     features = {k: v for k, v in state.items() if not k.startswith("classifier.")}
     features.update({k: fresh[k] for k in ("classifier.weight", "classifier.bias")})
+    return _named(init, lambda: load_densenet(features, num_classes=1, seed=seed, architecture=arch))
+
+
+def _named(init: str | os.PathLike, load: Callable[[], torch.nn.Module]) -> torch.nn.Module:
     try:
-        return load_densenet169(features, num_classes=1, seed=seed)
+        return load()
     except CheckpointError as exc:
         raise CheckpointError(f"--init {os.fspath(init)!r}: {exc}") from None
 
@@ -221,7 +227,7 @@ def train(
     out.parent.mkdir(parents=True, exist_ok=True)
     weights = body_part_weights(train_rows)
     torch.manual_seed(config.seed)
-    model = initial_model(config.init, config.seed).to(config.device)
+    model = initial_model(config.init, config.seed, config.arch).to(config.device)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     optimizer, scaler, scheduler = _optimisation(model, config)

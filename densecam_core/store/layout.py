@@ -45,7 +45,7 @@ def dimension_names(name: str) -> tuple[str, ...]:
 PART_NAME = re.compile(r"^part-(\d{6})\.parquet$")
 RUN_ID = re.compile(r"^run-[0-9a-f]{16}$")
 RUN_ID_SETTINGS = ("methods", "size", "resize", "precision", "targets")
-OPTIONAL_RUN_ID_SETTINGS = ("dicom_window",)
+OPTIONAL_RUN_ID_SETTINGS = ("dicom_window", "input_norm")
 """Settings hashed into the run id only when present (they are left out at their defaults), so runs
 made before them keep their ids."""
 ARRAY_NAME = re.compile(r"^(logits|targets|cam|[a-z]+/block[1-4])$")

@@ -32,7 +32,7 @@ from densecam_core.store.index import (
     uncover,
     write_parquet_atomic,
 )
-from densecam_core.vocabulary import BLOCK_TAPS, BLOCKS
+from densecam_core.vocabulary import BLOCKS, DEFAULT_ARCHITECTURE, taps_for
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,7 @@ class RunSpec:
     grid: dict[int, tuple[int, int]]  # block -> (h, w)
     shard_size: int
     identifiers: dict[str, Any] | None = None  # DICOM sources: pseudonymised or clear, and the key's id
+    architecture: str = DEFAULT_ARCHITECTURE  # the DenseNet explained: its taps' channels follow
 
     @property
     def run_id(self) -> str:
@@ -164,7 +165,8 @@ class RunWriter:
                 "created": datetime.now(timezone.utc).isoformat(),
                 "manifest_source": manifest_source,
                 "versions": _versions(),
-                "taps": [tap.as_json() for tap in BLOCK_TAPS],
+                "architecture": self.spec.architecture,
+                "taps": [tap.as_json() for tap in taps_for(self.spec.architecture)],
                 **({"identifiers": self.spec.identifiers} if self.spec.identifiers else {}),
             },
         )

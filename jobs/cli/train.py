@@ -1,7 +1,7 @@
-"""``densecam train MANIFEST --out CKPT``: fine-tune DenseNet169 (one output) the MURA-paper way.
+"""``densecam train MANIFEST --out CKPT``: fine-tune a DenseNet (169 by default; one output) the MURA-paper way.
 
 Weighted BCE per body part, Adam (lr 1e-4), lr / 10 on a validation-loss plateau, flips and
-rotations up to 30 degrees. Writes a torchvision-format checkpoint (``load_densenet169`` and
+rotations up to 30 degrees. Writes a torchvision-format checkpoint (``load_densenet`` and
 ``densecam explain --checkpoint`` read it) and ``<name>.metrics.json`` beside it.
 """
 
@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from densecam_core.vocabulary import PRECISIONS, RESIZE_MODES
+from densecam_core.vocabulary import ARCHITECTURES, DEFAULT_ARCHITECTURE, PRECISIONS, RESIZE_MODES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=0, help="seeds init, shuffling and augmentation")
     parser.add_argument(
+        "--arch",
+        choices=tuple(ARCHITECTURES),
+        default=DEFAULT_ARCHITECTURE,
+        help="the DenseNet to train (default densenet169)",
+    )
+    parser.add_argument(
         "--loader-workers",
         type=int,
         default=None,
@@ -81,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         loader_workers=workers,
         init=args.init,
+        arch=args.arch,
     )
     try:
         config.validate()

@@ -26,7 +26,7 @@ from densecam_core.evaluation.localisation import boxes_by_image, read_boxes
 from densecam_core.evaluation.report import quality_table
 from densecam_core.evaluation.sampling import stratified_sample
 from densecam_core.evaluation.scorer import ScoreSettings
-from densecam_core.model.checkpoint import load_densenet169, model_fingerprint, state_dict_bytes
+from densecam_core.model.checkpoint import load_densenet, model_fingerprint, state_dict_bytes
 from densecam_core.store import scores as store_metrics
 from densecam_core.store.layout import RUNS_DIR, SUMMARY_CSV, SUMMARY_PNG, Shard, StoreError
 from densecam_core.store.lock import RunLock, describe_holder
@@ -107,6 +107,18 @@ def _target(run: Run) -> int:
     )
 
 
+def _refuse_other_inputs(run: Run, model: Any) -> None:
+    """The faithfulness and stability metrics perturb three ImageNet-normalised channels; a model that reads
+    one grey channel or another normalisation would be scored on inputs it never sees."""
+    norm = run.settings.get("input_norm", "imagenet")
+    channels = int(model.features.conv0.in_channels)
+    if norm != "imagenet" or channels != 3:
+        raise ValueError(
+            f"run {run.run_id} explains a model reading {channels} channel(s) normalised as {norm!r}: the "
+            "evaluation job scores models with three ImageNet-normalised input channels only"
+        )
+
+
 def prepare(config: EvaluateConfig) -> PreparedEvaluation:
     """Every check bad input can fail, before any work: metrics, run, checkpoint, boxes, sample."""
     config.validate()
@@ -120,7 +132,7 @@ def prepare(config: EvaluateConfig) -> PreparedEvaluation:
                 "evaluate once that job has finished"
             )
         raise StoreError(f"run {run.run_id} has no committed shards with explained images: run densecam explain first")
-    model = load_densenet169(config.checkpoint)
+    model = load_densenet(config.checkpoint)
     fingerprint = model_fingerprint(model)
     if fingerprint != run.fingerprint:
         raise ValueError(
@@ -128,6 +140,7 @@ def prepare(config: EvaluateConfig) -> PreparedEvaluation:
             f"but run {run.run_id} was explained with {run.fingerprint[:16]} ({run.meta.get('checkpoint')}): "
             "pass the run's checkpoint"
         )
+    _refuse_other_inputs(run, model)
     boxes: dict[str, Any] = {}
     if config.boxes:
         frame = read_boxes(config.boxes)

@@ -8,7 +8,7 @@ from densecam_core.data.decode import DEFAULT_MAX_PIXELS
 from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW, DICOM_WINDOWS, validate_dicom_window
 from densecam_core.store.inputs.identity import CACHE_IDENTITIES, validate_cache_identity
 from densecam_core.store.layout import StoreError
-from densecam_core.vocabulary import CPU_BATCH, METHODS, PRECISIONS, RESIZE_MODES, validate_methods
+from densecam_core.vocabulary import CPU_BATCH, INPUT_NORMS, METHODS, PRECISIONS, RESIZE_MODES, validate_methods
 from jobs.runtime.options import RuntimeOptions, option
 
 INPUT_CACHE_MODES = ("readwrite", "read", "off")
@@ -86,6 +86,12 @@ class JobConfig(RuntimeOptions):
         "where actors decode images: threads, or a pool of processes (auto: processes in GPU actors, whose "
         "compute thread needs the GIL to launch kernels; threads in CPU actors)",
         choices=DECODE_MODES,
+    )
+    input_norm: str | None = option(
+        None,
+        "how pixels become the model's input: imagenet (three channels, ImageNet's mean and std) or xrv "
+        "(torchxrayvision's: one grey channel in [-1024, 1024]); default: xrv for a 1-channel model, else imagenet",
+        choices=INPUT_NORMS,
     )
     cuda_graphs: bool = option(
         True,

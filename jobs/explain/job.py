@@ -26,7 +26,7 @@ from densecam_core.cam.explainer import Explainer
 from densecam_core.data.folders import skipped_summary
 from densecam_core.data.manifest import read_manifest
 from densecam_core.data.pseudonyms import Identifiers, in_clear, load_identifiers
-from densecam_core.model.checkpoint import load_densenet169, model_fingerprint, state_dict_bytes
+from densecam_core.model.checkpoint import load_densenet, model_fingerprint, state_dict_bytes
 from densecam_core.model.precision import SlowPrecisionWarning
 from densecam_core.store.compact import compact_locked
 from densecam_core.store.inputs.cache import InputCache
@@ -114,7 +114,7 @@ def prepare(config: JobConfig) -> PreparedJob:
     identifiers = resolved[0] if resolved else None
     if identifiers is not None:
         _say_identifiers(int(manifest.attrs.get("dicom_images", 0)), identifiers)
-    model = load_densenet169(config.checkpoint)
+    model = load_densenet(config.checkpoint)
     # the probe validates targets and precision against this model and tells the array shapes;
     # fp16 is CUDA-only, and the driver may have no GPU, so the probe checks it as fp32
     with warnings.catch_warnings():  # bf16 speed is the actors' device's business: they warn themselves
@@ -124,7 +124,9 @@ def prepare(config: JobConfig) -> PreparedJob:
             methods=methods,
             targets=config.targets,
             precision="fp32" if config.precision == "fp16" else config.precision,
+            input_norm=config.input_norm,
         )
+    _say_model(probe, config.input_norm)
     settings = ExplainSettings(
         methods=methods,
         size=config.size,
@@ -137,6 +139,7 @@ def prepare(config: JobConfig) -> PreparedJob:
         max_image_pixels=config.max_image_pixels,
         cuda_graphs=config.cuda_graphs,
         dicom_window=config.dicom_window,
+        input_norm=probe.input_norm,
         cache_identity=config.cache_identity,
     )  # batch size and threads: set per device at dispatch
     spec = RunSpec(
@@ -148,8 +151,24 @@ def prepare(config: JobConfig) -> PreparedJob:
         grid=block_grid(config.size),
         shard_size=config.shard_size,
         identifiers=identifiers.as_json() if identifiers is not None else None,
+        architecture=probe.architecture.name,
     )
     return PreparedJob(config, manifest, str(manifest_source), model, settings, spec)
+
+
+def _say_model(probe: Explainer, asked: str | None) -> None:
+    """What the job explains, and how its input is normalised when that was inferred, not asked for."""
+    channels = (
+        "1 input channel (RGB sources are read as their grey)"
+        if probe.in_channels == 1
+        else f"{probe.in_channels} input channels"
+    )
+    how = "" if asked else " (inferred from its stem; --input-norm to choose)"
+    print(
+        f"model: {probe.architecture.title}, {channels}, {probe.num_classes} outputs; input normalisation "
+        f"{probe.input_norm}{how}",
+        file=sys.stderr,
+    )
 
 
 def identifiers_for(config: JobConfig) -> Identifiers:

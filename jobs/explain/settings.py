@@ -7,6 +7,7 @@ from typing import Any
 
 from densecam_core.data.decode import DEFAULT_MAX_PIXELS
 from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW
+from densecam_core.vocabulary import DEFAULT_INPUT_NORM
 
 NON_FINITE = "non-finite model output (NaN or inf in the logits or maps): check the checkpoint's weights"
 
@@ -28,6 +29,7 @@ class ExplainSettings:
     max_batch: int | None = None  # the run's shard size: a batch larger than a shard would only be padding
     cuda_graphs: bool = False  # GPU actors replay the pass as a CUDA graph (Explainer(cuda_graphs=True))
     dicom_window: str = DEFAULT_DICOM_WINDOW  # how DICOM sources are windowed (data/dicom.py)
+    input_norm: str | None = None  # None: the model's own convention (vocabulary.INPUT_NORMS)
     cache_identity: str = "stat"  # how cached inputs are matched to files (store/inputs/cache.py)
 
     def for_run_id(self) -> dict[str, Any]:
@@ -43,4 +45,6 @@ class ExplainSettings:
         }
         if self.dicom_window != DEFAULT_DICOM_WINDOW:
             settings["dicom_window"] = self.dicom_window
+        if self.input_norm not in (None, DEFAULT_INPUT_NORM):
+            settings["input_norm"] = self.input_norm
         return settings

@@ -62,6 +62,7 @@ class ExplainWorker:
             methods=settings.methods,
             targets=settings.targets,
             precision=settings.precision,
+            input_norm=settings.input_norm,
             cuda_graphs=settings.cuda_graphs and next(model.parameters()).device.type == "cuda",
         )
         self.settings = settings

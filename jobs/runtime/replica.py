@@ -6,7 +6,7 @@ import io
 
 import torch
 
-from densecam_core.model.checkpoint import load_densenet169, model_fingerprint
+from densecam_core.model.checkpoint import load_densenet, model_fingerprint
 
 
 def load_replica(
@@ -16,7 +16,7 @@ def load_replica(
     if threads:
         torch.set_num_threads(threads)
     source = io.BytesIO(weights) if isinstance(weights, (bytes, bytearray)) else weights
-    model = load_densenet169(source, device=device)
+    model = load_densenet(source, device=device)
     if expected_fingerprint and expected_fingerprint != model_fingerprint(model):
         raise RuntimeError("weights received by the worker differ from the driver's (fingerprint mismatch)")
     return model

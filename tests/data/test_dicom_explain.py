@@ -86,6 +86,7 @@ def explained(archive, tmp_path_factory):
     return store, run_id, results, key
 
 
+@pytest.mark.slow  # seconds end to end; the fast loop keeps a smaller test of this path
 def test_every_real_image_is_ok_with_its_metadata_and_every_broken_one_an_error_row(explained):
     store, run_id, _, _ = explained
     index = open_store(str(store)).run(run_id).index.set_index("image_id")

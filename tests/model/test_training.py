@@ -215,3 +215,14 @@ def test_train_command_writes_checkpoint_and_metrics(tiny_tree, tmp_path, capsys
     printed = capsys.readouterr().out
     assert "study level: AUROC" in printed and str(out) in printed
     assert model_fingerprint(load_densenet169(out)) == json.loads(metrics_path_for(out).read_text())["fingerprint"]
+
+
+def test_training_starts_from_any_family_member_and_refuses_others():
+    from densecam_core.model.architecture import architecture_of
+    from densecam_core.model.training import TrainConfig, initial_model
+
+    for arch in ("densenet121", "densenet201"):
+        model = initial_model(None, seed=0, arch=arch)
+        assert architecture_of(model).architecture.name == arch and model.classifier.out_features == 1
+    with pytest.raises(ValueError, match="architecture must be one of densenet121, densenet161"):
+        TrainConfig(arch="resnet50").validate()
