@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,7 +69,7 @@ def compact_locked(
     table = table.sort_by("row")
     new_names = []
     for start in range(0, max(table.num_rows, 1), file_rows):
-        name = f"compact-{uuid.uuid4().hex}.parquet"
+        name = fmt.compact_file_name()
         buffer = io.BytesIO()
         pq.write_table(table.slice(start, file_rows), buffer, compression="zstd", row_group_size=row_group_rows)
         fileio.write_bytes_atomic(fs, fileio.join(index_dir, name), buffer.getvalue())

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -238,3 +239,23 @@ def cache_folder_name(size: int, resize: str, version: int, dicom_window: str | 
     (``None``), so caches written before DICOM support keep their names. ``CACHE_FOLDER`` parses it."""
     window = "" if dicom_window is None else f"-w{dicom_window}"
     return f"s{int(size)}-{resize}-p{int(version)}{window}"
+
+
+def compact_file_name() -> str:
+    """A new compacted index file (``COMPACT_NAME``): unique, so a killed compaction never overwrites one in use."""
+    return f"compact-{uuid.uuid4().hex}.parquet"
+
+
+def plan_segment_name(segment: int) -> str:
+    """The plan's segment of rows ``segment * shard_size`` onwards, in ``PLAN_DIR``."""
+    return f"plan-{segment:06d}.parquet"
+
+
+def input_segment_name() -> str:
+    """A new input-cache segment (``SEGMENT_NAME``)."""
+    return f"segment-{uuid.uuid4().hex}.parquet"
+
+
+def catalog_file_name() -> str:
+    """A new input-cache catalog (``CATALOG_NAME``), named by ``CATALOG_JSON`` once whole."""
+    return f"catalog-{uuid.uuid4().hex}.parquet"

@@ -206,7 +206,7 @@ class RunWriter:
             fs, root = fileio.filesystem(self.run_url)
             plan_dir = fileio.join(root, fmt.PLAN_DIR)
             fs.makedirs(plan_dir, exist_ok=True)
-            name = fileio.join(plan_dir, f"plan-{allocated // size:06d}.parquet")
+            name = fileio.join(plan_dir, fmt.plan_segment_name(allocated // size))
             write_parquet_atomic(fs, name, pa.Table.from_pandas(segment.reset_index(drop=True), preserve_index=False))
         out["row"] = out["row"].astype("int64")
         # every time, not only after a new segment: a driver that died between writing a segment and

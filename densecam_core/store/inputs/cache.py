@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import io
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -60,6 +59,7 @@ from densecam_core.store.layout import (
     SEGMENT_NAME,
     StoreError,
     cache_folder_name,
+    input_segment_name,
 )
 
 REFRESH_SECONDS = 30.0
@@ -346,7 +346,7 @@ class InputCache:
             use_dictionary=IDENTITY_COLUMNS,
             write_statistics=IDENTITY_COLUMNS,
         )
-        name = f"segment-{uuid.uuid4().hex}.parquet"
+        name = input_segment_name()
         fileio.write_bytes_atomic(self.fs, fileio.join(self.root, name), buffer.getvalue())
         rows = len(entries)  # this process knows its own segment without listing the folder again
         self._add(

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import io
 import time
-import uuid
 import warnings
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +39,7 @@ from densecam_core.store.layout import (
     CATALOG_SCHEMA,
     IDENTITY_COLUMNS,
     TMP_PREFIX,
+    catalog_file_name,
 )
 
 READ_THREADS = 16
@@ -140,7 +140,7 @@ def write_catalog(fs: Any, root: str, table: pa.Table) -> str:
     replaced = None
     with contextlib.suppress(CatalogProblem):  # a damaged pointer is overwritten; nothing to delete
         replaced = catalog_pointer(fs, root)
-    name = f"catalog-{uuid.uuid4().hex}.parquet"
+    name = catalog_file_name()
     buffer = io.BytesIO()
     pq.write_table(
         table.select(CATALOG_SCHEMA.names).cast(CATALOG_SCHEMA),
