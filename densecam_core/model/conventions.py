@@ -19,9 +19,8 @@ def imagenet_statistics(device: torch.device | str) -> tuple[torch.Tensor, torch
 
 
 def normalise01(pixels01: torch.Tensor) -> torch.Tensor:
-    """Pixels in [0, 1], shaped (N, 3, H, W), as the model's input."""
-    mean, std = imagenet_statistics(pixels01.device)
-    return (pixels01 - mean) / std
+    """Pixels in [0, 1], shaped (N, 3, H, W), as a three-channel ImageNet-normalised model reads them."""
+    return pixels_to_input(pixels01, 3, "imagenet", imagenet_statistics(pixels01.device))
 
 
 def class_probability(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -73,14 +73,12 @@ def config_fields(config_class: type) -> list[dataclasses.Field]:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, config_class: type) -> None:
-    """One argument per field of ``config_class``, in declaration order."""
+    """One argument per field of ``config_class``, in ``config_fields`` order."""
     hints = typing.get_type_hints(config_class)
     groups: dict[str, Any] = {}
     for f in config_fields(config_class):
         meta = f.metadata
         default = f.default if f.default is not dataclasses.MISSING else UNSET
-        if default is UNSET and f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
         if meta["cli_default"] is not UNSET:
             default = meta["cli_default"]
         kind, parse = _kind(hints[f.name]), meta["parse"]
@@ -119,11 +117,3 @@ def config_from_args(config_class: type, args: argparse.Namespace, **overrides: 
     """The config of the parsed arguments (``overrides`` win: values the command derives itself)."""
     values = {f.name: getattr(args, f.name) for f in config_fields(config_class) if hasattr(args, f.name)}
     return config_class(**{**values, **overrides})
-
-
-def flags_of(config_class: type) -> dict[str, str]:
-    """Each field's command-line form: ``--flag-name`` (or the positional's name). What tests derive."""
-    return {
-        f.name: f.name if f.metadata["positional"] else "--" + f.name.replace("_", "-")
-        for f in config_fields(config_class)
-    }

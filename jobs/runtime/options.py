@@ -25,7 +25,6 @@ def option(
     positional: bool = False,
     cli_default: Any = UNSET,
     group: str | None = None,
-    default_factory: Callable[[], Any] | None = None,
 ) -> Any:
     """A dataclass field with its command-line form.
 
@@ -36,8 +35,6 @@ def option(
     """
     metadata = {"help": help, "choices": choices, "parse": parse, "positional": positional}
     metadata |= {"cli_default": cli_default, "group": group}
-    if default_factory is not None:
-        return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
 
 

@@ -11,7 +11,6 @@ from support import REPO
 
 from jobs.cli.evaluate import build_parser as evaluate_parser
 from jobs.cli.explain import build_parser as explain_parser
-from jobs.cli.generated import flags_of
 from jobs.evaluate.config import EvaluateConfig
 from jobs.explain.config import JobConfig
 from jobs.runtime.options import RuntimeOptions
@@ -27,7 +26,8 @@ def test_every_config_field_is_an_argument_with_the_fields_default(config, parse
     actions = options(parser())
     fields = {f.name: f for f in dataclasses.fields(config)}
     assert set(fields) <= set(actions), set(fields) - set(actions)
-    for name, flag in flags_of(config).items():
+    for name, field in fields.items():
+        flag = name if field.metadata["positional"] else "--" + name.replace("_", "-")
         action = actions[name]
         assert flag in action.option_strings or (not action.option_strings and flag == name)
         assert action.help == fields[name].metadata["help"] or action.help.startswith(fields[name].metadata["help"])
