@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import copy
+import gc
 
 import pytest
 import torch
 
 from densecam_core import load_densenet169
 from densecam_core.testing import randomise_batchnorm
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Spare the collector what imports and collection built: torch, pandas and the collected tests are
+    hundreds of thousands of objects that a full collection would walk again and again, for nothing (they
+    live as long as the session); collect the young generation less often for the same reason."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ float64 reference beyond what tests/cam/test_explainer.py allows, so it is not d
 from __future__ import annotations
 
 import copy
+from collections import OrderedDict
 
 import torch
 from torch import nn
@@ -54,13 +55,59 @@ class ChannelAffine(nn.Module):
         return torch.addcmul(self.shift, x, self.scale)
 
 
+def _copy_tensor(tensor: torch.Tensor | None, memo: dict[int, object]) -> torch.Tensor | None:
+    """A detached copy of a parameter or buffer; tied tensors stay tied through ``memo``."""
+    if tensor is None or id(tensor) in memo:
+        return None if tensor is None else memo[id(tensor)]  # type: ignore[return-value]
+    if type(tensor) is nn.Parameter:
+        copied: torch.Tensor = nn.Parameter(tensor.detach().clone(), requires_grad=tensor.requires_grad)
+    elif type(tensor) is torch.Tensor:
+        copied = tensor.detach().clone()
+    else:  # a tensor subclass: leave it to its own copy
+        copied = copy.deepcopy(tensor, memo)
+    memo[id(tensor)] = copied
+    return copied
+
+
+def copy_module(module: nn.Module, memo: dict[int, object] | None = None) -> nn.Module:
+    """A copy of a module tree: what ``copy.deepcopy`` gives (gradients aside), made directly.
+
+    Why: ``deepcopy`` takes every module's dozen hook and state dicts through its generic reduce path, which
+    is most of an Explainer's set-up; this copies those containers as containers, the tensors with
+    ``clone``, and leaves every other attribute (and any module class with its own copy rules) to deepcopy.
+    """
+    memo = {} if memo is None else memo
+    if id(module) in memo:
+        return memo[id(module)]  # type: ignore[return-value]
+    kind = type(module)
+    if any(getattr(kind, name, None) is not getattr(nn.Module, name, None) for name in _COPY_RULES):
+        return copy.deepcopy(module, memo)
+    clone = object.__new__(kind)
+    memo[id(module)] = clone
+    state = clone.__dict__
+    for key, value in vars(module).items():
+        if key == "_modules":
+            value = type(value)((n, None if c is None else copy_module(c, memo)) for n, c in value.items())
+        elif key in ("_parameters", "_buffers"):
+            value = type(value)((name, _copy_tensor(tensor, memo)) for name, tensor in value.items())
+        elif type(value) in (dict, OrderedDict, set) and not value:
+            value = type(value)()
+        else:
+            value = copy.deepcopy(value, memo)
+        state[key] = value
+    return clone
+
+
+_COPY_RULES = ("__deepcopy__", "__reduce_ex__", "__reduce__", "__getstate__", "__setstate__")
+
+
 def fused_densenet(model: nn.Module) -> nn.Module:
     """A frozen copy of a torchvision DenseNet: conv0+norm0 folded, every ``norm2`` an affine.
 
     The copy computes the same function (up to float rounding) and has ``requires_grad=False``
     everywhere, so autograd only ever differentiates with respect to activations.
     """
-    net = copy.deepcopy(model).eval()
+    net = copy_module(model).eval()
     features = net.features
     features.conv0 = fold_batchnorm(features.conv0, features.norm0)
     features.norm0 = nn.Identity()

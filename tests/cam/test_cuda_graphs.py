@@ -10,7 +10,6 @@ The recording itself is compared with the eager pass on a GPU by benchmarks/gpu_
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -70,8 +69,8 @@ def _pixels(seed: int, batch: int = 2, channels: int = 3, size: int = 64) -> tor
 def pair(model: torch.nn.Module) -> tuple[Explainer, Explainer, RerunCapture]:
     """An eager Explainer and one replaying recorded passes, on the same weights."""
     methods = ["gradcam", "hirescam", "layercam"]
-    eager = Explainer(copy.deepcopy(model), methods=methods, targets=[0])
-    replaying = Explainer(copy.deepcopy(model), methods=methods, targets=[0])
+    eager = Explainer(model, methods=methods, targets=[0])
+    replaying = Explainer(model, methods=methods, targets=[0])
     capture = RerunCapture()
     replaying.graph_capture = capture
     return eager, replaying, capture

@@ -112,8 +112,8 @@ def test_bf16_close_to_fp32(model):
     with torch.no_grad():
         model.classifier.weight.neg_()
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(5))
-    fp32 = Explainer(copy.deepcopy(model))(x)
-    bf16 = Explainer(copy.deepcopy(model), precision="bf16")(x)
+    fp32 = Explainer(model)(x)
+    bf16 = Explainer(model, precision="bf16")(x)
 
     def r(a: torch.Tensor, b: torch.Tensor) -> float:
         """Minimum per-image Pearson r; two flat (all-zero) maps agree perfectly."""
@@ -136,16 +136,16 @@ def test_multiclass_targets(base_model):
     model = randomise_batchnorm(load_densenet169(num_classes=3, seed=7), seed=8)
     reference_model = copy.deepcopy(model)
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(6))
-    everything = Explainer(copy.deepcopy(model), targets="all")(x)
+    everything = Explainer(model, targets="all")(x)
     assert everything.cam.shape[:2] == (2, 3) and everything.maps["layercam"][2].shape[:2] == (2, 3)
     for cls in range(3):
         terms = reference_terms(reference_model, x, block=2, target=cls)["layercam"]
         assert_close_maps(
             everything.maps["layercam"][2][:, cls], torch.relu(terms[:, 0]), terms[:, 1], rel=REFERENCE_REL
         )
-    chosen = Explainer(copy.deepcopy(model), targets=[2])(x)
+    chosen = Explainer(model, targets=[2])(x)
     assert torch.allclose(chosen.maps["gradcam"][3][:, 0], everything.maps["gradcam"][3][:, 2], atol=1e-6)
-    predicted = Explainer(copy.deepcopy(model), targets="predicted")(x)
+    predicted = Explainer(model, targets="predicted")(x)
     top = everything.logits.argmax(1)
     assert torch.equal(predicted.targets[:, 0], top)
     for i in range(2):
@@ -182,11 +182,11 @@ def test_bad_settings(model):
 def test_gradient_scaling_is_exact_and_overflow_falls_back(model):
     """fp16 scales the backward seed; a power-of-two scale changes only rounding, an overflowing one is redone unscaled."""
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(11))
-    plain = Explainer(copy.deepcopy(model))
+    plain = Explainer(model)
     assert plain.grad_scale == 1.0
     expected = plain(x)
     for scale, tolerance in ((1024.0, 1e-5), (float("inf"), 1e-5)):  # inf: every gradient overflows, the fallback path
-        scaled = Explainer(copy.deepcopy(model))
+        scaled = Explainer(model)
         scaled.grad_scale = scale
         got = scaled(x)
         for method in METHODS:
@@ -195,7 +195,7 @@ def test_gradient_scaling_is_exact_and_overflow_falls_back(model):
                 torch.testing.assert_close(
                     got.maps[method][block], want, rtol=tolerance, atol=tolerance * float(want.abs().max())
                 )
-    overflowing = Explainer(copy.deepcopy(model))
+    overflowing = Explainer(model)
     overflowing.grad_scale = float("inf")
     assert overflowing._explain(x, float("inf")) is None
 

@@ -220,9 +220,8 @@ def test_read_mode_never_writes(tree, tmp_path):
 
 
 def test_out_of_memory_fails_the_shard_instead_of_committing_error_rows(tree, tmp_path, monkeypatch):
-    model = load_densenet169()
     settings = ExplainSettings(methods=METHODS, size=SIZE, batch_size=4)
-    worker = ExplainWorker(state_dict_bytes(model), settings, warm_up=False)
+    worker = ExplainWorker(weights(0)[0], settings, warm_up=False)
 
     def out_of_memory(images):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -315,9 +314,8 @@ def test_injected_out_of_memory_is_retried_by_the_driver_and_never_committed(tre
 
 
 def test_non_finite_output_becomes_an_error_row(tree, tmp_path, monkeypatch):
-    model = load_densenet169()
     settings = ExplainSettings(methods=METHODS, size=SIZE, batch_size=4)
-    worker = ExplainWorker(state_dict_bytes(model), settings, warm_up=False)
+    worker = ExplainWorker(weights(0)[0], settings, warm_up=False)
     real = worker.explainer
 
     def poisoned(images):  # the second image of every batch comes out NaN
