@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from densecam_core.store.run import Run
+from densecam_core.store.targets import target_position
 
 
 def top_fraction_mask(maps: np.ndarray, fraction: float = 0.1) -> np.ndarray:
@@ -35,23 +36,26 @@ def compare_runs(
     method: str = "gradcam",
     block: int | None = 4,
     *,
-    target: int = 0,
+    target: int | str = 0,
     top_fraction: float = 0.1,
 ) -> pd.DataFrame:
     """Per image ok in both runs: prob_a, prob_b, prob_change, map correlation and top-10 % IoU.
+
+    ``target``: a class name, or a position along the runs' target axes (the probabilities are that
+    target's, from the index's ``probs`` where a run explains several classes).
 
     ``flat_a`` / ``flat_b`` mark constant maps (typically all zero after ReLU: no positive
     evidence); their correlation is undefined (NaN).
     """
     if run_a.settings["size"] != run_b.settings["size"]:
         raise ValueError("runs explained at different input sizes cannot be compared map to map")
-    a = run_a.index[run_a.index["status"] == "ok"]
-    b = run_b.index[run_b.index["status"] == "ok"][["image_id", "row", "prob"]]
+    a = _with_target_prob(run_a, target)
+    b = _with_target_prob(run_b, target)[["image_id", "row", "prob"]]
     both = a.merge(b, on="image_id", suffixes=("_a", "_b"))
     if both.empty:
         raise ValueError(f"runs {run_a.run_id} and {run_b.run_id} share no successfully explained image")
-    maps_a = run_a.maps(method, block, rows=both["row_a"].to_numpy())[:, target]
-    maps_b = run_b.maps(method, block, rows=both["row_b"].to_numpy())[:, target]
+    maps_a = run_a.maps(method, block, rows=both["row_a"].to_numpy(), target=target)
+    maps_b = run_b.maps(method, block, rows=both["row_b"].to_numpy(), target=target)
     mask_a, mask_b = top_fraction_mask(maps_a, top_fraction), top_fraction_mask(maps_b, top_fraction)
     iou = (mask_a & mask_b).sum(axis=1) / np.maximum((mask_a | mask_b).sum(axis=1), 1)
     keep = [c for c in ("image_id", "split", "body_part", "study_id", "label") if c in both]
@@ -63,3 +67,12 @@ def compare_runs(
     out["flat_a"] = np.ptp(maps_a.reshape(len(maps_a), -1), axis=1) == 0
     out["flat_b"] = np.ptp(maps_b.reshape(len(maps_b), -1), axis=1) == 0
     return out.reset_index(drop=True)
+
+
+def _with_target_prob(run: Run, target: int | str) -> pd.DataFrame:
+    """The run's ok rows, ``prob`` that of ``target`` (``probs`` holds every explained class's)."""
+    ok = run.index[run.index["status"] == "ok"]
+    position = target_position(run.meta, target)
+    if position == 0 or "probs" not in ok.columns:
+        return ok
+    return ok.assign(prob=[float(values[position]) for values in ok["probs"]])

@@ -108,6 +108,7 @@ def report_changes(
     plot: str | None = None,
     csv: str | None = None,
     out=print,
+    target: int | str = 0,
 ) -> dict:
     """Print the comparison; return the tables and the plot path (the demo and notebook reuse it)."""
     from densecam_core import compare_runs, open_store
@@ -116,10 +117,10 @@ def report_changes(
     run_a, run_b = store.run(key_a), store.run(key_b)
     if run_a.run_id == run_b.run_id:
         raise ValueError(f"RUN_A and RUN_B are the same run ({run_a.run_id}); pass two different runs")
-    per_image = compare_runs(run_a, run_b, method, None if method == "cam" else block)
+    per_image = compare_runs(run_a, run_b, method, None if method == "cam" else block, target=target)
     summary = summarise_changes(per_image)
     changed = most_changed(per_image, top)
-    what = "cam" if method == "cam" else f"{method} block {block}"
+    what = ("cam" if method == "cam" else f"{method} block {block}") + (f", target {target}" if target != 0 else "")
     plot = plot or f"compare-{run_a.run_id[:8]}-{run_b.run_id[:8]}.png"
     Path(plot).parent.mkdir(parents=True, exist_ok=True)
     plot_changes(per_image, plot, f"{run_a.run_id[:12]} -> {run_b.run_id[:12]} ({what})")

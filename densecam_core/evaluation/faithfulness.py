@@ -65,14 +65,18 @@ def step_counts(steps: int, pixels: int) -> list[int]:
 
 
 def _probabilities(
-    model: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, targets: torch.Tensor, batch_size: int
+    model: Callable[[torch.Tensor], torch.Tensor],
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    batch_size: int,
+    activation: str | None = None,
 ) -> torch.Tensor:
     """The explained class's probability for each of ``inputs`` ([0, 1] pixels), no-grad, ``batch_size`` at a time."""
     probabilities = []
     with torch.no_grad():
         for start in range(0, inputs.shape[0], batch_size):
             logits = model(normalise01(inputs[start : start + batch_size])).float()
-            probabilities.append(class_probability(logits, targets[start : start + batch_size]))
+            probabilities.append(class_probability(logits, targets[start : start + batch_size], activation))
     return torch.cat(probabilities)
 
 
@@ -86,11 +90,15 @@ class Endpoints:
 
 
 def endpoints(
-    model: Callable[[torch.Tensor], torch.Tensor], x01: torch.Tensor, targets: torch.Tensor, batch_size: int = 32
+    model: Callable[[torch.Tensor], torch.Tensor],
+    x01: torch.Tensor,
+    targets: torch.Tensor,
+    batch_size: int = 32,
+    activation: str | None = None,
 ) -> Endpoints:
     """Computed once per batch of images when many maps of the same images are scored."""
     inputs = torch.cat([x01, torch.zeros_like(x01), gaussian_blurred(x01)])
-    p = _probabilities(model, inputs, targets.repeat(3), batch_size).reshape(3, -1)
+    p = _probabilities(model, inputs, targets.repeat(3), batch_size, activation).reshape(3, -1)
     return Endpoints(p[0], p[1], p[2])
 
 
@@ -103,13 +111,15 @@ def deletion_insertion(
     steps: int = 16,
     batch_size: int = 32,
     ends: Endpoints | None = None,
+    activation: str | None = None,
 ) -> DeletionInsertion:
     """Deletion and insertion for a batch: ``pixels`` (B, 3, H, W) uint8 (or [0, 1] float), ``maps`` (B, h, w).
 
     ``model`` maps a normalised (N, 3, H, W) batch to logits (N, C); ``targets`` (B,) are the explained
     classes (class 0 by default). Every perturbed input goes through ``model`` under ``no_grad`` in
     chunks of ``batch_size``. ``ends`` (from ``endpoints``) saves the four forwards per image that
-    every map shares (steps 0 and K of both curves).
+    every map shares (steps 0 and K of both curves). ``activation``: how logits become the class's
+    probability (``conventions.class_probability``).
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -120,7 +130,7 @@ def deletion_insertion(
     x = pixels.float() / 255.0 if pixels.dtype == torch.uint8 else pixels.float()
     count, _, height, width = x.shape
     targets = torch.zeros(count, dtype=torch.long, device=x.device) if targets is None else targets.to(x.device)
-    ends = ends if ends is not None else endpoints(model, x, targets, batch_size)
+    ends = ends if ends is not None else endpoints(model, x, targets, batch_size, activation)
     ranks = pixel_ranks(maps.to(x.device), (height, width)).reshape(count, 1, height, width)
     inner = step_counts(steps, height * width)[1:-1]  # steps 1..K-1: the ends are shared
     curves = []
@@ -134,7 +144,8 @@ def deletion_insertion(
                 torch.where(changed, base[None], x[None]) if deleting else torch.where(changed, x[None], base[None])
             )
             flat = perturbed.reshape(-1, 3, height, width)  # step-major: (K-1)*B inputs
-            middle = _probabilities(model, flat, targets.repeat(len(inner)), batch_size).reshape(len(inner), count).T
+            middle = _probabilities(model, flat, targets.repeat(len(inner)), batch_size, activation)
+            middle = middle.reshape(len(inner), count).T
         curves.append(torch.cat([start_p[:, None], middle, end_p[:, None]], dim=1))  # (B, K+1)
     flat_maps = maps.flatten(1)
     is_flat = (flat_maps.max(dim=1).values <= flat_maps.min(dim=1).values).to(x.device)

@@ -18,15 +18,18 @@ import numpy as np
 import pandas as pd
 
 from densecam_core.data.geometry import Geometry
+from densecam_core.store.targets import class_names, fixed_classes, target_position
 from densecam_core.vocabulary import BLOCKS, map_keys
 
 BOX_COLUMNS = ("image_id", "x0", "y0", "x1", "y1")
+TARGET_COLUMN = "target"
 
 
 def read_boxes(source: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
     """Boxes as a frame ``image_id, x0, y0, x1, y1`` (pixels of the original image), validated.
 
-    An image may have several boxes (rows); a hit on any of them counts.
+    An image may have several boxes (rows); a hit on any of them counts. An optional ``target`` column
+    says which class a box outlines (a class name or id; ``boxes_for_target`` keeps one class's boxes).
     """
     frame = source.copy() if isinstance(source, pd.DataFrame) else pd.read_csv(source)
     missing = [c for c in BOX_COLUMNS if c not in frame.columns]
@@ -43,7 +46,20 @@ def read_boxes(source: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
     empty = frame[(frame["x1"] <= frame["x0"]) | (frame["y1"] <= frame["y0"])]
     if not empty.empty:
         raise ValueError(f"{len(empty)} boxes are empty (need x1 > x0 and y1 > y0), e.g. {empty.iloc[0].to_dict()}")
-    return frame[list(BOX_COLUMNS)].reset_index(drop=True)
+    kept = list(BOX_COLUMNS) + ([TARGET_COLUMN] if TARGET_COLUMN in frame.columns else [])
+    frame = frame[kept].reset_index(drop=True)
+    if TARGET_COLUMN in frame.columns:
+        frame[TARGET_COLUMN] = frame[TARGET_COLUMN].astype(str).str.strip()
+    return frame
+
+
+def boxes_for_target(boxes: pd.DataFrame, class_id: int, names: list[str] | None = None) -> pd.DataFrame:
+    """The boxes of one class: those whose ``target`` is its id or name (boxes without the column outline
+    whatever the run explains, and are all kept)."""
+    if TARGET_COLUMN not in boxes.columns:
+        return boxes
+    accepted = {str(class_id)} | ({names[class_id]} if names is not None and class_id < len(names) else set())
+    return boxes[boxes[TARGET_COLUMN].isin(accepted)].reset_index(drop=True)
 
 
 def boxes_by_image(boxes: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -136,7 +152,7 @@ def pointing_game(
     methods: Sequence[str] | None = None,
     blocks: Sequence[int] = BLOCKS,
     *,
-    target: int = 0,
+    target: int | str = 0,
     tolerance: float = 0.0,
     per_image: bool = False,
 ) -> pd.DataFrame:
@@ -144,9 +160,13 @@ def pointing_game(
 
     Returns one row per map: ``method, block, hits, images, hit_rate, random_baseline, flat_maps``
     (CAM has ``block`` 4). With ``per_image=True`` it returns one row per image and map instead.
-    Images without an ``ok`` status are left out (they have no maps).
+    Images without an ``ok`` status are left out (they have no maps). ``target``: a class name, or a
+    position along the run's target axis; boxes with a ``target`` column count for their class only.
     """
     boxes = read_boxes(boxes)
+    classes = fixed_classes(run.meta)
+    if classes is not None:
+        boxes = boxes_for_target(boxes, classes[target_position(run.meta, target)], class_names(run.meta))
     index = run.index[run.index["status"] == "ok"]
     scored = index[index["image_id"].isin(boxes["image_id"])]
     if scored.empty:
@@ -164,7 +184,7 @@ def pointing_game(
     maps_wanted = map_keys(methods or run.methods, blocks)
     records = []
     for method, block in maps_wanted:
-        raw = run.maps(method, None if method == "cam" else block, rows=rows)[:, target]
+        raw = run.maps(method, None if method == "cam" else block, rows=rows, target=target)
         for image_id, geometry, area, one in zip(scored["image_id"], geometries, areas, raw):
             point = peak(geometry.to_original(one))
             records.append(

@@ -93,7 +93,8 @@ def explanation_maps(result: Explanation) -> dict[MapKey, torch.Tensor]:
 class BatchScorer:
     """The model (for deletion/insertion), its Explainer and the randomised cascade, on one device.
 
-    ``target`` is the class every map of the run explains (its first target); runs that explain each
+    ``target`` is the class the scored maps explain (the run's first target unless asked), ``activation``
+    how the run read its logits as probabilities; runs that explain each
     image's predicted class of a multi-class model are not supported here (the class would differ
     per image).
     """
@@ -106,13 +107,14 @@ class BatchScorer:
         methods: Sequence[str],
         precision: str = "fp32",
         target: int = 0,
+        activation: str | None = None,
     ) -> None:
         self.settings = settings
         self.device = next(model.parameters()).device
         # the perturbed inputs' forwards: a BatchNorm-folded, frozen copy in channels_last (faster on
         # CPU and GPU alike; benchmarks/evaluate.py); the caller's model is left as it was
         self.model = fused_densenet(model).to(memory_format=torch.channels_last)
-        self.target = target
+        self.target, self.activation = target, activation
         explain = dict(methods=tuple(methods), targets=(target,) if _classes(model) > 1 else None, precision=precision)
         needs_maps = {"randomization", "stability"} & set(settings.metrics)
         self.explainer = Explainer(model, **explain) if needs_maps else None
@@ -161,7 +163,7 @@ class BatchScorer:
         targets = torch.full((pixels.shape[0],), self.target, dtype=torch.long, device=self.device)
         # CPU: small batches stay in cache (faster per image); GPU: large ones fill the device
         batch = self.settings.forward_batch or (64 if self.device.type == "cuda" else 16)
-        ends = endpoints(self._forward, pixels.float() / 255.0, targets, batch)  # shared by every map
+        ends = endpoints(self._forward, pixels.float() / 255.0, targets, batch, self.activation)  # every map's
         for key, values in maps.items():
             result = deletion_insertion(
                 self._forward,
@@ -171,6 +173,7 @@ class BatchScorer:
                 steps=self.settings.steps,
                 batch_size=batch,
                 ends=ends,
+                activation=self.activation,
             )
             if "deletion" in self.settings.metrics:
                 rows.add(key, "deletion_auc", result.deletion_auc)

@@ -23,11 +23,22 @@ def normalise01(pixels01: torch.Tensor) -> torch.Tensor:
     return pixels_to_input(pixels01, 3, "imagenet", imagenet_statistics(pixels01.device))
 
 
-def class_probability(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """The explained class's probability (one per image; ``targets`` holds each image's class id)."""
-    if logits.shape[1] == 1:
-        return torch.sigmoid(logits[:, 0])
-    return torch.softmax(logits, dim=1).gather(1, targets[:, None])[:, 0]
+def class_probability(logits: torch.Tensor, targets: torch.Tensor, activation: str | None = None) -> torch.Tensor:
+    """The explained class's probability (one per image; ``targets`` holds each image's class id).
+
+    ``activation``: ``sigmoid`` (each output on its own: one-output and multi-label models) or ``softmax``
+    (exclusive classes); ``None``: sigmoid for one output, else softmax."""
+    return target_probabilities(logits, targets[:, None], activation)[:, 0]
+
+
+def target_probabilities(logits: torch.Tensor, targets: torch.Tensor, activation: str | None = None) -> torch.Tensor:
+    """Each explained class's probability, ``(B, K)`` for ``targets`` of class ids ``(B, K)``."""
+    activation = activation or ("sigmoid" if logits.shape[1] == 1 else "softmax")
+    if activation == "sigmoid":
+        return torch.sigmoid(logits.gather(1, targets))
+    if activation == "softmax":
+        return torch.softmax(logits, dim=1).gather(1, targets)
+    raise ValueError(f"activation must be 'sigmoid' or 'softmax', got {activation!r}")
 
 
 LUMA = (0.299, 0.587, 0.114)

@@ -46,7 +46,7 @@ def dimension_names(name: str) -> tuple[str, ...]:
 PART_NAME = re.compile(r"^part-(\d{6})\.parquet$")
 RUN_ID = re.compile(r"^run-[0-9a-f]{16}$")
 RUN_ID_SETTINGS = ("methods", "size", "resize", "precision", "targets")
-OPTIONAL_RUN_ID_SETTINGS = ("dicom_window", "input_norm")
+OPTIONAL_RUN_ID_SETTINGS = ("dicom_window", "input_norm", "activation", "class_names")
 """Settings hashed into the run id only when present (they are left out at their defaults), so runs
 made before them keep their ids."""
 ARRAY_NAME = re.compile(r"^(logits|targets|cam|[a-z]+/block[1-4])$")
@@ -105,6 +105,9 @@ INDEX_FIELDS: tuple[pa.Field, ...] = (
 )
 """Names and types of the core index columns; extra manifest columns keep their own types."""
 CORE_INDEX_COLUMNS: tuple[str, ...] = tuple(f.name for f in INDEX_FIELDS)
+PROBS_FIELD = pa.field("probs", pa.list_(pa.float32()))
+"""Runs that explain several classes per image: each explained class's probability, in ``targets`` order
+(``prob`` is the first's); absent from one-target runs, so their index keeps its schema."""
 
 
 @dataclass(frozen=True)

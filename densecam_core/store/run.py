@@ -21,6 +21,7 @@ from densecam_core import fileio
 from densecam_core.data.geometry import Geometry
 from densecam_core.store import layout as fmt
 from densecam_core.store.index import IndexFiles, list_index
+from densecam_core.store.targets import class_names, target_labels, target_position
 from densecam_core.vocabulary import BLOCKS
 
 
@@ -183,8 +184,10 @@ class Run:
         block: int | None = 4,
         image_ids: Sequence[str] | str | None = None,
         rows: Sequence[int] | np.ndarray | None = None,
+        target: int | str | None = None,
     ) -> np.ndarray:
-        """Raw maps ``(n, K, h, w)`` in the order asked, reading only the chunks that hold them.
+        """Raw maps ``(n, K, h, w)`` in the order asked, reading only the chunks that hold them; with
+        ``target`` (a class name, or a position along the target axis) that target's ``(n, h, w)``.
 
         Damage is named, never returned as data: a chunk whose checksum fails, or a committed ``ok``
         row whose values are missing (a deleted chunk reads as the NaN fill value), raises a
@@ -206,7 +209,7 @@ class Run:
         out = np.empty_like(values)
         out[order] = values
         self._check_ok_rows_finite(array.path, wanted, out)
-        return out
+        return out if target is None else out[:, target_position(self.meta, target)]
 
     @cached_property
     def _ok_rows(self) -> np.ndarray:
@@ -235,10 +238,17 @@ class Run:
         )
 
     def heatmap(
-        self, image_id: str, method: str = "gradcam", block: int | None = 4, *, target: int = 0, normalize: bool = True
+        self,
+        image_id: str,
+        method: str = "gradcam",
+        block: int | None = 4,
+        *,
+        target: int | str = 0,
+        normalize: bool = True,
     ) -> np.ndarray:
-        """A map resampled (bilinear) onto the original image's pixel grid, resize mode undone exactly."""
-        raw = self.maps(method, block, image_ids=[image_id])[0, target]
+        """A map resampled (bilinear) onto the original image's pixel grid, resize mode undone exactly;
+        ``target``: a class name, or a position along the target axis."""
+        raw = self.maps(method, block, image_ids=[image_id], target=target)[0]
         mapped = self.geometry(image_id).to_original(raw)
         if normalize:
             low, high = float(np.nanmin(mapped)), float(np.nanmax(mapped))
@@ -251,7 +261,7 @@ class Run:
         method: str = "gradcam",
         block: int | None = 4,
         *,
-        target: int = 0,
+        target: int | str = 0,
         alpha: float = 0.45,
         colormap: str = "jet",
         allow_remote: bool = False,
@@ -292,6 +302,11 @@ class Run:
         from densecam_core.store.scores import read_metrics
 
         return read_metrics(self.url, filters)
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """The classifier's outputs by name, when the run was given them (``--labels``)."""
+        return class_names(self.meta)
 
     @property
     def format_version(self) -> int:
@@ -344,6 +359,9 @@ class Run:
         for column in index.columns:
             if column != "image_id":
                 coords[column] = ("image", index[column].to_numpy())
+        labels = target_labels(self.meta)
+        if labels is not None:  # a class name (or id) per target position: ds.sel(target="Effusion")
+            coords["target"] = labels
         dataset = dataset.assign_coords(coords)
         dataset.attrs = {"run_id": self.run_id, "model_fingerprint": self.fingerprint, "format_version": 2}
         return dataset

@@ -36,6 +36,11 @@ class EvaluateConfig(RuntimeOptions):
         3600.0, "seconds an actor may hold one shard; past it the actor is stopped and the shard retried elsewhere"
     )
     resamples: int = option(1000, "bootstrap resamples of studies")
+    target: str | None = option(
+        None,
+        "runs that explain several classes: the one to score, by class name or by position along the run's "
+        "target axis (default: its first); one target's scores per run at a time (--force to switch)",
+    )
     force: bool = option(False, "drop the run's metrics and score afresh")
 
     def validate(self) -> None:

@@ -22,7 +22,7 @@ import pandas as pd
 
 from densecam_core import fileio
 from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW
-from densecam_core.evaluation.localisation import boxes_by_image, read_boxes
+from densecam_core.evaluation.localisation import boxes_by_image, boxes_for_target, read_boxes
 from densecam_core.evaluation.report import quality_table
 from densecam_core.evaluation.sampling import stratified_sample
 from densecam_core.evaluation.scorer import ScoreSettings
@@ -32,6 +32,7 @@ from densecam_core.store.layout import RUNS_DIR, SUMMARY_CSV, SUMMARY_PNG, Shard
 from densecam_core.store.lock import RunLock, describe_holder
 from densecam_core.store.reader import open_store
 from densecam_core.store.run import Run
+from densecam_core.store.targets import class_names, fixed_classes, target_position
 from jobs.evaluate.config import EvaluateConfig
 from jobs.evaluate.worker import EvaluateSettings, EvaluateWorker
 from jobs.runtime.contract import WorkItem
@@ -62,7 +63,7 @@ class PreparedEvaluation:
             "images": len(self.sample),
             "sample_digest": sample_digest(self.sample["image_id"]),
             "boxes": os.path.basename(c.boxes) if c.boxes else None,
-        }
+        } | ({"target": self.settings.target} if self.settings.target_position else {})
 
 
 def sample_digest(image_ids: Any) -> str:
@@ -94,17 +95,19 @@ class EvaluationSummary(RunSummary):
         )
 
 
-def _target(run: Run) -> int:
-    """The one class every map of the run explains (its first target)."""
-    targets, classes = run.settings.get("targets"), int(run.meta.get("num_classes", 1))
-    if isinstance(targets, list) and targets:
-        return int(targets[0])
-    if targets == "all" or classes == 1:
-        return 0
-    raise ValueError(
-        f"run {run.run_id} explains each image's predicted class of a {classes}-class model, which differs per "
-        "image; scoring supports runs with fixed targets (explain with --targets 0,1,... or 'all')"
-    )
+def _target(run: Run, asked: str | None) -> tuple[int, int]:
+    """The class scored and its position along the run's target axis: ``asked`` (a class name, or a
+    position), else the run's first target."""
+    fixed, classes = fixed_classes(run.meta), int(run.meta.get("num_classes", 1))
+    if fixed is None:
+        raise ValueError(
+            f"run {run.run_id} explains each image's predicted class of a {classes}-class model, which differs per "
+            "image; scoring supports runs with fixed targets (explain with --targets 0,1,... or 'all')"
+        )
+    if asked is None:
+        return fixed[0], 0
+    position = target_position(run.meta, int(asked) if asked.isdigit() else asked)
+    return fixed[position], position
 
 
 def _refuse_other_inputs(run: Run, model: Any) -> None:
@@ -141,9 +144,10 @@ def prepare(config: EvaluateConfig) -> PreparedEvaluation:
             "pass the run's checkpoint"
         )
     _refuse_other_inputs(run, model)
+    target, position = _target(run, config.target)
     boxes: dict[str, Any] = {}
     if config.boxes:
-        frame = read_boxes(config.boxes)
+        frame = boxes_for_target(read_boxes(config.boxes), target, class_names(run.meta))
         unknown = sorted(set(frame["image_id"]) - set(run.index["image_id"]))
         if unknown:
             raise ValueError(
@@ -162,7 +166,9 @@ def prepare(config: EvaluateConfig) -> PreparedEvaluation:
         resize=str(run.settings["resize"]),
         dicom_window=str(run.settings.get("dicom_window", DEFAULT_DICOM_WINDOW)),
         precision=str(run.settings.get("precision", "fp32")),
-        target=_target(run),
+        target=target,
+        target_position=position,
+        activation=run.settings.get("activation"),
         batch_size=config.batch_size,
         input_cache=config.input_cache,
         max_image_bytes=config.max_image_bytes,

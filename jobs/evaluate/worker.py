@@ -35,7 +35,9 @@ class EvaluateSettings:
     size: int
     resize: str
     precision: str = "fp32"  # the run's; fp16 becomes fp32 on a CPU actor
-    target: int = 0
+    target: int = 0  # the class scored, at ``target_position`` of the run's target axis
+    target_position: int = 0
+    activation: str | None = None  # the run's (None: sigmoid for one output, else softmax)
     batch_size: int = 8  # images scored together
     decode_threads: int = 2
     input_cache: str = "read"  # read | off
@@ -74,7 +76,12 @@ class EvaluateWorker:
         model = load_replica(weights, device=device, threads=threads, expected_fingerprint=expected_fingerprint)
         precision = "fp32" if settings.precision == "fp16" and device == "cpu" else settings.precision
         self.scorer = BatchScorer(
-            model, settings.score, methods=settings.methods, precision=precision, target=settings.target
+            model,
+            settings.score,
+            methods=settings.methods,
+            precision=precision,
+            target=settings.target,
+            activation=settings.activation,
         )
         self.settings = settings
         self.run: Run = open_store(store_url).run(run_id)
@@ -153,9 +160,10 @@ class EvaluateWorker:
         )
 
     def _stored(self, key: MapKey, rows: np.ndarray) -> np.ndarray:
-        """The run's map for ``rows``, first explained target: (n, h, w) float32."""
+        """The run's map for ``rows`` of the scored target: (n, h, w) float32."""
         method, block = key
-        return self.run.maps(method, None if method == "cam" else block, rows=rows)[:, 0]
+        block_or_none = None if method == "cam" else block
+        return self.run.maps(method, block_or_none, rows=rows, target=self.settings.target_position)
 
     @staticmethod
     def _error_rows(rows: pd.DataFrame, errors: dict[int, str]) -> pd.DataFrame:

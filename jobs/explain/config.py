@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from densecam_core.data.decode import DEFAULT_MAX_PIXELS
 from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW, DICOM_WINDOWS, validate_dicom_window
+from densecam_core.model.labels import ACTIVATIONS
 from densecam_core.store.inputs.identity import CACHE_IDENTITIES, validate_cache_identity
 from densecam_core.store.layout import StoreError
 from densecam_core.vocabulary import CPU_BATCH, INPUT_NORMS, METHODS, PRECISIONS, RESIZE_MODES, validate_methods
@@ -24,6 +25,14 @@ def parse_targets(text: str) -> str | tuple[int, ...]:
         return tuple(int(t) for t in text.split(","))
     except ValueError:
         raise ValueError(f"--targets must be 'predicted', 'all' or comma-separated class ids, got {text!r}") from None
+
+
+def parse_names(text: str) -> tuple[str, ...]:
+    """Comma-separated class names (each stripped of surrounding spaces)."""
+    names = tuple(name.strip() for name in text.split(","))
+    if not all(names):
+        raise ValueError(f"--target-names must be comma-separated class names, got {text!r}")
+    return names
 
 
 @dataclass(kw_only=True)
@@ -45,7 +54,25 @@ class JobConfig(RuntimeOptions):
     )
     methods: tuple[str, ...] = option(METHODS, "comma-separated gradient methods", parse=validate_methods)
     targets: str | tuple[int, ...] | None = option(
-        None, "multi-class models: 'predicted', 'all' or comma-separated class ids", parse=parse_targets
+        None, "multi-output models: 'predicted', 'all' or comma-separated class ids", parse=parse_targets
+    )
+    target_names: tuple[str, ...] | None = option(
+        None,
+        "multi-output models: comma-separated class names to explain (the names of --labels, or of a "
+        "torchxrayvision checkpoint's 18 pathologies)",
+        parse=parse_names,
+    )
+    labels: str | None = option(
+        None,
+        "file of the classifier's class names, one per line in output order: recorded in the run, "
+        "selectable by name in the reader (a torchxrayvision checkpoint has its pathologies by default)",
+    )
+    activation: str | None = option(
+        None,
+        "how logits become the index's probabilities: sigmoid (one output, or multi-label models such as "
+        "CheXNet's) or softmax (exclusive classes); default: sigmoid for one output or a torchxrayvision "
+        "model, else softmax",
+        choices=ACTIVATIONS,
     )
     precision: str = option(
         "fp32", "bf16: CUDA (Ampere+) or a CPU with AVX512-BF16/AMX, else slow; fp16: CUDA only", choices=PRECISIONS
@@ -129,6 +156,8 @@ class JobConfig(RuntimeOptions):
         if self.decode not in DECODE_MODES:
             raise ValueError(f"--decode must be one of {DECODE_MODES}, got {self.decode!r}")
         validate_dicom_window(self.dicom_window)
+        if self.targets is not None and self.target_names is not None:
+            raise ValueError("pass --targets (class ids) or --target-names (class names), not both")
         if self.keep_identifiers and self.pseudonym_key is not None:
             raise ValueError("--keep-identifiers writes identifiers in clear: it takes no --pseudonym-key")
 

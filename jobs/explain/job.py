@@ -34,6 +34,7 @@ from densecam_core.store.layout import Shard, StoreError
 from densecam_core.store.lock import RunLock
 from densecam_core.store.writer import RunSpec, RunWriter, ensure_store
 from densecam_core.vocabulary import block_grid, validate_methods, validate_resize_mode
+from jobs.explain.classes import resolve_classes
 from jobs.explain.config import JobConfig, batch_size_for, decode_processes_for
 from jobs.explain.settings import ExplainSettings
 from jobs.explain.worker import ExplainWorker
@@ -115,6 +116,7 @@ def prepare(config: JobConfig) -> PreparedJob:
     if identifiers is not None:
         _say_identifiers(int(manifest.attrs.get("dicom_images", 0)), identifiers)
     model = load_densenet(config.checkpoint)
+    classes = resolve_classes(config, model)
     # the probe validates targets and precision against this model and tells the array shapes;
     # fp16 is CUDA-only, and the driver may have no GPU, so the probe checks it as fp32
     with warnings.catch_warnings():  # bf16 speed is the actors' device's business: they warn themselves
@@ -122,7 +124,7 @@ def prepare(config: JobConfig) -> PreparedJob:
         probe = Explainer(
             model,
             methods=methods,
-            targets=config.targets,
+            targets=classes.targets,
             precision="fp32" if config.precision == "fp16" else config.precision,
             input_norm=config.input_norm,
         )
@@ -132,7 +134,7 @@ def prepare(config: JobConfig) -> PreparedJob:
         size=config.size,
         resize=config.resize,
         precision=config.precision,
-        targets=config.targets,
+        targets=classes.targets,
         batch_size=batch_size_for(config, gpus_per_worker=0.0),
         input_cache=config.input_cache,
         max_image_bytes=config.max_image_bytes,
@@ -141,6 +143,8 @@ def prepare(config: JobConfig) -> PreparedJob:
         dicom_window=config.dicom_window,
         input_norm=probe.input_norm,
         cache_identity=config.cache_identity,
+        activation=classes.recorded_activation,
+        class_names=classes.names,
     )  # batch size and threads: set per device at dispatch
     spec = RunSpec(
         fingerprint=model_fingerprint(model),

@@ -36,10 +36,12 @@ class Filled:
     """What explaining a shard's images produced besides the maps: per-image values, timings, new inputs."""
 
     count: int
+    targets: int = 1  # classes explained per image: ``probs`` has one column each
     heights: np.ndarray = field(init=False)
     widths: np.ndarray = field(init=False)
     logit: np.ndarray = field(init=False)
     prob: np.ndarray = field(init=False)
+    probs: np.ndarray = field(init=False)
     errors: list[str | None] = field(init=False)
     decoded: list[tuple[SourceIdentity, ModelInput]] = field(default_factory=list)
     decoded_at: list[int] = field(default_factory=list)  # each decoded input's position in the shard
@@ -53,4 +55,5 @@ class Filled:
         self.widths = np.zeros(self.count, dtype=np.int64)
         self.logit = np.full(self.count, np.nan, dtype=np.float32)
         self.prob = np.full(self.count, np.nan, dtype=np.float32)
+        self.probs = np.full((self.count, self.targets), np.nan, dtype=np.float32)
         self.errors = [None] * self.count

@@ -31,10 +31,13 @@ class ExplainSettings:
     dicom_window: str = DEFAULT_DICOM_WINDOW  # how DICOM sources are windowed (data/dicom.py)
     input_norm: str | None = None  # None: the model's own convention (vocabulary.INPUT_NORMS)
     cache_identity: str = "stat"  # how cached inputs are matched to files (store/inputs/cache.py)
+    activation: str | None = None  # sigmoid | softmax; None: sigmoid for one output, else softmax
+    class_names: tuple[str, ...] | None = None  # the classifier's outputs by name (--labels), recorded in run.json
 
     def for_run_id(self) -> dict[str, Any]:
-        """The settings that change what a run holds. The DICOM window enters only when it is not the
-        default, so the ids of runs made before DICOM input stay what they were."""
+        """The settings that change what a run holds. The DICOM window, the input normalisation, the
+        activation and class names enter only when they are not the defaults, so the ids of runs made
+        before them stay what they were."""
         targets = list(self.targets) if isinstance(self.targets, tuple) else self.targets
         settings: dict[str, Any] = {
             "methods": list(self.methods),
@@ -47,4 +50,8 @@ class ExplainSettings:
             settings["dicom_window"] = self.dicom_window
         if self.input_norm not in (None, DEFAULT_INPUT_NORM):
             settings["input_norm"] = self.input_norm
+        if self.activation is not None:
+            settings["activation"] = self.activation
+        if self.class_names is not None:
+            settings["class_names"] = list(self.class_names)
         return settings

@@ -19,7 +19,7 @@ from densecam_core.cam.explainer import Explainer, Explanation
 from densecam_core.data.loader import PROCESS_TASK_IMAGES, BatchLoader, LoadedBatch
 from densecam_core.data.preprocess import ModelInput
 from densecam_core.model.checkpoint import model_fingerprint
-from densecam_core.model.conventions import class_probability
+from densecam_core.model.conventions import target_probabilities
 from densecam_core.parallel.shared_block import SharedBlock, shared_or_none
 from densecam_core.store import layout as fmt
 from densecam_core.store.index import recorded_extra_types
@@ -66,6 +66,7 @@ class ExplainWorker:
             cuda_graphs=settings.cuda_graphs and next(model.parameters()).device.type == "cuda",
         )
         self.settings = settings
+        self.num_targets = self.explainer.num_targets
         if settings.batch_size is None:
             self.settings = dataclasses.replace(settings, batch_size=self.auto_batch_size())
         self.batch_size: int = int(self.settings.batch_size)  # type: ignore[arg-type]
@@ -207,7 +208,7 @@ class ExplainWorker:
             else None
         )
         pixels.extend([into] if into is not None else [])
-        filled = Filled(count, cache_damaged=damaged)
+        filled = Filled(count, targets=self.num_targets, cache_damaged=damaged)
         with self.host.decoders() as decoders:
             loader = BatchLoader(
                 paths,
@@ -266,10 +267,12 @@ class ExplainWorker:
             if name in outputs:
                 outputs[name][at] = values
         filled.logit[positions] = result.logits.gather(1, result.targets[:, :1]).squeeze(1).numpy()
-        filled.prob[positions] = class_probability(result.logits, result.targets[:, 0]).numpy()
+        filled.probs[positions] = target_probabilities(result.logits, result.targets, self.settings.activation).numpy()
+        filled.prob[positions] = filled.probs[positions, 0]
         for position in positions[~finite]:
             filled.errors[position] = NON_FINITE
             filled.logit[position] = filled.prob[position] = np.nan
+            filled.probs[position] = np.nan
             for name, values in outputs.items():
                 values[slots[position]] = missing_value(name)
 
@@ -293,6 +296,8 @@ class ExplainWorker:
         index["orig_width"] = np.where(filled.widths > 0, filled.widths, None)
         index["resize_mode"] = self.settings.resize
         index["logit"], index["prob"] = filled.logit, filled.prob
+        if filled.targets > 1:
+            index["probs"] = [None if e is not None else p for e, p in zip(filled.errors, filled.probs.tolist())]
         index["status"] = ["ok" if e is None else "error" for e in filled.errors]
         index["error"] = filled.errors
         index["shard"] = shard.index

@@ -56,6 +56,7 @@ class FakeRun:
     run_id = "run-fake"
     methods = ["gradcam"]
     settings = {"size": 4}
+    meta = {"run_id": run_id, "settings": settings, "num_classes": 1}
 
     def __init__(self, maps: dict[tuple[str, int | None], np.ndarray], status: list[str]) -> None:
         self._maps = maps
@@ -71,8 +72,9 @@ class FakeRun:
             }
         )
 
-    def maps(self, method: str, block: int | None, rows: np.ndarray) -> np.ndarray:
-        return self._maps[(method, block)][np.asarray(rows)][:, None]
+    def maps(self, method: str, block: int | None, rows: np.ndarray, target: int | None = None) -> np.ndarray:
+        stored = self._maps[(method, block)][np.asarray(rows)][:, None]  # (n, K=1, h, w)
+        return stored if target is None else stored[:, target]
 
 
 def test_pointing_game_counts_hits_per_map_against_a_plain_count():

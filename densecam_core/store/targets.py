@@ -1,0 +1,59 @@
+"""Which class each position of a run's ``target`` axis explains, and the classes' names (from run.json).
+
+Runs with fixed targets (one output, ``--targets 0,3``, ``--targets all``, ``--target-names``) explain the
+same classes for every image, so a class picks one position of every map; runs that explain each image's
+predicted class have no such position (``Run.targets`` says which class each image's map explains).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from densecam_core.store.layout import StoreError
+
+
+def class_names(meta: dict[str, Any]) -> list[str] | None:
+    """The classifier's outputs by name, when the run was given them (``--labels``, torchxrayvision's)."""
+    names = meta.get("settings", {}).get("class_names")
+    return [str(name) for name in names] if isinstance(names, list) else None
+
+
+def fixed_classes(meta: dict[str, Any]) -> list[int] | None:
+    """The class id at each target position, or None where it differs per image (the predicted class)."""
+    targets, count = meta.get("settings", {}).get("targets"), int(meta.get("num_classes", 1))
+    if targets == "all":
+        return list(range(count))
+    if isinstance(targets, list):
+        return [int(t) for t in targets]
+    return [0] if targets is None and count == 1 else None
+
+
+def target_position(meta: dict[str, Any], target: int | str) -> int:
+    """The position along the ``target`` axis of a class name, or of a position given as an int (checked)."""
+    run, fixed, names = meta.get("run_id", "?"), fixed_classes(meta), class_names(meta)
+    if isinstance(target, str):
+        if fixed is None:
+            raise StoreError(
+                f"run {run} explains each image's predicted class, so no target position holds {target!r}: "
+                "read Run.targets() for the class of each image's maps"
+            )
+        if names is None:
+            raise StoreError(f"run {run} has no class names (explain with --labels FILE); select targets by position")
+        if target not in names:
+            raise StoreError(f"run {run} has no class {target!r}; its classes are: {', '.join(names)}")
+        if names.index(target) not in fixed:
+            explained = ", ".join(names[c] for c in fixed)
+            raise StoreError(f"run {run} does not explain {target!r}; it explains: {explained}")
+        return fixed.index(names.index(target))
+    count = len(fixed) if fixed is not None else 1
+    if not 0 <= int(target) < count:
+        raise StoreError(f"run {run} has {count} target position(s); got target={target}")
+    return int(target)
+
+
+def target_labels(meta: dict[str, Any]) -> list[Any] | None:
+    """Labels for xarray's ``target`` coordinate: the class names of the fixed targets, else their ids."""
+    fixed, names = fixed_classes(meta), class_names(meta)
+    if fixed is None:
+        return None
+    return [names[c] for c in fixed] if names is not None else fixed
