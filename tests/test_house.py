@@ -26,6 +26,13 @@ ROOMS_BELOW = {
     },
     "densecam_core.model": {"densecam_core.vocabulary", "densecam_core.fileio", "densecam_core.data"},
     "densecam_core.cam": {"densecam_core.vocabulary", "densecam_core.data", "densecam_core.model"},
+    "densecam_core.export": {
+        "densecam_core.vocabulary",
+        "densecam_core.fileio",
+        "densecam_core.data",
+        "densecam_core.store",
+        "densecam_core.figures",
+    },
     "densecam_core.evaluation": {
         "densecam_core.vocabulary",
         "densecam_core.fileio",
@@ -58,6 +65,7 @@ TORCH_FREE = [
     "densecam_core.model.labels",
     "densecam_core.store.reader",
     "densecam_core.store.targets",
+    "densecam_core.export.run_export",
     "densecam_core.store.writer",
     "densecam_core.store.shard",
     "densecam_core.store.compact",

@@ -1,4 +1,4 @@
-"""The ``densecam`` command: demo, explain (the main job), train, evaluate, compare, synth."""
+"""The ``densecam`` command: demo, explain (the main job), train, evaluate, compare, export, synth."""
 
 from __future__ import annotations
 
@@ -22,6 +22,10 @@ COMMANDS = {
         "score a run's maps (deletion, insertion, randomisation, stability, localisation) or the pointing game",
     ),
     "compare": ("jobs.cli.compare", "what a model update changed between two runs"),
+    "export": (
+        "jobs.cli.export",
+        "a run's maps as DICOM objects for a viewer (Secondary Capture, Segmentation) or PNGs",
+    ),
     "synth": ("jobs.cli.synth", "write a synthetic MURA-v1.1 tree with lesion boxes (PNG, or DICOM with --dicom)"),
     "keygen": ("jobs.cli.keygen", "create a key for the pseudonyms of DICOM patient, study and instance identifiers"),
 }

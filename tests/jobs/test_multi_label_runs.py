@@ -230,3 +230,22 @@ def test_the_job_explains_every_finding_and_the_evaluation_scores_one_by_name(ch
     assert recorded["target"] == CHEXNET.index("Effusion")
     assert main([*evaluate, "--metrics", "deletion", "--steps", "2", "--target", "Mass", *common]) == 2
     assert "other settings (target" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_store_that_mixes_families_opens_and_reads_each_run(chest):
+    from support.runs import explain_tree
+
+    tree = chest[1]
+    store, chexnet_run = _explain(chest, (2, 4), "store")
+    mura_run = explain_tree(tree, store)  # MURA's one-output DenseNet169 beside the CheXNet-shaped DenseNet121
+    opened = open_store(str(store))
+    assert not opened.problems and set(opened.runs["run_id"]) == {chexnet_run, mura_run}
+    chexnet, mura = opened.run(chexnet_run), opened.run(mura_run)
+    assert (chexnet.meta["architecture"], mura.meta["architecture"]) == ("densenet121", "densenet169")
+    assert chexnet.class_names == CHEXNET and mura.class_names is None
+    ids = mura.index["image_id"].tolist()
+    assert chexnet.maps("gradcam", 4, image_ids=ids, target="Mass").shape == (6, 2, 2)
+    assert mura.maps("gradcam", 4, image_ids=ids, target=0).shape == (6, 2, 2)
+    assert list(chexnet.to_xarray(methods=["gradcam"], blocks=[4])["target"].values) == ["Effusion", "Mass"]
+    assert list(mura.to_xarray(methods=["gradcam"], blocks=[4])["target"].values) == [0]

@@ -1,0 +1,225 @@
+"""Export a run's maps, image by image: DICOM objects for a viewer (``to="dicom"``) or PNG panels (``to="png"``).
+
+Everything that can be refused is refused before the first file is written (a method or block the run
+lacks, unknown image ids, an output folder holding other files, a run whose sources are not DICOM, a
+pseudonym key other than the run's). Then each image is read from its source at export time and checked
+against the run (the same SOP instance, under the run's pseudonyms, with the same rows and columns); an
+image that fails is skipped with its reason in ``export-summary.csv``, the rest are exported. Files are
+written under a temporary name and renamed, so a killed export leaves no partial file visible; memory
+holds one image's map and overlay at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from densecam_core.export.dicom_objects import MapLabel, SourceProblem, secondary_capture, segmentation
+from densecam_core.export.legend import burned_overlay
+from densecam_core.fileio import TMP_PREFIX
+from densecam_core.store.layout import StoreError
+from densecam_core.store.run import Run
+
+SUMMARY = "export-summary.csv"
+FORMATS = ("dicom", "png")
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """What to export and where; the filters are the reader's."""
+
+    method: str = "gradcam"
+    block: int | None = 4
+    to: str = "dicom"
+    target: int | str = 0
+    body_parts: Sequence[str] | None = None
+    statuses: Sequence[str] = ("ok",)
+    images: Sequence[str] | None = None
+    limit: int | None = None
+    overwrite: bool = False
+    alpha: float = 0.45
+
+
+@dataclass
+class ExportSummary:
+    exported: int = 0
+    skipped: dict[str, str] = field(default_factory=dict)  # image id -> reason
+    files: list[str] = field(default_factory=list)
+
+    def render(self, out: str) -> str:
+        return f"exported {self.exported} images, skipped {len(self.skipped)} (reasons in {os.path.join(out, SUMMARY)})"
+
+
+def export_run(
+    run: Run,
+    out: str | os.PathLike,
+    request: ExportRequest,
+    *,
+    identifiers: Callable[[str, object], str | None] | None = None,
+    progress: bool = False,
+) -> ExportSummary:
+    """Export ``run``'s maps into the folder ``out``; ``identifiers`` pseudonymises a source's SOP Instance
+    UID as the run did (``load_identifiers``), so the export knows the file is the instance explained."""
+    rows = _selected(run, request)
+    folder = _output_folder(Path(out), request.overwrite)
+    if request.to == "dicom":
+        _check_dicom_run(run, rows)
+    summary, records = ExportSummary(), []
+    for _, row in _progress(rows, progress):
+        try:
+            written = _export_one(run, row, folder, request, identifiers)
+        except (SourceProblem, OSError, ValueError) as exc:
+            summary.skipped[str(row["image_id"])] = str(exc)
+            records.append({"image_id": row["image_id"], "status": "skipped", "reason": str(exc), "files": ""})
+            continue
+        summary.exported += 1
+        summary.files += written
+        records.append({"image_id": row["image_id"], "status": "exported", "reason": "", "files": ";".join(written)})
+    _write_atomic(
+        folder / SUMMARY,
+        pd.DataFrame(records, columns=["image_id", "status", "reason", "files"]).to_csv(index=False).encode(),
+    )
+    return summary
+
+
+def _selected(run: Run, request: ExportRequest) -> pd.DataFrame:
+    """The index rows to export, refusing what the run cannot give."""
+    if request.to not in FORMATS:
+        raise ValueError(f"--to must be one of {FORMATS}, got {request.to!r}")
+    if request.method != "cam" and request.method not in run.methods:
+        raise StoreError(f"run {run.run_id} has no {request.method!r} maps; it has cam, {', '.join(run.methods)}")
+    index = run.index
+    if request.images is not None:
+        unknown = sorted(set(request.images) - set(index["image_id"]))
+        if unknown:
+            raise KeyError(f"{len(unknown)} image ids are not in run {run.run_id}, e.g. {unknown[:3]}")
+        index = index[index["image_id"].isin(set(request.images))]
+    if request.body_parts is not None:
+        index = index[index["body_part"].isin(set(request.body_parts))]
+    index = index[index["status"].isin(set(request.statuses))].sort_values("row")
+    return index.head(request.limit) if request.limit is not None else index
+
+
+def _output_folder(out: Path, overwrite: bool) -> Path:
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} exists and holds other files: pick a new folder, or pass --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _check_dicom_run(run: Run, rows: pd.DataFrame) -> None:
+    if "instance_id" not in rows.columns or rows["instance_id"].isna().all():
+        raise StoreError(
+            f"run {run.run_id} was not explained from DICOM files: export it with --to png (overlay panels)"
+        )
+
+
+def _export_one(
+    run: Run,
+    row: pd.Series,
+    folder: Path,
+    request: ExportRequest,
+    identifiers: Callable[[str, object], str | None] | None,
+) -> list[str]:
+    image_id = str(row["image_id"])
+    if row["status"] != "ok":
+        raise ValueError(f"the run has no maps for it: {row['error']}")
+    stem = file_stem(image_id)
+    if request.to == "png":
+        return [_png_panel(run, image_id, folder / f"{stem}.png", request)]
+    source = _source(run, row, identifiers)
+    raw = run.heatmap(image_id, request.method, request.block, target=request.target, normalize=False)
+    low, high = float(np.nanmin(raw)), float(np.nanmax(raw))
+    heat01 = (raw - low) / (high - low) if high > low else np.zeros_like(raw)
+    label = MapLabel(
+        run.run_id,
+        run.fingerprint,
+        request.method,
+        request.block,
+        _target_name(run, request.target),
+        str(run.meta.get("architecture", "densenet169")),
+    )
+    overlay = burned_overlay(
+        run.overlay(image_id, request.method, request.block, target=request.target, alpha=request.alpha), label
+    )
+    written = []
+    for kind, dataset in (
+        ("sc", secondary_capture(source, overlay, label)),
+        ("seg", segmentation(source, heat01, label, (low, high))),
+    ):
+        path = folder / f"{stem}.{kind}.dcm"
+        _save_dataset(dataset, path)
+        written.append(path.name)
+    return written
+
+
+def _source(run: Run, row: pd.Series, identifiers: Callable[[str, object], str | None] | None) -> Any:
+    """The source dataset, read now, or the reason it is not the image the run explained."""
+    import pydicom
+
+    path = run.source_path(str(row["image_id"]))
+    if not os.path.exists(path):
+        raise SourceProblem(f"the source file {path} is gone since the run")
+    source = pydicom.dcmread(path)
+    instance = identifiers("instance", source.get("SOPInstanceUID")) if identifiers else source.get("SOPInstanceUID")
+    if instance != row["instance_id"]:
+        raise SourceProblem(f"the source file {path} holds another SOP instance than the run explained")
+    if (int(source.get("Rows", 0)), int(source.get("Columns", 0))) != (int(row["orig_height"]), int(row["orig_width"])):
+        raise SourceProblem(
+            f"the source file {path} changed since the run: it is no longer {row['orig_height']}x{row['orig_width']}"
+        )
+    return source
+
+
+def _target_name(run: Run, target: int | str) -> str:
+    if isinstance(target, str):
+        return target
+    names = run.class_names
+    return "" if names is None or int(run.meta.get("num_targets", 1)) == 1 else f"target {target}"
+
+
+def _png_panel(run: Run, image_id: str, path: Path, request: ExportRequest) -> str:
+    from densecam_core.figures import image_panel
+
+    temporary = path.with_name(f"{TMP_PREFIX}{path.name}")
+    image_panel(run, image_id, temporary, method=request.method if request.method != "cam" else "gradcam")
+    os.replace(temporary, path)
+    return path.name
+
+
+def _save_dataset(dataset: Any, path: Path) -> None:
+    temporary = path.with_name(f"{TMP_PREFIX}{path.name}")
+    try:
+        dataset.save_as(temporary, enforce_file_format=True)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    temporary = path.with_name(f"{TMP_PREFIX}{path.name}")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
+
+
+def file_stem(image_id: str) -> str:
+    """A file name for an image id that stays inside the output folder: unsafe characters replaced, and a
+    digest of the id so that ids differing only in them never share a file."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", image_id).strip("._")[:80] or "image"
+    return f"{safe}-{hashlib.sha256(image_id.encode()).hexdigest()[:8]}"
+
+
+def _progress(rows: pd.DataFrame, shown: bool) -> Any:
+    if not shown:
+        return rows.iterrows()
+    from tqdm import tqdm
+
+    return tqdm(rows.iterrows(), total=len(rows), unit="image", desc="export")

@@ -1,0 +1,174 @@
+"""Exports for radiologists' viewers: each exported object read back with highdicom and pydicom and held
+against the run, checked by the DICOM standard's validator (dciodvfy) where it is installed."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from densecam_core import generate_mura, load_densenet169, open_store, read_manifest
+from densecam_core.data.pseudonyms import create_key, load_identifiers
+from densecam_core.export.run_export import SUMMARY, ExportRequest, export_run, file_stem
+from densecam_core.model.checkpoint import model_fingerprint, state_dict_bytes
+from densecam_core.store.layout import StoreError
+from densecam_core.store.writer import RunSpec, RunWriter
+from densecam_core.vocabulary import block_grid
+from jobs.explain.settings import ExplainSettings
+from jobs.explain.worker import ExplainWorker
+from jobs.runtime.skeleton import shard_work
+
+highdicom = pytest.importorskip("highdicom")
+data_store = pytest.importorskip("data_store")
+NEMA = Path(data_store.__file__).parent / "data"
+SIZE = 64
+
+
+def explain(sources: Path, store: Path, key: str | None) -> str:
+    model = load_densenet169(seed=0)
+    settings = ExplainSettings(methods=("gradcam",), size=SIZE, batch_size=4)
+    identifiers = load_identifiers(key) if key else None
+    spec = RunSpec(
+        model_fingerprint(model),
+        "x.pt",
+        settings.for_run_id(),
+        1,
+        1,
+        block_grid(SIZE),
+        4,
+        identifiers.as_json() if identifiers else None,
+    )
+    manifest = read_manifest(sources, identifiers=identifiers)
+    writer = RunWriter(str(store), spec)
+    writer.create_or_open(str(sources), manifest)
+    worker = ExplainWorker(state_dict_bytes(model), settings, warm_up=False, store_url=str(store))
+    for shard, rows in shard_work(writer.plan(manifest), 4).todo:
+        worker.process_shard(writer.run_url, spec.run_id, shard, 4, rows)
+    return spec.run_id
+
+
+@pytest.fixture(scope="module")
+def explained(tmp_path_factory):
+    """A synthetic DICOM tree (CR, MONOCHROME1/2, three transfer syntaxes) and the NEMA vlut radiograph."""
+    root = tmp_path_factory.mktemp("export")
+    generate_mura(root / "mura", images=5, seed=4, min_side=48, max_side=96, dicom=True, rgb_fraction=0.0)
+    sources = root / "sources"  # a folder of DICOM files, as an archive export gives them
+    sources.mkdir()
+    for number, path in enumerate(sorted((root / "mura").rglob("*.dcm"))):
+        shutil.copy(path, sources / f"synthetic{number}.dcm")
+    shutil.copy(NEMA / "vlut_04.dcm", sources / "vlut_04.dcm")
+    key = str(create_key(root / "group.key"))
+    run_id = explain(sources, root / "store", key)
+    return root, open_store(str(root / "store")).run(run_id), load_identifiers(key)
+
+
+def _export(explained, out: Path, **request):
+    _, run, identifiers = explained
+    return export_run(run, out, ExportRequest(**request), identifiers=identifiers)
+
+
+def test_the_segmentation_holds_the_runs_map_on_the_source_grid_and_references_it(explained, tmp_path):
+    _, run, _ = explained
+    summary = _export(explained, tmp_path / "out", method="gradcam", block=3)
+    ok = run.index[run.index["status"] == "ok"]
+    assert summary.exported == len(ok) == 6 and not summary.skipped
+    for image_id in ok["image_id"]:
+        stem = file_stem(image_id)
+        seg = highdicom.seg.segread(tmp_path / "out" / f"{stem}.seg.dcm")
+        source = pydicom.dcmread(run.source_path(image_id))
+        values = seg.get_pixels_by_source_instance(source_sop_instance_uids=[source.SOPInstanceUID]).squeeze()
+        heat = run.heatmap(image_id, "gradcam", 3, normalize=True)
+        assert values.shape == heat.shape == (source.Rows, source.Columns)
+        assert np.abs(values - heat).max() <= 1 / 255 + 1e-6, "within one 8-bit step"
+        assert seg.SegmentationType == "FRACTIONAL" and seg.SegmentationFractionalType == "PROBABILITY"
+        assert run.run_id in seg.SegmentSequence[0].SegmentDescription
+        assert seg.StudyInstanceUID == source.StudyInstanceUID and seg.PatientID == source.PatientID
+        sc = pydicom.dcmread(tmp_path / "out" / f"{stem}.sc.dcm")
+        assert (sc.Rows, sc.Columns, sc.SamplesPerPixel) == (source.Rows, source.Columns, 3)
+        assert sc.BurnedInAnnotation == "YES" and sc.StudyInstanceUID == source.StudyInstanceUID
+        assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+        assert sc.SeriesInstanceUID != source.SeriesInstanceUID and sc.SOPInstanceUID != source.SOPInstanceUID
+
+
+def test_two_exports_write_the_same_objects(explained, tmp_path):
+    _export(explained, tmp_path / "a", limit=2)
+    _export(explained, tmp_path / "b", limit=2)
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert len(names) == 5  # two images' SC and SEG, and the summary
+    for name in names:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools' dciodvfy is not installed")
+def test_every_exported_object_passes_the_standards_validator(explained, tmp_path):
+    _export(explained, tmp_path / "out", method="cam", block=None)
+    objects = sorted((tmp_path / "out").glob("*.dcm"))
+    assert len(objects) == 12
+    for path in objects:
+        report = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+        lines = (report.stdout + report.stderr).splitlines()
+        assert lines[0] == ("Segmentation" if path.name.endswith(".seg.dcm") else "SCImage"), lines[:3]
+        errors = [line for line in lines if line.startswith("Error")]
+        assert not errors, f"{path.name}: {errors}"
+
+
+def test_bad_requests_are_refused_before_any_file_and_bad_sources_skipped(explained, tmp_path):
+    run = explained[1]
+    with pytest.raises(StoreError, match=r"has no 'layercam' maps; it has cam, gradcam"):
+        _export(explained, tmp_path / "x", method="layercam")
+    with pytest.raises(KeyError, match=r"1 image ids are not in run"):
+        _export(explained, tmp_path / "x", images=["nope.dcm"])
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="holds other files"):
+        _export(explained, tmp_path / "busy")
+    assert not (tmp_path / "x").exists()
+    moved = run.source_path(run.index["image_id"].iloc[0])
+    backup = tmp_path / "backup.dcm"
+    shutil.move(moved, backup)
+    try:
+        summary = _export(explained, tmp_path / "partial")
+    finally:
+        shutil.move(backup, moved)
+    assert summary.exported == 5 and list(summary.skipped.values()) == [
+        f"the source file {moved} is gone since the run"
+    ]
+    assert "gone since the run" in (tmp_path / "partial" / SUMMARY).read_text()
+
+
+def test_the_command_exports_png_panels_of_a_run_without_dicom_sources_and_refuses_dicom(tmp_path, capsys):
+    from support.runs import explain_tree
+
+    from jobs.cli.main import main
+
+    generate_mura(tmp_path / "tree", images=3, seed=1, min_side=48, max_side=64)
+    store = tmp_path / "store"
+    explain_tree(tmp_path / "tree", store)
+    assert main(["export", str(store), "--to", "dicom", "--out", str(tmp_path / "dicom"), "--no-progress"]) == 2
+    assert "was not explained from DICOM files: export it with --to png" in capsys.readouterr().err
+    assert main(["export", str(store), "--to", "png", "--out", str(tmp_path / "png"), "--no-progress"]) == 0
+    assert "exported 3 images, skipped 0" in capsys.readouterr().out
+    assert len(list((tmp_path / "png").glob("*.png"))) == 3
+    assert main(["export", str(store), "--to", "png", "--out", str(tmp_path / "png"), "--no-progress"]) == 2
+    assert "holds other files" in capsys.readouterr().err
+
+
+def test_an_export_killed_mid_write_leaves_no_partial_object(explained, tmp_path, monkeypatch):
+    from pydicom.dataset import Dataset
+
+    writes = []
+
+    def dies_half_way(self, path, **kwargs):  # the bytes start to land, then the process is killed
+        writes.append(Path(path))
+        Path(path).write_bytes(b"\0" * 64)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Dataset, "save_as", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        _export(explained, tmp_path / "out", limit=1)
+    assert writes and all(path.parent == tmp_path / "out" for path in writes)
+    assert list((tmp_path / "out").iterdir()) == [], "neither the object nor its temporary file is left"
