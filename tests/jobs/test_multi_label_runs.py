@@ -120,7 +120,16 @@ def _explain(chest, targets, store_name: str) -> tuple[Path, str]:
         class_names=tuple(CHEXNET),
     )
     count = 14 if targets == "all" else len(targets)
-    spec = RunSpec(model_fingerprint(model), "chexnet.pt", settings.for_run_id(), 14, count, block_grid(SIZE), 4)
+    spec = RunSpec(
+        model_fingerprint(model),
+        "chexnet.pt",
+        settings.for_run_id(),
+        14,
+        count,
+        block_grid(SIZE),
+        4,
+        architecture="densenet121",
+    )
     store = root / store_name
     writer = RunWriter(str(store), spec)
     writer.create_or_open("test")
@@ -193,8 +202,17 @@ def test_fewer_targets_give_the_same_maps_and_compare_and_point_per_finding(ches
     assert [gradcam(mass), gradcam(edema)] == expected
 
 
+@pytest.fixture()
+def local_ray():
+    """One local Ray that both jobs of a test join (each would otherwise start and stop its own)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
 @pytest.mark.slow  # two Ray jobs: explain, then evaluate one finding
-def test_the_job_explains_every_finding_and_the_evaluation_scores_one_by_name(chest, capsys):
+def test_the_job_explains_every_finding_and_the_evaluation_scores_one_by_name(chest, local_ray, capsys):
     import duckdb
 
     from jobs.cli.main import main
@@ -240,7 +258,7 @@ def test_a_store_that_mixes_families_opens_and_reads_each_run(chest):
     store, chexnet_run = _explain(chest, (2, 4), "store")
     mura_run = explain_tree(tree, store)  # MURA's one-output DenseNet169 beside the CheXNet-shaped DenseNet121
     opened = open_store(str(store))
-    assert not opened.problems and set(opened.runs["run_id"]) == {chexnet_run, mura_run}
+    assert set(opened.runs["run_id"]) == {chexnet_run, mura_run} and not opened.problems
     chexnet, mura = opened.run(chexnet_run), opened.run(mura_run)
     assert (chexnet.meta["architecture"], mura.meta["architecture"]) == ("densenet121", "densenet169")
     assert chexnet.class_names == CHEXNET and mura.class_names is None
