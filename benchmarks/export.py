@@ -34,7 +34,7 @@ def peak_mib() -> float:
 
 def main(argv: list[str] | None = None) -> int:
     import pydicom
-    from export.test_dicom_export import explain
+    from support.dicom_runs import explain
 
     from densecam_core import generate_mura, open_store
     from densecam_core.data.pseudonyms import create_key, load_identifiers
@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         for number, path in enumerate(sorted((root / "mura").rglob("*.dcm"))):
             shutil.move(path, sources / f"image{number:05d}.dcm")
         key = str(create_key(root / "key"))
-        run = open_store(str(root / "store")).run(explain(sources, root / "store", key))
+        run_id = explain(sources, root / "store", key)
+        run = open_store(str(root / "store")).run(run_id)
         ok = int((run.index["status"] == "ok").sum())
         started = time.perf_counter()
         for path in sorted(sources.iterdir()):

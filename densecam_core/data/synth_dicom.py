@@ -9,11 +9,15 @@ pseudonymises as it would a hospital's.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
 
 SYNTAXES = ("explicit", "rle", "j2k")
+_ENCODING = threading.Lock()
+"""Compression runs one file at a time: encoding from several threads at once (the synthetic tree's
+writers) corrupted the interpreter's heap, a crash seen after some hundreds of 512-pixel files."""
 """Transfer syntaxes the synthetic tree cycles through: Explicit VR Little Endian, RLE Lossless, and
 JPEG 2000 lossless."""
 
@@ -45,10 +49,11 @@ def write_dicom_radiograph(
         ds.WindowCenter, ds.WindowWidth = "2048", "4096"  # LINEAR: stored 0..4095 onto 0..255
     ds.PixelData = stored.tobytes()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    if syntax == "rle":
-        ds.compress(RLELossless, stored, encoding_plugin="pydicom")
-    elif syntax == "j2k":
-        ds.compress(JPEG2000Lossless, stored, encoding_plugin="pylibjpeg")
+    with _ENCODING:
+        if syntax == "rle":
+            ds.compress(RLELossless, stored, encoding_plugin="pydicom")
+        elif syntax == "j2k":
+            ds.compress(JPEG2000Lossless, stored, encoding_plugin="pylibjpeg")
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f".{target.name}.partial")

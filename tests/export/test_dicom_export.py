@@ -10,45 +10,17 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from support.dicom_runs import explain
 
-from densecam_core import generate_mura, load_densenet169, open_store, read_manifest
+from densecam_core import generate_mura, open_store
 from densecam_core.data.pseudonyms import create_key, load_identifiers
 from densecam_core.export.run_export import SUMMARY, ExportRequest, export_run, file_stem
-from densecam_core.model.checkpoint import model_fingerprint, state_dict_bytes
 from densecam_core.store.layout import StoreError
-from densecam_core.store.writer import RunSpec, RunWriter
-from densecam_core.vocabulary import block_grid
-from jobs.explain.settings import ExplainSettings
-from jobs.explain.worker import ExplainWorker
-from jobs.runtime.skeleton import shard_work
 
 highdicom = pytest.importorskip("highdicom")
 data_store = pytest.importorskip("data_store")
 NEMA = Path(data_store.__file__).parent / "data"
 SIZE = 64
-
-
-def explain(sources: Path, store: Path, key: str | None) -> str:
-    model = load_densenet169(seed=0)
-    settings = ExplainSettings(methods=("gradcam",), size=SIZE, batch_size=4)
-    identifiers = load_identifiers(key) if key else None
-    spec = RunSpec(
-        model_fingerprint(model),
-        "x.pt",
-        settings.for_run_id(),
-        1,
-        1,
-        block_grid(SIZE),
-        4,
-        identifiers.as_json() if identifiers else None,
-    )
-    manifest = read_manifest(sources, identifiers=identifiers)
-    writer = RunWriter(str(store), spec)
-    writer.create_or_open(str(sources), manifest)
-    worker = ExplainWorker(state_dict_bytes(model), settings, warm_up=False, store_url=str(store))
-    for shard, rows in shard_work(writer.plan(manifest), 4).todo:
-        worker.process_shard(writer.run_url, spec.run_id, shard, 4, rows)
-    return spec.run_id
 
 
 @pytest.fixture(scope="module")
