@@ -65,29 +65,90 @@ def export_run(
     *,
     identifiers: Callable[[str, object], str | None] | None = None,
     progress: bool = False,
+    workers: int = 1,
 ) -> ExportSummary:
     """Export ``run``'s maps into the folder ``out``; ``identifiers`` pseudonymises a source's SOP Instance
-    UID as the run did (``load_identifiers``), so the export knows the file is the instance explained."""
+    UID as the run did (``load_identifiers``), so the export knows the file is the instance explained.
+    ``workers`` > 1 exports chunks of images in that many spawned processes (the same files)."""
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     rows = _selected(run, request)
     folder = _output_folder(Path(out), request.overwrite)
     if request.to == "dicom":
         _check_dicom_run(run, rows)
-    summary, records = ExportSummary(), []
-    for _, row in _progress(rows, progress):
-        try:
-            written = _export_one(run, row, folder, request, identifiers)
-        except (SourceProblem, OSError, ValueError) as exc:
-            summary.skipped[str(row["image_id"])] = str(exc)
-            records.append({"image_id": row["image_id"], "status": "skipped", "reason": str(exc), "files": ""})
-            continue
-        summary.exported += 1
-        summary.files += written
-        records.append({"image_id": row["image_id"], "status": "exported", "reason": "", "files": ";".join(written)})
-    _write_atomic(
-        folder / SUMMARY,
-        pd.DataFrame(records, columns=["image_id", "status", "reason", "files"]).to_csv(index=False).encode(),
+    ids = rows["image_id"].astype(str).tolist()
+    if workers == 1:
+        records = [_record(run, row, folder, request, identifiers) for _, row in _progress(rows, progress)]
+    else:
+        records = _in_processes(run, ids, folder, request, identifiers, workers, progress)
+    table = pd.DataFrame(records, columns=["image_id", "status", "reason", "files"])
+    _write_atomic(folder / SUMMARY, table.to_csv(index=False).encode())
+    summary = ExportSummary(exported=int((table["status"] == "exported").sum()))
+    summary.skipped = dict(
+        zip(table.loc[table["status"] == "skipped", "image_id"], table.loc[table["status"] == "skipped", "reason"])
     )
+    summary.files = [name for names in table["files"] if names for name in names.split(";")]
     return summary
+
+
+def _record(
+    run: Run,
+    row: pd.Series,
+    folder: Path,
+    request: ExportRequest,
+    identifiers: Callable[[str, object], str | None] | None,
+) -> dict[str, str]:
+    """One image exported, or skipped with its reason, as a row of the summary."""
+    try:
+        written = _export_one(run, row, folder, request, identifiers)
+    except (SourceProblem, OSError, ValueError) as exc:
+        return {"image_id": str(row["image_id"]), "status": "skipped", "reason": str(exc), "files": ""}
+    return {"image_id": str(row["image_id"]), "status": "exported", "reason": "", "files": ";".join(written)}
+
+
+CHUNK_IMAGES = 32
+"""Images a worker process exports per task: each task opens the run once (its index is read again)."""
+
+
+def _in_processes(
+    run: Run,
+    ids: list[str],
+    folder: Path,
+    request: ExportRequest,
+    identifiers: Callable[[str, object], str | None] | None,
+    workers: int,
+    progress: bool,
+) -> list[dict[str, str]]:
+    from concurrent.futures import ProcessPoolExecutor
+
+    from densecam_core.parallel.spawned import spawn_context
+
+    chunks = [ids[start : start + CHUNK_IMAGES] for start in range(0, len(ids), CHUNK_IMAGES)]
+    with ProcessPoolExecutor(workers, mp_context=spawn_context()) as pool:
+        futures = [
+            pool.submit(export_chunk, run.store_url, run.run_id, chunk, str(folder), request, identifiers)
+            for chunk in chunks
+        ]
+        records: list[dict[str, str]] = []
+        for future in _progress_of(futures, len(ids), progress):
+            records += future.result()
+    return records
+
+
+def export_chunk(
+    store_url: str,
+    run_id: str,
+    ids: list[str],
+    folder: str,
+    request: ExportRequest,
+    identifiers: Callable[[str, object], str | None] | None,
+) -> list[dict[str, str]]:
+    """A worker process's task: open the run and export ``ids`` (importable by name: spawned children run it)."""
+    from densecam_core.store.reader import open_store
+
+    run = open_store(store_url).run(run_id)
+    rows = run.index.set_index("image_id").loc[ids].reset_index()
+    return [_record(run, row, Path(folder), request, identifiers) for _, row in rows.iterrows()]
 
 
 def _selected(run: Run, request: ExportRequest) -> pd.DataFrame:
@@ -215,6 +276,20 @@ def file_stem(image_id: str) -> str:
     digest of the id so that ids differing only in them never share a file."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", image_id).strip("._")[:80] or "image"
     return f"{safe}-{hashlib.sha256(image_id.encode()).hexdigest()[:8]}"
+
+
+def _progress_of(futures: list[Any], images: int, shown: bool) -> Any:
+    """The futures in submission order, a progress bar counting their images when ``shown``."""
+    if not shown:
+        yield from futures
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=images, unit="image", desc="export") as bar:
+        for future in futures:
+            result = future.result()
+            bar.update(len(result))
+            yield future
 
 
 def _progress(rows: pd.DataFrame, shown: bool) -> Any:

@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--images", help="file of image ids to export, one per line")
     parser.add_argument("--limit", type=int, help="export at most this many images")
     parser.add_argument("--overwrite", action="store_true", help="write into an --out folder that holds files")
+    parser.add_argument("--workers", type=int, default=1, help="processes that export at once (default 1)")
     parser.add_argument(
         "--pseudonym-key",
         help="the key the run's DICOM identifiers were pseudonymised with (default: as `densecam explain`)",
@@ -59,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
             overwrite=args.overwrite,
         )
         identifiers = _identifiers_of(run, args.pseudonym_key, load_identifiers) if args.to == "dicom" else None
-        summary = export_run(run, args.out, request, identifiers=identifiers, progress=args.progress)
+        summary = export_run(
+            run, args.out, request, identifiers=identifiers, progress=args.progress, workers=args.workers
+        )
     except (ValueError, KeyError, OSError, PseudonymKeyError) as exc:  # StoreError is a ValueError
         print(f"densecam export: {exc}", file=sys.stderr)
         return 2

@@ -75,6 +75,20 @@ def test_two_exports_write_the_same_objects(explained, tmp_path):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 
+@pytest.mark.slow  # spawns two worker processes
+def test_worker_processes_write_the_same_objects(explained, tmp_path, monkeypatch):
+    from densecam_core.export import run_export
+
+    monkeypatch.setattr(run_export, "CHUNK_IMAGES", 1)  # three tasks for the two processes
+    _export(explained, tmp_path / "one", limit=3)
+    _, run, identifiers = explained
+    export_run(run, tmp_path / "two", ExportRequest(limit=3), identifiers=identifiers, workers=2)
+    names = sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "two").iterdir()) and len(names) == 7
+    for name in names:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+
+
 @pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools' dciodvfy is not installed")
 def test_every_exported_object_passes_the_standards_validator(explained, tmp_path):
     _export(explained, tmp_path / "out", method="cam", block=None)
