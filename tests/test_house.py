@@ -29,6 +29,7 @@ ROOMS_BELOW = {
     "densecam_core.export": {
         "densecam_core.vocabulary",
         "densecam_core.fileio",
+        "densecam_core.parallel",
         "densecam_core.data",
         "densecam_core.store",
         "densecam_core.figures",
