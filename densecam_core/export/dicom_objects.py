@@ -157,13 +157,15 @@ def _created_at(derived: Any, source: Any, uid_parts: tuple[str, ...]) -> None:
     date = str(source.get("ContentDate", "") or source.get("StudyDate", "") or "19700101")
     time = str(source.get("ContentTime", "") or source.get("StudyTime", "") or "000000")
     derived.ContentDate, derived.ContentTime = date, time
-    for prefix in ("InstanceCreation", "Series", "DateOfSecondaryCapture", "TimeOfSecondaryCapture"):
-        if prefix in ("DateOfSecondaryCapture", "TimeOfSecondaryCapture"):
-            if prefix in derived:
-                setattr(derived, prefix, date if prefix.startswith("Date") else time)
-        elif f"{prefix}Date" in derived:
-            setattr(derived, f"{prefix}Date", date)
-            setattr(derived, f"{prefix}Time", time)
+    for date_keyword, time_keyword in (
+        ("InstanceCreationDate", "InstanceCreationTime"),
+        ("SeriesDate", "SeriesTime"),
+        ("DateOfSecondaryCapture", "TimeOfSecondaryCapture"),
+    ):
+        if date_keyword in derived:
+            setattr(derived, date_keyword, date)
+        if time_keyword in derived:
+            setattr(derived, time_keyword, time)
     for item in derived.get("ContributingEquipmentSequence", []):
         if "ContributionDateTime" in item:
             item.ContributionDateTime = date + time

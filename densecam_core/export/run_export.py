@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from densecam_core import fileio
 from densecam_core.export.dicom_objects import MapLabel, SourceProblem, secondary_capture, segmentation
 from densecam_core.export.legend import burned_overlay
 from densecam_core.fileio import TMP_PREFIX
@@ -82,7 +83,8 @@ def export_run(
     else:
         records = _in_processes(run, ids, folder, request, identifiers, workers, progress)
     table = pd.DataFrame(records, columns=["image_id", "status", "reason", "files"])
-    _write_atomic(folder / SUMMARY, table.to_csv(index=False).encode())
+    fs, root = fileio.filesystem(str(folder))
+    fileio.write_bytes_atomic(fs, fileio.join(root, SUMMARY), table.to_csv(index=False).encode())
     summary = ExportSummary(exported=int((table["status"] == "exported").sum()))
     summary.skipped = dict(
         zip(table.loc[table["status"] == "skipped", "image_id"], table.loc[table["status"] == "skipped", "reason"])
@@ -263,12 +265,6 @@ def _save_dataset(dataset: Any, path: Path) -> None:
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f"{TMP_PREFIX}{path.name}")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
 
 
 def file_stem(image_id: str) -> str:
