@@ -96,6 +96,7 @@ def run_demo(workdir: str | os.PathLike, config: DemoConfig = DemoConfig()) -> d
     run_a, run_b = opened.run(run_ids[0]), opened.run(run_ids[1])
     scored = _score(run_a, paths, config, steps)
     changes = _changes(run_a, run_b, paths, steps)
+    report = _report(run_a, run_b, paths)
     metrics_b = _metrics(run_b)
     result = {
         "workdir": str(paths.work),
@@ -116,6 +117,7 @@ def run_demo(workdir: str | os.PathLike, config: DemoConfig = DemoConfig()) -> d
         "overlays": scored["panels"],
         "contact_sheet": scored["sheet"],
         "compare_plot": changes["plot"],
+        "report": report,
         "changes": changes["summary"].to_dict(orient="records"),
         "quality": None if quality is None else _quality_grid(quality).to_dict(orient="records"),
     }
@@ -314,6 +316,20 @@ def _changes(run_a: Any, run_b: Any, paths: DemoPaths, steps: int) -> dict[str, 
         plot=str(paths.figures / "compare.png"),
         out=lambda m: _say(_indented(m)),
     )
+
+
+def _report(run_a: Any, run_b: Any, paths: DemoPaths) -> str:
+    """Run A's report page, its galleries beside run B's maps and the lesion boxes' pointing game."""
+    from densecam_core.export.report import ReportRequest, write_report
+
+    folder = paths.work / "report"
+    if folder.exists():  # the demo's own folder: a page of an earlier demo would leave stale pictures
+        shutil.rmtree(folder)
+    started = time.perf_counter()
+    request = ReportRequest(boxes=paths.data / "lesion_boxes.csv")
+    result = write_report(run_a, folder, request, compare=run_b)
+    _say(f"      report page ({result.cards} cards, {time.perf_counter() - started:.1f} s): {result.page}")
+    return result.page
 
 
 def _write_summary(paths: DemoPaths, result: dict[str, Any], hit: dict[str, float]) -> None:

@@ -33,6 +33,10 @@ ROOMS_BELOW = {
         "densecam_core.data",
         "densecam_core.store",
         "densecam_core.figures",
+        # the report page shows what the evaluation and a comparison concluded (their torch-free modules)
+        "densecam_core.evaluation",
+        "densecam_core.comparison",
+        "densecam_core.comparison_summary",
     },
     "densecam_core.evaluation": {
         "densecam_core.vocabulary",
@@ -67,6 +71,7 @@ TORCH_FREE = [
     "densecam_core.store.reader",
     "densecam_core.store.targets",
     "densecam_core.export.run_export",
+    "densecam_core.export.report",
     "densecam_core.store.writer",
     "densecam_core.store.shard",
     "densecam_core.store.compact",

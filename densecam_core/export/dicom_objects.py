@@ -81,10 +81,10 @@ def secondary_capture(source: Any, overlay: np.ndarray, label: MapLabel) -> Any:
         patient_orientation=PLACEHOLDER_ORIENTATION,  # highdicom requires one; the source's replaces it below
         laterality=laterality if laterality in ("L", "R") else None,
     )
-    orientation = source.get("PatientOrientation", None) or None  # the source's grid, in the source's words
-    sc.PatientOrientation = orientation  # type: ignore[assignment]  # pydicom writes None as an empty element
+    empty: Any = None  # pydicom writes None as an empty element
+    sc.PatientOrientation = source.get("PatientOrientation", None) or empty  # the source's grid, in its words
     if "Laterality" not in sc:
-        sc.Laterality = None  # type: ignore[assignment]  # type 2: present, empty where the source does not say
+        sc.Laterality = empty  # type 2: present, empty where the source does not say
     sc.BurnedInAnnotation = "YES"
     sc.SeriesDescription = f"densecam {label.what}"[:64]
     sc.ImageComments = f"{NOT_FOR_DIAGNOSIS}; run {label.run_id}; model {label.fingerprint[:16]}"

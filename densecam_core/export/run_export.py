@@ -74,7 +74,7 @@ def export_run(
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     rows = _selected(run, request)
-    folder = _output_folder(Path(out), request.overwrite)
+    folder = output_folder(Path(out), request.overwrite)
     if request.to == "dicom":
         _check_dicom_run(run, rows)
     ids = rows["image_id"].astype(str).tolist()
@@ -171,7 +171,7 @@ def _selected(run: Run, request: ExportRequest) -> pd.DataFrame:
     return index.head(request.limit) if request.limit is not None else index
 
 
-def _output_folder(out: Path, overwrite: bool) -> Path:
+def output_folder(out: Path, overwrite: bool) -> Path:
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} exists and holds other files: pick a new folder, or pass --overwrite")
     out.mkdir(parents=True, exist_ok=True)

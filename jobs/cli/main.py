@@ -1,4 +1,4 @@
-"""The ``densecam`` command: demo, explain (the main job), train, evaluate, compare, export, synth."""
+"""The ``densecam`` command: demo, explain (the main job), train, evaluate, compare, export, report, synth."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ COMMANDS = {
         "jobs.cli.export",
         "a run's maps as DICOM objects for a viewer (Secondary Capture, Segmentation) or PNGs",
     ),
+    "report": ("jobs.cli.report", "a run as a static web page: overview, map quality, galleries of overlays"),
     "synth": ("jobs.cli.synth", "write a synthetic MURA-v1.1 tree with lesion boxes (PNG, or DICOM with --dicom)"),
     "keygen": ("jobs.cli.keygen", "create a key for the pseudonyms of DICOM patient, study and instance identifiers"),
 }

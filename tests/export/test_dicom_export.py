@@ -7,6 +7,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import data_store  # pydicom-data: the NEMA radiographs
+import highdicom
 import numpy as np
 import pydicom
 import pytest
@@ -17,8 +19,6 @@ from densecam_core.data.pseudonyms import create_key, load_identifiers
 from densecam_core.export.run_export import SUMMARY, ExportRequest, export_run, file_stem
 from densecam_core.store.layout import StoreError
 
-highdicom = pytest.importorskip("highdicom")
-data_store = pytest.importorskip("data_store")
 NEMA = Path(data_store.__file__).parent / "data"
 SIZE = 64
 

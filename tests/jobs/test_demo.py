@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,14 @@ def test_demo_produces_its_summary_and_files(demo_result):
     for path in [*summary["overlays"], summary["contact_sheet"], summary["compare_plot"]]:
         assert Path(path).is_file() and Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
     assert len(summary["overlays"]) == 2
+    # the report page of run A: its galleries (the update's changes among them), the pointing game, the quality grid
+    page = Path(summary["report"]).read_text()
+    assert summary["report"] == str(work / "report" / "index.html")
+    for part in ('id="gallery-confident"', 'id="gallery-changed"', 'id="pointing"', 'id="quality"', 'id="body-parts"'):
+        assert part in page, part
+    assert page.count('class="card"') >= 24 and all(
+        (work / "report" / name).is_file() for name in re.findall(r'src="(thumbs/[^"]+)"', page)
+    )
     # each run holds exactly the valid split, explained by the checkpoint it names
     store = open_store(summary["store"])
     valid = pd.read_csv(work / "valid.csv")

@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 import torchvision
-from support.cam_reference import REFERENCE_REL, assert_close_maps, reference_terms
+from support.cam_reference import REFERENCE_REL, assert_close_maps, explained_network, reference_terms
 
 from densecam_core import CheckpointError, Explainer, load_densenet169, model_fingerprint
 from densecam_core.model.architecture import architecture_of, recognise
@@ -128,11 +128,13 @@ def test_every_method_at_every_block_matches_the_plain_reference(name, classes, 
     """Randomised BatchNorm statistics (as trained networks have) and several targets in one pass."""
     model = randomise_batchnorm(torchvision_model(name, classes, channels), seed=4)
     images = torch.randn(2, channels, 64, 64, generator=torch.Generator().manual_seed(5))
-    result = Explainer(model, targets=targets)(images)
+    explainer = Explainer(model, targets=targets)
+    result = explainer(images)
     assert result.targets.tolist() == [targets, targets]
+    network, laid_out = explained_network(explainer, images)
     for block in (1, 2, 3, 4):
         for k, target in enumerate(targets):
-            terms = reference_terms(model, images, block, target)
+            terms = reference_terms(network, laid_out, block, target)
             for method in METHODS:
                 expected = torch.relu(terms[method][:, 0])
                 assert_close_maps(result.maps[method][block][:, k], expected, terms[method][:, 1], REFERENCE_REL)

@@ -1,14 +1,30 @@
-"""Plain references for the Explainer: torchvision's modules step by step, one autograd call per block, per-channel terms summed in float64."""
+"""Plain references for the Explainer: torchvision's modules step by step, one autograd call per block, per-channel terms summed in float64.
+
+The maps are compared on the network the Explainer differentiates (``explained_network``: its
+BatchNorm-folded copy, in its memory layout), and that network's values with the original's apart
+(``tests/cam/test_explainer.py``). Why not the maps on the original network: a ReLU whose input lies
+within float rounding of zero opens on one network and stays shut on the other (another layout runs
+other oneDNN kernels, folding rounds differently), and its gradient then moves by far more than
+rounding: up to 4.5e-3 of the terms' magnitude for a DenseNet201 at block 1 (measured on a 2-core Xeon
+with AMX; 1.7e-3 for other weights on an EPYC), on whatever weights and CPU happen to put an input
+there. No tolerance bounds that; the same network leaves only rounding (4.6e-7, below).
+"""
 
 from __future__ import annotations
 
 import torch
 
 
+def explained_network(explainer, x: torch.Tensor) -> tuple[torch.nn.Module, torch.Tensor]:
+    """The network ``explainer`` differentiates (its frozen, BatchNorm-folded copy) and ``x`` in its layout."""
+    return explainer.net, x.contiguous(memory_format=torch.channels_last) if explainer.channels_last else x
+
+
 def reference_forward(model: torch.nn.Module, x: torch.Tensor) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
-    """The unmodified torchvision modules, step by step, keeping each block activation."""
+    """The torchvision modules, step by step, keeping each block activation (differentiable through the
+    input, so a frozen copy's activations have gradients too)."""
     f = model.features
-    h = x
+    h = x.detach().requires_grad_(True) if torch.is_grad_enabled() else x
     acts: dict[int, torch.Tensor] = {}
     for name, module in f.named_children():
         h = module(h)
@@ -54,11 +70,13 @@ def reference_terms(model: torch.nn.Module, x: torch.Tensor, block: int, target:
 
 
 REFERENCE_REL = 1e-3
-"""Maps against the plain float32 reference: the Explainer runs BatchNorm fused into the convolutions
-and sums in other orders, so activations and gradients differ by rounding compounded over every layer
-the pass crosses. Measured on an AVX2-only EPYC: at most 6.5e-5 of the terms' magnitude (multi-class
-LayerCAM at block 2, whose gradients cross two dense blocks), 1e-6 for most maps; a wrong formula (a
-missing weight, a wrong sign, another block) errs by order 1."""
+"""Maps against the plain float32 reference on the same network: the Explainer's one backward pass for
+every block and target sums in other orders than one autograd call per block, so gradients differ by
+rounding compounded over the layers the pass crosses. Measured on a 2-core Xeon with AMX: at most
+4.6e-7 of the terms' magnitude over DenseNet121 (14 and 18 outputs, 1 and 3 channels) and DenseNet201;
+against the original network on an AVX2-only EPYC, before gate flips were understood, 6.5e-5 (the bound
+keeps a wide margin over both); a wrong formula (a missing weight, a wrong sign, another block) errs by
+order 1."""
 
 
 BATCH_REL = 1e-4
