@@ -231,6 +231,7 @@ def _source(run: Run, row: pd.Series, identifiers: Callable[[str, object], str |
     path = run.source_path(str(row["image_id"]))
     if not os.path.exists(path):
         raise SourceProblem(f"the source file {path} is gone since the run")
+    _check_identity(path, row)
     source = pydicom.dcmread(path)
     instance = identifiers("instance", source.get("SOPInstanceUID")) if identifiers else source.get("SOPInstanceUID")
     if instance != row["instance_id"]:
@@ -240,6 +241,20 @@ def _source(run: Run, row: pd.Series, identifiers: Callable[[str, object], str |
             f"the source file {path} changed since the run: it is no longer {row['orig_height']}x{row['orig_width']}"
         )
     return source
+
+
+def _check_identity(path: str, row: pd.Series) -> None:
+    """The file is the one the run explained, by the input cache's identity (size, then modification time
+    or content digest) where the run recorded it; runs without it are checked by SOP instance only."""
+    from densecam_core.store.inputs.identity import CONTENT_PREFIX, identify
+
+    size, stamp = row.get("source_size"), row.get("source_stamp")
+    if size is None or pd.isna(size) or not isinstance(stamp, str):
+        return
+    now = identify(path, content=stamp.startswith(CONTENT_PREFIX))
+    if now is None or (now.size, now.stamp) != (int(size), stamp):
+        what = "content" if stamp.startswith(CONTENT_PREFIX) else "size or modification time"
+        raise SourceProblem(f"the source file {path} changed since the run (its {what} differs)")
 
 
 def _target_name(run: Run, target: int | str) -> str:

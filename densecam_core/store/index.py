@@ -116,7 +116,7 @@ def uncover(fs: Any, run_root: str, shards: set[int]) -> None:
 def index_table(index: pd.DataFrame, extra_types: dict[str, pa.DataType] | None = None) -> pa.Table:
     """The index DataFrame as Arrow: the documented types for the core columns, and for extra manifest
     columns the type the run recorded when it was created (one schema for every part of a run)."""
-    fields = {f.name: f for f in (*fmt.INDEX_FIELDS, fmt.PROBS_FIELD)}
+    fields = {f.name: f for f in (*fmt.INDEX_FIELDS, fmt.PROBS_FIELD, *fmt.SOURCE_FIELDS)}
     extra_types = extra_types or {}
     missing = [c for c in fmt.CORE_INDEX_COLUMNS if c not in index.columns]
     if missing:

@@ -108,6 +108,10 @@ CORE_INDEX_COLUMNS: tuple[str, ...] = tuple(f.name for f in INDEX_FIELDS)
 PROBS_FIELD = pa.field("probs", pa.list_(pa.float32()))
 """Runs that explain several classes per image: each explained class's probability, in ``targets`` order
 (``prob`` is the first's); absent from one-target runs, so their index keeps its schema."""
+SOURCE_FIELDS: tuple[pa.Field, ...] = (pa.field("source_size", pa.int64()), pa.field("source_stamp", pa.string()))
+"""The source file's identity when its image was explained, as the input cache takes it (size, and the
+modification time or a content digest): what ``densecam export`` checks a source against. Written with
+the input cache on (null without it, and absent from runs written before it)."""
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ class Filled:
     prob: np.ndarray = field(init=False)
     probs: np.ndarray = field(init=False)
     errors: list[str | None] = field(init=False)
+    identities: list[SourceIdentity | None] = field(default_factory=list)  # each file's, before decoding
     decoded: list[tuple[SourceIdentity, ModelInput]] = field(default_factory=list)
     decoded_at: list[int] = field(default_factory=list)  # each decoded input's position in the shard
     compute: float = 0.0

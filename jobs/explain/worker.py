@@ -208,7 +208,7 @@ class ExplainWorker:
             else None
         )
         pixels.extend([into] if into is not None else [])
-        filled = Filled(count, targets=self.num_targets, cache_damaged=damaged)
+        filled = Filled(count, targets=self.num_targets, cache_damaged=damaged, identities=identities)
         with self.host.decoders() as decoders:
             loader = BatchLoader(
                 paths,
@@ -300,6 +300,9 @@ class ExplainWorker:
             index["probs"] = [None if e is not None else p for e, p in zip(filled.errors, filled.probs.tolist())]
         index["status"] = ["ok" if e is None else "error" for e in filled.errors]
         index["error"] = filled.errors
+        if any(identity is not None for identity in filled.identities):  # the input cache took them
+            index["source_size"] = [i.size if i is not None else None for i in filled.identities]
+            index["source_stamp"] = [i.stamp if i is not None else None for i in filled.identities]
         index["shard"] = shard.index
         index["run_id"] = run_id
         return index

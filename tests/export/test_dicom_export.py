@@ -3,6 +3,7 @@ against the run, checked by the DICOM standard's validator (dciodvfy) where it i
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -124,6 +125,22 @@ def test_bad_requests_are_refused_before_any_file_and_bad_sources_skipped(explai
         f"the source file {moved} is gone since the run"
     ]
     assert "gone since the run" in (tmp_path / "partial" / SUMMARY).read_text()
+
+
+def test_a_source_changed_since_the_run_is_skipped_by_the_input_caches_identity(explained, tmp_path):
+    run = explained[1]
+    row = run.index.iloc[1]
+    path = Path(run.source_path(row["image_id"]))
+    before = path.stat()
+    assert (row["source_size"], row["source_stamp"]) == (before.st_size, f"{before.st_mtime_ns}")
+    try:  # the same bytes, a new modification time: a rewrite in place, as the input cache sees it
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
+        summary = _export(explained, tmp_path / "changed")
+    finally:
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert summary.exported == 5 and list(summary.skipped.values()) == [
+        f"the source file {path} changed since the run (its size or modification time differs)"
+    ]
 
 
 def test_the_command_exports_png_panels_of_a_run_without_dicom_sources_and_refuses_dicom(tmp_path, capsys):

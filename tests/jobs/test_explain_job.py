@@ -249,10 +249,7 @@ def test_shard_that_keeps_failing_is_reported_and_the_job_exits_non_zero(local_r
     for chunk in [p for p in cam.rglob("*") if p.is_file()]:  # a folder where each chunk file must go:
         chunk.unlink()  # every shard's write now fails inside the actor (the driver sees nothing wrong)
         chunk.mkdir()
-    failed = run_job(config(tree, store, force=True, retries=1))
-    assert sorted(failed.shards_failed) == list(range(failed.shards_total)) and failed.shards_done == 0
-    assert failed.shard_attempts_failed == 2 * failed.shards_total  # first attempt + one retry each
-    assert failed.shards_retried == failed.shards_total  # --retries 1: each shard re-queued once
+    summary_path = tmp_path / "summary.json"
     args = [
         str(tree),
         "--store",
@@ -271,11 +268,17 @@ def test_shard_that_keeps_failing_is_reported_and_the_job_exits_non_zero(local_r
         "gradcam,hirescam",
         "--force",
         "--retries",
-        "0",
+        "1",
         "--no-progress",
+        "--summary-json",
+        str(summary_path),
     ]
-    assert main(args) == 1
+    assert main(args) == 1, "a job with failed shards exits non-zero"
     assert "failed" in capsys.readouterr().out
+    failed = json.loads(summary_path.read_text())
+    assert sorted(failed["shards_failed"]) == list(range(failed["shards_total"])) and failed["shards_done"] == 0
+    assert failed["shard_attempts_failed"] == 2 * failed["shards_total"]  # first attempt + one retry each
+    assert failed["shards_retried"] == failed["shards_total"]  # --retries 1: each shard re-queued once
 
 
 def test_actors_that_cannot_be_placed_do_not_block_the_job(local_ray, tree, tmp_path):

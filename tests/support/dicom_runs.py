@@ -20,7 +20,7 @@ SIZE = 64
 def explain(sources: Path, store: Path, key: str | None) -> str:
     """Explain every image of the DICOM folder ``sources`` into ``store`` (pseudonyms under ``key``); the run id."""
     model = load_densenet169(seed=0)
-    settings = ExplainSettings(methods=("gradcam",), size=SIZE, batch_size=4)
+    settings = ExplainSettings(methods=("gradcam",), size=SIZE, batch_size=4, input_cache="readwrite")
     identifiers = load_identifiers(key) if key else None
     spec = RunSpec(
         model_fingerprint(model),
