@@ -78,11 +78,13 @@ def compact_locked(
         return Compaction(run.run_id, table.num_rows, before, before, 0)
     shards = sorted(files.shards)
     fileio.write_json_atomic(
-        fs, fileio.join(index_dir, COMPACTED_JSON), {"files": new_names, "shards": shards, "complete": True}
+        fs,
+        fileio.join(index_dir, COMPACTED_JSON),
+        {"files": new_names, "shards": shards, "complete": True, "reopened": []},
     )
     if stop_after == "switch":
         return Compaction(run.run_id, table.num_rows, before, len(new_names), 0)
-    _clean(fs, index_dir, {"files": new_names, "shards": shards, "complete": True})
+    _clean(fs, index_dir, {"files": new_names, "shards": shards, "complete": True, "reopened": []})
     record_counts(run)
     return Compaction(run.run_id, table.num_rows, before, len(new_names), len(files.parts))
 
@@ -93,9 +95,9 @@ def _clean(fs: Any, index_dir: str, state: dict[str, Any]) -> None:
     covered = set(state["shards"])
     for path in fs.ls(index_dir, detail=False):
         name = path.rsplit("/", 1)[-1]
-        part = fmt.PART_NAME.match(name)
+        shard = fmt.part_shard(name)
         if (
-            (part and int(part.group(1)) in covered)
+            (shard is not None and shard in covered)
             or (COMPACT_NAME.match(name) and name not in state["files"])
             or name.startswith(fmt.TMP_PREFIX)
         ):

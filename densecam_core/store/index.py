@@ -66,14 +66,30 @@ def read_state(fs: Any, index_dir: str) -> dict[str, Any]:
             isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shards
         ):
             raise ValueError(f"'shards' must list shard numbers, got {str(shards)[:80]}")
+        reopened = state.get("reopened", [])
+        if not isinstance(reopened, list) or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in reopened
+        ):
+            raise ValueError(f"'reopened' must list shard numbers, got {str(reopened)[:80]}")
     except FileNotFoundError:
-        return {"files": [], "shards": [], "complete": True}
+        return {"files": [], "shards": [], "complete": True, "reopened": []}
     except (ValueError, UnicodeDecodeError, AttributeError) as exc:
         raise fmt.StoreError(
             f"{path} is damaged ({exc}): run `densecam verify STORE --repair`, which rebuilds it from the "
             "compacted files that read (the shards no file holds are then recomputed by the next job)"
         ) from None
-    return {"files": list(files), "shards": list(shards), "complete": bool(state.get("complete", False))}
+    return {
+        "files": list(files),
+        "shards": list(shards),
+        "complete": bool(state.get("complete", False)),
+        "reopened": list(reopened),
+    }
+
+
+def held_by_compacted(state: dict[str, Any]) -> set[int]:
+    """Shards whose rows a listed compacted file may hold: those it covers, and those reopened since (their
+    old rows are still in the file, which other tools read whole)."""
+    return set(state["shards"]) | set(state.get("reopened", []))
 
 
 def list_index(fs: Any, run_root: str) -> IndexFiles:
@@ -90,10 +106,12 @@ def list_index(fs: Any, run_root: str) -> IndexFiles:
         covered = frozenset(state["shards"])
         parts: dict[int, str] = {}
         fs.invalidate_cache(index_dir)
-        for path in fs.ls(index_dir, detail=False):
-            match = fmt.PART_NAME.match(path.rsplit("/", 1)[-1])
-            if match and int(match.group(1)) not in covered:
-                parts[int(match.group(1))] = path
+        # visible parts first, then pending ones: a pending part is the newer (a recompute of a shard whose
+        # old rows a compacted file holds, and whose visible part, if any, predates the compaction)
+        for path in sorted(fs.ls(index_dir, detail=False), reverse=True):
+            shard = fmt.part_shard(path.rsplit("/", 1)[-1])
+            if shard is not None and shard not in covered:
+                parts[shard] = path
         again = read_state(fs, index_dir)
         if again == state:
             break
@@ -108,6 +126,7 @@ def uncover(fs: Any, run_root: str, shards: set[int]) -> None:
     state = read_state(fs, index_dir)
     if not set(state["shards"]) & shards:
         return
+    state["reopened"] = sorted(set(state["reopened"]) | (set(state["shards"]) & shards))
     state["shards"] = sorted(set(state["shards"]) - shards)
     state["complete"] = False  # the compacted files now hold rows of shards they no longer cover
     fileio.write_json_atomic(fs, fileio.join(index_dir, COMPACTED_JSON), state)

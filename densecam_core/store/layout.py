@@ -44,6 +44,10 @@ def dimension_names(name: str) -> tuple[str, ...]:
 
 
 PART_NAME = re.compile(r"^part-(\d{6})\.parquet$")
+PENDING_PART_NAME = re.compile(r"^_part-(\d{6})\.parquet\.pending$")
+"""A recomputed shard's part while a compacted file still holds the shard's old rows: named so that other
+tools skip it (pyarrow, pandas and Spark skip ``_`` names; a ``*.parquet`` glob, as DuckDB's, does not
+match it), so they read the old rows once until the next compaction merges the new ones."""
 RUN_ID = re.compile(r"^run-[0-9a-f]{16}$")
 RUN_ID_SETTINGS = ("methods", "size", "resize", "precision", "targets")
 OPTIONAL_RUN_ID_SETTINGS = ("dicom_window", "input_norm", "activation", "class_names")
@@ -56,8 +60,14 @@ class StoreError(ValueError):
     """A store, run or file that cannot be used as asked; the message says what is there."""
 
 
-def part_name(shard_index: int) -> str:
-    return f"part-{shard_index:06d}.parquet"
+def part_name(shard_index: int, pending: bool = False) -> str:
+    return f"_part-{shard_index:06d}.parquet.pending" if pending else f"part-{shard_index:06d}.parquet"
+
+
+def part_shard(name: str) -> int | None:
+    """The shard of an index part's file name, visible or pending; None for any other file."""
+    match = PART_NAME.match(name) or PENDING_PART_NAME.match(name)
+    return int(match.group(1)) if match else None
 
 
 def array_name(method: str, block: int | None = None) -> str:

@@ -25,7 +25,7 @@ from densecam_core.data.preprocess import ModelInput
 from densecam_core.parallel.shared_block import BlockHandle, attached
 from densecam_core.store import layout as fmt
 from densecam_core.store.arrays import RunArrays, open_run_arrays
-from densecam_core.store.index import index_table, write_parquet_atomic
+from densecam_core.store.index import held_by_compacted, index_table, read_state, write_parquet_atomic
 from densecam_core.store.inputs.cache import InputCache
 from densecam_core.store.inputs.identity import SourceIdentity
 from densecam_core.store.layout import Shard
@@ -148,8 +148,12 @@ async def _all(awaitables: list[Any]) -> None:
 def write_index_part(
     run_url: str, shard: int, index: pd.DataFrame, extra_types: dict[str, pa.DataType] | None = None
 ) -> None:
-    """Commit a shard: its index part under a temporary name, then renamed into place (after its chunks)."""
+    """Commit a shard: its index part under a temporary name, then renamed into place (after its chunks).
+
+    A shard whose old rows a compacted file holds (a recompute) gets a pending part, which densecam reads
+    once the driver uncovers the shard and other tools skip until a compaction merges it."""
     fs, root = fileio.filesystem(run_url)
     index_dir = fileio.join(root, fmt.INDEX_DIR)
     fs.makedirs(index_dir, exist_ok=True)
-    write_parquet_atomic(fs, fileio.join(index_dir, fmt.part_name(shard)), index_table(index, extra_types))
+    pending = shard in held_by_compacted(read_state(fs, index_dir))
+    write_parquet_atomic(fs, fileio.join(index_dir, fmt.part_name(shard, pending)), index_table(index, extra_types))

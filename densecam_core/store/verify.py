@@ -165,9 +165,7 @@ def repair_index_files(run: Run, damages: list[Damage]) -> list[str]:
     bad = {f.rsplit("/", 1)[-1] for f in files if COMPACT_NAME.match(f.rsplit("/", 1)[-1])}
     kept: list[str] = []
     held: set[int] = set()
-    parts = {
-        int(m.group(1)) for n in run.fs.ls(index_dir, detail=False) if (m := fmt.PART_NAME.match(n.rsplit("/", 1)[-1]))
-    }
+    parts = {s for n in run.fs.ls(index_dir, detail=False) if (s := fmt.part_shard(n.rsplit("/", 1)[-1])) is not None}
     for name in state["files"]:
         path = fileio.join(index_dir, name)
         try:
@@ -180,11 +178,11 @@ def repair_index_files(run: Run, damages: list[Damage]) -> list[str]:
         kept.append(name)
         held |= shards
     covered = held - parts if state_path in files else set(state["shards"]) & held
-    new_state = {"files": kept, "shards": sorted(covered), "complete": False}
+    new_state = {"files": kept, "shards": sorted(covered), "complete": False, "reopened": sorted(held - covered)}
     if new_state != state:
         fileio.write_json_atomic(run.fs, state_path, new_state)
     for damage in damages:
-        if damage.file and fmt.PART_NAME.match(damage.file.rsplit("/", 1)[-1]):
+        if damage.file and fmt.part_shard(damage.file.rsplit("/", 1)[-1]) is not None:
             _remove(run, damage.file)
     return done
 
@@ -198,6 +196,7 @@ def uncommit(run: Run, shard: int) -> None:
     """The shard is no longer committed (its part removed, or left out of the compacted index); the next
     job recomputes it."""
     uncover(run.fs, run.root, {shard})
-    path = f"{run.root}/{fmt.INDEX_DIR}/{fmt.part_name(shard)}"
-    if run.fs.exists(path):
-        run.fs.rm(path)
+    for pending in (False, True):
+        path = f"{run.root}/{fmt.INDEX_DIR}/{fmt.part_name(shard, pending)}"
+        if run.fs.exists(path):
+            run.fs.rm(path)

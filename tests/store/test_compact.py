@@ -75,6 +75,44 @@ def test_a_recomputed_shard_replaces_its_compacted_rows(tmp_path):
     assert np.allclose(seen["prob"].to_numpy(), [0.62] * 4 + [0.99] * 4)
 
 
+def _other_tools(index_dir) -> dict[str, pd.DataFrame]:
+    """The index as tools other than densecam read it: pandas on the folder, DuckDB on a glob."""
+    import duckdb
+
+    return {
+        "pandas": pd.read_parquet(index_dir).sort_values("row").reset_index(drop=True),
+        "duckdb": duckdb.sql(f"select * from read_parquet('{index_dir}/*.parquet') order by row").df(),
+    }
+
+
+def test_a_recompute_killed_before_its_compaction_leaves_other_tools_each_row_once(tmp_path):
+    """The job commits a recomputed shard, then uncovers it, then dies before its final compaction: densecam
+    reads the new rows, other tools the old ones, each row once; the next compaction gives everyone the new."""
+    writer, url = store_with(tmp_path, 12)
+    compact_run(open_store(url).run("latest"))
+    rows = writer.plan(manifest(12))
+    for shard in (0, 2):  # in the job's order: commit (the shard still covered), then uncover
+        these = rows[rows["shard"] == shard]
+        index = index_rows(these, writer.spec.run_id)
+        index["prob"] = 0.99
+        start = int(these["row"].min())
+        write_shard(
+            writer.run_url, plan_shards(4, 4, start)[0], 4, fake_outputs(these["row"].to_numpy(), writer.spec), index
+        )
+        writer.reopen({shard})
+    index_dir = tmp_path / "store" / "runs" / writer.spec.run_id / "index"
+    expected = [0.99] * 4 + [0.62] * 4 + [0.99] * 4
+    assert np.allclose(open_store(url).run("latest").index["prob"], expected)
+    for tool, seen in _other_tools(index_dir).items():
+        assert seen["row"].tolist() == list(range(12)), tool  # each row once: the old rows, until compaction
+        assert np.allclose(seen["prob"], 0.62), tool
+    compact_run(open_store(url).run("latest"))
+    assert np.allclose(open_store(url).run("latest").index["prob"], expected)
+    for tool, seen in _other_tools(index_dir).items():
+        assert seen["row"].tolist() == list(range(12)) and np.allclose(seen["prob"], expected), tool
+    assert sorted(p.name for p in index_dir.iterdir() if p.name.startswith(("part", "_part"))) == []
+
+
 def test_compaction_and_a_job_on_the_same_run_exclude_each_other(tmp_path):
     writer, url = store_with(tmp_path, 4)
     job = RunLock(writer.run_url)
