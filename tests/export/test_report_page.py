@@ -85,9 +85,10 @@ def _run(tmp_path: Path, *, fingerprint: str = "f" * 64, seed: int = 0):
     return open_store(str(tmp_path / "store")).run(the_spec.run_id)
 
 
-@pytest.fixture
-def run(tmp_path):
-    return _run(tmp_path)
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One run for the tests that only read it (each writes its report in a folder of its own)."""
+    return _run(tmp_path_factory.mktemp("report-run"))
 
 
 def test_auroc_equals_scikit_learn_with_ties():
@@ -176,11 +177,12 @@ def test_thumbnails_are_small_and_show_the_runs_overlay(run, tmp_path):
             assert np.abs(written - reference).mean() < 4.0, (image_id, key)  # of 255
 
 
-def test_the_quality_grid_says_what_the_scores_say(run, tmp_path):
+def test_the_quality_grid_says_what_the_scores_say(tmp_path):
     """Scores committed as the evaluation commits them: Grad-CAM block 4 deletes faster than the random map,
     fails randomisation (its maps stay correlated) and is unstable; insertion was not scored."""
     from densecam_core.store.scores import write_metrics_part
 
+    run = _run(tmp_path)
     ok = run.index[run.index["status"] == "ok"]
     rows = []
     for n, (image_id, row) in enumerate(zip(ok["image_id"], ok["row"])):
