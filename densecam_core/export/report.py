@@ -19,6 +19,7 @@ import pandas as pd
 from densecam_core import fileio
 from densecam_core.comparison import compare_runs
 from densecam_core.comparison_summary import most_changed
+from densecam_core.data.errors import ImageError
 from densecam_core.data.geometry import Geometry
 from densecam_core.export import report_content as content
 from densecam_core.export.report_page import Card, PageContent, render_page
@@ -85,7 +86,7 @@ def write_report(run: Run, out: str | os.PathLike, request: ReportRequest, compa
     fs, root = fileio.filesystem(str(folder))
     fileio.write_bytes_atomic(fs, fileio.join(root, PAGE), render_page(page).encode("utf-8"))
     cards = sum(len(g.rows) for g in galleries)
-    return ReportResult(str(folder / PAGE), cards, sum(len(p) for p in pictures.values()))
+    return ReportResult(str(folder / PAGE), cards, sum(len(p) for p in pictures.values() if not isinstance(p, str)))
 
 
 def parse_maps(text: str) -> list[tuple[str, int]]:
@@ -165,9 +166,9 @@ def _panels(run: Run, request: ReportRequest, compare: Run | None) -> dict[str, 
 
 def _write_pictures(
     folder: Path, galleries: list[content.Gallery], panels: dict[str, list[Panel]], request: ReportRequest
-) -> dict[str, dict[str, tuple[str, str]]]:
+) -> dict[str, dict[str, tuple[str, str]] | str]:
     """Write every card's thumbnails once (an image in two galleries shares them); returns, per image id,
-    panel key -> ``(caption, file)``. Maps are read in one request per array."""
+    panel key -> ``(caption, file)``, or why it has none. Maps are read in one request per array."""
     wanted: dict[str, dict[str, Panel]] = {}
     for gallery in galleries:
         for image_id, status in zip(gallery.rows["image_id"].astype(str), gallery.rows["status"]):
@@ -176,20 +177,28 @@ def _write_pictures(
                     wanted.setdefault(image_id, {}).setdefault(panel.key, panel)
     maps = _read_maps(wanted)
     (folder / THUMB_DIR).mkdir(exist_ok=True)
-    return {
-        image_id: _card_pictures(folder, image_id, list(chosen.values()), maps, request.thumb_size, request.target)
-        for image_id, chosen in wanted.items()
-    }
+    pictures: dict[str, dict[str, tuple[str, str]] | str] = {}
+    for image_id, chosen in wanted.items():
+        try:
+            pictures[image_id] = _card_pictures(
+                folder, image_id, list(chosen.values()), maps, request.thumb_size, request.target
+            )
+        except (ImageError, OSError, ValueError) as exc:  # a source gone or unreadable now: the card says so
+            pictures[image_id] = f"no pictures: the source could not be read now ({exc})"
+    return pictures
 
 
 def _cards(
-    gallery: content.Gallery, panels: dict[str, list[Panel]], pictures: dict[str, dict[str, tuple[str, str]]]
+    gallery: content.Gallery, panels: dict[str, list[Panel]], pictures: dict[str, dict[str, tuple[str, str]] | str]
 ) -> list[Card]:
     keys = [panel.key for panel in panels.get(gallery.key, panels["default"])]
     cards = []
     for _, row in gallery.rows.iterrows():
         have = pictures.get(str(row["image_id"]), {})
-        cards.append(Card(row, [have[key] for key in keys if key in have]))
+        if isinstance(have, str):
+            cards.append(Card(row, [], problem=have))
+        else:
+            cards.append(Card(row, [have[key] for key in keys if key in have]))
     return cards
 
 

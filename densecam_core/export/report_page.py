@@ -84,6 +84,7 @@ class Card:
 
     row: pd.Series
     pictures: list[tuple[str, str]]
+    problem: str | None = None  # why the card has no pictures (its source could not be read now)
 
 
 @dataclass(frozen=True)
@@ -307,6 +308,8 @@ def _card(card: Card, page: PageContent) -> str:
             )
     else:
         facts.append(f"{escape(row['status'])}: {escape(row.get('error'))}")
+    if card.problem:
+        facts.append(f'<span class="warning">{escape(card.problem)}</span>')
     figures = "".join(
         f'<figure><img src="{escape(name)}" alt="{escape(caption)}" loading="lazy"><figcaption>{escape(caption)}</figcaption></figure>'
         for caption, name in card.pictures

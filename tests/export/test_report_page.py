@@ -205,6 +205,18 @@ def test_the_quality_grid_says_what_the_scores_say(tmp_path):
     assert badges[3]["title"].startswith("not stable; stability_r 0.500")
 
 
+def test_a_source_gone_since_the_run_leaves_its_card_without_pictures(tmp_path):
+    run = _run(tmp_path)
+    gone = run.index[run.index["status"] == "ok"].nlargest(1, "prob").iloc[0]
+    Path(gone["path"]).unlink()
+    result = write_report(run, tmp_path / "report", ReportRequest(per_gallery=30))
+    page = Path(result.page).read_text()
+    card = page[page.index(f">{gone['image_id']}<") :].split('class="card"')[0]
+    assert "no pictures: the source could not be read now" in card and "<img" not in card
+    ok_cards, gone_cards = page.count('data-status="ok"'), page.count(f">{gone['image_id']}<")
+    assert gone_cards >= 1 and page.count("<img") == 3 * (ok_cards - gone_cards), "the other cards keep their pictures"
+
+
 def test_refusals_come_before_any_file(run, tmp_path, capsys):
     with pytest.raises(StoreError, match="no 'layercam' maps; it has cam, gradcam"):
         write_report(run, tmp_path / "a", ReportRequest(maps=[("layercam", 4)]))
