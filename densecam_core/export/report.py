@@ -26,7 +26,7 @@ from densecam_core.export.report_page import Card, PageContent, render_page
 from densecam_core.export.report_thumbnails import (
     THUMB_DIR,
     Panel,
-    blend,
+    blend_map,
     shrink,
     thumbnail_name,
     thumbnail_shape,
@@ -248,6 +248,6 @@ def _card_pictures(
             geometry = run.geometry(image_id)
             grid = Geometry(shape[0], shape[1], geometry.size, geometry.mode)
             raw = maps[(panel.key, image_id)][target_position(run.meta, target)]
-            write_jpeg(folder, name, blend(radiograph, raw, grid))
+            write_jpeg(folder, name, blend_map(radiograph, raw, grid))
         out[panel.key] = (panel.caption, name)
     return out

@@ -20,6 +20,7 @@ from PIL import Image
 
 from densecam_core import fileio
 from densecam_core.data.geometry import Geometry
+from densecam_core.store.run import blend
 
 THUMB_DIR = "thumbs"
 JPEG_QUALITY = 85
@@ -58,17 +59,12 @@ def shrink(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(pixels).resize((shape[1], shape[0]), Image.Resampling.BOX))
 
 
-def blend(radiograph: np.ndarray, raw_map: np.ndarray, geometry: Geometry, alpha: float = 0.45) -> np.ndarray:
+def blend_map(radiograph: np.ndarray, raw_map: np.ndarray, geometry: Geometry) -> np.ndarray:
     """The map resampled onto ``geometry``'s original grid (here the thumbnail's), normalised to [0, 1]
-    over the image and blended in the jet colour map over the radiograph: (H, W, 3) uint8."""
-    from matplotlib import colormaps
-
+    over the image and blended over the radiograph as the reader's overlay is: (H, W, 3) uint8."""
     heat = geometry.to_original(raw_map)
     low, high = float(np.nanmin(heat)), float(np.nanmax(heat))
-    heat = (heat - low) / (high - low) if high > low else np.zeros_like(heat)
-    grey = radiograph if radiograph.ndim == 3 else np.repeat(radiograph[:, :, None], 3, axis=2)
-    colour = colormaps["jet"](heat)[..., :3] * 255.0
-    return np.clip((1 - alpha) * grey.astype(np.float32) + alpha * colour, 0, 255).astype(np.uint8)
+    return blend(radiograph, (heat - low) / (high - low) if high > low else np.zeros_like(heat))
 
 
 def write_jpeg(folder: Path, name: str, pixels: np.ndarray) -> None:

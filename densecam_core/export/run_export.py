@@ -27,7 +27,7 @@ from densecam_core.export.dicom_objects import MapLabel, SourceProblem, secondar
 from densecam_core.export.legend import burned_overlay
 from densecam_core.fileio import TMP_PREFIX
 from densecam_core.store.layout import StoreError
-from densecam_core.store.run import Run
+from densecam_core.store.run import Run, blend
 
 SUMMARY = "export-summary.csv"
 FORMATS = ("dicom", "png")
@@ -210,9 +210,7 @@ def _export_one(
         _target_name(run, request.target),
         str(run.meta.get("architecture", "densenet169")),
     )
-    overlay = burned_overlay(
-        run.overlay(image_id, request.method, request.block, target=request.target, alpha=request.alpha), label
-    )
+    overlay = burned_overlay(blend(run.image(image_id), heat01, request.alpha), label)  # the map read once
     written = []
     for kind, dataset in (
         ("sc", secondary_capture(source, overlay, label)),
