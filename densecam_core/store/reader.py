@@ -21,6 +21,7 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = str(url)
         self._fs, self._root = fileio.filesystem(self.url)
+        self._problems: dict[str, str] | None = None
         marker = fileio.join(self._root, fmt.MARKER)
         if not self._fs.exists(marker):
             here = (
@@ -32,6 +33,15 @@ class Store:
     def __repr__(self) -> str:
         return f"Store({self.url!r}, runs={list(self.run_metadata())})"
 
+    @property
+    def problems(self) -> dict[str, str]:
+        """Folder name -> why it is not a readable run, as the last listing of the runs found (listed now if
+        none was yet)."""
+        if self._problems is None:
+            self.run_metadata()
+        assert self._problems is not None
+        return self._problems
+
     def run_metadata(self) -> dict[str, dict[str, Any]]:
         """run_id -> the run's run.json, for every readable run in the store.
 
@@ -42,33 +52,34 @@ class Store:
         """
         runs_dir = fileio.join(self._root, fmt.RUNS_DIR)
         metas: dict[str, dict[str, Any]] = {}
-        self.problems: dict[str, str] = {}
+        problems: dict[str, str] = {}
+        self._problems = problems
         if not self._fs.exists(runs_dir):
             return metas
         for path in sorted(self._fs.ls(runs_dir, detail=False)):
             name = path.rstrip("/").rsplit("/", 1)[-1]
             run_json = fileio.join(path, fmt.RUN_JSON)
             if not fmt.RUN_ID.match(name):
-                self.problems[name] = "not a run folder (run ids are 'run-' and 16 hex digits)"
+                problems[name] = "not a run folder (run ids are 'run-' and 16 hex digits)"
                 continue
             outside = fileio.link_outside(path, self._root) if isinstance(self._fs, LocalFileSystem) else None
             if outside:
-                self.problems[name] = f"a symbolic link to {outside}, outside the store: not followed"
+                problems[name] = f"a symbolic link to {outside}, outside the store: not followed"
                 continue
             try:
                 meta = fileio.read_json(self._fs, run_json)
             except FileNotFoundError:
                 continue  # a run being created: run.json is written last
             except (OSError, ValueError) as exc:
-                self.problems[name] = f"unreadable run.json: {exc}"
+                problems[name] = f"unreadable run.json: {exc}"
                 continue
             fmt.check_version(meta.get("format_version", 0), f"run {name}")
             if meta.get("run_id") != name:
-                self.problems[name] = f"run.json names run {meta.get('run_id')!r}, not its folder {name!r}"
+                problems[name] = f"run.json names run {meta.get('run_id')!r}, not its folder {name!r}"
                 continue
             problem = fmt.run_meta_problem(meta)
             if problem:
-                self.problems[name] = problem
+                problems[name] = problem
                 continue
             metas[name] = meta
         return metas

@@ -280,6 +280,7 @@ def test_reader_never_follows_a_crafted_run_json_or_index_url_outside_the_store(
     opened = open_store(str(store))
     assert list(opened.run_metadata()) == [writer.spec.run_id]
     assert "names run '../../outside'" in opened.problems["run-0123456789abcdef"]
+    assert "names run" in open_store(str(store)).problems["run-0123456789abcdef"], "listed on first look"
     assert opened.run("latest").run_id == writer.spec.run_id
     with pytest.raises(fmt.StoreError, match="matches none of the runs"):
         opened.run("../..")
