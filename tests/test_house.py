@@ -63,6 +63,7 @@ TORCH_FREE = [
     "densecam_core.data.decode_task",
     "densecam_core.data.preprocess",
     "densecam_core.data.geometry",
+    "densecam_core.data.overlay",
     "densecam_core.data.manifest",
     "densecam_core.data.dicom",
     "densecam_core.data.dicom_metadata",

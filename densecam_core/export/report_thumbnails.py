@@ -20,7 +20,7 @@ from PIL import Image
 
 from densecam_core import fileio
 from densecam_core.data.geometry import Geometry
-from densecam_core.store.run import blend
+from densecam_core.data.overlay import blend
 
 THUMB_DIR = "thumbs"
 JPEG_QUALITY = 85

@@ -23,11 +23,12 @@ import numpy as np
 import pandas as pd
 
 from densecam_core import fileio
+from densecam_core.data.overlay import blend
 from densecam_core.export.dicom_objects import MapLabel, SourceProblem, secondary_capture, segmentation
 from densecam_core.export.legend import burned_overlay
 from densecam_core.fileio import TMP_PREFIX
 from densecam_core.store.layout import StoreError
-from densecam_core.store.run import Run, blend
+from densecam_core.store.run import Run
 
 SUMMARY = "export-summary.csv"
 FORMATS = ("dicom", "png")

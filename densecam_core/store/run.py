@@ -271,6 +271,8 @@ class Run:
         The radiograph is read from the index's ``path``; a URL there (``http://``, ``s3://``...) is
         only fetched with ``allow_remote=True``: a store's data never sends the reader elsewhere unasked.
         """
+        from densecam_core.data.overlay import blend
+
         image = self.image(image_id, allow_remote=allow_remote)
         return blend(image, self.heatmap(image_id, method, block, target=target, normalize=True), alpha, colormap)
 
@@ -380,17 +382,6 @@ class Run:
         return xr.Dataset(
             variables, coords=coords, attrs={"run_id": self.run_id, "model_fingerprint": self.fingerprint}
         )
-
-
-def blend(image: np.ndarray, heat01: np.ndarray, alpha: float = 0.45, colormap: str = "jet") -> np.ndarray:
-    """A map normalised to [0, 1] on the image's grid, in ``colormap``, blended over the 8-bit image (grey or
-    colour): (H, W, 3) uint8. The overlay every picture of a map uses (reader, export, report)."""
-    from matplotlib import colormaps
-
-    from densecam_core.data.decode import as_rgb
-
-    colour = colormaps[colormap](heat01)[..., :3] * 255.0
-    return np.clip((1 - alpha) * as_rgb(image).astype(np.float32) + alpha * colour, 0, 255).astype(np.uint8)
 
 
 def _ranges(rows: np.ndarray) -> str:
