@@ -90,30 +90,39 @@ def job_args(manifest: str, store: str, *extra: str) -> list[str]:
     ]
 
 
-def test_job_on_s3_completes_and_reads_back(s3, tmp_path):
-    import duckdb
-    import fsspec
+@pytest.fixture(scope="module")
+def clean_runs(s3, tmp_path_factory) -> dict[str, str]:
+    """The job on the bucket and on a local copy of the same images, then the evaluation on the bucket: the
+    runs the other tests compare with."""
     import ray
 
+    from jobs.cli.evaluate import main as evaluate
     from jobs.cli.explain import main
 
-    store = f"s3://{BUCKET}/store-a"
+    scratch = tmp_path_factory.mktemp("s3-clean")
+    store, local = f"s3://{BUCKET}/store-a", str(scratch / "local-store")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # its workers inherit the S3 settings
     try:
-        assert main(job_args(s3["manifest"], store, "--summary-json", str(tmp_path / "s.json"))) == 0
-        assert main(job_args(str(s3["local"]), str(tmp_path / "local-store"))) == 0  # the same images, locally
+        assert main(job_args(s3["manifest"], store)) == 0
+        assert main(job_args(str(s3["local"]), local)) == 0  # the same images, locally
         # the evaluation job on the bucket: inputs from the cache there, metrics parts and table written there
-        from jobs.cli.evaluate import main as evaluate
-
         scoring = ["--metrics", "deletion,stability", "--steps", "2", "--sample", "4", "--workers", "1"]
         assert evaluate([store, "--run", "latest", *scoring, "--no-progress"]) == 0
     finally:
         ray.shutdown()
+    return {"store": store, "local": local}
+
+
+def test_job_on_s3_completes_and_reads_back(s3, clean_runs):
+    import duckdb
+    import fsspec
+
+    store = clean_runs["store"]
     run = open_store(store).run("latest")
     index = run.index
     assert len(index) == 16 and (index["status"] == "ok").all() and index["image_id"].str.startswith("s3://").all()
     assert (index["hospital"] == "north").all()
-    local = open_store(str(tmp_path / "local-store")).run("latest")
+    local = open_store(clean_runs["local"]).run("latest")
     assert run.run_id == local.run_id  # same model and settings: the same run id, whatever the storage
     rows = index["row"].tolist()
     assert np.allclose(run.maps("gradcam", 2, rows=rows), local.maps("gradcam", 2, rows=rows), atol=1e-5)
@@ -141,9 +150,9 @@ def test_job_on_s3_completes_and_reads_back(s3, tmp_path):
     assert scored == 4 and s3["fs"].exists(f"{BUCKET}/store-a/runs/{run.run_id}/metrics/_summary.csv")
 
 
-def test_job_on_s3_killed_and_resumed_equals_a_clean_run(s3):
+def test_job_on_s3_killed_and_resumed_equals_a_clean_run(s3, clean_runs):
     command = [sys.executable, "-m", "jobs.cli.explain"]
-    resumed, clean = f"s3://{BUCKET}/store-resumed", f"s3://{BUCKET}/store-clean"
+    resumed, clean = f"s3://{BUCKET}/store-resumed", clean_runs["store"]
     process = subprocess.Popen(
         command + job_args(s3["manifest"], resumed),
         cwd=REPO,
@@ -175,16 +184,7 @@ def test_job_on_s3_killed_and_resumed_equals_a_clean_run(s3):
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    import ray
-
-    from jobs.cli.explain import main
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # the clean reference run, in this process
-    try:
-        assert main(job_args(s3["manifest"], clean)) == 0
-    finally:
-        ray.shutdown()
-    a, b = open_store(resumed).run("latest"), open_store(clean).run("latest")
+    a, b = open_store(resumed).run("latest"), open_store(clean).run("latest")  # the clean run: one job, no kill
     columns = ["image_id", "row", "status", "logit"]
     assert a.index[columns].equals(b.index[columns]) and len(a.index) == 16
     rows = a.index["row"].tolist()
