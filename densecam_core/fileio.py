@@ -96,6 +96,26 @@ def write_json_atomic(fs: fsspec.AbstractFileSystem, path: str, payload: dict[st
     write_bytes_atomic(fs, path, json.dumps(payload, indent=2, sort_keys=True, default=str).encode())
 
 
+def exchange_folders(a: str, b: str) -> bool:
+    """Swap two local folders in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``): every reader sees
+    one or the other, whole. False where the platform or filesystem cannot (the caller does it in steps)."""
+    import ctypes
+    import errno
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_cwd, exchange = -100, 2
+    if renameat2(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EXDEV):  # not on this system or filesystem
+        return False
+    raise OSError(code, os.strerror(code), a)
+
+
 def strict_json(value: Any) -> Any:
     """A copy that ``json.dumps(allow_nan=False)`` accepts: NaN / inf -> None, numpy scalars -> Python.
 

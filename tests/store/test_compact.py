@@ -28,6 +28,16 @@ def rows_seen(url: str) -> list[int]:
     return open_store(url).run("latest").index["row"].tolist()
 
 
+def _other_tools(index_dir) -> dict[str, pd.DataFrame]:
+    """The index as tools other than densecam read it: pandas on the folder, DuckDB on a glob."""
+    import duckdb
+
+    return {
+        "pandas": pd.read_parquet(index_dir).sort_values("row").reset_index(drop=True),
+        "duckdb": duckdb.sql(f"select * from read_parquet('{index_dir}/*.parquet') order by row").df(),
+    }
+
+
 @pytest.mark.parametrize("stop_after", ["write", "switch", None])
 def test_every_row_once_whatever_step_compaction_stopped_at(tmp_path, stop_after):
     writer, url = store_with(tmp_path)
@@ -40,11 +50,37 @@ def test_every_row_once_whatever_step_compaction_stopped_at(tmp_path, stop_after
     if stop_after is None:
         assert files.file_count == 1 and not files.parts and files.covered == {0, 1, 2, 3, 4}
         assert open_store(url).runs.loc[0, "images_committed"] == 20
-    if stop_after == "switch":  # switched, parts not yet deleted: they are ignored, not read twice
-        assert len(list((tmp_path / "store" / "runs" / writer.spec.run_id / "index").glob("part-*"))) == 5
+    run_dir = tmp_path / "store" / "runs" / writer.spec.run_id
+    swaps = list(run_dir.glob(f"{fmt.INDEX_SWAP_PREFIX}*"))
+    if stop_after == "write":  # the next index built beside the old one, not switched in
+        assert len(swaps) == 1 and len(list(swaps[0].glob("compact-*.parquet"))) == 1
+        assert len(list((run_dir / "index").glob("part-*"))) == 5
+    if stop_after == "switch":  # the folders exchanged: the old index (5 parts) waits under the swap name
+        assert len(swaps) == 1 and len(list(swaps[0].glob("part-*"))) == 5
+        assert [p.name for p in (run_dir / "index").glob("*.parquet")] == [files.compacted[0].rsplit("/", 1)[-1]]
+    for tool, seen in _other_tools(run_dir / "index").items():  # other tools: every row once at every step
+        assert seen["row"].tolist() == list(range(20)), (stop_after, tool)
     compact_run(open_store(url).run("latest"))  # the next compaction finishes the work
     assert open_store(url).run("latest").index.equals(before)
-    assert len(list((tmp_path / "store" / "runs" / writer.spec.run_id / "index").glob("*.parquet"))) == 1
+    assert len(list((run_dir / "index").glob("*.parquet"))) == 1
+    assert not list(run_dir.glob(f"{fmt.INDEX_SWAP_PREFIX}*")), "the next compaction removes what a killed one left"
+
+
+def test_where_folders_cannot_be_exchanged_compaction_switches_in_steps(tmp_path, monkeypatch):
+    """Object stores and filesystems without an atomic folder exchange: the merged file beside the parts,
+    the switch, then the deletions; densecam reads every row once at every step."""
+    from densecam_core import fileio
+
+    monkeypatch.setattr(fileio, "exchange_folders", lambda a, b: False)
+    writer, url = store_with(tmp_path)
+    before = open_store(url).run("latest").index
+    compact_run(open_store(url).run("latest"), stop_after="switch")
+    run_dir = tmp_path / "store" / "runs" / writer.spec.run_id
+    assert not list(run_dir.glob(f"{fmt.INDEX_SWAP_PREFIX}*")), "the unused next folder is removed"
+    assert len(list((run_dir / "index").glob("part-*"))) == 5  # switched, not yet deleted: ignored, not read twice
+    assert open_store(url).run("latest").index.equals(before)
+    compact_run(open_store(url).run("latest"))
+    assert open_store(url).run("latest").index.equals(before) and len(list((run_dir / "index").iterdir())) == 2
 
 
 def test_appends_after_compaction_are_read_beside_it_and_compacted_next_time(tmp_path):
@@ -73,16 +109,6 @@ def test_a_recomputed_shard_replaces_its_compacted_rows(tmp_path):
     seen = open_store(url).run("latest").index
     assert seen["row"].tolist() == list(range(8))
     assert np.allclose(seen["prob"].to_numpy(), [0.62] * 4 + [0.99] * 4)
-
-
-def _other_tools(index_dir) -> dict[str, pd.DataFrame]:
-    """The index as tools other than densecam read it: pandas on the folder, DuckDB on a glob."""
-    import duckdb
-
-    return {
-        "pandas": pd.read_parquet(index_dir).sort_values("row").reset_index(drop=True),
-        "duckdb": duckdb.sql(f"select * from read_parquet('{index_dir}/*.parquet') order by row").df(),
-    }
 
 
 def test_a_recompute_killed_before_its_compaction_leaves_other_tools_each_row_once(tmp_path):
