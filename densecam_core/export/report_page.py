@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from densecam_core.export.report_content import Gallery, label_names
@@ -172,7 +173,7 @@ def _table(frame: pd.DataFrame, columns: list[tuple[str, str]], table_id: str) -
         cells = []
         for column, _ in columns:
             value = row[column]
-            numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+            numeric = isinstance(value, (int, float, np.integer)) and not isinstance(value, (bool, np.bool_))
             cells.append(f'<td class="num">{escape(_number(value))}</td>' if numeric else f"<td>{escape(value)}</td>")
         body.append(f"<tr>{''.join(cells)}</tr>")
     return f'<table id="{table_id}"><tr>{head}</tr>{"".join(body)}</table>'
