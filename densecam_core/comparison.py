@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from densecam_core.store.run import Run
-from densecam_core.store.targets import target_position
+from densecam_core.store.targets import with_target_probability
 
 
 def top_fraction_mask(maps: np.ndarray, fraction: float = 0.1) -> np.ndarray:
@@ -49,8 +49,8 @@ def compare_runs(
     """
     if run_a.settings["size"] != run_b.settings["size"]:
         raise ValueError("runs explained at different input sizes cannot be compared map to map")
-    a = _with_target_prob(run_a, target)
-    b = _with_target_prob(run_b, target)[["image_id", "row", "prob"]]
+    a = _ok_with_target_prob(run_a, target)
+    b = _ok_with_target_prob(run_b, target)[["image_id", "row", "prob"]]
     both = a.merge(b, on="image_id", suffixes=("_a", "_b"))
     if both.empty:
         raise ValueError(f"runs {run_a.run_id} and {run_b.run_id} share no successfully explained image")
@@ -69,10 +69,6 @@ def compare_runs(
     return out.reset_index(drop=True)
 
 
-def _with_target_prob(run: Run, target: int | str) -> pd.DataFrame:
-    """The run's ok rows, ``prob`` that of ``target`` (``probs`` holds every explained class's)."""
-    ok = run.index[run.index["status"] == "ok"]
-    position = target_position(run.meta, target)
-    if position == 0 or "probs" not in ok.columns:
-        return ok
-    return ok.assign(prob=[float(values[position]) for values in ok["probs"]])
+def _ok_with_target_prob(run: Run, target: int | str) -> pd.DataFrame:
+    """The run's ok rows, ``prob`` that of ``target``."""
+    return with_target_probability(run.index[run.index["status"] == "ok"], run.meta, target)

@@ -35,6 +35,7 @@ from densecam_core.export.report_thumbnails import (
 from densecam_core.export.run_export import output_folder
 from densecam_core.store.layout import StoreError
 from densecam_core.store.run import Run
+from densecam_core.store.targets import target_position, with_target_probability
 from densecam_core.vocabulary import BLOCKS
 
 PAGE = "index.html"
@@ -64,7 +65,7 @@ def write_report(run: Run, out: str | os.PathLike, request: ReportRequest, compa
     """Write ``run``'s report page into the folder ``out``; with ``compare``, a gallery of the images whose
     explanation changed most between the two runs (maps of both side by side)."""
     _check_request(run, request, compare)
-    index = content.with_target_probability(run.index, run.meta, request.target)
+    index = with_target_probability(run.index, run.meta, request.target)
     quality = _quality(run)
     pointing = _pointing(run, request)
     changed = _changed(run, compare, index, request)
@@ -232,8 +233,6 @@ def _card_pictures(
 ) -> dict[str, tuple[str, str]]:
     """One image's thumbnails: the radiograph shrunk once, each map resampled onto the thumbnail's grid
     through the geometry of the run it comes from."""
-    from densecam_core.store.targets import target_position
-
     source = _run_of(next(p for p in chosen if p.run is not None))
     first = source.geometry(image_id)
     shape = thumbnail_shape(first.orig_height, first.orig_width, size)

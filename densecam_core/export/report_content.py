@@ -28,16 +28,6 @@ class Gallery:
     rows: pd.DataFrame
 
 
-def with_target_probability(index: pd.DataFrame, meta: dict, target: int | str) -> pd.DataFrame:
-    """The index with ``prob`` that of ``target`` (a name or a position): ``probs`` holds every explained
-    class's probability where a run explains several; error rows keep their (missing) probability."""
-    position = target_position(meta, target)
-    if position == 0 or "probs" not in index.columns:
-        return index
-    probs = [float(values[position]) if values is not None else np.nan for values in index["probs"]]
-    return index.assign(prob=probs)
-
-
 def target_title(meta: dict, target: int | str) -> str:
     """How the page names the explained class: the run's class name, else "abnormal" for a one-output model."""
     names = class_names(meta)

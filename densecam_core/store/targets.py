@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pandas as pd
+
 from densecam_core.store.layout import StoreError
 
 
@@ -57,3 +59,12 @@ def target_labels(meta: dict[str, Any]) -> list[Any] | None:
     if fixed is None:
         return None
     return [names[c] for c in fixed] if names is not None else fixed
+
+
+def with_target_probability(index: pd.DataFrame, meta: dict[str, Any], target: int | str) -> pd.DataFrame:
+    """The index with ``prob`` that of ``target`` (a class name, or a target position): ``probs`` holds every
+    explained class's probability where a run explains several; error rows keep their missing one."""
+    position = target_position(meta, target)
+    if position == 0 or "probs" not in index.columns:
+        return index
+    return index.assign(prob=[float(v[position]) if v is not None else float("nan") for v in index["probs"]])
