@@ -25,7 +25,6 @@ from densecam_core.export import report_content as content
 from densecam_core.export.report_page import Card, PageContent, render_page
 from densecam_core.export.report_thumbnails import (
     THUMB_DIR,
-    Panel,
     blend_map,
     shrink,
     thumbnail_name,
@@ -52,6 +51,18 @@ class ReportRequest:
     thumb_size: int = 192
     boxes: str | os.PathLike | None = None
     overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One picture of a card: ``caption`` under it, ``key`` in its file name, and the run, method and block
+    of the map it shows (no run: the radiograph itself)."""
+
+    caption: str
+    key: str
+    run: Run | None = None
+    method: str | None = None
+    block: int | None = None
 
 
 @dataclass(frozen=True)
@@ -212,15 +223,10 @@ def _read_maps(wanted: dict[str, dict[str, Panel]]) -> dict[tuple[str, str], np.
                 by_array.setdefault(panel.key, (panel, []))[1].append(image_id)
     out = {}
     for key, (panel, ids) in by_array.items():
-        values = _run_of(panel).maps(str(panel.method), panel.block, image_ids=ids)
+        assert panel.run is not None  # only map panels are listed
+        values = panel.run.maps(str(panel.method), panel.block, image_ids=ids)
         out.update({(key, image_id): value for image_id, value in zip(ids, values)})
     return out
-
-
-def _run_of(panel: Panel) -> Run:
-    if not isinstance(panel.run, Run):
-        raise TypeError(f"panel {panel.key!r} shows no run's map")
-    return panel.run
 
 
 def _card_pictures(
@@ -233,7 +239,7 @@ def _card_pictures(
 ) -> dict[str, tuple[str, str]]:
     """One image's thumbnails: the radiograph shrunk once, each map resampled onto the thumbnail's grid
     through the geometry of the run it comes from."""
-    source = _run_of(next(p for p in chosen if p.run is not None))
+    source = next(p.run for p in chosen if p.run is not None)
     first = source.geometry(image_id)
     shape = thumbnail_shape(first.orig_height, first.orig_width, size)
     radiograph = shrink(source.image(image_id), shape)
@@ -243,10 +249,9 @@ def _card_pictures(
         if panel.run is None:
             write_jpeg(folder, name, radiograph)
         else:
-            run = _run_of(panel)
-            geometry = run.geometry(image_id)
+            geometry = panel.run.geometry(image_id)
             grid = Geometry(shape[0], shape[1], geometry.size, geometry.mode)
-            raw = maps[(panel.key, image_id)][target_position(run.meta, target)]
+            raw = maps[(panel.key, image_id)][target_position(panel.run.meta, target)]
             write_jpeg(folder, name, blend_map(radiograph, raw, grid))
         out[panel.key] = (panel.caption, name)
     return out

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,18 +23,6 @@ from densecam_core.data.overlay import blend
 
 THUMB_DIR = "thumbs"
 JPEG_QUALITY = 85
-
-
-@dataclass(frozen=True)
-class Panel:
-    """One picture of a card: ``caption`` under it, ``key`` in its file name, ``maps`` of the run the
-    map comes from (None for the radiograph itself)."""
-
-    caption: str
-    key: str
-    run: object | None = None
-    method: str | None = None
-    block: int | None = None
 
 
 def thumbnail_shape(height: int, width: int, size: int) -> tuple[int, int]:

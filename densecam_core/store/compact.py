@@ -26,7 +26,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from densecam_core import fileio
 from densecam_core.store import layout as fmt
-from densecam_core.store.index import read_state
+from densecam_core.store.index import IndexFiles, read_state
 from densecam_core.store.layout import COMPACT_NAME, COMPACTED_JSON
 from densecam_core.store.lock import RunLock
 from densecam_core.store.run import Run
@@ -108,7 +108,7 @@ def _write_merged(fs: Any, folder: str, table: Any, row_group_rows: int, file_ro
 
 
 def _swap_in(
-    run: Run, table: Any, files: Any, row_group_rows: int, file_rows: int, stop_after: str | None
+    run: Run, table: Any, files: IndexFiles, row_group_rows: int, file_rows: int, stop_after: str | None
 ) -> Compaction | None:
     """The merged files and their state in a folder beside ``index/``, then the two folders exchanged in one
     step and the old one removed; None where the filesystem cannot exchange folders (nothing changed)."""
