@@ -137,7 +137,7 @@ def _quality(run: Run) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     from densecam_core.evaluation.report import metrics_table, summary_grid
 
     scores = run.metrics()
-    if scores.empty:
+    if scores.empty or (scores["metric"] == "error").all():  # not evaluated, or no image could be scored
         return None
     table = metrics_table(scores, run.index)
     return summary_grid(table), table

@@ -204,7 +204,7 @@ def _body_parts(table: pd.DataFrame) -> str:
 
 def _quality(quality: tuple[pd.DataFrame, pd.DataFrame] | None) -> str | None:
     if quality is None:
-        return "<p>Not evaluated: <code>densecam evaluate</code> scores the maps.</p>"
+        return "<p>No map-quality scores: <code>densecam evaluate</code> scores the maps.</p>"
     grid, table = quality
     methods = list(dict.fromkeys(grid["method"]))
     head = "".join(f"<th>block {b}</th>" for b in BLOCKS)

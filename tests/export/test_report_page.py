@@ -217,6 +217,26 @@ def test_a_source_gone_since_the_run_leaves_its_card_without_pictures(tmp_path):
     assert gone_cards >= 1 and page.count("<img") == 3 * (ok_cards - gone_cards), "the other cards keep their pictures"
 
 
+def test_an_evaluation_that_scored_no_image_leaves_the_grid_empty_not_the_page(tmp_path):
+    from densecam_core.store.scores import write_metrics_part
+
+    run = _run(tmp_path)
+    ok = run.index[run.index["status"] == "ok"]
+    errors = pd.DataFrame(
+        {
+            "image_id": ok["image_id"],
+            "row": ok["row"],
+            "metric": "error",
+            "value": np.nan,
+            "error": "unreadable",
+            "shard": 0,
+        }
+    )
+    write_metrics_part(run.url, 0, errors)
+    page = Path(write_report(run, tmp_path / "report", ReportRequest()).page).read_text()
+    assert "No map-quality scores" in page and 'id="quality"' not in page
+
+
 def test_refusals_come_before_any_file(run, tmp_path, capsys):
     with pytest.raises(StoreError, match="no 'layercam' maps; it has cam, gradcam"):
         write_report(run, tmp_path / "a", ReportRequest(maps=[("layercam", 4)]))
