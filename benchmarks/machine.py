@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import platform
 
+_KERNEL_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+
 
 def cpu_flags() -> set[str]:
     try:
@@ -45,7 +47,15 @@ def describe_cpu() -> str:
         kind = "with AVX2 only (no AVX-512)"
     else:
         kind = "without AVX2"
-    return f"{os.cpu_count()}-core {vendor} {kind}"
+    return f"{os.cpu_count()}-core {vendor} {kind}{_kernel_limit()}"
+
+
+def _kernel_limit() -> str:
+    """Torch's, oneDNN's and MKL's kernels can be held to a smaller instruction set than the CPU has
+    (``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2``): the numerics of an
+    AVX2-only CPU, not its speed; a figure taken so must say it."""
+    limits = [f"{name}={os.environ[name]}" for name in _KERNEL_LIMITS if os.environ.get(name)]
+    return f", kernels held by {' '.join(limits)}" if limits else ""
 
 
 if __name__ == "__main__":

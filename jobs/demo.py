@@ -16,7 +16,7 @@ from typing import Any
 class DemoConfig:
     images: int = 500
     size: int = 128
-    epochs: int = 3
+    epochs: int = 2
     seed: int = 0
     batch_size: int = 8
     lr: float = 1e-4
@@ -26,7 +26,7 @@ class DemoConfig:
     valid_fraction: float = 0.3
     overlays: int = 4
     sheet_images: int = 18
-    evaluate_images: int = 8  # valid images the map-quality evaluation scores (stratified sample); 0: none
+    evaluate_images: int = 6  # valid images the map-quality evaluation scores (stratified sample); 0: none
     evaluate_steps: int = 8
     workers: int | None = None
     device: str | None = None  # training device; None: cuda when available

@@ -4,12 +4,42 @@ from __future__ import annotations
 
 import copy
 import gc
+import os
+from typing import TYPE_CHECKING
 
 import pytest
-import torch
 
-from densecam_core import load_densenet169
-from densecam_core.testing import randomise_batchnorm
+if TYPE_CHECKING:
+    import torch
+
+# torch and densecam are imported where they are used: the fast loop's coordinating process runs no test
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """The fast loop (``-m "not slow"``) runs on one process per core, one module per process at a time:
+    its tests compute on small tensors, mostly on one thread, so a second process uses the second core
+    (measured in docs/PERFORMANCE.md). Slow tests start Ray clusters, subprocesses and servers that use
+    every core already, so a selection with slow tests stays on one process; ``-n`` chooses otherwise."""
+    if os.environ.get("PYTEST_XDIST_WORKER") or not config.pluginmanager.has_plugin("xdist"):
+        return
+    fast_loop = config.option.markexpr.strip() == "not slow"
+    chosen = config.option.numprocesses is not None or config.option.dist != "no" or config.option.usepdb
+    if fast_loop and not chosen and _cores() > 1:
+        config.option.numprocesses = min(_cores(), 4)
+        config.option.dist = "loadfile"
+
+
+if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
+    import torch
+
+    # one compute thread per process per core: two processes of two OpenMP threads on two cores ran the
+    # fast loop nine times slower than one process
+    torch.set_num_threads(max(1, _cores() // workers))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -22,6 +52,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 @pytest.fixture(scope="session")
 def base_model() -> torch.nn.Module:
+    from densecam_core import load_densenet169
+    from densecam_core.testing import randomise_batchnorm
+
     return randomise_batchnorm(load_densenet169(seed=1), seed=2)
 
 
@@ -47,6 +80,8 @@ class _Copies:
         spare, self.spare = self.spare, None
         if spare is None or _shape_of(spare) != self.shape:
             return copy.deepcopy(self.base)
+        import torch
+
         with torch.no_grad():
             for mine, theirs in zip(spare.state_dict().values(), self.base.state_dict().values()):
                 mine.copy_(theirs)
