@@ -21,7 +21,7 @@ from densecam_core import Explainer, fileio, generate_mura, load_densenet169, op
 from densecam_core.data.loader import BatchLoader
 from densecam_core.store import layout as fmt
 from densecam_core.store.lock import RunLock
-from jobs.explain.job import JobConfig, run_job
+from jobs.explain.job import JobConfig, JobSummary, run_job
 
 pytestmark = pytest.mark.slow  # Ray, the demo or a notebook kernel: see `pytest -m "not slow"`
 
@@ -47,6 +47,19 @@ def tree(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def finished(local_ray, tree, tmp_path_factory) -> tuple[Path, JobSummary]:
+    """One job over the tree: the start of every test that goes on from a finished run, each on a copy."""
+    store = tmp_path_factory.mktemp("finished") / "store"
+    return store, run_job(config(tree, store))
+
+
+def copy_of(finished: tuple[Path, JobSummary], tmp_path: Path) -> tuple[Path, JobSummary]:
+    store, summary = finished
+    shutil.copytree(store, tmp_path / "store")
+    return tmp_path / "store", summary
+
+
 def config(tree: Path, store: Path, **overrides) -> JobConfig:
     base = dict(
         manifest=str(tree),
@@ -69,8 +82,8 @@ def assert_same_maps(stored: np.ndarray, expected: np.ndarray) -> None:
     assert np.abs(stored - expected).max() <= 1e-2 * np.abs(expected).max()
 
 
-def test_job_completes_with_error_rows_and_maps_equal_in_process(local_ray, tree, tmp_path):
-    summary = run_job(config(tree, tmp_path / "store"))
+def test_job_completes_with_error_rows_and_maps_equal_in_process(finished, tree, tmp_path):
+    _, summary = copy_of(finished, tmp_path)
     assert summary.ok == 19 and summary.errors == 3 and not summary.shards_failed
     index = assert_every_row_once(tmp_path / "store", tree)
     errors = index[index["status"] == "error"].set_index("image_id")["error"]
@@ -121,9 +134,8 @@ def test_killed_actor_is_replaced_and_every_row_lands_once(local_ray, tree, tmp_
     assert (index["status"] == "ok").sum() == 19
 
 
-def test_new_checkpoint_makes_a_second_run_and_leaves_the_first(local_ray, tree, tmp_path):
-    store = tmp_path / "store"
-    first = run_job(config(tree, store))
+def test_new_checkpoint_makes_a_second_run_and_leaves_the_first(finished, tree, tmp_path):
+    store, first = copy_of(finished, tmp_path)
     before = open_store(str(store)).run(first.run_id).index
     # the driver catalogued every segment the actors cached, so the next job's actors read one file
     (cache_dir,) = (store / "inputs").iterdir()
@@ -140,9 +152,8 @@ def test_new_checkpoint_makes_a_second_run_and_leaves_the_first(local_ray, tree,
     assert open_store(str(store)).run(first.run_id).index.equals(before)
 
 
-def test_second_concurrent_job_is_refused(local_ray, tree, tmp_path):
-    store = tmp_path / "store"
-    first = run_job(config(tree, store))
+def test_second_concurrent_job_is_refused(finished, tree, tmp_path):
+    store, first = copy_of(finished, tmp_path)
     lock = RunLock(fileio.url_join(str(store), fmt.RUNS_DIR, first.run_id))
     lock.acquire()  # a live job holds the run
     try:
@@ -240,11 +251,10 @@ def test_killed_driver_resumes_and_matches_a_clean_run(local_ray, tree, tmp_path
         assert np.array_equal(a.maps(method, block, rows=rows), b.maps(method, block, rows=rows), equal_nan=True)
 
 
-def test_shard_that_keeps_failing_is_reported_and_the_job_exits_non_zero(local_ray, tree, tmp_path, capsys):
+def test_shard_that_keeps_failing_is_reported_and_the_job_exits_non_zero(finished, tree, tmp_path, capsys):
     from jobs.cli.explain import main
 
-    store = tmp_path / "store"
-    first = run_job(config(tree, store))
+    store, first = copy_of(finished, tmp_path)
     cam = Path(fileio.url_join(str(store), fmt.RUNS_DIR, first.run_id, fmt.ZARR_DIR)) / "cam" / "c"
     for chunk in [p for p in cam.rglob("*") if p.is_file()]:  # a folder where each chunk file must go:
         chunk.unlink()  # every shard's write now fails inside the actor (the driver sees nothing wrong)
@@ -311,9 +321,8 @@ def test_bad_start_timeout_or_retries_stop_before_any_work(tree, tmp_path):
     assert not (tmp_path / "store").exists()
 
 
-def test_redo_errors_explains_an_image_that_came_back(local_ray, tree, tmp_path):
-    store = tmp_path / "store"
-    first = run_job(config(tree, store))
+def test_redo_errors_explains_an_image_that_came_back(finished, tree, tmp_path):
+    store, first = copy_of(finished, tmp_path)
     index = open_store(str(store)).run(first.run_id).index
     missing = index[index["error"].str.contains("missing file", na=False)].iloc[0]
     shutil.copy(index[index["status"] == "ok"]["path"].iloc[0], missing["path"])  # the file is back
@@ -329,11 +338,10 @@ def test_redo_errors_explains_an_image_that_came_back(local_ray, tree, tmp_path)
         Path(missing["path"]).unlink()
 
 
-def test_a_recompute_keeps_the_old_rows_visible_until_each_shard_is_replaced(local_ray, tree, tmp_path):
+def test_a_recompute_keeps_the_old_rows_visible_until_each_shard_is_replaced(finished, tree, tmp_path):
     """--force over a compacted run: a reader sees every committed row throughout (the old rows until
     each shard's new part is committed), and a recompute killed half-way loses none of them."""
-    store = tmp_path / "store"
-    first = run_job(config(tree, store))  # ends compacted
+    store, first = copy_of(finished, tmp_path)  # a job ends compacted
     before = sorted(open_store(str(store)).run(first.run_id).index["image_id"])
     seen: list[list[str]] = []
 
