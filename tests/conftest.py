@@ -30,7 +30,7 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
     fast_loop = config.option.markexpr.strip() == "not slow"
     chosen = config.option.numprocesses is not None or config.option.dist != "no" or config.option.usepdb
     if fast_loop and not chosen and _cores() > 1:
-        config.option.numprocesses = min(_cores(), 4)
+        config.option.numprocesses = min(_cores(), 4)  # each worker imports torch and collects every module
         config.option.dist = "loadfile"
 
 
