@@ -83,9 +83,9 @@ def assert_same_maps(stored: np.ndarray, expected: np.ndarray) -> None:
 
 
 def test_job_completes_with_error_rows_and_maps_equal_in_process(finished, tree, tmp_path):
-    _, summary = copy_of(finished, tmp_path)
+    store, summary = copy_of(finished, tmp_path)
     assert summary.ok == 19 and summary.errors == 3 and not summary.shards_failed
-    index = assert_every_row_once(tmp_path / "store", tree)
+    index = assert_every_row_once(store, tree)
     errors = index[index["status"] == "error"].set_index("image_id")["error"]
     assert len(errors) == 3
     assert any("truncated or corrupt" in e for e in errors) and any("empty file" in e for e in errors)
@@ -93,7 +93,7 @@ def test_job_completes_with_error_rows_and_maps_equal_in_process(finished, tree,
     ok = index[index["status"] == "ok"].head(5)
     images = next(iter(BatchLoader(ok["path"].tolist(), size=SIZE, batch_size=5))).images
     expected = Explainer(load_densenet169(), methods=["gradcam", "hirescam"])(images)
-    run = open_store(str(tmp_path / "store")).run("latest")
+    run = open_store(str(store)).run("latest")
     for method in ("gradcam", "hirescam"):
         for block in (1, 4):
             stored = run.maps(method, block, image_ids=ok["image_id"].tolist())
@@ -102,13 +102,13 @@ def test_job_completes_with_error_rows_and_maps_equal_in_process(finished, tree,
     assert np.allclose(ok["logit"], expected.logits[:, 0].numpy(), atol=1e-5)
     assert np.isnan(run.maps("cam", image_ids=[errors.index[0]])).all()
     # the same job again skips everything; --force recomputes and gives the same store
-    again = run_job(config(tree, tmp_path / "store"))
+    again = run_job(config(tree, store))
     assert again.shards_skipped == again.shards_total and again.images_done == 0
-    forced = run_job(config(tree, tmp_path / "store", force=True))
+    forced = run_job(config(tree, store, force=True))
     assert forced.shards_done == forced.shards_total
     assert np.array_equal(
         run.maps("gradcam", 4, rows=index["row"].tolist()),
-        open_store(str(tmp_path / "store")).run("latest").maps("gradcam", 4, rows=index["row"].tolist()),
+        open_store(str(store)).run("latest").maps("gradcam", 4, rows=index["row"].tolist()),
         equal_nan=True,
     )
 
