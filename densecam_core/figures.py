@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import IO
 
 import numpy as np
 import pandas as pd
@@ -41,7 +42,7 @@ def _draw_boxes(axis, boxes: np.ndarray | None) -> None:
 def image_panel(
     run,
     image_id: str,
-    path: str | os.PathLike,
+    path: str | os.PathLike | IO[bytes],
     *,
     method: str = "gradcam",
     boxes: np.ndarray | None = None,
@@ -62,9 +63,9 @@ def image_panel(
     label = "unlabelled" if pd.isna(record["label"]) else ("abnormal" if int(record["label"]) == 1 else "normal")
     figure.suptitle(title or f"{image_id}\n{label}, P(abnormal) = {float(record['prob']):.2f}", fontsize=9)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    figure.savefig(path, dpi=100, format=None if isinstance(path, (str, os.PathLike)) else "png")
     plt.close(figure)
-    return os.fspath(path)
+    return os.fspath(path) if isinstance(path, (str, os.PathLike)) else str(getattr(path, "name", ""))
 
 
 def contact_sheet(

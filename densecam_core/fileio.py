@@ -6,12 +6,16 @@ written, and all join paths onto URLs without losing the protocol. No torch impo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import posixpath
 import stat
+import tempfile
 import uuid
+from collections.abc import Callable
+from pathlib import Path
 from typing import IO, Any
 
 import fsspec
@@ -23,16 +27,28 @@ class NotRegularFileError(OSError):
     """A store path that is a FIFO, socket or device: opening it for reading could block forever."""
 
 
+class FileTooLargeError(OSError):
+    """A file larger than the cap its reader sets: refused before it is read into memory."""
+
+
 TMP_PREFIX = "_tmp-"
 """Files being written (renamed into place when whole): every reader and compaction skips them."""
 
 
-def open_regular(fs: fsspec.AbstractFileSystem, path: str) -> IO[bytes]:
+class LinkOutsideError(OSError):
+    """A path that leads, through a symbolic link at any level, outside the folder it must stay in."""
+
+
+def open_regular(fs: fsspec.AbstractFileSystem, path: str, *, within: str | None = None) -> IO[bytes]:
     """``fs.open(path, "rb")``, except that on a local disk only regular files are opened: a FIFO named like
-    a store file would otherwise block its reader forever (opened without blocking, then checked)."""
+    a store file would otherwise block its reader forever (opened without blocking, then checked). With
+    ``within`` (a local folder), a path that a link at any level leads out of it is refused, never read."""
     if not isinstance(fs, LocalFileSystem):
         return fs.open(path, "rb")
-    fd = os.open(fs._strip_protocol(path), os.O_RDONLY | os.O_NONBLOCK)
+    local = fs._strip_protocol(path)
+    if within is not None:
+        refuse_outside(local, within)
+    fd = os.open(local, os.O_RDONLY | os.O_NONBLOCK)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise NotRegularFileError(f"not a regular file (a FIFO, socket or device): {path}")
@@ -41,6 +57,57 @@ def open_regular(fs: fsspec.AbstractFileSystem, path: str) -> IO[bytes]:
     except BaseException:
         os.close(fd)
         raise
+
+
+def read_regular_file(path: str | os.PathLike[str], *, max_bytes: int) -> bytes:
+    """A local file's bytes, whole: the one reader of every file a user names (images, keys, labels, export
+    sources). Only regular files are read (a FIFO is opened without blocking, then refused, so nothing waits
+    for a writer that never comes), and never more than ``max_bytes`` (a huge file is refused before it is
+    read). Raises ``NotRegularFileError``, ``FileTooLargeError``, ``IsADirectoryError`` or the OS's error."""
+    fd = os.open(os.fspath(path), os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError(f"not a file (a directory): {os.fspath(path)}")
+        if not stat.S_ISREG(info.st_mode):
+            raise NotRegularFileError(f"not a regular file (a FIFO, socket or device): {os.fspath(path)}")
+        if info.st_size > max_bytes:
+            raise FileTooLargeError(f"file too large: {info.st_size} bytes > {max_bytes}: {os.fspath(path)}")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            # read(n) allocates n bytes first: ask for the file's size (+1 to see a file that grew)
+            data = handle.read(min(max_bytes, info.st_size) + 1)
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise FileTooLargeError(f"file too large: more than {max_bytes} bytes: {os.fspath(path)}")
+    return data
+
+
+def write_file_exclusive(path: str | os.PathLike[str], write: Callable[[IO[bytes]], object]) -> None:
+    """Write a local file under a fresh random name created exclusively (``O_EXCL``: a link planted at a
+    predictable temporary name is never followed), then rename it over ``path`` (a link at ``path`` is
+    replaced, never written through). Readers see the old file or the whole new one."""
+    target = Path(path)
+    fd, temporary = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=f"-{target.name}", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def real_subfolder(folder: str | os.PathLike[str], name: str) -> Path:
+    """``folder/name`` as a real folder of ``folder``: a link or file found there is removed first, so
+    that nothing written below it lands outside ``folder``."""
+    path = Path(folder) / name
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        path.unlink()
+    path.mkdir(exist_ok=True)
+    return path
 
 
 def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -64,16 +131,35 @@ def url_join(url: str, *parts: str) -> str:
 
 
 def link_outside(path: str, root: str) -> str | None:
-    """Where ``path`` really leads when it is a symbolic link out of the local folder ``root``, else None:
-    a store's readers refuse such links instead of following data outside the store."""
-    if not os.path.islink(path):
-        return None
+    """Where ``path`` really leads when a symbolic link at any level between ``root`` and it leads out of the
+    local folder ``root``, else None: a store's readers refuse such paths instead of following data outside
+    the store."""
     target, folder = os.path.realpath(path), os.path.realpath(root)
     return None if target == folder or target.startswith(folder.rstrip(os.sep) + os.sep) else target
 
 
-def read_json(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, Any]:
-    with open_regular(fs, path) as handle:
+def refuse_outside(path: str, root: str) -> None:
+    """``LinkOutsideError`` when ``path`` leads out of the local folder ``root`` (``link_outside``)."""
+    outside = link_outside(path, root)
+    if outside:
+        relative = os.path.relpath(path, root)
+        raise LinkOutsideError(f"{relative} leads through a symbolic link to {outside}, outside {root}: not followed")
+
+
+def links_out(root: str) -> list[tuple[str, str]]:
+    """(path relative to ``root``, where it leads) for every symbolic link below the local folder ``root``
+    that leads outside it, at any depth; links are listed, never followed."""
+    found = []
+    for folder, dirs, names in os.walk(root):
+        for name in dirs + names:
+            path = os.path.join(folder, name)
+            if os.path.islink(path) and (outside := link_outside(path, root)):
+                found.append((os.path.relpath(path, root), outside))
+    return found
+
+
+def read_json(fs: fsspec.AbstractFileSystem, path: str, *, within: str | None = None) -> dict[str, Any]:
+    with open_regular(fs, path, within=within) as handle:
         loaded = json.loads(handle.read().decode())
     if not isinstance(loaded, dict):
         raise ValueError(f"{path} holds a JSON {type(loaded).__name__}, not an object")

@@ -9,20 +9,25 @@ from __future__ import annotations
 import errno
 import io
 import os
-import stat
 import warnings
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW, decode_dicom, has_preamble, is_dicom_name
+from densecam_core import fileio
+from densecam_core.data.dicom import (
+    DEFAULT_DICOM_WINDOW,
+    DEFAULT_MAX_BYTES,
+    decode_dicom,
+    has_preamble,
+    is_dicom_name,
+)
 from densecam_core.data.errors import ImageError
 from densecam_core.data.geometry import check_work_area
 
-__all__ = ["ImageError", "decode_pixels", "read_image"]
+__all__ = ["DEFAULT_MAX_BYTES", "ImageError", "decode_pixels", "read_image"]
 
 DEFAULT_MAX_PIXELS = 64_000_000  # 8000 x 8000: far above any radiograph, far below a decompression bomb
-DEFAULT_MAX_BYTES = 256 * 1024 * 1024  # a 16-bit 8000 x 8000 PNG stored raw is 128 MB
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
@@ -59,24 +64,13 @@ def _too_large(size: int, limit: int, path: str) -> ImageError:
 
 
 def _read_local(path: str, limit: int) -> bytes:
-    # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses anything not regular
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
-            raise IsADirectoryError(path)
-        if not stat.S_ISREG(info.st_mode):
-            raise ImageError(f"not a regular file (a FIFO, socket or device): {path}")
-        if info.st_size > limit:
-            raise _too_large(info.st_size, limit, path)
-        with os.fdopen(fd, "rb", closefd=False) as handle:
-            # read(n) allocates n bytes first: ask for the file's size (+1 to see a file that grew)
-            data = handle.read(min(limit, info.st_size) + 1)
-    finally:
-        os.close(fd)
-    if len(data) > limit:
-        raise _too_large(len(data), limit, path)
-    return data
+        return fileio.read_regular_file(path, max_bytes=limit)
+    except fileio.NotRegularFileError:
+        raise ImageError(f"not a regular file (a FIFO, socket or device): {path}") from None
+    except fileio.FileTooLargeError:
+        size = os.stat(path).st_size
+        raise _too_large(size, limit, path) from None
 
 
 def _read_url(path: str, limit: int) -> bytes:
@@ -131,7 +125,8 @@ def decode_pixels(
         raise ImageError("empty file (0 bytes)")
     name = source if isinstance(source, str) else ""
     if has_preamble(data) or is_dicom_name(name):
-        return decode_dicom(data, window=dicom_window, max_pixels=max_pixels, name=name, resize=resize)
+        cap = DEFAULT_MAX_BYTES if max_bytes is None else int(max_bytes)
+        return decode_dicom(data, window=dicom_window, max_pixels=max_pixels, name=name, resize=resize, max_bytes=cap)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

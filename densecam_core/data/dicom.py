@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from densecam_core.data.codestream import check_codestream
+from densecam_core.data.deflated import inflate_file
 from densecam_core.data.errors import ImageError
 from densecam_core.data.geometry import check_work_area
 from densecam_core.data.grayscale import (
@@ -41,6 +43,7 @@ __all__ = [
     "validate_dicom_window",
 ]
 
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024  # a 16-bit 8000 x 8000 image stored raw is 128 MB
 DICOM_EXTENSIONS = (".dcm", ".dicom", ".dic")
 GREY = ("MONOCHROME1", "MONOCHROME2")
 COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420", "PALETTE COLOR")
@@ -55,12 +58,16 @@ def is_dicom_name(name: str) -> bool:
     return name.lower().endswith(DICOM_EXTENSIONS)
 
 
-def parse_dataset(data: bytes, *, name: str = "", stop_before_pixels: bool = False) -> Any:
-    """The pydicom Dataset of a file's bytes; a file that is not DICOM is an ImageError naming why."""
+def parse_dataset(
+    data: bytes, *, name: str = "", stop_before_pixels: bool = False, max_bytes: int = DEFAULT_MAX_BYTES
+) -> Any:
+    """The pydicom Dataset of a file's bytes; a file that is not DICOM is an ImageError naming why. A deflated
+    file is inflated within ``max_bytes`` first (``data.deflated``)."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     preamble = has_preamble(data)
+    data = inflate_file(data, max_bytes=max_bytes)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pydicom warns of fixable header quirks; the reasons that matter raise
@@ -154,6 +161,8 @@ def check_image(ds: Any, *, max_pixels: int, resize: str | None = None) -> tuple
     if (photometric in (*GREY, "PALETTE COLOR")) != (samples == 1):
         raise ImageError(f"DICOM {photometric} with {samples} samples per pixel")
     _check_decoder(ds)
+    if ds.file_meta.TransferSyntaxUID.is_compressed and isinstance(ds.get("PixelData"), bytes):
+        check_codestream(ds.PixelData, rows, columns, max_pixels)
     return rows, columns
 
 
@@ -207,10 +216,16 @@ def stored_pixels(ds: Any) -> np.ndarray:
 
 
 def decode_dicom(
-    data: bytes, *, window: str = DEFAULT_DICOM_WINDOW, max_pixels: int, name: str = "", resize: str | None = None
+    data: bytes,
+    *,
+    window: str = DEFAULT_DICOM_WINDOW,
+    max_pixels: int,
+    name: str = "",
+    resize: str | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> np.ndarray:
     """A DICOM file's bytes -> uint8, (H, W) for grey images, (H, W, 3) for colour ones."""
-    ds = parse_dataset(data, name=name)
+    ds = parse_dataset(data, name=name, max_bytes=max_bytes)
     check_image(ds, max_pixels=max_pixels, resize=resize)
     return dataset_to_uint8(ds, window=window)[0]
 

@@ -7,6 +7,7 @@ reads its headers in seconds from a local disk).
 
 from __future__ import annotations
 
+import io
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -15,8 +16,10 @@ from typing import Any
 import pandas as pd
 
 from densecam_core import fileio
+from densecam_core.data.deflated import inflate_file, is_deflated
 from densecam_core.data.dicom import (
     DEFAULT_DICOM_WINDOW,
+    DEFAULT_MAX_BYTES,
     GREY,
     first_window,
     has_preamble,
@@ -50,15 +53,32 @@ METADATA_COLUMNS: dict[str, str] = {
 HEADER_THREADS = 8
 
 
-def body_part(value: Any) -> str | None:
-    """BodyPartExamined mapped to MURA's seven body parts where it names one, else kept as written."""
+BODY_PART_TERMS = frozenset(
+    {
+        *MURA_BODY_PARTS,
+        "ABDOMEN", "ANKLE", "ARM", "CHEST", "CLAVICLE", "CSPINE", "EXTREMITY", "FOOT", "HEAD", "HEEL", "HIP",
+        "JAW", "KNEE", "LEG", "LSPINE", "PELVIS", "RIB", "SACRUM", "SCAPULA", "SKULL", "SPINE", "TOE", "TSPINE",
+        "THUMB", "HEART", "LUNG", "NECK", "BREAST", "TIBIA", "FEMUR", "FIBULA", "RADIUS", "ULNA",
+    }
+)  # fmt: skip
+"""BodyPartExamined values copied as they are: MURA's seven and the standard's common radiograph terms (PS3.16
+CID 4031). Anything else is free text someone typed (a name, once) and is kept only with --keep-identifiers."""
+OTHER_BODY_PART = "OTHER"
+
+
+def body_part(value: Any, *, keep_text: bool = False) -> str | None:
+    """BodyPartExamined mapped to MURA's seven body parts where it names one, else to the fixed vocabulary
+    ``BODY_PART_TERMS``; other text is ``OTHER`` unless ``keep_text`` (identifiers kept in clear)."""
     text = str(value or "").strip()
     if not text:
         return None
     upper = text.upper()
     if upper in MURA_BODY_PARTS:
         return upper
-    return BODY_PART_SYNONYMS.get(upper, text)
+    mapped = BODY_PART_SYNONYMS.get(upper, upper)
+    if mapped in BODY_PART_TERMS:
+        return mapped
+    return text if keep_text else OTHER_BODY_PART
 
 
 def spacing(ds: Any) -> tuple[float | None, float | None]:
@@ -83,7 +103,7 @@ def header_fields(ds: Any, *, window: str, identifiers: Identifiers) -> dict[str
         "patient_id": identifiers("patient", ds.get("PatientID")),
         "study_id": identifiers("study", ds.get("StudyInstanceUID")),
         "instance_id": identifiers("instance", ds.get("SOPInstanceUID")),
-        "body_part": body_part(ds.get("BodyPartExamined")),
+        "body_part": body_part(ds.get("BodyPartExamined"), keep_text=identifiers.key is None),
         "modality": _text(ds.get("Modality")),
         "view_position": _text(ds.get("ViewPosition")),
         "laterality": _text(ds.get("ImageLaterality") or ds.get("Laterality")),
@@ -98,11 +118,11 @@ def header_fields(ds: Any, *, window: str, identifiers: Identifiers) -> dict[str
         "voi_lut": None,
     }
     if photometric in GREY:
-        fields.update(_voi_fields(ds, window))
+        fields.update(_voi_fields(ds, window, keep_text=identifiers.key is None))
     return fields
 
 
-def _voi_fields(ds: Any, window: str) -> dict[str, Any]:
+def _voi_fields(ds: Any, window: str, *, keep_text: bool) -> dict[str, Any]:
     """The VOI the decoder will apply, as far as the header tells (min-max and percentile need pixels)."""
     for kind in {"first": ("window", "lut"), "lut": ("lut", "window")}.get(window, ()):
         if kind == "window" and has_window(ds):
@@ -113,7 +133,8 @@ def _voi_fields(ds: Any, window: str) -> dict[str, Any]:
             return {"voi": "window", "window_center": center, "window_width": width}
         if kind == "lut" and has_voi_lut(ds):
             item = ds.VOILUTSequence[0]
-            return {"voi": "lut", "voi_lut": str(item.get("LUTExplanation", "") or "").strip() or "VOI LUT"}
+            explanation = str(item.get("LUTExplanation", "") or "").strip() if keep_text else ""
+            return {"voi": "lut", "voi_lut": explanation or "VOI LUT"}  # free text only with --keep-identifiers
     return {"voi": "percentile" if window == "percentile" else "minmax"}
 
 
@@ -143,14 +164,17 @@ def read_header(path: str) -> Any | None:
 def _parse_header(handle: Any, path: str) -> Any | None:
     import pydicom
 
-    if not (has_preamble(handle.read(132)) or is_dicom_name(path)):
+    head = handle.read(4096)
+    if not (has_preamble(head) or is_dicom_name(path)):
         return None
     handle.seek(0)
     try:
+        if is_deflated(head):  # pydicom would inflate all of it, unbounded
+            handle = io.BytesIO(inflate_file(handle.read(DEFAULT_MAX_BYTES + 1), max_bytes=DEFAULT_MAX_BYTES))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return pydicom.dcmread(handle, force=True, stop_before_pixels=True)
-    except Exception:  # a broken header: the decoder reports it for the image
+    except Exception:  # a broken header or a bomb: the decoder reports it for the image
         return None
 
 
@@ -179,7 +203,8 @@ def attach_dicom_metadata(
 ) -> pd.DataFrame:
     """Add the allowlisted header columns for the frame's DICOM rows (none added when it has none).
 
-    Given columns win (a manifest's own ``patient_id`` is kept), header values fill what is null.
+    Given columns win (a manifest's own ``body_part`` is kept) and header values fill what is null, except
+    the patient and study identifiers of DICOM rows, which always go through ``identifiers``.
     ``identifiers`` may be a function, called only when a DICOM row exists (no key is created for an
     archive without DICOM)."""
     validate_dicom_window(window)
@@ -196,12 +221,20 @@ def attach_dicom_metadata(
     rows = {i: header_fields(ds, window=window, identifiers=policy) for i, ds in found}
     out = frame.copy()
     positions = list(rows)
-    for column, dtype in {
-        **METADATA_COLUMNS,
-        "patient_id": "string",
-        "study_id": "string",
-        "body_part": "string",
-    }.items():
+    given_columns = set(frame.attrs.get("given_columns", ()))
+    for column, kind in (("patient_id", "patient"), ("study_id", "study")):
+        if column in given_columns:
+            continue  # the manifest's own column (a research id the user chose) wins, as for every column
+        # else a DICOM row's identifiers are the policy's, also where a MURA-shaped path named them: the
+        # header's value, else the path's, both through ``policy`` (pseudonyms by default)
+        if column in out.columns:
+            for i in positions:
+                if rows[i][column] is None and not pd.isna(given := out[column].iloc[i]):
+                    rows[i][column] = policy(kind, given)
+        out[column] = out[column].astype("string") if column in out.columns else pd.NA
+        out.loc[out.index[positions], column] = pd.array([rows[i][column] for i in positions], dtype="string")
+    identifier_columns = {c: "string" for c in ("patient_id", "study_id") if c in given_columns}
+    for column, dtype in {**METADATA_COLUMNS, **identifier_columns, "body_part": "string"}.items():
         values = pd.Series([rows[i][column] for i in positions], index=out.index[positions], dtype=dtype)
         if column in out.columns:
             current = out[column].astype(dtype)

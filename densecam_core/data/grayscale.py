@@ -9,6 +9,7 @@ lookup per pixel (docs/PERFORMANCE.md). Torch-free.
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -78,7 +79,13 @@ def modality(values: np.ndarray, ds: Any) -> np.ndarray:
         return table[np.clip(np.rint(values - first), 0, table.size - 1).astype(np.int64)]
     slope = _float(ds, "RescaleSlope", 1.0)
     intercept = _float(ds, "RescaleIntercept", 0.0)
-    return values * slope + intercept
+    with np.errstate(over="ignore", invalid="ignore"):
+        rescaled = values * slope + intercept
+    if not np.isfinite(rescaled).all():
+        raise ImageError(
+            f"DICOM RescaleSlope {slope:g} and RescaleIntercept {intercept:g} overflow to non-finite values: corrupt header"
+        )
+    return rescaled
 
 
 def voi_unit(values: np.ndarray, ds: Any, window: str, counts: np.ndarray | None) -> tuple[np.ndarray, Voi]:
@@ -194,9 +201,10 @@ def _first_number(value: Any, keyword: str) -> float:
     from pydicom.multival import MultiValue
 
     try:
-        return float(value[0] if isinstance(value, (MultiValue, list, tuple)) else value)
+        number = float(value[0] if isinstance(value, (MultiValue, list, tuple)) else value)
     except (TypeError, ValueError, IndexError):
         raise ImageError(f"DICOM {keyword} is not a number: {value!r}") from None
+    return _finite(number, keyword)
 
 
 def _float(ds: Any, keyword: str, default: float) -> float:
@@ -204,6 +212,15 @@ def _float(ds: Any, keyword: str, default: float) -> float:
     if value in (None, ""):
         return default
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         raise ImageError(f"DICOM {keyword} is not a number: {value!r}") from None
+    return _finite(number, keyword)
+
+
+def _finite(number: float, keyword: str) -> float:
+    """A NaN or infinite window or rescale value would turn every pixel black or white and be explained as
+    data: it is a corrupt header, named."""
+    if not math.isfinite(number):
+        raise ImageError(f"DICOM {keyword} is not a finite number ({number!r}): corrupt header")
+    return number

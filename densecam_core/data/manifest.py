@@ -321,6 +321,7 @@ def _read_generic(table: pd.DataFrame, root: str) -> pd.DataFrame:
             frame[column] = given.where(given.notna(), frame[column]) if column != "image_id" else given.astype(str)
         else:
             frame[column] = table[column].reset_index(drop=True)
+    frame.attrs["given_columns"] = [str(c) for c in table.columns if c in ("patient_id", "study_id")]
     if "label" in table.columns:
         bad = ~frame["label"].isna() & ~frame["label"].isin([0, 1, True, False])
         if bad.any():

@@ -15,9 +15,12 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from densecam_core import fileio
+
 KEY_ENV = "DENSECAM_PSEUDONYM_KEY"
 KEY_BYTES = 32
 PREFIXES = {"patient": "p-", "study": "s-", "instance": "i-"}
+MAX_KEY_FILE_BYTES = 4096  # a key file is 65 bytes; anything much larger is the wrong file
 DIGEST_CHARS = 20  # 80 bits: no collision in any archive's lifetime of identifiers
 
 
@@ -77,7 +80,7 @@ def load_identifiers(key_path: str | os.PathLike | None = None, *, store: str | 
 
     A key path that was given but does not exist is refused (a typo must not silently start a second
     key and so a second set of pseudonyms); so is a key inside ``store``, which would then hold it."""
-    explicit = key_path is not None
+    explicit = key_path is not None or bool(os.environ.get(KEY_ENV))
     path = Path(key_path).expanduser() if key_path is not None else default_key_path()
     if store is not None and "://" not in store and _inside(path, Path(store)):
         raise PseudonymKeyError(
@@ -87,13 +90,27 @@ def load_identifiers(key_path: str | os.PathLike | None = None, *, store: str | 
     created = False
     if not path.exists():
         if explicit:
+            named_by = "--pseudonym-key" if key_path is not None else f"${KEY_ENV}"
             raise PseudonymKeyError(
-                f"pseudonym key {str(path)!r} does not exist; create one with `densecam keygen {path}`, "
-                "or omit --pseudonym-key to use (and on first use create) the default key"
+                f"pseudonym key {str(path)!r} (named by {named_by}) does not exist; create one with "
+                f"`densecam keygen {path}`, or name no key to use (and on first use create) the default key"
             )
         create_key(path)
         created = True
     return Identifiers(read_key(path), str(path), created)
+
+
+def _private_folder(folder: Path) -> None:
+    """Create ``folder`` (and missing parents) readable by its owner alone, whatever the umask: the folder
+    of a key must not let others list or replace it. An existing folder is left as it is."""
+    if folder.is_dir():
+        return
+    _private_folder(folder.parent)
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        return
+    os.chmod(folder, 0o700)  # mkdir's mode is masked by the umask
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -106,7 +123,7 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def read_key(path: Path) -> bytes:
     try:
-        text = path.read_text(encoding="ascii").strip()
+        text = fileio.read_regular_file(path, max_bytes=MAX_KEY_FILE_BYTES).decode("ascii").strip()
     except (OSError, UnicodeDecodeError) as exc:
         raise PseudonymKeyError(
             f"pseudonym key {str(path)!r} cannot be read ({exc}); fix its permissions, or create a new key with "
@@ -127,7 +144,7 @@ def read_key(path: Path) -> bytes:
 def create_key(path: str | os.PathLike) -> Path:
     """Write a new random key readable by its owner only; an existing file is never overwritten."""
     target = Path(path).expanduser()
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _private_folder(target.parent)
     try:
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

@@ -188,7 +188,7 @@ def _write_pictures(
                 for panel in panels.get(gallery.key, panels["default"]):
                     wanted.setdefault(image_id, {}).setdefault(panel.key, panel)
     maps = _read_maps(wanted)
-    (folder / THUMB_DIR).mkdir(exist_ok=True)
+    fileio.real_subfolder(folder, THUMB_DIR)  # a link planted at thumbs/ is replaced, never written through
     pictures: dict[str, dict[str, tuple[str, str]] | str] = {}
     for image_id, chosen in wanted.items():
         try:

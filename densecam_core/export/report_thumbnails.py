@@ -58,5 +58,4 @@ def write_jpeg(folder: Path, name: str, pixels: np.ndarray) -> None:
     buffer = io.BytesIO()
     # no chroma subsampling: a map's colours change over a few pixels of a thumbnail
     Image.fromarray(pixels).save(buffer, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
-    fs, root = fileio.filesystem(str(folder))
-    fileio.write_bytes_atomic(fs, fileio.join(root, name), buffer.getvalue())
+    fileio.write_file_exclusive(folder / name, lambda handle: handle.write(buffer.getvalue()))

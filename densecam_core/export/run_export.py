@@ -23,10 +23,12 @@ import numpy as np
 import pandas as pd
 
 from densecam_core import fileio
+from densecam_core.data.decode import DEFAULT_MAX_BYTES
+from densecam_core.data.dicom import parse_dataset
+from densecam_core.data.errors import ImageError
 from densecam_core.data.overlay import blend
 from densecam_core.export.dicom_objects import MapLabel, SourceProblem, secondary_capture, segmentation
 from densecam_core.export.legend import burned_overlay
-from densecam_core.fileio import TMP_PREFIX
 from densecam_core.store.layout import StoreError
 from densecam_core.store.run import Run
 
@@ -224,14 +226,20 @@ def _export_one(
 
 
 def _source(run: Run, row: pd.Series, identifiers: Callable[[str, object], str | None] | None) -> Any:
-    """The source dataset, read now, or the reason it is not the image the run explained."""
-    import pydicom
-
+    """The source dataset, read now (a regular file of bounded size: a FIFO never blocks the export), or the
+    reason it is not the image the run explained."""
     path = run.source_path(str(row["image_id"]))
     if not os.path.exists(path):
         raise SourceProblem(f"the source file {path} is gone since the run")
     _check_identity(path, row)
-    source = pydicom.dcmread(path)
+    try:
+        data = fileio.read_regular_file(path, max_bytes=DEFAULT_MAX_BYTES)
+    except OSError as exc:
+        raise SourceProblem(f"the source file {path} cannot be read now: {exc}") from None
+    try:
+        source = parse_dataset(data, name=path)
+    except ImageError as exc:
+        raise SourceProblem(f"the source file {path} is no longer a readable DICOM file: {exc.reason}") from None
     instance = identifiers("instance", source.get("SOPInstanceUID")) if identifiers else source.get("SOPInstanceUID")
     if instance != row["instance_id"]:
         raise SourceProblem(f"the source file {path} holds another SOP instance than the run explained")
@@ -266,19 +274,13 @@ def _target_name(run: Run, target: int | str) -> str:
 def _png_panel(run: Run, image_id: str, path: Path, request: ExportRequest) -> str:
     from densecam_core.figures import image_panel
 
-    temporary = path.with_name(f"{TMP_PREFIX}{path.name}")
-    image_panel(run, image_id, temporary, method=request.method if request.method != "cam" else "gradcam")
-    os.replace(temporary, path)
+    method = request.method if request.method != "cam" else "gradcam"
+    fileio.write_file_exclusive(path, lambda handle: image_panel(run, image_id, handle, method=method))
     return path.name
 
 
 def _save_dataset(dataset: Any, path: Path) -> None:
-    temporary = path.with_name(f"{TMP_PREFIX}{path.name}")
-    try:
-        dataset.save_as(temporary, enforce_file_format=True)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    fileio.write_file_exclusive(path, lambda handle: dataset.save_as(handle, enforce_file_format=True))
 
 
 def file_stem(image_id: str) -> str:

@@ -6,7 +6,10 @@ No torch import: the driver resolves names before any model work, and tests read
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Sequence
+
+from densecam_core import fileio
 
 XRV_PATHOLOGIES: tuple[str, ...] = (
     "Atelectasis",
@@ -38,20 +41,49 @@ class LabelError(ValueError):
     """Class names that cannot be used as given; the message names what was found and what is known."""
 
 
-def read_labels(path: str | os.PathLike) -> tuple[str, ...]:
-    """One class name per line, in the classifier's output order (blank lines and ``#`` comments skipped)."""
+MAX_LABELS_BYTES = 16 * 1024 * 1024
+"""A labels file names a classifier's outputs: a few KB. More is a wrong file, refused before it is read."""
+
+
+def read_labels(path: str | os.PathLike, *, expected: int | None = None) -> tuple[str, ...]:
+    """One class name per line, in the classifier's output order (blank lines and ``#`` comments skipped).
+
+    ``expected``: the classifier's output count, compared first (a wrong file is refused without further
+    work); repeated names are found in one pass. A name ``--target-names`` could not select (one with a
+    comma) is refused here, where the file can still be fixed."""
+    name = os.fspath(path)
     try:
-        with open(path, encoding="utf-8") as handle:
-            lines = [line.strip() for line in handle]
+        text = fileio.read_regular_file(name, max_bytes=MAX_LABELS_BYTES).decode("utf-8")
+    except fileio.FileTooLargeError:
+        raise LabelError(
+            f"the labels file {name!r} is larger than {MAX_LABELS_BYTES // (1024 * 1024)} MB: it should name one "
+            "class per line"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise LabelError(f"cannot read the labels file {os.fspath(path)!r}: {exc}") from None
-    names = tuple(line for line in lines if line and not line.startswith("#"))
+        raise LabelError(f"cannot read the labels file {name!r}: {exc}") from None
+    names = tuple(line for line in (raw.strip() for raw in text.splitlines()) if line and not line.startswith("#"))
     if not names:
-        raise LabelError(f"the labels file {os.fspath(path)!r} names no classes: write one name per line")
-    repeated = sorted({name for name in names if names.count(name) > 1})
+        raise LabelError(f"the labels file {name!r} names no classes: write one name per line")
+    if expected is not None and len(names) != expected:
+        raise LabelError(_count_mismatch(expected, names))
+    repeated = sorted(label for label, count in Counter(names).items() if count > 1)
     if repeated:
-        raise LabelError(f"the labels file {os.fspath(path)!r} names {repeated} more than once")
+        raise LabelError(f"the labels file {name!r} names {repeated[:10]} more than once")
+    with_comma = [label for label in names if "," in label]
+    if with_comma:
+        raise LabelError(
+            f"the labels file {name!r} names classes with a comma ({with_comma[:3]}), which --target-names "
+            "(comma-separated) could not select: rename them"
+        )
     return names
+
+
+def _count_mismatch(num_classes: int, labels: Sequence[str]) -> str:
+    shown = ", ".join(list(labels)[:4]) + (", ..." if len(labels) > 4 else "")
+    return (
+        f"the checkpoint's classifier has {num_classes} outputs but the labels name {len(labels)} classes "
+        f"({shown}): pass the labels of this model"
+    )
 
 
 def labels_for(num_classes: int, input_norm: str, labels: Sequence[str] | None) -> tuple[str, ...] | None:
@@ -59,10 +91,7 @@ def labels_for(num_classes: int, input_norm: str, labels: Sequence[str] | None) 
     18-output model that reads its input convention, else none."""
     if labels is not None:
         if len(labels) != num_classes:
-            raise LabelError(
-                f"the checkpoint's classifier has {num_classes} outputs but the labels name {len(labels)} classes "
-                f"({', '.join(list(labels)[:4])}{', ...' if len(labels) > 4 else ''}): pass the labels of this model"
-            )
+            raise LabelError(_count_mismatch(num_classes, labels))
         return tuple(labels)
     if input_norm == "xrv" and num_classes == len(XRV_PATHOLOGIES):
         return XRV_PATHOLOGIES

@@ -23,6 +23,14 @@ class Store:
         self._fs, self._root = fileio.filesystem(self.url)
         self._problems: dict[str, str] | None = None
         marker = fileio.join(self._root, fmt.MARKER)
+        self._local_root = self._root if isinstance(self._fs, LocalFileSystem) else None
+        for name in (fmt.MARKER, fmt.RUNS_DIR):
+            outside = fileio.link_outside(fileio.join(self._root, name), self._root) if self._local_root else None
+            if outside:
+                raise fmt.StoreError(
+                    f"{name} in store {self.url!r} is a symbolic link to {outside}, outside the store: not "
+                    "followed; remove the link"
+                )
         if not self._fs.exists(marker):
             here = (
                 self._fs.ls(self._root, detail=False)[:10] if self._fs.exists(self._root) else "nothing (no such path)"
@@ -67,9 +75,12 @@ class Store:
                 problems[name] = f"a symbolic link to {outside}, outside the store: not followed"
                 continue
             try:
-                meta = fileio.read_json(self._fs, run_json)
+                meta = fileio.read_json(self._fs, run_json, within=self._local_root)
             except FileNotFoundError:
                 continue  # a run being created: run.json is written last
+            except fileio.LinkOutsideError as exc:
+                problems[name] = f"run.json is not followed: {exc}"
+                continue
             except (OSError, ValueError) as exc:
                 problems[name] = f"unreadable run.json: {exc}"
                 continue

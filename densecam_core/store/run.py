@@ -20,6 +20,7 @@ from fsspec.implementations.local import LocalFileSystem
 from densecam_core import fileio
 from densecam_core.data.geometry import Geometry
 from densecam_core.store import layout as fmt
+from densecam_core.store.confined import zarr_store_for_reading
 from densecam_core.store.index import IndexFiles, list_index
 from densecam_core.store.targets import class_names, target_labels, target_position
 from densecam_core.vocabulary import BLOCKS
@@ -176,7 +177,8 @@ class Run:
         name = fmt.array_name(method, block)
         if name not in ("cam", "logits", fmt.TARGETS_ARRAY) and method not in self.methods:
             raise ValueError(f"method {method!r} is not in run {self.run_id}; it has cam, {', '.join(self.methods)}")
-        return zarr.open_array(store=fileio.url_join(self.url, fmt.ZARR_DIR), path=name, mode="r", zarr_format=3)
+        store = zarr_store_for_reading(fileio.url_join(self.url, fmt.ZARR_DIR), self.store_url)
+        return zarr.open_array(store=store, path=name, mode="r", zarr_format=3)
 
     def maps(
         self,
@@ -340,7 +342,7 @@ class Run:
         rows = index["row"].to_numpy()
         if self.format_version < 2:
             return self._to_xarray_eager(xr, index, rows, methods, blocks)
-        url = fileio.url_join(self.url, fmt.ZARR_DIR)
+        url = zarr_store_for_reading(fileio.url_join(self.url, fmt.ZARR_DIR), self.store_url)
         options: dict[str, Any] = {"chunks": None, "mask_and_scale": False, "zarr_format": 3}
         parts = [xr.open_zarr(url, **options)[["logits", fmt.TARGETS_ARRAY, "cam"]]]
         for method in methods or self.methods:

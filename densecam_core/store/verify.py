@@ -9,7 +9,6 @@ recomputes it (its chunks are rewritten whole).
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,13 +134,13 @@ def _links_out(run: Run) -> list[Damage]:
     if not isinstance(run.fs, LocalFileSystem):
         return []
     store = fileio.filesystem(run.store_url)[1]
-    damages = []
-    for folder, dirs, names in os.walk(run.root):
-        for name in dirs + names:
-            outside = fileio.link_outside(os.path.join(folder, name), store)
-            if outside:
-                damages.append(Damage(run.run_id, -1, f"a symbolic link to {outside}, outside the store"))
-    return damages
+    outside = fileio.link_outside(run.root, store)
+    if outside:
+        return [Damage(run.run_id, -1, f"the run folder leads through a symbolic link to {outside}, outside the store")]
+    return [
+        Damage(run.run_id, -1, f"{path} is a symbolic link to {target}, outside the store")
+        for path, target in fileio.links_out(run.root)
+    ]
 
 
 def repair_index_files(run: Run, damages: list[Damage]) -> list[str]:

@@ -125,6 +125,9 @@ class RunWriter:
                     f"not {self.spec.shard_size}: pass --shard-size {recorded['shard_size']} (or omit it)"
                 )
             _check_identifiers(recorded.get("identifiers"), self.spec.identifiers, self.spec.run_id)
+            if recorded.get("identifiers") is None and self.spec.identifiers:
+                # the first job with identifying rows fixes the run's mode: a later job with the other is refused
+                fileio.write_json_atomic(fs, run_json, {**recorded, "identifiers": self.spec.identifiers})
             if manifest is not None:  # refuse now, not in every shard
                 types = recorded_extra_types(recorded)
                 for name in set(types) & set(map(str, manifest.columns)):

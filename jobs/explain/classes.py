@@ -31,7 +31,7 @@ def resolve_classes(config: JobConfig, model: torch.nn.Module) -> Classes:
     """--labels, --target-names and --activation checked against the model's outputs, before any work."""
     count = int(model.classifier.out_features)
     norm = config.input_norm or default_input_norm(int(model.features.conv0.in_channels))
-    names = labels_for(count, norm, read_labels(config.labels) if config.labels else None)
+    names = labels_for(count, norm, read_labels(config.labels, expected=count) if config.labels else None)
     targets = targets_from_names(config.target_names, names) if config.target_names else config.targets
     activation = config.activation or default_activation(count, norm)
     classes = Classes(targets, names, activation, "sigmoid" if count == 1 else "softmax")

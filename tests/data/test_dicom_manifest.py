@@ -96,11 +96,20 @@ def test_spacing_prefers_pixel_spacing_then_imager_pixel_spacing(tmp_path, key):
         ("ARM", "HUMERUS"),
         ("THUMB", "FINGER"),
         ("CHEST", "CHEST"),
-        ("Knee", "Knee"),
+        ("Knee", "KNEE"),
+        ("EXTREMITY", "EXTREMITY"),
+        ("Jane Doe", "OTHER"),
     ],
 )
-def test_body_parts_map_to_murs_seven_where_they_name_one(written, indexed):
+def test_body_parts_map_to_murs_seven_or_the_fixed_vocabulary(written, indexed):
     assert body_part(written) == indexed
+
+
+def test_free_text_body_parts_are_kept_only_when_identifiers_are():
+    """Someone typed a name into BodyPartExamined once: free text reaches the index only with
+    --keep-identifiers."""
+    assert body_part("Jane Doe", keep_text=True) == "Jane Doe"
+    assert body_part("Jane Doe", keep_text=False) == "OTHER"
 
 
 def test_pseudonyms_are_stable_under_one_key_and_differ_under_another(tmp_path, key):
@@ -161,3 +170,31 @@ def test_a_key_inside_the_store_is_refused(tmp_path):
     inside = create_key(tmp_path / "store" / "pseudonym.key")
     with pytest.raises(PseudonymKeyError, match=r"lies inside the store"):
         load_identifiers(inside, store=str(tmp_path / "store"))
+
+
+def test_a_dicomdir_record_whose_file_is_missing_stays_a_row_and_becomes_an_error_row(tmp_path):
+    """The record must not vanish ("2 ok, 0 error rows" for 3 records): its row reads as a missing file,
+    which the job records as an error row and ``--redo-errors`` redoes once the file is back."""
+    from densecam_core.data.decode import read_image
+    from densecam_core.data.errors import ImageError
+
+    folder = tmp_path / "archive"
+    shutil.copytree(Path(get_testdata_file("DICOMDIR")).parent, folder, ignore=shutil.ignore_patterns("*.py"))
+    frame = read_manifest(folder / "DICOMDIR", identifiers=in_clear(), dicom_metadata=False)
+    gone = Path(frame["path"].iloc[2])
+    gone.unlink()
+    again = read_manifest(folder / "DICOMDIR", identifiers=in_clear())
+    assert again["image_id"].tolist() == frame["image_id"].tolist()
+    with pytest.raises(ImageError, match="missing file"):
+        read_image(str(gone))
+
+
+def test_a_mura_shaped_dicom_tree_has_pseudonymous_patients_and_studies(tmp_path, key):
+    from densecam_core import generate_mura
+
+    generate_mura(tmp_path / "tree", images=4, seed=2, min_side=48, max_side=64, dicom=True, rgb_fraction=0.0)
+    frame = read_manifest(tmp_path / "tree", identifiers=load_identifiers(key))
+    assert len(frame) == 4
+    assert frame["patient_id"].str.match(r"^p-[0-9a-f]{20}$").all(), frame["patient_id"].tolist()
+    assert frame["study_id"].str.match(r"^s-[0-9a-f]{20}$").all(), frame["study_id"].tolist()
+    assert not frame["patient_id"].str.contains("patient").any()

@@ -180,3 +180,24 @@ def test_folder_walk_reports_what_it_skipped(tmp_path):
     summary = skipped_summary(frame)
     for part in ("1 broken link", "1 file name not UTF-8", "1 not an image or DICOM (.tif)"):
         assert part in summary
+
+
+def test_a_folder_walk_never_follows_a_link_out_of_the_folder(tmp_path: Path):
+    """A linked file or sub-folder leading outside is named among the skipped, never read; one inside the
+    folder is walked once, and a cycle of links ends."""
+    import os
+
+    from densecam_core.data.folders import OUTSIDE
+
+    archive, elsewhere = tmp_path / "archive", tmp_path / "elsewhere"
+    (archive / "a").mkdir(parents=True)
+    elsewhere.mkdir()
+    Image.new("L", (8, 8)).save(archive / "a" / "x.png")
+    Image.new("L", (8, 8)).save(elsewhere / "secret.png")
+    os.symlink(elsewhere / "secret.png", archive / "a" / "linked.png")
+    os.symlink(elsewhere, archive / "linked-folder")
+    os.symlink(archive / "a", archive / "b")  # inside: walked once, under one of its names
+    os.symlink(archive, archive / "a" / "loop")
+    frame = read_manifest(archive)
+    assert frame["image_id"].tolist() == ["a/x.png"]
+    assert sorted(frame.attrs["skipped"][OUTSIDE]) == ["a/linked.png", "linked-folder"]

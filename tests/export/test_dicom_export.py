@@ -14,6 +14,7 @@ import numpy as np
 import pydicom
 import pytest
 from support.dicom_runs import explain
+from support.system import require
 
 from densecam_core import generate_mura, open_store
 from densecam_core.data.pseudonyms import create_key, load_identifiers
@@ -90,8 +91,8 @@ def test_worker_processes_write_the_same_objects(explained, tmp_path, monkeypatc
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
 
 
-@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools' dciodvfy is not installed")
 def test_every_exported_object_passes_the_standards_validator(explained, tmp_path):
+    require("dciodvfy")
     _export(explained, tmp_path / "out", method="cam", block=None)
     objects = sorted((tmp_path / "out").glob("*.dcm"))
     assert len(objects) == 12
@@ -165,9 +166,9 @@ def test_an_export_killed_mid_write_leaves_no_partial_object(explained, tmp_path
 
     writes = []
 
-    def dies_half_way(self, path, **kwargs):  # the bytes start to land, then the process is killed
-        writes.append(Path(path))
-        Path(path).write_bytes(b"\0" * 64)
+    def dies_half_way(self, handle, **kwargs):  # the bytes start to land, then the process is killed
+        writes.append(Path(os.readlink(f"/proc/self/fd/{handle.fileno()}")))  # the file behind the handle
+        handle.write(b"\0" * 64)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Dataset, "save_as", dies_half_way)
@@ -175,3 +176,68 @@ def test_an_export_killed_mid_write_leaves_no_partial_object(explained, tmp_path
         _export(explained, tmp_path / "out", limit=1)
     assert writes and all(path.parent == tmp_path / "out" for path in writes)
     assert list((tmp_path / "out").iterdir()) == [], "neither the object nor its temporary file is left"
+
+
+def test_a_link_planted_at_a_temporary_name_is_never_written_through(explained, tmp_path):
+    """The temporary files are created exclusively under random names: links planted at the names an
+    export used to write first (``_tmp-<object>``) and at the objects' own names are left or replaced,
+    and the files they point to are untouched."""
+    run = explained[1]
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    stem = file_stem(run.index[run.index["status"] == "ok"].sort_values("row")["image_id"].iloc[0])
+    for name in (f"_tmp-{stem}.sc.dcm", f"_tmp-{stem}.seg.dcm", f"{stem}.sc.dcm"):
+        (out / name).symlink_to(victim)
+    summary = _export(explained, out, limit=1, overwrite=True)
+    assert summary.exported == 1 and victim.read_text() == "keep me"
+    assert not (out / f"{stem}.sc.dcm").is_symlink() and pydicom.dcmread(out / f"{stem}.sc.dcm").Modality
+
+
+def _replaced_source(explained, tmp_path, replace) -> tuple[str, object]:
+    """Export with the first source replaced by ``replace(path)`` (restored afterwards): (its path, summary)."""
+    run = explained[1]
+    path = run.source_path(run.index[run.index["status"] == "ok"].sort_values("row")["image_id"].iloc[0])
+    backup = tmp_path / "backup.dcm"
+    shutil.move(path, backup)
+    stat = backup.stat()
+    try:
+        replace(path, stat)
+        summary = _export(explained, tmp_path / "out", limit=2)
+    finally:
+        os.unlink(path)
+        shutil.move(backup, path)
+    return path, summary
+
+
+def test_a_source_replaced_by_a_fifo_is_skipped_without_blocking(explained, tmp_path, monkeypatch):
+    """As in a run made with ``--input-cache off`` (no identity recorded to compare): the read itself refuses
+    the FIFO instead of waiting forever for a writer."""
+    from densecam_core.export import run_export
+
+    monkeypatch.setattr(run_export, "_check_identity", lambda path, row: None)
+
+    def fifo(path, stat):
+        os.mkfifo(path)
+
+    path, summary = _replaced_source(explained, tmp_path, fifo)
+    assert summary.exported == 1
+    assert list(summary.skipped.values()) == [
+        f"the source file {path} cannot be read now: not a regular file (a FIFO, socket or device): {path}"
+    ]
+
+
+def test_a_source_that_is_no_longer_dicom_is_skipped_with_its_reason(explained, tmp_path):
+    """Replaced by text of the same size and modification time: the input cache's identity cannot tell, the
+    parse does; the summary says why and the other image is exported."""
+
+    def text(path, stat):
+        Path(path).write_bytes(b"x" * stat.st_size)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+    path, summary = _replaced_source(explained, tmp_path, text)
+    assert summary.exported == 1
+    (reason,) = summary.skipped.values()
+    assert reason.startswith(f"the source file {path} is no longer a readable DICOM file: not a DICOM file")
+    assert "no longer a readable DICOM file" in (tmp_path / "out" / SUMMARY).read_text()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import html.parser
 import json
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ import pytest
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 from support.store import spec, write_shard
+from support.system import require
 
 from densecam_core import open_store
 from densecam_core.export import report_content as content
@@ -177,6 +177,17 @@ def test_thumbnails_are_small_and_show_the_runs_overlay(run, tmp_path):
             assert np.abs(written - reference).mean() < 4.0, (image_id, key)  # of 255
 
 
+def test_a_thumbs_link_in_the_output_folder_is_replaced_never_written_through(run, tmp_path):
+    out, elsewhere = tmp_path / "report", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "thumbs").symlink_to(elsewhere)
+    result = write_report(run, out, ReportRequest(per_gallery=2, thumb_size=32, overwrite=True))
+    assert list(elsewhere.iterdir()) == [], "nothing lands where the link pointed"
+    assert not (out / "thumbs").is_symlink() and any((out / "thumbs").iterdir())
+    assert Path(result.page).parent == out
+
+
 def test_the_quality_grid_says_what_the_scores_say(tmp_path):
     """Scores committed as the evaluation commits them: Grad-CAM block 4 deletes faster than the random map,
     fails randomisation (its maps stay correlated) and is unstable; insertion was not scored."""
@@ -258,9 +269,7 @@ def test_refusals_come_before_any_file(run, tmp_path, capsys):
 
 
 def _browser():
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and driver):
-        pytest.skip("needs Debian's chromium and chromium-driver (.ci/run installs them)")
+    chromium, driver = require("chromium", "chromedriver")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

@@ -153,6 +153,8 @@ class InputCache:
         self.identity = validate_cache_identity(identity)  # how lookups identify files (CACHE_IDENTITIES)
         self.url = fileio.url_join(store_url, INPUTS_DIR, cache_key(size, resize, dicom_window))
         self.fs, self.root = fileio.filesystem(self.url)
+        # a local store's reads stay inside it: a segment linked out of the store is damage, never read
+        self.within = fileio.filesystem(store_url)[1] if fileio.protocol(self.fs) == "file" else None
         self.read_threads, self.refresh_seconds = read_threads, refresh_seconds
         self._refreshed: float | None = None  # time.monotonic() of the last listing
         # identity -> read << 32 | row in it: one int object per image instead of a tuple of two
@@ -176,7 +178,7 @@ class InputCache:
             return
         self._listed = {name for name in (p.rsplit("/", 1)[-1] for p in listing) if SEGMENT_NAME.match(name)}
         if self._catalogued is None:
-            found = read_catalog(self.fs, self.root)
+            found = read_catalog(self.fs, self.root, self.within)
             catalog = keep_segments(found[1], self._listed) if found is not None else None
             self._catalogued = set(catalog.column("segment").unique().to_pylist()) if catalog is not None else set()
             self._add(catalog, found[0] if found is not None else "")
@@ -184,7 +186,7 @@ class InputCache:
         new = sorted(self._listed - self._seen)
         for start in range(0, len(new), 4 * self.read_threads):  # memory stays bounded by a batch's tables
             batch, failed = read_segments(
-                self.fs, self.root, new[start : start + 4 * self.read_threads], self.read_threads
+                self.fs, self.root, new[start : start + 4 * self.read_threads], self.read_threads, self.within
             )
             self._add(pa.concat_tables(batch) if batch else None)
             for name, why in failed.items():
@@ -287,7 +289,7 @@ class InputCache:
 
     def _read_segment(self, segment: str, hits: dict[int, CacheEntry]) -> dict[int, ModelInput]:
         groups = sorted({entry.row // ROW_GROUP for entry in hits.values()})
-        with fileio.open_regular(self.fs, segment) as handle:
+        with fileio.open_regular(self.fs, segment, within=self.within) as handle:
             table = pq.ParquetFile(handle, page_checksum_verification=True).read_row_groups(
                 groups, columns=["path", "pixels"]
             )

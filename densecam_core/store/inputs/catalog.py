@@ -70,7 +70,7 @@ def catalog_pointer(fs: Any, root: str) -> str | None:
     return name
 
 
-def read_catalog(fs: Any, root: str) -> tuple[str, pa.Table] | None:
+def read_catalog(fs: Any, root: str, within: str | None = None) -> tuple[str, pa.Table] | None:
     """The current catalog's file name and rows (segment, row and identity columns), or None when there is
     none usable."""
     for _ in range(ATTEMPTS):
@@ -83,7 +83,7 @@ def read_catalog(fs: Any, root: str) -> tuple[str, pa.Table] | None:
             return None
         path = fileio.join(root, name)
         try:
-            with fileio.open_regular(fs, path) as handle:
+            with fileio.open_regular(fs, path, within=within) as handle:
                 table = pq.read_table(handle, page_checksum_verification=True)
         except FileNotFoundError:
             continue  # replaced by a newer catalog since the pointer was read
@@ -109,14 +109,16 @@ def keep_segments(table: pa.Table, names: Iterable[str]) -> pa.Table:
 
 
 def read_segments(
-    fs: Any, root: str, names: list[str], threads: int = READ_THREADS
+    fs: Any, root: str, names: list[str], threads: int = READ_THREADS, within: str | None = None
 ) -> tuple[list[pa.Table], dict[str, str]]:
     """Each named segment's identity columns with its name and row numbers, read ``threads`` at a time;
     and the segments that could not be read (name -> why). Segments deleted since the listing are skipped."""
 
     def one(name: str) -> pa.Table | str | None:
         try:
-            with fileio.open_regular(fs, fileio.join(root, name)) as handle:  # one open: read_table(path) opens twice
+            with fileio.open_regular(
+                fs, fileio.join(root, name), within=within
+            ) as handle:  # one open: read_table(path) opens twice
                 table = pq.read_table(handle, columns=IDENTITY_COLUMNS, page_checksum_verification=True)
         except FileNotFoundError:
             return None  # deleted since the listing (densecam verify --repair): not damage, just gone

@@ -57,6 +57,7 @@ def verify_input_caches(store_url: str) -> list[CacheReport]:
     if not fs.exists(root):
         return []
     reports = []
+    within = fileio.filesystem(store_url)[1] if fileio.protocol(fs) == "file" else None
     for folder in sorted(p for p in fs.ls(root, detail=False) if fs.isdir(p)):
         name = folder.rsplit("/", 1)[-1]
         size = _input_size(fs, folder, name)
@@ -67,7 +68,7 @@ def verify_input_caches(store_url: str) -> list[CacheReport]:
         paths: dict[str, list[str]] = {}  # sound segment -> the path of each row
         damages = []
         for segment in segments:
-            problem = _segment_problem(fs, folder, segment, size, paths)
+            problem = _segment_problem(fs, folder, segment, size, paths, within)
             damages += [InputDamage(name, segment, problem)] if problem else []
         catalog = _catalog_problem(fs, folder, paths)
         damages += [InputDamage(name, CATALOG_JSON, catalog)] if catalog else []
@@ -95,10 +96,13 @@ def _input_size(fs: Any, folder: str, name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _segment_problem(fs: Any, folder: str, name: str, size: int, paths: dict[str, list[str]]) -> str | None:
-    """What is wrong with the segment ``name``, or None (its rows' paths then go into ``paths``)."""
+def _segment_problem(
+    fs: Any, folder: str, name: str, size: int, paths: dict[str, list[str]], within: str | None
+) -> str | None:
+    """What is wrong with the segment ``name``, or None (its rows' paths then go into ``paths``); a segment
+    that leads out of the store (``within``) through a link is named, never read."""
     try:
-        with fileio.open_regular(fs, fileio.join(folder, name)) as handle:
+        with fileio.open_regular(fs, fileio.join(folder, name), within=within) as handle:
             table = pq.read_table(handle, page_checksum_verification=True)
     except (OSError, pa.ArrowException) as exc:
         return f"unreadable ({exc})"

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Everything the test suite needs on a fresh machine: the Python packages (pip, from pyproject's dev extra)
+# and the system packages some tests drive (Debian's): dciodvfy (dicom3tools) validates every DICOM object
+# the export writes, chromium and chromium-driver render the report page. Where they cannot be installed
+# (no apt-get, not root and no password-less sudo), it stops naming the one command to run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SYSTEM_PACKAGES="dicom3tools chromium chromium-driver"
+missing() { ! { command -v dciodvfy && command -v chromium && command -v chromedriver; } >/dev/null; }
+if missing; then
+    if [ "$(id -u)" = 0 ]; then sudo=""; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; else sudo=none; fi
+    if [ "$sudo" = none ] || ! command -v apt-get >/dev/null; then
+        echo "tests/setup.sh: the tests need Debian's $SYSTEM_PACKAGES; install them with:" >&2
+        echo "    sudo apt-get update && sudo apt-get install -y $SYSTEM_PACKAGES" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get install -y -q $SYSTEM_PACKAGES >/dev/null 2>&1 ||
+        { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q $SYSTEM_PACKAGES >/dev/null; }
+fi
+python -m pip install -q -e '.[dev]'
