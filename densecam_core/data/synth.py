@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from densecam_core.data.manifest import BODY_PARTS, MURA_DIR
+from densecam_core.data.shortcuts import Shortcut
 
 VALID_FIRST_PATIENT = 11185  # MURA's valid patients are numbered after its train patients
 
@@ -41,6 +42,7 @@ class SynthSummary:
     studies: int
     patients: int
     lesions: int
+    shortcuts: int = 0
 
 
 def _plan(
@@ -89,9 +91,15 @@ def _rotated_rect(cx: float, cy: float, length: float, width: float, angle: floa
 
 
 def render(
-    image: PlannedImage, min_side: int, max_side: int, rgb_fraction: float, lesion_scale: float = 1.0
-) -> tuple[Image.Image, tuple[int, int, int, int] | None]:
-    """Draw one radiograph-like image; returns it and its lesion box (x0, y0, x1, y1) or None."""
+    image: PlannedImage,
+    min_side: int,
+    max_side: int,
+    rgb_fraction: float,
+    lesion_scale: float = 1.0,
+    shortcut: Shortcut | None = None,
+) -> tuple[Image.Image, tuple[int, int, int, int] | None, tuple[int, int, int, int] | None]:
+    """Draw one radiograph-like image; returns it, its lesion box (x0, y0, x1, y1) or None, and the box of
+    the planted shortcut or None."""
     rng = np.random.default_rng(image.seed)
     long_side = int(rng.integers(min_side, max_side + 1))
     short_side = int(long_side * rng.uniform(0.6, 1.0))
@@ -145,12 +153,13 @@ def render(
             min(width, math.ceil(max(xs))),
             min(height, math.ceil(max(ys))),
         )
+    planted = shortcut.draw(canvas, image.seed) if shortcut and shortcut.chosen(image.seed, image.abnormal) else None
     blurred = canvas.filter(ImageFilter.GaussianBlur(radius=1.2))
     pixels = np.asarray(blurred, dtype=np.float32) + rng.normal(0, 6, size=(height, width)).astype(np.float32)
     grey = np.clip(pixels, 0, 255).astype(np.uint8)
     if rng.random() < rgb_fraction:
-        return Image.fromarray(np.repeat(grey[:, :, None], 3, axis=2), "RGB"), box
-    return Image.fromarray(grey, "L"), box
+        return Image.fromarray(np.repeat(grey[:, :, None], 3, axis=2), "RGB"), box, planted
+    return Image.fromarray(grey, "L"), box, planted
 
 
 def generate_mura(
@@ -166,6 +175,7 @@ def generate_mura(
     lesion_scale: float = 1.0,
     threads: int = 2,
     dicom: bool = False,
+    shortcut: Shortcut | None = None,
 ) -> SynthSummary:
     """Write a MURA-v1.1-shaped tree of ``images`` PNGs under ``out``; deterministic for ``seed``.
 
@@ -175,6 +185,9 @@ def generate_mura(
     ``lesion_scale`` enlarges plates (length capped at 0.6 of the long side) and fractures. The demo
     uses 3: a lesion is then at least about one block-4 cell wide (1/6 of the side at its 192 px
     input), the resolution a CAM peak has.
+
+    ``shortcut``: a text token planted in a share of the abnormal images (``data.shortcuts``), named with its
+    box in ``shortcuts.csv``: ground truth for ``densecam audit``.
     """
     if images < 1:
         raise ValueError("images must be >= 1")
@@ -188,8 +201,8 @@ def generate_mura(
     if dicom:
         planned = [dataclasses.replace(p, image_id=p.image_id.removesuffix(".png") + ".dcm") for p in planned]
 
-    def write(item: PlannedImage) -> tuple[int, int, int, int] | None:
-        picture, box = render(item, min_side, max_side, rgb_fraction, lesion_scale)
+    def write(item: PlannedImage) -> tuple[tuple[int, int, int, int] | None, tuple[int, int, int, int] | None]:
+        picture, box, planted = render(item, min_side, max_side, rgb_fraction, lesion_scale, shortcut)
         path = root / item.image_id
         path.parent.mkdir(parents=True, exist_ok=True)
         if dicom:
@@ -201,10 +214,16 @@ def generate_mura(
             )
         else:
             picture.save(path, compress_level=1)
-        return box
+        return box, planted
 
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        boxes = list(pool.map(write, planned))
+        drawn = list(pool.map(write, planned))
+    boxes = [box for box, _ in drawn]
+    if shortcut is not None:
+        with open(root / "shortcuts.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["image_id", "artefact", "x0", "y0", "x1", "y1"])
+            writer.writerows([p.image_id, shortcut.name, *s] for p, (_, s) in zip(planned, drawn) if s is not None)
     mura = root / MURA_DIR
     for split in ("train", "valid"):
         with open(mura / f"{split}_image_paths.csv", "w", newline="") as handle:
@@ -216,4 +235,5 @@ def generate_mura(
         writer.writerow(["image_id", "x0", "y0", "x1", "y1"])
         writer.writerows([p.image_id, *box] for p, box in zip(planned, boxes) if box is not None)
     patients = {p.image_id.split("/")[3] + p.split for p in planned}
-    return SynthSummary(root, len(planned), len(studies), len(patients), sum(b is not None for b in boxes))
+    planted = sum(s is not None for _, s in drawn)
+    return SynthSummary(root, len(planned), len(studies), len(patients), sum(b is not None for b in boxes), planted)

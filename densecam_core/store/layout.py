@@ -28,6 +28,23 @@ INDEX_SWAP_PREFIX = "_index-swap-"
 """A run's next index folder while a compaction on a local store builds it, and the old one once exchanged
 for it: beside ``index/``, so no ``index/*.parquet`` glob reads it; removed by the compaction or the next."""
 PLAN_DIR = "plan"
+ANALYSIS_DIR = "analysis"
+"""A run's analyses of its stored maps, one folder each: ``<kind>-<settings digest>`` (another setting is
+another analysis, never an overwrite), visible once its ``<kind>.json`` exists (written last)."""
+AUDIT_KIND = "audit"
+AUDIT_FOLDER = re.compile(r"^audit-[0-9a-f]{12}$")
+AUDIT_JSON = "audit.json"
+AUDIT_IMAGES = "images.parquet"
+AUDIT_CLUSTERS = "clusters.parquet"
+AUDIT_ATLASES = "atlases.parquet"
+AUDIT_CONFIRMATIONS = "confirmations.parquet"
+CONFIRM_PARTS_DIR = "confirm"
+"""The paste test's parts while it runs (``part-<cluster>.parquet``, one per flagged cluster: what a resumed
+``--confirm`` skips) and ``confirm.json``, its settings; merged into ``confirmations.parquet`` at the end."""
+CONFIRM_JSON = "confirm.json"
+AUDIT_ARRAYS = "arrays.zarr"
+"""Zarr arrays of an audit: ``cluster_mean/<map>``, ``atlas_mean/<map>``, ``atlas_peaks/<map>`` (one (h, w)
+slice per row of the table naming it) and ``vectors/<map>`` (image, target, d) for ``Run.similar``."""
 LOCK_FILE = "lock.json"
 TARGETS_ARRAY = "targets"
 
@@ -61,6 +78,17 @@ ARRAY_NAME = re.compile(r"^(logits|targets|cam|[a-z]+/block[1-4])$")
 
 class StoreError(ValueError):
     """A store, run or file that cannot be used as asked; the message says what is there."""
+
+
+def analysis_folder(kind: str, settings: dict[str, Any]) -> str:
+    """``<kind>-<12 hex digits>``: the folder of the analysis that ``settings`` (JSON-able) made."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return f"{kind}-{digest}"
+
+
+def map_label(method: str, block: int | None) -> str:
+    """A map's name in analyses' tables and arrays: ``cam_block4``, ``gradcam_block3`` ..."""
+    return f"{method}_block{4 if method == 'cam' else block}"
 
 
 def part_name(shard_index: int, pending: bool = False) -> str:

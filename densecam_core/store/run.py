@@ -20,7 +20,9 @@ from fsspec.implementations.local import LocalFileSystem
 from densecam_core import fileio
 from densecam_core.data.geometry import Geometry
 from densecam_core.store import layout as fmt
+from densecam_core.store.analyses import Audit, latest_audit, similar_images
 from densecam_core.store.confined import zarr_store_for_reading
+from densecam_core.store.format1 import format1_dataset
 from densecam_core.store.index import IndexFiles, list_index
 from densecam_core.store.targets import class_names, target_labels, target_position
 from densecam_core.vocabulary import BLOCKS
@@ -341,7 +343,7 @@ class Run:
             index = index.set_index("image_id").loc[list(image_ids)].reset_index()
         rows = index["row"].to_numpy()
         if self.format_version < 2:
-            return self._to_xarray_eager(xr, index, rows, methods, blocks)
+            return format1_dataset(self, xr, index, rows, methods, blocks)
         url = zarr_store_for_reading(fileio.url_join(self.url, fmt.ZARR_DIR), self.store_url)
         options: dict[str, Any] = {"chunks": None, "mask_and_scale": False, "zarr_format": 3}
         parts = [xr.open_zarr(url, **options)[["logits", fmt.TARGETS_ARRAY, "cam"]]]
@@ -364,26 +366,15 @@ class Run:
         dataset.attrs = {"run_id": self.run_id, "model_fingerprint": self.fingerprint, "format_version": 2}
         return dataset
 
-    def _to_xarray_eager(
-        self, xr: Any, index: pd.DataFrame, rows: np.ndarray, methods: Sequence[str] | None, blocks: Sequence[int]
-    ) -> Any:
-        """Format 1 runs: their groups reuse dimension names across sizes, so they are read into memory."""
-        coords: dict[str, Any] = {"image": index["image_id"].to_numpy()}
-        for column in ("row", "split", "body_part", "patient_id", "study_id", "label", "prob"):
-            coords[column] = ("image", index[column].to_numpy())
-        variables = {
-            "logits": (("image", "class"), self.maps("logits", rows=rows)),
-            "cam": (("image", "target", "y_b4", "x_b4"), self.maps("cam", rows=rows)),
-        }
-        for method in methods or self.methods:
-            for block in blocks:
-                variables[f"{method}_block{block}"] = (
-                    ("image", "target", f"y_b{block}", f"x_b{block}"),
-                    self.maps(method, block, rows=rows),
-                )
-        return xr.Dataset(
-            variables, coords=coords, attrs={"run_id": self.run_id, "model_fingerprint": self.fingerprint}
-        )
+    def audit(self) -> Audit:
+        """The latest audit of this run (``densecam audit``): ``.images``, ``.clusters``, ``.confirmations``,
+        ``.atlases`` (DataFrames), ``.mean_map(cluster)``."""
+        return latest_audit(self)
+
+    def similar(self, image_id: str, method: str = "gradcam", block: int | None = 4, k: int = 10, target: int = 0):
+        """The ``k`` images whose maps are most like ``image_id``'s (a DataFrame: ``image_id``, ``similarity``):
+        exact cosine similarity of the normalised maps (pooled to at most 16x16) the latest audit keeps."""
+        return similar_images(*latest_audit(self, (method, block, target)).vectors(method, block, target), image_id, k)
 
 
 def _ranges(rows: np.ndarray) -> str:

@@ -22,6 +22,7 @@ COMMANDS = {
         "score a run's maps (deletion, insertion, randomisation, stability, localisation) or the pointing game",
     ),
     "compare": ("jobs.cli.compare", "what a model update changed between two runs"),
+    "audit": ("jobs.cli.audit", "where a run's maps point across its images: shortcut clusters, atlases, paste test"),
     "export": (
         "jobs.cli.export",
         "a run's maps as DICOM objects for a viewer (Secondary Capture, Segmentation) or PNGs",

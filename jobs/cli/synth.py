@@ -22,8 +22,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="write DICOM files (12-bit CR, MONOCHROME1/2, windowed, some RLE or JPEG 2000) instead of PNGs",
     )
+    parser.add_argument(
+        "--shortcut",
+        default=None,
+        help="plant a text token in a share of the abnormal images: text:FRACTION[:WIDTH[:CORNER]] "
+        "(e.g. text:0.7:0.5, top_left); shortcuts.csv names them",
+    )
     args = parser.parse_args(argv)
     try:
+        from densecam_core.data.shortcuts import Shortcut
+
+        shortcut = Shortcut.parse(args.shortcut) if args.shortcut else None
         summary = generate_mura(
             args.out,
             images=args.images,
@@ -33,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             valid_fraction=args.valid_fraction,
             lesion_scale=args.lesion_scale,
             dicom=args.dicom,
+            shortcut=shortcut,
         )
     except ValueError as exc:
         print(f"densecam synth: {exc}", file=sys.stderr)
@@ -40,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"wrote {summary.images} images in {summary.studies} studies of {summary.patients} patients "
         f"({summary.lesions} with lesion boxes) to {summary.root}"
+        + (f"; {summary.shortcuts} carry the {shortcut.name} token (shortcuts.csv)" if shortcut else "")
     )
     return 0
 

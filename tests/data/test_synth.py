@@ -50,3 +50,49 @@ def test_tree_round_trips_and_is_deterministic(tmp_path: Path):
     assert tree_digest(tmp_path / "a") == tree_digest(tmp_path / "b")
     generate_mura(tmp_path / "c", images=60, seed=4, min_side=48, max_side=96)
     assert tree_digest(tmp_path / "a") != tree_digest(tmp_path / "c")
+
+
+def test_a_planted_text_token_is_named_and_changes_nothing_else(tmp_path: Path):
+    from densecam_core.data.shortcuts import Shortcut
+
+    shortcut = Shortcut.parse("text:0.7:0.5")
+    generate_mura(tmp_path / "plain", images=60, seed=3, min_side=64, max_side=96, rgb_fraction=0.0)
+    summary = generate_mura(
+        tmp_path / "token", images=60, seed=3, min_side=64, max_side=96, rgb_fraction=0.0, shortcut=shortcut
+    )
+    planted = pd.read_csv(tmp_path / "token" / "shortcuts.csv")
+    frame = read_manifest(tmp_path / "token").set_index("image_id")
+    assert len(planted) == summary.shortcuts > 0 and (planted["artefact"] == "text:PORTABLE").all()
+    assert (frame.loc[planted["image_id"], "label"] == 1).all(), "only abnormal images carry it"
+    abnormal = int((frame["label"] == 1).sum())
+    assert 0.4 * abnormal <= len(planted) <= abnormal  # about 70 % of them
+    for image_id in frame.index:
+        plain = np.asarray(Image.open(tmp_path / "plain" / image_id), dtype=np.int16)
+        token = np.asarray(Image.open(tmp_path / "token" / image_id), dtype=np.int16)
+        row = planted[planted["image_id"] == image_id]
+        if row.empty:
+            assert (plain == token).all(), f"{image_id} carries no token: drawn exactly as without --shortcut"
+            continue
+        x0, y0, x1, y1 = row[["x0", "y0", "x1", "y1"]].iloc[0]
+        assert x0 <= 0.1 * token.shape[1] and y0 <= 0.1 * token.shape[0], "in the top-left corner"
+        assert 0.4 <= (x1 - x0) / token.shape[1] <= 0.6, "half the image wide"
+        outside = np.ones(token.shape, bool)
+        outside[max(0, y0 - 3) : y1 + 3, max(0, x0 - 3) : x1 + 3] = False
+        assert (plain[outside] == token[outside]).all(), "nothing outside the token's box changes"
+        assert np.abs(plain[y0:y1, x0:x1] - token[y0:y1, x0:x1]).mean() > 10, "the token is visible"
+
+
+def test_a_bad_shortcut_is_refused_with_the_form_it_takes():
+    import pytest
+
+    from densecam_core.data.shortcuts import Shortcut
+
+    for text, message in [
+        ("box:0.3", "text:FRACTION"),
+        ("text:1.5", "must be in \\(0, 1\\]"),
+        ("text:0.3:0.95", "width must be 0.1 to 0.9"),
+        ("text:0.3:0.5:middle", "corner must be one of"),
+        ("text:a", "are numbers"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            Shortcut.parse(text)

@@ -1,0 +1,317 @@
+"""``audit_run``: is the model right for the right reasons? Where every stored map of a run points, per
+target and map, within each label group (and body part): per-image spatial scores, SpRAy-style clusters,
+clusters flagged by a stated rule, atlases per group. Reads the maps chunk by chunk; torch-free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from densecam_core.analysis.atlas import AtlasAccumulator
+from densecam_core.analysis.clustering import MIN_IMAGES, spectral_clusters
+from densecam_core.analysis.flagging import FlagRule, auroc, flag_clusters
+from densecam_core.analysis.spatial import MIN_FLAG_SIDE, SCORE_COLUMNS, VECTOR_SIDE, map_vectors, spatial_scores
+from densecam_core.store.layout import StoreError, map_label
+from densecam_core.store.run import Run
+from densecam_core.store.targets import target_labels, with_target_probability
+from densecam_core.vocabulary import BLOCKS
+
+CHUNK_IMAGES = 2048
+CLUSTER_COLUMNS = [
+    "method", "block", "target", "group", "cluster", "size", "flagged", "threshold", "rule", "clusters_in_group",
+    "mean_prob", "label_mix", "body_part_mix", "auroc_inside", "auroc_outside", *(f"mean_{n}" for n in SCORE_COLUMNS),
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class AuditRequest:
+    """What to audit and how; every field is recorded with the audit and names its folder."""
+
+    methods: tuple[str, ...] | None = None  # default: cam and every method of the run
+    blocks: tuple[int, ...] = BLOCKS
+    targets: tuple[int, ...] | None = None  # target positions; default: all
+    by_body_part: bool = True
+    control: str | None = None  # a run id of the same store, a model the user trusts
+    rule: FlagRule = field(default_factory=FlagRule)
+    seed: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {**asdict(self), "rule": asdict(self.rule), "version": 1}
+
+
+@dataclass
+class AuditResult:
+    """An audit's tables and arrays, as ``store.analyses`` writes and reads them."""
+
+    images: pd.DataFrame
+    clusters: pd.DataFrame
+    atlases: pd.DataFrame
+    arrays: dict[str, np.ndarray]
+    messages: list[str]
+    settings: dict[str, Any]
+
+
+def audit_run(run: Run, request: AuditRequest = AuditRequest(), *, control: Run | None = None) -> AuditResult:
+    """Audit every map the request names; ``control`` (the run ``request.control`` names) supplies the null
+    distribution of the flag rule instead of the run's own groups."""
+    index = run.index[run.index["status"] == "ok"].sort_values("row").reset_index(drop=True)
+    if index.empty:
+        raise StoreError(f"run {run.run_id} has no ok images (error rows only): there are no maps to audit")
+    control_index = _control_rows(run, control, index) if control is not None else None
+    images: list[pd.DataFrame] = []
+    clusters: list[pd.DataFrame] = []
+    atlases: list[pd.DataFrame] = []
+    arrays: dict[str, list[np.ndarray]] = {}
+    messages: list[str] = []
+    for method, block in _maps(run, request):
+        label = map_label(method, block)
+        for target in request.targets or tuple(range(int(run.meta.get("num_targets", 1)))):
+            rows = with_target_probability(index, run.meta, target)
+            part = _audit_map(run, rows, method, block, target, request, control, control_index)
+            # each table row's slice of its map's arrays: clusters of every target, one after the other
+            done = {kind: sum(len(a) for a in arrays.get(f"{kind}/{label}", [])) for kind in part.arrays}
+            images.append(part.images)
+            clusters.append(part.clusters.assign(array_index=done["cluster_mean"] + np.arange(len(part.clusters))))
+            atlases.append(part.atlases.assign(array_index=done["atlas_mean"] + np.arange(len(part.atlases))))
+            for kind, values in part.arrays.items():
+                arrays.setdefault(f"{kind}/{label}", []).append(values)
+            messages += part.messages
+    if not any(len(c) and c["flagged"].any() for c in clusters):
+        messages.append("no cluster's maps point outside the body more than the class's own spread")
+    return AuditResult(
+        images=pd.concat(images, ignore_index=True),
+        clusters=pd.concat(clusters, ignore_index=True),
+        atlases=pd.concat(atlases, ignore_index=True),
+        arrays={name: np.concatenate(parts) for name, parts in arrays.items()},
+        messages=messages,
+        settings={**request.as_json(), "target_labels": target_labels(run.meta)},
+    )
+
+
+def _maps(run: Run, request: AuditRequest) -> list[tuple[str, int | None]]:
+    methods = request.methods or ("cam", *run.methods)
+    unknown = [m for m in methods if m != "cam" and m not in run.methods]
+    if unknown:
+        raise StoreError(f"run {run.run_id} has no {unknown} maps; it has cam, {', '.join(run.methods)}")
+    bad = [b for b in request.blocks if b not in BLOCKS]
+    if bad:
+        raise ValueError(f"blocks must be among {BLOCKS}; got {bad}")
+    out: list[tuple[str, int | None]] = []
+    for method in methods:
+        out += [("cam", None)] if method == "cam" else [(method, b) for b in request.blocks]
+    return out
+
+
+def _control_rows(run: Run, control: Run, index: pd.DataFrame) -> pd.DataFrame:
+    theirs = control.index[control.index["status"] == "ok"]
+    common = theirs[theirs["image_id"].isin(set(index["image_id"]))]
+    if common.empty:
+        raise StoreError(
+            f"control run {control.run_id} shares no image with run {run.run_id}: a control is the same images "
+            f"explained by a model you trust (expected image ids like {index['image_id'].iloc[0]!r})"
+        )
+    return common.sort_values("row").reset_index(drop=True)
+
+
+@dataclass
+class _MapPart:
+    images: pd.DataFrame
+    clusters: pd.DataFrame
+    atlases: pd.DataFrame
+    arrays: dict[str, np.ndarray]
+    messages: list[str]
+
+
+def _groups(rows: pd.DataFrame, by_body_part: bool) -> pd.Series:
+    """Each image's group: its label (abnormal / normal / unlabelled), and its body part where known."""
+    label = rows["label"].map(lambda v: "unlabelled" if pd.isna(v) else ("abnormal" if int(v) == 1 else "normal"))
+    if by_body_part and "body_part" in rows.columns and rows["body_part"].notna().any():
+        return label + "/" + rows["body_part"].fillna("unknown").astype(str)
+    return label.astype(str)
+
+
+def _read_scores(run: Run, rows: pd.DataFrame, method: str, block: int | None, target: int, groups: pd.Series):
+    """Scores and vectors of every image of ``rows`` (and atlas sums per group), a chunk of maps at a time."""
+    scores: dict[str, list[np.ndarray]] = {name: [] for name in SCORE_COLUMNS}
+    vectors = []
+    atlas: AtlasAccumulator | None = None
+    codes, names = pd.factorize(groups, sort=True)
+    positions = rows["row"].to_numpy()
+    for start in range(0, len(rows), CHUNK_IMAGES):
+        maps = run.maps(method, block, rows=positions[start : start + CHUNK_IMAGES], target=target)
+        atlas = atlas or AtlasAccumulator(len(names), maps.shape[1:])
+        atlas.add(maps, codes[start : start + CHUNK_IMAGES])
+        for name, values in spatial_scores(maps).items():
+            scores[name].append(values)
+        vectors.append(map_vectors(maps))
+    assert atlas is not None
+    return {k: np.concatenate(v) for k, v in scores.items()}, np.concatenate(vectors), atlas, list(names)
+
+
+@dataclass(frozen=True)
+class _MapData:
+    """One map and target's per-image data, as the groups are clustered."""
+
+    key: dict[str, Any]  # method, block, target
+    rows: pd.DataFrame
+    groups: np.ndarray
+    scores: dict[str, np.ndarray]
+    vectors: np.ndarray
+    flaggable: bool
+
+
+def _audit_map(
+    run: Run,
+    rows: pd.DataFrame,
+    method: str,
+    block: int | None,
+    target: int,
+    request: AuditRequest,
+    control: Run | None,
+    control_rows: pd.DataFrame | None,
+) -> _MapPart:
+    label = map_label(method, block)
+    groups = _groups(rows, request.by_body_part)
+    scores, vectors, atlas, group_names = _read_scores(run, rows, method, block, target, groups)
+    h, w = atlas.shape
+    flaggable = min(h, w) >= MIN_FLAG_SIDE
+    messages = (
+        []
+        if flaggable
+        else [
+            f"{label}: its {h}x{w} grid is too coarse to tell a corner from the body; scores are reported, nothing is flagged"
+        ]
+    )
+    reference = None
+    if control is not None and control_rows is not None:
+        control_groups = _groups(control_rows, request.by_body_part)
+        reference_scores = _read_scores(control, control_rows, method, block, target, control_groups)[0]
+        reference = (control.run_id, control_groups.to_numpy(), reference_scores[request.rule.score])
+    key = {"method": method, "block": 4 if block is None else block, "target": target}
+    data = _MapData(key, rows, groups.to_numpy(), scores, vectors, flaggable)
+    assigned = _cluster_groups(data, group_names, request, reference)
+    images = pd.DataFrame(
+        {
+            "image_id": rows["image_id"].astype(str).to_numpy(),
+            "row": rows["row"].to_numpy(),
+            **key,
+            "label": rows["label"].to_numpy(),
+            "body_part": rows["body_part"].to_numpy() if "body_part" in rows.columns else None,
+            "prob": rows["prob"].astype(float).to_numpy(),
+            "group": data.groups,
+            "cluster": assigned.clusters,
+            "flagged": assigned.flagged,
+            **{name: scores[name] for name in SCORE_COLUMNS},
+            "embedding_x": assigned.embedding[:, 0],
+            "embedding_y": assigned.embedding[:, 1],
+        }
+    )
+    pooled_shape = (min(h, VECTOR_SIDE), min(w, VECTOR_SIDE))
+    arrays = {
+        "cluster_mean": np.asarray(assigned.means, dtype=np.float32).reshape(-1, *pooled_shape),
+        "atlas_mean": atlas.means().astype(np.float32),
+        "atlas_peaks": atlas.peaks.astype(np.float32),
+        "vectors": vectors[None],  # (target, image, d): targets one after the other
+    }
+    clusters = pd.DataFrame.from_records(assigned.records, columns=CLUSTER_COLUMNS)
+    atlases = atlas.table(group_names).assign(**key)
+    return _MapPart(images, clusters, atlases, arrays, messages + assigned.messages)
+
+
+@dataclass
+class _Assigned:
+    clusters: np.ndarray
+    flagged: np.ndarray
+    embedding: np.ndarray
+    records: list[dict[str, Any]] = field(default_factory=list)
+    means: list[np.ndarray] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+
+
+def _cluster_groups(
+    data: _MapData, group_names: list[str], request: AuditRequest, reference: tuple[str, np.ndarray, np.ndarray] | None
+) -> _Assigned:
+    """Cluster each group's maps and flag its clusters by the rule (against the group's own scores, or the
+    control run's same group)."""
+    n = len(data.rows)
+    out = _Assigned(np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=bool), np.full((n, 2), np.nan))
+    labels = data.rows["label"].astype("Float64").to_numpy(dtype=float, na_value=np.nan)
+    probs = data.rows["prob"].astype(float).to_numpy()
+    score = data.scores[request.rule.score]
+    name = map_label(data.key["method"], data.key["block"])
+    for group in group_names:
+        members = np.flatnonzero(data.groups == group)
+        if members.size < MIN_IMAGES:
+            out.messages.append(
+                f"{name}, target {data.key['target']}, {group}: {members.size} images, too few to cluster (at least {MIN_IMAGES})"
+            )
+            continue
+        clustering = spectral_clusters(data.vectors[members], seed=request.seed)
+        if reference is None:
+            null, described = score[members], f"the {group} images' own"
+        else:
+            null, described = reference[2][reference[1] == group], f"control run {reference[0]}'s {group} images'"
+        flags, threshold = flag_clusters(
+            clustering.labels, score[members], null, request.rule, flaggable=data.flaggable
+        )
+        out.clusters[members] = clustering.labels
+        out.embedding[members] = clustering.embedding
+        for cluster in range(clustering.count):
+            inside = members[clustering.labels == cluster]
+            out.flagged[inside] = flags[cluster]
+            out.records.append(
+                _cluster_record(data.rows, data.scores, inside, members, labels, probs)
+                | data.key
+                | {
+                    "group": group,
+                    "cluster": cluster,
+                    "flagged": bool(flags[cluster]),
+                    "threshold": threshold,
+                    "rule": request.rule.describe(f"{described} per-image {request.rule.score}"),
+                    "clusters_in_group": clustering.count,
+                }
+            )
+            out.means.append(data.vectors[inside].mean(axis=0))
+    return out
+
+
+def _cluster_record(
+    rows: pd.DataFrame,
+    scores: dict[str, np.ndarray],
+    inside: np.ndarray,
+    group: np.ndarray,
+    labels: np.ndarray,
+    probs: np.ndarray,
+) -> dict[str, Any]:
+    """A cluster's size, mixes, mean probability and scores, and the model's AUROC with the cluster's images
+    (or the rest of its group) against every image of the other labels."""
+    others = np.setdiff1d(np.flatnonzero(np.isfinite(labels)), group)
+    rest = np.setdiff1d(group, inside)
+    record: dict[str, Any] = {
+        "size": int(inside.size),
+        "mean_prob": float(np.nanmean(probs[inside])) if inside.size else float("nan"),
+        "label_mix": _mix(rows["label"].iloc[inside]),
+        "body_part_mix": _mix(rows["body_part"].iloc[inside]) if "body_part" in rows.columns else "",
+        "auroc_inside": auroc(probs[np.concatenate([inside, others])], labels[np.concatenate([inside, others])]),
+        "auroc_outside": auroc(probs[np.concatenate([rest, others])], labels[np.concatenate([rest, others])]),
+    }
+    for name in SCORE_COLUMNS:
+        record[f"mean_{name}"] = float(np.nanmean(scores[name][inside])) if inside.size else float("nan")
+    return record
+
+
+def _mix(values: pd.Series) -> str:
+    counts = values.astype("string").fillna("none").value_counts()
+    return ", ".join(f"{name}: {count}" for name, count in counts.items())
+
+
+def audit_targets(run: Run, names: Sequence[str | int] | None) -> tuple[int, ...] | None:
+    """Target positions from class names or positions (``--target``); None for all."""
+    from densecam_core.store.targets import target_position
+
+    return None if not names else tuple(target_position(run.meta, n if not str(n).isdigit() else int(n)) for n in names)

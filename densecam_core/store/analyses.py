@@ -1,0 +1,296 @@
+"""A run's analyses as files: written whole beside the run (``runs/<id>/analysis/<kind>-<digest>/``), read
+back with pandas and zarr. The audit's tables are Parquet (pandas, DuckDB, Spotlight, FiftyOne read them
+as they are) and its maps Zarr arrays (xarray reads them). Torch-free; nothing here computes an analysis.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import uuid
+from datetime import datetime, timezone
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import zarr
+from fsspec.implementations.local import LocalFileSystem
+
+from densecam_core import fileio
+from densecam_core.store import layout as fmt
+from densecam_core.store.confined import zarr_store_for_reading
+
+TABLES = {"images": fmt.AUDIT_IMAGES, "clusters": fmt.AUDIT_CLUSTERS, "atlases": fmt.AUDIT_ATLASES}
+
+
+def write_audit(
+    run_url: str,
+    *,
+    settings: dict[str, Any],
+    tables: dict[str, pd.DataFrame],
+    arrays: dict[str, np.ndarray],
+    messages: list[str],
+) -> str:
+    """Write an audit made with ``settings`` under its own folder, whole: on a local disk it is built under a
+    temporary name and renamed into place (a killed audit leaves nothing that reads as one); on an object
+    store ``audit.json`` is written last and readers list only folders that have it. Returns the folder."""
+    fs, run_root = fileio.filesystem(run_url)
+    name = fmt.analysis_folder(fmt.AUDIT_KIND, settings)
+    parent = fileio.join(run_root, fmt.ANALYSIS_DIR)
+    final = fileio.join(parent, name)
+    local = isinstance(fs, LocalFileSystem)
+    building = fileio.join(parent, f"{fmt.TMP_PREFIX}{uuid.uuid4().hex}-{name}") if local else final
+    try:
+        fs.makedirs(building, exist_ok=True)
+        if not local:
+            with contextlib.suppress(FileNotFoundError):
+                fs.rm(fileio.join(final, fmt.AUDIT_JSON))  # the old audit stops being one before it is replaced
+        for key, file_name in TABLES.items():
+            buffer = io.BytesIO()
+            tables[key].to_parquet(buffer, index=False)
+            fs.pipe_file(fileio.join(building, file_name), buffer.getvalue())
+        _write_arrays(fileio.url_join(run_url, fmt.ANALYSIS_DIR, building.rsplit("/", 1)[-1], fmt.AUDIT_ARRAYS), arrays)
+        meta = {"kind": fmt.AUDIT_KIND, "settings": settings, "messages": messages, "created": _now()}
+        fileio.write_json_atomic(fs, fileio.join(building, fmt.AUDIT_JSON), fileio.strict_json(meta))
+        if local:
+            _move_into_place(building, final)
+    except BaseException:
+        if local:
+            shutil.rmtree(building, ignore_errors=True)
+        raise
+    return name
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _move_into_place(building: str, final: str) -> None:
+    """``building`` becomes ``final`` in one rename; an older audit of the same settings is swapped out first."""
+    if os.path.exists(final):
+        if fileio.exchange_folders(building, final):
+            shutil.rmtree(building, ignore_errors=True)  # now the old audit
+            return
+        old = f"{building}-old"
+        os.rename(final, old)
+        os.rename(building, final)
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    os.rename(building, final)
+
+
+def _write_arrays(url: str, arrays: dict[str, np.ndarray]) -> None:
+    group = zarr.open_group(store=url, mode="w", zarr_format=3)
+    for name, values in sorted(arrays.items()):
+        kind, label = name.split("/", 1)
+        sub = group.require_group(kind)
+        array = sub.create_array(
+            label,
+            shape=values.shape,
+            dtype=values.dtype,
+            chunks=tuple(max(1, n) for n in values.shape),
+            dimension_names=_dimensions(kind, label, values.ndim),
+            overwrite=True,
+        )
+        if values.size:
+            array[...] = values
+
+
+def _dimensions(kind: str, label: str, ndim: int) -> tuple[str, ...]:
+    """Names xarray reads: each unique to its map within its group, so maps of other sizes can sit together."""
+    rows = {"cluster_mean": "cluster", "atlas_mean": "atlas", "atlas_peaks": "atlas"}.get(kind)
+    if kind == "vectors":
+        return (f"{label}_target", f"{label}_image", f"{label}_cell")
+    return (f"{label}_{rows}", f"{label}_y", f"{label}_x")[-ndim:]
+
+
+class Audit:
+    """One stored audit: ``images``, ``clusters``, ``atlases`` and ``confirmations`` (DataFrames), ``messages``,
+    ``settings``, and the maps behind them (``mean_map``, ``atlas``, ``vectors``)."""
+
+    def __init__(self, store_url: str, run_url: str, folder: str, meta: dict[str, Any]) -> None:
+        self.store_url, self.folder, self.meta = store_url, folder, meta
+        self.url = fileio.url_join(run_url, fmt.ANALYSIS_DIR, folder)
+        self.fs, self.root = fileio.filesystem(self.url)
+
+    def __repr__(self) -> str:
+        return f"Audit({self.folder!r}, created={self.meta.get('created')!r}, flagged clusters={int(self.clusters['flagged'].sum())})"
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return dict(self.meta.get("settings", {}))
+
+    @property
+    def messages(self) -> list[str]:
+        return list(self.meta.get("messages", []))
+
+    def _table(self, file_name: str) -> pd.DataFrame:
+        within = fileio.filesystem(self.store_url)[1] if isinstance(self.fs, LocalFileSystem) else None
+        with fileio.open_regular(self.fs, fileio.join(self.root, file_name), within=within) as handle:
+            return pd.read_parquet(handle)
+
+    @cached_property
+    def images(self) -> pd.DataFrame:
+        return self._table(fmt.AUDIT_IMAGES)
+
+    @cached_property
+    def clusters(self) -> pd.DataFrame:
+        return self._table(fmt.AUDIT_CLUSTERS)
+
+    @cached_property
+    def atlases(self) -> pd.DataFrame:
+        return self._table(fmt.AUDIT_ATLASES)
+
+    @cached_property
+    def confirmations(self) -> pd.DataFrame:
+        """The paste test's results, one row per flagged cluster confirmed (empty until one ran)."""
+        if not self.fs.exists(fileio.join(self.root, fmt.AUDIT_CONFIRMATIONS)):
+            return pd.DataFrame(columns=["method", "block", "target", "group", "cluster", "logit_change"])
+        return self._table(fmt.AUDIT_CONFIRMATIONS)
+
+    def _array(self, kind: str, label: str) -> Any:
+        store = zarr_store_for_reading(fileio.url_join(self.url, fmt.AUDIT_ARRAYS), self.store_url)
+        return zarr.open_array(store=store, path=f"{kind}/{label}", mode="r", zarr_format=3)
+
+    def mean_map(self, cluster: int | pd.Series) -> np.ndarray:
+        """The mean normalised map of a cluster: a row of ``clusters``, or its position there."""
+        row = self.clusters.iloc[cluster] if isinstance(cluster, (int, np.integer)) else cluster
+        return np.asarray(
+            self._array("cluster_mean", fmt.map_label(row["method"], int(row["block"])))[int(row["array_index"])]
+        )
+
+    def atlas(self, row: int | pd.Series, *, peaks: bool = False) -> np.ndarray:
+        """A group's mean normalised map (or, with ``peaks``, its histogram of peak locations): a row of
+        ``atlases``, or its position there."""
+        row = self.atlases.iloc[row] if isinstance(row, (int, np.integer)) else row
+        kind = "atlas_peaks" if peaks else "atlas_mean"
+        return np.asarray(self._array(kind, fmt.map_label(row["method"], int(row["block"])))[int(row["array_index"])])
+
+    def _of_map(self, method: str, block: int | None) -> pd.DataFrame:
+        shown = 4 if method == "cam" else block
+        return self.images[(self.images["method"] == method) & (self.images["block"] == shown)]
+
+    def has_map(self, method: str, block: int | None, target: int = 0) -> bool:
+        return bool((self._of_map(method, block)["target"] == target).any())
+
+    def vectors(self, method: str, block: int | None, target: int = 0) -> tuple[pd.Series, np.ndarray]:
+        """(image ids, their normalised map vectors (n, d)) of one map and target position."""
+        images = self._of_map(method, block)
+        targets = sorted(images["target"].unique())
+        ids = images.loc[images["target"] == target, "image_id"].reset_index(drop=True)
+        return ids, np.asarray(self._array("vectors", fmt.map_label(method, block))[targets.index(target)])
+
+
+def write_confirmation_part(audit_url: str, cluster: int, table: pd.DataFrame) -> None:
+    """One flagged cluster's paste-test pairs, committed whole (the unit a resumed ``--confirm`` skips)."""
+    fs, root = fileio.filesystem(fileio.url_join(audit_url, fmt.CONFIRM_PARTS_DIR))
+    fs.makedirs(root, exist_ok=True)
+    buffer = io.BytesIO()
+    table.to_parquet(buffer, index=False)
+    fileio.write_bytes_atomic(fs, fileio.join(root, fmt.part_name(cluster)), buffer.getvalue())
+
+
+def confirmation_parts(audit_url: str) -> dict[int, str]:
+    """The committed paste-test parts: cluster ordinal -> path."""
+    fs, root = fileio.filesystem(fileio.url_join(audit_url, fmt.CONFIRM_PARTS_DIR))
+    if not fs.exists(root):
+        return {}
+    found = {}
+    for path in fs.ls(root, detail=False):
+        match = fmt.PART_NAME.match(path.rsplit("/", 1)[-1])
+        if match:
+            found[int(match.group(1))] = path
+    return found
+
+
+def settle_confirmation(audit_url: str, settings: dict[str, Any], *, force: bool) -> None:
+    """Record the paste test's settings; parts made with other settings are refused, or cleared with ``force``."""
+    fs, root = fileio.filesystem(fileio.url_join(audit_url, fmt.CONFIRM_PARTS_DIR))
+    path = fileio.join(root, fmt.CONFIRM_JSON)
+    recorded = fileio.read_json(fs, path) if fs.exists(path) else None
+    wanted = fileio.strict_json(settings)
+    if recorded is not None and recorded != wanted:
+        if not force:
+            differ = sorted(k for k in wanted if recorded.get(k) != wanted[k])
+            raise ValueError(
+                f"this audit's paste test ran with other settings ({', '.join(differ)}); pass the same ones to "
+                "resume it, or --force to run it afresh"
+            )
+        fs.rm(root, recursive=True)
+    if force and recorded == wanted:
+        fs.rm(root, recursive=True)
+    fs.makedirs(root, exist_ok=True)
+    fileio.write_json_atomic(fs, path, wanted)
+
+
+def merge_confirmations(audit_url: str, summary: pd.DataFrame) -> None:
+    """Write ``confirmations.parquet``: one row per confirmed cluster (``summary``), whole."""
+    fs, root = fileio.filesystem(audit_url)
+    buffer = io.BytesIO()
+    summary.to_parquet(buffer, index=False)
+    fileio.write_bytes_atomic(fs, fileio.join(root, fmt.AUDIT_CONFIRMATIONS), buffer.getvalue())
+
+
+def read_confirmation_pairs(audit_url: str) -> pd.DataFrame:
+    """Every committed pair of the paste test, with the cluster ordinal it belongs to."""
+    fs = fileio.filesystem(audit_url)[0]
+    frames = []
+    for cluster, path in sorted(confirmation_parts(audit_url).items()):
+        with fs.open(path, "rb") as handle:
+            frames.append(pd.read_parquet(handle).assign(confirmation=cluster))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def list_audits(store_url: str, run_url: str) -> list[Audit]:
+    """The run's complete audits (those whose ``audit.json`` exists), oldest first."""
+    fs, run_root = fileio.filesystem(run_url)
+    parent = fileio.join(run_root, fmt.ANALYSIS_DIR)
+    if not fs.exists(parent):
+        return []
+    within = fileio.filesystem(store_url)[1] if isinstance(fs, LocalFileSystem) else None
+    audits = []
+    for path in fs.ls(parent, detail=False):
+        folder = path.rstrip("/").rsplit("/", 1)[-1]
+        if not fmt.AUDIT_FOLDER.match(folder):
+            continue
+        try:
+            meta = fileio.read_json(fs, fileio.join(path, fmt.AUDIT_JSON), within=within)
+        except FileNotFoundError:
+            continue  # being written, or killed while written: not an audit
+        except (OSError, ValueError) as exc:
+            raise fmt.StoreError(
+                f"the audit {folder} of {run_url} is damaged ({exc}): run `densecam audit` again"
+            ) from None
+        audits.append(Audit(store_url, run_url, folder, meta))
+    return sorted(audits, key=lambda a: str(a.meta.get("created", "")))
+
+
+def latest_audit(run: Any, of_map: tuple[str, int | None, int] | None = None) -> Audit:
+    """The run's newest audit (of ``of_map``, (method, block, target), when given); a ``StoreError`` naming
+    the command that makes one when there is none."""
+    audits = [a for a in list_audits(run.store_url, run.url) if of_map is None or a.has_map(*of_map)]
+    if audits:
+        return audits[-1]
+    what = "" if of_map is None else f" of {of_map[0]} block {of_map[1]} (target {of_map[2]})"
+    methods = "" if of_map is None else f" --methods {of_map[0]}"
+    raise fmt.StoreError(
+        f"run {run.run_id} has no audit{what} yet: run `densecam audit STORE --run {run.run_id}{methods}`"
+    )
+
+
+def similar_images(ids: pd.Series, vectors: np.ndarray, image_id: str, k: int) -> pd.DataFrame:
+    """The ``k`` images whose vectors are nearest ``image_id``'s by cosine similarity (exact), itself excluded."""
+    where = np.flatnonzero(ids.to_numpy() == image_id)
+    if where.size == 0:
+        raise KeyError(f"image {image_id!r} has no map in this audit (an error row, or not in the run)")
+    norms = np.linalg.norm(vectors, axis=1)
+    query = vectors[where[0]] / max(float(norms[where[0]]), 1e-12)
+    similarity = (vectors @ query) / np.maximum(norms, 1e-12)
+    similarity[where[0]] = -np.inf
+    k = min(k, len(ids) - 1)
+    top = np.argpartition(-similarity, k - 1)[:k] if k > 0 else np.array([], dtype=np.int64)
+    top = top[np.argsort(-similarity[top], kind="stable")]
+    return pd.DataFrame({"image_id": ids.to_numpy()[top], "similarity": similarity[top]})

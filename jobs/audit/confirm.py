@@ -1,0 +1,143 @@
+"""The paste test of an audit's flagged clusters, on the shared runtime: each flagged cluster is one shard (its
+pairs), handed to ``PasteWorker`` actors; a committed cluster is skipped when the command runs again, and the
+parts are merged into the audit's ``confirmations.parquet`` with a bootstrap interval per cluster.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from densecam_core.analysis.paste import bootstrap_mean, paste_pairs, region_of
+from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW
+from densecam_core.model.checkpoint import state_dict_bytes
+from densecam_core.store.analyses import (
+    Audit,
+    confirmation_parts,
+    merge_confirmations,
+    read_confirmation_pairs,
+    settle_confirmation,
+)
+from densecam_core.store.layout import Shard
+from densecam_core.store.lock import RunLock
+from densecam_core.store.run import Run
+from densecam_core.store.targets import fixed_classes
+from jobs.audit.config import AuditConfig
+from jobs.audit.paste_worker import PasteSettings, PasteWorker
+from jobs.runtime.contract import WorkItem
+from jobs.runtime.dispatch import DispatchCounters, make_actor_class
+from jobs.runtime.resources import Resources
+from jobs.runtime.skeleton import Launch, ShardPlan, dispatch_on_ray, run_locked
+
+KEYS = ["method", "block", "target", "group", "cluster"]
+
+
+def flagged_pairs(run: Run, audit: Audit, count: int, seed: int) -> list[tuple[pd.Series, pd.DataFrame]]:
+    """Each flagged cluster (a row of ``audit.clusters``) with its paste pairs."""
+    index = run.index[run.index["status"] == "ok"]
+    images = audit.images
+    out = []
+    flagged = audit.clusters[audit.clusters["flagged"]].reset_index(drop=True)
+    for ordinal, cluster in flagged.iterrows():
+        members = images[
+            np.logical_and.reduce(
+                [images[k] == cluster[k] for k in KEYS if k != "group"] + [images["group"] == cluster["group"]]
+            )
+        ]
+        sources = index[index["image_id"].isin(set(members["image_id"]))]
+        label = members["label"].dropna().iloc[0] if members["label"].notna().any() else None
+        others = index[index["label"].notna() & (index["label"] != label)] if label is not None else index.iloc[:0]
+        parts = str(cluster["group"]).split("/")
+        if len(parts) == 2 and "body_part" in others.columns:
+            others = others[others["body_part"].astype("string") == parts[1]]
+        region = region_of(audit.mean_map(cluster))
+        out.append((cluster, paste_pairs(sources, others, region, count, seed + ordinal)))
+    return out
+
+
+def confirm_flagged(config: AuditConfig, run: Run, audit: Audit, model: Any) -> pd.DataFrame:
+    """Run the paste test for every flagged cluster of ``audit`` (resuming), merge and return its summary."""
+    work = flagged_pairs(run, audit, config.paste_images, config.seed)
+    fixed = fixed_classes(run.meta) or [0]
+    settings = PasteSettings(
+        size=int(run.settings["size"]),
+        resize=str(run.settings["resize"]),
+        input_norm=str(run.settings.get("input_norm") or "imagenet"),
+        dicom_window=str(run.settings.get("dicom_window", DEFAULT_DICOM_WINDOW)),
+    )
+    recorded = {"fingerprint": run.fingerprint, "paste_images": config.paste_images, "seed": config.seed}
+
+    def plan() -> ShardPlan:
+        settle_confirmation(audit.url, recorded, force=config.force)
+        done = set(confirmation_parts(audit.url))
+        todo: deque[WorkItem] = deque(
+            (Shard(i, i, i + 1), pairs.assign(target_class=fixed[int(cluster["target"])]))
+            for i, (cluster, pairs) in enumerate(work)
+            if i not in done
+        )
+        return ShardPlan(todo, len(work), len(work) - len(todo))
+
+    def dispatch(todo: deque[WorkItem], lock: RunLock) -> DispatchCounters:
+        return dispatch_on_ray(
+            config,
+            todo,
+            lock,
+            lambda ray, resources: _launch(config, run, audit, model, settings, ray, resources),
+            desc="pasting",
+        )
+
+    run_locked(run.url, plan, dispatch)
+    return summarise(work, read_confirmation_pairs(audit.url), audit, config.seed)
+
+
+def _launch(
+    config: AuditConfig, run: Run, audit: Audit, model: Any, settings: PasteSettings, ray: Any, resources: Resources
+) -> Launch:
+    actor_class = make_actor_class(ray, PasteWorker, "PasteActor")
+    weights_ref = ray.put(state_dict_bytes(model))
+
+    def make_actor() -> Any:
+        return actor_class.options(num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker).remote(
+            weights_ref,
+            settings,
+            device="cuda" if resources.gpus_per_worker > 0 else "cpu",
+            threads=resources.threads,
+            expected_fingerprint=run.fingerprint,
+        )
+
+    def submit(actor: Any, shard: Shard, pairs: pd.DataFrame) -> Any:
+        return actor.process.remote(audit.url, shard, pairs)
+
+    return Launch(dataclasses.replace(resources, concurrency=1), make_actor, submit)
+
+
+def summarise(work: list[tuple[pd.Series, pd.DataFrame]], pairs: pd.DataFrame, audit: Audit, seed: int) -> pd.DataFrame:
+    """One row per confirmed cluster: its keys, the mean logit change and its bootstrap interval; written as
+    the audit's ``confirmations.parquet``."""
+    records = []
+    for ordinal, (cluster, _) in enumerate(work):
+        mine = pairs[pairs["confirmation"] == ordinal] if len(pairs) else pairs
+        if mine.empty:
+            continue  # its shard failed: the next run retries it
+        mean, low, high = bootstrap_mean(mine["logit_change"].to_numpy(), seed=seed + ordinal)
+        records.append(
+            {k: cluster[k] for k in KEYS}
+            | {
+                "pairs": int(mine["logit_change"].notna().sum()),
+                "errors": int(mine["error"].notna().sum()),
+                "logit_change": mean,
+                "low": low,
+                "high": high,
+                "confirmed": bool(low > 0),
+                "region": f"y {mine['y0'].iloc[0]:.2f}-{mine['y1'].iloc[0]:.2f}, x {mine['x0'].iloc[0]:.2f}-{mine['x1'].iloc[0]:.2f}",
+            }
+        )
+    summary = pd.DataFrame.from_records(
+        records, columns=[*KEYS, "pairs", "errors", "logit_change", "low", "high", "confirmed", "region"]
+    )
+    merge_confirmations(audit.url, summary)
+    return summary
