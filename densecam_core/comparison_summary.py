@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from densecam_core.analysis.audit_changes import describe_changes, flagged_changes
+
 SUMMARY_COLUMNS = (
     "images",
     "mean_prob_change",
@@ -139,4 +141,19 @@ def report_changes(
             ].to_string(index=False)
         )
     out(f"\nplot: {plot}")
-    return {"per_image": per_image, "summary": summary, "most_changed": changed, "plot": plot}
+    flagged = flagged_cluster_changes(run_a, run_b)
+    if flagged is None:
+        out("flagged clusters: audit both runs (`densecam audit`) to see which are new or gone after the update")
+    else:
+        out("\n" + "\n".join(describe_changes(flagged)))
+    return {"per_image": per_image, "summary": summary, "most_changed": changed, "plot": plot, "flagged": flagged}
+
+
+def flagged_cluster_changes(run_a, run_b) -> pd.DataFrame | None:
+    """The flagged clusters new, kept or gone between the runs' latest audits; None unless both have one."""
+    from densecam_core.store.analyses import list_audits
+
+    audits = [list_audits(r.store_url, r.url) for r in (run_a, run_b)]
+    if not all(audits):
+        return None
+    return flagged_changes(audits[0][-1].images, audits[1][-1].images)

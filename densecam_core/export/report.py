@@ -22,6 +22,7 @@ from densecam_core.comparison_summary import most_changed
 from densecam_core.data.errors import ImageError
 from densecam_core.data.geometry import Geometry
 from densecam_core.export import report_content as content
+from densecam_core.export.report_audit import audit_section
 from densecam_core.export.report_page import Card, PageContent, render_page
 from densecam_core.export.report_thumbnails import (
     THUMB_DIR,
@@ -85,6 +86,7 @@ def write_report(run: Run, out: str | os.PathLike, request: ReportRequest, compa
     panels = _panels(run, request, compare)
     pictures = _write_pictures(folder, galleries, panels, request)
     page = PageContent(
+        audit=audit_section(run, folder, request.thumb_size),
         meta=run.meta,
         target_title=content.target_title(run.meta, request.target),
         index=index,

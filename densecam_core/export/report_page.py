@@ -99,6 +99,7 @@ class PageContent:
     pointing: pd.DataFrame | None
     compare_id: str | None
     galleries: list[tuple[Gallery, list[Card]]]
+    audit: str | None = None  # the audit section, rendered (its strings escaped) by ``report_audit``
 
 
 def escape(value: Any) -> str:
@@ -124,6 +125,7 @@ def render_page(page: PageContent) -> str:
         _section("Error rows by reason", _errors(page.errors)),
         _section("Map quality", _quality(page.quality)),
         _section("Pointing game", _pointing(page.pointing)),
+        _section("Audit: right for the right reasons?", page.audit),
         _section(f"Per body part: P({escape(page.target_title)})", _body_parts(page.body_parts)),
         _filters(page.index),
         *(_gallery(gallery, cards, page) for gallery, cards in page.galleries),

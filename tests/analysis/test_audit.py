@@ -209,3 +209,20 @@ def test_a_store_that_cannot_be_written_is_named_and_holds_no_audit(tmp_path, ca
     assert f"cannot write the audit into the store {run.store_url}" in capsys.readouterr().err
     with pytest.raises(fmt.StoreError):
         run.audit()
+
+
+def test_compare_says_which_flagged_clusters_are_new_or_gone(token_run, tmp_path):
+    from densecam_core.analysis.audit_changes import flagged_changes
+    from densecam_core.comparison_summary import flagged_cluster_changes
+
+    clean = run_with_maps(token_run.store_url, _labels(), clean_map, fingerprint="d" * 64)
+    request = AuditRequest(methods=("gradcam",), blocks=(3,), by_body_part=False)
+    assert flagged_cluster_changes(token_run, clean) is None, "the new run has no audit yet"
+    _store(audit_run(token_run, request), token_run)
+    _store(audit_run(clean, request), clean)
+    gone = flagged_cluster_changes(token_run, clean)
+    assert gone is not None and gone["status"].tolist() == ["gone"] and gone["images_before"].iloc[0] == len(TOKENS)
+    new = flagged_changes(clean.audit().images, token_run.audit().images)
+    assert new["status"].tolist() == ["new"]
+    kept = flagged_changes(token_run.audit().images, token_run.audit().images)
+    assert kept["status"].tolist() == ["kept"] and kept["overlap"].iloc[0] == 1.0

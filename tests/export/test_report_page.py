@@ -330,3 +330,63 @@ def test_the_page_in_a_real_browser(tmp_path):
         assert not severe, severe
     finally:
         browser.quit()
+
+
+def _audited_run(tmp_path: Path):
+    """A constructed run (no source files) of one hostile body part whose abnormal images' maps point at a
+    corner, audited: one flagged cluster, atlases, notes."""
+    from support.audit_maps import blob, run_with_maps
+
+    from densecam_core.analysis.audit import AuditRequest, audit_run
+    from densecam_core.store.analyses import write_audit
+
+    def corner_or_centre(i: int, h: int, w: int) -> np.ndarray:
+        rng = np.random.default_rng(i)
+        if i < 20:
+            return blob(h, w, 0.1 + 0.01 * rng.standard_normal(), 0.1, 0.08)
+        return blob(h, w, 0.5 + 0.1 * rng.standard_normal(), 0.5 + 0.1 * rng.standard_normal())
+
+    labels = [1] * 60 + [0] * 30
+    run = run_with_maps(str(tmp_path / "audited"), labels, corner_or_centre, body_parts=[HOSTILE_PART] * 90)
+    result = audit_run(run, AuditRequest(methods=("gradcam",), blocks=(3,)))
+    tables = {"images": result.images, "clusters": result.clusters, "atlases": result.atlases}
+    write_audit(run.url, settings=result.settings, tables=tables, arrays=result.arrays, messages=result.messages)
+    return run
+
+
+def test_the_audit_section_shows_flagged_clusters_first_escaped(tmp_path):
+    run = _audited_run(tmp_path)
+    result = write_report(run, tmp_path / "report", ReportRequest(per_gallery=2, thumb_size=32))
+    page = Path(result.page).read_text()
+    assert "Audit: right for the right reasons?" in page and "1 flagged clusters" in page
+    assert "paste test: not run" in page and "flagged because: mean corner_mass above the median" in page
+    assert HOSTILE_PART not in page and "&lt;b onmouseover=alert(1)&gt;ELBOW&lt;/b&gt;" in page
+    assert page.index("flagged clusters") < page.index("Atlases")
+    for name in ("mean.jpg", "peaks.jpg"):
+        assert any(p.name.endswith(name) for p in (tmp_path / "report" / "thumbs").iterdir())
+    (tmp_path / "plain").mkdir()
+    plain = write_report(_run(tmp_path / "plain"), tmp_path / "plain-report", ReportRequest(per_gallery=2))
+    assert "No audit of this run yet" in Path(plain.page).read_text()
+
+
+@pytest.mark.slow  # starts a browser
+def test_the_audit_section_in_a_real_browser(tmp_path):
+    run = _audited_run(tmp_path)
+    result = write_report(run, tmp_path / "report", ReportRequest(per_gallery=2, thumb_size=32))
+    browser = _browser()
+    try:
+        from selenium.webdriver.common.by import By
+
+        browser.get(Path(result.page).as_uri())
+        flagged = browser.find_elements(By.CSS_SELECTOR, ".card.flagged")
+        assert len(flagged) == 1
+        text = flagged[0].text
+        assert HOSTILE_PART in text and "gradcam block 3" in text and "flagged because" in text
+        assert len(browser.find_elements(By.TAG_NAME, "script")) == 1
+        assert browser.execute_script("return document.querySelectorAll('[onmouseover]').length") == 0
+        pictures = browser.find_elements(By.CSS_SELECTOR, ".card.flagged img, .card img[alt='peaks']")
+        assert pictures and all(int(img.get_attribute("naturalWidth")) > 0 for img in pictures)
+        severe = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+        assert not severe, severe
+    finally:
+        browser.quit()
