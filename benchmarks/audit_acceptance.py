@@ -8,8 +8,9 @@ token tree. Then:
 
 * artefact valid: the token pasted onto the normal images moves the control model's logit by <= 2.5;
 * learned: it moves the token model's by >= 4, and ``--confirm`` gives the flagged cluster an interval above 0;
-* found: the images flagged at block 3 (and wherever else) have precision and recall >= 0.8 for the token-bearing
-  abnormal images; corner-mass AUROC (token-bearing vs other abnormal images) >= 0.95;
+* found: the images flagged at block 2 (the finest grid the rule flags at 128 px after block 1: blocks 3 and 4 are
+  4x4 there, too coarse, and the audit says so) have precision and recall >= 0.8 for the token-bearing abnormal
+  images; corner-mass AUROC (token-bearing vs other abnormal images) >= 0.95;
 * no false alarm: the control model's audit flags <= 5 % of images at every map, and an audit of the clean
   tree's run flags no cluster.
 
@@ -56,7 +57,9 @@ def prepare(work: Path, seed: int) -> dict[str, str]:
     runs = {}
     for model, tree in (("token", "token"), ("clean", "token"), ("clean_on_clean", "clean")):
         checkpoint = work / f"{model.split('_')[0]}{seed}.pt"
-        store = work / f"store{seed}"
+        store = work / (
+            f"store{seed}" if tree == "token" else f"store{seed}-clean"
+        )  # one run id per model: a store per tree
         summary = work / f"{model}{seed}.summary.json"
         if not summary.exists():
             sh("explain", str(work / tree / "MURA-v1.1"), "--checkpoint", str(checkpoint), "--store", str(store),
@@ -110,10 +113,10 @@ def audit_figures(work: Path, seed: int, runs: dict[str, str]) -> dict[str, floa
     from densecam_core import open_store
     from densecam_core.analysis.flagging import auroc
 
-    store = str(work / f"store{seed}")
     figures: dict[str, float] = {}
     planted = set(pd.read_csv(work / "token" / "shortcuts.csv")["image_id"])
     for name, run_id in runs.items():
+        store = str(work / (f"store{seed}-clean" if name == "clean_on_clean" else f"store{seed}"))
         started = time.perf_counter()
         extra = ["--confirm", "--checkpoint", str(work / f"token{seed}.pt")] if name == "token" else []
         print(sh("audit", store, "--run", run_id, "--methods", "gradcam", *extra))
@@ -125,12 +128,13 @@ def audit_figures(work: Path, seed: int, runs: dict[str, str]) -> dict[str, floa
         figures[f"{name}_flagged_clusters"] = int(audit.clusters["flagged"].sum())
         if name != "token":
             continue
-        abnormal = images[(images["label"] == 1) & (images["block"] == 3)]
-        truth = abnormal["image_id"].isin(planted)
-        flagged = abnormal["flagged"]
-        figures["precision_block3"] = float((flagged & truth).sum() / max(1, flagged.sum()))
-        figures["recall_block3"] = float((flagged & truth).sum() / max(1, truth.sum()))
-        figures["corner_auroc_block3"] = auroc(abnormal["corner_mass"].to_numpy(), truth.to_numpy(float))
+        for block in (1, 2, 3):
+            abnormal = images[(images["label"] == 1) & (images["block"] == block)]
+            truth = abnormal["image_id"].isin(planted)
+            flagged = abnormal["flagged"]
+            figures[f"precision_block{block}"] = float((flagged & truth).sum() / max(1, flagged.sum()))
+            figures[f"recall_block{block}"] = float((flagged & truth).sum() / max(1, truth.sum()))
+            figures[f"corner_auroc_block{block}"] = auroc(abnormal["corner_mass"].to_numpy(), truth.to_numpy(float))
         confirmations = audit.confirmations
         figures["confirmed_low"] = float(confirmations["low"].max()) if len(confirmations) else float("nan")
     return figures
@@ -140,9 +144,9 @@ BOUNDS = {
     "paste_clean": ("<=", 2.5),
     "paste_token": (">=", 4.0),
     "confirmed_low": (">", 0.0),
-    "precision_block3": (">=", 0.8),
-    "recall_block3": (">=", 0.8),
-    "corner_auroc_block3": (">=", 0.95),
+    "precision_block2": (">=", 0.8),
+    "recall_block2": (">=", 0.8),
+    "corner_auroc_block2": (">=", 0.95),
     "clean_max_flagged_share": ("<=", 0.05),
     "clean_on_clean_flagged_clusters": ("<=", 0),
 }

@@ -28,6 +28,7 @@ class DemoConfig:
     sheet_images: int = 18
     evaluate_images: int = 6  # valid images the map-quality evaluation scores (stratified sample); 0: none
     evaluate_steps: int = 8
+    shortcut: str | None = "text:0.7:0.5"  # a PORTABLE token planted in abnormal images: what the audit should find
     workers: int | None = None
     device: str | None = None  # training device; None: cuda when available
     progress: bool = True
@@ -95,6 +96,7 @@ def run_demo(workdir: str | os.PathLike, config: DemoConfig = DemoConfig()) -> d
     opened = open_store(str(paths.store))
     run_a, run_b = opened.run(run_ids[0]), opened.run(run_ids[1])
     scored = _score(run_a, paths, config, steps)
+    audited = _audit(run_a, paths, config)
     changes = _changes(run_a, run_b, paths, steps)
     report = _report(run_a, run_b, paths)
     metrics_b = _metrics(run_b)
@@ -120,6 +122,7 @@ def run_demo(workdir: str | os.PathLike, config: DemoConfig = DemoConfig()) -> d
         "report": report,
         "changes": changes["summary"].to_dict(orient="records"),
         "quality": None if quality is None else _quality_grid(quality).to_dict(orient="records"),
+        "audit": audited,
     }
     _write_summary(paths, result, scored["hit"])
     return result
@@ -128,6 +131,7 @@ def run_demo(workdir: str | os.PathLike, config: DemoConfig = DemoConfig()) -> d
 def _generate(paths: DemoPaths, config: DemoConfig, steps: int) -> tuple[Any, Any, Any, Any]:
     """Step 1: the synthetic tree (lesion boxes known) and its train/valid split."""
     from densecam_core.data.manifest import read_manifest
+    from densecam_core.data.shortcuts import Shortcut
     from densecam_core.data.synth import generate_mura
     from densecam_core.model.training_data import split_for_training
 
@@ -140,6 +144,7 @@ def _generate(paths: DemoPaths, config: DemoConfig, steps: int) -> tuple[Any, An
         max_side=config.max_side,
         valid_fraction=config.valid_fraction,
         lesion_scale=config.lesion_scale,
+        shortcut=Shortcut.parse(config.shortcut) if config.shortcut else None,
     )
     frame = read_manifest(paths.data / "MURA-v1.1")
     train_rows, valid_rows = split_for_training(frame)
@@ -302,6 +307,49 @@ def _score(run_a: Any, paths: DemoPaths, config: DemoConfig, steps: int) -> dict
         "panels": panels,
         "sheet": sheet,
     }
+
+
+def _audit(run_a: Any, paths: DemoPaths, config: DemoConfig) -> dict[str, Any]:
+    """Run A's audit (every map, within each label: the valid split is too small to split by body part too),
+    stored beside the run; with a planted token, how well the flagged images match the ones that carry it."""
+    import pandas as pd
+
+    from densecam_core.analysis.audit import AuditRequest, audit_run
+    from densecam_core.store.analyses import write_audit
+    from jobs.audit.job import render_audit
+
+    _say("      audit: where run A's maps point across the valid images")
+    result = audit_run(run_a, AuditRequest(by_body_part=False, seed=config.seed))
+    tables = {"images": result.images, "clusters": result.clusters, "atlases": result.atlases}
+    folder = write_audit(
+        run_a.url, settings=result.settings, tables=tables, arrays=result.arrays, messages=result.messages
+    )
+    _say(_indented(render_audit(run_a, result, folder)))
+    found: dict[str, Any] = {"folder": folder, "flagged_clusters": int(result.clusters["flagged"].sum())}
+    planted_file = paths.data / "shortcuts.csv"
+    if config.shortcut and planted_file.exists():
+        planted = set(pd.read_csv(planted_file)["image_id"])
+        images = result.images[result.images["label"] == 1]
+        per_map = []
+        for (method, block), rows in images.groupby(["method", "block"]):
+            truth, flagged = rows["image_id"].isin(planted), rows["flagged"]
+            hits = int((truth & flagged).sum())
+            per_map.append(
+                {
+                    "map": f"{method}/{block}",
+                    "flagged": int(flagged.sum()),
+                    "precision": hits / max(1, int(flagged.sum())),
+                    "recall": hits / max(1, int(truth.sum())),
+                }
+            )
+        found["token"] = per_map
+        best = max(per_map, key=lambda r: r["recall"] + r["precision"])
+        carriers = len(planted & set(images["image_id"]))
+        _say(
+            f"      the planted token ({carriers} valid abnormal images carry it): best found at {best['map']}, "
+            f"precision {best['precision']:.2f}, recall {best['recall']:.2f}"
+        )
+    return found
 
 
 def _changes(run_a: Any, run_b: Any, paths: DemoPaths, steps: int) -> dict[str, Any]:

@@ -5,6 +5,7 @@ clusters flagged by a stated rule, atlases per group. Reads the maps chunk by ch
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -14,17 +15,28 @@ import pandas as pd
 
 from densecam_core.analysis.atlas import AtlasAccumulator
 from densecam_core.analysis.clustering import MIN_IMAGES, spectral_clusters
-from densecam_core.analysis.flagging import FlagRule, auroc, flag_clusters
-from densecam_core.analysis.spatial import MIN_FLAG_SIDE, SCORE_COLUMNS, VECTOR_SIDE, map_vectors, spatial_scores
+from densecam_core.analysis.flagging import FlagRule, auroc, finite_mean, finite_median, flag_cluster
+from densecam_core.analysis.spatial import (
+    MIN_FLAG_SIDE,
+    SCORE_COLUMNS,
+    VECTOR_SIDE,
+    frame_vectors,
+    map_vectors,
+    spatial_scores,
+)
 from densecam_core.store.layout import StoreError, map_label
 from densecam_core.store.run import Run
 from densecam_core.store.targets import target_labels, with_target_probability
 from densecam_core.vocabulary import BLOCKS
 
 CHUNK_IMAGES = 2048
+MIN_PART_GROUP = 200
+"""Clusters are formed within label x body part groups when each holds at least this many images, else within
+label groups: a few dozen images per group cluster poorly (the audit says which it chose)."""
 CLUSTER_COLUMNS = [
     "method", "block", "target", "group", "cluster", "size", "flagged", "threshold", "rule", "clusters_in_group",
-    "mean_prob", "label_mix", "body_part_mix", "auroc_inside", "auroc_outside", *(f"mean_{n}" for n in SCORE_COLUMNS),
+    "mean_prob", "label_mix", "body_part_mix", "auroc_inside", "auroc_outside", "median_corner_mass",
+    *(f"mean_{n}" for n in SCORE_COLUMNS),
 ]  # fmt: skip
 
 
@@ -35,7 +47,7 @@ class AuditRequest:
     methods: tuple[str, ...] | None = None  # default: cam and every method of the run
     blocks: tuple[int, ...] = BLOCKS
     targets: tuple[int, ...] | None = None  # target positions; default: all
-    by_body_part: bool = True
+    by_body_part: bool | None = None  # None: by body part where every label x body part group is large enough
     control: str | None = None  # a run id of the same store, a model the user trusts
     rule: FlagRule = field(default_factory=FlagRule)
     seed: int = 0
@@ -63,11 +75,13 @@ def audit_run(run: Run, request: AuditRequest = AuditRequest(), *, control: Run 
     if index.empty:
         raise StoreError(f"run {run.run_id} has no ok images (error rows only): there are no maps to audit")
     control_index = _control_rows(run, control, index) if control is not None else None
+    by_part, why = choose_grouping(index, request.by_body_part)
+    request = dataclasses.replace(request, by_body_part=by_part)
     images: list[pd.DataFrame] = []
     clusters: list[pd.DataFrame] = []
     atlases: list[pd.DataFrame] = []
     arrays: dict[str, list[np.ndarray]] = {}
-    messages: list[str] = []
+    messages: list[str] = [why] if why else []
     for method, block in _maps(run, request):
         label = map_label(method, block)
         for target in request.targets or tuple(range(int(run.meta.get("num_targets", 1)))):
@@ -130,15 +144,41 @@ class _MapPart:
 def _groups(rows: pd.DataFrame, by_body_part: bool) -> pd.Series:
     """Each image's group: its label (abnormal / normal / unlabelled), and its body part where known."""
     label = rows["label"].map(lambda v: "unlabelled" if pd.isna(v) else ("abnormal" if int(v) == 1 else "normal"))
-    if by_body_part and "body_part" in rows.columns and rows["body_part"].notna().any():
+    if by_body_part and _has_body_parts(rows):
         return label + "/" + rows["body_part"].fillna("unknown").astype(str)
     return label.astype(str)
 
 
+def _has_body_parts(rows: pd.DataFrame) -> bool:
+    return "body_part" in rows.columns and bool(rows["body_part"].notna().any())
+
+
+def _strata(rows: pd.DataFrame, by_body_part: bool) -> pd.Series:
+    """What a group's clusters are judged against: every image of its body part (any label), or of the run."""
+    if by_body_part and _has_body_parts(rows):
+        return rows["body_part"].fillna("unknown").astype(str)
+    return pd.Series("all", index=rows.index)
+
+
+def choose_grouping(rows: pd.DataFrame, asked: bool | None) -> tuple[bool, str | None]:
+    """Whether to group by body part (``asked``, else where every label x body part group holds at least
+    ``MIN_PART_GROUP`` images), and the sentence saying why when the audit chose."""
+    if asked is not None or not _has_body_parts(rows):
+        return bool(asked) and _has_body_parts(rows), None
+    smallest = int(_groups(rows, True).value_counts().min())
+    if smallest >= MIN_PART_GROUP:
+        return True, None
+    return False, (
+        f"clustered within label groups, not label x body part: the smallest of those holds {smallest} images "
+        f"(fewer than {MIN_PART_GROUP}); --by-body-part forces it"
+    )
+
+
 def _read_scores(run: Run, rows: pd.DataFrame, method: str, block: int | None, target: int, groups: pd.Series):
-    """Scores and vectors of every image of ``rows`` (and atlas sums per group), a chunk of maps at a time."""
+    """Scores, map vectors and frame vectors of every image of ``rows`` (and atlas sums per ``groups``), a chunk
+    of maps at a time."""
     scores: dict[str, list[np.ndarray]] = {name: [] for name in SCORE_COLUMNS}
-    vectors = []
+    vectors, frames = [], []
     atlas: AtlasAccumulator | None = None
     codes, names = pd.factorize(groups, sort=True)
     positions = rows["row"].to_numpy()
@@ -149,8 +189,10 @@ def _read_scores(run: Run, rows: pd.DataFrame, method: str, block: int | None, t
         for name, values in spatial_scores(maps).items():
             scores[name].append(values)
         vectors.append(map_vectors(maps))
+        frames.append(frame_vectors(maps))
     assert atlas is not None
-    return {k: np.concatenate(v) for k, v in scores.items()}, np.concatenate(vectors), atlas, list(names)
+    read = {k: np.concatenate(v) for k, v in scores.items()}
+    return read, np.concatenate(vectors), np.concatenate(frames), atlas, list(names)
 
 
 @dataclass(frozen=True)
@@ -159,9 +201,11 @@ class _MapData:
 
     key: dict[str, Any]  # method, block, target
     rows: pd.DataFrame
-    groups: np.ndarray
+    groups: np.ndarray  # what each image is clustered within
+    strata: np.ndarray  # what its group's clusters are judged against
     scores: dict[str, np.ndarray]
-    vectors: np.ndarray
+    vectors: np.ndarray  # the whole map, pooled: cluster means and ``similar``
+    frames: np.ndarray  # the frame's cells: what is clustered
     flaggable: bool
 
 
@@ -176,8 +220,9 @@ def _audit_map(
     control_rows: pd.DataFrame | None,
 ) -> _MapPart:
     label = map_label(method, block)
-    groups = _groups(rows, request.by_body_part)
-    scores, vectors, atlas, group_names = _read_scores(run, rows, method, block, target, groups)
+    by_part = bool(request.by_body_part)
+    atlas_groups = _groups(rows, True)
+    scores, vectors, frames, atlas, atlas_names = _read_scores(run, rows, method, block, target, atlas_groups)
     h, w = atlas.shape
     flaggable = min(h, w) >= MIN_FLAG_SIDE
     messages = (
@@ -189,12 +234,13 @@ def _audit_map(
     )
     reference = None
     if control is not None and control_rows is not None:
-        control_groups = _groups(control_rows, request.by_body_part)
-        reference_scores = _read_scores(control, control_rows, method, block, target, control_groups)[0]
-        reference = (control.run_id, control_groups.to_numpy(), reference_scores[request.rule.score])
+        control_scores = _read_scores(control, control_rows, method, block, target, _groups(control_rows, True))[0]
+        reference = (control.run_id, _strata(control_rows, by_part).to_numpy(), control_scores[request.rule.score])
     key = {"method": method, "block": 4 if block is None else block, "target": target}
-    data = _MapData(key, rows, groups.to_numpy(), scores, vectors, flaggable)
-    assigned = _cluster_groups(data, group_names, request, reference)
+    groups = _groups(rows, by_part)
+    strata = _strata(rows, by_part).to_numpy()
+    data = _MapData(key, rows, groups.to_numpy(), strata, scores, vectors, frames, flaggable)
+    assigned = _cluster_groups(data, sorted(set(groups)), request, reference)
     images = pd.DataFrame(
         {
             "image_id": rows["image_id"].astype(str).to_numpy(),
@@ -219,7 +265,7 @@ def _audit_map(
         "vectors": vectors[None],  # (target, image, d): targets one after the other
     }
     clusters = pd.DataFrame.from_records(assigned.records, columns=CLUSTER_COLUMNS)
-    atlases = atlas.table(group_names).assign(**key)
+    atlases = atlas.table(atlas_names).assign(**key)
     return _MapPart(images, clusters, atlases, arrays, messages + assigned.messages)
 
 
@@ -236,8 +282,9 @@ class _Assigned:
 def _cluster_groups(
     data: _MapData, group_names: list[str], request: AuditRequest, reference: tuple[str, np.ndarray, np.ndarray] | None
 ) -> _Assigned:
-    """Cluster each group's maps and flag its clusters by the rule (against the group's own scores, or the
-    control run's same group)."""
+    """Cluster each group's frame vectors and flag its clusters by the rule: against the rest of the group (the
+    cluster left out, so a shortcut most of the class carries is judged against the images without it; a group
+    of one cluster has no rest and flags nothing), or the control run's images of the group's stratum."""
     n = len(data.rows)
     out = _Assigned(np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=bool), np.full((n, 2), np.nan))
     labels = data.rows["label"].astype("Float64").to_numpy(dtype=float, na_value=np.nan)
@@ -251,26 +298,26 @@ def _cluster_groups(
                 f"{name}, target {data.key['target']}, {group}: {members.size} images, too few to cluster (at least {MIN_IMAGES})"
             )
             continue
-        clustering = spectral_clusters(data.vectors[members], seed=request.seed)
-        if reference is None:
-            null, described = score[members], f"the {group} images' own"
-        else:
-            null, described = reference[2][reference[1] == group], f"control run {reference[0]}'s {group} images'"
-        flags, threshold = flag_clusters(
-            clustering.labels, score[members], null, request.rule, flaggable=data.flaggable
-        )
+        clustering = spectral_clusters(data.frames[members], seed=request.seed)
+        stratum = data.strata[members[0]]
+        where = "the run's" if stratum == "all" else f"the {stratum}"
         out.clusters[members] = clustering.labels
         out.embedding[members] = clustering.embedding
         for cluster in range(clustering.count):
             inside = members[clustering.labels == cluster]
-            out.flagged[inside] = flags[cluster]
+            if reference is None:  # the rest of its own group: the class's own spread, the cluster left out
+                null, described = score[np.setdiff1d(members, inside)], f"the rest of the {group} images'"
+            else:
+                null, described = reference[2][reference[1] == stratum], f"control run {reference[0]}'s {where} images'"
+            flagged, threshold = flag_cluster(score[inside], null, members.size, request.rule, flaggable=data.flaggable)
+            out.flagged[inside] = flagged
             out.records.append(
                 _cluster_record(data.rows, data.scores, inside, members, labels, probs)
                 | data.key
                 | {
                     "group": group,
                     "cluster": cluster,
-                    "flagged": bool(flags[cluster]),
+                    "flagged": flagged,
                     "threshold": threshold,
                     "rule": request.rule.describe(f"{described} per-image {request.rule.score}"),
                     "clusters_in_group": clustering.count,
@@ -294,14 +341,15 @@ def _cluster_record(
     rest = np.setdiff1d(group, inside)
     record: dict[str, Any] = {
         "size": int(inside.size),
-        "mean_prob": float(np.nanmean(probs[inside])) if inside.size else float("nan"),
+        "mean_prob": finite_mean(probs[inside]),
         "label_mix": _mix(rows["label"].iloc[inside]),
         "body_part_mix": _mix(rows["body_part"].iloc[inside]) if "body_part" in rows.columns else "",
         "auroc_inside": auroc(probs[np.concatenate([inside, others])], labels[np.concatenate([inside, others])]),
         "auroc_outside": auroc(probs[np.concatenate([rest, others])], labels[np.concatenate([rest, others])]),
     }
     for name in SCORE_COLUMNS:
-        record[f"mean_{name}"] = float(np.nanmean(scores[name][inside])) if inside.size else float("nan")
+        record[f"mean_{name}"] = finite_mean(scores[name][inside])
+    record["median_corner_mass"] = finite_median(scores["corner_mass"][inside])
     return record
 
 

@@ -69,6 +69,19 @@ def pooled(p: np.ndarray, side: int = VECTOR_SIDE) -> np.ndarray:
     return np.einsum("nhw,hi,wj->nij", p, rows, cols)
 
 
+def frame_vectors(maps: np.ndarray, side: int = VECTOR_SIDE) -> np.ndarray:
+    """(n, h, w) raw maps -> (n, d) float32: the mass each map puts in the cells of its frame (the outer quarter
+    of each side of the grid pooled to at most side x side), where acquisition-frame shortcuts sit (tokens,
+    markers, rulers). What the audit clusters: over whole maps, where the lesion lies varies from image to
+    image and swamps a token holding a fifth of a map's mass; the frame alone shows it."""
+    p = pooled(np.nan_to_num(distributions(maps), nan=0.0), side)
+    _, h, w = p.shape
+    band = max(1, round(min(h, w) / 4))
+    frame = np.ones((h, w), dtype=bool)
+    frame[band : h - band, band : w - band] = False
+    return p[:, frame].astype(np.float32)
+
+
 def map_vectors(maps: np.ndarray, side: int = VECTOR_SIDE) -> np.ndarray:
     """(n, h, w) raw maps -> (n, d) float32 vectors: distributions pooled to at most side x side, each summing
     to 1; zeros for a map without positive mass (it matches nothing)."""

@@ -9,10 +9,11 @@ saw it, so it cannot tell a shortcut from a lesion-like feature (docs/PERFORMANC
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
 
@@ -65,12 +66,10 @@ class Shortcut:
         """Write the token onto the grey ``canvas`` (before its blur and noise, like everything drawn there);
         returns its box (x0, y0, x1, y1)."""
         rng = np.random.default_rng([seed, 0x5D])
-        glyphs = Image.new("L", (6 * len(self.text) + 2, 12), 0)
-        ImageDraw.Draw(glyphs).text((1, 0), self.text, fill=255)
-        mask = glyphs.crop(glyphs.getbbox() or (0, 0, 1, 1))
+        mask = _glyphs(self.text)
         width = max(8, round(self.width * canvas.width))
         height = max(3, round(width * mask.height / mask.width))
-        mask = mask.resize((width, height), Image.Resampling.NEAREST)
+        mask = mask.resize((width, height), Image.Resampling.BILINEAR)
         margin = max(2, round(0.03 * min(canvas.size)))
         jitter = rng.integers(-2, 3, size=2)
         left = margin if self.corner.endswith("left") else canvas.width - width - margin
@@ -79,3 +78,13 @@ class Shortcut:
         y0 = int(np.clip(top + jitter[1], 0, canvas.height - height))
         canvas.paste(self.grey, (x0, y0, x0 + width, y0 + height), mask)
         return x0, y0, x0 + width, y0 + height
+
+
+@functools.lru_cache(maxsize=4)
+def _glyphs(text: str) -> Image.Image:
+    """The text as a bold white-on-black mask, cropped to its ink (Pillow's own scalable font: nothing to
+    install), drawn large once and scaled to each image."""
+    font = ImageFont.load_default(size=40)
+    canvas = Image.new("L", (40 * len(text), 64), 0)
+    ImageDraw.Draw(canvas).text((4, 4), text, fill=255, font=font, stroke_width=2, stroke_fill=255)
+    return canvas.crop(canvas.getbbox() or (0, 0, 1, 1))

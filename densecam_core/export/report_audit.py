@@ -99,7 +99,7 @@ def _flagged(run: Run, audit: Audit, cluster: pd.Series, folder: Path, size: int
     facts = [
         f"{escape(method)} block {block}, target {escape(cluster['target'])}, {escape(cluster['group'])}: "
         f"{int(cluster['size'])} images",
-        f"mean corner mass {cluster['mean_corner_mass']:.2f} (threshold {cluster['threshold']:.2f}), "
+        f"median corner mass {cluster['median_corner_mass']:.2f} (threshold {cluster['threshold']:.2f}), "
         f"border mass {cluster['mean_border_mass']:.2f}, mean P {cluster['mean_prob']:.2f}",
         f"model AUROC with these images {cluster['auroc_inside']:.3f}, with the rest of the group {cluster['auroc_outside']:.3f}",
         confirmation,

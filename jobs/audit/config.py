@@ -44,7 +44,11 @@ class AuditConfig(RuntimeOptions):
         help="a run of the same images by a model you trust: its maps' spread is the flag rule's reference "
         "instead of the run's own",
     )
-    by_body_part: bool = option(True, help="cluster within label x body part groups (else within label groups)")
+    by_body_part: bool | None = option(
+        None,
+        help="cluster within label x body part groups, or (--no-by-body-part) within label groups; default: by body "
+        "part where every such group holds at least 200 images",
+    )
     flag_k: float = option(3.0, help="flag a cluster whose mean corner mass exceeds median + k * MAD of the reference")
     min_cluster_images: int = option(5, help="smallest cluster that can be flagged")
     seed: int = option(0, help="seeds k-means and the paste test's sampling")

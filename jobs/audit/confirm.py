@@ -14,7 +14,6 @@ import pandas as pd
 
 from densecam_core.analysis.paste import bootstrap_mean, paste_pairs, region_of
 from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW
-from densecam_core.model.checkpoint import state_dict_bytes
 from densecam_core.store.analyses import (
     Audit,
     confirmation_parts,
@@ -29,7 +28,8 @@ from densecam_core.store.targets import fixed_classes
 from jobs.audit.config import AuditConfig
 from jobs.audit.paste_worker import PasteSettings, PasteWorker
 from jobs.runtime.contract import WorkItem
-from jobs.runtime.dispatch import DispatchCounters, make_actor_class
+from jobs.runtime.dispatch import DispatchCounters
+from jobs.runtime.replica import model_actors
 from jobs.runtime.resources import Resources
 from jobs.runtime.skeleton import Launch, ShardPlan, dispatch_on_ray, run_locked
 
@@ -97,17 +97,7 @@ def confirm_flagged(config: AuditConfig, run: Run, audit: Audit, model: Any) -> 
 def _launch(
     config: AuditConfig, run: Run, audit: Audit, model: Any, settings: PasteSettings, ray: Any, resources: Resources
 ) -> Launch:
-    actor_class = make_actor_class(ray, PasteWorker, "PasteActor")
-    weights_ref = ray.put(state_dict_bytes(model))
-
-    def make_actor() -> Any:
-        return actor_class.options(num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker).remote(
-            weights_ref,
-            settings,
-            device="cuda" if resources.gpus_per_worker > 0 else "cpu",
-            threads=resources.threads,
-            expected_fingerprint=run.fingerprint,
-        )
+    make_actor = model_actors(ray, PasteWorker, "PasteActor", model, resources, settings)
 
     def submit(actor: Any, shard: Shard, pairs: pd.DataFrame) -> Any:
         return actor.process.remote(audit.url, shard, pairs)

@@ -60,16 +60,15 @@ def run_audit(config: AuditConfig) -> int:
 
 
 def _checked_model(config: AuditConfig, run: Run) -> Any:
-    from densecam_core.model.checkpoint import load_densenet, model_fingerprint
+    from densecam_core.store.targets import fixed_classes
+    from jobs.runtime.replica import load_run_model
 
-    model = load_densenet(config.checkpoint)
-    fingerprint = model_fingerprint(model)
-    if fingerprint != run.fingerprint:
+    if fixed_classes(run.meta) is None:
         raise ValueError(
-            f"the checkpoint {config.checkpoint} has model fingerprint {fingerprint[:16]}, but run {run.run_id} was "
-            f"explained with {run.fingerprint[:16]}: --confirm pastes into the run's own model; pass its checkpoint"
+            f"run {run.run_id} explains each image's predicted class, so a pasted region has no one class whose logit "
+            "to measure: --confirm needs a run with fixed targets (explain with --targets)"
         )
-    return model
+    return load_run_model(config.checkpoint, run)
 
 
 def render_audit(run: Run, result: AuditResult, folder: str) -> str:
@@ -86,7 +85,7 @@ def render_audit(run: Run, result: AuditResult, folder: str) -> str:
     for _, c in flagged.iterrows():
         lines.append(
             f"  {c['method']} block {c['block']}, target {c['target']}, {c['group']}, cluster {c['cluster']}: "
-            f"{c['size']} images, mean corner mass {c['mean_corner_mass']:.2f} > {c['threshold']:.2f} ({c['rule']})"
+            f"{c['size']} images, median corner mass {c['median_corner_mass']:.2f} > {c['threshold']:.2f} ({c['rule']})"
         )
     lines += [f"note: {m}" for m in result.messages]
     return "\n".join(lines)

@@ -32,6 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.evaluate_images,
         help="valid images whose maps the quality evaluation scores (0: skip it)",
     )
+    parser.add_argument(
+        "--shortcut",
+        default=defaults.shortcut,
+        help="the token planted in abnormal images for the audit to find (text:FRACTION[:WIDTH]; 'none': no token)",
+    )
     parser.add_argument("--device", default=None, help="training device (default: cuda when available, else cpu)")
     parser.add_argument("--no-progress", action="store_true")
     return parser
@@ -47,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         workers=args.workers,
         evaluate_images=args.evaluate_images,
         device=args.device,
+        shortcut=None if args.shortcut in (None, "none") else args.shortcut,
         progress=not args.no_progress,
     )
     try:

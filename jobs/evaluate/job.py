@@ -26,7 +26,6 @@ from densecam_core.evaluation.localisation import boxes_by_image, boxes_for_targ
 from densecam_core.evaluation.report import quality_table
 from densecam_core.evaluation.sampling import stratified_sample
 from densecam_core.evaluation.scorer import ScoreSettings
-from densecam_core.model.checkpoint import load_densenet, model_fingerprint, state_dict_bytes
 from densecam_core.store import scores as store_metrics
 from densecam_core.store.layout import RUNS_DIR, SUMMARY_CSV, SUMMARY_PNG, Shard, StoreError
 from densecam_core.store.lock import RunLock, describe_holder
@@ -36,7 +35,8 @@ from densecam_core.store.targets import class_names, fixed_classes, target_posit
 from jobs.evaluate.config import EvaluateConfig
 from jobs.evaluate.worker import EvaluateSettings, EvaluateWorker
 from jobs.runtime.contract import WorkItem
-from jobs.runtime.dispatch import DispatchCounters, make_actor_class
+from jobs.runtime.dispatch import DispatchCounters
+from jobs.runtime.replica import load_run_model, model_actors
 from jobs.runtime.resources import Resources
 from jobs.runtime.skeleton import Hook, Launch, RunSummary, ShardPlan, dispatch_on_ray, run_locked, shard_work
 
@@ -135,14 +135,7 @@ def prepare(config: EvaluateConfig) -> PreparedEvaluation:
                 "evaluate once that job has finished"
             )
         raise StoreError(f"run {run.run_id} has no committed shards with explained images: run densecam explain first")
-    model = load_densenet(config.checkpoint)
-    fingerprint = model_fingerprint(model)
-    if fingerprint != run.fingerprint:
-        raise ValueError(
-            f"the checkpoint {config.checkpoint or '<random init>'} has model fingerprint {fingerprint[:16]}, "
-            f"but run {run.run_id} was explained with {run.fingerprint[:16]} ({run.meta.get('checkpoint')}): "
-            "pass the run's checkpoint"
-        )
+    model = load_run_model(config.checkpoint, run)
     _refuse_other_inputs(run, model)
     target, position = _target(run, config.target)
     boxes: dict[str, Any] = {}
@@ -231,19 +224,16 @@ def _launch(job: PreparedEvaluation, ray: Any, resources: Resources) -> Launch:
     """The evaluation actors: one shard at a time each, the weights put once, a shard and its boxes per call."""
     config = job.config
     settings = dataclasses.replace(job.settings, decode_threads=resources.threads)
-    actor_class = make_actor_class(ray, EvaluateWorker, "EvaluateActor")
-    weights_ref = ray.put(state_dict_bytes(job.model))
-
-    def make_actor() -> Any:
-        return actor_class.options(num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker).remote(
-            weights_ref,
-            settings,
-            device="cuda" if resources.gpus_per_worker > 0 else "cpu",
-            threads=resources.threads,
-            store_url=config.store,
-            run_id=job.run.run_id,
-            expected_fingerprint=job.run.fingerprint,
-        )
+    make_actor = model_actors(
+        ray,
+        EvaluateWorker,
+        "EvaluateActor",
+        job.model,
+        resources,
+        settings,
+        store_url=config.store,
+        run_id=job.run.run_id,
+    )
 
     def submit(actor: Any, shard: Shard, rows: pd.DataFrame) -> Any:
         boxes = {i: job.boxes[i] for i in rows["image_id"] if i in job.boxes} if job.boxes else None

@@ -37,7 +37,7 @@ def test_a_checkpoint_that_is_not_the_runs_is_refused_before_any_work(explained,
     other = tmp_path / "other.pt"
     torch.save(load_densenet169(seed=7).state_dict(), other)
     code = cli(["audit", str(root / "store"), "--run", run_id, "--confirm", "--checkpoint", str(other)])
-    assert code == 2 and "--confirm pastes into the run's own model" in capsys.readouterr().err
+    assert code == 2 and "pass the run's checkpoint" in capsys.readouterr().err
     assert not (root / "store" / "runs" / run_id / fmt.ANALYSIS_DIR).exists()
 
 
