@@ -97,6 +97,7 @@ TORCH_FREE = [
     "densecam_core.analysis.audit",
     "densecam_core.analysis.clustering",
     "densecam_core.analysis.paste",
+    "densecam_core.analysis.body",
     "jobs.audit.config",
     "jobs.audit.job",
     "densecam_core.evaluation.localisation",

@@ -14,12 +14,14 @@ import numpy as np
 import pandas as pd
 
 from densecam_core.analysis.atlas import AtlasAccumulator
+from densecam_core.analysis.body import body_masks, body_on_grid, outside_body_mass
 from densecam_core.analysis.clustering import MIN_IMAGES, spectral_clusters
 from densecam_core.analysis.flagging import FlagRule, auroc, finite_mean, finite_median, flag_cluster
 from densecam_core.analysis.spatial import (
     MIN_FLAG_SIDE,
     SCORE_COLUMNS,
     VECTOR_SIDE,
+    distributions,
     frame_vectors,
     map_vectors,
     spatial_scores,
@@ -35,7 +37,7 @@ MIN_PART_GROUP = 200
 label groups: a few dozen images per group cluster poorly (the audit says which it chose)."""
 CLUSTER_COLUMNS = [
     "method", "block", "target", "group", "cluster", "size", "flagged", "threshold", "rule", "clusters_in_group",
-    "mean_prob", "label_mix", "body_part_mix", "auroc_inside", "auroc_outside", "median_corner_mass",
+    "mean_prob", "label_mix", "body_part_mix", "auroc_inside", "auroc_outside", "median_corner_mass", "mean_outside_body_mass",
     *(f"mean_{n}" for n in SCORE_COLUMNS),
 ]  # fmt: skip
 
@@ -49,6 +51,7 @@ class AuditRequest:
     targets: tuple[int, ...] | None = None  # target positions; default: all
     by_body_part: bool | None = None  # None: by body part where every label x body part group is large enough
     control: str | None = None  # a run id of the same store, a model the user trusts
+    body: bool = True  # each map's mass outside the body, from a body mask of each image (read or decoded once)
     rule: FlagRule = field(default_factory=FlagRule)
     seed: int = 0
 
@@ -75,6 +78,7 @@ def audit_run(run: Run, request: AuditRequest = AuditRequest(), *, control: Run 
     if index.empty:
         raise StoreError(f"run {run.run_id} has no ok images (error rows only): there are no maps to audit")
     control_index = _control_rows(run, control, index) if control is not None else None
+    masks = body_masks(run, index["path"].astype(str).tolist()) if request.body else None
     by_part, why = choose_grouping(index, request.by_body_part)
     request = dataclasses.replace(request, by_body_part=by_part)
     images: list[pd.DataFrame] = []
@@ -86,7 +90,7 @@ def audit_run(run: Run, request: AuditRequest = AuditRequest(), *, control: Run 
         label = map_label(method, block)
         for target in request.targets or tuple(range(int(run.meta.get("num_targets", 1)))):
             rows = with_target_probability(index, run.meta, target)
-            part = _audit_map(run, rows, method, block, target, request, control, control_index)
+            part = _audit_map(run, rows, method, block, target, request, control, control_index, masks)
             # each table row's slice of its map's arrays: clusters of every target, one after the other
             done = {kind: sum(len(a) for a in arrays.get(f"{kind}/{label}", [])) for kind in part.arrays}
             images.append(part.images)
@@ -174,10 +178,18 @@ def choose_grouping(rows: pd.DataFrame, asked: bool | None) -> tuple[bool, str |
     )
 
 
-def _read_scores(run: Run, rows: pd.DataFrame, method: str, block: int | None, target: int, groups: pd.Series):
+def _read_scores(
+    run: Run,
+    rows: pd.DataFrame,
+    method: str,
+    block: int | None,
+    target: int,
+    groups: pd.Series,
+    masks: np.ndarray | None = None,
+):
     """Scores, map vectors and frame vectors of every image of ``rows`` (and atlas sums per ``groups``), a chunk
     of maps at a time."""
-    scores: dict[str, list[np.ndarray]] = {name: [] for name in SCORE_COLUMNS}
+    scores: dict[str, list[np.ndarray]] = {name: [] for name in (*SCORE_COLUMNS, "outside_body_mass")}
     vectors, frames = [], []
     atlas: AtlasAccumulator | None = None
     codes, names = pd.factorize(groups, sort=True)
@@ -188,6 +200,11 @@ def _read_scores(run: Run, rows: pd.DataFrame, method: str, block: int | None, t
         atlas.add(maps, codes[start : start + CHUNK_IMAGES])
         for name, values in spatial_scores(maps).items():
             scores[name].append(values)
+        if masks is None:
+            scores["outside_body_mass"].append(np.full(len(maps), np.nan))
+        else:
+            body = body_on_grid(masks[start : start + CHUNK_IMAGES], *maps.shape[1:])
+            scores["outside_body_mass"].append(outside_body_mass(distributions(maps), body))
         vectors.append(map_vectors(maps))
         frames.append(frame_vectors(maps))
     assert atlas is not None
@@ -218,11 +235,12 @@ def _audit_map(
     request: AuditRequest,
     control: Run | None,
     control_rows: pd.DataFrame | None,
+    masks: np.ndarray | None = None,
 ) -> _MapPart:
     label = map_label(method, block)
     by_part = bool(request.by_body_part)
     atlas_groups = _groups(rows, True)
-    scores, vectors, frames, atlas, atlas_names = _read_scores(run, rows, method, block, target, atlas_groups)
+    scores, vectors, frames, atlas, atlas_names = _read_scores(run, rows, method, block, target, atlas_groups, masks)
     h, w = atlas.shape
     flaggable = min(h, w) >= MIN_FLAG_SIDE
     messages = (
@@ -253,6 +271,7 @@ def _audit_map(
             "cluster": assigned.clusters,
             "flagged": assigned.flagged,
             **{name: scores[name] for name in SCORE_COLUMNS},
+            "outside_body_mass": scores["outside_body_mass"],
             "embedding_x": assigned.embedding[:, 0],
             "embedding_y": assigned.embedding[:, 1],
         }
@@ -350,6 +369,7 @@ def _cluster_record(
     for name in SCORE_COLUMNS:
         record[f"mean_{name}"] = finite_mean(scores[name][inside])
     record["median_corner_mass"] = finite_median(scores["corner_mass"][inside])
+    record["mean_outside_body_mass"] = finite_mean(scores["outside_body_mass"][inside])
     return record
 
 

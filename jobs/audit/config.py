@@ -49,6 +49,11 @@ class AuditConfig(RuntimeOptions):
         help="cluster within label x body part groups, or (--no-by-body-part) within label groups; default: by body "
         "part where every such group holds at least 200 images",
     )
+    body_mask: bool = option(
+        True,
+        help="each map's mass outside the body, from a mask of each image (the input cache's copy, else the file "
+        "decoded once); --no-body-mask skips reading the images",
+    )
     flag_k: float = option(3.0, help="flag a cluster whose mean corner mass exceeds median + k * MAD of the reference")
     min_cluster_images: int = option(5, help="smallest cluster that can be flagged")
     seed: int = option(0, help="seeds k-means and the paste test's sampling")

@@ -34,6 +34,7 @@ def run_audit(config: AuditConfig) -> int:
         targets=audit_targets(run, config.target),
         by_body_part=config.by_body_part,
         control=control.run_id if control else None,
+        body=config.body_mask,
         rule=FlagRule(k=config.flag_k, min_images=config.min_cluster_images),
         seed=config.seed,
     )

@@ -51,6 +51,8 @@ def test_flagged_clusters_are_pasted_resumably(explained, tmp_path):
     shutil.copytree(root / "store", store)
     run = open_store(str(store)).run(run_id)
     result = audit_run(run, AuditRequest(methods=("gradcam",), blocks=(1,), by_body_part=False))
+    outside = result.images["outside_body_mass"]
+    assert outside.notna().all() and outside.between(0, 1).all(), "every image read: each map's mass outside its body"
     clusters = result.clusters.copy()
     chosen = clusters.index[clusters["group"] == "abnormal"][:1]
     assert len(chosen) == 1
