@@ -16,7 +16,14 @@ import pandas as pd
 from densecam_core.analysis.atlas import AtlasAccumulator
 from densecam_core.analysis.body import body_masks, body_on_grid, outside_body_mass
 from densecam_core.analysis.clustering import MIN_IMAGES, spectral_clusters
-from densecam_core.analysis.flagging import FlagRule, auroc, finite_mean, finite_median, flag_cluster
+from densecam_core.analysis.flagging import (
+    FlagRule,
+    auroc,
+    finite_mean,
+    finite_median,
+    flag_cluster,
+    flag_within_group,
+)
 from densecam_core.analysis.spatial import (
     MIN_FLAG_SIDE,
     SCORE_COLUMNS,
@@ -37,7 +44,7 @@ MIN_PART_GROUP = 200
 label groups: a few dozen images per group cluster poorly (the audit says which it chose)."""
 CLUSTER_COLUMNS = [
     "method", "block", "target", "group", "cluster", "size", "flagged", "threshold", "rule", "clusters_in_group",
-    "mean_prob", "label_mix", "body_part_mix", "auroc_inside", "auroc_outside", "median_corner_mass", "mean_outside_body_mass",
+    "mean_prob", "label_mix", "body_part_mix", "auroc_inside", "auroc_outside", "median_corner_excess", "mean_outside_body_mass",
     *(f"mean_{n}" for n in SCORE_COLUMNS),
 ]  # fmt: skip
 
@@ -301,9 +308,8 @@ class _Assigned:
 def _cluster_groups(
     data: _MapData, group_names: list[str], request: AuditRequest, reference: tuple[str, np.ndarray, np.ndarray] | None
 ) -> _Assigned:
-    """Cluster each group's frame vectors and flag its clusters by the rule: against the rest of the group (the
-    cluster left out, so a shortcut most of the class carries is judged against the images without it; a group
-    of one cluster has no rest and flags nothing), or the control run's images of the group's stratum."""
+    """Cluster each group's frame vectors and flag its clusters by the rule: against the rest of the group
+    (``flag_within_group``), or the control run's images of the group's stratum."""
     n = len(data.rows)
     out = _Assigned(np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=bool), np.full((n, 2), np.nan))
     labels = data.rows["label"].astype("Float64").to_numpy(dtype=float, na_value=np.nan)
@@ -322,13 +328,21 @@ def _cluster_groups(
         where = "the run's" if stratum == "all" else f"the {stratum}"
         out.clusters[members] = clustering.labels
         out.embedding[members] = clustering.embedding
+        if reference is None:
+            verdicts = flag_within_group(clustering.labels, score[members], request.rule, flaggable=data.flaggable)
+            described = f"the rest of the {group} images' (less any cluster flagged before it)"
+        else:
+            null = reference[2][reference[1] == stratum]
+            verdicts = [
+                flag_cluster(
+                    score[members][clustering.labels == c], null, members.size, request.rule, flaggable=data.flaggable
+                )
+                for c in range(clustering.count)
+            ]
+            described = f"control run {reference[0]}'s {where} images'"
         for cluster in range(clustering.count):
             inside = members[clustering.labels == cluster]
-            if reference is None:  # the rest of its own group: the class's own spread, the cluster left out
-                null, described = score[np.setdiff1d(members, inside)], f"the rest of the {group} images'"
-            else:
-                null, described = reference[2][reference[1] == stratum], f"control run {reference[0]}'s {where} images'"
-            flagged, threshold = flag_cluster(score[inside], null, members.size, request.rule, flaggable=data.flaggable)
+            flagged, threshold = verdicts[cluster]
             out.flagged[inside] = flagged
             out.records.append(
                 _cluster_record(data.rows, data.scores, inside, members, labels, probs)
@@ -368,7 +382,7 @@ def _cluster_record(
     }
     for name in SCORE_COLUMNS:
         record[f"mean_{name}"] = finite_mean(scores[name][inside])
-    record["median_corner_mass"] = finite_median(scores["corner_mass"][inside])
+    record["median_corner_excess"] = finite_median(scores["corner_excess"][inside])
     record["mean_outside_body_mass"] = finite_mean(scores["outside_body_mass"][inside])
     return record
 

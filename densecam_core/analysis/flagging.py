@@ -1,7 +1,8 @@
 """Which clusters a map's audit flags, by a stated rule against the class's own spread (or a control run's).
 
-A cluster is flagged when its images' median corner mass lies above the median + k · MAD (scaled to σ, 1.4826)
-of the per-image corner masses of its reference — the rest of its group (its class, and body part where grouped
+A cluster is flagged when its images' median corner excess (the largest corner's mass less the mean of the
+other three: one corner singled out, as a token is, not a map spread over the whole frame) lies above the median + k · MAD (scaled to σ, 1.4826)
+of the per-image corner excesses of its reference — the rest of its group (its class, and body part where grouped
 so), or the control run's images of that stratum — holds at least ``min_images`` and ``min_fraction`` of its
 group, lies at least ``min_shift`` (a tenth of a map's mass) above the reference's median, and the map's grid can
 tell a corner from the image's body. The cluster is left out of its own
@@ -31,7 +32,7 @@ class FlagRule:
     """...and at least this much above the reference's median: a tenth of a map's mass moved into a corner. The
     statistical bound alone flags a benign cluster against a tight reference (maps of a class falling into two
     shapes whose corner masses differ by a few hundredths)."""
-    score: str = "corner_mass"
+    score: str = "corner_excess"
 
     def describe(self, reference: str) -> str:
         return (
@@ -62,6 +63,30 @@ def flag_cluster(
     typical = finite_median(members)
     shifted = typical >= finite_median(reference) + rule.min_shift
     return bool(big_enough and np.isfinite(typical) and typical > threshold and shifted), threshold
+
+
+def flag_within_group(
+    labels: np.ndarray, scores: np.ndarray, rule: FlagRule, *, flaggable: bool
+) -> list[tuple[bool, float]]:
+    """(flagged, threshold) per cluster of one group, each judged against the rest of the group: the cluster left
+    out (so a shortcut most of the class carries is judged against the images without it) and every cluster
+    already flagged (so a shortcut split over two clusters does not hide the second behind the first); repeated
+    until no verdict changes. A group of one cluster has no rest and flags nothing."""
+    count = int(labels.max()) + 1 if labels.size else 0
+    flagged = np.zeros(count, dtype=bool)
+    verdicts = [(False, float("nan"))] * count
+    changed = True
+    while changed:
+        changed = False
+        for cluster in range(count):
+            if flagged[cluster]:
+                continue
+            rest = (labels != cluster) & ~flagged[labels]
+            verdict = flag_cluster(scores[labels == cluster], scores[rest], labels.size, rule, flaggable=flaggable)
+            verdicts[cluster] = verdict
+            if verdict[0]:
+                flagged[cluster] = changed = True
+    return verdicts
 
 
 def flag_clusters(

@@ -13,9 +13,13 @@ import math
 import numpy as np
 
 CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
-SCORE_COLUMNS = ("border_mass", *(f"corner_{c}" for c in CORNERS), "corner_mass", "peak_y", "peak_x")
-"""Per-image columns: mass in the border band, in each corner, in the largest corner; the peak as a fraction
-of the height and width (0 = top / left, 1 = bottom / right, cell centres)."""
+SCORE_COLUMNS = (
+    "border_mass", *(f"corner_{c}" for c in CORNERS), "corner_mass", "corner_excess", "peak_y", "peak_x"
+)  # fmt: skip
+"""Per-image columns: mass in the border band, in each corner, in the largest corner, and how much more that
+corner holds than the mean of the other three (what a token in one corner raises, and a map spread evenly over
+the frame does not); the peak as a fraction of the height and width (0 = top / left, 1 = bottom / right, cell
+centres)."""
 VECTOR_SIDE = 16
 MIN_FLAG_SIDE = 6
 """A grid coarser than this (blocks 3 and 4 are 4x4 at 128 px) cannot tell a corner from the image's body: the audit
@@ -51,7 +55,9 @@ def spatial_scores(maps: np.ndarray) -> dict[str, np.ndarray]:
     }
     for name, part in corners.items():
         scores[f"corner_{name}"] = part.sum(axis=(1, 2))
-    scores["corner_mass"] = np.max(np.stack([scores[f"corner_{c}"] for c in CORNERS]), axis=0)
+    corners_mass = np.stack([scores[f"corner_{c}"] for c in CORNERS])
+    scores["corner_mass"] = corners_mass.max(axis=0)
+    scores["corner_excess"] = scores["corner_mass"] - (corners_mass.sum(axis=0) - scores["corner_mass"]) / 3
     flat = np.nan_to_num(p, nan=-1.0).reshape(n, -1).argmax(axis=1)
     valid = ~np.isnan(p[:, 0, 0])
     scores["peak_y"] = np.where(valid, (flat // w + 0.5) / h, np.nan)

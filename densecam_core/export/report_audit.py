@@ -99,7 +99,8 @@ def _flagged(run: Run, audit: Audit, cluster: pd.Series, folder: Path, size: int
     facts = [
         f"{escape(method)} block {block}, target {escape(cluster['target'])}, {escape(cluster['group'])}: "
         f"{int(cluster['size'])} images",
-        f"median corner mass {cluster['median_corner_mass']:.2f} (threshold {cluster['threshold']:.2f}), "
+        f"median corner excess {cluster['median_corner_excess']:.2f} (threshold {cluster['threshold']:.2f}), "
+        f"corner mass {cluster['mean_corner_mass']:.2f}, "
         f"border mass {cluster['mean_border_mass']:.2f}, outside the body {cluster['mean_outside_body_mass']:.2f}, "
         f"mean P {cluster['mean_prob']:.2f}",
         f"model AUROC with these images {cluster['auroc_inside']:.3f}, with the rest of the group {cluster['auroc_outside']:.3f}",

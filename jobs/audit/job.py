@@ -86,7 +86,7 @@ def render_audit(run: Run, result: AuditResult, folder: str) -> str:
     for _, c in flagged.iterrows():
         lines.append(
             f"  {c['method']} block {c['block']}, target {c['target']}, {c['group']}, cluster {c['cluster']}: "
-            f"{c['size']} images, median corner mass {c['median_corner_mass']:.2f} > {c['threshold']:.2f} ({c['rule']})"
+            f"{c['size']} images, median corner excess {c['median_corner_excess']:.2f} > {c['threshold']:.2f} ({c['rule']})"
         )
     lines += [f"note: {m}" for m in result.messages]
     return "\n".join(lines)

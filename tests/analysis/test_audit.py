@@ -63,7 +63,7 @@ def test_the_planted_corner_cluster_is_flagged_at_every_fine_enough_block(token_
         assert set(images.loc[images["flagged"], "image_id"]) == truth, block
     flagged = result.clusters[result.clusters["flagged"]]
     assert set(flagged["group"]) == {"abnormal"} and (flagged["size"] == len(TOKENS)).all()
-    assert (flagged["median_corner_mass"] > flagged["threshold"]).all()
+    assert (flagged["median_corner_excess"] > flagged["threshold"]).all()
     assert flagged["rule"].str.contains("above the median \\+ 3·MAD of the rest of the abnormal images'").all()
     # the model is surer inside the cluster: its AUROC with the cluster's images beats the rest's
     assert (flagged["auroc_inside"] > flagged["auroc_outside"]).all()

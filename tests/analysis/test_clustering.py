@@ -103,3 +103,17 @@ def test_auroc_equals_scikit_learns_with_ties():
     scores = rng.integers(0, 5, 300).astype(float)
     labels = rng.integers(0, 2, 300).astype(float)
     assert auroc(scores, labels) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+
+
+def test_a_shortcut_split_over_two_clusters_is_flagged_in_both():
+    """Cluster 0 (a token, most of the class) and cluster 2 (the same token, fewer images) against a clean
+    cluster 1: judged against a rest that still held the other token cluster, the second would hide."""
+    from densecam_core.analysis.flagging import flag_within_group
+
+    rng = np.random.default_rng(7)
+    labels = np.repeat([0, 1, 2], [250, 117, 52])
+    scores = np.concatenate([rng.normal(0.15, 0.03, 250), rng.normal(0.015, 0.01, 117), rng.normal(0.3, 0.05, 52)])
+    verdicts = flag_within_group(labels, scores, FlagRule(), flaggable=True)
+    assert [flagged for flagged, _ in verdicts] == [True, False, True]
+    alone = flag_within_group(np.zeros(100, int), scores[:100], FlagRule(), flaggable=True)
+    assert alone == [(False, alone[0][1])] and np.isnan(alone[0][1]), "one cluster: no rest to judge it by"

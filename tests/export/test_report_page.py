@@ -359,7 +359,7 @@ def test_the_audit_section_shows_flagged_clusters_first_escaped(tmp_path):
     result = write_report(run, tmp_path / "report", ReportRequest(per_gallery=2, thumb_size=32))
     page = Path(result.page).read_text()
     assert "Audit: right for the right reasons?" in page and "1 flagged clusters" in page
-    assert "paste test: not run" in page and "flagged because: median corner_mass above the median" in page
+    assert "paste test: not run" in page and "flagged because: median corner_excess above the median" in page
     assert HOSTILE_PART not in page and "&lt;b onmouseover=alert(1)&gt;ELBOW&lt;/b&gt;" in page
     assert page.index("flagged clusters") < page.index("Atlases")
     for name in ("mean.jpg", "peaks.jpg"):
