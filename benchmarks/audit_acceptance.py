@@ -136,7 +136,8 @@ def audit_figures(work: Path, seed: int, runs: dict[str, str]) -> dict[str, floa
             figures[f"recall_block{block}"] = float((flagged & truth).sum() / max(1, truth.sum()))
             figures[f"corner_auroc_block{block}"] = auroc(abnormal["corner_mass"].to_numpy(), truth.to_numpy(float))
         confirmations = audit.confirmations
-        figures["confirmed_low"] = float(confirmations["low"].max()) if len(confirmations) else float("nan")
+        # nothing flagged, nothing confirmed: below any bound (a NaN would make the median meaningless)
+        figures["confirmed_low"] = float(confirmations["low"].max()) if len(confirmations) else float("-inf")
     return figures
 
 
