@@ -43,11 +43,19 @@ def body_mask(pixels: np.ndarray) -> np.ndarray:
     return np.asarray(ndimage.binary_fill_holes(components == largest))
 
 
+UNKNOWN = 255
+"""The value every cell of a mask holds when its image could not be read."""
+
+
 def body_on_grid(masks: np.ndarray, h: int, w: int) -> np.ndarray:
-    """(n, 64, 64) masks -> (n, h, w): the fraction of each map cell that is body (cell areas shared exactly)."""
+    """(n, 64, 64) uint8 masks -> (n, h, w): the fraction of each map cell that is body (cell areas shared
+    exactly); NaN for an image without a mask."""
     rows = _share(MASK_SIDE, h)
     cols = _share(MASK_SIDE, w)
-    return np.einsum("nij,hi,wj->nhw", masks.astype(np.float64), rows, cols)
+    known = masks[:, 0, 0] != UNKNOWN
+    body = np.einsum("nij,hi,wj->nhw", np.where(masks == UNKNOWN, 0, masks).astype(np.float64), rows, cols)
+    body[~known] = np.nan
+    return body
 
 
 def _share(fine: int, coarse: int) -> np.ndarray:
@@ -69,8 +77,8 @@ def outside_body_mass(distributions: np.ndarray, body: np.ndarray) -> np.ndarray
 
 
 def body_masks(run: object, paths: Sequence[str], threads: int = 4) -> np.ndarray:
-    """(n, 64, 64) float32 masks of the run's images (NaN where an image cannot be read), from the input cache
-    where it holds them, else decoded as the run decoded them."""
+    """(n, 64, 64) uint8 masks of the run's images (1 body, 0 not; ``UNKNOWN`` everywhere where an image cannot
+    be read: 4 KB an image), from the input cache where it holds them, else decoded as the run decoded them."""
     from concurrent.futures import ThreadPoolExecutor
 
     from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW
@@ -83,7 +91,7 @@ def body_masks(run: object, paths: Sequence[str], threads: int = 4) -> np.ndarra
     window = str(settings.get("dicom_window", DEFAULT_DICOM_WINDOW))
     cache = InputCache(run.store_url, size, resize, window)  # type: ignore[attr-defined]
     cached = cached_model_inputs(cache if cache.exists() else None, list(paths), threads=threads).inputs
-    out = np.full((len(paths), MASK_SIDE, MASK_SIDE), np.nan, dtype=np.float32)
+    out = np.full((len(paths), MASK_SIDE, MASK_SIDE), UNKNOWN, dtype=np.uint8)
 
     def one(position: int) -> None:
         loaded = (

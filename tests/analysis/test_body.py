@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from densecam_core.analysis.body import MASK_SIDE, body_mask, body_on_grid, otsu_level, outside_body_mass
+from densecam_core.analysis.body import MASK_SIDE, UNKNOWN, body_mask, body_on_grid, otsu_level, outside_body_mass
 from densecam_core.analysis.spatial import distributions
 
 
@@ -41,12 +41,12 @@ def test_the_mask_is_the_bright_region_holes_filled():
 
 def test_the_mass_outside_the_body():
     pixels, _ = radiograph()
-    masks = body_mask(pixels)[None].astype(np.float32)
+    masks = body_mask(pixels)[None].astype(np.uint8)
     body = body_on_grid(masks, 8, 8)
-    assert body.shape == (1, 8, 8) and np.allclose(body_on_grid(np.ones((1, 64, 64)), 6, 10), 1.0)
+    assert body.shape == (1, 8, 8) and np.allclose(body_on_grid(np.ones((1, 64, 64), np.uint8), 6, 10), 1.0)
     inside, outside = np.zeros((1, 8, 8)), np.zeros((1, 8, 8))
     inside[0, 4, 4], outside[0, 0, 0] = 1.0, 1.0
     assert outside_body_mass(distributions(inside), body)[0] == pytest.approx(0.0, abs=1e-9)
     assert outside_body_mass(distributions(outside), body)[0] == pytest.approx(1.0, abs=1e-9)
-    unknown = np.full((1, 64, 64), np.nan, np.float32)
+    unknown = np.full((1, 64, 64), UNKNOWN, np.uint8)
     assert np.isnan(outside_body_mass(distributions(inside), body_on_grid(unknown, 8, 8))[0])
