@@ -43,9 +43,10 @@ def test_demo_produces_its_summary_and_files(demo_result):
     )
     # run A's audit: stored beside the run, on the report page, scored against the planted token's images
     audit = open_store(summary["store"]).run(summary["runs"][0]).audit()
-    assert audit.folder == summary["audit"]["folder"] and "Audit: right for the right reasons?" in page
+    assert audit.folder == summary["audit"]["a"]["folder"] and "Audit: right for the right reasons?" in page
+    assert open_store(summary["store"]).run(summary["runs"][1]).audit().folder == summary["audit"]["b"]["folder"]
     assert (work / "data" / "shortcuts.csv").is_file()
-    assert {r["map"] for r in summary["audit"]["token"]} == {"cam/4", *(f"gradcam/{b}" for b in (1, 2, 3, 4)),
+    assert {r["map"] for r in summary["audit"]["a"]["token"]} == {"cam/4", *(f"gradcam/{b}" for b in (1, 2, 3, 4)),
         *(f"{m}/{b}" for m in ("gradcampp", "layercam", "xgradcam", "hirescam") for b in (1, 2, 3, 4))}  # fmt: skip
     # each run holds exactly the valid split, explained by the checkpoint it names
     store = open_store(summary["store"])
