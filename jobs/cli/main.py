@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-JOB_EXTRA_MODULES = ("torch", "torchvision", "ray", "sklearn", "tqdm")
+JOB_EXTRA_MODULES = ("torch", "torchvision", "ray", "sklearn", "scipy", "tqdm")
 """What ``densecam[job]`` adds to the reader-only install."""
 
 COMMANDS = {
