@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from machine import describe_cpu  # benchmarks/machine.py
 
 SIZE = 320  # block 3 is 10x10, block 1 40x40 (pooled to 16x16)
@@ -39,46 +38,26 @@ def bumps(rng: np.random.Generator, n: int, h: int, w: int, corner: np.ndarray) 
 def write_store(store: str, n: int, seed: int = 0) -> str:
     """A committed run of ``n`` constructed images (cam and gradcam at every block); returns its id."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from densecam_core import block_grid
-    from densecam_core.store.layout import plan_shards
-    from densecam_core.store.shard import ShardCommit, commit_shard
-    from densecam_core.store.writer import RunSpec, RunWriter
+    from support.audit_maps import write_constructed_run  # tests/support: the audit tests' runs, at scale
 
     rng = np.random.default_rng(seed)
-    settings = {"methods": ["gradcam"], "size": SIZE, "resize": "stretch", "precision": "fp32", "targets": None}
-    spec = RunSpec("e" * 64, "constructed.pt", settings, 1, 1, block_grid(SIZE), 1024)
     labels = rng.integers(0, 2, n)
-    manifest = pd.DataFrame(
-        {
-            "image_id": [f"img{i:07d}.png" for i in range(n)],
-            "path": [f"/nowhere/img{i:07d}.png" for i in range(n)],
-            "split": "valid",
-            "body_part": rng.choice(BODY_PARTS, n),
-            "patient_id": [f"p{i}" for i in range(n)],
-            "study_id": [f"s{i}" for i in range(n)],
-            "view": 1,
-            "label": labels,
-        }
-    )
-    writer = RunWriter(store, spec)
-    writer.create_or_open("constructed", manifest)
     corner = (labels == 1) & (rng.random(n) < 0.1)
-    for _, rows in writer.plan(manifest).groupby("shard"):
-        numbers = rows["row"].to_numpy()
-        arrays = {}
-        for name, shape in spec.array_shapes().items():
-            if name in ("logits", "targets"):
-                arrays[name] = np.zeros((len(rows), *shape), np.float32 if name == "logits" else np.int32)
-            else:
-                arrays[name] = bumps(rng, len(rows), *shape[-2:], corner[numbers])[:, None]
-        index = rows.copy()
-        index["orig_height"], index["orig_width"], index["resize_mode"] = SIZE, SIZE, "stretch"
-        index["prob"] = rng.uniform(0.05, 0.95, len(rows))
-        index["logit"] = np.log(index["prob"] / (1 - index["prob"]))
-        index["status"], index["error"], index["run_id"] = "ok", None, spec.run_id
-        shard = plan_shards(len(rows), spec.shard_size, int(numbers.min()))[0]
-        commit_shard(ShardCommit(writer.run_url, shard, spec.shard_size, index, None), arrays)
-    return spec.run_id
+
+    def arrays_for(numbers: np.ndarray, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+        return {name: bumps(rng, len(numbers), *shape[-2:], corner[numbers])[:, None] for name, shape in shapes.items()}
+
+    run = write_constructed_run(
+        store,
+        labels,
+        arrays_for,
+        size=SIZE,
+        fingerprint="e" * 64,
+        probs=rng.uniform(0.05, 0.95, n),
+        body_parts=rng.choice(BODY_PARTS, n),
+        shard_size=1024,
+    )
+    return run.run_id
 
 
 def audit_once(store: str, run_id: str) -> dict[str, float]:
@@ -105,10 +84,11 @@ def similar_once(store: str, run_id: str) -> float:
     from densecam_core import open_store
 
     run = open_store(store).run(run_id)
-    run.similar("img0000001.png", "gradcam", 3, k=10)  # the audit's vectors read once
+    ids = run.index["image_id"].head(6).tolist()
+    run.similar(ids[0], "gradcam", 3, k=10)  # the audit's vectors read once
     started = time.perf_counter()
-    for i in range(5):
-        run.similar(f"img{i:07d}.png", "gradcam", 3, k=10)
+    for image_id in ids[1:]:
+        run.similar(image_id, "gradcam", 3, k=10)
     return (time.perf_counter() - started) / 5
 
 

@@ -50,10 +50,10 @@ def zarr_store_for_reading(zarr_url: str, store_url: str) -> Any:
     if fileio.protocol(fs) != "file":
         return zarr_url
     store_root = fileio.filesystem(store_url)[1]
-    fileio_check = fileio.link_outside(root, store_root)
-    if fileio_check:
+    outside = fileio.link_outside(root, store_root)
+    if outside:
         raise fmt.StoreError(
-            f"{os.path.relpath(root, store_root)} in store {store_root} is a symbolic link to {fileio_check}, "
+            f"{os.path.relpath(root, store_root)} in store {store_root} is a symbolic link to {outside}, "
             "outside the store: not followed; remove the link, then run `densecam verify`"
         )
     return ConfinedLocalStore(root, store_root=store_root)

@@ -24,6 +24,53 @@ def blob(h: int, w: int, y: float, x: float, sigma: float = 0.12) -> np.ndarray:
     return np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * sigma**2)).astype(np.float32)
 
 
+def write_constructed_run(
+    store: str,
+    labels: list[int] | np.ndarray,
+    arrays_for: Callable[[np.ndarray, dict[str, tuple[int, ...]]], dict[str, np.ndarray]],
+    *,
+    size: int,
+    fingerprint: str,
+    probs: np.ndarray,
+    body_parts: list[str] | np.ndarray,
+    shard_size: int,
+) -> Run:
+    """A committed run (cam and gradcam at every block) whose arrays for the rows of each shard are
+    ``arrays_for(rows, shapes)`` (map arrays only; logits and targets are filled here)."""
+    grid = block_grid(size)
+    settings = {"methods": ["gradcam"], "size": size, "resize": "stretch", "precision": "fp32", "targets": None}
+    spec = RunSpec(fingerprint, "constructed.pt", settings, 1, 1, grid, shard_size)
+    n = len(labels)
+    digits = max(5, len(str(n)))
+    manifest = pd.DataFrame(
+        {
+            "image_id": [f"img{i:0{digits}d}.png" for i in range(n)],
+            "path": [f"/nowhere/img{i:0{digits}d}.png" for i in range(n)],
+            "split": "valid",
+            "body_part": body_parts,
+            "patient_id": [f"p{i}" for i in range(n)],
+            "study_id": [f"s{i}" for i in range(n)],
+            "view": 1,
+            "label": labels,
+        }
+    )
+    writer = RunWriter(store, spec)
+    writer.create_or_open("constructed", manifest)
+    shapes = spec.array_shapes()
+    maps = {name: shape for name, shape in shapes.items() if name not in ("logits", "targets")}
+    for _, rows in writer.plan(manifest).groupby("shard"):
+        numbers = rows["row"].to_numpy()
+        arrays = {"logits": np.zeros((len(rows), 1), np.float32), "targets": np.zeros((len(rows), 1), np.int32)}
+        arrays |= arrays_for(numbers, maps)
+        index = rows.copy()
+        index["orig_height"], index["orig_width"], index["resize_mode"] = size, size, "stretch"
+        index["logit"], index["prob"] = np.log(probs[numbers] / (1 - probs[numbers])), probs[numbers]
+        index["status"], index["error"], index["run_id"] = "ok", None, spec.run_id
+        shard = plan_shards(len(rows), shard_size, int(numbers.min()))[0]
+        commit_shard(ShardCommit(writer.run_url, shard, shard_size, index, None), arrays)
+    return open_store(store).run(spec.run_id)
+
+
 def run_with_maps(
     store: str,
     labels: list[int],
@@ -36,41 +83,21 @@ def run_with_maps(
     shard_size: int = 16,
 ) -> Run:
     """A committed run of ``len(labels)`` images whose cam and gradcam maps at every block are ``map_of``."""
-    grid = block_grid(size)
-    settings = {"methods": ["gradcam"], "size": size, "resize": "stretch", "precision": "fp32", "targets": None}
-    spec = RunSpec(fingerprint, "constructed.pt", settings, 1, 1, grid, shard_size)
-    n = len(labels)
-    manifest = pd.DataFrame(
-        {
-            "image_id": [f"img{i:05d}.png" for i in range(n)],
-            "path": [f"/nowhere/img{i:05d}.png" for i in range(n)],
-            "split": "valid",
-            "body_part": body_parts or ["WRIST"] * n,
-            "patient_id": [f"p{i}" for i in range(n)],
-            "study_id": [f"s{i}" for i in range(n)],
-            "view": 1,
-            "label": labels,
+
+    def arrays_for(numbers: np.ndarray, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+        return {
+            name: np.stack([map_of(int(i), *shape[-2:])[None] for i in numbers]).astype(np.float32)
+            for name, shape in shapes.items()
         }
+
+    n = len(labels)
+    return write_constructed_run(
+        store,
+        labels,
+        arrays_for,
+        size=size,
+        fingerprint=fingerprint,
+        probs=np.asarray(probs if probs is not None else [0.5] * n, dtype=np.float64),
+        body_parts=body_parts or ["WRIST"] * n,
+        shard_size=shard_size,
     )
-    writer = RunWriter(store, spec)
-    writer.create_or_open("constructed", manifest)
-    planned = writer.plan(manifest)
-    shapes = spec.array_shapes()
-    for _, rows in planned.groupby("shard"):
-        start = int(rows["row"].min())
-        shard = plan_shards(len(rows), shard_size, start)[0]
-        numbers = rows["row"].to_numpy()
-        arrays: dict[str, np.ndarray] = {}
-        for name, shape in shapes.items():
-            if name in ("logits", "targets"):
-                arrays[name] = np.zeros((len(rows), *shape), np.float32 if name == "logits" else np.int32)
-                continue
-            h, w = shape[-2:]
-            arrays[name] = np.stack([map_of(int(i), h, w)[None] for i in numbers]).astype(np.float32)
-        index = rows.copy()
-        index["orig_height"], index["orig_width"], index["resize_mode"] = size, size, "stretch"
-        p = np.asarray(probs if probs is not None else [0.5] * n)[numbers]
-        index["logit"], index["prob"] = np.log(p / (1 - p)), p
-        index["status"], index["error"], index["run_id"] = "ok", None, spec.run_id
-        commit_shard(ShardCommit(writer.run_url, shard, shard_size, index, None), arrays)
-    return open_store(store).run(spec.run_id)
