@@ -59,11 +59,14 @@ def open_regular(fs: fsspec.AbstractFileSystem, path: str, *, within: str | None
         raise
 
 
-def read_regular_file(path: str | os.PathLike[str], *, max_bytes: int) -> bytes:
+def read_regular_file(path: str | os.PathLike[str], *, max_bytes: int, within: str | None = None) -> bytes:
     """A local file's bytes, whole: the one reader of every file a user names (images, keys, labels, export
     sources). Only regular files are read (a FIFO is opened without blocking, then refused, so nothing waits
     for a writer that never comes), and never more than ``max_bytes`` (a huge file is refused before it is
-    read). Raises ``NotRegularFileError``, ``FileTooLargeError``, ``IsADirectoryError`` or the OS's error."""
+    read); with ``within``, one that a symbolic link leads out of that folder is not read either. Raises
+    ``NotRegularFileError``, ``FileTooLargeError``, ``LinkOutsideError``, ``IsADirectoryError`` or the OS's error."""
+    if within is not None:
+        refuse_outside(os.fspath(path), within)
     fd = os.open(os.fspath(path), os.O_RDONLY | os.O_NONBLOCK)
     try:
         info = os.fstat(fd)

@@ -68,6 +68,7 @@ def fill_cache(
                 max_bytes=max_bytes,
                 read_timeout=read_timeout,
                 dicom_window=dicom_window,
+                within=frame.attrs.get("walked_folder"),  # a link out of a walked folder is never read
             )
             for batch in loader:
                 entries = [

@@ -31,7 +31,7 @@ DEFAULT_MAX_PIXELS = 64_000_000  # 8000 x 8000: far above any radiograph, far be
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
-def read_bytes(path: str, *, max_bytes: int | None = None) -> bytes:
+def read_bytes(path: str, *, max_bytes: int | None = None, within: str | None = None) -> bytes:
     """Read a local path or an fsspec URL, turning OS errors into readable reasons.
 
     Only regular files are read (a FIFO or device named ``.png`` would block or never end), and
@@ -43,7 +43,7 @@ def read_bytes(path: str, *, max_bytes: int | None = None) -> bytes:
         if "://" in path and not path.startswith("file://"):
             data = _read_url(path, limit)
         else:
-            data = _read_local(path.removeprefix("file://"), limit)
+            data = _read_local(path.removeprefix("file://"), limit, within)
     except FileNotFoundError:
         raise ImageError(f"missing file: {path}") from None
     except PermissionError:
@@ -63,9 +63,13 @@ def _too_large(size: int, limit: int, path: str) -> ImageError:
     return ImageError(f"file too large: {size} bytes > max_image_bytes={limit}: {path}")
 
 
-def _read_local(path: str, limit: int) -> bytes:
+def _read_local(path: str, limit: int, within: str | None = None) -> bytes:
     try:
-        return fileio.read_regular_file(path, max_bytes=limit)
+        return fileio.read_regular_file(path, max_bytes=limit, within=within)
+    except fileio.LinkOutsideError:
+        raise ImageError(
+            f"a symbolic link leading outside the folder {within}: not read ({os.path.relpath(path, within or '.')})"
+        ) from None
     except fileio.NotRegularFileError:
         raise ImageError(f"not a regular file (a FIFO, socket or device): {path}") from None
     except fileio.FileTooLargeError:
@@ -110,6 +114,7 @@ def decode_pixels(
     max_bytes: int | None = None,
     dicom_window: str = DEFAULT_DICOM_WINDOW,
     resize: str | None = None,
+    within: str | None = None,
 ) -> np.ndarray:
     """Decode a PNG/JPEG/TIFF of any mode, or a DICOM file, to uint8: (H, W) for grey sources, (H, W, 3)
     for colour ones. With ``resize``, the size check counts what that resize mode will allocate (the
@@ -119,8 +124,9 @@ def decode_pixels(
     (a 12-bit radiograph in a 16-bit PNG would otherwise be nearly black, or clipped white).
     Transparent pixels are composited onto black. DICOM is recognised by its content (the DICM
     preamble) or a ``.dcm`` name.
+        ``within``: a local folder the file must not leave through a symbolic link (a folder walk's root).
     """
-    data = read_bytes(source, max_bytes=max_bytes) if isinstance(source, str) else source
+    data = read_bytes(source, max_bytes=max_bytes, within=within) if isinstance(source, str) else source
     if not data:
         raise ImageError("empty file (0 bytes)")
     name = source if isinstance(source, str) else ""

@@ -17,6 +17,7 @@ def load_chunk(
     block: BlockHandle | None = None,
     slots: list[int] | None = None,
     dicom_window: str = DEFAULT_DICOM_WINDOW,
+    within: str | None = None,
 ) -> list[ModelInput | tuple[Geometry, int] | str]:
     """``load_or_reason`` for several images in one task of a decode process: each task costs the
     submitting process (pickling, queues, its result thread) far more GIL time than a decode costs it,
@@ -26,11 +27,11 @@ def load_chunk(
     ``pixels``, (n, 3, size, size) uint8) and only its geometry and channel count come back: the
     pixels never travel through a pickle. Without it, each model input comes back pickled."""
     if block is None or slots is None:
-        return [load_or_reason(path, size, mode, max_pixels, max_bytes, dicom_window) for path in paths]
+        return [load_or_reason(path, size, mode, max_pixels, max_bytes, dicom_window, within) for path in paths]
     results: list[ModelInput | tuple[Geometry, int] | str] = []
     with attached(block) as arrays:
         for path, slot in zip(paths, slots):
-            loaded = load_or_reason(path, size, mode, max_pixels, max_bytes, dicom_window)
+            loaded = load_or_reason(path, size, mode, max_pixels, max_bytes, dicom_window, within)
             if isinstance(loaded, str):
                 results.append(loaded)
                 continue

@@ -209,7 +209,12 @@ def attach_dicom_metadata(
     archive without DICOM)."""
     validate_dicom_window(window)
     paths = [str(p) for p in frame["path"]]
-    candidates = [i for i, maybe in enumerate(probe_candidates(paths)) if maybe]
+    walked = frame.attrs.get("walked_folder")
+    candidates = [
+        i
+        for i, maybe in enumerate(probe_candidates(paths))
+        if maybe and not (walked and fileio.link_outside(paths[i], walked))  # a link out of the walked folder: unread
+    ]
     if not candidates:
         return frame
     with ThreadPoolExecutor(max(1, threads), thread_name_prefix="densecam-header") as pool:

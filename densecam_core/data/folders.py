@@ -20,7 +20,9 @@ def walk_images(folder: Path, root: Path) -> tuple[list[str], dict[str, list[str
     """Image files below ``folder`` as paths relative to ``root``, and what was skipped, by reason.
 
     Symbolic links are followed only where they stay inside ``folder`` (a linked sub-folder of the archive
-    is walked, once); a link that leads outside it is never read, and is named among the skipped."""
+    is walked, once). A linked file that leads outside it and is named like an image stays a row, never read:
+    the job gives it an error row saying so (``decode_pixels(within=folder)``); any other link out of the
+    folder, and a linked sub-folder outside it, is named among the skipped."""
     files: list[str] = []
     skipped: dict[str, list[str]] = {}
     for path in _walk_inside(folder, skipped, root):
@@ -68,7 +70,8 @@ def _walk_inside(folder: Path, skipped: dict[str, list[str]], root: Path) -> lis
             path = Path(current) / name
             if name.startswith("."):
                 continue  # hidden files (._image1.png, .DS_Store): never images, not reported
-            if path.is_symlink() and path.exists() and fileio.link_outside(str(path), str(folder)):
+            leaves = path.is_symlink() and path.exists() and fileio.link_outside(str(path), str(folder))
+            if leaves and not (is_image_name(name) or is_dicom_name(name)):  # by name only: never read
                 skipped.setdefault(OUTSIDE, []).append(path.relative_to(root).as_posix())
                 continue
             found.append(path)

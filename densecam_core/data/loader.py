@@ -100,6 +100,7 @@ class BatchLoader:
         grey_batches: bool = False,
         chunk: int = 1,
         dicom_window: str = DEFAULT_DICOM_WINDOW,
+        within: str | None = None,
     ) -> None:
         if batch_size < 1 or num_threads < 1:
             raise ValueError("batch_size and num_threads must be >= 1")
@@ -108,6 +109,7 @@ class BatchLoader:
         self.num_threads, self.prefetch, self.max_pixels = num_threads, max(1, prefetch), max_pixels
         self.max_bytes = max_bytes
         self.dicom_window = dicom_window
+        self.within = within  # a folder walk's root: a file that a link leads out of it is an error row
         self.cached = dict(cached or {})
         self.read_timeout = read_timeout
         self.executor = executor
@@ -162,12 +164,12 @@ class BatchLoader:
         args = (self.size, self.mode, self.max_pixels, self.max_bytes)
         future: Future[Any]
         if self.executor is None:
-            future = pool.submit(_load, self.paths[positions[0]], *args, self.dicom_window)
+            future = pool.submit(_load, self.paths[positions[0]], *args, self.dicom_window, self.within)
         else:
             paths = [self.paths[p] for p in positions]
             block = self.into.handle if self.into is not None else None
             slots = positions if block is not None else None
-            future = pool.submit(load_chunk, paths, *args, block, slots, self.dicom_window)
+            future = pool.submit(load_chunk, paths, *args, block, slots, self.dicom_window, self.within)
         return [_Part(future, offset, tuple(positions)) for offset in range(len(positions))]
 
     def _resolve(self, pool: Executor, item: _Part | ModelInput, position: int) -> tuple[ModelInput | str, bool]:

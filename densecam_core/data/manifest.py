@@ -365,4 +365,5 @@ def _read_folder(folder: Path) -> pd.DataFrame:
         )
     frame = _rows_from_relative_paths(files, root)
     frame.attrs["skipped"] = skipped
+    frame.attrs["walked_folder"] = str(folder)  # readers refuse files that a link leads out of it
     return frame

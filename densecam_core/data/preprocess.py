@@ -77,9 +77,12 @@ def load_model_input(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_bytes: int | None = None,
     dicom_window: str = DEFAULT_DICOM_WINDOW,
+    within: str | None = None,
 ) -> ModelInput:
     """decode + resize to a uint8 model input; raises ImageError with the reason."""
-    pixels = decode_pixels(path, max_pixels=max_pixels, max_bytes=max_bytes, dicom_window=dicom_window, resize=mode)
+    pixels = decode_pixels(
+        path, max_pixels=max_pixels, max_bytes=max_bytes, dicom_window=dicom_window, resize=mode, within=within
+    )
     return resize_pixels(pixels, size, mode)
 
 
@@ -90,11 +93,14 @@ def load_or_reason(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_bytes: int | None = None,
     dicom_window: str = DEFAULT_DICOM_WINDOW,
+    within: str | None = None,
 ) -> ModelInput | str:
     """``load_model_input``, or the reason the image cannot be used: the per-image boundary, where any
     decoder failure becomes an error row. Torch-free, so decode worker processes start light."""
     try:
-        return load_model_input(path, size, mode, max_pixels=max_pixels, max_bytes=max_bytes, dicom_window=dicom_window)
+        return load_model_input(
+            path, size, mode, max_pixels=max_pixels, max_bytes=max_bytes, dicom_window=dicom_window, within=within
+        )
     except ImageError as exc:
         return exc.reason
     except Exception as exc:  # any decoder bug becomes an error row, never a failed shard

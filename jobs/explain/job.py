@@ -145,6 +145,7 @@ def prepare(config: JobConfig) -> PreparedJob:
         cache_identity=config.cache_identity,
         activation=classes.recorded_activation,
         class_names=classes.names,
+        source_root=manifest.attrs.get("walked_folder"),
     )  # batch size and threads: set per device at dispatch
     spec = RunSpec(
         fingerprint=model_fingerprint(model),

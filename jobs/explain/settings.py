@@ -33,6 +33,7 @@ class ExplainSettings:
     cache_identity: str = "stat"  # how cached inputs are matched to files (store/inputs/cache.py)
     activation: str | None = None  # sigmoid | softmax; None: sigmoid for one output, else softmax
     class_names: tuple[str, ...] | None = None  # the classifier's outputs by name (--labels), recorded in run.json
+    source_root: str | None = None  # a walked folder: files a link leads out of it are error rows (not in the run id)
 
     def for_run_id(self) -> dict[str, Any]:
         """The settings that change what a run holds. The DICOM window, the input normalisation, the

@@ -224,6 +224,7 @@ class ExplainWorker:
                 grey_batches=True,
                 chunk=PROCESS_TASK_IMAGES,
                 dicom_window=self.settings.dicom_window,
+                within=self.settings.source_root,
             )
             for batch in self.host.batches(loader):
                 self._take(batch, identities, slots, outputs, filled)

@@ -183,10 +183,13 @@ def test_folder_walk_reports_what_it_skipped(tmp_path):
 
 
 def test_a_folder_walk_never_follows_a_link_out_of_the_folder(tmp_path: Path):
-    """A linked file or sub-folder leading outside is named among the skipped, never read; one inside the
-    folder is walked once, and a cycle of links ends."""
+    """A linked image leading outside stays a row whose read is refused (the job's error row); a linked
+    sub-folder or other file leading outside is named among the skipped; one inside the folder is walked once,
+    and a cycle of links ends."""
     import os
 
+    from densecam_core.data.decode import decode_pixels
+    from densecam_core.data.errors import ImageError
     from densecam_core.data.folders import OUTSIDE
 
     archive, elsewhere = tmp_path / "archive", tmp_path / "elsewhere"
@@ -195,9 +198,15 @@ def test_a_folder_walk_never_follows_a_link_out_of_the_folder(tmp_path: Path):
     Image.new("L", (8, 8)).save(archive / "a" / "x.png")
     Image.new("L", (8, 8)).save(elsewhere / "secret.png")
     os.symlink(elsewhere / "secret.png", archive / "a" / "linked.png")
+    (elsewhere / "notes.txt").write_text("private")
+    os.symlink(elsewhere / "notes.txt", archive / "a" / "linked-notes")
     os.symlink(elsewhere, archive / "linked-folder")
     os.symlink(archive / "a", archive / "b")  # inside: walked once, under one of its names
     os.symlink(archive, archive / "a" / "loop")
     frame = read_manifest(archive)
-    assert frame["image_id"].tolist() == ["a/x.png"]
-    assert sorted(frame.attrs["skipped"][OUTSIDE]) == ["a/linked.png", "linked-folder"]
+    assert frame["image_id"].tolist() == ["a/linked.png", "a/x.png"]
+    assert sorted(frame.attrs["skipped"][OUTSIDE]) == ["a/linked-notes", "linked-folder"]
+    walked = frame.attrs["walked_folder"]
+    assert decode_pixels(str(archive / "a" / "x.png"), within=walked).shape == (8, 8)
+    with pytest.raises(ImageError, match="a symbolic link leading outside the folder .*: not read"):
+        decode_pixels(str(archive / "a" / "linked.png"), within=walked)

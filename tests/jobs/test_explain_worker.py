@@ -626,3 +626,35 @@ def test_a_shard_with_a_read_past_its_deadline_leaves_the_next_shard_new_decode_
     assert len(results) == 3 and sum(r.ok for r in results) == 10
     assert len(set(leased)) == 3, "every shard after a late read got a new pool"
     assert len(processes) == 3 and ended(processes, 10), "a retired pool's processes outlived its shard"
+
+
+def test_a_linked_image_leading_out_of_the_walked_folder_is_an_error_row(tmp_path):
+    """The folder walk keeps it as a row; the job gives the worker the walked folder, and the worker's read
+    refuses the link: an error row saying why, the outside file never read."""
+    from PIL import Image
+
+    from jobs.explain.job import JobConfig, prepare
+
+    archive, elsewhere = tmp_path / "archive", tmp_path / "elsewhere"
+    archive.mkdir()
+    elsewhere.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.full((48, 48), 90, np.uint8)).save(archive / name)
+    Image.fromarray(np.full((48, 48), 200, np.uint8)).save(elsewhere / "secret.png")
+    (archive / "linked.png").symlink_to(elsewhere / "secret.png")
+    job = prepare(JobConfig(manifest=str(archive), store=str(tmp_path / "store"), size=SIZE, methods=METHODS))
+    assert job.settings.source_root == str(archive) and "linked.png" in set(job.manifest["image_id"])
+    state, fingerprint = weights(0)
+    settings = job.settings.__class__(**{**job.settings.__dict__, "batch_size": 4, "input_cache": "off"})
+    spec = RunSpec(fingerprint, "x.pt", settings.for_run_id(), 1, 1, block_grid(SIZE), 4)
+    writer = RunWriter(str(tmp_path / "store"), spec)
+    writer.create_or_open("test")
+    planned = writer.plan(job.manifest)
+    worker = ExplainWorker(state, settings, warm_up=False, store_url=str(tmp_path / "store"))
+    shard = Shard(0, 0, len(planned))
+    worker.process_shard(writer.run_url, spec.run_id, shard, 4, planned)
+    index = open_store(str(tmp_path / "store")).run(spec.run_id).index.set_index("image_id")
+    assert index.loc["linked.png", "status"] == "error"
+    assert "a symbolic link leading outside the folder" in index.loc["linked.png", "error"]
+    assert (index.loc[["a.png", "b.png"], "status"] == "ok").all()
+    assert settings.for_run_id() == ExplainSettings(**{**settings.__dict__, "source_root": None}).for_run_id()
