@@ -134,7 +134,7 @@ def audit_figures(work: Path, seed: int, runs: dict[str, str]) -> dict[str, floa
             flagged = abnormal["flagged"]
             figures[f"precision_block{block}"] = float((flagged & truth).sum() / max(1, flagged.sum()))
             figures[f"recall_block{block}"] = float((flagged & truth).sum() / max(1, truth.sum()))
-            figures[f"corner_auroc_block{block}"] = auroc(abnormal["corner_mass"].to_numpy(), truth.to_numpy(float))
+            figures[f"corner_auroc_block{block}"] = auroc(truth.to_numpy(float), abnormal["corner_mass"].to_numpy())
         confirmations = audit.confirmations
         # nothing flagged, nothing confirmed: below any bound (a NaN would make the median meaningless)
         figures["confirmed_low"] = float(confirmations["low"].max()) if len(confirmations) else float("-inf")

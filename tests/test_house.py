@@ -33,8 +33,9 @@ ROOMS_BELOW = {
         "densecam_core.data",
         "densecam_core.store",
         "densecam_core.figures",
-        # the report page shows what the evaluation and a comparison concluded (their torch-free modules)
+        # the report page shows what the evaluation, a comparison and the audit concluded (torch-free modules)
         "densecam_core.evaluation",
+        "densecam_core.analysis",
         "densecam_core.comparison",
         "densecam_core.comparison_summary",
     },

@@ -377,8 +377,8 @@ def _cluster_record(
         "mean_prob": finite_mean(probs[inside]),
         "label_mix": _mix(rows["label"].iloc[inside]),
         "body_part_mix": _mix(rows["body_part"].iloc[inside]) if "body_part" in rows.columns else "",
-        "auroc_inside": auroc(probs[np.concatenate([inside, others])], labels[np.concatenate([inside, others])]),
-        "auroc_outside": auroc(probs[np.concatenate([rest, others])], labels[np.concatenate([rest, others])]),
+        "auroc_inside": auroc(labels[np.concatenate([inside, others])], probs[np.concatenate([inside, others])]),
+        "auroc_outside": auroc(labels[np.concatenate([rest, others])], probs[np.concatenate([rest, others])]),
     }
     for name in SCORE_COLUMNS:
         record[f"mean_{name}"] = finite_mean(scores[name][inside])

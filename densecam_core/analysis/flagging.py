@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 MAD_TO_SIGMA = 1.4826
 
@@ -89,17 +90,6 @@ def flag_within_group(
     return verdicts
 
 
-def flag_clusters(
-    labels: np.ndarray, scores: np.ndarray, reference: np.ndarray, rule: FlagRule, *, flaggable: bool
-) -> tuple[np.ndarray, float]:
-    """``flag_cluster`` for every cluster of ``labels`` against one ``reference``: (flags, the threshold)."""
-    count = int(labels.max()) + 1 if labels.size else 0
-    flags = [
-        flag_cluster(scores[labels == c], reference, labels.size, rule, flaggable=flaggable)[0] for c in range(count)
-    ]
-    return np.asarray(flags, dtype=bool), robust_threshold(reference, rule.k)
-
-
 def finite_median(values: np.ndarray) -> float:
     """The median of the finite values; NaN when there are none."""
     finite = values[np.isfinite(values)]
@@ -112,18 +102,15 @@ def finite_mean(values: np.ndarray) -> float:
     return float(finite.mean()) if finite.size else float("nan")
 
 
-def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve of ``scores`` for binary ``labels`` (ties count half); NaN with one class."""
+def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve as the Mann-Whitney statistic (ties count half) of ``scores`` for binary
+    ``labels``, over the pairs where both are finite; NaN without both classes. The audit's cluster table and the
+    report page's body-part table both use it."""
+    labels, scores = np.asarray(labels, dtype=np.float64), np.asarray(scores, dtype=np.float64)
     keep = np.isfinite(scores) & np.isfinite(labels)
-    scores, labels = scores[keep], labels[keep].astype(bool)
-    positives, negatives = int(labels.sum()), int((~labels).sum())
+    positive = labels[keep] == 1
+    positives, negatives = int(positive.sum()), int((~positive).sum())
     if positives == 0 or negatives == 0:
         return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    sorted_scores = scores[order]
-    # average ranks over ties
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    average = first + (counts - 1) / 2.0 + 1.0
-    ranks[order] = np.repeat(average, counts)
-    return float((ranks[labels].sum() - positives * (positives + 1) / 2.0) / (positives * negatives))
+    ranks = pd.Series(scores[keep]).rank(method="average").to_numpy()
+    return float((ranks[positive].sum() - positives * (positives + 1) / 2) / (positives * negatives))

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from densecam_core.analysis.flagging import auroc
 from densecam_core.store.targets import class_names, target_position
 
 UNCERTAIN_AROUND = 0.5
@@ -43,16 +44,6 @@ def label_names(labels: pd.Series) -> pd.Series:
     """normal / abnormal / unlabelled per row, as MURA's study labels read."""
     numeric = pd.to_numeric(labels, errors="coerce")
     return numeric.map(lambda v: "unlabelled" if pd.isna(v) else ("abnormal" if int(v) == 1 else "normal"))
-
-
-def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve as the Mann-Whitney statistic (ties count half); NaN without both classes."""
-    labels = np.asarray(labels, dtype=np.int64)
-    positives, negatives = int((labels == 1).sum()), int((labels == 0).sum())
-    if positives == 0 or negatives == 0:
-        return float("nan")
-    ranks = pd.Series(np.asarray(scores, dtype=np.float64)).rank(method="average").to_numpy()
-    return float((ranks[labels == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
 def error_reasons(index: pd.DataFrame) -> pd.DataFrame:
