@@ -14,7 +14,7 @@ import posixpath
 import stat
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -88,14 +88,21 @@ def read_regular_file(path: str | os.PathLike[str], *, max_bytes: int, within: s
 
 
 def write_file_exclusive(path: str | os.PathLike[str], write: Callable[[IO[bytes]], object]) -> None:
-    """Write a local file under a fresh random name created exclusively (``O_EXCL``: a link planted at a
-    predictable temporary name is never followed), then rename it over ``path`` (a link at ``path`` is
-    replaced, never written through). Readers see the old file or the whole new one."""
+    """Write a local file through ``exclusive_file``: readers see the old file or the whole new one."""
+    with exclusive_file(path) as handle:
+        write(handle)
+
+
+@contextlib.contextmanager
+def exclusive_file(path: str | os.PathLike[str], *, text: bool = False) -> Iterator[IO[Any]]:
+    """A local file written under a fresh random name created exclusively (``O_EXCL``: a link planted at a
+    predictable temporary name is never followed), renamed over ``path`` when the block ends without an error
+    (a link at ``path`` is replaced, never written through) and removed when it raises."""
     target = Path(path)
     fd, temporary = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=f"-{target.name}", dir=target.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
+        with os.fdopen(fd, "w" if text else "wb", encoding="utf-8" if text else None) as handle:
+            yield handle
         os.replace(temporary, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

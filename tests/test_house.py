@@ -46,6 +46,7 @@ ROOMS_BELOW = {
         "densecam_core.model",
         "densecam_core.cam",
         "densecam_core.store",
+        "densecam_core.analysis",  # box and Otsu geometry shared with the weak labels (torch-free)
     },
     "densecam_core.analysis": {
         "densecam_core.vocabulary",
@@ -56,6 +57,7 @@ ROOMS_BELOW = {
     },
     "jobs.runtime": {"densecam_core"},
     "jobs.audit": {"densecam_core", "jobs.runtime"},
+    "jobs.localise": {"densecam_core", "jobs.runtime", "jobs.audit.config"},
     "jobs.explain": {"densecam_core", "jobs.runtime"},
     "jobs.evaluate": {"densecam_core", "jobs.runtime"},
 }
@@ -101,6 +103,13 @@ TORCH_FREE = [
     "densecam_core.analysis.body",
     "jobs.audit.config",
     "jobs.audit.job",
+    "densecam_core.analysis.localise",
+    "densecam_core.analysis.regions",
+    "densecam_core.analysis.wsol",
+    "densecam_core.export.weak_labels",
+    "densecam_core.store.localisations",
+    "jobs.localise.config",
+    "jobs.localise.command",
     "densecam_core.evaluation.localisation",
     "densecam_core.evaluation.report",
     "densecam_core.evaluation.sampling",

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from densecam_core.analysis.otsu import otsu_mask
+from densecam_core.analysis.regions import box_mask
 from densecam_core.data.geometry import Geometry
 from densecam_core.store.targets import class_names, fixed_classes, target_position
 from densecam_core.vocabulary import BLOCKS, map_keys
@@ -99,16 +101,6 @@ def box_area_fraction(boxes: np.ndarray, height: int, width: int) -> float:
     return float(box_mask(boxes, height, width).mean())
 
 
-def box_mask(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(height, width) bool mask of the union of boxes; pixel (x, y) is inside when x0 <= x < x1, y0 <= y < y1."""
-    mask = np.zeros((height, width), dtype=bool)
-    for x0, y0, x1, y1 in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
-        mask[
-            max(0, int(np.ceil(y0))) : max(0, int(np.ceil(y1))), max(0, int(np.ceil(x0))) : max(0, int(np.ceil(x1)))
-        ] = True
-    return mask
-
-
 def relevance_mass(heatmap: np.ndarray, mask: np.ndarray) -> float:
     """The share of the map's positive mass inside ``mask`` (Arras et al. 2022); NaN without positive mass."""
     positive = np.clip(np.nan_to_num(heatmap, nan=0.0), 0.0, None)
@@ -116,32 +108,13 @@ def relevance_mass(heatmap: np.ndarray, mask: np.ndarray) -> float:
     return float(positive[mask].sum()) / total if total > 0 else float("nan")
 
 
-def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
-    """Otsu's threshold (maximum between-class variance) over a ``bins``-bin histogram of ``values``.
-
-    Returns the upper edge of the last bin of the lower class: values above it form the upper class.
-    """
-    hist, edges = np.histogram(values, bins=bins)
-    centers = (edges[:-1] + edges[1:]) / 2
-    weight_low = np.cumsum(hist)[:-1].astype(np.float64)
-    weight_high = np.cumsum(hist[::-1])[::-1][1:].astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mean_low = np.cumsum(hist * centers)[:-1] / weight_low
-        mean_high = (np.cumsum((hist * centers)[::-1]) / np.cumsum(hist[::-1]))[::-1][1:]
-        between = weight_low * weight_high * (mean_low - mean_high) ** 2
-    return float(centers[int(np.nanargmax(between))])
-
-
 def otsu_iou(heatmap: np.ndarray, mask: np.ndarray) -> float:
-    """IoU of the Otsu-segmented map with ``mask``: negative values (evidence against the class) set to 0,
-    then min-max scaled to [0, 1] and thresholded at Otsu's level (256 bins), as CheXlocalize does with
-    its non-negative maps; NaN for a map without positive structure."""
+    """IoU of the Otsu-segmented map (``analysis.otsu.otsu_mask``) with ``mask``; NaN for a map without positive
+    structure."""
     values = np.clip(np.nan_to_num(heatmap.astype(np.float64), nan=0.0), 0.0, None)
-    low, high = float(values.min()), float(values.max())
-    if high <= low:
+    if float(values.max()) <= float(values.min()):
         return float("nan")
-    scaled = (values - low) / (high - low)
-    segmented = scaled > otsu_threshold(scaled)
+    segmented = otsu_mask(values)
     union = np.logical_or(segmented, mask).sum()
     return float(np.logical_and(segmented, mask).sum() / union) if union else float("nan")
 

@@ -20,6 +20,7 @@ from densecam_core import __version__
 
 SC_SERIES_NUMBER = 9101
 SEG_SERIES_NUMBER = 9102
+WEAK_SEG_SERIES_NUMBER = 9103
 UID_ROOT = "1.2.826.0.1.3680043.8.498."  # pydicom's root for UIDs derived from a hash
 NOT_FOR_DIAGNOSIS = "densecam explanation - not for diagnosis"
 PLACEHOLDER_ORIENTATION = ("A", "F")
@@ -96,48 +97,111 @@ def secondary_capture(source: Any, overlay: np.ndarray, label: MapLabel) -> Any:
 def segmentation(source: Any, heat01: np.ndarray, label: MapLabel, raw_range: tuple[float, float]) -> Any:
     """The map in [0, 1] ``(rows, columns)`` as an 8-bit fractional (``PROBABILITY``) Segmentation of the source."""
     import highdicom as hd
-    from pydicom.sr.codedict import codes
 
     check_source(source)
     sop = str(source.SOPInstanceUID)
-    algorithm = hd.AlgorithmIdentificationSequence(
-        name=f"densecam {label.what}"[:64],
-        version=__version__,
-        family=codes.cid7162.ArtificialIntelligence,
-        parameters={"run": label.run_id, "model": label.fingerprint[:16], "architecture": label.architecture},
-    )
-    segment = hd.seg.SegmentDescription(
-        segment_number=1,
-        segment_label=f"{label.what}"[:64],
-        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
-        segmented_property_type=codes.SCT.Lesion,
-        algorithm_type="AUTOMATIC",
-        algorithm_identification=algorithm,
-    )
     seg = hd.seg.Segmentation(
         source_images=[source],
         pixel_array=np.ascontiguousarray(heat01, dtype=np.float32)[None],
         segmentation_type="FRACTIONAL",
         fractional_type="PROBABILITY",
         max_fractional_value=255,
-        segment_descriptions=[segment],
+        segment_descriptions=[_segment(1, label.what, label)],
         series_instance_uid=derived_uid(label.run_id, str(source.StudyInstanceUID), label.what, "seg-series"),
         series_number=SEG_SERIES_NUMBER,
         sop_instance_uid=derived_uid(label.run_id, sop, label.what, "seg"),
-        instance_number=int(source.get("InstanceNumber", 1) or 1),
-        manufacturer="densecam",
-        manufacturer_model_name=label.architecture,
-        software_versions=__version__,
-        device_serial_number=label.fingerprint[:16],
         content_description=f"{label.what}: min-max over the image of [{raw_range[0]:.4g}, {raw_range[1]:.4g}]"[:64],
-        content_label="DENSECAM",
-        omit_empty_frames=False,
+        **_seg_common(source, label),
     )
-    seg.PatientOrientation = source.get("PatientOrientation", None) or None  # type 2C without a frame of reference
+    _finish_seg(seg, source)
     seg.SegmentSequence[0].SegmentDescription = f"{label.what} run {label.run_id}"[:64]
     seg.SeriesDescription = f"densecam {label.what} (values)"[:64]
     _created_at(seg, source, (label.run_id, sop, label.what, "seg"))
     return seg
+
+
+def binary_segmentation(source: Any, masks: list[tuple[str, np.ndarray]], label: MapLabel, content: str) -> Any:
+    """Weak labels as a binary Segmentation of the source: one segment per ``(name, mask (rows, columns))``.
+    ``content`` names everything that decided the masks (maps, thresholds, rules): it enters the UIDs, so other
+    settings make another object and the same settings the same one."""
+    import highdicom as hd
+
+    check_source(source)
+    sop = str(source.SOPInstanceUID)
+    stack = np.stack([np.asarray(m, dtype=np.uint8) for _, m in masks], axis=-1)[None]
+    seg = hd.seg.Segmentation(
+        source_images=[source],
+        pixel_array=stack,
+        segmentation_type="BINARY",
+        segment_descriptions=[_segment(i + 1, name, label) for i, (name, _) in enumerate(masks)],
+        series_instance_uid=derived_uid(label.run_id, str(source.StudyInstanceUID), content, "weak-series"),
+        series_number=WEAK_SEG_SERIES_NUMBER,
+        sop_instance_uid=derived_uid(label.run_id, sop, content, "weak-seg"),
+        content_description="densecam weak labels (thresholded maps)",
+        **_seg_common(source, label),
+    )
+    _finish_seg(seg, source)
+    seg.SeriesDescription = "densecam weak labels"
+    _created_at(seg, source, (label.run_id, sop, content, "weak-seg"))
+    return seg
+
+
+def _segment(number: int, what: str, label: MapLabel) -> Any:
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=f"densecam {what}"[:64],
+        version=__version__,
+        family=codes.cid7162.ArtificialIntelligence,
+        parameters={"run": label.run_id, "model": label.fingerprint[:16], "architecture": label.architecture},
+    )
+    return hd.seg.SegmentDescription(
+        segment_number=number,
+        segment_label=what[:64],
+        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        segmented_property_type=codes.SCT.Lesion,
+        algorithm_type="AUTOMATIC",
+        algorithm_identification=algorithm,
+    )
+
+
+def _seg_common(source: Any, label: MapLabel) -> dict[str, Any]:
+    """The Segmentation arguments both kinds share: equipment and content label."""
+    return {
+        "instance_number": int(source.get("InstanceNumber", 1) or 1),
+        "manufacturer": "densecam",
+        "manufacturer_model_name": label.architecture,
+        "software_versions": __version__,
+        "device_serial_number": label.fingerprint[:16],
+        "content_label": "DENSECAM",
+        "omit_empty_frames": False,
+    }
+
+
+def pixel_spacing(source: Any, keywords: tuple[str, ...] = ("PixelSpacing",)) -> list[float] | None:
+    """The source's pixel spacing (mm, row then column) under the first of ``keywords`` whose two values are
+    positive and finite; None when none is (a zero or missing spacing is never copied into a Segmentation: it
+    would make the object invalid)."""
+    for keyword in keywords:
+        value = source.get(keyword)
+        try:
+            numbers = [float(v) for v in value] if value is not None else []
+        except (TypeError, ValueError):
+            continue
+        if len(numbers) == 2 and all(np.isfinite(numbers)) and min(numbers) > 0:
+            return numbers
+    return None
+
+
+def _finish_seg(seg: Any, source: Any) -> None:
+    """What highdicom leaves to the caller: the source's patient orientation (type 2C without a frame of
+    reference), and no pixel measures copied from a source whose PixelSpacing is zero (the NEMA chest CR's)."""
+    seg.PatientOrientation = source.get("PatientOrientation", None) or None
+    if pixel_spacing(source) is None:
+        for group in seg.get("SharedFunctionalGroupsSequence", []):
+            if "PixelMeasuresSequence" in group:
+                del group.PixelMeasuresSequence
 
 
 def _reference(derived: Any, source: Any) -> None:

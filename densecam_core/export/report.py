@@ -23,6 +23,7 @@ from densecam_core.data.errors import ImageError
 from densecam_core.data.geometry import Geometry
 from densecam_core.export import report_content as content
 from densecam_core.export.report_audit import audit_section
+from densecam_core.export.report_localise import localise_section
 from densecam_core.export.report_page import Card, PageContent, render_page
 from densecam_core.export.report_thumbnails import (
     THUMB_DIR,
@@ -87,6 +88,7 @@ def write_report(run: Run, out: str | os.PathLike, request: ReportRequest, compa
     pictures = _write_pictures(folder, galleries, panels, request)
     page = PageContent(
         audit=audit_section(run, folder, request.thumb_size),
+        localisation=localise_section(run),
         meta=run.meta,
         target_title=content.target_title(run.meta, request.target),
         index=index,

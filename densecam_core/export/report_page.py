@@ -100,6 +100,7 @@ class PageContent:
     compare_id: str | None
     galleries: list[tuple[Gallery, list[Card]]]
     audit: str | None = None  # the audit section, rendered (its strings escaped) by ``report_audit``
+    localisation: str | None = None  # the weak labels' section, rendered (escaped) by ``report_localise``
 
 
 def escape(value: Any) -> str:
@@ -126,6 +127,7 @@ def render_page(page: PageContent) -> str:
         _section("Map quality", _quality(page.quality)),
         _section("Pointing game", _pointing(page.pointing)),
         _section("Audit: right for the right reasons?", page.audit),
+        _section("Localisation: where the maps point, as weak labels", page.localisation),
         _section(f"Per body part: P({escape(page.target_title)})", _body_parts(page.body_parts)),
         _filters(page.index),
         *(_gallery(gallery, cards, page) for gallery, cards in page.galleries),

@@ -181,8 +181,30 @@ def output_folder(out: Path, overwrite: bool) -> Path:
     return out
 
 
+def run_identifiers(run: Run, key_path: str | None) -> Any:
+    """The run's pseudonymisation, to know a source as the instance explained: None where the run keeps
+    identifiers in clear, else the key whose id the run recorded (refused when ``key_path`` is another)."""
+    from densecam_core.data.pseudonyms import load_identifiers
+
+    recorded = run.meta.get("identifiers") or {}
+    if recorded.get("identifiers") != "pseudonymised":
+        return None
+    identifiers = load_identifiers(key_path)
+    if identifiers.key_id != recorded.get("pseudonym_key_id"):
+        raise ValueError(
+            f"run {run.run_id} was pseudonymised with key {recorded.get('pseudonym_key_id')}, not with "
+            f"{identifiers.key_path} ({identifiers.key_id}): pass that pseudonym key"
+        )
+    return identifiers
+
+
+def is_dicom_run(rows: pd.DataFrame) -> bool:
+    """Whether the run's images were read from DICOM files (they have SOP instance ids)."""
+    return "instance_id" in rows.columns and not rows["instance_id"].isna().all()
+
+
 def _check_dicom_run(run: Run, rows: pd.DataFrame) -> None:
-    if "instance_id" not in rows.columns or rows["instance_id"].isna().all():
+    if not is_dicom_run(rows):
         raise StoreError(
             f"run {run.run_id} was not explained from DICOM files: export it with --to png (overlay panels)"
         )
@@ -201,7 +223,7 @@ def _export_one(
     stem = file_stem(image_id)
     if request.to == "png":
         return [_png_panel(run, image_id, folder / f"{stem}.png", request)]
-    source = _source(run, row, identifiers)
+    source = read_source(run, row, identifiers)
     raw = run.heatmap(image_id, request.method, request.block, target=request.target, normalize=False)
     low, high = float(np.nanmin(raw)), float(np.nanmax(raw))
     heat01 = (raw - low) / (high - low) if high > low else np.zeros_like(raw)
@@ -225,7 +247,7 @@ def _export_one(
     return written
 
 
-def _source(run: Run, row: pd.Series, identifiers: Callable[[str, object], str | None] | None) -> Any:
+def read_source(run: Run, row: pd.Series, identifiers: Callable[[str, object], str | None] | None) -> Any:
     """The source dataset, read now (a regular file of bounded size: a FIFO never blocks the export), or the
     reason it is not the image the run explained."""
     path = run.source_path(str(row["image_id"]))

@@ -34,11 +34,27 @@ def write_audit(
     arrays: dict[str, np.ndarray],
     messages: list[str],
 ) -> str:
-    """Write an audit made with ``settings`` under its own folder, whole: on a local disk it is built under a
-    temporary name and renamed into place (a killed audit leaves nothing that reads as one); on an object
-    store ``audit.json`` is written last and readers list only folders that have it. Returns the folder."""
+    """Write an audit made with ``settings`` (``tables`` keyed images, clusters, atlases); returns its folder."""
+    named = {TABLES[key]: frame for key, frame in tables.items()}
+    return write_analysis(run_url, fmt.AUDIT_KIND, settings=settings, tables=named, arrays=arrays, messages=messages)
+
+
+def write_analysis(
+    run_url: str,
+    kind: str,
+    *,
+    settings: dict[str, Any],
+    tables: dict[str, pd.DataFrame],
+    arrays: dict[str, np.ndarray] | None = None,
+    messages: list[str] | None = None,
+) -> str:
+    """Write an analysis of ``kind`` made with ``settings`` under its own folder, whole: ``tables`` (file name ->
+    frame) as Parquet, ``arrays`` as Zarr, ``<kind>.json`` last. On a local disk it is built under a temporary
+    name and renamed into place (a killed analysis leaves nothing that reads as one); on an object store the
+    JSON is written last and readers list only folders that have it. Returns the folder."""
     fs, run_root = fileio.filesystem(run_url)
-    name = fmt.analysis_folder(fmt.AUDIT_KIND, settings)
+    name = fmt.analysis_folder(kind, settings)
+    marker = fmt.analysis_json(kind)
     parent = fileio.join(run_root, fmt.ANALYSIS_DIR)
     final = fileio.join(parent, name)
     local = isinstance(fs, LocalFileSystem)
@@ -47,14 +63,16 @@ def write_audit(
         fs.makedirs(building, exist_ok=True)
         if not local:
             with contextlib.suppress(FileNotFoundError):
-                fs.rm(fileio.join(final, fmt.AUDIT_JSON))  # the old audit stops being one before it is replaced
-        for key, file_name in TABLES.items():
+                fs.rm(fileio.join(final, marker))  # the old analysis stops being one before it is replaced
+        for file_name, frame in tables.items():
             buffer = io.BytesIO()
-            tables[key].to_parquet(buffer, index=False)
+            frame.to_parquet(buffer, index=False)
             fs.pipe_file(fileio.join(building, file_name), buffer.getvalue())
-        _write_arrays(fileio.url_join(run_url, fmt.ANALYSIS_DIR, building.rsplit("/", 1)[-1], fmt.AUDIT_ARRAYS), arrays)
-        meta = {"kind": fmt.AUDIT_KIND, "settings": settings, "messages": messages, "created": _now()}
-        fileio.write_json_atomic(fs, fileio.join(building, fmt.AUDIT_JSON), fileio.strict_json(meta))
+        if arrays is not None:
+            where = fileio.url_join(run_url, fmt.ANALYSIS_DIR, building.rsplit("/", 1)[-1], fmt.AUDIT_ARRAYS)
+            _write_arrays(where, arrays)
+        meta = {"kind": kind, "settings": settings, "messages": messages or [], "created": _now()}
+        fileio.write_json_atomic(fs, fileio.join(building, marker), fileio.strict_json(meta))
         if local:
             _move_into_place(building, final)
     except BaseException:
@@ -128,9 +146,7 @@ class Audit:
         return list(self.meta.get("messages", []))
 
     def _table(self, file_name: str) -> pd.DataFrame:
-        within = fileio.filesystem(self.store_url)[1] if isinstance(self.fs, LocalFileSystem) else None
-        with fileio.open_regular(self.fs, fileio.join(self.root, file_name), within=within) as handle:
-            return pd.read_parquet(handle)
+        return read_table(self.store_url, self.fs, fileio.join(self.root, file_name))
 
     @cached_property
     def images(self) -> pd.DataFrame:
@@ -182,6 +198,13 @@ class Audit:
         targets = sorted(images["target"].unique())
         ids = images.loc[images["target"] == target, "image_id"].reset_index(drop=True)
         return ids, np.asarray(self._array("vectors", fmt.map_label(method, block))[targets.index(target)])
+
+
+def read_table(store_url: str, fs: Any, path: str) -> pd.DataFrame:
+    """A Parquet table of an analysis, never through a link that leads out of a local store."""
+    within = fileio.filesystem(store_url)[1] if isinstance(fs, LocalFileSystem) else None
+    with fileio.open_regular(fs, path, within=within) as handle:
+        return pd.read_parquet(handle)
 
 
 def write_confirmation_part(audit_url: str, cluster: int, table: pd.DataFrame) -> None:
@@ -244,28 +267,37 @@ def read_confirmation_pairs(audit_url: str) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def list_audits(store_url: str, run_url: str) -> list[Audit]:
-    """The run's complete audits (those whose ``audit.json`` exists), oldest first."""
+def list_analyses(store_url: str, run_url: str, kind: str) -> list[tuple[str, dict[str, Any]]]:
+    """(folder, metadata) of the run's complete analyses of ``kind`` (those whose ``<kind>.json`` exists),
+    oldest first; a damaged one is named."""
     fs, run_root = fileio.filesystem(run_url)
     parent = fileio.join(run_root, fmt.ANALYSIS_DIR)
     if not fs.exists(parent):
         return []
     within = fileio.filesystem(store_url)[1] if isinstance(fs, LocalFileSystem) else None
-    audits = []
+    pattern, marker = fmt.analysis_pattern(kind), fmt.analysis_json(kind)
+    found = []
     for path in fs.ls(parent, detail=False):
         folder = path.rstrip("/").rsplit("/", 1)[-1]
-        if not fmt.AUDIT_FOLDER.match(folder):
+        if not pattern.match(folder):
             continue
         try:
-            meta = fileio.read_json(fs, fileio.join(path, fmt.AUDIT_JSON), within=within)
+            meta = fileio.read_json(fs, fileio.join(path, marker), within=within)
         except FileNotFoundError:
-            continue  # being written, or killed while written: not an audit
+            continue  # being written, or killed while written: not an analysis
         except (OSError, ValueError) as exc:
             raise fmt.StoreError(
-                f"the audit {folder} of {run_url} is damaged ({exc}): run `densecam audit` again"
+                f"the {kind} {folder} of {run_url} is damaged ({exc}): run `densecam {kind}` again"
             ) from None
-        audits.append(Audit(store_url, run_url, folder, meta))
-    return sorted(audits, key=lambda a: str(a.meta.get("created", "")))
+        found.append((folder, meta))
+    return sorted(found, key=lambda item: str(item[1].get("created", "")))
+
+
+def list_audits(store_url: str, run_url: str) -> list[Audit]:
+    """The run's complete audits, oldest first."""
+    return [
+        Audit(store_url, run_url, folder, meta) for folder, meta in list_analyses(store_url, run_url, fmt.AUDIT_KIND)
+    ]
 
 
 def latest_audit(run: Any, of_map: tuple[str, int | None, int] | None = None) -> Audit:

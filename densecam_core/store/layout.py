@@ -32,8 +32,14 @@ ANALYSIS_DIR = "analysis"
 """A run's analyses of its stored maps, one folder each: ``<kind>-<settings digest>`` (another setting is
 another analysis, never an overwrite), visible once its ``<kind>.json`` exists (written last)."""
 AUDIT_KIND = "audit"
-AUDIT_FOLDER = re.compile(r"^audit-[0-9a-f]{12}$")
 AUDIT_JSON = "audit.json"
+LOCALISE_KIND = "localise"
+"""Weak labels' scores (``densecam localise``): ``metrics.parquet`` (a row per map and target),
+``by_size.parquet`` (per lesion size band), ``images.parquet`` (a row per image, map and target)."""
+LOCALISE_METRICS = "metrics.parquet"
+LOCALISE_BY_SIZE = "by_size.parquet"
+LOCALISE_IMAGES = "images.parquet"
+ANALYSIS_KINDS = (AUDIT_KIND, LOCALISE_KIND)
 AUDIT_IMAGES = "images.parquet"
 AUDIT_CLUSTERS = "clusters.parquet"
 AUDIT_ATLASES = "atlases.parquet"
@@ -84,6 +90,18 @@ def analysis_folder(kind: str, settings: dict[str, Any]) -> str:
     """``<kind>-<12 hex digits>``: the folder of the analysis that ``settings`` (JSON-able) made."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return f"{kind}-{digest}"
+
+
+def analysis_json(kind: str) -> str:
+    """The file whose presence makes an analysis folder complete: ``<kind>.json``."""
+    return f"{kind}.json"
+
+
+def analysis_pattern(kind: str) -> re.Pattern[str]:
+    """The folder names of ``kind``'s analyses."""
+    if kind not in ANALYSIS_KINDS:
+        raise ValueError(f"unknown analysis {kind!r}; known: {', '.join(ANALYSIS_KINDS)}")
+    return re.compile(rf"^{kind}-[0-9a-f]{{12}}$")
 
 
 def map_label(method: str, block: int | None) -> str:

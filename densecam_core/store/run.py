@@ -24,6 +24,7 @@ from densecam_core.store.analyses import Audit, latest_audit, similar_images
 from densecam_core.store.confined import zarr_store_for_reading
 from densecam_core.store.format1 import format1_dataset
 from densecam_core.store.index import IndexFiles, list_index
+from densecam_core.store.localisations import Localisation, latest_localisation
 from densecam_core.store.targets import class_names, target_labels, target_position
 from densecam_core.vocabulary import BLOCKS
 
@@ -370,6 +371,11 @@ class Run:
         """The latest audit of this run (``densecam audit``): ``.images``, ``.clusters``, ``.confirmations``,
         ``.atlases`` (DataFrames), ``.mean_map(cluster)``."""
         return latest_audit(self)
+
+    def localisation(self) -> Localisation:
+        """The newest weak-label scores of this run (``densecam localise``): metrics per map, per size band, per
+        image."""
+        return latest_localisation(self)
 
     def similar(self, image_id: str, method: str = "gradcam", block: int | None = 4, k: int = 10, target: int = 0):
         """The ``k`` images whose maps are most like ``image_id``'s (a DataFrame: ``image_id``, ``similarity``):

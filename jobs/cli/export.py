@@ -37,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from densecam_core.data.pseudonyms import PseudonymKeyError, load_identifiers
-    from densecam_core.export.run_export import ExportRequest, export_run
+    from densecam_core.data.pseudonyms import PseudonymKeyError
+    from densecam_core.export.run_export import ExportRequest, export_run, run_identifiers
     from densecam_core.store.reader import open_store
 
     args = build_parser().parse_args(argv)
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             limit=args.limit,
             overwrite=args.overwrite,
         )
-        identifiers = _identifiers_of(run, args.pseudonym_key, load_identifiers) if args.to == "dicom" else None
+        identifiers = run_identifiers(run, args.pseudonym_key) if args.to == "dicom" else None
         summary = export_run(
             run, args.out, request, identifiers=identifiers, progress=args.progress, workers=args.workers
         )
@@ -68,20 +68,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(summary.render(args.out))
     return 0
-
-
-def _identifiers_of(run, key_path, load_identifiers):
-    """The run's pseudonymisation: its identifiers in clear, or the key whose id the run recorded."""
-    recorded = run.meta.get("identifiers") or {}
-    if recorded.get("identifiers") != "pseudonymised":
-        return None
-    identifiers = load_identifiers(key_path)
-    if identifiers.key_id != recorded.get("pseudonym_key_id"):
-        raise ValueError(
-            f"run {run.run_id} was pseudonymised with key {recorded.get('pseudonym_key_id')}, not with "
-            f"{identifiers.key_path} ({identifiers.key_id}): pass that key with --pseudonym-key"
-        )
-    return identifiers
 
 
 if __name__ == "__main__":

@@ -23,6 +23,10 @@ COMMANDS = {
     ),
     "compare": ("jobs.cli.compare", "what a model update changed between two runs"),
     "audit": ("jobs.cli.audit", "where a run's maps point across its images: shortcut clusters, atlases, paste test"),
+    "localise": (
+        "jobs.cli.localise",
+        "weak labels from a run's maps: calibrated boxes and masks, MaxBoxAccV2/PxAP, COCO and DICOM SEG",
+    ),
     "export": (
         "jobs.cli.export",
         "a run's maps as DICOM objects for a viewer (Secondary Capture, Segmentation) or PNGs",

@@ -9,10 +9,14 @@ import sys
 import pytest
 from support import REPO
 
+from jobs.audit.config import AuditConfig
+from jobs.cli.audit import build_parser as audit_parser
 from jobs.cli.evaluate import build_parser as evaluate_parser
 from jobs.cli.explain import build_parser as explain_parser
+from jobs.cli.localise import build_parser as localise_parser
 from jobs.evaluate.config import EvaluateConfig
 from jobs.explain.config import JobConfig
+from jobs.localise.config import LocaliseConfig
 from jobs.runtime.options import RuntimeOptions
 
 
@@ -21,7 +25,15 @@ def options(parser) -> dict[str, object]:
     return {a.dest: a for a in parser._actions if a.dest != "help"}
 
 
-@pytest.mark.parametrize("config, parser", [(JobConfig, explain_parser), (EvaluateConfig, evaluate_parser)])
+@pytest.mark.parametrize(
+    "config, parser",
+    [
+        (JobConfig, explain_parser),
+        (EvaluateConfig, evaluate_parser),
+        (AuditConfig, audit_parser),
+        (LocaliseConfig, localise_parser),
+    ],
+)
 def test_every_config_field_is_an_argument_with_the_fields_default(config, parser):
     actions = options(parser())
     fields = {f.name: f for f in dataclasses.fields(config)}

@@ -124,7 +124,8 @@ def test_localization_of_a_batch_without_any_box_is_nan_not_missing(model):
 
 
 def test_relevance_mass_and_otsu_iou_by_hand():
-    from densecam_core.evaluation.localisation import box_mask, otsu_iou, relevance_mass
+    from densecam_core.analysis.regions import box_mask
+    from densecam_core.evaluation.localisation import otsu_iou, relevance_mass
 
     heatmap = np.zeros((10, 10))
     heatmap[2:6, 2:6] = 1.0
@@ -137,7 +138,7 @@ def test_relevance_mass_and_otsu_iou_by_hand():
 
 def test_otsu_threshold_equals_scikit_image():
     threshold_otsu = pytest.importorskip("skimage.filters").threshold_otsu
-    from densecam_core.evaluation.localisation import otsu_threshold
+    from densecam_core.analysis.otsu import otsu_threshold
 
     rng = np.random.default_rng(0)
     for _ in range(5):

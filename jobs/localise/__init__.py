@@ -1,0 +1,1 @@
+"""``densecam localise``: weak labels from a run's stored maps, thresholds calibrated on held-out images."""
