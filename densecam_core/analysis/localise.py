@@ -183,11 +183,13 @@ def score_map(
             scores.from_mask[i] = true_mask is not None
             grid_truth = truth_on_grid(truth, geometry.orig_height, geometry.orig_width, true_mask)
             level_map = levels(values, steps) if shown[i] else np.full(values.shape, -1, dtype=np.int16)
-            scores.iou_all[i], scores.iou_largest[i] = best_ious(level_map, truth, steps)
+            unimodal = key.method == BASELINE
+            scores.iou_all[i], scores.iou_largest[i] = best_ious(level_map, truth, steps, unimodal=unimodal)
             scores.inside[i], scores.outside[i] = level_histograms(level_map, grid_truth, steps)
             point = peak_position(values) if shown[i] else None
             scores.hit[i] = point is not None and bool(grid_truth[point[1], point[0]])
-            scores.otsu_iou[i] = _otsu_iou(values, grid_truth) if shown[i] else 0.0
+            if request.mask_rule == "otsu":
+                scores.otsu_iou[i] = _otsu_iou(values, grid_truth) if shown[i] else 0.0
             scores.box_fraction[i] = float(grid_truth.mean())
     return scores
 
@@ -326,4 +328,8 @@ def _boxes_of(boxes: pd.DataFrame, key: MapKey, has_target_column: bool) -> dict
     if has_target_column:
         wanted = {key.target_name, str(key.target)}
         boxes = boxes[boxes["target"].astype(str).str.strip().isin(wanted)]
-    return {str(i): g[["x0", "y0", "x1", "y1"]].to_numpy(np.float64) for i, g in boxes.groupby("image_id")}
+    ids = boxes["image_id"].astype(str).to_numpy()
+    order = np.argsort(ids, kind="stable")
+    coords = boxes[["x0", "y0", "x1", "y1"]].to_numpy(np.float64)[order]
+    names, starts = np.unique(ids[order], return_index=True)
+    return dict(zip(names.tolist(), np.split(coords, starts[1:])))

@@ -48,25 +48,44 @@ NO_COMPONENTS = Components(np.zeros((0, 4), dtype=np.int64), np.zeros(0, dtype=n
 
 def components_at(level_map: np.ndarray, k: int) -> Components:
     """The 8-connected components of the pixels whose level is at least ``k``."""
-    return _components(level_map, k, level_map.max(axis=1), level_map.max(axis=0))
+    spans = region_spans(level_map)
+    return _components(level_map, k, spans[:, k]) if int(level_map.max()) >= k else NO_COMPONENTS
 
 
-def _components(level_map: np.ndarray, k: int, row_top: np.ndarray, col_top: np.ndarray) -> Components:
-    """``components_at`` on the region's bounding rows and columns only (``row_top``/``col_top``: each row's and
-    column's highest level), which shrink as ``k`` grows."""
+def region_spans(level_map: np.ndarray) -> np.ndarray:
+    """The bounding box of the region at every level 0..max, ``(4, levels)`` as y0, y1, x0, x1 (exclusive ends):
+    the first and last row and column whose highest level reaches it, for all levels at once."""
+    top = int(level_map.max())
+    wanted = np.arange(top + 1)
+
+    def first_last(highest: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        first = np.searchsorted(np.maximum.accumulate(highest), wanted, side="left")
+        last = len(highest) - np.searchsorted(np.maximum.accumulate(highest[::-1]), wanted, side="left")
+        return first, last
+
+    y0, y1 = first_last(level_map.max(axis=1))
+    x0, x1 = first_last(level_map.max(axis=0))
+    return np.stack([y0, y1, x0, x1])
+
+
+def _components(level_map: np.ndarray, k: int, span: np.ndarray) -> Components:
+    """``components_at`` on the region's bounding box ``span`` (y0, y1, x0, x1) only, which shrinks as ``k``
+    grows."""
     from scipy import ndimage
 
-    rows = np.flatnonzero(row_top >= k)
-    if rows.size == 0:
-        return NO_COMPONENTS
-    cols = np.flatnonzero(col_top >= k)
-    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    y0, y1, x0, x1 = (int(v) for v in span)
     labels, count = ndimage.label(level_map[y0:y1, x0:x1] >= k, structure=EIGHT_CONNECTED)
     if count == 1:
         return Components(np.array([[x0, y0, x1, y1]], dtype=np.int64), np.array([np.count_nonzero(labels)]))
     slices = ndimage.find_objects(labels)
     boxes = np.array([[s[1].start + x0, s[0].start + y0, s[1].stop + x0, s[0].stop + y0] for s in slices])
     return Components(boxes.reshape(-1, 4).astype(np.int64), np.bincount(labels.ravel(), minlength=count + 1)[1:])
+
+
+def _bounding(level_map: np.ndarray, k: int, span: np.ndarray) -> Components:
+    """The region at ``k`` as one component: its bounding box (size: the box's area, for ordering only)."""
+    y0, y1, x0, x1 = (int(v) for v in span)
+    return Components(np.array([[x0, y0, x1, y1]], dtype=np.int64), np.array([(y1 - y0) * (x1 - x0)]))
 
 
 def box_mask(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -92,17 +111,21 @@ def box_iou(boxes: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
-def best_ious(level_map: np.ndarray, truth: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
+def best_ious(
+    level_map: np.ndarray, truth: np.ndarray, steps: int, *, unimodal: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """For every threshold ``k``: the best IoU of any component's box with any true box (MaxBoxAccV2's all
     components), and of the largest component's box (the CAM paper's rule); two ``(steps,)`` arrays, 0 where
-    the region is empty."""
+    the region is empty. ``unimodal``: the caller knows every region is one component (a Gaussian's), whose box
+    is then the region's bounding box, found without labelling."""
     every = np.zeros(steps, dtype=np.float32)
     largest = np.zeros(steps, dtype=np.float32)
     top = int(level_map.max()) if level_map.size else NEVER
     if top < 0:
         return every, largest
-    row_top, col_top = level_map.max(axis=1), level_map.max(axis=0)
-    found = [_components(level_map, k, row_top, col_top) for k in range(top + 1)]
+    spans = region_spans(level_map)
+    cut = _bounding if unimodal else _components
+    found = [cut(level_map, k, spans[:, k]) for k in range(top + 1)]
     counts = np.array([len(f.sizes) for f in found])
     boxes = np.concatenate([f.boxes for f in found])
     level_of = np.repeat(np.arange(top + 1), counts)

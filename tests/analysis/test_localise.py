@@ -215,3 +215,26 @@ def test_boxes_are_checked_row_by_row():
         "not a number",
         "zero-sized or inverted (need x1 > x0, y1 > y0)",
     ]
+
+
+def test_the_report_page_shows_the_localisation(tmp_path):
+    from densecam_core.export.report import ReportRequest, write_report
+
+    where = centres(2)
+    run = run_with_maps(
+        str(tmp_path / "store"),
+        [1] * N,
+        lambda i, h, w: blob(h, w, where[i, 0], where[i, 1], 0.08),
+        size=SIZE,
+        probs=[0.9] * N,
+    )
+    page = tmp_path / "report"
+    write_report(run, page, ReportRequest(per_gallery=4))
+    assert "No weak labels of this run yet" in (page / "index.html").read_text()
+    boxes = box_table(run, where).assign(target="abnormal")  # the file names the class its boxes outline
+    assert main(["localise", run.store_url, "--boxes", _csv(boxes, tmp_path), "--out", str(tmp_path / "out"),
+                 "--methods", "cam", "--bootstrap", "50", "--min-split-images", "5"]) == 0  # fmt: skip
+    write_report(run, tmp_path / "report2", ReportRequest(per_gallery=4))
+    html = (tmp_path / "report2" / "index.html").read_text()
+    assert "Best: <b>cam block 4 (abnormal)</b>" in html and "centred box (abnormal)" in html
+    assert "per lesion size" in html

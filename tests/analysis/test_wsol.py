@@ -167,3 +167,15 @@ def test_box_accuracy_and_the_plateau_choice():
     assert list(box_accuracy(ious, 0.5)) == [0.5, 1.0, 0.5]
     assert best_level(np.array([0.1, 0.5, 0.5, 0.5, 0.2])) == 2
     assert best_level(np.array([0.9, 0.1])) == 0
+
+
+def test_the_baselines_shortcut_equals_labelling_on_a_gaussian():
+    from densecam_core.analysis.localise import centre_map
+    from densecam_core.data.geometry import Geometry
+
+    values = Geometry(70, 50, 192, "stretch").to_original(centre_map())
+    truth = np.array([[10.0, 20.0, 30.0, 45.0]])
+    level_map = levels(values, STEPS)
+    labelled = best_ious(level_map, truth, STEPS)
+    shortcut = best_ious(level_map, truth, STEPS, unimodal=True)
+    assert np.array_equal(labelled[0], shortcut[0]) and np.array_equal(labelled[1], shortcut[1])

@@ -24,6 +24,13 @@ def blob(h: int, w: int, y: float, x: float, sigma: float = 0.12) -> np.ndarray:
     return np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * sigma**2)).astype(np.float32)
 
 
+def bumps_near(where: np.ndarray, h: int, w: int, sigma: float = 0.08) -> np.ndarray:
+    """(n, h, w) Gaussian bumps centred at fractions ``where`` (n, 2: y, x) of the grid."""
+    yy, xx = np.meshgrid((np.arange(h) + 0.5) / h, (np.arange(w) + 0.5) / w, indexing="ij")
+    cy, cx = where[:, 0, None, None], where[:, 1, None, None]
+    return np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2)).astype(np.float32)
+
+
 def write_constructed_run(
     store: str,
     labels: list[int] | np.ndarray,
@@ -34,6 +41,7 @@ def write_constructed_run(
     probs: np.ndarray,
     body_parts: list[str] | np.ndarray,
     shard_size: int,
+    studies: np.ndarray | None = None,
 ) -> Run:
     """A committed run (cam and gradcam at every block) whose arrays for the rows of each shard are
     ``arrays_for(rows, shapes)`` (map arrays only; logits and targets are filled here)."""
@@ -49,7 +57,7 @@ def write_constructed_run(
             "split": "valid",
             "body_part": body_parts,
             "patient_id": [f"p{i}" for i in range(n)],
-            "study_id": [f"s{i}" for i in range(n)],
+            "study_id": [f"s{i}" for i in (range(n) if studies is None else studies)],
             "view": 1,
             "label": labels,
         }
