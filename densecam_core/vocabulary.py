@@ -12,6 +12,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 METHODS: tuple[str, ...] = ("gradcam", "gradcampp", "layercam", "xgradcam", "hirescam")
+"""The methods a run computes unless told otherwise: the gradient methods."""
+ALL_METHODS: tuple[str, ...] = (*METHODS, "eigencam")
+"""Every method the Explainer knows, in canonical order; Eigen-CAM (activations only, the same map for every
+target) is computed when asked for."""
 """The gradient methods, in canonical order; CAM (block 4 only) is always computed besides."""
 BLOCKS: tuple[int, ...] = (1, 2, 3, 4)
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
@@ -165,10 +169,10 @@ def validate_methods(methods: str | list[str] | tuple[str, ...] | None) -> tuple
         return METHODS
     if isinstance(methods, str):
         methods = [m.strip() for m in methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in ALL_METHODS]
     if unknown or not methods:
-        raise ValueError(f"unknown method(s) {unknown or list(methods)!r}; valid methods: {', '.join(METHODS)}")
-    return tuple(m for m in METHODS if m in methods)
+        raise ValueError(f"unknown method(s) {unknown or list(methods)!r}; valid methods: {', '.join(ALL_METHODS)}")
+    return tuple(m for m in ALL_METHODS if m in methods)
 
 
 METRICS: dict[str, tuple[str, ...]] = {

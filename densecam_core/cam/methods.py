@@ -1,4 +1,5 @@
-"""The five gradient methods as pure functions of (activations A, gradients g), both (B, C, h, w) float32 -> (B, h, w).
+"""The methods as pure functions of (activations A, gradients g), both (B, C, h, w) float32 -> (B, h, w): the five
+gradient methods, and Eigen-CAM, which reads the activations alone.
 
 Why pure functions: what a method computes is separate from how the activations and gradients were
 obtained (the Explainer's one pass), so each is read, tested and added on its own.
@@ -45,10 +46,36 @@ def hirescam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return F.relu((g * a).sum(dim=1))
 
 
+def eigencam(a: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
+    """Muhammad & Yeasin 2020: the projection of each location's (centred) activation vector on the first
+    principal component of the block's activations; no gradient, so one map for every target.
+
+    The component's sign is arbitrary (an SVD's); it is chosen so that the projection correlates positively with
+    the mean activation over channels (the map shows where the block is active, not where it is quiet), then the
+    negative part is set to 0 like the other methods'. The component comes from the smaller Gram matrix
+    (locations or channels), which gives the same projection as pytorch-grad-cam's full SVD.
+    """
+    b, c, h, w = a.shape
+    x = a.reshape(b, c, h * w).transpose(1, 2).double()  # (B, locations, channels)
+    x = x - x.mean(dim=1, keepdim=True)
+    if h * w <= c:
+        values, vectors = torch.linalg.eigh(x @ x.transpose(1, 2))  # ascending; the last is the largest
+        projection = vectors[..., -1] * values[..., -1:].clamp(min=0).sqrt()
+    else:
+        _, vectors = torch.linalg.eigh(x.transpose(1, 2) @ x)
+        projection = x @ vectors[..., -1:]
+        projection = projection[..., 0]
+    activity = a.reshape(b, c, h * w).mean(dim=1).double()
+    activity = activity - activity.mean(dim=1, keepdim=True)
+    sign = torch.where((projection * activity).sum(dim=1, keepdim=True) < 0, -1.0, 1.0)
+    return F.relu(projection * sign).reshape(b, h, w).float()
+
+
 METHOD_FUNCTIONS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "gradcam": gradcam,
     "gradcampp": gradcampp,
     "layercam": layercam,
     "xgradcam": xgradcam,
     "hirescam": hirescam,
+    "eigencam": eigencam,
 }

@@ -52,7 +52,11 @@ class JobConfig(RuntimeOptions):
     resize: str = option(
         "stretch", "stretch to a square (MURA paper) or reflect-pad to a square first", choices=RESIZE_MODES
     )
-    methods: tuple[str, ...] = option(METHODS, "comma-separated gradient methods", parse=validate_methods)
+    methods: tuple[str, ...] = option(
+        METHODS,
+        "comma-separated methods (the gradient methods by default; eigencam on request)",
+        parse=validate_methods,
+    )
     targets: str | tuple[int, ...] | None = option(
         None, "multi-output models: 'predicted', 'all' or comma-separated class ids", parse=parse_targets
     )

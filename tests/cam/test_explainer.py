@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from support.cam_reference import (
@@ -275,3 +276,25 @@ def test_grey_pixels_become_three_channels_on_the_device_with_the_same_maps(mode
             continue
         for block in BLOCKS:
             assert torch.equal(one.maps[method][block], three.maps[method][block]), (method, block)
+
+
+def test_eigencam_is_stored_and_read_like_the_gradient_methods(tmp_path):
+    """Asked for beside a gradient method, Eigen-CAM's maps land in the store at every block and read back as the
+    Explainer made them; it is never computed unless asked for."""
+    from support.dicom_runs import SIZE, explain
+
+    from densecam_core import generate_mura, load_densenet169, open_store
+    from densecam_core.data.preprocess import load_model_input
+    from densecam_core.vocabulary import METHODS
+
+    assert "eigencam" not in METHODS
+    generate_mura(tmp_path / "tree", images=4, seed=1, min_side=48, max_side=64, rgb_fraction=0.0)
+    run_id = explain(tmp_path / "tree", tmp_path / "store", None, methods=("gradcam", "eigencam"))
+    run = open_store(str(tmp_path / "store")).run(run_id)
+    assert run.methods == ["gradcam", "eigencam"]
+    image = run.index.sort_values("row").iloc[0]
+    pixels = torch.from_numpy(np.ascontiguousarray(load_model_input(str(image["path"]), SIZE).pixels)[None])
+    fresh = Explainer(load_densenet169(seed=0), methods=("eigencam",))(pixels)
+    for block in (1, 2, 3, 4):
+        stored = run.maps("eigencam", block, image_ids=[image["image_id"]], target=0)[0]
+        assert np.allclose(stored, fresh.maps["eigencam"][block][0, 0].numpy(), rtol=1e-4, atol=1e-5)

@@ -17,10 +17,10 @@ from jobs.runtime.skeleton import shard_work
 SIZE = 64
 
 
-def explain(sources: Path, store: Path, key: str | None) -> str:
+def explain(sources: Path, store: Path, key: str | None, methods: tuple[str, ...] = ("gradcam",)) -> str:
     """Explain every image of the DICOM folder ``sources`` into ``store`` (pseudonyms under ``key``); the run id."""
     model = load_densenet169(seed=0)
-    settings = ExplainSettings(methods=("gradcam",), size=SIZE, batch_size=4, input_cache="readwrite")
+    settings = ExplainSettings(methods=methods, size=SIZE, batch_size=4, input_cache="readwrite")
     identifiers = load_identifiers(key) if key else None
     spec = RunSpec(
         model_fingerprint(model),
