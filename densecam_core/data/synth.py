@@ -97,9 +97,9 @@ def render(
     rgb_fraction: float,
     lesion_scale: float = 1.0,
     shortcut: Shortcut | None = None,
-) -> tuple[Image.Image, tuple[int, int, int, int] | None, tuple[int, int, int, int] | None]:
-    """Draw one radiograph-like image; returns it, its lesion box (x0, y0, x1, y1) or None, and the box of
-    the planted shortcut or None."""
+) -> tuple[Image.Image, tuple[int, int, int, int] | None, tuple[int, int, int, int] | None, list | None]:
+    """Draw one radiograph-like image; returns it, its lesion box (x0, y0, x1, y1) or None, the box of the
+    planted shortcut or None, and the lesion's outline (the polygon drawn) or None."""
     rng = np.random.default_rng(image.seed)
     long_side = int(rng.integers(min_side, max_side + 1))
     short_side = int(long_side * rng.uniform(0.6, 1.0))
@@ -120,7 +120,7 @@ def render(
         draw.polygon(_rotated_rect(bx, by, length, thick, axis_angle), fill=int(rng.integers(170, 205)))
         draw.polygon(_rotated_rect(bx, by, length, thick * 0.45, axis_angle), fill=int(rng.integers(120, 150)))
         bones.append((bx, by, thick))
-    box = None
+    box, points = None, None
     if image.lesion:
         bx, by, thick = bones[int(rng.integers(len(bones)))]
         shift = rng.uniform(-0.25, 0.25) * max(width, height)
@@ -158,8 +158,8 @@ def render(
     pixels = np.asarray(blurred, dtype=np.float32) + rng.normal(0, 6, size=(height, width)).astype(np.float32)
     grey = np.clip(pixels, 0, 255).astype(np.uint8)
     if rng.random() < rgb_fraction:
-        return Image.fromarray(np.repeat(grey[:, :, None], 3, axis=2), "RGB"), box, planted
-    return Image.fromarray(grey, "L"), box, planted
+        return Image.fromarray(np.repeat(grey[:, :, None], 3, axis=2), "RGB"), box, planted, points
+    return Image.fromarray(grey, "L"), box, planted, points
 
 
 def generate_mura(
@@ -176,6 +176,7 @@ def generate_mura(
     threads: int = 2,
     dicom: bool = False,
     shortcut: Shortcut | None = None,
+    lesion_masks: bool = False,
 ) -> SynthSummary:
     """Write a MURA-v1.1-shaped tree of ``images`` PNGs under ``out``; deterministic for ``seed``.
 
@@ -188,6 +189,9 @@ def generate_mura(
 
     ``shortcut``: a text token planted in a share of the abnormal images (``data.shortcuts``), named with its
     box in ``shortcuts.csv``: ground truth for ``densecam audit``.
+
+    ``lesion_masks``: each lesion's outline as a mask too, ``lesion_masks/<image id>.png`` (255 = lesion, the
+    image's size): true masks for ``densecam localise --masks``.
     """
     if images < 1:
         raise ValueError("images must be >= 1")
@@ -202,7 +206,13 @@ def generate_mura(
         planned = [dataclasses.replace(p, image_id=p.image_id.removesuffix(".png") + ".dcm") for p in planned]
 
     def write(item: PlannedImage) -> tuple[tuple[int, int, int, int] | None, tuple[int, int, int, int] | None]:
-        picture, box, planted = render(item, min_side, max_side, rgb_fraction, lesion_scale, shortcut)
+        picture, box, planted, outline = render(item, min_side, max_side, rgb_fraction, lesion_scale, shortcut)
+        if lesion_masks and outline is not None:
+            mask = Image.new("L", picture.size, 0)
+            ImageDraw.Draw(mask).polygon(outline, fill=255)
+            mask_path = root / "lesion_masks" / (item.image_id + ".png")
+            mask_path.parent.mkdir(parents=True, exist_ok=True)
+            mask.save(mask_path)
         path = root / item.image_id
         path.parent.mkdir(parents=True, exist_ok=True)
         if dicom:

@@ -28,6 +28,11 @@ def main(argv: list[str] | None = None) -> int:
         help="plant a text token in a share of the abnormal images: text:FRACTION[:WIDTH[:CORNER]] "
         "(e.g. text:0.7:0.5, top_left); shortcuts.csv names them",
     )
+    parser.add_argument(
+        "--lesion-masks",
+        action="store_true",
+        help="write each lesion's outline as a mask too, lesion_masks/<image id>.png (for localise --masks)",
+    )
     args = parser.parse_args(argv)
     try:
         from densecam_core.data.shortcuts import Shortcut
@@ -43,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             lesion_scale=args.lesion_scale,
             dicom=args.dicom,
             shortcut=shortcut,
+            lesion_masks=args.lesion_masks,
         )
     except ValueError as exc:
         print(f"densecam synth: {exc}", file=sys.stderr)

@@ -238,3 +238,22 @@ def test_the_report_page_shows_the_localisation(tmp_path):
     html = (tmp_path / "report2" / "index.html").read_text()
     assert "Best: <b>cam block 4 (abnormal)</b>" in html and "centred box (abnormal)" in html
     assert "per lesion size" in html
+
+
+def test_true_masks_replace_boxes_where_given_and_a_wrong_size_is_refused(on_target, tmp_path):
+    from PIL import Image
+
+    run, boxes = on_target
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for row in boxes.iloc[::2].itertuples():
+        mask = np.zeros((SIZE, SIZE), np.uint8)
+        mask[int(row.y0) : int(row.y1), int(row.x0) : int(row.x1)] = 255
+        Image.fromarray(mask).save(masks / f"{row.image_id}.png")
+    split = split_of(run, boxes)
+    request = LocaliseRequest(methods=("cam",), bootstrap=0)
+    result = localise_run(run, boxes, split, request, masks_folder=str(masks))
+    assert set(result.metrics["truth"]) == {"masks where given, else boxes"}
+    Image.fromarray(np.zeros((5, 5), np.uint8)).save(masks / f"{boxes['image_id'][0]}.png")
+    with pytest.raises(ValueError, match="is 5x5; its image is 192x192"):
+        localise_run(run, boxes, split, request, masks_folder=str(masks))

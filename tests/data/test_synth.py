@@ -96,3 +96,22 @@ def test_a_bad_shortcut_is_refused_with_the_form_it_takes():
     ]:
         with pytest.raises(ValueError, match=message):
             Shortcut.parse(text)
+
+
+def test_lesion_masks_are_the_outlines_inside_their_boxes(tmp_path):
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    from densecam_core import generate_mura
+
+    generate_mura(tmp_path, images=30, seed=2, min_side=64, max_side=128, lesion_masks=True)
+    boxes = pd.read_csv(tmp_path / "lesion_boxes.csv")
+    assert len(boxes) >= 5
+    for row in boxes.itertuples():
+        mask = np.asarray(Image.open(tmp_path / "lesion_masks" / f"{row.image_id}.png")) > 0
+        assert mask.shape == np.asarray(Image.open(tmp_path / row.image_id)).shape[:2]
+        ys, xs = np.nonzero(mask)
+        assert (
+            mask.any() and row.x0 <= xs.min() and xs.max() < row.x1 + 1 and row.y0 <= ys.min() and ys.max() < row.y1 + 1
+        )
