@@ -230,7 +230,18 @@ def localise_run(
             part = rows.iloc[start : start + TASK_IMAGES]
             tasks.append(_Task(key, part, {i: of_target[i] for i in part["image_id"]}))
     scored = _score_tasks(run, tasks, request, masks_folder, workers)
-    return _assemble(keys, tasks, scored, split, request)
+    result = _assemble(keys, tasks, scored, split, request)
+    result.settings["truth"] = _truth_identity(boxes, masks_folder)
+    return result
+
+
+def _truth_identity(boxes: pd.DataFrame, masks_folder: str | None) -> dict[str, Any]:
+    """What the scores were measured against, in the settings (another box file is another localisation)."""
+    import hashlib
+
+    table = boxes[[c for c in ("image_id", "x0", "y0", "x1", "y1", "target") if c in boxes.columns]]
+    digest = hashlib.sha256(table.to_csv(index=False).encode()).hexdigest()[:16]
+    return {"boxes": len(boxes), "boxes_digest": digest, "masks": masks_folder is not None}
 
 
 TASK_IMAGES = 2048
