@@ -162,6 +162,23 @@ def render(
     return Image.fromarray(grey, "L"), box, planted, points
 
 
+def _write_split_tables(mura: Path, planned: list[PlannedImage], studies: list[tuple[str, int]]) -> None:
+    """MURA's own CSVs: each split's image paths and labelled studies."""
+    for split in ("train", "valid"):
+        with open(mura / f"{split}_image_paths.csv", "w", newline="") as handle:
+            handle.writelines(f"{p.image_id}\n" for p in planned if p.split == split)
+        with open(mura / f"{split}_labeled_studies.csv", "w", newline="") as handle:
+            handle.writelines(f"{folder},{label}\n" for folder, label in studies if f"/{split}/" in folder)
+
+
+def _write_mask(path: Path, size: tuple[int, int], outline: list) -> None:
+    """A lesion's outline filled (255) on an image-sized black mask."""
+    mask = Image.new("L", size, 0)
+    ImageDraw.Draw(mask).polygon(outline, fill=255)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mask.save(path)
+
+
 def generate_mura(
     out: str | os.PathLike,
     images: int = 1000,
@@ -208,11 +225,7 @@ def generate_mura(
     def write(item: PlannedImage) -> tuple[tuple[int, int, int, int] | None, tuple[int, int, int, int] | None]:
         picture, box, planted, outline = render(item, min_side, max_side, rgb_fraction, lesion_scale, shortcut)
         if lesion_masks and outline is not None:
-            mask = Image.new("L", picture.size, 0)
-            ImageDraw.Draw(mask).polygon(outline, fill=255)
-            mask_path = root / "lesion_masks" / (item.image_id + ".png")
-            mask_path.parent.mkdir(parents=True, exist_ok=True)
-            mask.save(mask_path)
+            _write_mask(root / "lesion_masks" / (item.image_id + ".png"), picture.size, outline)
         path = root / item.image_id
         path.parent.mkdir(parents=True, exist_ok=True)
         if dicom:
@@ -234,12 +247,7 @@ def generate_mura(
             writer = csv.writer(handle)
             writer.writerow(["image_id", "artefact", "x0", "y0", "x1", "y1"])
             writer.writerows([p.image_id, shortcut.name, *s] for p, (_, s) in zip(planned, drawn) if s is not None)
-    mura = root / MURA_DIR
-    for split in ("train", "valid"):
-        with open(mura / f"{split}_image_paths.csv", "w", newline="") as handle:
-            handle.writelines(f"{p.image_id}\n" for p in planned if p.split == split)
-        with open(mura / f"{split}_labeled_studies.csv", "w", newline="") as handle:
-            handle.writelines(f"{folder},{label}\n" for folder, label in studies if f"/{split}/" in folder)
+    _write_split_tables(root / MURA_DIR, planned, studies)
     with open(root / "lesion_boxes.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["image_id", "x0", "y0", "x1", "y1"])
