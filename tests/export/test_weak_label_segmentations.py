@@ -98,6 +98,7 @@ def test_the_segmentations_pass_the_standards_validator(dicom_run, tmp_path):
         assert not [line for line in lines if line.startswith("Error")], (path.name, lines)
 
 
+@pytest.mark.slow  # three localisations of the run
 def test_the_same_settings_make_the_same_object_and_others_another(dicom_run, tmp_path):
     assert localise(dicom_run, tmp_path / "a") == 0
     assert localise(dicom_run, tmp_path / "b") == 0
