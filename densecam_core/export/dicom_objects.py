@@ -61,8 +61,10 @@ def check_source(source: Any) -> None:
             raise SourceProblem(f"the source has no {keyword}: an export cannot join its study")
 
 
-def secondary_capture(source: Any, overlay: np.ndarray, label: MapLabel) -> Any:
-    """The burned-in overlay ``(rows, columns, 3)`` uint8 as a Secondary Capture in a new series of the study."""
+def secondary_capture(source: Any, overlay: np.ndarray, label: MapLabel, variant: str = "") -> Any:
+    """The burned-in overlay ``(rows, columns, 3)`` uint8 as a Secondary Capture in a new series of the study;
+    ``variant`` names any option that changed its pixels from the default (it enters the UIDs: another blend is
+    another object)."""
     import highdicom as hd
 
     check_source(source)
@@ -76,7 +78,7 @@ def secondary_capture(source: Any, overlay: np.ndarray, label: MapLabel) -> Any:
         coordinate_system="PATIENT",
         series_instance_uid=derived_uid(label.run_id, str(source.StudyInstanceUID), label.what, "sc-series"),
         series_number=SC_SERIES_NUMBER,
-        sop_instance_uid=derived_uid(label.run_id, sop, label.what, "sc"),
+        sop_instance_uid=derived_uid(label.run_id, sop, label.what, "sc", *([variant] if variant else [])),
         instance_number=int(source.get("InstanceNumber", 1) or 1),
         manufacturer="densecam",
         patient_orientation=PLACEHOLDER_ORIENTATION,  # highdicom requires one; the source's replaces it below
@@ -90,7 +92,7 @@ def secondary_capture(source: Any, overlay: np.ndarray, label: MapLabel) -> Any:
     sc.SeriesDescription = f"densecam {label.what}"[:64]
     sc.ImageComments = f"{NOT_FOR_DIAGNOSIS}; run {label.run_id}; model {label.fingerprint[:16]}"
     _reference(sc, source)
-    _created_at(sc, source, (label.run_id, sop, label.what, "sc"))
+    _created_at(sc, source, (label.run_id, sop, label.what, "sc", *([variant] if variant else [])))
     return sc
 
 
@@ -120,10 +122,16 @@ def segmentation(source: Any, heat01: np.ndarray, label: MapLabel, raw_range: tu
     return seg
 
 
-def binary_segmentation(source: Any, masks: list[tuple[str, np.ndarray]], label: MapLabel, content: str) -> Any:
-    """Weak labels as a binary Segmentation of the source: one segment per ``(name, mask (rows, columns))``.
-    ``content`` names everything that decided the masks (maps, thresholds, rules): it enters the UIDs, so other
-    settings make another object and the same settings the same one."""
+def binary_segmentation(
+    source: Any,
+    masks: list[tuple[str, np.ndarray]],
+    label: MapLabel,
+    content: str,
+    description: str = "densecam weak labels",
+) -> Any:
+    """Masks as a binary Segmentation of the source (the kind OHIF renders): one segment per ``(name, mask (rows,
+    columns))``. ``content`` names everything that decided the masks (maps, thresholds, rules): it enters the
+    UIDs, so other settings make another object and the same settings the same one."""
     import highdicom as hd
 
     check_source(source)
@@ -137,11 +145,11 @@ def binary_segmentation(source: Any, masks: list[tuple[str, np.ndarray]], label:
         series_instance_uid=derived_uid(label.run_id, str(source.StudyInstanceUID), content, "weak-series"),
         series_number=WEAK_SEG_SERIES_NUMBER,
         sop_instance_uid=derived_uid(label.run_id, sop, content, "weak-seg"),
-        content_description="densecam weak labels (thresholded maps)",
+        content_description=f"{description} (thresholded maps)"[:64],
         **_seg_common(source, label),
     )
     _finish_seg(seg, source)
-    seg.SeriesDescription = "densecam weak labels"
+    seg.SeriesDescription = description[:64]
     _created_at(seg, source, (label.run_id, sop, content, "weak-seg"))
     return seg
 

@@ -27,12 +27,19 @@ from densecam_core.data.decode import DEFAULT_MAX_BYTES
 from densecam_core.data.dicom import parse_dataset
 from densecam_core.data.errors import ImageError
 from densecam_core.data.overlay import blend
-from densecam_core.export.dicom_objects import MapLabel, SourceProblem, secondary_capture, segmentation
+from densecam_core.export.dicom_objects import (
+    MapLabel,
+    SourceProblem,
+    binary_segmentation,
+    secondary_capture,
+    segmentation,
+)
 from densecam_core.export.legend import burned_overlay
 from densecam_core.store.layout import StoreError
 from densecam_core.store.run import Run
 
 SUMMARY = "export-summary.csv"
+DEFAULT_ALPHA = 0.45
 FORMATS = ("dicom", "png")
 
 
@@ -49,7 +56,22 @@ class ExportRequest:
     images: Sequence[str] | None = None
     limit: int | None = None
     overwrite: bool = False
-    alpha: float = 0.45
+    alpha: float = DEFAULT_ALPHA
+    seg: str = "fractional"  # the map's values (Weasis, Slicer), or "binary:T": the map >= T of its range (OHIF)
+
+    @property
+    def binary_threshold(self) -> float | None:
+        """The binary Segmentation's threshold, or None for the fractional one; bad values are refused."""
+        if self.seg == "fractional":
+            return None
+        kind, _, value = self.seg.partition(":")
+        try:
+            threshold = float(value)
+        except ValueError:
+            threshold = float("nan")
+        if kind != "binary" or not 0.0 < threshold < 1.0:
+            raise ValueError(f"the segmentation must be 'fractional' or 'binary:T' with 0 < T < 1, got {self.seg!r}")
+        return threshold
 
 
 @dataclass
@@ -160,6 +182,7 @@ def _selected(run: Run, request: ExportRequest) -> pd.DataFrame:
     """The index rows to export, refusing what the run cannot give."""
     if request.to not in FORMATS:
         raise ValueError(f"--to must be one of {FORMATS}, got {request.to!r}")
+    _ = request.binary_threshold  # a bad --seg is refused here, before any file
     if request.method != "cam" and request.method not in run.methods:
         raise StoreError(f"run {run.run_id} has no {request.method!r} maps; it has cam, {', '.join(run.methods)}")
     index = run.index
@@ -236,11 +259,15 @@ def _export_one(
         str(run.meta.get("architecture", "densenet169")),
     )
     overlay = burned_overlay(blend(run.image(image_id), heat01, request.alpha), label)  # the map read once
+    variant = "" if request.alpha == DEFAULT_ALPHA else f"alpha={request.alpha}"
+    threshold = request.binary_threshold
+    if threshold is None:
+        seg = segmentation(source, heat01, label, (low, high))
+    else:
+        content = f"{label.what} binary {threshold}"
+        seg = binary_segmentation(source, [(label.what, heat01 >= threshold)], label, content, f"densecam {content}")
     written = []
-    for kind, dataset in (
-        ("sc", secondary_capture(source, overlay, label)),
-        ("seg", segmentation(source, heat01, label, (low, high))),
-    ):
+    for kind, dataset in (("sc", secondary_capture(source, overlay, label, variant)), ("seg", seg)):
         path = folder / f"{stem}.{kind}.dcm"
         _save_dataset(dataset, path)
         written.append(path.name)

@@ -27,6 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--images", help="file of image ids to export, one per line")
     parser.add_argument("--limit", type=int, help="export at most this many images")
     parser.add_argument("--overwrite", action="store_true", help="write into an --out folder that holds files")
+    parser.add_argument(
+        "--seg",
+        default="fractional",
+        help="the Segmentation: 'fractional' (the map's values: Weasis, Slicer) or 'binary:T' (the map at or above T "
+        "of its range, 0 < T < 1: the kind OHIF renders)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="processes that export at once (default 1)")
     parser.add_argument(
         "--pseudonym-key",
@@ -58,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             images=images,
             limit=args.limit,
             overwrite=args.overwrite,
+            seg=args.seg,
         )
         identifiers = run_identifiers(run, args.pseudonym_key) if args.to == "dicom" else None
         summary = export_run(

@@ -241,3 +241,31 @@ def test_a_source_that_is_no_longer_dicom_is_skipped_with_its_reason(explained, 
     (reason,) = summary.skipped.values()
     assert reason.startswith(f"the source file {path} is no longer a readable DICOM file: not a DICOM file")
     assert "no longer a readable DICOM file" in (tmp_path / "out" / SUMMARY).read_text()
+
+
+def test_a_binary_segmentation_holds_the_thresholded_map_and_passes_the_validator(explained, tmp_path):
+    """``--seg binary:T``, the Segmentation OHIF renders: the map at or above T of its range, one segment, valid;
+    another threshold is another object, and a blend other than the default another Secondary Capture."""
+    require("dciodvfy")
+    _, run, _ = explained
+    _export(explained, tmp_path / "out", method="gradcam", block=3, seg="binary:0.5", limit=3)
+    _export(explained, tmp_path / "other", method="gradcam", block=3, seg="binary:0.6", alpha=0.3, limit=3)
+    _export(explained, tmp_path / "default", method="gradcam", block=3, limit=3)
+    ok = run.index[run.index["status"] == "ok"].sort_values("row")
+    for image_id in ok["image_id"].iloc[:3]:
+        stem = file_stem(image_id)
+        seg = highdicom.seg.segread(tmp_path / "out" / f"{stem}.seg.dcm")
+        source = pydicom.dcmread(run.source_path(image_id))
+        frame = seg.get_pixels_by_source_instance(source_sop_instance_uids=[source.SOPInstanceUID])[0, ..., 0]
+        assert seg.SegmentationType == "BINARY"
+        assert np.array_equal(frame.astype(bool), run.heatmap(image_id, "gradcam", 3) >= 0.5)
+        other = pydicom.dcmread(tmp_path / "other" / f"{stem}.seg.dcm")
+        assert other.SOPInstanceUID != seg.SOPInstanceUID
+        sc = [pydicom.dcmread(tmp_path / f / f"{stem}.sc.dcm").SOPInstanceUID for f in ("out", "other", "default")]
+        assert sc[0] == sc[2] != sc[1]
+        report = subprocess.run(["dciodvfy", str(tmp_path / "out" / f"{stem}.seg.dcm")], capture_output=True,
+                                text=True, timeout=60)  # fmt: skip
+        assert not [line for line in (report.stdout + report.stderr).splitlines() if line.startswith("Error")]
+    with pytest.raises(ValueError, match="'binary:T' with 0 < T < 1"):
+        _export(explained, tmp_path / "bad", seg="binary:2")
+    assert not (tmp_path / "bad").exists()
