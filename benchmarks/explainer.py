@@ -26,8 +26,8 @@ import torch
 from machine import describe_cpu  # benchmarks/machine.py
 
 from densecam_core import Explainer
+from densecam_core.analysis.comparison import pearson_rows
 from densecam_core.cam.explainer import BLOCKS, Explanation
-from densecam_core.comparison import pearson_rows
 from densecam_core.data.decode import is_image_name
 from densecam_core.data.preprocess import IMAGENET_STD, load_for_model
 from densecam_core.model.checkpoint import load_densenet

@@ -228,7 +228,7 @@ def _explain_twice(paths: DemoPaths, config: DemoConfig, valid_rows: Any, steps:
 
 def _evaluate(paths: DemoPaths, config: DemoConfig, valid_rows: Any, run_id: str) -> Any:
     """Step 5: map quality of run A on a stratified sample of the valid images, localisation included."""
-    from densecam_core.evaluation.localisation import read_boxes
+    from densecam_core.analysis.pointing import read_boxes
     from densecam_core.evaluation.report import format_grid
     from jobs.evaluate.job import EvaluateConfig, run_evaluation
 
@@ -273,8 +273,8 @@ def _metrics(run: Any) -> dict[str, Any]:
 
 def _score(run_a: Any, paths: DemoPaths, config: DemoConfig, steps: int) -> dict[str, Any]:
     """Step 6 (of 7): run A's study AUROC and pointing game against the known lesion boxes, and its figures."""
-    from densecam_core.evaluation.localisation import boxes_by_image, format_pointing_game, pointing_game, read_boxes
-    from densecam_core.figures import contact_sheet, image_panel
+    from densecam_core.analysis.figures import contact_sheet, image_panel
+    from densecam_core.analysis.pointing import boxes_by_image, format_pointing_game, pointing_game, read_boxes
 
     _say(f"[{steps - 1}/{steps}] scoring run A (study AUROC, pointing game, figures)")
     metrics_a = _metrics(run_a)
@@ -355,7 +355,7 @@ def _audit(run: Any, name: str, paths: DemoPaths, config: DemoConfig) -> dict[st
 
 def _changes(run_a: Any, run_b: Any, paths: DemoPaths, steps: int) -> dict[str, Any]:
     """The last step: what the extra epoch changed, per body part and per image."""
-    from densecam_core.comparison_summary import report_changes
+    from densecam_core.analysis.comparison_summary import report_changes
 
     _say(f"[{steps}/{steps}] what the extra epoch changed (Grad-CAM block 4)")
     return report_changes(

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from densecam_core.comparison_summary import most_changed, summarise_changes
+from densecam_core.analysis.comparison_summary import most_changed, summarise_changes
 
 
 def per_image() -> pd.DataFrame:

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 
 from densecam_core import fileio
+from densecam_core.analysis.pointing import BOX_COLUMNS
 from densecam_core.analysis.regions import box_mask
 
-BOX_COLUMNS = ("image_id", "x0", "y0", "x1", "y1")
 MAX_BOX_FILE_BYTES = 256 * 2**20
 MAX_ID_FILE_BYTES = 64 * 2**20
 

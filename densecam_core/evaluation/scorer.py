@@ -15,11 +15,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from densecam_core.analysis.pointing import is_hit, peak
 from densecam_core.analysis.regions import box_mask
 from densecam_core.cam.explainer import Explainer, Explanation
 from densecam_core.data.geometry import Geometry
 from densecam_core.evaluation.faithfulness import deletion_insertion, endpoints
-from densecam_core.evaluation.localisation import is_hit, otsu_iou, peak, relevance_mass
+from densecam_core.evaluation.localisation import otsu_iou, relevance_mass
 from densecam_core.evaluation.randomisation import RANDOMIZATION_STAGES, cascade
 from densecam_core.evaluation.similarity import max_change, pearson, spearman, ssim
 from densecam_core.model.conventions import normalise01

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from densecam_core import fileio
-from densecam_core.comparison import compare_runs
-from densecam_core.comparison_summary import most_changed
+from densecam_core.analysis.comparison import compare_runs
+from densecam_core.analysis.comparison_summary import most_changed
 from densecam_core.data.errors import ImageError
 from densecam_core.data.geometry import Geometry
 from densecam_core.export import report_content as content
@@ -150,7 +150,7 @@ def _quality(run: Run) -> tuple[pd.DataFrame, pd.DataFrame] | None:
 def _pointing(run: Run, request: ReportRequest) -> pd.DataFrame | None:
     if request.boxes is None:
         return None
-    from densecam_core.evaluation.localisation import pointing_game
+    from densecam_core.analysis.pointing import pointing_game
 
     return pointing_game(run, request.boxes, target=request.target)
 

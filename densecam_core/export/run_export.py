@@ -321,7 +321,7 @@ def _target_name(run: Run, target: int | str) -> str:
 
 
 def _png_panel(run: Run, image_id: str, path: Path, request: ExportRequest) -> str:
-    from densecam_core.figures import image_panel
+    from densecam_core.analysis.figures import image_panel
 
     method = request.method if request.method != "cam" else "gradcam"
     fileio.write_file_exclusive(path, lambda handle: image_panel(run, image_id, handle, method=method))

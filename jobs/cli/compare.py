@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from densecam_core.comparison_summary import report_changes
+from densecam_core.analysis.comparison_summary import report_changes
 from densecam_core.vocabulary import BLOCKS
 
 

@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def pointing_game_main(args: argparse.Namespace) -> int:
     from densecam_core import open_store, pointing_game
-    from densecam_core.evaluation.localisation import format_pointing_game
+    from densecam_core.analysis.pointing import format_pointing_game
 
     run = open_store(args.store).run(args.run)
     table = pointing_game(run, args.boxes, tolerance=args.tolerance)

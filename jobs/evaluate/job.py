@@ -21,8 +21,8 @@ from typing import Any
 import pandas as pd
 
 from densecam_core import fileio
+from densecam_core.analysis.pointing import boxes_by_image, boxes_for_target, read_boxes
 from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW
-from densecam_core.evaluation.localisation import boxes_by_image, boxes_for_target, read_boxes
 from densecam_core.evaluation.report import quality_table
 from densecam_core.evaluation.sampling import stratified_sample
 from densecam_core.evaluation.scorer import ScoreSettings

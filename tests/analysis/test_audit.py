@@ -230,7 +230,7 @@ def test_a_store_that_cannot_be_written_is_named_and_holds_no_audit(tmp_path, ca
 
 def test_compare_says_which_flagged_clusters_are_new_or_gone(token_run, tmp_path):
     from densecam_core.analysis.audit_changes import flagged_changes
-    from densecam_core.comparison_summary import flagged_cluster_changes
+    from densecam_core.analysis.comparison_summary import flagged_cluster_changes
 
     clean = run_with_maps(token_run.store_url, _labels(), clean_map, fingerprint="d" * 64)
     request = AuditRequest(methods=("gradcam",), blocks=(3,), by_body_part=False)

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from densecam_core import load_densenet169, model_fingerprint, open_store
-from densecam_core.evaluation.localisation import pointing_game
+from densecam_core.analysis.pointing import pointing_game
 from jobs.cli.main import main as cli_main
 
 pytestmark = pytest.mark.slow  # Ray, the demo or a notebook kernel: see `pytest -m "not slow"`

@@ -14,9 +14,9 @@ import torch
 import torchvision
 
 from densecam_core import generate_mura, open_store, read_manifest
+from densecam_core.analysis.pointing import pointing_game
 from densecam_core.data.preprocess import load_model_input
 from densecam_core.evaluation.faithfulness import deletion_insertion
-from densecam_core.evaluation.localisation import pointing_game
 from densecam_core.model.checkpoint import model_fingerprint, state_dict_bytes
 from densecam_core.store.layout import EVALUATION_JSON, METRICS_DIR
 from densecam_core.store.writer import RunSpec, RunWriter

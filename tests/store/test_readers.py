@@ -139,8 +139,8 @@ def test_the_whole_reader_api_runs_without_torch_or_ray(job_store, tmp_path):
         import json, sys
         sys.path.insert(0, "{REPO}")
         from densecam_core import open_store, compare_runs, pointing_game
-        from densecam_core.comparison_summary import summarise_changes, most_changed
-        from densecam_core.figures import image_panel, contact_sheet
+        from densecam_core.analysis.comparison_summary import summarise_changes, most_changed
+        from densecam_core.analysis.figures import image_panel, contact_sheet
         store = open_store("{store}")
         listing = store.runs
         run = store.run("{first}")

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from densecam_core.evaluation.localisation import box_area_fraction, is_hit, peak, pointing_game, read_boxes
+from densecam_core.analysis.pointing import box_area_fraction, is_hit, peak, pointing_game, read_boxes
 
 
 def one_hot(x: int, y: int, size: int = 4) -> np.ndarray:

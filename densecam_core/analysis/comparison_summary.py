@@ -74,7 +74,7 @@ def most_changed(per_image: pd.DataFrame, count: int = 10) -> pd.DataFrame:
 
 def plot_changes(per_image: pd.DataFrame, path: str, title: str = "") -> str:
     """Two panels: probability before vs after, and map correlation per body part. Returns ``path``."""
-    from densecam_core.figures import headless_pyplot
+    from densecam_core.analysis.figures import headless_pyplot
 
     plt = headless_pyplot()
     body_parts = _body_parts(per_image)
