@@ -123,6 +123,11 @@ def split_images(images: pd.DataFrame, calibrate: float | list[str], *, seed: in
 
 def read_image_ids(path: str | os.PathLike[str]) -> list[str]:
     """Image ids, one per line (a header ``image_id`` allowed), for ``--calibrate FILE``."""
-    text = fileio.read_regular_file(path, max_bytes=MAX_ID_FILE_BYTES).decode("utf-8")
+    try:
+        text = fileio.read_regular_file(path, max_bytes=MAX_ID_FILE_BYTES).decode("utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"no calibration file at {path}: give a fraction between 0 and 1, or a file of image ids"
+        ) from None
     ids = [line.split(",")[0].strip() for line in text.splitlines() if line.strip()]
     return [i for i in ids if i != "image_id"]

@@ -186,6 +186,9 @@ def test_bad_input_is_refused_with_what_to_do(on_target, tmp_path, capsys):
                  "--min-split-images", "5"]) == 2  # fmt: skip
     assert "no target 'fracture'; its targets are: abnormal" in capsys.readouterr().err
     assert main(["localise", run.store_url, "--boxes", _csv(boxes, tmp_path), *common, "--calibrate", "1.5"]) == 2
+    assert "--calibrate takes a fraction between 0 and 1" in capsys.readouterr().err
+    assert main(["localise", run.store_url, "--boxes", _csv(boxes, tmp_path), *common, "--calibrate", "ids.txt"]) == 2
+    assert "no calibration file at ids.txt" in capsys.readouterr().err
     assert not (tmp_path / "out").exists(), "nothing written before the checks pass"
 
 
