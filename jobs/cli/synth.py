@@ -4,51 +4,63 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
+
+from jobs.cli.generated import DefaultsFormatter, add_config_arguments, config_from_args
+from jobs.runtime.options import option
+
+
+@dataclass(kw_only=True)
+class SynthConfig:
+    """The synthetic tree's settings: one field per flag (the parser is generated from them)."""
+
+    out: str = option(help="folder to write MURA-v1.1/ and lesion_boxes.csv into", positional=True)
+    images: int = option(1000, help="images to draw")
+    seed: int = option(0, help="the tree is the same for the same seed and settings")
+    max_side: int = option(512, help="longest image side in pixels (<= 512)")
+    min_side: int = option(160, help="shortest long side in pixels (>= 16)")
+    valid_fraction: float = option(0.15, help="share of patients in the valid split")
+    lesion_scale: float = option(1.0, help="enlarge plates and fractures (0.25..4)")
+    dicom: bool = option(
+        False, help="write DICOM files (12-bit CR, MONOCHROME1/2, windowed, some RLE or JPEG 2000) instead of PNGs"
+    )
+    shortcut: str | None = option(
+        None,
+        help="plant a text token in a share of the abnormal images: text:FRACTION[:WIDTH[:CORNER]] "
+        "(e.g. text:0.7:0.5, top_left); shortcuts.csv names them",
+    )
+    lesion_masks: bool = option(
+        False, help="write each lesion's outline as a mask too, lesion_masks/<image id>.png (for localise --masks)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="densecam synth", description="Write a synthetic MURA-v1.1 tree.", formatter_class=DefaultsFormatter
+    )
+    add_config_arguments(parser, SynthConfig)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     from densecam_core.data.synth import generate_mura
 
-    parser = argparse.ArgumentParser(prog="densecam synth", description="Write a synthetic MURA-v1.1 tree.")
-    parser.add_argument("out", help="folder to write MURA-v1.1/ and lesion_boxes.csv into")
-    parser.add_argument("--images", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-side", type=int, default=512, help="longest image side in pixels (<= 512)")
-    parser.add_argument("--min-side", type=int, default=160)
-    parser.add_argument("--valid-fraction", type=float, default=0.15, help="share of patients in the valid split")
-    parser.add_argument("--lesion-scale", type=float, default=1.0, help="enlarge plates and fractures (0.25..4)")
-    parser.add_argument(
-        "--dicom",
-        action="store_true",
-        help="write DICOM files (12-bit CR, MONOCHROME1/2, windowed, some RLE or JPEG 2000) instead of PNGs",
-    )
-    parser.add_argument(
-        "--shortcut",
-        default=None,
-        help="plant a text token in a share of the abnormal images: text:FRACTION[:WIDTH[:CORNER]] "
-        "(e.g. text:0.7:0.5, top_left); shortcuts.csv names them",
-    )
-    parser.add_argument(
-        "--lesion-masks",
-        action="store_true",
-        help="write each lesion's outline as a mask too, lesion_masks/<image id>.png (for localise --masks)",
-    )
-    args = parser.parse_args(argv)
+    config = config_from_args(SynthConfig, build_parser().parse_args(argv))
     try:
         from densecam_core.data.shortcuts import Shortcut
 
-        shortcut = Shortcut.parse(args.shortcut) if args.shortcut else None
+        shortcut = Shortcut.parse(config.shortcut) if config.shortcut else None
         summary = generate_mura(
-            args.out,
-            images=args.images,
-            seed=args.seed,
-            min_side=min(args.min_side, args.max_side),
-            max_side=args.max_side,
-            valid_fraction=args.valid_fraction,
-            lesion_scale=args.lesion_scale,
-            dicom=args.dicom,
+            config.out,
+            images=config.images,
+            seed=config.seed,
+            min_side=min(config.min_side, config.max_side),
+            max_side=config.max_side,
+            valid_fraction=config.valid_fraction,
+            lesion_scale=config.lesion_scale,
+            dicom=config.dicom,
             shortcut=shortcut,
-            lesion_masks=args.lesion_masks,
+            lesion_masks=config.lesion_masks,
         )
     except ValueError as exc:
         print(f"densecam synth: {exc}", file=sys.stderr)
@@ -56,7 +68,6 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"wrote {summary.images} images in {summary.studies} studies of {summary.patients} patients "
         f"({summary.lesions} with lesion boxes) to {summary.root}"
-        + (f"; {summary.shortcuts} carry the {shortcut.name} token (shortcuts.csv)" if shortcut else "")
     )
     return 0
 

@@ -14,6 +14,8 @@ from jobs.cli.audit import build_parser as audit_parser
 from jobs.cli.evaluate import build_parser as evaluate_parser
 from jobs.cli.explain import build_parser as explain_parser
 from jobs.cli.localise import build_parser as localise_parser
+from jobs.cli.synth import SynthConfig
+from jobs.cli.synth import build_parser as synth_parser
 from jobs.evaluate.config import EvaluateConfig
 from jobs.explain.config import JobConfig
 from jobs.localise.config import LocaliseConfig
@@ -32,6 +34,7 @@ def options(parser) -> dict[str, object]:
         (EvaluateConfig, evaluate_parser),
         (AuditConfig, audit_parser),
         (LocaliseConfig, localise_parser),
+        (SynthConfig, synth_parser),
     ],
 )
 def test_every_config_field_is_an_argument_with_the_fields_default(config, parser):
