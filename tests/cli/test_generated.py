@@ -13,6 +13,8 @@ from jobs.audit.config import AuditConfig
 from jobs.cli.audit import build_parser as audit_parser
 from jobs.cli.evaluate import build_parser as evaluate_parser
 from jobs.cli.explain import build_parser as explain_parser
+from jobs.cli.export import ExportConfig
+from jobs.cli.export import build_parser as export_parser
 from jobs.cli.localise import build_parser as localise_parser
 from jobs.cli.synth import SynthConfig
 from jobs.cli.synth import build_parser as synth_parser
@@ -35,6 +37,7 @@ def options(parser) -> dict[str, object]:
         (AuditConfig, audit_parser),
         (LocaliseConfig, localise_parser),
         (SynthConfig, synth_parser),
+        (ExportConfig, export_parser),
     ],
 )
 def test_every_config_field_is_an_argument_with_the_fields_default(config, parser):
