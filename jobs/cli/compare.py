@@ -4,33 +4,40 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 
 from densecam_core.analysis.comparison_summary import report_changes
-from densecam_core.vocabulary import BLOCKS
+from jobs.cli.generated import DefaultsFormatter, add_config_arguments, config_from_args
+from jobs.runtime.options import option
+
+
+@dataclass(kw_only=True)
+class CompareConfig:
+    """What to compare: one field per argument (the parser is generated from them)."""
+
+    store: str = option(help="heatmap store path or URL", positional=True)
+    run_a: str = option(
+        help="the earlier run: run id, model fingerprint (unique prefixes work) or 'latest'", positional=True
+    )
+    run_b: str = option(help="the later run, same forms as RUN_A", positional=True)
+    method: str = option("gradcam", help="map to compare: cam or a stored method")
+    block: int = option(4, help="dense block of the map (ignored for cam)", choices=(1, 2, 3, 4))
+    target: str = option(
+        "0", help="runs that explain several classes: a class name, or a position along the target axis"
+    )
+    top: int = option(10, help="how many most-changed images to list")
+    plot: str | None = option(None, help="PNG to write (default: compare-<A>-<B>.png in the current folder)")
+    csv: str | None = option(None, help="also write the per-image table to this CSV")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="densecam compare", description=__doc__)
-    parser.add_argument("store", help="heatmap store path or URL")
-    parser.add_argument("run_a", help="the earlier run: run id, model fingerprint (unique prefixes work) or 'latest'")
-    parser.add_argument("run_b", help="the later run, same forms as RUN_A")
-    parser.add_argument("--method", default="gradcam", help="map to compare: cam or a stored method (default gradcam)")
-    parser.add_argument("--block", type=int, default=4, choices=BLOCKS, help="dense block of the map (ignored for cam)")
-    parser.add_argument(
-        "--target",
-        default="0",
-        help="runs that explain several classes: a class name, or a position along the target axis (default 0)",
-    )
-    parser.add_argument("--top", type=int, default=10, help="how many most-changed images to list")
-    parser.add_argument(
-        "--plot", default=None, help="PNG to write (default: compare-<A>-<B>.png in the current folder)"
-    )
-    parser.add_argument("--csv", default=None, help="also write the per-image table to this CSV")
+    parser = argparse.ArgumentParser(prog="densecam compare", description=__doc__, formatter_class=DefaultsFormatter)
+    add_config_arguments(parser, CompareConfig)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = config_from_args(CompareConfig, build_parser().parse_args(argv))
     try:
         target = int(args.target) if args.target.isdigit() else args.target
         report_changes(

@@ -11,22 +11,31 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
+
+from jobs.cli.generated import DefaultsFormatter, add_config_arguments, config_from_args
+from jobs.runtime.options import option
+
+
+@dataclass(kw_only=True)
+class ReportConfig:
+    """The page's settings: one field per flag (the parser is generated from them)."""
+
+    store: str = option(help="heatmap store path or URL", positional=True)
+    run: str = option("latest", help="run id, model fingerprint (prefixes work) or 'latest'")
+    compare: str | None = option(None, help="another run of the same images: a gallery of what changed most")
+    out: str = option(help="folder to write (refused if it holds other files)")
+    maps: str = option("gradcam:4", help="maps beside the radiograph and CAM, method[:block],...")
+    target: str = option("0", help="runs of several classes: a class name or a target position")
+    boxes: str | None = option(None, help="lesion boxes CSV (image_id,x0,y0,x1,y1): the pointing game of every map")
+    per_gallery: int = option(24, help="cards in each gallery")
+    thumb_size: int = option(192, help="longest side of a thumbnail in pixels")
+    overwrite: bool = option(False, help="write into an output folder that holds files")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="densecam report", description=__doc__)
-    parser.add_argument("store", help="heatmap store path or URL")
-    parser.add_argument("--run", default="latest", help="run id, model fingerprint (prefixes work) or 'latest'")
-    parser.add_argument("--compare", help="another run of the same images: a gallery of what changed most")
-    parser.add_argument("--out", required=True, help="folder to write (refused if it holds other files)")
-    parser.add_argument(
-        "--maps", default="gradcam:4", help="maps beside the radiograph and CAM, method[:block],... (default gradcam:4)"
-    )
-    parser.add_argument("--target", default="0", help="runs of several classes: a class name or a target position")
-    parser.add_argument("--boxes", help="lesion boxes CSV (image_id,x0,y0,x1,y1): the pointing game of every map")
-    parser.add_argument("--per-gallery", type=int, default=24, help="cards in each gallery (default 24)")
-    parser.add_argument("--thumb-size", type=int, default=192, help="longest side of a thumbnail in pixels")
-    parser.add_argument("--overwrite", action="store_true", help="write into an --out folder that holds files")
+    parser = argparse.ArgumentParser(prog="densecam report", description=__doc__, formatter_class=DefaultsFormatter)
+    add_config_arguments(parser, ReportConfig)
     return parser
 
 
@@ -34,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     from densecam_core.export.report import ReportRequest, parse_maps, write_report
     from densecam_core.store.reader import open_store
 
-    args = build_parser().parse_args(argv)
+    args = config_from_args(ReportConfig, build_parser().parse_args(argv))
     try:
         store = open_store(args.store)
         run = store.run(args.run)

@@ -11,11 +11,15 @@ from support import REPO
 
 from jobs.audit.config import AuditConfig
 from jobs.cli.audit import build_parser as audit_parser
+from jobs.cli.compare import CompareConfig
+from jobs.cli.compare import build_parser as compare_parser
 from jobs.cli.evaluate import build_parser as evaluate_parser
 from jobs.cli.explain import build_parser as explain_parser
 from jobs.cli.export import ExportConfig
 from jobs.cli.export import build_parser as export_parser
 from jobs.cli.localise import build_parser as localise_parser
+from jobs.cli.report import ReportConfig
+from jobs.cli.report import build_parser as report_parser
 from jobs.cli.synth import SynthConfig
 from jobs.cli.synth import build_parser as synth_parser
 from jobs.evaluate.config import EvaluateConfig
@@ -38,6 +42,8 @@ def options(parser) -> dict[str, object]:
         (LocaliseConfig, localise_parser),
         (SynthConfig, synth_parser),
         (ExportConfig, export_parser),
+        (ReportConfig, report_parser),
+        (CompareConfig, compare_parser),
     ],
 )
 def test_every_config_field_is_an_argument_with_the_fields_default(config, parser):
