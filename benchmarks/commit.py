@@ -26,7 +26,7 @@ from densecam_core import Explainer, load_densenet169
 from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW
 from densecam_core.data.loader import BatchLoader
 from densecam_core.data.preprocess import load_model_input
-from densecam_core.store import layout as fmt
+from densecam_core.store import layout
 from densecam_core.store import shard as commit
 from densecam_core.store.inputs.identity import identify
 from densecam_core.store.writer import RunSpec, RunWriter
@@ -59,7 +59,7 @@ def main() -> None:
     writer = RunWriter(store, spec)
     writer.create_or_open("benchmark")
     planned = writer.plan(manifest)
-    with open(os.path.join(writer.run_url, fmt.RUN_JSON)) as handle:
+    with open(os.path.join(writer.run_url, layout.RUN_JSON)) as handle:
         meta = json.load(handle)
 
     # real maps of 16 images, tiled to a shard
@@ -67,7 +67,7 @@ def main() -> None:
     result = Explainer(load_densenet169(seed=0))(batch)
     named = store_arrays(result)
     arrays = {name: np.tile(named[name].numpy(), (4,) + (1,) * (named[name].dim() - 1)) for name in meta["arrays"]}
-    arrays[fmt.TARGETS_ARRAY] = arrays[fmt.TARGETS_ARRAY].astype(np.int32)
+    arrays[layout.TARGETS_ARRAY] = arrays[layout.TARGETS_ARRAY].astype(np.int32)
 
     shards = []
     for shard, rows in shard_work(planned, shard_size).todo:

@@ -27,7 +27,7 @@ import pandas as pd
 from machine import describe_cpu  # benchmarks/machine.py
 
 from densecam_core.data.manifest import BODY_PARTS
-from densecam_core.store import layout as fmt
+from densecam_core.store import layout
 from densecam_core.store.compact import compact_run
 from densecam_core.store.reader import open_store
 from densecam_core.store.shard import ShardCommit, commit_shard, write_index_part
@@ -189,8 +189,8 @@ def _copy_index(store: str, source: str, target: str) -> None:
     from densecam_core import fileio
 
     fs, root = fileio.filesystem(store)
-    fs.makedirs(f"{root}/runs/{target}/{fmt.INDEX_DIR}", exist_ok=True)
-    for path in fs.find(f"{root}/runs/{source}/{fmt.INDEX_DIR}"):
+    fs.makedirs(f"{root}/runs/{target}/{layout.INDEX_DIR}", exist_ok=True)
+    for path in fs.find(f"{root}/runs/{source}/{layout.INDEX_DIR}"):
         fs.copy(path, path.replace(source, target))
 
 

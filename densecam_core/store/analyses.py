@@ -20,10 +20,10 @@ import zarr
 from fsspec.implementations.local import LocalFileSystem
 
 from densecam_core import fileio
-from densecam_core.store import layout as fmt
+from densecam_core.store import layout
 from densecam_core.store.confined import zarr_store_for_reading
 
-TABLES = {"images": fmt.AUDIT_IMAGES, "clusters": fmt.AUDIT_CLUSTERS, "atlases": fmt.AUDIT_ATLASES}
+TABLES = {"images": layout.AUDIT_IMAGES, "clusters": layout.AUDIT_CLUSTERS, "atlases": layout.AUDIT_ATLASES}
 
 
 def write_audit(
@@ -36,7 +36,7 @@ def write_audit(
 ) -> str:
     """Write an audit made with ``settings`` (``tables`` keyed images, clusters, atlases); returns its folder."""
     named = {TABLES[key]: frame for key, frame in tables.items()}
-    return write_analysis(run_url, fmt.AUDIT_KIND, settings=settings, tables=named, arrays=arrays, messages=messages)
+    return write_analysis(run_url, layout.AUDIT_KIND, settings=settings, tables=named, arrays=arrays, messages=messages)
 
 
 def write_analysis(
@@ -53,12 +53,12 @@ def write_analysis(
     name and renamed into place (a killed analysis leaves nothing that reads as one); on an object store the
     JSON is written last and readers list only folders that have it. Returns the folder."""
     fs, run_root = fileio.filesystem(run_url)
-    name = fmt.analysis_folder(kind, settings)
-    marker = fmt.analysis_json(kind)
-    parent = fileio.join(run_root, fmt.ANALYSIS_DIR)
+    name = layout.analysis_folder(kind, settings)
+    marker = layout.analysis_json(kind)
+    parent = fileio.join(run_root, layout.ANALYSIS_DIR)
     final = fileio.join(parent, name)
     local = isinstance(fs, LocalFileSystem)
-    building = fileio.join(parent, f"{fmt.TMP_PREFIX}{uuid.uuid4().hex}-{name}") if local else final
+    building = fileio.join(parent, f"{layout.TMP_PREFIX}{uuid.uuid4().hex}-{name}") if local else final
     try:
         fs.makedirs(building, exist_ok=True)
         if not local:
@@ -69,7 +69,7 @@ def write_analysis(
             frame.to_parquet(buffer, index=False)
             fs.pipe_file(fileio.join(building, file_name), buffer.getvalue())
         if arrays is not None:
-            where = fileio.url_join(run_url, fmt.ANALYSIS_DIR, building.rsplit("/", 1)[-1], fmt.AUDIT_ARRAYS)
+            where = fileio.url_join(run_url, layout.ANALYSIS_DIR, building.rsplit("/", 1)[-1], layout.AUDIT_ARRAYS)
             _write_arrays(where, arrays)
         meta = {"kind": kind, "settings": settings, "messages": messages or [], "created": _now()}
         fileio.write_json_atomic(fs, fileio.join(building, marker), fileio.strict_json(meta))
@@ -131,7 +131,7 @@ class Audit:
 
     def __init__(self, store_url: str, run_url: str, folder: str, meta: dict[str, Any]) -> None:
         self.store_url, self.folder, self.meta = store_url, folder, meta
-        self.url = fileio.url_join(run_url, fmt.ANALYSIS_DIR, folder)
+        self.url = fileio.url_join(run_url, layout.ANALYSIS_DIR, folder)
         self.fs, self.root = fileio.filesystem(self.url)
 
     def __repr__(self) -> str:
@@ -150,32 +150,32 @@ class Audit:
 
     @cached_property
     def images(self) -> pd.DataFrame:
-        return self._table(fmt.AUDIT_IMAGES)
+        return self._table(layout.AUDIT_IMAGES)
 
     @cached_property
     def clusters(self) -> pd.DataFrame:
-        return self._table(fmt.AUDIT_CLUSTERS)
+        return self._table(layout.AUDIT_CLUSTERS)
 
     @cached_property
     def atlases(self) -> pd.DataFrame:
-        return self._table(fmt.AUDIT_ATLASES)
+        return self._table(layout.AUDIT_ATLASES)
 
     @cached_property
     def confirmations(self) -> pd.DataFrame:
         """The paste test's results, one row per flagged cluster confirmed (empty until one ran)."""
-        if not self.fs.exists(fileio.join(self.root, fmt.AUDIT_CONFIRMATIONS)):
+        if not self.fs.exists(fileio.join(self.root, layout.AUDIT_CONFIRMATIONS)):
             return pd.DataFrame(columns=["method", "block", "target", "group", "cluster", "logit_change"])
-        return self._table(fmt.AUDIT_CONFIRMATIONS)
+        return self._table(layout.AUDIT_CONFIRMATIONS)
 
     def _array(self, kind: str, label: str) -> Any:
-        store = zarr_store_for_reading(fileio.url_join(self.url, fmt.AUDIT_ARRAYS), self.store_url)
+        store = zarr_store_for_reading(fileio.url_join(self.url, layout.AUDIT_ARRAYS), self.store_url)
         return zarr.open_array(store=store, path=f"{kind}/{label}", mode="r", zarr_format=3)
 
     def mean_map(self, cluster: int | pd.Series) -> np.ndarray:
         """The mean normalised map of a cluster: a row of ``clusters``, or its position there."""
         row = self.clusters.iloc[cluster] if isinstance(cluster, (int, np.integer)) else cluster
         return np.asarray(
-            self._array("cluster_mean", fmt.map_label(row["method"], int(row["block"])))[int(row["array_index"])]
+            self._array("cluster_mean", layout.map_label(row["method"], int(row["block"])))[int(row["array_index"])]
         )
 
     def atlas(self, row: int | pd.Series, *, peaks: bool = False) -> np.ndarray:
@@ -183,7 +183,9 @@ class Audit:
         ``atlases``, or its position there."""
         row = self.atlases.iloc[row] if isinstance(row, (int, np.integer)) else row
         kind = "atlas_peaks" if peaks else "atlas_mean"
-        return np.asarray(self._array(kind, fmt.map_label(row["method"], int(row["block"])))[int(row["array_index"])])
+        return np.asarray(
+            self._array(kind, layout.map_label(row["method"], int(row["block"])))[int(row["array_index"])]
+        )
 
     def _of_map(self, method: str, block: int | None) -> pd.DataFrame:
         shown = 4 if method == "cam" else block
@@ -197,7 +199,7 @@ class Audit:
         images = self._of_map(method, block)
         targets = sorted(images["target"].unique())
         ids = images.loc[images["target"] == target, "image_id"].reset_index(drop=True)
-        return ids, np.asarray(self._array("vectors", fmt.map_label(method, block))[targets.index(target)])
+        return ids, np.asarray(self._array("vectors", layout.map_label(method, block))[targets.index(target)])
 
 
 def read_table(store_url: str, fs: Any, path: str) -> pd.DataFrame:
@@ -209,21 +211,21 @@ def read_table(store_url: str, fs: Any, path: str) -> pd.DataFrame:
 
 def write_confirmation_part(audit_url: str, cluster: int, table: pd.DataFrame) -> None:
     """One flagged cluster's paste-test pairs, committed whole (the unit a resumed ``--confirm`` skips)."""
-    fs, root = fileio.filesystem(fileio.url_join(audit_url, fmt.CONFIRM_PARTS_DIR))
+    fs, root = fileio.filesystem(fileio.url_join(audit_url, layout.CONFIRM_PARTS_DIR))
     fs.makedirs(root, exist_ok=True)
     buffer = io.BytesIO()
     table.to_parquet(buffer, index=False)
-    fileio.write_bytes_atomic(fs, fileio.join(root, fmt.part_name(cluster)), buffer.getvalue())
+    fileio.write_bytes_atomic(fs, fileio.join(root, layout.part_name(cluster)), buffer.getvalue())
 
 
 def confirmation_parts(audit_url: str) -> dict[int, str]:
     """The committed paste-test parts: cluster ordinal -> path."""
-    fs, root = fileio.filesystem(fileio.url_join(audit_url, fmt.CONFIRM_PARTS_DIR))
+    fs, root = fileio.filesystem(fileio.url_join(audit_url, layout.CONFIRM_PARTS_DIR))
     if not fs.exists(root):
         return {}
     found = {}
     for path in fs.ls(root, detail=False):
-        match = fmt.PART_NAME.match(path.rsplit("/", 1)[-1])
+        match = layout.PART_NAME.match(path.rsplit("/", 1)[-1])
         if match:
             found[int(match.group(1))] = path
     return found
@@ -231,8 +233,8 @@ def confirmation_parts(audit_url: str) -> dict[int, str]:
 
 def settle_confirmation(audit_url: str, settings: dict[str, Any], *, force: bool) -> None:
     """Record the paste test's settings; parts made with other settings are refused, or cleared with ``force``."""
-    fs, root = fileio.filesystem(fileio.url_join(audit_url, fmt.CONFIRM_PARTS_DIR))
-    path = fileio.join(root, fmt.CONFIRM_JSON)
+    fs, root = fileio.filesystem(fileio.url_join(audit_url, layout.CONFIRM_PARTS_DIR))
+    path = fileio.join(root, layout.CONFIRM_JSON)
     recorded = fileio.read_json(fs, path) if fs.exists(path) else None
     wanted = fileio.strict_json(settings)
     if recorded is not None and recorded != wanted:
@@ -254,7 +256,7 @@ def merge_confirmations(audit_url: str, summary: pd.DataFrame) -> None:
     fs, root = fileio.filesystem(audit_url)
     buffer = io.BytesIO()
     summary.to_parquet(buffer, index=False)
-    fileio.write_bytes_atomic(fs, fileio.join(root, fmt.AUDIT_CONFIRMATIONS), buffer.getvalue())
+    fileio.write_bytes_atomic(fs, fileio.join(root, layout.AUDIT_CONFIRMATIONS), buffer.getvalue())
 
 
 def read_confirmation_pairs(audit_url: str) -> pd.DataFrame:
@@ -271,11 +273,11 @@ def list_analyses(store_url: str, run_url: str, kind: str) -> list[tuple[str, di
     """(folder, metadata) of the run's complete analyses of ``kind`` (those whose ``<kind>.json`` exists),
     oldest first; a damaged one is named."""
     fs, run_root = fileio.filesystem(run_url)
-    parent = fileio.join(run_root, fmt.ANALYSIS_DIR)
+    parent = fileio.join(run_root, layout.ANALYSIS_DIR)
     if not fs.exists(parent):
         return []
     within = fileio.filesystem(store_url)[1] if isinstance(fs, LocalFileSystem) else None
-    pattern, marker = fmt.analysis_pattern(kind), fmt.analysis_json(kind)
+    pattern, marker = layout.analysis_pattern(kind), layout.analysis_json(kind)
     found = []
     for path in fs.ls(parent, detail=False):
         folder = path.rstrip("/").rsplit("/", 1)[-1]
@@ -286,7 +288,7 @@ def list_analyses(store_url: str, run_url: str, kind: str) -> list[tuple[str, di
         except FileNotFoundError:
             continue  # being written, or killed while written: not an analysis
         except (OSError, ValueError) as exc:
-            raise fmt.StoreError(
+            raise layout.StoreError(
                 f"the {kind} {folder} of {run_url} is damaged ({exc}): run `densecam {kind}` again"
             ) from None
         found.append((folder, meta))
@@ -296,7 +298,7 @@ def list_analyses(store_url: str, run_url: str, kind: str) -> list[tuple[str, di
 def list_audits(store_url: str, run_url: str) -> list[Audit]:
     """The run's complete audits, oldest first."""
     return [
-        Audit(store_url, run_url, folder, meta) for folder, meta in list_analyses(store_url, run_url, fmt.AUDIT_KIND)
+        Audit(store_url, run_url, folder, meta) for folder, meta in list_analyses(store_url, run_url, layout.AUDIT_KIND)
     ]
 
 
@@ -308,7 +310,7 @@ def latest_audit(run: Any, of_map: tuple[str, int | None, int] | None = None) ->
         return audits[-1]
     what = "" if of_map is None else f" of {of_map[0]} block {of_map[1]} (target {of_map[2]})"
     methods = "" if of_map is None else f" --methods {of_map[0]}"
-    raise fmt.StoreError(
+    raise layout.StoreError(
         f"run {run.run_id} has no audit{what} yet: run `densecam audit STORE --run {run.run_id}{methods}`"
     )
 

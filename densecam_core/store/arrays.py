@@ -10,7 +10,7 @@ import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from densecam_core import fileio
-from densecam_core.store import layout as fmt
+from densecam_core.store import layout
 
 COMPRESSORS = (ZstdCodec(level=1), Crc32cCodec())
 """zstd, then a CRC-32C of the compressed chunk: a flipped bit is an error when read, never different maps.
@@ -29,12 +29,14 @@ def open_array(group: zarr.Group, name: str) -> zarr.Array:
     try:
         node = group[name]
     except KeyError:
-        raise fmt.StoreError(
+        raise layout.StoreError(
             f"array {name!r} is missing from {group.store}: the run's heatmaps.zarr is damaged; delete the run "
             "folder to explain it anew"
         ) from None
     if not isinstance(node, zarr.Array):
-        raise fmt.StoreError(f"{name!r} in {group.store} is a group, not an array: the run's heatmaps.zarr is damaged")
+        raise layout.StoreError(
+            f"{name!r} in {group.store} is a group, not an array: the run's heatmaps.zarr is damaged"
+        )
     return node
 
 
@@ -43,7 +45,7 @@ class RunArrays:
     is a metadata read each), reopened when a shard needs rows they did not hold (the driver grew them)."""
 
     def __init__(self, run_url: str) -> None:
-        self.zarr_url = fileio.url_join(run_url, fmt.ZARR_DIR)
+        self.zarr_url = fileio.url_join(run_url, layout.ZARR_DIR)
         self.arrays: dict[str, zarr.Array] = {}
         self._lock = threading.Lock()
 

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from densecam_core import fileio
-from densecam_core.store import layout as fmt
+from densecam_core.store import layout
 from densecam_core.store.index import IndexFiles, read_state
 from densecam_core.store.layout import COMPACT_NAME, COMPACTED_JSON
 from densecam_core.store.lock import RunLock
@@ -64,7 +64,7 @@ def compact_locked(
     run: Run, *, row_group_rows: int = ROW_GROUP_ROWS, file_rows: int = FILE_ROWS, stop_after: str | None = None
 ) -> Compaction:
     """Compact a run whose lock the caller holds (the explanation job, when it finishes)."""
-    fs, index_dir = run.fs, fileio.join(run.root, fmt.INDEX_DIR)
+    fs, index_dir = run.fs, fileio.join(run.root, layout.INDEX_DIR)
     _sweep_swaps(run)
     files = run.index_files()
     before = files.file_count
@@ -99,7 +99,7 @@ def _write_merged(fs: Any, folder: str, table: Any, row_group_rows: int, file_ro
     """The sorted rows as whole ``compact-<uuid>.parquet`` files in ``folder``; their names."""
     names = []
     for start in range(0, max(table.num_rows, 1), file_rows):
-        name = fmt.compact_file_name()
+        name = layout.compact_file_name()
         buffer = io.BytesIO()
         pq.write_table(table.slice(start, file_rows), buffer, compression="zstd", row_group_size=row_group_rows)
         fileio.write_bytes_atomic(fs, fileio.join(folder, name), buffer.getvalue())
@@ -112,8 +112,8 @@ def _swap_in(
 ) -> Compaction | None:
     """The merged files and their state in a folder beside ``index/``, then the two folders exchanged in one
     step and the old one removed; None where the filesystem cannot exchange folders (nothing changed)."""
-    fs, index_dir = run.fs, fileio.join(run.root, fmt.INDEX_DIR)
-    swap = fileio.join(run.root, f"{fmt.INDEX_SWAP_PREFIX}{uuid.uuid4().hex}")
+    fs, index_dir = run.fs, fileio.join(run.root, layout.INDEX_DIR)
+    swap = fileio.join(run.root, f"{layout.INDEX_SWAP_PREFIX}{uuid.uuid4().hex}")
     fs.makedirs(swap)
     names = _write_merged(fs, swap, table, row_group_rows, file_rows)
     state = {"files": names, "shards": sorted(files.shards), "complete": True, "reopened": []}
@@ -134,7 +134,7 @@ def _sweep_swaps(run: Run) -> None:
     """Remove the swap folders a killed compaction left (a next index never switched in, or an old one
     switched out): the caller holds the run lock, so no compaction is using them."""
     for path in run.fs.ls(run.root, detail=False):
-        if path.rstrip("/").rsplit("/", 1)[-1].startswith(fmt.INDEX_SWAP_PREFIX):
+        if path.rstrip("/").rsplit("/", 1)[-1].startswith(layout.INDEX_SWAP_PREFIX):
             run.fs.rm(path, recursive=True)
 
 
@@ -144,11 +144,11 @@ def _clean(fs: Any, index_dir: str, state: dict[str, Any]) -> None:
     covered = set(state["shards"])
     for path in fs.ls(index_dir, detail=False):
         name = path.rsplit("/", 1)[-1]
-        shard = fmt.part_shard(name)
+        shard = layout.part_shard(name)
         if (
             (shard is not None and shard in covered)
             or (COMPACT_NAME.match(name) and name not in state["files"])
-            or name.startswith(fmt.TMP_PREFIX)
+            or name.startswith(layout.TMP_PREFIX)
         ):
             _remove(fs, path)
 

@@ -14,7 +14,7 @@ from typing import Any
 from zarr.storage import LocalStore
 
 from densecam_core import fileio
-from densecam_core.store import layout as fmt
+from densecam_core.store import layout
 
 
 class ConfinedLocalStore(LocalStore):
@@ -28,7 +28,7 @@ class ConfinedLocalStore(LocalStore):
         path = os.path.join(str(self.root), key)
         outside = fileio.link_outside(path, self.store_root)
         if outside:
-            raise fmt.StoreError(
+            raise layout.StoreError(
                 f"{os.path.relpath(path, self.store_root)} in store {self.store_root} leads through a symbolic "
                 f"link to {outside}, outside the store: not followed; remove the link, then run `densecam verify`"
             )
@@ -52,7 +52,7 @@ def zarr_store_for_reading(zarr_url: str, store_url: str) -> Any:
     store_root = fileio.filesystem(store_url)[1]
     outside = fileio.link_outside(root, store_root)
     if outside:
-        raise fmt.StoreError(
+        raise layout.StoreError(
             f"{os.path.relpath(root, store_root)} in store {store_root} is a symbolic link to {outside}, "
             "outside the store: not followed; remove the link, then run `densecam verify`"
         )

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from densecam_core import fileio
-from densecam_core.store import layout as fmt
+from densecam_core.store import layout
 from densecam_core.store.layout import COMPACT_NAME, COMPACTED_JSON
 
 
@@ -74,7 +74,7 @@ def read_state(fs: Any, index_dir: str) -> dict[str, Any]:
     except FileNotFoundError:
         return {"files": [], "shards": [], "complete": True, "reopened": []}
     except (ValueError, UnicodeDecodeError, AttributeError) as exc:
-        raise fmt.StoreError(
+        raise layout.StoreError(
             f"{path} is damaged ({exc}): run `densecam verify STORE --repair`, which rebuilds it from the "
             "compacted files that read (the shards no file holds are then recomputed by the next job)"
         ) from None
@@ -98,7 +98,7 @@ def list_index(fs: Any, run_root: str) -> IndexFiles:
     The state is read before and after listing the parts: a compaction deletes parts only after it
     switched the state, so an unchanged state means the listing saw every part it does not cover.
     """
-    index_dir = fileio.join(run_root, fmt.INDEX_DIR)
+    index_dir = fileio.join(run_root, layout.INDEX_DIR)
     if not fs.exists(index_dir):
         return IndexFiles()
     state = read_state(fs, index_dir)
@@ -109,7 +109,7 @@ def list_index(fs: Any, run_root: str) -> IndexFiles:
         # visible parts first, then pending ones: a pending part is the newer (a recompute of a shard whose
         # old rows a compacted file holds, and whose visible part, if any, predates the compaction)
         for path in sorted(fs.ls(index_dir, detail=False), reverse=True):
-            shard = fmt.part_shard(path.rsplit("/", 1)[-1])
+            shard = layout.part_shard(path.rsplit("/", 1)[-1])
             if shard is not None and shard not in covered:
                 parts[shard] = path
         again = read_state(fs, index_dir)
@@ -122,7 +122,7 @@ def list_index(fs: Any, run_root: str) -> IndexFiles:
 
 def uncover(fs: Any, run_root: str, shards: set[int]) -> None:
     """Drop ``shards`` from the compacted state before they are recomputed (driver, holding the run lock)."""
-    index_dir = fileio.join(run_root, fmt.INDEX_DIR)
+    index_dir = fileio.join(run_root, layout.INDEX_DIR)
     state = read_state(fs, index_dir)
     if not set(state["shards"]) & shards:
         return
@@ -135,9 +135,9 @@ def uncover(fs: Any, run_root: str, shards: set[int]) -> None:
 def index_table(index: pd.DataFrame, extra_types: dict[str, pa.DataType] | None = None) -> pa.Table:
     """The index DataFrame as Arrow: the documented types for the core columns, and for extra manifest
     columns the type the run recorded when it was created (one schema for every part of a run)."""
-    fields = {f.name: f for f in (*fmt.INDEX_FIELDS, fmt.PROBS_FIELD, *fmt.SOURCE_FIELDS)}
+    fields = {f.name: f for f in (*layout.INDEX_FIELDS, layout.PROBS_FIELD, *layout.SOURCE_FIELDS)}
     extra_types = extra_types or {}
-    missing = [c for c in fmt.CORE_INDEX_COLUMNS if c not in index.columns]
+    missing = [c for c in layout.CORE_INDEX_COLUMNS if c not in index.columns]
     if missing:
         raise ValueError(f"index rows lack columns {missing}")
     columns, names = [], []
@@ -169,7 +169,7 @@ def cast_extra(name: str, values: pd.Series, target: pa.DataType) -> pa.Array:
     try:
         return array.cast(target)  # safe cast: 3.0 -> 3 passes, 3.5 -> 3 is refused
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise fmt.StoreError(
+        raise layout.StoreError(
             f"manifest column {name!r} was {target} when this run was created and is now {array.type} with values "
             f"that do not fit ({exc}); rename the column, fix its values, or write a new run (another --store)"
         ) from None
@@ -190,7 +190,7 @@ def recorded_extra_types(run_meta: dict[str, Any]) -> dict[str, pa.DataType]:
 
 def extra_index_types(manifest: pd.DataFrame) -> dict[str, pa.DataType]:
     """Arrow types of a manifest's extra columns (not core index columns), as an index part would hold them."""
-    core = set(fmt.CORE_INDEX_COLUMNS)
+    core = set(layout.CORE_INDEX_COLUMNS)
     return {str(c): pa.Array.from_pandas(manifest[c]).type for c in manifest.columns if c not in core}
 
 

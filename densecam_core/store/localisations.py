@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 
 from densecam_core import fileio
-from densecam_core.store import layout as fmt
+from densecam_core.store import layout
 from densecam_core.store.analyses import list_analyses, read_table
 
 
@@ -18,7 +18,7 @@ class Localisation:
 
     def __init__(self, store_url: str, run_url: str, folder: str, meta: dict[str, Any]) -> None:
         self.store_url, self.folder, self.meta = store_url, folder, meta
-        self.url = fileio.url_join(run_url, fmt.ANALYSIS_DIR, folder)
+        self.url = fileio.url_join(run_url, layout.ANALYSIS_DIR, folder)
         self.fs, self.root = fileio.filesystem(self.url)
 
     def __repr__(self) -> str:
@@ -34,20 +34,20 @@ class Localisation:
 
     @cached_property
     def metrics(self) -> pd.DataFrame:
-        return read_table(self.store_url, self.fs, fileio.join(self.root, fmt.LOCALISE_METRICS))
+        return read_table(self.store_url, self.fs, fileio.join(self.root, layout.LOCALISE_METRICS))
 
     @cached_property
     def by_size(self) -> pd.DataFrame:
-        return read_table(self.store_url, self.fs, fileio.join(self.root, fmt.LOCALISE_BY_SIZE))
+        return read_table(self.store_url, self.fs, fileio.join(self.root, layout.LOCALISE_BY_SIZE))
 
     @cached_property
     def images(self) -> pd.DataFrame:
-        return read_table(self.store_url, self.fs, fileio.join(self.root, fmt.LOCALISE_IMAGES))
+        return read_table(self.store_url, self.fs, fileio.join(self.root, layout.LOCALISE_IMAGES))
 
 
 def list_localisations(store_url: str, run_url: str) -> list[Localisation]:
     """The run's complete localisations, oldest first."""
-    found = list_analyses(store_url, run_url, fmt.LOCALISE_KIND)
+    found = list_analyses(store_url, run_url, layout.LOCALISE_KIND)
     return [Localisation(store_url, run_url, folder, meta) for folder, meta in found]
 
 
@@ -55,7 +55,7 @@ def latest_localisation(run: Any) -> Localisation:
     """The run's newest localisation; a ``StoreError`` naming the command that makes one when there is none."""
     found = list_localisations(run.store_url, run.url)
     if not found:
-        raise fmt.StoreError(
+        raise layout.StoreError(
             f"run {run.run_id} has no localisation yet: run `densecam localise STORE --run {run.run_id} --boxes BOXES "
             "--out DIR`"
         )

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from densecam_core import fileio
-from densecam_core.store import layout as fmt
+from densecam_core.store import layout
 
 
 def _process_start(pid: int) -> str | None:
@@ -81,7 +81,7 @@ class RunLock:
 
     def __init__(self, run_url: str, stale_after: float = 120.0) -> None:
         self.fs, root = fileio.filesystem(run_url)
-        self.path = fileio.join(root, fmt.LOCK_FILE)
+        self.path = fileio.join(root, layout.LOCK_FILE)
         self.stale_after = stale_after
         self.holder = _holder()
         self.local = fileio.protocol(self.fs) in ("file", "local")
@@ -98,11 +98,11 @@ class RunLock:
             except ValueError:
                 current = {}  # half-written by a holder that died while writing it: stale
             if current and _alive(current, self.stale_after):
-                raise fmt.StoreError(
+                raise layout.StoreError(
                     f"{describe_holder(current)}; wait for it, or delete {self.path} if that job is gone"
                 )
             self._remove_stale()
-        raise fmt.StoreError(f"could not take the run lock {self.path}: other jobs keep taking it; try again")
+        raise layout.StoreError(f"could not take the run lock {self.path}: other jobs keep taking it; try again")
 
     def live_holder(self) -> dict[str, Any] | None:
         """Who holds the lock now, if a live job does (nothing is taken): for messages that must say why
@@ -174,7 +174,7 @@ class RunLock:
     def heartbeat(self) -> None:
         """Refresh the lock, after checking it is still ours (another job took it over if we stalled)."""
         if not self.owned():
-            raise fmt.StoreError(
+            raise layout.StoreError(
                 f"lost the run lock {self.path}: this job stalled past {self.stale_after:g} s and another took the "
                 "run over; stop this job (the other one continues the run)"
             )

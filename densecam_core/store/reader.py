@@ -11,7 +11,7 @@ import pandas as pd
 from fsspec.implementations.local import LocalFileSystem
 
 from densecam_core import fileio
-from densecam_core.store import layout as fmt
+from densecam_core.store import layout
 from densecam_core.store.run import Run
 
 
@@ -22,12 +22,12 @@ class Store:
         self.url = str(url)
         self._fs, self._root = fileio.filesystem(self.url)
         self._problems: dict[str, str] | None = None
-        marker = fileio.join(self._root, fmt.MARKER)
+        marker = fileio.join(self._root, layout.MARKER)
         self._local_root = self._root if isinstance(self._fs, LocalFileSystem) else None
-        for name in (fmt.MARKER, fmt.RUNS_DIR):
+        for name in (layout.MARKER, layout.RUNS_DIR):
             outside = fileio.link_outside(fileio.join(self._root, name), self._root) if self._local_root else None
             if outside:
-                raise fmt.StoreError(
+                raise layout.StoreError(
                     f"{name} in store {self.url!r} is a symbolic link to {outside}, outside the store: not "
                     "followed; remove the link"
                 )
@@ -35,8 +35,8 @@ class Store:
             here = (
                 self._fs.ls(self._root, detail=False)[:10] if self._fs.exists(self._root) else "nothing (no such path)"
             )
-            raise fmt.StoreError(f"{self.url!r} is not a densecam store (no {fmt.MARKER}); it holds {here}")
-        fmt.check_version(fileio.read_json(self._fs, marker).get("format_version", 0), f"store {self.url!r}")
+            raise layout.StoreError(f"{self.url!r} is not a densecam store (no {layout.MARKER}); it holds {here}")
+        layout.check_version(fileio.read_json(self._fs, marker).get("format_version", 0), f"store {self.url!r}")
 
     def __repr__(self) -> str:
         return f"Store({self.url!r}, runs={list(self.run_metadata())})"
@@ -58,7 +58,7 @@ class Store:
         folder. Other and unreadable folders are skipped and listed in ``problems``, so one broken run
         never makes the store unreadable.
         """
-        runs_dir = fileio.join(self._root, fmt.RUNS_DIR)
+        runs_dir = fileio.join(self._root, layout.RUNS_DIR)
         metas: dict[str, dict[str, Any]] = {}
         problems: dict[str, str] = {}
         self._problems = problems
@@ -66,8 +66,8 @@ class Store:
             return metas
         for path in sorted(self._fs.ls(runs_dir, detail=False)):
             name = path.rstrip("/").rsplit("/", 1)[-1]
-            run_json = fileio.join(path, fmt.RUN_JSON)
-            if not fmt.RUN_ID.match(name):
+            run_json = fileio.join(path, layout.RUN_JSON)
+            if not layout.RUN_ID.match(name):
                 problems[name] = "not a run folder (run ids are 'run-' and 16 hex digits)"
                 continue
             outside = fileio.link_outside(path, self._root) if isinstance(self._fs, LocalFileSystem) else None
@@ -84,11 +84,11 @@ class Store:
             except (OSError, ValueError) as exc:
                 problems[name] = f"unreadable run.json: {exc}"
                 continue
-            fmt.check_version(meta.get("format_version", 0), f"run {name}")
+            layout.check_version(meta.get("format_version", 0), f"run {name}")
             if meta.get("run_id") != name:
                 problems[name] = f"run.json names run {meta.get('run_id')!r}, not its folder {name!r}"
                 continue
-            problem = fmt.run_meta_problem(meta)
+            problem = layout.run_meta_problem(meta)
             if problem:
                 problems[name] = problem
                 continue
@@ -104,7 +104,7 @@ class Store:
             "run_id",
             "model_fingerprint",
             "checkpoint",
-            *fmt.RUN_ID_SETTINGS,
+            *layout.RUN_ID_SETTINGS,
             "created",
             "images_committed",
             "ok",
@@ -119,7 +119,7 @@ class Store:
                     "run_id": run_id,
                     "model_fingerprint": meta["model_fingerprint"],
                     "checkpoint": meta["checkpoint"],
-                    **{k: meta["settings"][k] for k in fmt.RUN_ID_SETTINGS},
+                    **{k: meta["settings"][k] for k in layout.RUN_ID_SETTINGS},
                     "created": meta["created"],
                     "images_committed": counts.get("images"),
                     "ok": counts.get("ok"),
@@ -133,14 +133,14 @@ class Store:
     def run(self, key: str = "latest") -> Run:
         """A run by id, by model fingerprint (or a unique prefix of either), or ``"latest"``."""
         metas = self.run_metadata()
-        damaged = [name for name in self.problems if name.startswith(str(key)) and fmt.RUN_ID.match(name)]
+        damaged = [name for name in self.problems if name.startswith(str(key)) and layout.RUN_ID.match(name)]
         if key != "latest" and damaged and not any(r.startswith(str(key)) for r in metas):
-            raise fmt.StoreError(
+            raise layout.StoreError(
                 f"run {damaged[0]}: {self.problems[damaged[0]]}; restore the file from a backup, or delete "
                 "the run's folder and explain it again"
             )
         if not metas:
-            raise fmt.StoreError(f"store {self.url!r} has no runs yet")
+            raise layout.StoreError(f"store {self.url!r} has no runs yet")
         if key == "latest":
             run_id = max(metas, key=lambda r: metas[r]["created"])
             return Run(self.url, run_id, metas[run_id])
@@ -149,7 +149,7 @@ class Store:
             return Run(self.url, matches[0], metas[matches[0]])
         what = "is ambiguous between" if matches else "matches none of the runs"
         listing = ", ".join(f"{r} (model {m['model_fingerprint'][:12]})" for r, m in metas.items())
-        raise fmt.StoreError(f"run {key!r} {what}: {listing}")
+        raise layout.StoreError(f"run {key!r} {what}: {listing}")
 
 
 def open_store(url: str) -> Store:

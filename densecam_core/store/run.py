@@ -19,7 +19,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from densecam_core import fileio
 from densecam_core.data.geometry import Geometry
-from densecam_core.store import layout as fmt
+from densecam_core.store import layout
 from densecam_core.store.analyses import Audit, latest_audit, similar_images
 from densecam_core.store.confined import zarr_store_for_reading
 from densecam_core.store.format1 import format1_dataset
@@ -36,7 +36,7 @@ class Run:
         self.store_url = store_url
         self.run_id = run_id
         self.meta = meta
-        self.url = fileio.url_join(store_url, fmt.RUNS_DIR, run_id)
+        self.url = fileio.url_join(store_url, layout.RUNS_DIR, run_id)
         self.fs, self.root = fileio.filesystem(self.url)
 
     def __repr__(self) -> str:
@@ -74,19 +74,21 @@ class Run:
             except FileNotFoundError:
                 missing = [p for p in files.compacted if not self.fs.exists(p)]
                 if missing and self.index_files().compacted == files.compacted:  # listed, and still gone
-                    raise fmt.StoreError(
+                    raise layout.StoreError(
                         f"run {self.run_id}: the compacted index file {missing[0].rsplit('/', 1)[-1]} that "
-                        f"{fmt.INDEX_DIR}/_compacted.json lists is missing: run `densecam verify STORE --repair` "
+                        f"{layout.INDEX_DIR}/_compacted.json lists is missing: run `densecam verify STORE --repair` "
                         "(the shards it held are then recomputed by the next job)"
                     ) from None
                 continue  # a compaction replaced the files while we read them: read the new ones
             if table is None:
-                return pd.DataFrame(columns=list(columns or fmt.CORE_INDEX_COLUMNS))
+                return pd.DataFrame(columns=list(columns or layout.CORE_INDEX_COLUMNS))
             frame = table.to_pandas()
             if "row" in frame and not frame["row"].is_monotonic_increasing:  # compacted files are sorted already
                 frame = frame.sort_values("row").reset_index(drop=True)
             return frame
-        raise fmt.StoreError(f"run {self.run_id}: the index kept changing while it was read (compactions); try again")
+        raise layout.StoreError(
+            f"run {self.run_id}: the index kept changing while it was read (compactions); try again"
+        )
 
     def _read_tables(self, files: IndexFiles, expression: Any, columns: list[str] | None) -> pa.Table | None:
         self._refuse_links_out([*files.compacted, *files.parts.values()])
@@ -125,13 +127,13 @@ class Run:
         for path in paths:
             with contextlib.suppress(FileNotFoundError):
                 if not stat.S_ISREG(os.stat(path).st_mode):
-                    raise fmt.StoreError(
+                    raise layout.StoreError(
                         f"run {self.run_id}: the index file {path.rsplit('/', 1)[-1]} is not a regular file (a FIFO, "
                         "socket or device): remove it, then run `densecam verify STORE --repair`"
                     )
             outside = fileio.link_outside(path, store)
             if outside:
-                raise fmt.StoreError(
+                raise layout.StoreError(
                     f"run {self.run_id}: the index file {path.rsplit('/', 1)[-1]} is a symbolic link to "
                     f"{outside}, outside the store: not followed; remove the link"
                 )
@@ -144,8 +146,8 @@ class Run:
         except (pa.ArrowInvalid, OSError) as exc:
             raise self._damaged(f"the index file {path.rsplit('/', 1)[-1]}", exc) from None
 
-    def _damaged(self, what: str, exc: Exception) -> fmt.StoreError:
-        return fmt.StoreError(
+    def _damaged(self, what: str, exc: Exception) -> layout.StoreError:
+        return layout.StoreError(
             f"run {self.run_id}: {what} is damaged ({exc}): run `densecam verify STORE --repair`, then the "
             "job again (it recomputes what the damaged file held)"
         )
@@ -177,10 +179,10 @@ class Run:
         return self._by_id.loc[ids, "row"].to_numpy(dtype=np.int64)
 
     def array(self, method: str, block: int | None = None) -> zarr.Array:
-        name = fmt.array_name(method, block)
-        if name not in ("cam", "logits", fmt.TARGETS_ARRAY) and method not in self.methods:
+        name = layout.array_name(method, block)
+        if name not in ("cam", "logits", layout.TARGETS_ARRAY) and method not in self.methods:
             raise ValueError(f"method {method!r} is not in run {self.run_id}; it has cam, {', '.join(self.methods)}")
-        store = zarr_store_for_reading(fileio.url_join(self.url, fmt.ZARR_DIR), self.store_url)
+        store = zarr_store_for_reading(fileio.url_join(self.url, layout.ZARR_DIR), self.store_url)
         return zarr.open_array(store=store, path=name, mode="r", zarr_format=3)
 
     def maps(
@@ -207,7 +209,7 @@ class Run:
         try:
             values = array.get_orthogonal_selection((wanted[order],) + (slice(None),) * (array.ndim - 1))
         except ValueError as exc:  # zarr's crc32c codec: "Stored and computed checksum do not match"
-            raise fmt.StoreError(
+            raise layout.StoreError(
                 f"run {self.run_id}: array {array.path!r} is corrupt in the chunks holding rows "
                 f"{_ranges(wanted)} ({exc}); run `densecam verify {self.store_url} --repair`, then the job again"
             ) from None
@@ -226,7 +228,7 @@ class Run:
             return
         bad = is_ok & ~np.isfinite(values.reshape(len(rows), -1)).all(axis=1)
         if bad.any():
-            raise fmt.StoreError(
+            raise layout.StoreError(
                 f"run {self.run_id}: array {name!r} has no values for committed ok rows {_ranges(rows[bad])} "
                 f"(a missing or damaged chunk); run `densecam verify {self.store_url} --repair`, then the job again"
             )
@@ -293,7 +295,7 @@ class Run:
         """The image file an index row names; URLs only with ``allow_remote=True``."""
         path = str(self._record(image_id)["path"])
         if "://" in path and not path.startswith("file://") and not allow_remote:
-            raise fmt.StoreError(
+            raise layout.StoreError(
                 f"image {image_id!r} lives at {path!r}, outside this machine; pass allow_remote=True to fetch it"
             )
         return path
@@ -318,11 +320,11 @@ class Run:
     ) -> np.ndarray:
         """The class ids each map explains, ``(n, K)`` int (-1 where a row has no maps)."""
         if self.format_version >= 2:
-            return self.maps(fmt.TARGETS_ARRAY, image_ids=image_ids, rows=rows).astype(np.int64)
+            return self.maps(layout.TARGETS_ARRAY, image_ids=image_ids, rows=rows).astype(np.int64)
         if self.settings.get("targets") is None and int(self.meta.get("num_classes", 1)) == 1:
             count = len(self._rows_for(image_ids, rows))
             return np.zeros((count, 1), dtype=np.int64)  # one output, one target: class 0
-        raise fmt.StoreError(f"run {self.run_id} is format 1, which did not record the explained class ids")
+        raise layout.StoreError(f"run {self.run_id} is format 1, which did not record the explained class ids")
 
     def to_xarray(
         self,
@@ -345,9 +347,9 @@ class Run:
         rows = index["row"].to_numpy()
         if self.format_version < 2:
             return format1_dataset(self, xr, index, rows, methods, blocks)
-        url = zarr_store_for_reading(fileio.url_join(self.url, fmt.ZARR_DIR), self.store_url)
+        url = zarr_store_for_reading(fileio.url_join(self.url, layout.ZARR_DIR), self.store_url)
         options: dict[str, Any] = {"chunks": None, "mask_and_scale": False, "zarr_format": 3}
-        parts = [xr.open_zarr(url, **options)[["logits", fmt.TARGETS_ARRAY, "cam"]]]
+        parts = [xr.open_zarr(url, **options)[["logits", layout.TARGETS_ARRAY, "cam"]]]
         for method in methods or self.methods:
             if method not in self.methods:
                 raise ValueError(f"method {method!r} is not in run {self.run_id}; it has {', '.join(self.methods)}")

@@ -17,7 +17,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from densecam_core import fileio
-from densecam_core.store import layout as fmt
+from densecam_core.store import layout
 from densecam_core.store.layout import EVALUATION_JSON, METRIC_FIELDS, METRIC_SCHEMA, METRICS_DIR
 
 
@@ -45,7 +45,7 @@ def write_metrics_part(run_url: str, shard: int, frame: pd.DataFrame) -> None:
     fs.makedirs(directory, exist_ok=True)
     buffer = io.BytesIO()
     pq.write_table(metric_table(frame), buffer, compression="zstd")
-    fileio.write_bytes_atomic(fs, fileio.join(directory, fmt.part_name(shard)), buffer.getvalue())
+    fileio.write_bytes_atomic(fs, fileio.join(directory, layout.part_name(shard)), buffer.getvalue())
 
 
 def metric_parts(run_url: str) -> dict[int, str]:
@@ -56,7 +56,7 @@ def metric_parts(run_url: str) -> dict[int, str]:
         return {}
     parts = {}
     for path in fs.ls(directory, detail=False):
-        match = fmt.PART_NAME.match(str(path).rsplit("/", 1)[-1])
+        match = layout.PART_NAME.match(str(path).rsplit("/", 1)[-1])
         if match:
             parts[int(match.group(1))] = str(path)
     return dict(sorted(parts.items()))
@@ -74,7 +74,7 @@ def read_metrics(run_url: str, filters: Any = None) -> pd.DataFrame:
             filter=expression
         )
     except (pa.ArrowInvalid, OSError) as exc:
-        raise fmt.StoreError(
+        raise layout.StoreError(
             f"a metrics part of {run_url} cannot be read ({exc}); delete the damaged part-*.parquet under "
             f"{METRICS_DIR}/ and run the evaluation again to rescore that shard"
         ) from exc

@@ -23,7 +23,7 @@ from densecam_core import fileio
 from densecam_core.data.geometry import Geometry
 from densecam_core.data.preprocess import ModelInput
 from densecam_core.parallel.shared_block import BlockHandle, attached
-from densecam_core.store import layout as fmt
+from densecam_core.store import layout
 from densecam_core.store.arrays import RunArrays, open_run_arrays
 from densecam_core.store.index import held_by_compacted, index_table, read_state, write_parquet_atomic
 from densecam_core.store.inputs.cache import InputCache
@@ -131,7 +131,7 @@ def write_chunks(
         array = opened[name]
         if rows > array.shape[0]:
             # zarr would silently drop a write outside the array's shape: refuse instead
-            raise fmt.StoreError(
+            raise layout.StoreError(
                 f"shard {shard.index} (rows {shard.row_start}..{shard.row_stop - 1}) lies outside array {name!r}, which "
                 f"holds {array.shape[0]} rows: the run's arrays were not grown to its plan; rerun the job to grow them"
             )
@@ -153,7 +153,7 @@ def write_index_part(
     A shard whose old rows a compacted file holds (a recompute) gets a pending part, which densecam reads
     once the driver uncovers the shard and other tools skip until a compaction merges it."""
     fs, root = fileio.filesystem(run_url)
-    index_dir = fileio.join(root, fmt.INDEX_DIR)
+    index_dir = fileio.join(root, layout.INDEX_DIR)
     fs.makedirs(index_dir, exist_ok=True)
     pending = shard in held_by_compacted(read_state(fs, index_dir))
-    write_parquet_atomic(fs, fileio.join(index_dir, fmt.part_name(shard, pending)), index_table(index, extra_types))
+    write_parquet_atomic(fs, fileio.join(index_dir, layout.part_name(shard, pending)), index_table(index, extra_types))

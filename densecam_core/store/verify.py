@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from densecam_core import fileio
-from densecam_core.store import layout as fmt
+from densecam_core.store import layout
 from densecam_core.store.index import read_state, uncover
 from densecam_core.store.layout import COMPACT_NAME, COMPACTED_JSON
 from densecam_core.store.run import Run
@@ -55,10 +55,10 @@ def verify_run(run: Run) -> list[Damage]:
         if problem:
             damages.append(Damage(run.run_id, -1, f"array {name!r}: {problem}"))
             del arrays[name]
-    index_dir = fileio.join(run.root, fmt.INDEX_DIR)
+    index_dir = fileio.join(run.root, layout.INDEX_DIR)
     try:
         files = run.index_files()
-    except fmt.StoreError as exc:  # a damaged _compacted.json
+    except layout.StoreError as exc:  # a damaged _compacted.json
         damages.append(Damage(run.run_id, -1, str(exc).split(": run `")[0], fileio.join(index_dir, COMPACTED_JSON)))
         return damages
     frames = []
@@ -147,7 +147,7 @@ def repair_index_files(run: Run, damages: list[Damage]) -> list[str]:
     """Drop damaged or missing compacted files from the index state (rebuilding a damaged state from the
     compacted files that read), so the shards only they held are uncommitted and the next job recomputes
     them; remove damaged parts. Returns what was done, in words."""
-    index_dir = fileio.join(run.root, fmt.INDEX_DIR)
+    index_dir = fileio.join(run.root, layout.INDEX_DIR)
     files = {d.file for d in damages if d.file}
     done = []
     state_path = fileio.join(index_dir, COMPACTED_JSON)
@@ -164,7 +164,9 @@ def repair_index_files(run: Run, damages: list[Damage]) -> list[str]:
     bad = {f.rsplit("/", 1)[-1] for f in files if COMPACT_NAME.match(f.rsplit("/", 1)[-1])}
     kept: list[str] = []
     held: set[int] = set()
-    parts = {s for n in run.fs.ls(index_dir, detail=False) if (s := fmt.part_shard(n.rsplit("/", 1)[-1])) is not None}
+    parts = {
+        s for n in run.fs.ls(index_dir, detail=False) if (s := layout.part_shard(n.rsplit("/", 1)[-1])) is not None
+    }
     for name in state["files"]:
         path = fileio.join(index_dir, name)
         try:
@@ -181,7 +183,7 @@ def repair_index_files(run: Run, damages: list[Damage]) -> list[str]:
     if new_state != state:
         fileio.write_json_atomic(run.fs, state_path, new_state)
     for damage in damages:
-        if damage.file and fmt.part_shard(damage.file.rsplit("/", 1)[-1]) is not None:
+        if damage.file and layout.part_shard(damage.file.rsplit("/", 1)[-1]) is not None:
             _remove(run, damage.file)
     return done
 
@@ -196,6 +198,6 @@ def uncommit(run: Run, shard: int) -> None:
     job recomputes it."""
     uncover(run.fs, run.root, {shard})
     for pending in (False, True):
-        path = f"{run.root}/{fmt.INDEX_DIR}/{fmt.part_name(shard, pending)}"
+        path = f"{run.root}/{layout.INDEX_DIR}/{layout.part_name(shard, pending)}"
         if run.fs.exists(path):
             run.fs.rm(path)

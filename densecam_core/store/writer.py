@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import zarr
 
 from densecam_core import fileio
-from densecam_core.store import layout as fmt
+from densecam_core.store import layout
 from densecam_core.store.arrays import COMPRESSORS, consolidate, open_array
 from densecam_core.store.index import (
     cast_extra,
@@ -51,35 +51,35 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        return fmt.run_id_for(self.fingerprint, self.settings)
+        return layout.run_id_for(self.fingerprint, self.settings)
 
     def array_shapes(self) -> dict[str, tuple[int, ...]]:
         """Per-image shape of every array (without the leading ``image`` axis)."""
         k = self.num_targets
         shapes: dict[str, tuple[int, ...]] = {
             "logits": (self.num_classes,),
-            fmt.TARGETS_ARRAY: (k,),
+            layout.TARGETS_ARRAY: (k,),
             "cam": (k, *self.grid[4]),
         }
         for method in self.settings["methods"]:
             for block in BLOCKS:
-                shapes[fmt.array_name(method, block)] = (k, *self.grid[block])
+                shapes[layout.array_name(method, block)] = (k, *self.grid[block])
         return shapes
 
 
 def ensure_store(url: str) -> None:
     """Create the store marker if missing; refuse a folder that is something else's non-empty dir."""
     fs, root = fileio.filesystem(url)
-    marker = fileio.join(root, fmt.MARKER)
+    marker = fileio.join(root, layout.MARKER)
     if fs.exists(marker):
-        fmt.check_version(fileio.read_json(fs, marker).get("format_version", 0), f"store {url!r}")
+        layout.check_version(fileio.read_json(fs, marker).get("format_version", 0), f"store {url!r}")
         return
-    if fs.exists(root) and fs.isdir(root) and [p for p in fs.ls(root, detail=False) if not p.endswith(fmt.MARKER)]:
-        raise fmt.StoreError(
-            f"{url!r} is a non-empty folder but not a densecam store (no {fmt.MARKER}); pick a new path"
+    if fs.exists(root) and fs.isdir(root) and [p for p in fs.ls(root, detail=False) if not p.endswith(layout.MARKER)]:
+        raise layout.StoreError(
+            f"{url!r} is a non-empty folder but not a densecam store (no {layout.MARKER}); pick a new path"
         )
     fs.makedirs(root, exist_ok=True)
-    fileio.write_json_atomic(fs, marker, {"format": fmt.FORMAT_NAME, "format_version": fmt.FORMAT_VERSION})
+    fileio.write_json_atomic(fs, marker, {"format": layout.FORMAT_NAME, "format_version": layout.FORMAT_VERSION})
 
 
 def _versions() -> dict[str, str]:
@@ -101,11 +101,11 @@ class RunWriter:
     run_url: str = field(init=False)
 
     def __post_init__(self) -> None:
-        self.run_url = fileio.url_join(self.store_url, fmt.RUNS_DIR, self.spec.run_id)
+        self.run_url = fileio.url_join(self.store_url, layout.RUNS_DIR, self.spec.run_id)
 
     @property
     def zarr_url(self) -> str:
-        return fileio.url_join(self.run_url, fmt.ZARR_DIR)
+        return fileio.url_join(self.run_url, layout.ZARR_DIR)
 
     def create_or_open(self, manifest_source: str, manifest: pd.DataFrame | None = None) -> bool:
         """Create run.json and the arrays if new (returns True); else check the recorded settings.
@@ -115,12 +115,12 @@ class RunWriter:
         """
         ensure_store(self.store_url)
         fs, root = fileio.filesystem(self.run_url)
-        run_json = fileio.join(root, fmt.RUN_JSON)
+        run_json = fileio.join(root, layout.RUN_JSON)
         if fs.exists(run_json):
             recorded = fileio.read_json(fs, run_json)
-            fmt.check_version(recorded.get("format_version", 0), f"run {self.spec.run_id}")
+            layout.check_version(recorded.get("format_version", 0), f"run {self.spec.run_id}")
             if recorded["shard_size"] != self.spec.shard_size:
-                raise fmt.StoreError(
+                raise layout.StoreError(
                     f"run {self.spec.run_id} was written with shard size {recorded['shard_size']}, "
                     f"not {self.spec.shard_size}: pass --shard-size {recorded['shard_size']} (or omit it)"
                 )
@@ -135,7 +135,7 @@ class RunWriter:
             return False
         group = zarr.open_group(store=self.zarr_url, mode="a", zarr_format=3)
         for name, shape in self.spec.array_shapes().items():
-            is_targets = name == fmt.TARGETS_ARRAY
+            is_targets = name == layout.TARGETS_ARRAY
             group.create_array(
                 name,
                 shape=(0, *shape),
@@ -143,7 +143,7 @@ class RunWriter:
                 dtype="int32" if is_targets else "float32",
                 fill_value=-1 if is_targets else np.nan,
                 compressors=COMPRESSORS,
-                dimension_names=fmt.dimension_names(name),
+                dimension_names=layout.dimension_names(name),
                 overwrite=True,
             )
         consolidate(self.zarr_url)  # a reader opens the whole hierarchy in one read
@@ -151,8 +151,8 @@ class RunWriter:
             fs,
             run_json,
             {
-                "format": fmt.FORMAT_NAME,
-                "format_version": fmt.FORMAT_VERSION,
+                "format": layout.FORMAT_NAME,
+                "format_version": layout.FORMAT_VERSION,
                 "run_id": self.spec.run_id,
                 "model_fingerprint": self.spec.fingerprint,
                 "checkpoint": self.spec.checkpoint,
@@ -178,7 +178,7 @@ class RunWriter:
     def planned_rows(self) -> pd.DataFrame:
         """Every image ever planned into this run, with its row and shard (from plan segments)."""
         fs, root = fileio.filesystem(self.run_url)
-        plan_dir = fileio.join(root, fmt.PLAN_DIR)
+        plan_dir = fileio.join(root, layout.PLAN_DIR)
         files = (
             sorted(p for p in fs.ls(plan_dir, detail=False) if p.endswith(".parquet")) if fs.exists(plan_dir) else []
         )
@@ -207,9 +207,9 @@ class RunWriter:
             segment.attrs = {}  # pandas writes attrs into the Parquet metadata: only the rows belong in the store
             segment["row"] = segment["row"].astype("int64")
             fs, root = fileio.filesystem(self.run_url)
-            plan_dir = fileio.join(root, fmt.PLAN_DIR)
+            plan_dir = fileio.join(root, layout.PLAN_DIR)
             fs.makedirs(plan_dir, exist_ok=True)
-            name = fileio.join(plan_dir, fmt.plan_segment_name(allocated // size))
+            name = fileio.join(plan_dir, layout.plan_segment_name(allocated // size))
             write_parquet_atomic(fs, name, pa.Table.from_pandas(segment.reset_index(drop=True), preserve_index=False))
         out["row"] = out["row"].astype("int64")
         # every time, not only after a new segment: a driver that died between writing a segment and
@@ -224,7 +224,7 @@ class RunWriter:
         size = self.spec.shard_size
         target = -(-rows // size) * size
         fs, root = fileio.filesystem(self.run_url)
-        names = fileio.read_json(fs, fileio.join(root, fmt.RUN_JSON))["arrays"]  # the run's own (format 1 runs too)
+        names = fileio.read_json(fs, fileio.join(root, layout.RUN_JSON))["arrays"]  # the run's own (format 1 runs too)
         group = zarr.open_group(store=self.zarr_url, mode="r+", zarr_format=3, use_consolidated=False)
         grown = False
         for name in names:
@@ -239,7 +239,7 @@ class RunWriter:
         from densecam_core.store.run import Run
 
         fs, root = fileio.filesystem(self.run_url)
-        return Run(self.store_url, self.spec.run_id, fileio.read_json(fs, fileio.join(root, fmt.RUN_JSON)))
+        return Run(self.store_url, self.spec.run_id, fileio.read_json(fs, fileio.join(root, layout.RUN_JSON)))
 
     def shards_with_errors(self) -> set[int]:
         """Committed shards that hold error rows (``--redo-errors`` explains them again)."""
@@ -270,7 +270,7 @@ def _check_identifiers(recorded: dict[str, Any] | None, now: dict[str, Any] | No
             return "in clear (--keep-identifiers)"
         return f"pseudonymised under the key with id {block.get('pseudonym_key_id')}"
 
-    raise fmt.StoreError(
+    raise layout.StoreError(
         f"run {run_id} holds DICOM identifiers {said(recorded)}, this job's would be {said(now)}: pass the run's "
         "key (--pseudonym-key) or the same --keep-identifiers choice, or write the new rows to another --store"
     )
@@ -286,7 +286,7 @@ def record_counts(run: Any) -> dict[str, Any]:
         "updated": datetime.now(timezone.utc).isoformat(),
     }
     fs, root = fileio.filesystem(run.url)
-    path = fileio.join(root, fmt.RUN_JSON)
+    path = fileio.join(root, layout.RUN_JSON)
     meta = fileio.read_json(fs, path)
     meta["counts"] = counts
     fileio.write_json_atomic(fs, path, meta)

@@ -13,7 +13,7 @@ import pandas as pd
 from densecam_core import fileio
 from densecam_core.analysis.audit import AuditRequest, AuditResult, audit_run, audit_targets
 from densecam_core.analysis.flagging import FlagRule
-from densecam_core.store import layout as fmt
+from densecam_core.store import layout
 from densecam_core.store.analyses import list_audits, write_audit
 from densecam_core.store.reader import open_store
 from densecam_core.store.run import Run
@@ -78,7 +78,7 @@ def render_audit(run: Run, result: AuditResult, folder: str) -> str:
     maps = images[["method", "block", "target"]].drop_duplicates()
     lines = [
         f"audit of run {run.run_id}: {len(maps)} maps, {images['image_id'].nunique()} images in "
-        f"{images['group'].nunique()} groups; stored in {fileio.join(fmt.RUNS_DIR, run.run_id, fmt.ANALYSIS_DIR, folder)} "
+        f"{images['group'].nunique()} groups; stored in {fileio.join(layout.RUNS_DIR, run.run_id, layout.ANALYSIS_DIR, folder)} "
         "(open_store(STORE).run(RUN).audit())"
     ]
     flagged = clusters[clusters["flagged"]] if len(clusters) else clusters

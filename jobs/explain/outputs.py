@@ -9,25 +9,25 @@ import torch
 
 from densecam_core.cam.explainer import Explanation
 from densecam_core.data.preprocess import ModelInput
-from densecam_core.store import layout as fmt
+from densecam_core.store import layout
 from densecam_core.store.inputs.identity import SourceIdentity
 
 
 def array_dtype(name: str) -> type:
-    return np.int32 if name == fmt.TARGETS_ARRAY else np.float32
+    return np.int32 if name == layout.TARGETS_ARRAY else np.float32
 
 
 def missing_value(name: str) -> np.generic:
     """The value of rows without one: NaN in maps and logits, class id -1 in ``targets``."""
-    return array_dtype(name)(-1 if name == fmt.TARGETS_ARRAY else np.nan)
+    return array_dtype(name)(-1 if name == layout.TARGETS_ARRAY else np.nan)
 
 
 def store_arrays(result: Explanation) -> dict[str, torch.Tensor]:
     """An Explanation's tensors under the names of the store's arrays."""
-    named = {"logits": result.logits, "cam": result.cam, fmt.TARGETS_ARRAY: result.targets}
+    named = {"logits": result.logits, "cam": result.cam, layout.TARGETS_ARRAY: result.targets}
     for method, per_block in result.maps.items():
         for block, values in per_block.items():
-            named[fmt.array_name(method, block)] = values
+            named[layout.array_name(method, block)] = values
     return named
 
 

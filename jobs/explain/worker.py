@@ -21,7 +21,7 @@ from densecam_core.data.preprocess import ModelInput
 from densecam_core.model.checkpoint import model_fingerprint
 from densecam_core.model.conventions import target_probabilities
 from densecam_core.parallel.shared_block import SharedBlock, shared_or_none
-from densecam_core.store import layout as fmt
+from densecam_core.store import layout
 from densecam_core.store.index import recorded_extra_types
 from densecam_core.store.inputs.cache import InputCache
 from densecam_core.store.inputs.identity import SourceIdentity
@@ -310,4 +310,4 @@ class ExplainWorker:
 
     def _run_meta(self, run_url: str) -> dict:
         fs, root = fileio.filesystem(run_url)
-        return fileio.read_json(fs, fileio.join(root, fmt.RUN_JSON))
+        return fileio.read_json(fs, fileio.join(root, layout.RUN_JSON))

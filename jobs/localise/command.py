@@ -14,7 +14,7 @@ from densecam_core.analysis.localise import BASELINE, LocaliseRequest, LocaliseR
 from densecam_core.analysis.localise_inputs import check_boxes, read_box_file, read_image_ids, split_images
 from densecam_core.export.run_export import is_dicom_run, output_folder, run_identifiers
 from densecam_core.export.weak_labels import export_weak_labels
-from densecam_core.store import layout as fmt
+from densecam_core.store import layout
 from densecam_core.store.analyses import write_analysis
 from densecam_core.store.reader import open_store
 from densecam_core.store.run import Run
@@ -57,12 +57,12 @@ def run_localise(config: LocaliseConfig) -> int:
     messages = [f"{len(skipped)} boxes skipped (reasons in {SKIPPED_CSV})"] if len(skipped) else []
     folder = write_analysis(
         run.url,
-        fmt.LOCALISE_KIND,
+        layout.LOCALISE_KIND,
         settings=result.settings,
         tables={
-            fmt.LOCALISE_METRICS: result.metrics,
-            fmt.LOCALISE_BY_SIZE: result.by_size,
-            fmt.LOCALISE_IMAGES: result.images,
+            layout.LOCALISE_METRICS: result.metrics,
+            layout.LOCALISE_BY_SIZE: result.by_size,
+            layout.LOCALISE_IMAGES: result.images,
         },
         messages=messages,
     )

@@ -14,7 +14,7 @@ from support.audit_maps import blob, run_with_maps
 
 from densecam_core import open_store
 from densecam_core.analysis.audit import AuditRequest, audit_run
-from densecam_core.store import layout as fmt
+from densecam_core.store import layout
 from densecam_core.store.analyses import write_audit
 from jobs.cli.main import main as cli
 
@@ -112,7 +112,7 @@ def test_a_control_of_other_images_is_refused(token_run, tmp_path):
     other = run_with_maps(str(tmp_path / "other"), [1] * 20, clean_map, fingerprint="b" * 64)
     renamed = other.index.assign(image_id=lambda f: "x" + f["image_id"])
     other.__dict__["index"] = renamed  # the same store layout, other images
-    with pytest.raises(fmt.StoreError, match="shares no image with run"):
+    with pytest.raises(layout.StoreError, match="shares no image with run"):
         audit_run(token_run, AuditRequest(methods=("cam",)), control=other)
 
 
@@ -137,24 +137,24 @@ def test_the_audit_round_trips_through_the_store(token_run):
     assert mean.shape == (6, 6) and np.unravel_index(mean.argmax(), mean.shape) == (0, 0)
     assert audit.atlas(0).shape == (6, 6) and audit.atlas(0, peaks=True).sum() == audit.atlases["images"].iloc[0]
     # without densecam: pandas and DuckDB read the tables, xarray the arrays
-    root = Path(token_run.url) / fmt.ANALYSIS_DIR / folder
-    assert len(pd.read_parquet(root / fmt.AUDIT_IMAGES)) == N
+    root = Path(token_run.url) / layout.ANALYSIS_DIR / folder
+    assert len(pd.read_parquet(root / layout.AUDIT_IMAGES)) == N
     import duckdb
 
-    flagged_count = duckdb.sql(f"SELECT count(*) FROM '{root / fmt.AUDIT_IMAGES}' WHERE flagged").fetchall()
+    flagged_count = duckdb.sql(f"SELECT count(*) FROM '{root / layout.AUDIT_IMAGES}' WHERE flagged").fetchall()
     assert flagged_count == [(len(TOKENS),)]
     import xarray as xr
 
-    means = xr.open_zarr(root / fmt.AUDIT_ARRAYS, group="cluster_mean", zarr_format=3, consolidated=False)
+    means = xr.open_zarr(root / layout.AUDIT_ARRAYS, group="cluster_mean", zarr_format=3, consolidated=False)
     assert means["gradcam_block3"].shape[1:] == (6, 6)
-    assert json.loads((root / fmt.AUDIT_JSON).read_text())["settings"]["blocks"] == [3]
+    assert json.loads((root / layout.AUDIT_JSON).read_text())["settings"]["blocks"] == [3]
 
 
 def test_another_setting_is_another_audit_and_the_latest_is_read(token_run):
     first = _store(audit_run(token_run, AuditRequest(methods=("cam",), by_body_part=False)), token_run)
     second = _store(audit_run(token_run, AuditRequest(methods=("cam",), by_body_part=False, seed=1)), token_run)
     assert first != second
-    folders = {p.name for p in (Path(token_run.url) / fmt.ANALYSIS_DIR).iterdir()}
+    folders = {p.name for p in (Path(token_run.url) / layout.ANALYSIS_DIR).iterdir()}
     assert {first, second} <= folders
     assert token_run.audit().folder == second
 
@@ -172,7 +172,7 @@ def test_similar_equals_a_plain_cosine_ranking(token_run):
     assert found["image_id"].tolist() == expected
     np.testing.assert_allclose(found["similarity"], np.sort(cosine)[::-1][:5], rtol=1e-5)
     assert set(found["image_id"]) <= {f"img{i:05d}.png" for i in TOKENS}
-    with pytest.raises(fmt.StoreError, match="no audit of gradcam block 1"):
+    with pytest.raises(layout.StoreError, match="no audit of gradcam block 1"):
         token_run.similar("img00003.png", "gradcam", 1)
 
 
@@ -188,8 +188,10 @@ def test_a_killed_audit_leaves_nothing_that_reads_as_one_and_a_rerun_finishes(tm
     with pytest.raises(KeyboardInterrupt):
         _store(result, run)
     monkeypatch.undo()
-    assert not (Path(run.url) / fmt.ANALYSIS_DIR).exists() or not any((Path(run.url) / fmt.ANALYSIS_DIR).iterdir())
-    with pytest.raises(fmt.StoreError, match="has no audit yet"):
+    assert not (Path(run.url) / layout.ANALYSIS_DIR).exists() or not any(
+        (Path(run.url) / layout.ANALYSIS_DIR).iterdir()
+    )
+    with pytest.raises(layout.StoreError, match="has no audit yet"):
         run.audit()
     _store(result, run)
     assert run.audit().clusters is not None
@@ -211,7 +213,7 @@ def test_the_command_audits_and_refuses_bad_input(token_run, tmp_path, capsys):
 
 def test_error_rows_only_are_a_clear_message(tmp_path, capsys):
     run = run_with_maps(str(tmp_path / "store"), [1] * 4, clean_map)
-    index_dir = Path(run.url) / fmt.INDEX_DIR
+    index_dir = Path(run.url) / layout.INDEX_DIR
     for part in index_dir.glob("part-*.parquet"):
         frame = pd.read_parquet(part).assign(status="error", error="unreadable")
         frame.to_parquet(part)
@@ -221,10 +223,10 @@ def test_error_rows_only_are_a_clear_message(tmp_path, capsys):
 
 def test_a_store_that_cannot_be_written_is_named_and_holds_no_audit(tmp_path, capsys):
     run = run_with_maps(str(tmp_path / "store"), _labels(), clean_map)
-    (Path(run.url) / fmt.ANALYSIS_DIR).write_text("in the way")  # root writes anywhere: block the folder instead
+    (Path(run.url) / layout.ANALYSIS_DIR).write_text("in the way")  # root writes anywhere: block the folder instead
     assert cli(["audit", run.store_url, "--run", run.run_id, "--methods", "cam"]) == 2
     assert f"cannot write the audit into the store {run.store_url}" in capsys.readouterr().err
-    with pytest.raises(fmt.StoreError):
+    with pytest.raises(layout.StoreError):
         run.audit()
 
 

@@ -175,17 +175,17 @@ def test_the_input_cache_is_keyed_by_the_dicom_window(explained, archive):
 
 
 def test_the_dicom_window_is_part_of_the_run_id_and_the_default_keeps_earlier_ids():
-    from densecam_core.store import layout as fmt
+    from densecam_core.store import layout
     from jobs.explain.settings import ExplainSettings
 
     default = ExplainSettings(methods=("gradcam",)).for_run_id()
     assert "dicom_window" not in default
-    before = fmt.run_id_for(
+    before = layout.run_id_for(
         "f" * 64, {"methods": ["gradcam"], "size": 320, "resize": "stretch", "precision": "fp32", "targets": None}
     )
-    assert fmt.run_id_for("f" * 64, default) == before
+    assert layout.run_id_for("f" * 64, default) == before
     other = ExplainSettings(methods=("gradcam",), dicom_window="percentile").for_run_id()
-    assert fmt.run_id_for("f" * 64, other) != before
+    assert layout.run_id_for("f" * 64, other) != before
 
 
 @pytest.mark.slow  # seconds of whole shards; the fast loop keeps a smaller test of this path

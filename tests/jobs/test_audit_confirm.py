@@ -14,7 +14,7 @@ from support.runs import explain_tree
 
 from densecam_core import generate_mura, load_densenet169, open_store
 from densecam_core.analysis.audit import AuditRequest, audit_run
-from densecam_core.store import layout as fmt
+from densecam_core.store import layout
 from densecam_core.store.analyses import confirmation_parts, list_audits, write_audit
 from jobs.audit.config import AuditConfig
 from jobs.cli.main import main as cli
@@ -38,7 +38,7 @@ def test_a_checkpoint_that_is_not_the_runs_is_refused_before_any_work(explained,
     torch.save(load_densenet169(seed=7).state_dict(), other)
     code = cli(["audit", str(root / "store"), "--run", run_id, "--confirm", "--checkpoint", str(other)])
     assert code == 2 and "pass the run's checkpoint" in capsys.readouterr().err
-    assert not (root / "store" / "runs" / run_id / fmt.ANALYSIS_DIR).exists()
+    assert not (root / "store" / "runs" / run_id / layout.ANALYSIS_DIR).exists()
 
 
 def test_flagged_clusters_are_pasted_resumably(explained, tmp_path):

@@ -19,7 +19,7 @@ from support.runs import assert_every_row_once
 
 from densecam_core import Explainer, fileio, generate_mura, load_densenet169, open_store
 from densecam_core.data.loader import BatchLoader
-from densecam_core.store import layout as fmt
+from densecam_core.store import layout
 from densecam_core.store.lock import RunLock
 from jobs.explain.job import JobConfig, JobSummary, run_job
 
@@ -154,10 +154,10 @@ def test_new_checkpoint_makes_a_second_run_and_leaves_the_first(finished, tree, 
 
 def test_second_concurrent_job_is_refused(finished, tree, tmp_path):
     store, first = copy_of(finished, tmp_path)
-    lock = RunLock(fileio.url_join(str(store), fmt.RUNS_DIR, first.run_id))
+    lock = RunLock(fileio.url_join(str(store), layout.RUNS_DIR, first.run_id))
     lock.acquire()  # a live job holds the run
     try:
-        with pytest.raises(fmt.StoreError, match=r"another job \(host"):
+        with pytest.raises(layout.StoreError, match=r"another job \(host"):
             run_job(config(tree, store))
     finally:
         lock.release()
@@ -255,7 +255,7 @@ def test_shard_that_keeps_failing_is_reported_and_the_job_exits_non_zero(finishe
     from jobs.cli.explain import main
 
     store, first = copy_of(finished, tmp_path)
-    cam = Path(fileio.url_join(str(store), fmt.RUNS_DIR, first.run_id, fmt.ZARR_DIR)) / "cam" / "c"
+    cam = Path(fileio.url_join(str(store), layout.RUNS_DIR, first.run_id, layout.ZARR_DIR)) / "cam" / "c"
     for chunk in [p for p in cam.rglob("*") if p.is_file()]:  # a folder where each chunk file must go:
         chunk.unlink()  # every shard's write now fails inside the actor (the driver sees nothing wrong)
         chunk.mkdir()

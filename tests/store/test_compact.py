@@ -9,7 +9,7 @@ import pytest
 from support.store import commit_all, fake_outputs, index_rows, manifest, spec, write_shard
 
 from densecam_core import open_store
-from densecam_core.store import layout as fmt
+from densecam_core.store import layout
 from densecam_core.store.compact import compact_run
 from densecam_core.store.layout import plan_shards
 from densecam_core.store.lock import RunLock
@@ -51,7 +51,7 @@ def test_every_row_once_whatever_step_compaction_stopped_at(tmp_path, stop_after
         assert files.file_count == 1 and not files.parts and files.covered == {0, 1, 2, 3, 4}
         assert open_store(url).runs.loc[0, "images_committed"] == 20
     run_dir = tmp_path / "store" / "runs" / writer.spec.run_id
-    swaps = list(run_dir.glob(f"{fmt.INDEX_SWAP_PREFIX}*"))
+    swaps = list(run_dir.glob(f"{layout.INDEX_SWAP_PREFIX}*"))
     if stop_after == "write":  # the next index built beside the old one, not switched in
         assert len(swaps) == 1 and len(list(swaps[0].glob("compact-*.parquet"))) == 1
         assert len(list((run_dir / "index").glob("part-*"))) == 5
@@ -63,7 +63,7 @@ def test_every_row_once_whatever_step_compaction_stopped_at(tmp_path, stop_after
     compact_run(open_store(url).run("latest"))  # the next compaction finishes the work
     assert open_store(url).run("latest").index.equals(before)
     assert len(list((run_dir / "index").glob("*.parquet"))) == 1
-    assert not list(run_dir.glob(f"{fmt.INDEX_SWAP_PREFIX}*")), "the next compaction removes what a killed one left"
+    assert not list(run_dir.glob(f"{layout.INDEX_SWAP_PREFIX}*")), "the next compaction removes what a killed one left"
 
 
 def test_where_folders_cannot_be_exchanged_compaction_switches_in_steps(tmp_path, monkeypatch):
@@ -76,7 +76,7 @@ def test_where_folders_cannot_be_exchanged_compaction_switches_in_steps(tmp_path
     before = open_store(url).run("latest").index
     compact_run(open_store(url).run("latest"), stop_after="switch")
     run_dir = tmp_path / "store" / "runs" / writer.spec.run_id
-    assert not list(run_dir.glob(f"{fmt.INDEX_SWAP_PREFIX}*")), "the unused next folder is removed"
+    assert not list(run_dir.glob(f"{layout.INDEX_SWAP_PREFIX}*")), "the unused next folder is removed"
     assert len(list((run_dir / "index").glob("part-*"))) == 5  # switched, not yet deleted: ignored, not read twice
     assert open_store(url).run("latest").index.equals(before)
     compact_run(open_store(url).run("latest"))
@@ -144,7 +144,7 @@ def test_compaction_and_a_job_on_the_same_run_exclude_each_other(tmp_path):
     job = RunLock(writer.run_url)
     job.acquire()
     try:
-        with pytest.raises(fmt.StoreError, match="another job"):
+        with pytest.raises(layout.StoreError, match="another job"):
             compact_run(open_store(url).run("latest"))
     finally:
         job.release()

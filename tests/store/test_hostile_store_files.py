@@ -14,7 +14,7 @@ import pytest
 from support.store import commit_all, committed_run, manifest, spec
 
 from densecam_core import open_store
-from densecam_core.store import layout as fmt
+from densecam_core.store import layout
 from densecam_core.store.compact import compact_run
 from densecam_core.store.writer import RunWriter
 from jobs.cli.verify import main as verify
@@ -23,7 +23,7 @@ from jobs.cli.verify import main as verify
 def compacted(tmp_path, n: int = 8):
     writer, run = committed_run(tmp_path, n)
     compact_run(run)
-    index_dir = Path(writer.run_url) / fmt.INDEX_DIR
+    index_dir = Path(writer.run_url) / layout.INDEX_DIR
     return writer, index_dir, next(index_dir.glob("compact-*.parquet"))
 
 
@@ -31,7 +31,7 @@ def test_a_truncated_compacted_file_is_named_and_repair_makes_the_shards_recompu
     writer, _, compact_file = compacted(tmp_path)
     compact_file.write_bytes(compact_file.read_bytes()[:100])
     store = str(tmp_path / "store")
-    with pytest.raises(fmt.StoreError, match=r"compact-.*\.parquet is damaged.*densecam verify STORE --repair"):
+    with pytest.raises(layout.StoreError, match=r"compact-.*\.parquet is damaged.*densecam verify STORE --repair"):
         open_store(store).run("latest").read_index()
     assert verify([store]) == 1
     assert "unreadable" in capsys.readouterr().out
@@ -47,7 +47,7 @@ def test_a_truncated_compacted_file_is_named_and_repair_makes_the_shards_recompu
 def test_a_listed_compacted_file_that_is_missing_is_named_not_called_a_changing_index(tmp_path, capsys):
     _, _, compact_file = compacted(tmp_path)
     compact_file.unlink()
-    with pytest.raises(fmt.StoreError, match=r"compacted index file compact-.* is missing"):
+    with pytest.raises(layout.StoreError, match=r"compacted index file compact-.* is missing"):
         open_store(str(tmp_path / "store")).run("latest").read_index()
     assert verify([str(tmp_path / "store"), "--repair"]) == 0
     assert "missing" in capsys.readouterr().out
@@ -66,9 +66,9 @@ def test_a_damaged_compaction_state_is_a_store_error_and_repair_rebuilds_it(tmp_
     _, index_dir, _ = compacted(tmp_path)
     (index_dir / "_compacted.json").write_text(content)
     store = str(tmp_path / "store")
-    with pytest.raises(fmt.StoreError, match=r"_compacted.json is damaged"):
+    with pytest.raises(layout.StoreError, match=r"_compacted.json is damaged"):
         open_store(store).run("latest").read_index()
-    with pytest.raises(fmt.StoreError, match=r"_compacted.json is damaged"):
+    with pytest.raises(layout.StoreError, match=r"_compacted.json is damaged"):
         compact_run(open_store(store).run("latest"))
     assert verify([store]) == 1
     assert verify([store, "--repair"]) == 0
@@ -82,11 +82,11 @@ def test_verify_checks_a_shard_without_any_ok_row(tmp_path, capsys):
     writer.create_or_open("m")
     planned = writer.plan(manifest(8))
     commit_all(writer, planned)
-    part = Path(writer.run_url) / fmt.INDEX_DIR / fmt.part_name(1)
+    part = Path(writer.run_url) / layout.INDEX_DIR / layout.part_name(1)
     frame = pd.read_parquet(part)
     frame["status"], frame["error"] = "error", "missing file: /x"
     frame.to_parquet(part)
-    chunk_dir = Path(writer.run_url) / fmt.ZARR_DIR / "gradcam" / "block1" / "c" / "0"
+    chunk_dir = Path(writer.run_url) / layout.ZARR_DIR / "gradcam" / "block1" / "c" / "0"
     chunk = next(p for p in chunk_dir.rglob("*") if p.is_file())
     damaged = bytearray(chunk.read_bytes())
     damaged[len(damaged) // 2] ^= 1
@@ -99,12 +99,12 @@ def test_verify_checks_a_shard_without_any_ok_row(tmp_path, capsys):
 @pytest.mark.parametrize("value", [float("nan"), 0, -4, "8"], ids=["nan", "zero", "negative", "string"])
 def test_a_run_json_with_a_bad_shard_size_is_named_by_every_command(tmp_path, capsys, value):
     writer, _ = committed_run(tmp_path)
-    run_json = Path(writer.run_url) / fmt.RUN_JSON
+    run_json = Path(writer.run_url) / layout.RUN_JSON
     meta = json.loads(run_json.read_text())
     meta["shard_size"] = value
     run_json.write_text(json.dumps(meta))
     store = str(tmp_path / "store")
-    with pytest.raises(fmt.StoreError, match=r"run.json is damaged: shard_size"):
+    with pytest.raises(layout.StoreError, match=r"run.json is damaged: shard_size"):
         open_store(store).run(writer.spec.run_id)
     assert verify([store, "--run", writer.spec.run_id]) == 2
     assert "shard_size" in capsys.readouterr().err
@@ -115,8 +115,8 @@ def test_a_run_json_with_a_bad_shard_size_is_named_by_every_command(tmp_path, ca
 
 def test_zarr_metadata_edited_to_another_dtype_is_reported(tmp_path, capsys):
     writer, _ = committed_run(tmp_path)
-    zarr_json = Path(writer.run_url) / fmt.ZARR_DIR / "gradcam" / "block2" / "zarr.json"
-    consolidated = Path(writer.run_url) / fmt.ZARR_DIR / "zarr.json"
+    zarr_json = Path(writer.run_url) / layout.ZARR_DIR / "gradcam" / "block2" / "zarr.json"
+    consolidated = Path(writer.run_url) / layout.ZARR_DIR / "zarr.json"
     group = json.loads(consolidated.read_text())
     own = json.loads(zarr_json.read_text())
     for meta in (own, group["consolidated_metadata"]["metadata"]["gradcam/block2"]):
@@ -130,7 +130,7 @@ def test_zarr_metadata_edited_to_another_dtype_is_reported(tmp_path, capsys):
 
 def test_a_fifo_named_like_an_index_part_never_hangs_verify(tmp_path, capsys):
     writer, _ = committed_run(tmp_path)
-    part = Path(writer.run_url) / fmt.INDEX_DIR / fmt.part_name(1)
+    part = Path(writer.run_url) / layout.INDEX_DIR / layout.part_name(1)
     part.unlink()
     os.mkfifo(part)
     assert verify([str(tmp_path / "store")]) == 1  # returns: a FIFO is not opened for reading
@@ -154,12 +154,12 @@ def test_a_link_inside_a_run_to_a_file_outside_is_reported(tmp_path, capsys):
     writer, _ = committed_run(tmp_path)
     secret = tmp_path / "secret.parquet"
     pd.DataFrame({"row": [0], "status": ["ok"], "shard": [0]}).to_parquet(secret)
-    part = Path(writer.run_url) / fmt.INDEX_DIR / fmt.part_name(1)
+    part = Path(writer.run_url) / layout.INDEX_DIR / layout.part_name(1)
     part.unlink()
     os.symlink(secret, part)
     assert verify([str(tmp_path / "store")]) == 1
     assert "outside the store" in capsys.readouterr().out
-    with pytest.raises(fmt.StoreError, match=r"is a symbolic link to .*secret.parquet, outside the store"):
+    with pytest.raises(layout.StoreError, match=r"is a symbolic link to .*secret.parquet, outside the store"):
         open_store(str(tmp_path / "store")).run("latest").read_index()
 
 

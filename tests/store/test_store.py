@@ -24,7 +24,7 @@ from support.store import (
 )
 
 from densecam_core import Geometry, compare_runs, fileio, open_store
-from densecam_core.store import layout as fmt
+from densecam_core.store import layout
 from densecam_core.store.layout import plan_shards
 from densecam_core.store.lock import RunLock
 from densecam_core.store.writer import RunWriter
@@ -41,12 +41,12 @@ def test_round_trip_and_partial_shard_invisible(tmp_path, url_kind):
     # shard 1: arrays written, part file missing (a crash between the two steps) + a temporary part
     rows = planned[planned["shard"] == 1]
     shard = plan_shards(4, 4, 4)[0]
-    group_url = fileio.url_join(writer.run_url, fmt.ZARR_DIR)
+    group_url = fileio.url_join(writer.run_url, layout.ZARR_DIR)
     import zarr
 
     zarr.open_array(store=group_url, path="cam", mode="r+")[4:8] = np.full((4, 1, *GRID[4]), 7.0, np.float32)
     fs, root = fileio.filesystem(writer.run_url)
-    fs.pipe_file(fileio.join(root, fmt.INDEX_DIR, "part-000001.parquet.tmp-abc"), b"garbage")
+    fs.pipe_file(fileio.join(root, layout.INDEX_DIR, "part-000001.parquet.tmp-abc"), b"garbage")
     run = open_store(url).run("latest")
     assert sorted(run.index["row"]) == [0, 1, 2, 3, 8, 9]
     assert run.index["hospital"].eq("north").all() and run.index["label"].eq(1).all()
@@ -110,7 +110,7 @@ def test_to_xarray_dims_and_coordinates(tmp_path):
     assert float(dataset["layercam_block3"].sel(image="img004.png").max()) == 4 * 10  # the 10th array
     import zarr
 
-    array = zarr.open_array(store=fileio.url_join(writer.run_url, fmt.ZARR_DIR), path="gradcam/block1", mode="r")
+    array = zarr.open_array(store=fileio.url_join(writer.run_url, layout.ZARR_DIR), path="gradcam/block1", mode="r")
     assert array.metadata.dimension_names == ("image", "target", "y_b1", "x_b1") and array.chunks[0] == 4
 
 
@@ -206,19 +206,19 @@ def test_compare_runs_reports_changes(tmp_path):
 
 
 def test_bad_stores_and_runs_explain_what_is_there(tmp_path):
-    with pytest.raises(fmt.StoreError, match="not a densecam store"):
+    with pytest.raises(layout.StoreError, match="not a densecam store"):
         open_store(str(tmp_path))
     writer = RunWriter(str(tmp_path / "s"), spec())
     writer.create_or_open("m")
     store = open_store(str(tmp_path / "s"))
-    with pytest.raises(fmt.StoreError, match=f"matches none of the runs: {writer.spec.run_id}"):
+    with pytest.raises(layout.StoreError, match=f"matches none of the runs: {writer.spec.run_id}"):
         store.run("run-doesnotexist")
     fs = fsspec.filesystem("file")
-    marker = str(tmp_path / "s" / fmt.MARKER)
+    marker = str(tmp_path / "s" / layout.MARKER)
     fs.pipe_file(marker, b'{"format": "densecam-heatmap-store", "format_version": 99}')
-    with pytest.raises(fmt.StoreError, match="format version 99, newer than this densecam's 2"):
+    with pytest.raises(layout.StoreError, match="format version 99, newer than this densecam's 2"):
         open_store(str(tmp_path / "s"))
-    with pytest.raises(fmt.StoreError, match="shard size 4, not 8"):
+    with pytest.raises(layout.StoreError, match="shard size 4, not 8"):
         other = RunWriter(str(tmp_path / "t"), spec(shard_size=4))
         other.create_or_open("m")
         RunWriter(str(tmp_path / "t"), spec(shard_size=8)).create_or_open("m")
@@ -228,7 +228,7 @@ def test_run_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path):
     url = str(tmp_path / "run")
     first = RunLock(url)
     first.acquire()
-    with pytest.raises(fmt.StoreError, match=r"another job \(host .*, pid \d+"):
+    with pytest.raises(layout.StoreError, match=r"another job \(host .*, pid \d+"):
         RunLock(url).acquire()
     first.release()
     dead = RunLock(url)
@@ -282,14 +282,14 @@ def test_reader_never_follows_a_crafted_run_json_or_index_url_outside_the_store(
     assert "names run '../../outside'" in opened.problems["run-0123456789abcdef"]
     assert "names run" in open_store(str(store)).problems["run-0123456789abcdef"], "listed on first look"
     assert opened.run("latest").run_id == writer.spec.run_id
-    with pytest.raises(fmt.StoreError, match="matches none of the runs"):
+    with pytest.raises(layout.StoreError, match="matches none of the runs"):
         opened.run("../..")
     assert len(opened.runs) == 1
     # an index row whose path is a URL is not fetched unless asked
     run = opened.run("latest")
     image_id = run.index["image_id"].iloc[0]
     run._by_id.loc[image_id, "path"] = "http://127.0.0.1:9/secret.png"
-    with pytest.raises(fmt.StoreError, match="allow_remote=True"):
+    with pytest.raises(layout.StoreError, match="allow_remote=True"):
         run.overlay(image_id)
 
 
@@ -303,7 +303,7 @@ def test_driver_dying_between_plan_and_grow_loses_nothing(tmp_path, monkeypatch)
     monkeypatch.undo()
     late = appended[appended["shard"] == 1]
     shard = plan_shards(len(late), 4, 4)[0]
-    with pytest.raises(fmt.StoreError, match="outside array"):
+    with pytest.raises(layout.StoreError, match="outside array"):
         write_shard(
             writer.run_url,
             shard,
@@ -359,7 +359,7 @@ def test_one_index_schema_per_run_so_no_append_makes_a_store_unreadable(tmp_path
     assert index["age"].dropna().tolist() == [61, 47, 33, 80, 52, 70, 18]
     assert len(index) == 8
     fractional = appended.assign(age=[61, 47, 33, 80, 52.5, None, 70, 18])
-    with pytest.raises(fmt.StoreError, match="'age' was int64 when this run was created"):
+    with pytest.raises(layout.StoreError, match="'age' was int64 when this run was created"):
         writer.create_or_open("m", fractional)
 
 
@@ -413,7 +413,7 @@ def test_run_lock_takeover_is_atomic_under_a_race(tmp_path):
             try:
                 RunLock(url).acquire()
                 return "acquired"
-            except fmt.StoreError as exc:
+            except layout.StoreError as exc:
                 return "refused" if "another job" in str(exc) else f"error: {exc}"
 
         with ThreadPoolExecutor(6) as pool:
@@ -433,13 +433,13 @@ def test_run_lock_judges_a_same_host_holder_by_process_start_and_heartbeat(tmp_p
     # a live holder with a fresh heartbeat is refused
     live = RunLock(str(tmp_path / "c"))
     live.acquire()
-    with pytest.raises(fmt.StoreError, match="another job"):
+    with pytest.raises(layout.StoreError, match="another job"):
         RunLock(str(tmp_path / "c")).acquire()
     # a holder that stalled and was taken over finds out at its next heartbeat
     stalled = RunLock(str(tmp_path / "d"))
     stalled.acquire()
     stale_lock(str(tmp_path / "d"), pid=2**22 + 9)  # the other job now holds it
-    with pytest.raises(fmt.StoreError, match="lost the run lock"):
+    with pytest.raises(layout.StoreError, match="lost the run lock"):
         stalled.heartbeat()
     stalled.release()  # not ours: left in place
     assert fileio.read_json(stalled.fs, stalled.path)["pid"] == 2**22 + 9
@@ -459,7 +459,7 @@ def test_every_flipped_bit_is_an_error_never_other_maps(tmp_path):
             fresh = open_store(str(tmp_path / "store")).run("latest")
             try:
                 values = fresh.maps("gradcam", 2, rows=list(range(4)))
-            except fmt.StoreError as exc:
+            except layout.StoreError as exc:
                 assert "is corrupt" in str(exc) and "gradcam/block2" in str(exc) and "0-3" in str(exc)
                 continue
             silent += not np.array_equal(values, expected, equal_nan=True)
@@ -472,7 +472,7 @@ def test_deleted_chunk_is_named_and_verify_repairs_by_uncommitting(tmp_path, cap
 
     writer, run = committed_run(tmp_path)
     chunk_file(writer, "cam", 1).unlink()
-    with pytest.raises(fmt.StoreError, match=r"array .cam. has no values for committed ok rows 4-5"):
+    with pytest.raises(layout.StoreError, match=r"array .cam. has no values for committed ok rows 4-5"):
         run.maps("cam", rows=[4, 5])
     assert run.maps("cam", rows=[0]).shape == (1, 1, *GRID[4])  # the sound shard still reads
     bit = chunk_file(writer, "gradcam/block3", 0)
@@ -534,7 +534,7 @@ def test_a_process_that_keeps_a_runs_arrays_open_sees_them_grown_and_recreated(t
 
     def commit(writer: RunWriter, planned: pd.DataFrame, shard_index: int) -> None:
         rows = planned[planned["shard"] == shard_index]
-        created = json.loads((Path(writer.run_url) / fmt.RUN_JSON).read_text())["created"]
+        created = json.loads((Path(writer.run_url) / layout.RUN_JSON).read_text())["created"]
         shard = plan_shards(len(rows), 4, int(rows["row"].min()))[0]
         outputs = fake_outputs(rows["row"].to_numpy(), writer.spec)
         write_shard(writer.run_url, shard, 4, outputs, index_rows(rows, writer.spec.run_id), None, created)

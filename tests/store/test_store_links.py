@@ -16,7 +16,7 @@ import pytest
 from support.store import chunk_file, committed_run
 
 from densecam_core import open_store
-from densecam_core.store import layout as fmt
+from densecam_core.store import layout
 from jobs.cli.verify import main as verify
 
 
@@ -31,8 +31,8 @@ def _move_out(path: Path, tmp_path: Path) -> Path:
 
 def test_runs_folder_linked_out_is_refused_and_verify_names_it(tmp_path, capsys):
     committed_run(tmp_path)
-    _move_out(tmp_path / "store" / fmt.RUNS_DIR, tmp_path)
-    with pytest.raises(fmt.StoreError, match=r"runs in store .* is a symbolic link to .*, outside the store"):
+    _move_out(tmp_path / "store" / layout.RUNS_DIR, tmp_path)
+    with pytest.raises(layout.StoreError, match=r"runs in store .* is a symbolic link to .*, outside the store"):
         open_store(str(tmp_path / "store"))
     assert verify([str(tmp_path / "store")]) == 2
     assert "outside the store" in capsys.readouterr().err
@@ -40,7 +40,7 @@ def test_runs_folder_linked_out_is_refused_and_verify_names_it(tmp_path, capsys)
 
 def test_run_json_linked_out_is_not_read(tmp_path, capsys):
     writer, _ = committed_run(tmp_path)
-    _move_out(Path(writer.run_url) / fmt.RUN_JSON, tmp_path)
+    _move_out(Path(writer.run_url) / layout.RUN_JSON, tmp_path)
     store = open_store(str(tmp_path / "store"))
     assert store.run_metadata() == {}
     assert "leads through a symbolic link" in store.problems[writer.spec.run_id]
@@ -50,18 +50,18 @@ def test_run_json_linked_out_is_not_read(tmp_path, capsys):
 
 def test_index_folder_linked_out_is_refused_and_named(tmp_path, capsys):
     writer, _ = committed_run(tmp_path)
-    _move_out(Path(writer.run_url) / fmt.INDEX_DIR, tmp_path)
-    with pytest.raises(fmt.StoreError, match="outside the store"):
+    _move_out(Path(writer.run_url) / layout.INDEX_DIR, tmp_path)
+    with pytest.raises(layout.StoreError, match="outside the store"):
         open_store(str(tmp_path / "store")).run("latest").read_index()
     assert verify([str(tmp_path / "store")]) == 1
-    assert f"{fmt.INDEX_DIR} is a symbolic link to" in capsys.readouterr().out
+    assert f"{layout.INDEX_DIR} is a symbolic link to" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("level", ["heatmaps.zarr", "array", "chunk"])
 def test_maps_linked_out_are_refused_and_named(tmp_path, capsys, level):
     writer, run = committed_run(tmp_path)
     expected = run.maps("gradcam", 4, rows=[0])
-    zarr_dir = Path(writer.run_url) / fmt.ZARR_DIR
+    zarr_dir = Path(writer.run_url) / layout.ZARR_DIR
     target = {
         "heatmaps.zarr": zarr_dir,
         "array": zarr_dir / "gradcam" / "block4",
@@ -71,7 +71,7 @@ def test_maps_linked_out_are_refused_and_named(tmp_path, capsys, level):
     if level == "chunk":  # altered data outside: it must never come back as the run's maps
         outside.write_bytes(outside.read_bytes())
     reopened = open_store(str(tmp_path / "store")).run("latest")
-    with pytest.raises(fmt.StoreError, match="outside the store"):
+    with pytest.raises(layout.StoreError, match="outside the store"):
         reopened.maps("gradcam", 4, rows=[0])
     assert verify([str(tmp_path / "store")]) == 1
     assert "a symbolic link to" in capsys.readouterr().out

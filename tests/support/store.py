@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from densecam_core import block_grid, open_store
-from densecam_core.store import layout as fmt
+from densecam_core.store import layout
 from densecam_core.store.layout import Shard, plan_shards
 from densecam_core.store.shard import ShardCommit, commit_shard
 from densecam_core.store.writer import RunSpec, RunWriter
@@ -79,7 +79,7 @@ def committed_run(tmp_path, n: int = 8):
 def chunk_file(writer: RunWriter, array: str, shard: int):
     from pathlib import Path
 
-    folder = Path(writer.run_url) / fmt.ZARR_DIR / array / "c" / str(shard)
+    folder = Path(writer.run_url) / layout.ZARR_DIR / array / "c" / str(shard)
     return next(p for p in folder.rglob("*") if p.is_file())
 
 
