@@ -159,7 +159,8 @@ def score_map(
     """Every image of ``rows`` (each with a box) scored at every threshold on its working grid."""
     steps, size = request.steps, int(run.settings["size"])
     n = len(rows)
-    scores = MapScores.empty(n, steps)
+    largest = request.box_rule == "largest"
+    scores = MapScores.empty(n, steps, largest=largest)
     rows = with_target_probability(rows, run.meta, key.target)
     shown = (
         np.ones(n, dtype=bool)
@@ -184,7 +185,10 @@ def score_map(
             grid_truth = truth_on_grid(truth, geometry.orig_height, geometry.orig_width, true_mask)
             level_map = levels(values, steps) if shown[i] else np.full(values.shape, -1, dtype=np.int16)
             unimodal = key.method == BASELINE
-            scores.iou_all[i], scores.iou_largest[i] = best_ious(level_map, truth, steps, unimodal=unimodal)
+            every, biggest = best_ious(level_map, truth, steps, unimodal=unimodal)
+            scores.iou_all[i] = every
+            if largest:
+                scores.iou_largest[i] = biggest
             scores.inside[i], scores.outside[i] = level_histograms(level_map, grid_truth, steps)
             point = peak_position(values) if shown[i] else None
             scores.hit[i] = point is not None and bool(grid_truth[point[1], point[0]])
@@ -302,6 +306,8 @@ def _assemble(
         mine = [i for i, t in enumerate(tasks) if t.key == key]
         rows = pd.concat([tasks[i].rows for i in mine], ignore_index=True)
         scores = MapScores.join([scored[i] for i in mine])
+        for i in mine:
+            scored[i] = MapScores.empty(0, 0)  # the parts are joined: free them
         calibrating = rows["image_id"].isin(split.calibration).to_numpy()
         row, per_image = metrics_rows(key, rows, scores, calibrating, request)
         if key.method == BASELINE:

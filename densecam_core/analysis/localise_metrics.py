@@ -41,12 +41,14 @@ class MapScores:
     from_mask: np.ndarray
 
     @classmethod
-    def empty(cls, n: int, steps: int) -> MapScores:
+    def empty(cls, n: int, steps: int, *, largest: bool = True) -> MapScores:
+        """Room for ``n`` images; the largest component's IoUs only when the box rule uses them (``(n, 0)``
+        otherwise: the tallies are most of the memory a localisation of many images takes)."""
         return cls(
             np.zeros((n, steps), np.float32),
-            np.zeros((n, steps), np.float32),
-            np.zeros((n, steps + 1), np.int64),
-            np.zeros((n, steps + 1), np.int64),
+            np.zeros((n, steps if largest else 0), np.float32),
+            np.zeros((n, steps + 1), np.int32),
+            np.zeros((n, steps + 1), np.int32),
             np.zeros(n, bool),
             np.zeros(n, np.float64),
             np.zeros(n, np.float64),

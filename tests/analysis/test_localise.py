@@ -156,11 +156,13 @@ def test_the_probability_cutoff_leaves_images_below_it_without_regions(on_target
     run, boxes = on_target
     out = tmp_path / "out"
     assert main(["localise", run.store_url, "--boxes", _csv(boxes, tmp_path), "--out", str(out), "--methods", "cam",
-                 "--bootstrap", "0", "--min-split-images", "5", "--min-probability", "0.5"]) == 0  # fmt: skip
+                 "--bootstrap", "0", "--min-split-images", "5", "--min-probability", "0.5", "--box-rule", "largest",
+                 ]) == 0  # fmt: skip
     coco = json.loads((out / "coco.json").read_text())
     low = set(run.index.loc[run.index["prob"] < 0.5, "image_id"])
-    labelled = {coco["images"][a["image_id"] - 1]["densecam_image_id"] for a in coco["annotations"]}
-    assert labelled and not labelled & low
+    labelled = [coco["images"][a["image_id"] - 1]["densecam_image_id"] for a in coco["annotations"]]
+    assert labelled and not set(labelled) & low
+    assert len(labelled) == len(set(labelled)), "the largest component only: one box per image and map"
     metrics = pd.read_csv(out / "metrics.csv")
     assert metrics.loc[metrics["method"] == "cam", "hit_rate"].iloc[0] == pytest.approx(0.5, abs=0.1)
 
