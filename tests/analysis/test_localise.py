@@ -222,6 +222,7 @@ def test_boxes_are_checked_row_by_row():
     ]
 
 
+@pytest.mark.slow  # a real run, or a whole page
 def test_the_report_page_shows_the_localisation(tmp_path):
     from densecam_core.export.report import ReportRequest, write_report
 

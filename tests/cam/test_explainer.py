@@ -278,6 +278,7 @@ def test_grey_pixels_become_three_channels_on_the_device_with_the_same_maps(mode
             assert torch.equal(one.maps[method][block], three.maps[method][block]), (method, block)
 
 
+@pytest.mark.slow  # a real run, or a whole page
 def test_eigencam_is_stored_and_read_like_the_gradient_methods(tmp_path):
     """Asked for beside a gradient method, Eigen-CAM's maps land in the store at every block and read back as the
     Explainer made them; it is never computed unless asked for."""

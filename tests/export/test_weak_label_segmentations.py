@@ -87,6 +87,7 @@ def test_each_image_gets_a_binary_segmentation_whose_frames_are_its_masks(dicom_
             assert np.array_equal(frames[..., number].astype(bool), mask), (image_id, name)
 
 
+@pytest.mark.slow  # the validator on every object
 def test_the_segmentations_pass_the_standards_validator(dicom_run, tmp_path):
     require("dciodvfy")
     out = tmp_path / "out"
