@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 ROOMS_BELOW = {
     "densecam_core.vocabulary": set(),
     "densecam_core.fileio": set(),
+    "densecam_core.options": set(),
     "densecam_core.parallel": {"densecam_core.fileio"},
     "densecam_core.data": {"densecam_core.vocabulary", "densecam_core.fileio", "densecam_core.parallel"},
     "densecam_core.store": {
@@ -24,7 +25,12 @@ ROOMS_BELOW = {
         "densecam_core.parallel",
         "densecam_core.data",
     },
-    "densecam_core.model": {"densecam_core.vocabulary", "densecam_core.fileio", "densecam_core.data"},
+    "densecam_core.model": {
+        "densecam_core.vocabulary",
+        "densecam_core.fileio",
+        "densecam_core.data",
+        "densecam_core.options",  # TrainConfig's fields carry their command-line form
+    },
     "densecam_core.cam": {"densecam_core.vocabulary", "densecam_core.data", "densecam_core.model"},
     "densecam_core.export": {
         "densecam_core.vocabulary",
@@ -65,6 +71,7 @@ TORCH_FREE = [
     "densecam_core",
     "densecam_core.vocabulary",
     "densecam_core.fileio",
+    "densecam_core.options",
     "densecam_core.parallel.shared_block",
     "densecam_core.parallel.spawned",
     "densecam_core.data.decode",

@@ -27,28 +27,54 @@ from densecam_core.model.checkpoint import CheckpointError, load_densenet, model
 from densecam_core.model.classification import image_and_study_metrics
 from densecam_core.model.precision import reduced_dtype, warn_if_emulated
 from densecam_core.model.training_data import RadiographDataset, body_part_weights, collate, split_for_training
-from densecam_core.vocabulary import DEFAULT_ARCHITECTURE, PRECISIONS, validate_architecture
+from densecam_core.options import option
+from densecam_core.vocabulary import (
+    ARCHITECTURES,
+    DEFAULT_ARCHITECTURE,
+    PRECISIONS,
+    RESIZE_MODES,
+    validate_architecture,
+)
+
+
+def parse_betas(text: str) -> tuple[float, float]:
+    """Two comma-separated numbers in [0, 1)."""
+    try:
+        betas = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        betas = ()
+    if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+        raise ValueError(f"betas are two numbers in [0, 1), e.g. 0.9,0.999; got {text!r}")
+    return betas[0], betas[1]
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that decides the trained weights; saved into the metrics JSON."""
 
-    size: int = 320
-    resize: str = "stretch"
-    epochs: int = 10
-    batch_size: int = 8
-    lr: float = 1e-4
-    betas: tuple[float, float] = (0.9, 0.999)
-    plateau_patience: int = 1
-    max_rotation: float = 30.0
-    precision: str = "fp32"
-    device: str = "cpu"
-    seed: int = 0
-    loader_workers: int = 0
-    channels_last: bool = True
-    init: str | None = None
-    arch: str = DEFAULT_ARCHITECTURE
+    size: int = option(320, help="input side in pixels (the MURA paper's 320)")
+    resize: str = option("stretch", help="how images become square", choices=RESIZE_MODES)
+    epochs: int = option(10, help="passes over the training images")
+    batch_size: int = option(8, help="images per step (>= 2: BatchNorm)")
+    lr: float = option(1e-4, help="Adam learning rate")
+    betas: tuple[float, float] = option((0.9, 0.999), help="Adam's betas, two numbers", parse=parse_betas)
+    plateau_patience: int = option(1, help="epochs without validation-loss improvement before lr / 10")
+    max_rotation: float = option(30.0, help="random rotations up to this many degrees (0..180)")
+    precision: str = option(
+        "fp32", help="autocast dtype: bf16 on CPUs with AVX512-BF16/AMX or CUDA; fp16 on CUDA", choices=PRECISIONS
+    )
+    device: str = option("cpu", help="cpu, cuda, cuda:1 … (default: cuda when available)", cli_default=None)
+    seed: int = option(0, help="seeds init, shuffling and augmentation")
+    loader_workers: int = option(
+        0, help="decode processes (default: 0 on machines with <= 4 CPUs, else 4)", cli_default=None
+    )
+    channels_last: bool = option(True, help="channels-last memory layout (faster convolutions on CPU)")
+    init: str | None = option(
+        None,
+        help="start from this weights file (torchvision ImageNet densenet169 or a MURA checkpoint); never downloaded. "
+        "Default: seeded random init",
+    )
+    arch: str = option(DEFAULT_ARCHITECTURE, help="the DenseNet to train", choices=tuple(ARCHITECTURES))
 
     def validate(self) -> None:
         validate_architecture(self.arch)

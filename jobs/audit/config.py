@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from jobs.runtime.options import RuntimeOptions, option
+from densecam_core.options import option
+from jobs.runtime.options import RuntimeOptions
 
 
 def parse_words(text: str) -> tuple[str, ...]:

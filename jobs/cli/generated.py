@@ -14,7 +14,7 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
-from jobs.runtime.options import UNSET
+from densecam_core.options import UNSET
 
 _SIMPLE = (int, float, str, bool)
 

@@ -13,8 +13,8 @@ import argparse
 import sys
 from dataclasses import dataclass
 
+from densecam_core.options import option
 from jobs.cli.generated import DefaultsFormatter, add_config_arguments, config_from_args
-from jobs.runtime.options import option
 
 
 @dataclass(kw_only=True)

@@ -8,87 +8,51 @@ rotations up to 30 degrees. Writes a torchvision-format checkpoint (``load_dense
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
+from dataclasses import dataclass
 
-from densecam_core.vocabulary import ARCHITECTURES, DEFAULT_ARCHITECTURE, PRECISIONS, RESIZE_MODES
+from densecam_core.model.training import TrainConfig
+from densecam_core.options import option
+from jobs.cli.generated import DefaultsFormatter, add_config_arguments, config_from_args
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainCommand(TrainConfig):
+    """The training's settings (``TrainConfig``, every field a flag) and where the images and the checkpoint are."""
+
+    manifest: str = option(
+        help="MURA-v1.1 folder, *_labeled_studies.csv, or a CSV/Parquet with path,label,split", positional=True
+    )
+    out: str = option(help="checkpoint to write (e.g. model.pt); metrics go to model.metrics.json")
+    image_root: str | None = option(None, help="folder relative image paths are resolved against")
+    progress: bool = option(True, help="progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="densecam train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "manifest", help="MURA-v1.1 folder, *_labeled_studies.csv, or a CSV/Parquet with path,label,split"
-    )
-    parser.add_argument(
-        "--out", required=True, help="checkpoint to write (e.g. model.pt); metrics go to model.metrics.json"
-    )
-    parser.add_argument("--image-root", default=None, help="folder relative image paths are resolved against")
-    parser.add_argument("--size", type=int, default=320, help="input side in pixels (default 320, the MURA paper's)")
-    parser.add_argument("--resize", choices=RESIZE_MODES, default="stretch", help="how images become square")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
-    parser.add_argument(
-        "--patience", type=int, default=1, help="epochs without validation-loss improvement before lr / 10"
-    )
-    parser.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default="fp32",
-        help="autocast dtype: bf16 on CPUs with AVX512-BF16/AMX or CUDA; fp16 on CUDA",
-    )
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when available)")
-    parser.add_argument(
-        "--init",
-        default=None,
-        help="start from this weights file (torchvision ImageNet densenet169 or a MURA checkpoint); "
-        "never downloaded. Default: seeded random init",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seeds init, shuffling and augmentation")
-    parser.add_argument(
-        "--arch",
-        choices=tuple(ARCHITECTURES),
-        default=DEFAULT_ARCHITECTURE,
-        help="the DenseNet to train (default densenet169)",
-    )
-    parser.add_argument(
-        "--loader-workers",
-        type=int,
-        default=None,
-        help="decode processes (default: 0 on machines with <= 4 CPUs, else 4)",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser = argparse.ArgumentParser(prog="densecam train", description=__doc__, formatter_class=DefaultsFormatter)
+    add_config_arguments(parser, TrainCommand)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    command = config_from_args(TrainCommand, build_parser().parse_args(argv))
     import torch
 
     from densecam_core.data.errors import ManifestError
     from densecam_core.data.manifest import read_manifest
     from densecam_core.model.checkpoint import CheckpointError
-    from densecam_core.model.training import TrainConfig, train
+    from densecam_core.model.training import train
     from densecam_core.model.training_data import split_for_training
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    workers = args.loader_workers if args.loader_workers is not None else (0 if (os.cpu_count() or 1) <= 4 else 4)
-    config = TrainConfig(
-        size=args.size,
-        resize=args.resize,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        plateau_patience=args.patience,
-        precision=args.precision,
-        device=device,
-        seed=args.seed,
-        loader_workers=workers,
-        init=args.init,
-        arch=args.arch,
-    )
+    settings = {f.name: getattr(command, f.name) for f in dataclasses.fields(TrainConfig)}
+    if settings["device"] is None:
+        settings["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    if settings["loader_workers"] is None:
+        settings["loader_workers"] = 0 if (os.cpu_count() or 1) <= 4 else 4
+    config = TrainConfig(**settings)
+    args = command
     try:
         config.validate()
         frame = read_manifest(args.manifest, args.image_root)
@@ -101,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{config.epochs} epochs, {config.precision} on {config.device}"
     )
     try:
-        result = train(frame, args.out, config, progress=not args.no_progress)
+        result = train(frame, args.out, config, progress=args.progress)
     except CheckpointError as exc:
         print(f"densecam train: {exc}", file=sys.stderr)
         return 2

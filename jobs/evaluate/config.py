@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from densecam_core.options import option
 from densecam_core.vocabulary import METRICS, validate_metrics
-from jobs.runtime.options import RuntimeOptions, option
+from jobs.runtime.options import RuntimeOptions
 
 EVALUATE_INPUT_CACHE_MODES = ("read", "off")
 DEFAULT_METRICS = ("deletion", "insertion", "randomization", "stability")

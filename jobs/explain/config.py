@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from densecam_core.data.decode import DEFAULT_MAX_PIXELS
 from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW, DICOM_WINDOWS, validate_dicom_window
 from densecam_core.model.labels import ACTIVATIONS
+from densecam_core.options import option
 from densecam_core.store.inputs.identity import CACHE_IDENTITIES, validate_cache_identity
 from densecam_core.store.layout import StoreError
 from densecam_core.vocabulary import CPU_BATCH, INPUT_NORMS, METHODS, PRECISIONS, RESIZE_MODES, validate_methods
-from jobs.runtime.options import RuntimeOptions, option
+from jobs.runtime.options import RuntimeOptions
 
 INPUT_CACHE_MODES = ("readwrite", "read", "off")
 DECODE_MODES = ("auto", "threads", "processes")

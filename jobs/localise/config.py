@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from densecam_core.options import option
 from jobs.audit.config import parse_blocks, parse_words
-from jobs.runtime.options import option
 
 
 def parse_calibration(text: str) -> float | str:

@@ -21,6 +21,8 @@ from jobs.cli.localise import build_parser as localise_parser
 from jobs.cli.report import ReportConfig
 from jobs.cli.report import build_parser as report_parser
 from jobs.cli.synth import SynthConfig
+from jobs.cli.train import TrainCommand
+from jobs.cli.train import build_parser as train_parser
 from jobs.cli.synth import build_parser as synth_parser
 from jobs.evaluate.config import EvaluateConfig
 from jobs.explain.config import JobConfig
@@ -44,6 +46,7 @@ def options(parser) -> dict[str, object]:
         (ExportConfig, export_parser),
         (ReportConfig, report_parser),
         (CompareConfig, compare_parser),
+        (TrainCommand, train_parser),
     ],
 )
 def test_every_config_field_is_an_argument_with_the_fields_default(config, parser):
