@@ -11,39 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-
-@dataclass(frozen=True)
-class DemoConfig:
-    images: int = 500
-    size: int = 128
-    epochs: int = 2
-    seed: int = 0
-    batch_size: int = 8
-    lr: float = 1e-4
-    lesion_scale: float = 3.0
-    min_side: int = 128
-    max_side: int = 256
-    valid_fraction: float = 0.3
-    overlays: int = 4
-    sheet_images: int = 18
-    evaluate_images: int = 6  # valid images the map-quality evaluation scores (stratified sample); 0: none
-    evaluate_steps: int = 8
-    shortcut: str | None = "text:0.8:0.6"  # a PORTABLE token planted in abnormal images: what the audit should find
-    workers: int | None = None
-    device: str | None = None  # training device; None: cuda when available
-    progress: bool = True
-
-    def validate(self) -> None:
-        """Settings that cannot work, refused before anything is written."""
-        if self.evaluate_images < 0 or self.evaluate_steps < 1:
-            raise ValueError(
-                f"--evaluate-images must be >= 0 and --evaluate-steps >= 1, got {self.evaluate_images}, {self.evaluate_steps}"
-            )
-        if self.images < 20 or self.size < 32 or self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(
-                f"the demo needs --images >= 20, --size >= 32 and --epochs >= 1; got {self.images}, {self.size}, "
-                f"{self.epochs}"
-            )
+from jobs.demo_config import DemoConfig
 
 
 def _say(message: str) -> None:
@@ -78,8 +46,9 @@ def _indented(text: Any) -> str:
     return "      " + str(text).replace("\n", "\n      ")
 
 
-def run_demo(workdir: str | os.PathLike, config: DemoConfig = DemoConfig()) -> dict[str, Any]:
+def run_demo(workdir: str | os.PathLike, config: DemoConfig | None = None) -> dict[str, Any]:
     """Run every step; returns (and writes to ``demo-summary.json``) the figures and file paths."""
+    config = config or DemoConfig()
     config.validate()
     from densecam_core.store.reader import open_store
 

@@ -105,7 +105,8 @@ def model(_copies: _Copies) -> torch.nn.Module:
 def demo_result(tmp_path_factory) -> dict:
     """The demo pipeline at a tiny size (40 images of <= 96 px, 64 px input, 1 + 1 epochs, 4 images scored
     at K = 4: the scoring is half of the demo's time), run once."""
-    from jobs.demo import DemoConfig, run_demo
+    from jobs.demo import run_demo
+    from jobs.demo_config import DemoConfig
 
     config = DemoConfig(
         images=40,

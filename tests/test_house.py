@@ -113,6 +113,7 @@ TORCH_FREE = [
     "densecam_core.export.weak_labels",
     "densecam_core.store.localisations",
     "jobs.localise.config",
+    "jobs.demo_config",
     "jobs.localise.command",
     "densecam_core.evaluation.localisation",
     "densecam_core.analysis.pointing",

@@ -12,49 +12,56 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 
 from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW, DICOM_WINDOWS
 from densecam_core.data.errors import ManifestError
 from densecam_core.data.loader import DEFAULT_READ_TIMEOUT
+from densecam_core.options import option
 from densecam_core.store.inputs.identity import CACHE_IDENTITIES
 from densecam_core.store.layout import StoreError
 from densecam_core.vocabulary import RESIZE_MODES
 from jobs.cache import fill_cache
+from jobs.cli.generated import DefaultsFormatter, add_config_arguments, config_from_args
+
+
+@dataclass(kw_only=True)
+class CacheConfig:
+    """What to decode and how, as the explanation jobs that will read the cache: one field per flag."""
+
+    manifest: str = option(
+        help="MURA-v1.1 folder, its CSVs, or a CSV/Parquet manifest with a 'path' column", positional=True
+    )
+    store: str = option(help="store path or URL")
+    size: int = option(320, help="model input size the explanation jobs will use")
+    resize: str = option("stretch", help="how images become square", choices=RESIZE_MODES)
+    image_root: str | None = option(None, help="folder relative image paths are resolved against")
+    cache_identity: str = option(
+        "stat",
+        help="stat (path, size, modification time) or content (a digest of the bytes), as the jobs will use",
+        choices=CACHE_IDENTITIES,
+    )
+    dicom_window: str = option(
+        DEFAULT_DICOM_WINDOW,
+        help="how DICOM sources are windowed: as the explanation jobs that will read the cache",
+        choices=DICOM_WINDOWS,
+    )
+    threads: int | None = option(None, help="decode threads (default: every CPU)")
+    segment_size: int = option(64, help="images per committed cache segment")
+    max_image_bytes: int | None = option(None, help="larger files are left unread (default 256 MiB)")
+    read_timeout: float = option(
+        DEFAULT_READ_TIMEOUT, help="seconds one image may take to read and decode before it is left unread"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="densecam cache", description=__doc__, formatter_class=DefaultsFormatter)
+    add_config_arguments(parser, CacheConfig)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="densecam cache", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("manifest", help="MURA-v1.1 folder, its CSVs, or a CSV/Parquet manifest with a 'path' column")
-    parser.add_argument("--store", required=True, help="store path or URL")
-    parser.add_argument("--size", type=int, default=320, help="model input size the explanation jobs will use")
-    parser.add_argument("--resize", choices=RESIZE_MODES, default="stretch")
-    parser.add_argument("--image-root", default=None)
-    parser.add_argument(
-        "--cache-identity",
-        choices=CACHE_IDENTITIES,
-        default="stat",
-        help="stat (path, size, modification time) or content (a digest of the bytes), as the jobs will use",
-    )
-    parser.add_argument(
-        "--dicom-window",
-        choices=DICOM_WINDOWS,
-        default=DEFAULT_DICOM_WINDOW,
-        help="how DICOM sources are windowed: as the explanation jobs that will read the cache",
-    )
-    parser.add_argument("--threads", type=int, default=None, help="decode threads (default: every CPU)")
-    parser.add_argument("--segment-size", type=int, default=64, help="images per committed cache segment")
-    parser.add_argument(
-        "--max-image-bytes", type=int, default=None, help="larger files are left unread (default 256 MiB)"
-    )
-    parser.add_argument(
-        "--read-timeout",
-        type=float,
-        default=DEFAULT_READ_TIMEOUT,
-        help="seconds one image may take to read and decode before it is left unread",
-    )
-    args = parser.parse_args(argv)
+    args = config_from_args(CacheConfig, build_parser().parse_args(argv))
     started = time.perf_counter()
     try:
         counts = fill_cache(

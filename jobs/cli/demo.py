@@ -8,55 +8,34 @@ epoch of training -> second run -> what the update changed. Deterministic for a 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+from dataclasses import dataclass
 
-from jobs.demo import DemoConfig, run_demo
+from densecam_core.options import option
+from jobs.cli.generated import DefaultsFormatter, add_config_arguments, config_from_args
+from jobs.demo import run_demo
+from jobs.demo_config import DemoConfig
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoCommand(DemoConfig):
+    """The demo's settings and the folder it works in."""
+
+    workdir: str = option("densecam-demo", help="folder for data, checkpoints, store and figures")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    defaults = DemoConfig()
-    parser = argparse.ArgumentParser(
-        prog="densecam demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--workdir", default="densecam-demo", help="folder for data, checkpoints, store and figures")
-    parser.add_argument("--images", type=int, default=defaults.images, help="synthetic images to generate")
-    parser.add_argument("--size", type=int, default=defaults.size, help="model input size for training and explaining")
-    parser.add_argument(
-        "--epochs", type=int, default=defaults.epochs, help="epochs of the first model (the update adds one)"
-    )
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--workers", type=int, default=None, help="Ray actors for the explanation job")
-    parser.add_argument(
-        "--evaluate-images",
-        type=int,
-        default=defaults.evaluate_images,
-        help="valid images whose maps the quality evaluation scores (0: skip it)",
-    )
-    parser.add_argument(
-        "--shortcut",
-        default=defaults.shortcut,
-        help="the token planted in abnormal images for the audit to find (text:FRACTION[:WIDTH]; 'none': no token)",
-    )
-    parser.add_argument("--device", default=None, help="training device (default: cuda when available, else cpu)")
-    parser.add_argument("--no-progress", action="store_true")
+    parser = argparse.ArgumentParser(prog="densecam demo", description=__doc__, formatter_class=DefaultsFormatter)
+    add_config_arguments(parser, DemoCommand)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    config = DemoConfig(
-        images=args.images,
-        size=args.size,
-        epochs=args.epochs,
-        seed=args.seed,
-        workers=args.workers,
-        evaluate_images=args.evaluate_images,
-        device=args.device,
-        shortcut=None if args.shortcut in (None, "none") else args.shortcut,
-        progress=not args.no_progress,
-    )
+    command = config_from_args(DemoCommand, build_parser().parse_args(argv))
+    config = DemoConfig(**{f.name: getattr(command, f.name) for f in dataclasses.fields(DemoConfig)})
     try:
-        run_demo(args.workdir, config)
+        run_demo(command.workdir, config)
     except ValueError as exc:
         print(f"densecam demo: {exc}", file=sys.stderr)
         return 2

@@ -11,8 +11,12 @@ from support import REPO
 
 from jobs.audit.config import AuditConfig
 from jobs.cli.audit import build_parser as audit_parser
+from jobs.cli.cache import CacheConfig
+from jobs.cli.cache import build_parser as cache_parser
 from jobs.cli.compare import CompareConfig
 from jobs.cli.compare import build_parser as compare_parser
+from jobs.cli.demo import DemoCommand
+from jobs.cli.demo import build_parser as demo_parser
 from jobs.cli.evaluate import build_parser as evaluate_parser
 from jobs.cli.explain import build_parser as explain_parser
 from jobs.cli.export import ExportConfig
@@ -21,9 +25,9 @@ from jobs.cli.localise import build_parser as localise_parser
 from jobs.cli.report import ReportConfig
 from jobs.cli.report import build_parser as report_parser
 from jobs.cli.synth import SynthConfig
+from jobs.cli.synth import build_parser as synth_parser
 from jobs.cli.train import TrainCommand
 from jobs.cli.train import build_parser as train_parser
-from jobs.cli.synth import build_parser as synth_parser
 from jobs.evaluate.config import EvaluateConfig
 from jobs.explain.config import JobConfig
 from jobs.localise.config import LocaliseConfig
@@ -47,6 +51,8 @@ def options(parser) -> dict[str, object]:
         (ReportConfig, report_parser),
         (CompareConfig, compare_parser),
         (TrainCommand, train_parser),
+        (CacheConfig, cache_parser),
+        (DemoCommand, demo_parser),
     ],
 )
 def test_every_config_field_is_an_argument_with_the_fields_default(config, parser):

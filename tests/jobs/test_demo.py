@@ -115,7 +115,8 @@ def test_evaluate_and_compare_commands(demo_result, capsys, tmp_path):
 def test_demo_is_deterministic_for_a_seed(demo_result, tmp_path):
     """Data, weights, run ids, maps and their pointing game again; the rerun skips the map-quality scoring,
     whose determinism the evaluation job's resumed-equals-clean test holds (tests/jobs/test_evaluation_job.py)."""
-    from jobs.demo import DemoConfig, run_demo
+    from jobs.demo import run_demo
+    from jobs.demo_config import DemoConfig
 
     config = DemoConfig(**{**demo_result["config"], "overlays": 0, "sheet_images": 1, "evaluate_images": 0})
     again = run_demo(tmp_path, config)
