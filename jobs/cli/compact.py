@@ -10,19 +10,31 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 
+from densecam_core.options import option
 from densecam_core.store.compact import compact_run
 from densecam_core.store.layout import StoreError
 from densecam_core.store.reader import open_store
+from jobs.cli.generated import DefaultsFormatter, add_config_arguments, config_from_args
+
+
+@dataclass(kw_only=True)
+class CompactConfig:
+    """What to compact: one field per flag (the parser is generated from them)."""
+
+    store: str = option(help="heatmap store path or URL", positional=True)
+    run: str | None = option(None, help="one run (id, fingerprint prefix or 'latest'); default: every run")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="densecam compact", description=__doc__, formatter_class=DefaultsFormatter)
+    add_config_arguments(parser, CompactConfig)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="densecam compact", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("store", help="heatmap store path or URL")
-    parser.add_argument("--run", default=None, help="one run (id, fingerprint prefix or 'latest'); default: every run")
-    args = parser.parse_args(argv)
+    args = config_from_args(CompactConfig, build_parser().parse_args(argv))
     try:
         store = open_store(args.store)
         runs = [store.run(args.run)] if args.run else [store.run(r) for r in store.run_metadata()]

@@ -10,22 +10,25 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+from dataclasses import dataclass
 
+from densecam_core.options import option
 from jobs.cli.generated import DefaultsFormatter, add_config_arguments, config_from_args
+from jobs.evaluate.config import EvaluateConfig
+
+
+@dataclass(kw_only=True)
+class EvaluateCommand(EvaluateConfig):
+    """The evaluation's settings, and where the command writes its table."""
+
+    tolerance: float = option(0.0, help="pointing game only: grow boxes by this many pixels")
+    csv: str | None = option(None, help="also write the table to this CSV (job: default metrics/_summary.csv)")
+    plot: str | None = option(None, help="job: the table as a figure (default metrics/_summary.png)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from jobs.evaluate.config import EvaluateConfig
-
     parser = argparse.ArgumentParser(prog="densecam evaluate", description=__doc__, formatter_class=DefaultsFormatter)
-    add_config_arguments(parser, EvaluateConfig)
-    parser.add_argument(
-        "--tolerance", type=float, default=0.0, help="pointing game only: grow boxes by this many pixels"
-    )
-    parser.add_argument(
-        "--csv", default=None, help="also write the table to this CSV (job: default metrics/_summary.csv)"
-    )
-    parser.add_argument("--plot", default=None, help="job: the table as a figure (default metrics/_summary.png)")
+    add_config_arguments(parser, EvaluateCommand)
     return parser
 
 
@@ -43,7 +46,6 @@ def pointing_game_main(args: argparse.Namespace) -> int:
 
 
 def job_main(args: argparse.Namespace) -> int:
-    from jobs.evaluate.config import EvaluateConfig
     from jobs.evaluate.job import main_job
 
     return main_job(config_from_args(EvaluateConfig, args), csv=args.csv, plot=args.plot)

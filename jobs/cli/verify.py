@@ -15,32 +15,43 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 
 from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW
 from densecam_core.fileio import filesystem, url_join
+from densecam_core.options import option
 from densecam_core.store.inputs.cache import InputCache
 from densecam_core.store.inputs.catalog import sweep_leftovers
 from densecam_core.store.inputs.verify import remove, verify_input_caches
 from densecam_core.store.layout import CACHE_FOLDER, INPUTS_DIR, StoreError
 from densecam_core.store.reader import open_store
 from densecam_core.store.verify import repair_index_files, uncommit, verify_run
+from jobs.cli.generated import DefaultsFormatter, add_config_arguments, config_from_args
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="densecam verify", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("store", help="heatmap store path or URL")
-    parser.add_argument("--run", default=None, help="one run (id, fingerprint prefix or 'latest'); default: every run")
-    parser.add_argument("--repair", action="store_true", help="uncommit damaged shards so the next job recomputes them")
-    parser.add_argument("--inputs", action="store_true", help="also check the input caches (reads them whole)")
-    parser.add_argument(
-        "--check-sources",
-        action="store_true",
+@dataclass(kw_only=True)
+class VerifyConfig:
+    """What to check: one field per flag (the parser is generated from them)."""
+
+    store: str = option(help="heatmap store path or URL", positional=True)
+    run: str | None = option(None, help="one run (id, fingerprint prefix or 'latest'); default: every run")
+    repair: bool = option(False, help="uncommit damaged shards so the next job recomputes them")
+    inputs: bool = option(False, help="also check the input caches (reads them whole)")
+    check_sources: bool = option(
+        False,
         help="with --inputs: identify every cached input's source file again (a stat, or its digest for "
         "content-identified entries) and count those that changed since they were cached",
     )
-    args = parser.parse_args(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="densecam verify", description=__doc__, formatter_class=DefaultsFormatter)
+    add_config_arguments(parser, VerifyConfig)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = config_from_args(VerifyConfig, build_parser().parse_args(argv))
     try:
         store = open_store(args.store)
         runs = [store.run(args.run)] if args.run else [store.run(r) for r in store.run_metadata()]

@@ -13,6 +13,8 @@ from jobs.audit.config import AuditConfig
 from jobs.cli.audit import build_parser as audit_parser
 from jobs.cli.cache import CacheConfig
 from jobs.cli.cache import build_parser as cache_parser
+from jobs.cli.compact import CompactConfig
+from jobs.cli.compact import build_parser as compact_parser
 from jobs.cli.compare import CompareConfig
 from jobs.cli.compare import build_parser as compare_parser
 from jobs.cli.demo import DemoCommand
@@ -21,6 +23,8 @@ from jobs.cli.evaluate import build_parser as evaluate_parser
 from jobs.cli.explain import build_parser as explain_parser
 from jobs.cli.export import ExportConfig
 from jobs.cli.export import build_parser as export_parser
+from jobs.cli.keygen import KeygenConfig
+from jobs.cli.keygen import build_parser as keygen_parser
 from jobs.cli.localise import build_parser as localise_parser
 from jobs.cli.report import ReportConfig
 from jobs.cli.report import build_parser as report_parser
@@ -28,6 +32,8 @@ from jobs.cli.synth import SynthConfig
 from jobs.cli.synth import build_parser as synth_parser
 from jobs.cli.train import TrainCommand
 from jobs.cli.train import build_parser as train_parser
+from jobs.cli.verify import VerifyConfig
+from jobs.cli.verify import build_parser as verify_parser
 from jobs.evaluate.config import EvaluateConfig
 from jobs.explain.config import JobConfig
 from jobs.localise.config import LocaliseConfig
@@ -53,6 +59,9 @@ def options(parser) -> dict[str, object]:
         (TrainCommand, train_parser),
         (CacheConfig, cache_parser),
         (DemoCommand, demo_parser),
+        (CompactConfig, compact_parser),
+        (VerifyConfig, verify_parser),
+        (KeygenConfig, keygen_parser),
     ],
 )
 def test_every_config_field_is_an_argument_with_the_fields_default(config, parser):
@@ -64,6 +73,18 @@ def test_every_config_field_is_an_argument_with_the_fields_default(config, parse
         action = actions[name]
         assert flag in action.option_strings or (not action.option_strings and flag == name)
         assert action.help == fields[name].metadata["help"] or action.help.startswith(fields[name].metadata["help"])
+
+
+def test_every_command_is_generated_from_a_config():
+    """Each command of ``densecam`` builds its parser from a config's fields (none adds arguments by hand)."""
+    import importlib
+    import inspect
+
+    from jobs.cli.main import COMMANDS
+
+    for name, (module, _) in COMMANDS.items():
+        source = inspect.getsource(importlib.import_module(module))
+        assert "add_config_arguments(" in source and ".add_argument(" not in source, name
 
 
 def test_the_runtime_options_mean_the_same_in_both_commands():
