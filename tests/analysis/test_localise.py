@@ -246,6 +246,7 @@ def test_the_report_page_shows_the_localisation(tmp_path):
     assert "per lesion size" in html
 
 
+@pytest.mark.slow  # two localisations
 def test_true_masks_replace_boxes_where_given_and_a_wrong_size_is_refused(on_target, tmp_path):
     from PIL import Image
 

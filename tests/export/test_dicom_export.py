@@ -243,6 +243,7 @@ def test_a_source_that_is_no_longer_dicom_is_skipped_with_its_reason(explained, 
     assert "no longer a readable DICOM file" in (tmp_path / "out" / SUMMARY).read_text()
 
 
+@pytest.mark.slow  # three exports and the validator
 def test_a_binary_segmentation_holds_the_thresholded_map_and_passes_the_validator(explained, tmp_path):
     """``--seg binary:T``, the Segmentation OHIF renders: the map at or above T of its range, one segment, valid;
     another threshold is another object, and a blend other than the default another Secondary Capture."""

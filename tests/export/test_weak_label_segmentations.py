@@ -61,6 +61,7 @@ def localise(dicom_run, out: Path, *extra: str) -> int:
                  "1", "--bootstrap", "0", "--pseudonym-key", key, *extra])  # fmt: skip
 
 
+@pytest.mark.slow  # a real DICOM run
 def test_each_image_gets_a_binary_segmentation_whose_frames_are_its_masks(dicom_run, tmp_path):
     _, run, _ = dicom_run
     out = tmp_path / "out"
