@@ -223,6 +223,7 @@ def localise_run(
         raise ValueError(f"workers must be >= 1, got {workers}")
     keys = _with_baselines(chosen_maps(run, request))
     index = run.index[run.index["status"] == "ok"].sort_values("row").reset_index(drop=True)
+    index = index[[c for c in SCORED_COLUMNS if c in index.columns]]  # what scoring reads, not every column
     has_target_column = "target" in boxes.columns and boxes["target"].notna().any()
     tasks = []
     for key in keys:
@@ -248,6 +249,8 @@ def _truth_identity(boxes: pd.DataFrame, masks_folder: str | None) -> dict[str, 
     return {"boxes": len(boxes), "boxes_digest": digest, "masks": masks_folder is not None}
 
 
+SCORED_COLUMNS = ("image_id", "row", "study_id", "orig_height", "orig_width", "resize_mode", "prob", "probs")
+"""The index columns scoring reads (tasks carry these rows to the workers)."""
 TASK_IMAGES = 2048
 """Images of one map a task scores (the unit handed to a worker process)."""
 
