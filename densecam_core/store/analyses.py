@@ -125,17 +125,13 @@ def _dimensions(kind: str, label: str, ndim: int) -> tuple[str, ...]:
     return (f"{label}_{rows}", f"{label}_y", f"{label}_x")[-ndim:]
 
 
-class Audit:
-    """One stored audit: ``images``, ``clusters``, ``atlases`` and ``confirmations`` (DataFrames), ``messages``,
-    ``settings``, and the maps behind them (``mean_map``, ``atlas``, ``vectors``)."""
+class StoredAnalysis:
+    """One analysis folder of a run: its ``settings``, ``messages`` and Parquet tables (``_table``)."""
 
     def __init__(self, store_url: str, run_url: str, folder: str, meta: dict[str, Any]) -> None:
         self.store_url, self.folder, self.meta = store_url, folder, meta
         self.url = fileio.url_join(run_url, layout.ANALYSIS_DIR, folder)
         self.fs, self.root = fileio.filesystem(self.url)
-
-    def __repr__(self) -> str:
-        return f"Audit({self.folder!r}, created={self.meta.get('created')!r}, flagged clusters={int(self.clusters['flagged'].sum())})"
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -147,6 +143,14 @@ class Audit:
 
     def _table(self, file_name: str) -> pd.DataFrame:
         return read_table(self.store_url, self.fs, fileio.join(self.root, file_name))
+
+
+class Audit(StoredAnalysis):
+    """One stored audit: ``images``, ``clusters``, ``atlases`` and ``confirmations`` (DataFrames), ``messages``,
+    ``settings``, and the maps behind them (``mean_map``, ``atlas``, ``vectors``)."""
+
+    def __repr__(self) -> str:
+        return f"Audit({self.folder!r}, created={self.meta.get('created')!r}, flagged clusters={int(self.clusters['flagged'].sum())})"
 
     @cached_property
     def images(self) -> pd.DataFrame:

@@ -7,42 +7,28 @@ from typing import Any
 
 import pandas as pd
 
-from densecam_core import fileio
 from densecam_core.store import layout
-from densecam_core.store.analyses import list_analyses, read_table
+from densecam_core.store.analyses import StoredAnalysis, list_analyses
 
 
-class Localisation:
+class Localisation(StoredAnalysis):
     """One stored localisation: ``metrics`` (a row per map and target), ``by_size`` (per lesion size band),
     ``images`` (a row per image, map and target), and the ``settings`` that made it."""
-
-    def __init__(self, store_url: str, run_url: str, folder: str, meta: dict[str, Any]) -> None:
-        self.store_url, self.folder, self.meta = store_url, folder, meta
-        self.url = fileio.url_join(run_url, layout.ANALYSIS_DIR, folder)
-        self.fs, self.root = fileio.filesystem(self.url)
 
     def __repr__(self) -> str:
         return f"Localisation({self.folder!r}, created={self.meta.get('created')!r}, maps={len(self.metrics)})"
 
-    @property
-    def settings(self) -> dict[str, Any]:
-        return dict(self.meta.get("settings", {}))
-
-    @property
-    def messages(self) -> list[str]:
-        return list(self.meta.get("messages", []))
-
     @cached_property
     def metrics(self) -> pd.DataFrame:
-        return read_table(self.store_url, self.fs, fileio.join(self.root, layout.LOCALISE_METRICS))
+        return self._table(layout.LOCALISE_METRICS)
 
     @cached_property
     def by_size(self) -> pd.DataFrame:
-        return read_table(self.store_url, self.fs, fileio.join(self.root, layout.LOCALISE_BY_SIZE))
+        return self._table(layout.LOCALISE_BY_SIZE)
 
     @cached_property
     def images(self) -> pd.DataFrame:
-        return read_table(self.store_url, self.fs, fileio.join(self.root, layout.LOCALISE_IMAGES))
+        return self._table(layout.LOCALISE_IMAGES)
 
 
 def list_localisations(store_url: str, run_url: str) -> list[Localisation]:
