@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Everything the test suite needs on a fresh machine: the Python packages (pip, from pyproject's dev extra)
 # and the system packages some tests drive (Debian's): dciodvfy (dicom3tools) validates every DICOM object
-# the export writes, chromium and chromium-driver render the report page. Where they cannot be installed
+# the export writes, chromium and chromium-driver render the report page and the OHIF viewer (npm fetches it),
+# orthanc with its DICOMweb and GDCM plugins is the PACS the DICOMweb tests pull from and send to. Where they
+# cannot be installed
 # (no apt-get, not root and no password-less sudo), it stops naming the one command to run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SYSTEM_PACKAGES="dicom3tools chromium chromium-driver"
-missing() { ! { command -v dciodvfy && command -v chromium && command -v chromedriver; } >/dev/null; }
+SYSTEM_PACKAGES="dicom3tools chromium chromium-driver orthanc orthanc-dicomweb orthanc-gdcm npm"
+PLUGINS=/usr/share/orthanc/plugins
+missing() {
+    ! { command -v dciodvfy && command -v chromium && command -v chromedriver && command -v npm && [ -x /usr/sbin/Orthanc ] &&
+        [ -f $PLUGINS/libOrthancDicomWeb.so ] && [ -f $PLUGINS/libOrthancGdcm.so ]; } >/dev/null
+}
 if missing; then
     if [ "$(id -u)" = 0 ]; then sudo=""; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; else sudo=none; fi
     if [ "$sudo" = none ] || ! command -v apt-get >/dev/null; then
@@ -19,3 +25,9 @@ if missing; then
         { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q $SYSTEM_PACKAGES >/dev/null; }
 fi
 python -m pip install -q -e '.[dev]'
+# the web viewer the viewer test opens: OHIF's prebuilt app, from npm's registry, unpacked once into .cache/
+OHIF=3.13.2
+if [ ! -f ".cache/ohif/$OHIF/package/dist/index.html" ]; then
+    mkdir -p ".cache/ohif/$OHIF"
+    (cd ".cache/ohif/$OHIF" && npm pack --silent "@ohif/app@$OHIF" >/dev/null && tar xzf "ohif-app-$OHIF.tgz" && rm "ohif-app-$OHIF.tgz")
+fi

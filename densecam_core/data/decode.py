@@ -24,6 +24,7 @@ from densecam_core.data.dicom import (
 )
 from densecam_core.data.errors import ImageError
 from densecam_core.data.geometry import check_work_area
+from densecam_core.data.sources.locations import is_remote, local_path
 
 __all__ = ["DEFAULT_MAX_BYTES", "ImageError", "decode_pixels", "read_image"]
 
@@ -40,10 +41,10 @@ def read_bytes(path: str, *, max_bytes: int | None = None, within: str | None = 
     """
     limit = DEFAULT_MAX_BYTES if max_bytes is None else int(max_bytes)
     try:
-        if "://" in path and not path.startswith("file://"):
+        if is_remote(path):
             data = _read_url(path, limit)
         else:
-            data = _read_local(path.removeprefix("file://"), limit, within)
+            data = _read_local(local_path(path), limit, within)
     except FileNotFoundError:
         raise ImageError(f"missing file: {path}") from None
     except PermissionError:

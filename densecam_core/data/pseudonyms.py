@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from densecam_core import fileio
+from densecam_core.data.sources.locations import is_url
 
 KEY_ENV = "DENSECAM_PSEUDONYM_KEY"
 KEY_BYTES = 32
@@ -82,7 +83,7 @@ def load_identifiers(key_path: str | os.PathLike | None = None, *, store: str | 
     key and so a second set of pseudonyms); so is a key inside ``store``, which would then hold it."""
     explicit = key_path is not None or bool(os.environ.get(KEY_ENV))
     path = Path(key_path).expanduser() if key_path is not None else default_key_path()
-    if store is not None and "://" not in store and _inside(path, Path(store)):
+    if store is not None and not is_url(store) and _inside(path, Path(store)):
         raise PseudonymKeyError(
             f"the pseudonym key {str(path)!r} lies inside the store {store!r}: anyone with the store could then "
             "reverse its pseudonyms; keep the key outside (the default is ~/.config/densecam/pseudonym.key)"

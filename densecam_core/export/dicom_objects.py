@@ -204,12 +204,41 @@ def pixel_spacing(source: Any, keywords: tuple[str, ...] = ("PixelSpacing",)) ->
 
 def _finish_seg(seg: Any, source: Any) -> None:
     """What highdicom leaves to the caller: the source's patient orientation (type 2C without a frame of
-    reference), and no pixel measures copied from a source whose PixelSpacing is zero (the NEMA chest CR's)."""
+    reference), and the plane a web viewer needs to lay the segments over their image (``viewer_geometry``)."""
     seg.PatientOrientation = source.get("PatientOrientation", None) or None
-    if pixel_spacing(source) is None:
-        for group in seg.get("SharedFunctionalGroupsSequence", []):
-            if "PixelMeasuresSequence" in group:
-                del group.PixelMeasuresSequence
+    viewer_geometry(seg, source)
+
+
+NOMINAL_SPACING_MM = [1.0, 1.0]
+"""The spacing a Segmentation states when its source states none (viewers assume the same for the source)."""
+
+
+def viewer_geometry(seg: Any, source: Any) -> None:
+    """Pixel measures, plane orientation and plane position, without which OHIF cannot show a Segmentation of a
+    projection radiograph (it reads them unconditionally). The spacing is the source's valid PixelSpacing, else
+    its ImagerPixelSpacing, else a nominal 1 mm (never a zero copied from the source); the plane is the
+    source's where it has one, else the image plane itself, in a frame of reference derived from the source
+    instance, so every Segmentation of one image shares it."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    measures = Dataset()
+    measures.PixelSpacing = pixel_spacing(source, ("PixelSpacing", "ImagerPixelSpacing")) or NOMINAL_SPACING_MM
+    measures.SliceThickness = 1.0
+    orientation = Dataset()
+    orientation.ImageOrientationPatient = list(source.get("ImageOrientationPatient", None) or [1, 0, 0, 0, 1, 0])
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    shared.PixelMeasuresSequence = Sequence([measures])
+    shared.PlaneOrientationSequence = Sequence([orientation])
+    position = list(source.get("ImagePositionPatient", None) or [0, 0, 0])
+    for frame in seg.PerFrameFunctionalGroupsSequence:
+        item = Dataset()
+        item.ImagePositionPatient = position
+        frame.PlanePositionSequence = Sequence([item])
+    seg.FrameOfReferenceUID = source.get("FrameOfReferenceUID", None) or derived_uid(
+        str(source.SOPInstanceUID), "frame-of-reference"
+    )
+    seg.PositionReferenceIndicator = source.get("PositionReferenceIndicator", None) or ""
 
 
 def _reference(derived: Any, source: Any) -> None:

@@ -27,6 +27,7 @@ from densecam_core.data.decode import DEFAULT_MAX_BYTES
 from densecam_core.data.dicom import parse_dataset
 from densecam_core.data.errors import ImageError
 from densecam_core.data.overlay import blend
+from densecam_core.data.sources.dicomweb.cache import in_pacs_cache
 from densecam_core.export.dicom_objects import (
     MapLabel,
     SourceProblem,
@@ -35,6 +36,7 @@ from densecam_core.export.dicom_objects import (
     segmentation,
 )
 from densecam_core.export.legend import burned_overlay
+from densecam_core.export.refetch import refetch_missing_sources
 from densecam_core.store.layout import StoreError
 from densecam_core.store.run import Run
 
@@ -79,6 +81,7 @@ class ExportSummary:
     exported: int = 0
     skipped: dict[str, str] = field(default_factory=dict)  # image id -> reason
     files: list[str] = field(default_factory=list)
+    objects: list[tuple[str, str]] = field(default_factory=list)  # (image id, file name) of every file written
 
     def render(self, out: str) -> str:
         return f"exported {self.exported} images, skipped {len(self.skipped)} (reasons in {os.path.join(out, SUMMARY)})"
@@ -102,6 +105,7 @@ def export_run(
     folder = output_folder(Path(out), request.overwrite)
     if request.to == "dicom":
         _check_dicom_run(run, rows)
+        refetch_missing_sources(run, rows, identifiers)
     ids = rows["image_id"].astype(str).tolist()
     if workers == 1:
         records = [_record(run, row, folder, request, identifiers) for _, row in _progress(rows, progress)]
@@ -114,7 +118,13 @@ def export_run(
     summary.skipped = dict(
         zip(table.loc[table["status"] == "skipped", "image_id"], table.loc[table["status"] == "skipped", "reason"])
     )
-    summary.files = [name for names in table["files"] if names for name in names.split(";")]
+    summary.objects = [
+        (str(image_id), name)
+        for image_id, names in zip(table["image_id"], table["files"])
+        if names
+        for name in names.split(";")
+    ]
+    summary.files = [name for _, name in summary.objects]
     return summary
 
 
@@ -304,6 +314,8 @@ def _check_identity(path: str, row: pd.Series) -> None:
     or content digest) where the run recorded it; runs without it are checked by SOP instance only."""
     from densecam_core.store.inputs.identity import CONTENT_PREFIX, identify
 
+    if in_pacs_cache(path):
+        return  # pulled again since the run, it has a new time: matched by its SOP instance below
     size, stamp = row.get("source_size"), row.get("source_stamp")
     if size is None or pd.isna(size) or not isinstance(stamp, str):
         return

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from densecam_core import fileio
+from densecam_core.data.rows import SOURCE_ERROR
 from densecam_core.store import layout
 from densecam_core.store.layout import COMPACT_NAME, COMPACTED_JSON
 
@@ -190,8 +191,8 @@ def recorded_extra_types(run_meta: dict[str, Any]) -> dict[str, pa.DataType]:
 
 def extra_index_types(manifest: pd.DataFrame) -> dict[str, pa.DataType]:
     """Arrow types of a manifest's extra columns (not core index columns), as an index part would hold them."""
-    core = set(layout.CORE_INDEX_COLUMNS)
-    return {str(c): pa.Array.from_pandas(manifest[c]).type for c in manifest.columns if c not in core}
+    left_out = {*layout.CORE_INDEX_COLUMNS, SOURCE_ERROR}  # a source's reason becomes the row's error
+    return {str(c): pa.Array.from_pandas(manifest[c]).type for c in manifest.columns if c not in left_out}
 
 
 def write_parquet_atomic(fs: Any, path: str, table: pa.Table) -> None:

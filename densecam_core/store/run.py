@@ -19,6 +19,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from densecam_core import fileio
 from densecam_core.data.geometry import Geometry
+from densecam_core.data.sources.locations import is_remote
 from densecam_core.store import layout
 from densecam_core.store.analyses import Audit, latest_audit, similar_images
 from densecam_core.store.confined import zarr_store_for_reading
@@ -294,7 +295,7 @@ class Run:
     def source_path(self, image_id: str, *, allow_remote: bool = False) -> str:
         """The image file an index row names; URLs only with ``allow_remote=True``."""
         path = str(self._record(image_id)["path"])
-        if "://" in path and not path.startswith("file://") and not allow_remote:
+        if is_remote(path) and not allow_remote:
             raise layout.StoreError(
                 f"image {image_id!r} lives at {path!r}, outside this machine; pass allow_remote=True to fetch it"
             )

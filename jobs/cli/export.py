@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from densecam_core.options import option
 from jobs.audit.config import parse_words
@@ -44,6 +45,13 @@ class ExportConfig:
         None, help="the key the run's DICOM identifiers were pseudonymised with (default: as `densecam explain`)"
     )
     progress: bool = option(True, help="a progress bar")
+    send: str | None = option(
+        None,
+        help="then send each object into its source's study on this DICOMweb server (dicomweb+https://host/path; "
+        "credentials from $DENSECAM_DICOMWEB_TOKEN_FILE, or $DENSECAM_DICOMWEB_USER and "
+        "$DENSECAM_DICOMWEB_PASSWORD_FILE, or ~/.netrc); per object in send-summary.csv",
+    )
+    verify: bool = option(False, help="with --send: find each stored object on the server afterwards (QIDO-RS)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from densecam_core.data.pseudonyms import PseudonymKeyError
     from densecam_core.export.run_export import ExportRequest, export_run, run_identifiers
+    from densecam_core.export.send import destination_base, send_objects
     from densecam_core.store.reader import open_store
 
     config = config_from_args(ExportConfig, build_parser().parse_args(argv))
@@ -77,15 +86,23 @@ def main(argv: list[str] | None = None) -> int:
             seg=config.seg,
             alpha=config.alpha,
         )
+        if config.send is not None:
+            if config.to != "dicom":
+                raise ValueError("--send sends DICOM objects: it needs --to dicom")
+            destination_base(config.send)  # a bad address is refused before any file is written
         identifiers = run_identifiers(run, config.pseudonym_key) if config.to == "dicom" else None
         summary = export_run(
             run, config.out, request, identifiers=identifiers, progress=config.progress, workers=config.workers
         )
+        print(summary.render(config.out))
+        if config.send is None:
+            return 0
+        sent = send_objects(Path(config.out), summary.objects, config.send, verify=config.verify)
     except (ValueError, KeyError, OSError, PseudonymKeyError) as exc:  # StoreError is a ValueError
         print(f"densecam export: {exc}", file=sys.stderr)
         return 2
-    print(summary.render(config.out))
-    return 0
+    print(sent.render())
+    return 1 if sent.failed else 0
 
 
 if __name__ == "__main__":

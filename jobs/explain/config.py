@@ -42,13 +42,23 @@ class JobConfig(RuntimeOptions):
 
     manifest: str | None = option(
         None,
-        "MURA-v1.1 folder, its CSVs, a folder of DICOM files or a DICOMDIR, or a CSV/Parquet manifest with a "
-        "'path' column; omitted: a generated synthetic MURA tree beside the store",
+        "MURA-v1.1 folder, its CSVs, a folder of DICOM files or a DICOMDIR, a CSV/Parquet manifest with a "
+        "'path' column, or a DICOMweb query (dicomweb+https://…, with --pacs-cache); omitted: a generated synthetic MURA tree beside the store",
         positional=True,
     )
     store: str = option("densecam-out/store", "store path or URL (s3://, gs://, ...)")
     checkpoint: str | None = option(None, "model weights (.pt); omitted: seeded random init")
     image_root: str | None = option(None, "folder (or URL) that relative manifest paths start from")
+    pacs_cache: str | None = option(
+        None,
+        "a DICOMweb source (dicomweb+https://host/path?StudyDate=A-B&Modality=CR) is pulled into this folder "
+        "first, under pseudonymous names; a later run pulls only what is missing",
+    )
+    pacs_studies: str | None = option(
+        None,
+        "a DICOMweb source: pull only the studies whose StudyInstanceUIDs this local file lists, one per line "
+        "(the file never enters the store)",
+    )
     size: int = option(320, "model input size in pixels (square)")
     resize: str = option(
         "stretch", "stretch to a square (MURA paper) or reflect-pad to a square first", choices=RESIZE_MODES

@@ -26,6 +26,7 @@ from densecam_core.cam.explainer import Explainer
 from densecam_core.data.folders import skipped_summary
 from densecam_core.data.manifest import read_manifest
 from densecam_core.data.pseudonyms import Identifiers, in_clear, load_identifiers
+from densecam_core.data.sources.locations import is_url
 from densecam_core.model.checkpoint import load_densenet, model_fingerprint, state_dict_bytes
 from densecam_core.model.precision import SlowPrecisionWarning
 from densecam_core.store.compact import compact_locked
@@ -107,7 +108,12 @@ def prepare(config: JobConfig) -> PreparedJob:
         return resolved[0]
 
     manifest = read_manifest(
-        manifest_source, image_root=config.image_root, identifiers=identifiers_once, dicom_window=config.dicom_window
+        manifest_source,
+        image_root=config.image_root,
+        identifiers=identifiers_once,
+        dicom_window=config.dicom_window,
+        pacs_cache=config.pacs_cache,
+        pacs_studies=config.pacs_studies,
     )
     skipped = skipped_summary(manifest)
     if skipped:
@@ -158,7 +164,7 @@ def prepare(config: JobConfig) -> PreparedJob:
         identifiers=identifiers.as_json() if identifiers is not None else None,
         architecture=probe.architecture.name,
     )
-    return PreparedJob(config, manifest, str(manifest_source), model, settings, spec)
+    return PreparedJob(config, manifest, str(manifest.attrs.get("source", manifest_source)), model, settings, spec)
 
 
 def _say_model(probe: Explainer, asked: str | None) -> None:
@@ -196,7 +202,7 @@ def _say_identifiers(count: int, identifiers: Identifiers) -> None:
 def _synthetic_tree(config: JobConfig) -> str:
     from densecam_core.data.synth import generate_mura
 
-    if "://" in config.store:
+    if is_url(config.store):
         raise ValueError(
             f"no manifest given and the store {config.store!r} is a URL: the synthetic tree is written to "
             "a local folder beside a local store only; pass a manifest (or a local --store)"

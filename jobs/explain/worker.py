@@ -18,6 +18,7 @@ from densecam_core import fileio
 from densecam_core.cam.explainer import Explainer, Explanation
 from densecam_core.data.loader import PROCESS_TASK_IMAGES, BatchLoader, LoadedBatch
 from densecam_core.data.preprocess import ModelInput
+from densecam_core.data.rows import SOURCE_ERROR
 from densecam_core.model.checkpoint import model_fingerprint
 from densecam_core.model.conventions import target_probabilities
 from densecam_core.parallel.shared_block import SharedBlock, shared_or_none
@@ -228,6 +229,10 @@ class ExplainWorker:
             )
             for batch in self.host.batches(loader):
                 self._take(batch, identities, slots, outputs, filled)
+        if SOURCE_ERROR in rows.columns:  # the source could not provide these files: its reason, not "missing"
+            for position, reason in enumerate(rows[SOURCE_ERROR].tolist()):
+                if isinstance(reason, str) and reason:
+                    filled.errors[position] = reason
         return filled
 
     def _take(
@@ -292,7 +297,7 @@ class ExplainWorker:
 
     def _index(self, rows: pd.DataFrame, run_id: str, shard: Shard, filled: Filled) -> pd.DataFrame:
         """The shard's index rows; missing values stay NaN or None (the part's writer makes them nulls)."""
-        index = rows.copy()
+        index = rows.drop(columns=[SOURCE_ERROR], errors="ignore")
         index["orig_height"] = np.where(filled.heights > 0, filled.heights, None)
         index["orig_width"] = np.where(filled.widths > 0, filled.widths, None)
         index["resize_mode"] = self.settings.resize

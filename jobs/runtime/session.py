@@ -8,6 +8,8 @@ import sys
 from collections.abc import Iterator
 from typing import Any, Protocol
 
+from densecam_core.data.sources.locations import is_url
+
 
 class SessionSettings(Protocol):
     address: str | None
@@ -42,7 +44,7 @@ def ray_session(ray: Any, config: SessionSettings) -> Iterator[bool]:
 
 def warn_local_store_on_cluster(nodes: list[dict[str, float]], store: str) -> None:
     """A local path is only one node's: say so before actors on other nodes write elsewhere."""
-    if len(nodes) > 1 and "://" not in store:
+    if len(nodes) > 1 and not is_url(store):
         print(
             f"warning: the store {store!r} is a local path but the cluster has {len(nodes)} nodes; every node "
             "must see it (shared file system) or use an object-store URL such as s3://bucket/store",

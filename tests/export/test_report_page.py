@@ -281,6 +281,18 @@ def _browser():
     return webdriver.Chrome(service=Service(executable_path=driver), options=options)
 
 
+def _loaded(browser, images, timeout: float = 15.0) -> bool:
+    """Whether every image has its pixels within ``timeout`` s: lazy images may load after the page's load event."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        WebDriverWait(browser, timeout).until(lambda _: all(int(i.get_attribute("naturalWidth")) > 0 for i in images))
+    except TimeoutException:
+        return False
+    return True
+
+
 @pytest.mark.slow  # starts a browser
 def test_the_page_in_a_real_browser(tmp_path):
     run = _run(tmp_path)
@@ -307,7 +319,7 @@ def test_the_page_in_a_real_browser(tmp_path):
         assert HOSTILE_ID in texts and len(browser.find_elements(By.TAG_NAME, "script")) == 1
         # every picture loaded from beside the page
         images = browser.find_elements(By.CSS_SELECTOR, ".card img")
-        assert images and all(int(img.get_attribute("naturalWidth")) > 0 for img in images)
+        assert images and _loaded(browser, images)
         # the body-part filter hides every other card
         Select(browser.find_element(By.ID, "filter-part")).select_by_value("HAND")
         cards = browser.find_elements(By.CSS_SELECTOR, ".card")
@@ -387,7 +399,7 @@ def test_the_audit_section_in_a_real_browser(tmp_path):
         assert len(browser.find_elements(By.TAG_NAME, "script")) == 1
         assert browser.execute_script("return document.querySelectorAll('[onmouseover]').length") == 0
         pictures = browser.find_elements(By.CSS_SELECTOR, ".card.flagged img, .card img[alt='peaks']")
-        assert pictures and all(int(img.get_attribute("naturalWidth")) > 0 for img in pictures)
+        assert pictures and _loaded(browser, pictures)
         severe = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
         assert not severe, severe
     finally:

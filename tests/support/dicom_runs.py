@@ -17,8 +17,16 @@ from jobs.runtime.skeleton import shard_work
 SIZE = 64
 
 
-def explain(sources: Path, store: Path, key: str | None, methods: tuple[str, ...] = ("gradcam",)) -> str:
-    """Explain every image of the DICOM folder ``sources`` into ``store`` (pseudonyms under ``key``); the run id."""
+def explain(
+    sources: Path | str,
+    store: Path,
+    key: str | None,
+    methods: tuple[str, ...] = ("gradcam",),
+    *,
+    pacs_cache: Path | None = None,
+) -> str:
+    """Explain every image of the DICOM folder (or DICOMweb query) ``sources`` into ``store`` (pseudonyms under
+    ``key``); the run id."""
     model = load_densenet169(seed=0)
     settings = ExplainSettings(methods=methods, size=SIZE, batch_size=4, input_cache="readwrite")
     identifiers = load_identifiers(key) if key else None
@@ -32,9 +40,9 @@ def explain(sources: Path, store: Path, key: str | None, methods: tuple[str, ...
         4,
         identifiers.as_json() if identifiers else None,
     )
-    manifest = read_manifest(sources, identifiers=identifiers)
+    manifest = read_manifest(sources, identifiers=identifiers, pacs_cache=pacs_cache)
     writer = RunWriter(str(store), spec)
-    writer.create_or_open(str(sources), manifest)
+    writer.create_or_open(manifest.attrs["source"], manifest)
     worker = ExplainWorker(state_dict_bytes(model), settings, warm_up=False, store_url=str(store))
     for shard, rows in shard_work(writer.plan(manifest), 4).todo:
         worker.process_shard(writer.run_url, spec.run_id, shard, 4, rows)

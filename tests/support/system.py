@@ -7,12 +7,15 @@ import shutil
 
 import pytest
 
-INSTALL = "bash tests/setup.sh  (or: sudo apt-get install -y dicom3tools chromium chromium-driver)"
+INSTALL = (
+    "bash tests/setup.sh  (or: sudo apt-get install -y dicom3tools chromium chromium-driver orthanc orthanc-dicomweb "
+    "orthanc-gdcm)"
+)
 
 
 def require(*programs: str) -> list[str]:
     """The full paths of ``programs``; a missing one fails the test with the install command."""
-    found = [shutil.which(program) for program in programs]
+    found = [shutil.which(program) or shutil.which(program, path="/usr/sbin:/sbin") for program in programs]
     missing = [p for p, path in zip(programs, found) if path is None]
     if missing:
         pytest.fail(f"{', '.join(missing)} not installed; run {INSTALL}", pytrace=False)

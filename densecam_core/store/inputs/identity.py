@@ -11,6 +11,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from densecam_core import fileio
+from densecam_core.data.sources.locations import is_remote, local_path
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ def identify(path: str, content: bool = False) -> SourceIdentity | None:
 
 def _stat_identity(path: str) -> SourceIdentity | None:
     try:
-        if "://" in path and not path.startswith("file://"):
+        if is_remote(path):
             fs, inner = fileio.filesystem(path)
             info = fs.info(inner)
             if info.get("type", "file") != "file":
@@ -72,7 +73,7 @@ def _stat_identity(path: str) -> SourceIdentity | None:
                 "",
             )
             return SourceIdentity(path, int(info.get("size") or 0), stamp)
-        local = path.removeprefix("file://")
+        local = local_path(path)
         info = os.stat(local)
         if not stat.S_ISREG(info.st_mode) or not os.access(local, os.R_OK):
             return None
