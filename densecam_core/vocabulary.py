@@ -128,7 +128,7 @@ DEFAULT_INPUT_NORM = "imagenet"
 
 def validate_input_norm(name: str) -> str:
     if name not in INPUT_NORMS:
-        raise ValueError(f"--input-norm must be one of {', '.join(INPUT_NORMS)}; got {name!r}")
+        raise ValueError(f"`input_norm` must be one of {', '.join(INPUT_NORMS)}; got {name!r}")
     return name
 
 
@@ -173,25 +173,6 @@ def validate_methods(methods: str | list[str] | tuple[str, ...] | None) -> tuple
     if unknown or not methods:
         raise ValueError(f"unknown method(s) {unknown or list(methods)!r}; valid methods: {', '.join(ALL_METHODS)}")
     return tuple(m for m in ALL_METHODS if m in methods)
-
-
-METRICS: dict[str, tuple[str, ...]] = {
-    "deletion": ("deletion_auc",),
-    "insertion": ("insertion_auc",),
-    "randomization": ("randomization_spearman", "randomization_ssim"),
-    "stability": ("stability_r", "stability_max_change"),
-    "localization": ("pointing_game", "relevance_mass", "otsu_iou"),
-}
-"""What ``densecam evaluate --metrics`` accepts, and the metric names each one writes (docs/METRICS.md)."""
-
-
-def validate_metrics(metrics: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """Metric names in the order given, once each; unknown names raise a ValueError listing the valid ones."""
-    names = [m.strip() for m in (metrics.split(",") if isinstance(metrics, str) else metrics) if m.strip()]
-    unknown = [m for m in names if m not in METRICS]
-    if unknown or not names:
-        raise ValueError(f"unknown metrics {unknown or names}; choose from {', '.join(METRICS)}")
-    return tuple(dict.fromkeys(names))
 
 
 def validate_precision(precision: str) -> str:

@@ -121,6 +121,7 @@ TORCH_FREE = [
     "densecam_core.evaluation.localisation",
     "densecam_core.analysis.pointing",
     "densecam_core.evaluation.report",
+    "densecam_core.evaluation.families",
     "densecam_core.evaluation.sampling",
     "densecam_core.analysis.comparison",
     "densecam_core.analysis.comparison_summary",

@@ -181,7 +181,7 @@ def choose_grouping(rows: pd.DataFrame, asked: bool | None) -> tuple[bool, str |
         return True, None
     return False, (
         f"clustered within label groups, not label x body part: the smallest of those holds {smallest} images "
-        f"(fewer than {MIN_PART_GROUP}); --by-body-part forces it"
+        f"(fewer than {MIN_PART_GROUP}); `by_body_part` forces it"
     )
 
 

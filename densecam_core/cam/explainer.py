@@ -310,7 +310,7 @@ class Explainer:
             except RuntimeError as exc:  # an op the recording refuses (a driver or PyTorch change): run eagerly
                 warnings.warn(
                     f"recording the Explainer's pass as a CUDA graph failed ({exc}); it runs op by op from now on, "
-                    "with the same maps, more slowly (jobs: --no-cuda-graphs skips the attempt)",
+                    "with the same maps, more slowly (`cuda_graphs=False` skips the attempt)",
                     GraphCaptureWarning,
                     stacklevel=3,
                 )

@@ -25,7 +25,7 @@ _LUT_BITS = 16
 
 def validate_dicom_window(name: str) -> str:
     if name not in DICOM_WINDOWS:
-        raise ValueError(f"--dicom-window must be one of {', '.join(DICOM_WINDOWS)}; got {name!r}")
+        raise ValueError(f"`dicom_window` must be one of {', '.join(DICOM_WINDOWS)}; got {name!r}")
     return name
 
 
@@ -145,7 +145,7 @@ def first_window(ds: Any) -> tuple[float, float, str]:
     if width <= 0 or (function == "LINEAR" and width < 1):
         raise ImageError(
             f"DICOM window width {width:g} is not usable ({function} needs {'>= 1' if function == 'LINEAR' else '> 0'}); "
-            "pass --dicom-window minmax or percentile to ignore the file's window"
+            "pass `dicom_window` minmax or percentile to ignore the file's window"
         )
     return center, width, function
 

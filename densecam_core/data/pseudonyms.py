@@ -91,7 +91,7 @@ def load_identifiers(key_path: str | os.PathLike | None = None, *, store: str | 
     created = False
     if not path.exists():
         if explicit:
-            named_by = "--pseudonym-key" if key_path is not None else f"${KEY_ENV}"
+            named_by = "`pseudonym_key`" if key_path is not None else f"${KEY_ENV}"
             raise PseudonymKeyError(
                 f"pseudonym key {str(path)!r} (named by {named_by}) does not exist; create one with "
                 f"`densecam keygen {path}`, or name no key to use (and on first use create) the default key"

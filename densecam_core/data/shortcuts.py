@@ -42,15 +42,15 @@ class Shortcut:
         """``text:0.7`` (70 % of abnormal images), ``text:0.7:0.5`` (half the width), ``text:0.7:0.5:top_right``."""
         kind, _, rest = text.partition(":")
         if kind != "text" or not rest:
-            raise ValueError(f"--shortcut takes text:FRACTION[:WIDTH[:CORNER]], e.g. text:0.7:0.5; got {text!r}")
+            raise ValueError(f"`shortcut` takes text:FRACTION[:WIDTH[:CORNER]], e.g. text:0.7:0.5; got {text!r}")
         parts = rest.split(":")
         if len(parts) > 3:
-            raise ValueError(f"--shortcut takes text:FRACTION[:WIDTH[:CORNER]]; got {text!r}")
+            raise ValueError(f"`shortcut` takes text:FRACTION[:WIDTH[:CORNER]]; got {text!r}")
         try:
             fraction = float(parts[0])
             width = float(parts[1]) if len(parts) > 1 else cls.width
         except ValueError:
-            raise ValueError(f"--shortcut's FRACTION and WIDTH are numbers; got {text!r}") from None
+            raise ValueError(f"`shortcut`'s FRACTION and WIDTH are numbers; got {text!r}") from None
         return cls(fraction, width, parts[2] if len(parts) > 2 else cls.corner)
 
     @property

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -152,3 +153,39 @@ def deletion_insertion(
     areas = [((c[:, :-1] + c[:, 1:]) / 2).sum(dim=1) / steps for c in curves]
     areas = [torch.where(is_flat, torch.full_like(a, float("nan")), a) for a in areas]
     return DeletionInsertion(areas[0], areas[1], curves[0], curves[1])
+
+
+def _curves(batch: Any) -> dict[Any, DeletionInsertion]:
+    """Deletion and insertion of every map of ``batch`` (``evaluation.batch.Batch``), computed once for both
+    families."""
+    if "deletion_insertion" in batch.cache:
+        return batch.cache["deletion_insertion"]
+    scorer, pixels = batch.scorer, batch.pixels
+    targets = torch.full((pixels.shape[0],), scorer.target, dtype=torch.long, device=pixels.device)
+    # CPU: small batches stay in cache (faster per image); GPU: large ones fill the device
+    size = scorer.settings.forward_batch or (64 if pixels.device.type == "cuda" else 16)
+    ends = endpoints(scorer.forward, pixels.float() / 255.0, targets, size, scorer.activation)  # every map's
+    batch.cache["deletion_insertion"] = {
+        key: deletion_insertion(
+            scorer.forward,
+            pixels,
+            values.to(pixels.device),
+            targets,
+            steps=scorer.settings.steps,
+            batch_size=size,
+            ends=ends,
+            activation=scorer.activation,
+        )
+        for key, values in batch.maps.items()
+    }
+    return batch.cache["deletion_insertion"]
+
+
+def score_deletion(batch: Any, rows: Any) -> None:
+    for key, result in _curves(batch).items():
+        rows.add(key, "deletion_auc", result.deletion_auc)
+
+
+def score_insertion(batch: Any, rows: Any) -> None:
+    for key, result in _curves(batch).items():
+        rows.add(key, "insertion_auc", result.insertion_auc)

@@ -8,6 +8,7 @@ across the stages does not depend on what the model learned.
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 from torch import nn
@@ -63,3 +64,20 @@ def cascade(model: nn.Module, stages: int = len(RANDOMIZATION_STAGES), *, seed: 
                 reinitialise(modules[name])
         copies.append(current)
     return [c.to(device) for c in copies]
+
+
+def score(batch: Any, rows: Any) -> None:
+    """Per stage, how much the absolute maps of the randomised model resemble the trained model's
+    (``evaluation.batch.Batch``, ``Rows``)."""
+    from densecam_core.evaluation.batch import explanation_maps
+    from densecam_core.evaluation.similarity import spearman, ssim
+
+    size = tuple(batch.pixels.shape[-2:])
+    original = batch.original
+    for stage, explainer in enumerate(batch.scorer.stages, start=1):
+        randomised = explanation_maps(explainer(batch.pixels))
+        for key, trained in original.items():
+            a, b = trained.abs(), randomised[key].abs()
+            # a randomised map left flat (no structure at all) shares nothing with a structured one
+            rows.add(key, "randomization_spearman", spearman(a, b, flat_value=0.0), stage)
+            rows.add(key, "randomization_ssim", ssim(a, b, size, flat_value=0.0), stage)

@@ -13,22 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-RANDOMIZATION_PASS_BELOW = 0.5
-"""A map passes the randomisation test when its mean Spearman r at the last stage is below this."""
-STABLE_FROM = 0.9
-"""A map is stable when its mean stability_r is at least this."""
-LOWER_IS_BETTER = {"deletion_auc", "randomization_spearman", "randomization_ssim", "stability_max_change"}
+from densecam_core.evaluation.families import all_verdicts, lower_is_better, summary_columns
+
 KEYS = ["method", "block", "metric", "stage"]
-FIRST_COLUMNS = (
-    "deletion_auc",
-    "deletion_auc_vs_random",
-    "insertion_auc",
-    "insertion_auc_vs_random",
-    "randomization_spearman",
-    "randomization_ssim",
-    "stability_r",
-    "stability_max_change",
-)
 
 
 def study_weights(studies: np.ndarray, resamples: int, seed: int) -> np.ndarray:
@@ -120,43 +107,15 @@ def quality_table(run: Any, *, resamples: int = 1000, seed: int = 0, confidence:
 
 
 def verdicts(table: pd.DataFrame) -> pd.DataFrame:
-    """Per map (method, block): beats random on deletion / insertion (the paired interval excludes 0 on
-    the better side), passes randomisation, stable. ``None`` where the metric was not scored."""
+    """Per map (method, block), every registered family's verdicts (``evaluation.families``): e.g. beats random
+    on deletion / insertion (the paired interval excludes 0 on the better side), passes randomisation, stable.
+    ``None`` where the metric was not scored."""
     maps = table[table["method"] != "random"][["method", "block"]].drop_duplicates()
     out = []
     for method, block in maps.itertuples(index=False):
         rows = table[(table["method"] == method) & (table["block"] == block)]
-        out.append(
-            {
-                "method": method,
-                "block": int(block),
-                "deletion_beats_random": _beats(rows, "deletion_auc", lower=True),
-                "insertion_beats_random": _beats(rows, "insertion_auc", lower=False),
-                "passes_randomization": _passes_randomization(rows),
-                "stable": _stable(rows),
-            }
-        )
-    return pd.DataFrame(out)
-
-
-def _beats(rows: pd.DataFrame, metric: str, *, lower: bool) -> bool | None:
-    row = rows[rows["metric"] == metric]
-    if row.empty or "vs_random_high" not in row or pd.isna(row["vs_random"].iloc[0]):
-        return None
-    return bool(row["vs_random_high"].iloc[0] < 0) if lower else bool(row["vs_random_low"].iloc[0] > 0)
-
-
-def _passes_randomization(rows: pd.DataFrame) -> bool | None:
-    spearman = rows[rows["metric"] == "randomization_spearman"]
-    if spearman.empty:
-        return None
-    last = spearman.sort_values("stage").iloc[-1]
-    return bool(last["mean"] < RANDOMIZATION_PASS_BELOW)
-
-
-def _stable(rows: pd.DataFrame) -> bool | None:
-    r = rows[rows["metric"] == "stability_r"]
-    return None if r.empty else bool(r["mean"].iloc[0] >= STABLE_FROM)
+        out.append({"method": method, "block": int(block), **{v.column: v.decide(rows) for v in all_verdicts()}})
+    return pd.DataFrame(out, columns=["method", "block", *(v.column for v in all_verdicts())])
 
 
 def _last_stage(table: pd.DataFrame) -> tuple[pd.DataFrame, float | None]:
@@ -177,7 +136,8 @@ def summary_grid(table: pd.DataFrame) -> pd.DataFrame:
             paired = shown[shown["metric"] == metric].set_index(["method", "block"])["vs_random"]
             if not paired.empty:
                 grid[f"{metric}_vs_random"] = paired
-    columns = [c for c in FIRST_COLUMNS if c in grid] + [c for c in grid if c not in FIRST_COLUMNS]
+    first = summary_columns()
+    columns = [c for c in first if c in grid] + [c for c in grid if c not in first]
     grid = grid[columns].join(verdicts(table).set_index(["method", "block"]), how="left")
     order = sorted(grid.index, key=lambda k: (k[0] != "cam", k[0], k[1]))
     return grid.loc[order].reset_index()
@@ -186,7 +146,7 @@ def summary_grid(table: pd.DataFrame) -> pd.DataFrame:
 def format_grid(grid: pd.DataFrame) -> str:
     """The grid as text, verdict columns as yes/no/-."""
     shown = grid.copy()
-    for column in ("deletion_beats_random", "insertion_beats_random", "passes_randomization", "stable"):
+    for column in (v.column for v in all_verdicts()):
         if column in shown:
             shown[column] = shown[column].map(lambda v: "-" if v is None or pd.isna(v) else ("yes" if v else "NO"))
     return shown.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="")
@@ -199,7 +159,7 @@ def format_table(table: pd.DataFrame, *, every_stage: bool = False) -> str:
     lines = []
     for (metric, stage), group in shown.groupby(["metric", shown["stage"].fillna(0)], sort=False):
         title = metric + (f", stage {int(stage)}" if stage else "")
-        lines.append(f"{title} ({'lower' if metric in LOWER_IS_BETTER else 'higher'} is better)")
+        lines.append(f"{title} ({'lower' if metric in lower_is_better() else 'higher'} is better)")
         for r in group[group["method"] != "random"].itertuples():
             line = f"  {r.method:>9} b{int(r.block)}  {r.mean:7.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]  n={r.images:<6}"
             if not pd.isna(getattr(r, "random", np.nan)):

@@ -28,12 +28,12 @@ def stratified_sample(
         raise ValueError("pass exactly one of count or fraction")
     total = len(index)
     if fraction is not None and not 0 < fraction <= 1:
-        raise ValueError(f"--fraction must be in (0, 1], got {fraction}")
+        raise ValueError(f"`fraction` must be in (0, 1], got {fraction}")
     count = max(1, round(fraction * total)) if fraction is not None else int(count or 0)
     if count < 1:
-        raise ValueError(f"--sample must be >= 1, got {count}")
+        raise ValueError(f"`sample` must be >= 1, got {count}")
     if count > total:
-        raise ValueError(f"--sample {count} is larger than the run's {total} scoreable images; pass at most {total}")
+        raise ValueError(f"`sample` {count} is larger than the run's {total} scoreable images; pass at most {total}")
     if count == total:
         return index.sort_values("row").reset_index(drop=True)
     columns = [c for c in by if c in index.columns]

@@ -111,10 +111,10 @@ def parse_maps(text: str) -> list[tuple[str, int]]:
     for item in filter(None, (part.strip() for part in text.split(","))):
         method, _, block = item.partition(":")
         if block and not block.isdigit():
-            raise ValueError(f"--maps {item!r}: the block after ':' must be one of {BLOCKS}")
+            raise ValueError(f"`maps` {item!r}: the block after ':' must be one of {BLOCKS}")
         maps.append((method, int(block) if block else 4))
     if not maps:
-        raise ValueError("--maps needs at least one method[:block], e.g. gradcam:4")
+        raise ValueError("`maps` needs at least one method[:block], e.g. gradcam:4")
     return maps
 
 
@@ -133,7 +133,7 @@ def _check_request(run: Run, request: ReportRequest, compare: Run | None) -> Non
                 f"run {compare.run_id} has no {method!r} maps to compare; it has {', '.join(compare.methods)}"
             )
         if compare.run_id == run.run_id:
-            raise ValueError("--compare names the same run: pick another run to compare with")
+            raise ValueError("`compare` names the same run: pick another run to compare with")
 
 
 def _quality(run: Run) -> tuple[pd.DataFrame, pd.DataFrame] | None:

@@ -20,16 +20,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from densecam_core.evaluation.families import all_verdicts
 from densecam_core.export.report_content import Gallery, label_names
 from densecam_core.vocabulary import BLOCKS
-
-VERDICTS = (
-    ("deletion_beats_random", "D", "beats random on deletion", "does not beat random on deletion", "deletion_auc"),
-    ("insertion_beats_random", "I", "beats random on insertion", "does not beat random on insertion", "insertion_auc"),
-    ("passes_randomization", "R", "passes randomisation", "fails randomisation", "randomization_spearman"),
-    ("stable", "S", "stable", "not stable", "stability_r"),
-)
-"""Per verdict column of ``summary_grid``: its letter, what yes and no say, the metric whose interval backs it."""
 
 SCRIPT = """
 (function () {
@@ -225,7 +218,8 @@ def _quality(quality: tuple[pd.DataFrame, pd.DataFrame] | None) -> str | None:
 
 def _verdicts(row: pd.Series, table: pd.DataFrame) -> str:
     badges = []
-    for column, letter, yes, no, metric in VERDICTS:
+    for verdict in all_verdicts():
+        column, letter, yes, no, metric = verdict.column, verdict.letter, verdict.yes, verdict.no, verdict.metric
         value = row.get(column)
         state = "na" if value is None or pd.isna(value) else ("yes" if value else "no")
         said = {"yes": yes, "no": no, "na": "not scored"}[state]

@@ -191,7 +191,7 @@ def export_chunk(
 def _selected(run: Run, request: ExportRequest) -> pd.DataFrame:
     """The index rows to export, refusing what the run cannot give."""
     if request.to not in FORMATS:
-        raise ValueError(f"--to must be one of {FORMATS}, got {request.to!r}")
+        raise ValueError(f"`to` must be one of {FORMATS}, got {request.to!r}")
     _ = request.binary_threshold  # a bad --seg is refused here, before any file
     if request.method != "cam" and request.method not in run.methods:
         raise StoreError(f"run {run.run_id} has no {request.method!r} maps; it has cam, {', '.join(run.methods)}")
@@ -209,7 +209,7 @@ def _selected(run: Run, request: ExportRequest) -> pd.DataFrame:
 
 def output_folder(out: Path, overwrite: bool) -> Path:
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} exists and holds other files: pick a new folder, or pass --overwrite")
+        raise FileExistsError(f"{out} exists and holds other files: pick a new folder, or pass `overwrite`")
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -239,7 +239,7 @@ def is_dicom_run(rows: pd.DataFrame) -> bool:
 def _check_dicom_run(run: Run, rows: pd.DataFrame) -> None:
     if not is_dicom_run(rows):
         raise StoreError(
-            f"run {run.run_id} was not explained from DICOM files: export it with --to png (overlay panels)"
+            f"run {run.run_id} was not explained from DICOM files: export it with `to` png (overlay panels)"
         )
 
 

@@ -35,7 +35,7 @@ def destination_base(url: str) -> str:
     """The server of ``--send dicomweb+https://host/path`` (filters make no sense there and are refused)."""
     address = parse_address(url)
     if address.filters:
-        raise DicomwebAddressError("--send takes the server's address only (no ?filters)")
+        raise DicomwebAddressError("`send` takes the server's address only (no ?filters)")
     return address.base
 
 

@@ -72,7 +72,7 @@ def read_labels(path: str | os.PathLike, *, expected: int | None = None) -> tupl
     with_comma = [label for label in names if "," in label]
     if with_comma:
         raise LabelError(
-            f"the labels file {name!r} names classes with a comma ({with_comma[:3]}), which --target-names "
+            f"the labels file {name!r} names classes with a comma ({with_comma[:3]}), which `target_names` "
             "(comma-separated) could not select: rename them"
         )
     return names
@@ -101,7 +101,7 @@ def labels_for(num_classes: int, input_norm: str, labels: Sequence[str] | None) 
 def targets_from_names(names: Sequence[str], labels: Sequence[str] | None) -> tuple[int, ...]:
     """The class ids of ``names``; unknown names are refused listing the known ones."""
     if labels is None:
-        raise LabelError("--target-names needs the model's class names: pass --labels FILE (one name per line)")
+        raise LabelError("`target_names` needs the model's class names: pass `labels` FILE (one name per line)")
     unknown = [name for name in names if name not in labels]
     if unknown:
         raise LabelError(f"unknown class names {unknown}; this model's classes are: {', '.join(labels)}")

@@ -125,7 +125,7 @@ def _named(init: str | os.PathLike, load: Callable[[], torch.nn.Module]) -> torc
     try:
         return load()
     except CheckpointError as exc:
-        raise CheckpointError(f"--init {os.fspath(init)!r}: {exc}") from None
+        raise CheckpointError(f"`init` {os.fspath(init)!r}: {exc}") from None
 
 
 def _autocast(config: TrainConfig) -> Any:

@@ -246,7 +246,7 @@ def settle_confirmation(audit_url: str, settings: dict[str, Any], *, force: bool
             differ = sorted(k for k in wanted if recorded.get(k) != wanted[k])
             raise ValueError(
                 f"this audit's paste test ran with other settings ({', '.join(differ)}); pass the same ones to "
-                "resume it, or --force to run it afresh"
+                "resume it, or `force` to run it afresh"
             )
         fs.rm(root, recursive=True)
     if force and recorded == wanted:
@@ -313,10 +313,10 @@ def latest_audit(run: Any, of_map: tuple[str, int | None, int] | None = None) ->
     if audits:
         return audits[-1]
     what = "" if of_map is None else f" of {of_map[0]} block {of_map[1]} (target {of_map[2]})"
-    methods = "" if of_map is None else f" --methods {of_map[0]}"
-    raise layout.StoreError(
-        f"run {run.run_id} has no audit{what} yet: run `densecam audit STORE --run {run.run_id}{methods}`"
-    )
+    command = f"densecam audit STORE --run {run.run_id}"
+    if of_map is not None:
+        command = f"densecam audit STORE --run {run.run_id} --methods {of_map[0]}"
+    raise layout.StoreError(f"run {run.run_id} has no audit{what} yet: run `{command}`")
 
 
 def similar_images(ids: pd.Series, vectors: np.ndarray, image_id: str, k: int) -> pd.DataFrame:

@@ -172,7 +172,7 @@ def cast_extra(name: str, values: pd.Series, target: pa.DataType) -> pa.Array:
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise layout.StoreError(
             f"manifest column {name!r} was {target} when this run was created and is now {array.type} with values "
-            f"that do not fit ({exc}); rename the column, fix its values, or write a new run (another --store)"
+            f"that do not fit ({exc}); rename the column, fix its values, or write a new run (another `store`)"
         ) from None
 
 

@@ -40,7 +40,7 @@ def target_position(meta: dict[str, Any], target: int | str) -> int:
                 "read Run.targets() for the class of each image's maps"
             )
         if names is None:
-            raise StoreError(f"run {run} has no class names (explain with --labels FILE); select targets by position")
+            raise StoreError(f"run {run} has no class names (explain with `labels` FILE); select targets by position")
         if target not in names:
             raise StoreError(f"run {run} has no class {target!r}; its classes are: {', '.join(names)}")
         if names.index(target) not in fixed:

@@ -122,7 +122,7 @@ class RunWriter:
             if recorded["shard_size"] != self.spec.shard_size:
                 raise layout.StoreError(
                     f"run {self.spec.run_id} was written with shard size {recorded['shard_size']}, "
-                    f"not {self.spec.shard_size}: pass --shard-size {recorded['shard_size']} (or omit it)"
+                    f"not {self.spec.shard_size}: pass `shard_size` {recorded['shard_size']} (or omit it)"
                 )
             _check_identifiers(recorded.get("identifiers"), self.spec.identifiers, self.spec.run_id)
             if recorded.get("identifiers") is None and self.spec.identifiers:
@@ -267,12 +267,12 @@ def _check_identifiers(recorded: dict[str, Any] | None, now: dict[str, Any] | No
 
     def said(block: dict[str, Any]) -> str:
         if block.get("identifiers") == "clear":
-            return "in clear (--keep-identifiers)"
+            return "in clear (`keep_identifiers`)"
         return f"pseudonymised under the key with id {block.get('pseudonym_key_id')}"
 
     raise layout.StoreError(
         f"run {run_id} holds DICOM identifiers {said(recorded)}, this job's would be {said(now)}: pass the run's "
-        "key (--pseudonym-key) or the same --keep-identifiers choice, or write the new rows to another --store"
+        "key (`pseudonym_key`) or the same `keep_identifiers` choice, or write the new rows to another `store`"
     )
 
 

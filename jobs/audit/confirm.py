@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,16 +23,15 @@ from densecam_core.store.analyses import (
     settle_confirmation,
 )
 from densecam_core.store.layout import Shard
-from densecam_core.store.lock import RunLock
 from densecam_core.store.run import Run
 from densecam_core.store.targets import fixed_classes
 from jobs.audit.config import AuditConfig
 from jobs.audit.paste_worker import PasteSettings, PasteWorker
-from jobs.runtime.contract import WorkItem
-from jobs.runtime.dispatch import DispatchCounters
+from jobs.runtime.contract import ShardResult, WorkItem
+from jobs.runtime.dispatch import DispatchCounters, JobState
 from jobs.runtime.replica import model_actors
 from jobs.runtime.resources import Resources
-from jobs.runtime.skeleton import Launch, ShardPlan, dispatch_on_ray, run_locked
+from jobs.runtime.skeleton import Launch, ShardPlan, run_shard_job
 
 KEYS = ["method", "block", "target", "group", "cluster"]
 
@@ -69,40 +69,52 @@ def confirm_flagged(config: AuditConfig, run: Run, audit: Audit, model: Any) -> 
         input_norm=str(run.settings.get("input_norm") or "imagenet"),
         dicom_window=str(run.settings.get("dicom_window", DEFAULT_DICOM_WINDOW)),
     )
-    recorded = {"fingerprint": run.fingerprint, "paste_images": config.paste_images, "seed": config.seed}
-
-    def plan() -> ShardPlan:
-        settle_confirmation(audit.url, recorded, force=config.force)
-        done = set(confirmation_parts(audit.url))
-        todo: deque[WorkItem] = deque(
-            (Shard(i, i, i + 1), pairs.assign(target_class=fixed[int(cluster["target"])]))
-            for i, (cluster, pairs) in enumerate(work)
-            if i not in done
-        )
-        return ShardPlan(todo, len(work), len(work) - len(todo))
-
-    def dispatch(todo: deque[WorkItem], lock: RunLock) -> DispatchCounters:
-        return dispatch_on_ray(
-            config,
-            todo,
-            lock,
-            lambda ray, resources: _launch(config, run, audit, model, settings, ray, resources),
-            desc="pasting",
-        )
-
-    run_locked(run.url, plan, dispatch)
+    run_shard_job(PasteShards(config, run, audit, model, settings, work, fixed), run.url, config)
     return summarise(work, read_confirmation_pairs(audit.url), audit, config.seed)
 
 
-def _launch(
-    config: AuditConfig, run: Run, audit: Audit, model: Any, settings: PasteSettings, ray: Any, resources: Resources
-) -> Launch:
-    make_actor = model_actors(ray, PasteWorker, "PasteActor", model, resources, settings)
+@dataclass
+class PasteShards:
+    """The paste test on the runtime (``ShardJob``): one shard per flagged cluster without recorded pairs."""
 
-    def submit(actor: Any, shard: Shard, pairs: pd.DataFrame) -> Any:
-        return actor.process.remote(audit.url, shard, pairs)
+    config: AuditConfig
+    run: Run
+    audit: Audit
+    model: Any
+    settings: PasteSettings
+    work: list[tuple[pd.Series, pd.DataFrame]]
+    fixed: list[int]
+    description: str = "pasting"
 
-    return Launch(dataclasses.replace(resources, concurrency=1), make_actor, submit)
+    def plan(self) -> ShardPlan:
+        recorded = {
+            "fingerprint": self.run.fingerprint,
+            "paste_images": self.config.paste_images,
+            "seed": self.config.seed,
+        }
+        settle_confirmation(self.audit.url, recorded, force=self.config.force)
+        done = set(confirmation_parts(self.audit.url))
+        todo: deque[WorkItem] = deque(
+            (Shard(i, i, i + 1), pairs.assign(target_class=self.fixed[int(cluster["target"])]))
+            for i, (cluster, pairs) in enumerate(self.work)
+            if i not in done
+        )
+        return ShardPlan(todo, len(self.work), len(self.work) - len(todo))
+
+    def launch(self, ray: Any, resources: Resources) -> Launch:
+        make_actor = model_actors(ray, PasteWorker, "PasteActor", self.model, resources, self.settings)
+        audit_url = self.audit.url
+
+        def submit(actor: Any, shard: Shard, pairs: pd.DataFrame) -> Any:
+            return actor.process.remote(audit_url, shard, pairs)
+
+        return Launch(dataclasses.replace(resources, concurrency=1), make_actor, submit)
+
+    def committed(self, state: JobState, result: ShardResult) -> None:
+        pass
+
+    def finish(self, counters: DispatchCounters) -> None:
+        pass
 
 
 def summarise(work: list[tuple[pd.Series, pd.DataFrame]], pairs: pd.DataFrame, audit: Audit, seed: int) -> pd.DataFrame:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs.cli.generated import DefaultsFormatter, add_config_arguments, config_from_args
+from jobs.cli.generated import DefaultsFormatter, add_config_arguments, config_from_args, on_the_command_line
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_audit(config)
     except (ValueError, KeyError, FileNotFoundError, PermissionError) as exc:
-        print(f"densecam audit: {exc}", file=sys.stderr)
+        print(f"densecam audit: {on_the_command_line(exc, AuditConfig)}", file=sys.stderr)
         return 2
 
 

@@ -22,7 +22,7 @@ from densecam_core.store.inputs.identity import CACHE_IDENTITIES
 from densecam_core.store.layout import StoreError
 from densecam_core.vocabulary import RESIZE_MODES
 from jobs.cache import fill_cache
-from jobs.cli.generated import DefaultsFormatter, add_config_arguments, config_from_args
+from jobs.cli.generated import DefaultsFormatter, add_config_arguments, config_from_args, on_the_command_line
 
 
 @dataclass(kw_only=True)
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             identity=args.cache_identity,
         )
     except (ManifestError, StoreError, ValueError) as exc:
-        print(f"densecam cache: error: {exc}", file=sys.stderr)
+        print(f"densecam cache: error: {on_the_command_line(exc, CacheConfig)}", file=sys.stderr)
         return 2
     seconds = time.perf_counter() - started
     print(

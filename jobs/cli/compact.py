@@ -16,7 +16,7 @@ from densecam_core.options import option
 from densecam_core.store.compact import compact_run
 from densecam_core.store.layout import StoreError
 from densecam_core.store.reader import open_store
-from jobs.cli.generated import DefaultsFormatter, add_config_arguments, config_from_args
+from jobs.cli.generated import DefaultsFormatter, add_config_arguments, config_from_args, on_the_command_line
 
 
 @dataclass(kw_only=True)
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"({done.parts_merged} parts merged) in {time.perf_counter() - started:.1f} s"
             )
     except (StoreError, FileNotFoundError) as exc:
-        print(f"densecam compact: error: {exc}", file=sys.stderr)
+        print(f"densecam compact: error: {on_the_command_line(exc, CompactConfig)}", file=sys.stderr)
         return 2
     return 0
 

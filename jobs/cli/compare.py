@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from densecam_core.analysis.comparison_summary import report_changes
 from densecam_core.options import option
-from jobs.cli.generated import DefaultsFormatter, add_config_arguments, config_from_args
+from jobs.cli.generated import DefaultsFormatter, add_config_arguments, config_from_args, on_the_command_line
 
 
 @dataclass(kw_only=True)
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             args.store, args.run_a, args.run_b, args.method, args.block, args.top, args.plot, args.csv, target=target
         )
     except (ValueError, KeyError) as exc:  # StoreError is a ValueError
-        print(f"densecam compare: {exc}", file=sys.stderr)
+        print(f"densecam compare: {on_the_command_line(exc, CompareConfig)}", file=sys.stderr)
         return 2
     return 0
 

@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 
 from densecam_core.options import option
-from jobs.cli.generated import DefaultsFormatter, add_config_arguments, config_from_args
+from jobs.cli.generated import DefaultsFormatter, add_config_arguments, config_from_args, on_the_command_line
 from jobs.demo import run_demo
 from jobs.demo_config import DemoConfig
 
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_demo(command.workdir, config)
     except ValueError as exc:
-        print(f"densecam demo: {exc}", file=sys.stderr)
+        print(f"densecam demo: {on_the_command_line(exc, DemoCommand)}", file=sys.stderr)
         return 2
     return 0
 

@@ -13,7 +13,7 @@ import traceback
 from dataclasses import dataclass
 
 from densecam_core.options import option
-from jobs.cli.generated import DefaultsFormatter, add_config_arguments, config_from_args
+from jobs.cli.generated import DefaultsFormatter, add_config_arguments, config_from_args, on_the_command_line
 from jobs.evaluate.config import EvaluateConfig
 
 
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return job_main(args) if args.metrics is not None else pointing_game_main(args)
     except (ValueError, KeyError, FileNotFoundError, CheckpointError) as exc:
-        print(f"densecam evaluate: {exc}", file=sys.stderr)
+        print(f"densecam evaluate: {on_the_command_line(exc, EvaluateCommand)}", file=sys.stderr)
         return 2
     except Exception:
         traceback.print_exc()

@@ -10,7 +10,7 @@ import argparse
 import sys
 import traceback
 
-from jobs.cli.generated import DefaultsFormatter, add_config_arguments, config_from_args
+from jobs.cli.generated import DefaultsFormatter, add_config_arguments, config_from_args, on_the_command_line
 from jobs.explain.config import JobConfig, shard_size_for
 
 
@@ -41,10 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = run_job(config_from(args))
     except (ManifestError, CheckpointError, StoreError, ValueError, TypeError) as exc:
-        print(f"densecam explain: error: {exc}", file=sys.stderr)
+        print(f"densecam explain: error: {on_the_command_line(exc, JobConfig)}", file=sys.stderr)
         return 2
     except ActorStartError as exc:
-        print(f"densecam explain: error: {exc}", file=sys.stderr)
+        print(f"densecam explain: error: {on_the_command_line(exc, JobConfig)}", file=sys.stderr)
         return 1
     except Exception:
         traceback.print_exc()

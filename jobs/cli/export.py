@@ -15,7 +15,7 @@ from pathlib import Path
 
 from densecam_core.options import option
 from jobs.audit.config import parse_words
-from jobs.cli.generated import DefaultsFormatter, add_config_arguments, config_from_args
+from jobs.cli.generated import DefaultsFormatter, add_config_arguments, config_from_args, on_the_command_line
 
 
 @dataclass(kw_only=True)
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         sent = send_objects(Path(config.out), summary.objects, config.send, verify=config.verify)
     except (ValueError, KeyError, OSError, PseudonymKeyError) as exc:  # StoreError is a ValueError
-        print(f"densecam export: {exc}", file=sys.stderr)
+        print(f"densecam export: {on_the_command_line(exc, ExportConfig)}", file=sys.stderr)
         return 2
     print(sent.render())
     return 1 if sent.failed else 0

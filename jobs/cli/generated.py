@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -111,6 +112,24 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_class: type) ->
         else:
             kwargs["default"] = _shown(default)
         target.add_argument(flag, dest=f.name, **kwargs)
+
+
+_PARAMETER = re.compile(r"`([a-z][a-z0-9_]*)`")
+
+
+def on_the_command_line(error: object, config_class: type) -> str:
+    """A library message as the command's user reads it: the library names its parameters (`pacs_cache`), the
+    command line names the flag that sets each of its config's fields (--pacs-cache; a positional field: its
+    name in capitals)."""
+    fields = {f.name: f for f in config_fields(config_class)}
+
+    def flag(match: re.Match[str]) -> str:
+        field = fields.get(match[1])
+        if field is None:
+            return match[0]
+        return field.name.upper() if field.metadata["positional"] else "--" + field.name.replace("_", "-")
+
+    return _PARAMETER.sub(flag, str(error))
 
 
 def config_from_args(config_class: type, args: argparse.Namespace, **overrides: Any) -> Any:

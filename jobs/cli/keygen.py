@@ -7,7 +7,7 @@ import sys
 from dataclasses import dataclass
 
 from densecam_core.options import option
-from jobs.cli.generated import DefaultsFormatter, add_config_arguments, config_from_args
+from jobs.cli.generated import DefaultsFormatter, add_config_arguments, config_from_args, on_the_command_line
 
 
 @dataclass(kw_only=True)
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         path = create_key(args.path or default_key_path())
     except (PseudonymKeyError, OSError) as exc:
-        print(f"densecam keygen: error: {exc}", file=sys.stderr)
+        print(f"densecam keygen: error: {on_the_command_line(exc, KeygenConfig)}", file=sys.stderr)
         return 2
     print(f"wrote a new pseudonym key to {path} (readable by you only); pass it as --pseudonym-key {path}")
     return 0

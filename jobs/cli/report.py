@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 
 from densecam_core.options import option
-from jobs.cli.generated import DefaultsFormatter, add_config_arguments, config_from_args
+from jobs.cli.generated import DefaultsFormatter, add_config_arguments, config_from_args, on_the_command_line
 
 
 @dataclass(kw_only=True)
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         result = write_report(run, args.out, request, compare=compare)
     except (ValueError, KeyError, OSError) as exc:  # StoreError is a ValueError
-        print(f"densecam report: {exc}", file=sys.stderr)
+        print(f"densecam report: {on_the_command_line(exc, ReportConfig)}", file=sys.stderr)
         return 2
     print(f"report of run {run.run_id}: {result.cards} cards, {result.pictures} pictures -> {result.page}")
     return 0

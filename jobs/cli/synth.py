@@ -7,7 +7,7 @@ import sys
 from dataclasses import dataclass
 
 from densecam_core.options import option
-from jobs.cli.generated import DefaultsFormatter, add_config_arguments, config_from_args
+from jobs.cli.generated import DefaultsFormatter, add_config_arguments, config_from_args, on_the_command_line
 
 
 @dataclass(kw_only=True)
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             lesion_masks=config.lesion_masks,
         )
     except ValueError as exc:
-        print(f"densecam synth: {exc}", file=sys.stderr)
+        print(f"densecam synth: {on_the_command_line(exc, SynthConfig)}", file=sys.stderr)
         return 2
     print(
         f"wrote {summary.images} images in {summary.studies} studies of {summary.patients} patients "

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from densecam_core.model.training import TrainConfig
 from densecam_core.options import option
-from jobs.cli.generated import DefaultsFormatter, add_config_arguments, config_from_args
+from jobs.cli.generated import DefaultsFormatter, add_config_arguments, config_from_args, on_the_command_line
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         frame = read_manifest(args.manifest, args.image_root)
         train_rows, valid_rows = split_for_training(frame)
     except (ManifestError, ValueError) as exc:
-        print(f"densecam train: {exc}", file=sys.stderr)
+        print(f"densecam train: {on_the_command_line(exc, TrainCommand)}", file=sys.stderr)
         return 2
     print(
         f"training on {len(train_rows)} images, validating on {len(valid_rows)}; {config.size} px, "
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = train(frame, args.out, config, progress=args.progress)
     except CheckpointError as exc:
-        print(f"densecam train: {exc}", file=sys.stderr)
+        print(f"densecam train: {on_the_command_line(exc, TrainCommand)}", file=sys.stderr)
         return 2
     study, image = result.final["study"], result.final["image"]
     print(

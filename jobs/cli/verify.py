@@ -26,7 +26,7 @@ from densecam_core.store.inputs.verify import remove, verify_input_caches
 from densecam_core.store.layout import CACHE_FOLDER, INPUTS_DIR, StoreError
 from densecam_core.store.reader import open_store
 from densecam_core.store.verify import repair_index_files, uncommit, verify_run
-from jobs.cli.generated import DefaultsFormatter, add_config_arguments, config_from_args
+from jobs.cli.generated import DefaultsFormatter, add_config_arguments, config_from_args, on_the_command_line
 
 
 @dataclass(kw_only=True)
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         store = open_store(args.store)
         runs = [store.run(args.run)] if args.run else [store.run(r) for r in store.run_metadata()]
     except (StoreError, FileNotFoundError) as exc:
-        print(f"densecam verify: error: {exc}", file=sys.stderr)
+        print(f"densecam verify: error: {on_the_command_line(exc, VerifyConfig)}", file=sys.stderr)
         return 2
     for name, problem in getattr(store, "problems", {}).items():
         print(f"skipped folder runs/{name}: {problem}")

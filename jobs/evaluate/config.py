@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from densecam_core.evaluation.families import FAMILIES, validate_families
 from densecam_core.options import option
-from densecam_core.vocabulary import METRICS, validate_metrics
 from jobs.runtime.options import RuntimeOptions
 
 EVALUATE_INPUT_CACHE_MODES = ("read", "off")
@@ -20,9 +20,9 @@ class EvaluateConfig(RuntimeOptions):
     run: str = option("latest", "run id, model fingerprint (prefixes work) or 'latest'")
     metrics: tuple[str, ...] = option(
         DEFAULT_METRICS,
-        f"comma-separated: {', '.join(METRICS)} (needs --boxes); omitted with --boxes: the pointing game of "
+        f"comma-separated: {', '.join(FAMILIES)} (needs --boxes); omitted with --boxes: the pointing game of "
         "the stored maps only",
-        parse=validate_metrics,
+        parse=validate_families,
         cli_default=None,
     )
     checkpoint: str | None = option(None, "the run's model weights (.pt); must match its fingerprint")
@@ -45,9 +45,10 @@ class EvaluateConfig(RuntimeOptions):
     force: bool = option(False, "drop the run's metrics and score afresh")
 
     def validate(self) -> None:
-        self.metrics = validate_metrics(self.metrics)
-        if "localization" in self.metrics and not self.boxes:
-            raise ValueError("--metrics localization needs --boxes CSV (image_id,x0,y0,x1,y1)")
+        self.metrics = validate_families(self.metrics)
+        boxed = [name for name in self.metrics if "boxes" in FAMILIES[name].needs]
+        if boxed and not self.boxes:
+            raise ValueError(f"--metrics {','.join(boxed)} needs --boxes CSV (image_id,x0,y0,x1,y1)")
         if self.steps < 1 or self.batch_size < 1 or self.resamples < 1:
             raise ValueError("--steps, --batch-size and --resamples must be >= 1")
         if self.sample is not None and self.fraction is not None:

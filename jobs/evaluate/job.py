@@ -14,7 +14,6 @@ import hashlib
 import os
 import sys
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,11 +33,11 @@ from densecam_core.store.run import Run
 from densecam_core.store.targets import class_names, fixed_classes, target_position
 from jobs.evaluate.config import EvaluateConfig
 from jobs.evaluate.worker import EvaluateSettings, EvaluateWorker
-from jobs.runtime.contract import WorkItem
-from jobs.runtime.dispatch import DispatchCounters
+from jobs.runtime.contract import ShardResult
+from jobs.runtime.dispatch import DispatchCounters, JobState
 from jobs.runtime.replica import load_run_model, model_actors
 from jobs.runtime.resources import Resources
-from jobs.runtime.skeleton import Hook, Launch, RunSummary, ShardPlan, dispatch_on_ray, run_locked, shard_work
+from jobs.runtime.skeleton import Hook, Launch, RunSummary, ShardPlan, run_shard_job, shard_work
 
 
 @dataclass(frozen=True)
@@ -191,22 +190,37 @@ def _settle_recorded(job: PreparedEvaluation) -> None:
     store_metrics.write_evaluation(run_url, wanted)
 
 
+class EvaluateShards:
+    """The evaluation job on the runtime (``ShardJob``): plans the sample's shards that hold no scores yet,
+    launches scoring actors."""
+
+    description = "scoring"
+
+    def __init__(self, job: PreparedEvaluation, hook: Hook | None = None) -> None:
+        self.job, self.hook = job, hook
+
+    def plan(self) -> ShardPlan:
+        _settle_recorded(self.job)
+        run = self.job.run
+        return shard_work(self.job.sample, int(run.meta["shard_size"]), set(store_metrics.metric_parts(run.url)))
+
+    def launch(self, ray: Any, resources: Resources) -> Launch:
+        return _launch(self.job, ray, resources)
+
+    def committed(self, state: JobState, result: ShardResult) -> None:
+        if self.hook is not None:
+            self.hook(state, result)
+
+    def finish(self, counters: DispatchCounters) -> None:
+        pass  # scores are read back as the shards wrote them
+
+
 def run_evaluation(config: EvaluateConfig, *, hook: Hook | None = None) -> tuple[EvaluationSummary, pd.DataFrame]:
     """Score the run (resuming), then return the summary and the quality table."""
     started = time.perf_counter()
     job = prepare(config)
     run = job.run
-
-    def plan() -> ShardPlan:
-        _settle_recorded(job)
-        return shard_work(job.sample, int(run.meta["shard_size"]), set(store_metrics.metric_parts(run.url)))
-
-    def dispatch(todo: deque[WorkItem], lock: RunLock) -> DispatchCounters:
-        return dispatch_on_ray(
-            config, todo, lock, lambda ray, resources: _launch(job, ray, resources), hook=hook, desc="scoring"
-        )
-
-    work, counters = run_locked(run.url, plan, dispatch)
+    work, counters = run_shard_job(EvaluateShards(job, hook), run.url, config)
     summary = EvaluationSummary(
         run_id=run.run_id,
         store=config.store,

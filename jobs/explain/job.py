@@ -15,7 +15,6 @@ import os
 import sys
 import time
 import warnings
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,17 +31,16 @@ from densecam_core.model.precision import SlowPrecisionWarning
 from densecam_core.store.compact import compact_locked
 from densecam_core.store.inputs.cache import InputCache
 from densecam_core.store.layout import Shard, StoreError
-from densecam_core.store.lock import RunLock
 from densecam_core.store.writer import RunSpec, RunWriter, ensure_store
 from densecam_core.vocabulary import block_grid, validate_methods, validate_resize_mode
 from jobs.explain.classes import resolve_classes
 from jobs.explain.config import JobConfig, batch_size_for, decode_processes_for
 from jobs.explain.settings import ExplainSettings
 from jobs.explain.worker import ExplainWorker
-from jobs.runtime.contract import ShardResult, WorkItem
+from jobs.runtime.contract import ShardResult
 from jobs.runtime.dispatch import DispatchCounters, JobState, make_actor_class
 from jobs.runtime.resources import Resources
-from jobs.runtime.skeleton import Hook, Launch, RunSummary, ShardPlan, dispatch_on_ray, run_locked, shard_work
+from jobs.runtime.skeleton import Hook, Launch, RunSummary, ShardPlan, run_shard_job, shard_work
 
 __all__ = ["JobConfig", "JobState", "JobSummary", "PreparedJob", "prepare", "run_job"]
 
@@ -214,44 +212,48 @@ def _synthetic_tree(config: JobConfig) -> str:
     return root
 
 
+class ExplainShards:
+    """The explain job on the runtime (``ShardJob``): plans the manifest's rows into shards, launches explain
+    actors, reopens the index as each shard commits, compacts at the end."""
+
+    description = "explaining"
+
+    def __init__(self, job: PreparedJob, writer: RunWriter, hook: Hook | None = None) -> None:
+        self.job, self.writer, self.hook = job, writer, hook
+        self.new_run = False
+
+    def plan(self) -> ShardPlan:
+        config, writer = self.job.config, self.writer
+        self.new_run = writer.create_or_open(self.job.manifest_source, self.job.manifest)
+        committed = set() if config.force else writer.committed_shards()
+        if config.redo_errors:
+            committed -= writer.shards_with_errors()
+        return shard_work(writer.plan(self.job.manifest), config.shard_size, committed)
+
+    def launch(self, ray: Any, resources: Resources) -> Launch:
+        return _launch(self.job, self.writer, ray, resources)
+
+    def committed(self, state: JobState, result: ShardResult) -> None:
+        # a recomputed shard leaves the compacted index once its new part is committed, not before:
+        # until then readers keep its old rows, so a killed recompute loses nothing committed
+        self.writer.reopen({result.shard})
+        if self.hook is not None:
+            self.hook(state, result)
+
+    def finish(self, counters: DispatchCounters) -> None:
+        run = self.writer.open_run()
+        if counters.shards_done or "counts" not in run.meta:
+            compact_locked(run)  # a few large index files; run.json gets the counts
+
+
 def run_job(config: JobConfig, *, hook: Hook | None = None) -> JobSummary:
     """Run the whole job and return its summary; raises before any work on bad input."""
     started = time.perf_counter()
     job = prepare(config)
     writer = RunWriter(config.store, job.spec)
     ensure_store(config.store)
-    opened: list[bool] = []
-
-    def plan() -> ShardPlan:
-        opened.append(writer.create_or_open(job.manifest_source, job.manifest))
-        committed = set() if config.force else writer.committed_shards()
-        if config.redo_errors:
-            committed -= writer.shards_with_errors()
-        return shard_work(writer.plan(job.manifest), config.shard_size, committed)
-
-    def committed(state: JobState, result: ShardResult) -> None:
-        # a recomputed shard leaves the compacted index once its new part is committed, not before:
-        # until then readers keep its old rows, so a killed recompute loses nothing committed
-        writer.reopen({result.shard})
-        if hook is not None:
-            hook(state, result)
-
-    def dispatch(todo: deque[WorkItem], lock: RunLock) -> DispatchCounters:
-        return dispatch_on_ray(
-            config,
-            todo,
-            lock,
-            lambda ray, resources: _launch(job, writer, ray, resources),
-            hook=committed,
-            desc="explaining",
-        )
-
-    def compact(counters: DispatchCounters) -> None:
-        run = writer.open_run()
-        if counters.shards_done or "counts" not in run.meta:
-            compact_locked(run)  # a few large index files; run.json gets the counts
-
-    work, counters = run_locked(writer.run_url, plan, dispatch, finish=compact)
+    shards = ExplainShards(job, writer, hook)
+    work, counters = run_shard_job(shards, writer.run_url, config)
     if config.input_cache == "readwrite":  # even when this job cached nothing: one killed before may have
         _catalog_input_cache(config)
     summary = JobSummary(
@@ -260,7 +262,7 @@ def run_job(config: JobConfig, *, hook: Hook | None = None) -> JobSummary:
         images_total=len(job.manifest),
         shards_total=work.total,
         shards_skipped=work.skipped,
-        new_run=opened[0],
+        new_run=shards.new_run,
         seconds=time.perf_counter() - started,
         **dataclasses.asdict(counters),
     )

@@ -1,8 +1,8 @@
-"""The one run skeleton both jobs follow: plan shards under the run's lock, skip what is committed,
-dispatch the rest to actors on Ray, summarise, write ``--summary-json``.
+"""The one run skeleton every job on Ray follows: plan shards under the run's lock, skip what is committed,
+dispatch the rest to actors on Ray, finish, summarise, write ``--summary-json``.
 
-Each job supplies what differs (what to plan, how to make and feed its actors); the order of the
-steps, the lock's span and the summary's shape are the same for both.
+A job is a ``ShardJob`` (what to plan, how to make and feed its actors, what to do as shards commit and at
+the end); the order of the steps, the lock's span and the summary's shape are the runtime's.
 """
 
 from __future__ import annotations
@@ -62,35 +62,37 @@ class Launch:
     submit: Callable[[Any, Any, pd.DataFrame], Any]
 
 
-def run_locked(
-    run_url: str,
-    plan: Callable[[], ShardPlan],
-    dispatch: Callable[[deque[WorkItem], RunLock], DispatchCounters],
-    finish: Callable[[DispatchCounters], None] | None = None,
-) -> tuple[ShardPlan, DispatchCounters]:
-    """Plan, dispatch and ``finish`` (e.g. compact) while holding the run's lock; nothing to do dispatches
-    nothing (and starts no Ray)."""
+class ShardJob(Protocol):
+    """A job on the runtime, as the skeleton drives it: ``plan`` its shards under the run's lock, ``launch``
+    its actors once their resources are known, hear of each ``committed`` shard, ``finish`` (e.g. compact)
+    before the lock is released. ``description`` names the work on the progress bar ("explaining")."""
+
+    description: str
+
+    def plan(self) -> ShardPlan: ...
+
+    def launch(self, ray: Any, resources: Resources) -> Launch: ...
+
+    def committed(self, state: JobState, result: ShardResult) -> None: ...
+
+    def finish(self, counters: DispatchCounters) -> None: ...
+
+
+def run_shard_job(job: ShardJob, run_url: str, config: LaunchSettings) -> tuple[ShardPlan, DispatchCounters]:
+    """Plan, dispatch on Ray and finish while holding the run's lock; nothing to do dispatches nothing (and
+    starts no Ray)."""
     lock = RunLock(run_url)
     lock.acquire()
     try:
-        work = plan()
-        counters = dispatch(work.todo, lock) if work.todo else DispatchCounters()
-        if finish is not None:
-            finish(counters)
+        work = job.plan()
+        counters = _dispatch_on_ray(job, config, work.todo, lock) if work.todo else DispatchCounters()
+        job.finish(counters)
     finally:
         lock.release()
     return work, counters
 
 
-def dispatch_on_ray(
-    config: LaunchSettings,
-    todo: deque[WorkItem],
-    lock: RunLock,
-    launch: Callable[[Any, Resources], Launch],
-    *,
-    hook: Hook | None = None,
-    desc: str,
-) -> DispatchCounters:
+def _dispatch_on_ray(job: ShardJob, config: LaunchSettings, todo: deque[WorkItem], lock: RunLock) -> DispatchCounters:
     """Start (or join) Ray, size the actors to the cluster, let the job launch them, run the driver loop."""
     import ray
 
@@ -98,8 +100,11 @@ def dispatch_on_ray(
         total, nodes = cluster_resources(ray)
         warn_local_store_on_cluster(nodes, config.store)
         resources = size_actors(total, nodes, config, can_grow=not own_local_ray)
-        job = launch(ray, resources)
-        return Dispatcher(ray, config, job.resources, job.make_actor, job.submit, todo, lock, hook, desc=desc).run()
+        launch = job.launch(ray, resources)
+        return Dispatcher(
+            ray, config, launch.resources, launch.make_actor, launch.submit, todo, lock, job.committed,
+            desc=job.description,
+        ).run()  # fmt: skip
 
 
 @dataclass(kw_only=True)

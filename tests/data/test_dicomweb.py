@@ -20,6 +20,7 @@ from densecam_core.data.errors import ManifestError
 from densecam_core.data.pseudonyms import create_key
 from jobs.cli import explain as explain_cli
 from jobs.cli import export as export_cli
+from tests.support.certificates import make_certificates, server_context
 from tests.support.dicom_runs import explain
 from tests.support.faulty_proxy import faulty_proxy
 from tests.support.orthanc import Pacs, running_orthanc
@@ -348,3 +349,32 @@ def test_an_object_the_study_refuses_is_reported_per_object_and_the_command_fail
     sent = pd.read_csv(tmp_path / "out" / "send-summary.csv")
     assert len(sent) == 6 and (sent["status"] == "failed").all()
     assert sent["reason"].str.contains("HTTP 409").all()
+
+
+def test_tls_with_a_private_authority_and_a_client_certificate_and_netrc_credentials(
+    pacs: Pacs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Through a TLS gateway that trusts only client certificates of its own authority (Debian's Orthanc 1.10
+    crashes on its own HTTPS connections, so the gateway terminates TLS in front of it), logging in with
+    ~/.netrc."""
+    certificates = make_certificates(tmp_path / "tls")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".netrc").write_text(f"machine 127.0.0.1 login {pacs.user} password {pacs.password}\n")
+    (home / ".netrc").chmod(0o600)
+    monkeypatch.setenv("HOME", str(home))  # no DENSECAM_DICOMWEB_* credentials: ~/.netrc is read
+    monkeypatch.setenv("DENSECAM_PSEUDONYM_KEY", str(create_key(tmp_path / "k" / "key")))
+    upstream = pacs.url.split("/dicom-web")[0]
+    with faulty_proxy(upstream, lambda *_: None, tls=server_context(certificates)) as (gateway, counts):
+        query = f"dicomweb+{gateway}/dicom-web{QUERY}"
+        assert query.startswith("dicomweb+https://")
+        with pytest.raises(ManifestError, match="cannot be used: .*certificate"):  # the gateway is not trusted yet
+            read_manifest(query, pacs_cache=tmp_path / "cache")
+        monkeypatch.setenv("DENSECAM_DICOMWEB_CA_BUNDLE", str(certificates.ca))
+        with pytest.raises(ManifestError, match="cannot be used"):  # trusted, but this client has no certificate
+            read_manifest(query, pacs_cache=tmp_path / "cache")
+        assert not counts  # no request got through
+        monkeypatch.setenv("DENSECAM_DICOMWEB_CLIENT_CERT", str(certificates.client_cert))
+        monkeypatch.setenv("DENSECAM_DICOMWEB_CLIENT_KEY", str(certificates.client_key))
+        frame = read_manifest(query, pacs_cache=tmp_path / "cache")
+    assert frame.attrs["pacs"] == {"pulled": 6, "cached": 0, "failed": 0}

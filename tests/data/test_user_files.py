@@ -76,5 +76,5 @@ def test_repeated_names_are_found_in_one_pass(tmp_path):
 def test_a_class_name_with_a_comma_is_refused_when_the_labels_are_read(tmp_path):
     path = tmp_path / "labels.txt"
     path.write_text("Effusion\nPleural thickening, left\n")
-    with pytest.raises(LabelError, match="comma.*--target-names.*rename them"):
+    with pytest.raises(LabelError, match="comma.*`target_names`.*rename them"):
         read_labels(path)

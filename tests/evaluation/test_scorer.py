@@ -13,7 +13,7 @@ from densecam_core.data.geometry import Geometry
 from densecam_core.evaluation.faithfulness import deletion_insertion
 from densecam_core.evaluation.randomisation import RANDOMIZATION_STAGES, cascade
 from densecam_core.evaluation.report import metrics_table, verdicts
-from densecam_core.evaluation.scorer import BatchScorer, ScoreSettings, image_seed, random_maps, validate_metrics
+from densecam_core.evaluation.scorer import BatchScorer, ScoreSettings, image_seed, random_maps, validate_families
 from densecam_core.evaluation.similarity import spearman
 
 SIZE = 64
@@ -35,7 +35,7 @@ def _stored(explainer: Explainer, pixels: torch.Tensor) -> dict:
 
 def test_unknown_metric_is_refused():
     with pytest.raises(ValueError, match="unknown metrics.*choose from"):
-        validate_metrics("deletion,faithfulness")
+        validate_families("deletion,faithfulness")
 
 
 def test_deletion_rows_equal_the_library_function_on_the_plain_model(model):

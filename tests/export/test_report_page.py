@@ -257,7 +257,7 @@ def test_refusals_come_before_any_file(run, tmp_path, capsys):
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "notes.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    with pytest.raises(FileExistsError, match="`overwrite`"):
         write_report(run, busy, ReportRequest())
     store = str(Path(run.store_url))
     assert cli_main(["report", store, "--run", run.run_id, "--out", str(busy)]) == 2

@@ -109,5 +109,5 @@ def test_verify_rechecks_cached_inputs_against_their_files(tree, tmp_path, capsy
 def test_an_unknown_cache_identity_is_refused():
     from jobs.explain.config import JobConfig
 
-    with pytest.raises(ValueError, match=r"--cache-identity must be one of stat, content"):
+    with pytest.raises(ValueError, match=r"`cache_identity` must be one of stat, content"):
         JobConfig(cache_identity="mtime").validate()

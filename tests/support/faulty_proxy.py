@@ -4,6 +4,7 @@ asked for, a QIDO answer that is not JSON. It runs on a thread of the test proce
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -22,9 +23,9 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length",
 
 
 @contextmanager
-def faulty_proxy(upstream: str, fault: Fault) -> Iterator[tuple[str, Counter]]:
+def faulty_proxy(upstream: str, fault: Fault, *, tls: ssl.SSLContext | None = None) -> Iterator[tuple[str, Counter]]:
     """``http://127.0.0.1:PORT`` forwarding to ``upstream`` (scheme://host:port), and the count of requests
-    per path."""
+    per path; with ``tls``, ``https://``: a TLS-terminating gateway in front of the PACS."""
     counts: Counter = Counter()
     lock = threading.Lock()
 
@@ -58,5 +59,5 @@ def faulty_proxy(upstream: str, fault: Fault) -> Iterator[tuple[str, Counter]]:
 
         do_GET = do_POST = _forward
 
-    with serving(Handler) as url:
+    with serving(Handler, tls) as url:
         yield url, counts

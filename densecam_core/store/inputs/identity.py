@@ -35,7 +35,7 @@ CONTENT_PREFIX = "blake2b:"
 
 def validate_cache_identity(name: str) -> str:
     if name not in CACHE_IDENTITIES:
-        raise ValueError(f"--cache-identity must be one of {', '.join(CACHE_IDENTITIES)}; got {name!r}")
+        raise ValueError(f"`cache_identity` must be one of {', '.join(CACHE_IDENTITIES)}; got {name!r}")
     return name
 
 

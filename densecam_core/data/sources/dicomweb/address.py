@@ -90,7 +90,7 @@ def parse_address(text: str) -> DicomwebAddress:
             raise DicomwebAddressError(
                 f"the filter {key!r} identifies a patient or study; it would be recorded in the run and visible "
                 "in the process list. Filter by date, modality and body part, and give a targeted pull a file of "
-                "studies with --pacs-studies"
+                "studies with `pacs_studies`"
             )
         if key not in ALLOWED_FILTERS:
             raise DicomwebAddressError(f"unknown DICOMweb filter {key!r}; accepted: {', '.join(ALLOWED_FILTERS)}")

@@ -24,10 +24,10 @@ def open_cache(folder: str, key_id: str | None) -> Path:
     root = Path(folder).expanduser()
     marker = root / MARKER
     if root.exists() and not root.is_dir():
-        raise PacsCacheError(f"--pacs-cache {str(root)!r} is not a folder")
+        raise PacsCacheError(f"`pacs_cache` {str(root)!r} is not a folder")
     if root.is_dir() and any(root.iterdir()) and not marker.is_file():
         raise PacsCacheError(
-            f"--pacs-cache {str(root)!r} already holds other files; name an empty or new folder (densecam keeps "
+            f"`pacs_cache` {str(root)!r} already holds other files; name an empty or new folder (densecam keeps "
             "its pulled instances there under pseudonymous names)"
         )
     try:
@@ -35,12 +35,12 @@ def open_cache(folder: str, key_id: str | None) -> Path:
         probe = tempfile.NamedTemporaryFile(dir=root, prefix=".probe-")  # noqa: SIM115 - closed at once
         probe.close()
     except OSError as exc:
-        raise PacsCacheError(f"--pacs-cache {str(root)!r} is not writable ({exc.strerror})") from None
+        raise PacsCacheError(f"`pacs_cache` {str(root)!r} is not writable ({exc.strerror})") from None
     if marker.is_file():
         recorded = json.loads(marker.read_text(encoding="utf-8")).get("pseudonym_key_id")
         if recorded != key_id:
             raise PacsCacheError(
-                f"--pacs-cache {str(root)!r} was filled under another pseudonym key; use the same key or another folder"
+                f"`pacs_cache` {str(root)!r} was filled under another pseudonym key; use the same key or another folder"
             )
     else:
         marker.write_text(json.dumps({"format": 1, "pseudonym_key_id": key_id}), encoding="utf-8")

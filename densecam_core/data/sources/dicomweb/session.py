@@ -94,6 +94,7 @@ def open_session(credentials: Credentials, *, connections: int = 4) -> requests.
 def request(session: requests.Session, method: str, url: str, what: str, **kwargs: Any) -> requests.Response:
     """``session.request`` whose failures are DicomwebRequestError with a safe reason (``what``: QIDO-RS…)."""
     kwargs.setdefault("timeout", TIMEOUT_SECONDS)
+    kwargs.setdefault("verify", session.verify)  # else $REQUESTS_CA_BUNDLE would silently replace the CA bundle given
     try:
         response = session.request(method, url, **kwargs)
     except requests.exceptions.RetryError as exc:

@@ -31,7 +31,7 @@ UNLISTED = "study-listing-failed"
 class DicomwebSource:
     described: ClassVar[str] = (
         "a DICOMweb server, dicomweb+https://host/path?StudyDate=A-B&Modality=CR (dicomweb+http for a local one), "
-        "pulled into --pacs-cache"
+        "pulled into `pacs_cache`"
     )
     threads: ClassVar[int] = THREADS
 
@@ -51,9 +51,7 @@ class DicomwebSource:
 
     def rows(self) -> pd.DataFrame:
         if not self.options.pacs_cache:
-            raise ManifestError(
-                "a DICOMweb source is pulled into a cache folder first: name one (--pacs-cache DIR, pacs_cache=...)"
-            )
+            raise ManifestError("a DICOMweb source is pulled into a cache folder first: name one (`pacs_cache`)")
         studies = read_study_list(self.options.studies) if self.options.studies else None
         self.targeted = None if studies is None else len(studies)
         names = _naming_key(self.options)
@@ -99,13 +97,13 @@ def read_study_list(path: str) -> list[str]:
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"--pacs-studies {path!r} cannot be read ({type(exc).__name__})") from None
+        raise ManifestError(f"`pacs_studies` {path!r} cannot be read ({type(exc).__name__})") from None
     studies = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     bad = [number for number, uid in enumerate(studies, start=1) if not _UID.fullmatch(uid)]
     if bad:
-        raise ManifestError(f"--pacs-studies {path!r}: entries {bad[:5]} are not StudyInstanceUIDs (digits and dots)")
+        raise ManifestError(f"`pacs_studies` {path!r}: entries {bad[:5]} are not StudyInstanceUIDs (digits and dots)")
     if not studies:
-        raise ManifestError(f"--pacs-studies {path!r} names no study")
+        raise ManifestError(f"`pacs_studies` {path!r} names no study")
     return list(dict.fromkeys(studies))
 
 

@@ -1,0 +1,13 @@
+"""Localisation against lesion boxes: the pointing game, relevance mass and Otsu IoU (docs/METRICS.md); its
+stored name keeps its first spelling, ``localization``."""
+
+from __future__ import annotations
+
+from densecam_core.evaluation.families import MetricFamily
+
+FAMILY = MetricFamily(
+    name="localization",
+    metrics=("pointing_game", "relevance_mass", "otsu_iou"),
+    scorer="densecam_core.evaluation.localisation:score",
+    needs=frozenset({"boxes"}),
+)
