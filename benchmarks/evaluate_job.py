@@ -21,7 +21,7 @@ from densecam_core import generate_mura
 from densecam_core.evaluation.report import format_grid, summary_grid
 from densecam_core.model.precision import native_bf16
 from jobs.evaluate.job import EvaluateConfig, run_evaluation
-from jobs.explain.job import JobConfig, run_job
+from jobs.explain.job import ExplainConfig, run_explain
 
 
 def main() -> None:
@@ -36,8 +36,10 @@ def main() -> None:
     tree = os.path.join(work, "tree")
     generate_mura(tree, images=args.images, seed=0, lesion_scale=3.0)
     store = os.path.join(work, "store")
-    explained = run_job(
-        JobConfig(manifest=tree, store=store, size=args.size, precision=args.precision, shard_size=32, progress=False)
+    explained = run_explain(
+        ExplainConfig(
+            manifest=tree, store=store, size=args.size, precision=args.precision, shard_size=32, progress=False
+        )
     )
     boxes = pd.read_csv(os.path.join(tree, "lesion_boxes.csv"))
     summary, table = run_evaluation(

@@ -25,7 +25,7 @@ from machine import describe_cpu  # benchmarks/machine.py
 
 from densecam_core import load_densenet169
 from densecam_core.vocabulary import METHODS
-from jobs.explain.job import JobConfig, run_job
+from jobs.explain.job import ExplainConfig, run_explain
 from jobs.explain.settings import ExplainSettings
 from jobs.explain.worker import ExplainWorker
 
@@ -129,8 +129,8 @@ def main() -> None:
     graphed_before = graphed.rate() if graphed else float("nan")
 
     def job(store: str, checkpoint: str | None, decode: str = args.decode, cuda_graphs: bool = True):
-        return run_job(
-            JobConfig(
+        return run_explain(
+            ExplainConfig(
                 manifest=os.path.join(work, "tree"),
                 store=store,
                 size=args.size,

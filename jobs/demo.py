@@ -162,7 +162,7 @@ def _explain_twice(paths: DemoPaths, config: DemoConfig, valid_rows: Any, steps:
     and the evaluation job scores run A's map quality. Returns both run ids and the quality table."""
     import ray
 
-    from jobs.explain.job import JobConfig, run_job
+    from jobs.explain.job import ExplainConfig, run_explain
 
     valid_manifest = paths.work / "valid.csv"
     valid_rows[["path", "label"]].assign(path=valid_rows["image_id"]).to_csv(valid_manifest, index=False)
@@ -183,10 +183,10 @@ def _explain_twice(paths: DemoPaths, config: DemoConfig, valid_rows: Any, steps:
     if started_ray:  # one local Ray for both jobs and the evaluation (a job shuts down only a Ray it started)
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=True)
     try:
-        summary_a = run_job(JobConfig(checkpoint=str(paths.checkpoint_a), **job))
+        summary_a = run_explain(ExplainConfig(checkpoint=str(paths.checkpoint_a), **job))
         _say(_indented(summary_a.render()))
         _say(f"[4/{steps}] explaining them again with the updated model (epoch {config.epochs + 1})")
-        summary_b = run_job(JobConfig(checkpoint=str(paths.checkpoint_b), **job))
+        summary_b = run_explain(ExplainConfig(checkpoint=str(paths.checkpoint_b), **job))
         _say(_indented(summary_b.render()))
         quality = _evaluate(paths, config, valid_rows, summary_a.run_id) if config.evaluate_images else None
     finally:

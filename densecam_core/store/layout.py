@@ -39,7 +39,9 @@ LOCALISE_KIND = "localise"
 LOCALISE_METRICS = "metrics.parquet"
 LOCALISE_BY_SIZE = "by_size.parquet"
 LOCALISE_IMAGES = "images.parquet"
-ANALYSIS_KINDS = (AUDIT_KIND, LOCALISE_KIND)
+ANALYSIS_KINDS = [AUDIT_KIND, LOCALISE_KIND]
+"""The kinds of analysis a run's ``analysis/`` folder holds (``<kind>-<digest12>/<kind>.json``);
+``register_analysis_kind`` adds one."""
 AUDIT_IMAGES = "images.parquet"
 AUDIT_CLUSTERS = "clusters.parquet"
 AUDIT_ATLASES = "atlases.parquet"
@@ -87,7 +89,9 @@ class StoreError(ValueError):
 
 
 def analysis_folder(kind: str, settings: dict[str, Any]) -> str:
-    """``<kind>-<12 hex digits>``: the folder of the analysis that ``settings`` (JSON-able) made."""
+    """``<kind>-<12 hex digits>``: the folder of the analysis that ``settings`` (JSON-able) made; ``kind`` must be
+    registered (it names a folder of the run)."""
+    analysis_pattern(kind)
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return f"{kind}-{digest}"
 
@@ -95,6 +99,15 @@ def analysis_folder(kind: str, settings: dict[str, Any]) -> str:
 def analysis_json(kind: str) -> str:
     """The file whose presence makes an analysis folder complete: ``<kind>.json``."""
     return f"{kind}.json"
+
+
+def register_analysis_kind(kind: str) -> str:
+    """Give a new kind of analysis its folders in every run (a lower-case word: it names folders and files)."""
+    if not re.fullmatch(r"[a-z]{2,32}", kind):
+        raise ValueError(f"an analysis kind is a lower-case word of 2 to 32 letters, got {kind!r}")
+    if kind not in ANALYSIS_KINDS:
+        ANALYSIS_KINDS.append(kind)
+    return kind
 
 
 def analysis_pattern(kind: str) -> re.Pattern[str]:

@@ -11,7 +11,7 @@ import sys
 import traceback
 
 from jobs.cli.generated import DefaultsFormatter, add_config_arguments, config_from_args, on_the_command_line
-from jobs.explain.config import JobConfig, shard_size_for
+from jobs.explain.config import ExplainConfig, shard_size_for
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,13 +20,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Explain every image of a manifest into a heatmap store (Ray).",
         formatter_class=DefaultsFormatter,
     )
-    add_config_arguments(parser, JobConfig)
+    add_config_arguments(parser, ExplainConfig)
     return parser
 
 
-def config_from(args: argparse.Namespace) -> JobConfig:
+def config_from(args: argparse.Namespace) -> ExplainConfig:
     """The job's config; without --shard-size, the shard size of the store's runs."""
-    config: JobConfig = config_from_args(JobConfig, args, shard_size=shard_size_for(args.store, args.shard_size))
+    config: ExplainConfig = config_from_args(
+        ExplainConfig, args, shard_size=shard_size_for(args.store, args.shard_size)
+    )
     return config
 
 
@@ -35,16 +37,16 @@ def main(argv: list[str] | None = None) -> int:
     from densecam_core.data.errors import ManifestError
     from densecam_core.model.checkpoint import CheckpointError
     from densecam_core.store.layout import StoreError
-    from jobs.explain.job import run_job
+    from jobs.explain.job import run_explain
     from jobs.runtime.actor_pool import ActorStartError
 
     try:
-        summary = run_job(config_from(args))
+        summary = run_explain(config_from(args))
     except (ManifestError, CheckpointError, StoreError, ValueError, TypeError) as exc:
-        print(f"densecam explain: error: {on_the_command_line(exc, JobConfig)}", file=sys.stderr)
+        print(f"densecam explain: error: {on_the_command_line(exc, ExplainConfig)}", file=sys.stderr)
         return 2
     except ActorStartError as exc:
-        print(f"densecam explain: error: {on_the_command_line(exc, JobConfig)}", file=sys.stderr)
+        print(f"densecam explain: error: {on_the_command_line(exc, ExplainConfig)}", file=sys.stderr)
         return 1
     except Exception:
         traceback.print_exc()

@@ -9,7 +9,7 @@ import torch
 
 from densecam_core.model.conventions import default_input_norm
 from densecam_core.model.labels import default_activation, labels_for, read_labels, targets_from_names
-from jobs.explain.config import JobConfig
+from jobs.explain.config import ExplainConfig
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class Classes:
         return None if self.activation == self.legacy_activation else self.activation
 
 
-def resolve_classes(config: JobConfig, model: torch.nn.Module) -> Classes:
+def resolve_classes(config: ExplainConfig, model: torch.nn.Module) -> Classes:
     """--labels, --target-names and --activation checked against the model's outputs, before any work."""
     count = int(model.classifier.out_features)
     norm = config.input_norm or default_input_norm(int(model.features.conv0.in_channels))

@@ -37,7 +37,7 @@ def parse_names(text: str) -> tuple[str, ...]:
 
 
 @dataclass(kw_only=True)
-class JobConfig(RuntimeOptions):
+class ExplainConfig(RuntimeOptions):
     """Everything a job run depends on. ``None`` means: derived (each field's help says how)."""
 
     manifest: str | None = option(
@@ -177,14 +177,14 @@ class JobConfig(RuntimeOptions):
             raise ValueError("--keep-identifiers writes identifiers in clear: it takes no --pseudonym-key")
 
 
-def decode_processes_for(config: JobConfig, gpus_per_worker: float, threads: int) -> int:
+def decode_processes_for(config: ExplainConfig, gpus_per_worker: float, threads: int) -> int:
     """How many decode processes each actor keeps (0: it decodes with threads)."""
     if config.decode == "processes" or (config.decode == "auto" and gpus_per_worker > 0):
         return max(1, threads)
     return 0
 
 
-def batch_size_for(config: JobConfig, gpus_per_worker: float) -> int | None:
+def batch_size_for(config: ExplainConfig, gpus_per_worker: float) -> int | None:
     """--batch-size, or the default for the actors' device (None: each GPU actor measures its own)."""
     if config.batch_size is not None:
         return config.batch_size

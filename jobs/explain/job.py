@@ -34,7 +34,7 @@ from densecam_core.store.layout import Shard, StoreError
 from densecam_core.store.writer import RunSpec, RunWriter, ensure_store
 from densecam_core.vocabulary import block_grid, validate_methods, validate_resize_mode
 from jobs.explain.classes import resolve_classes
-from jobs.explain.config import JobConfig, batch_size_for, decode_processes_for
+from jobs.explain.config import ExplainConfig, batch_size_for, decode_processes_for
 from jobs.explain.settings import ExplainSettings
 from jobs.explain.worker import ExplainWorker
 from jobs.runtime.contract import ShardResult
@@ -42,14 +42,14 @@ from jobs.runtime.dispatch import DispatchCounters, JobState, make_actor_class
 from jobs.runtime.resources import Resources
 from jobs.runtime.skeleton import Hook, Launch, RunSummary, ShardPlan, run_shard_job, shard_work
 
-__all__ = ["JobConfig", "JobState", "JobSummary", "PreparedJob", "prepare", "run_job"]
+__all__ = ["ExplainConfig", "ExplainSummary", "JobState", "PreparedExplain", "prepare", "run_explain"]
 
 
 @dataclass(frozen=True)
-class PreparedJob:
+class PreparedExplain:
     """A job whose inputs all passed their checks: nothing has been written yet."""
 
-    config: JobConfig
+    config: ExplainConfig
     manifest: pd.DataFrame
     manifest_source: str
     model: Any  # torch.nn.Module
@@ -58,7 +58,7 @@ class PreparedJob:
 
 
 @dataclass(kw_only=True)
-class JobSummary(RunSummary):
+class ExplainSummary(RunSummary):
     """What the driver loop counted, and what the explanation job as a whole knows."""
 
     images_total: int
@@ -92,7 +92,7 @@ class JobSummary(RunSummary):
         return "\n".join(lines)
 
 
-def prepare(config: JobConfig) -> PreparedJob:
+def prepare(config: ExplainConfig) -> PreparedExplain:
     """Everything that can fail on bad input, before any work: settings, manifest, checkpoint."""
     config.validate()
     validate_resize_mode(config.resize)
@@ -162,7 +162,7 @@ def prepare(config: JobConfig) -> PreparedJob:
         identifiers=identifiers.as_json() if identifiers is not None else None,
         architecture=probe.architecture.name,
     )
-    return PreparedJob(config, manifest, str(manifest.attrs.get("source", manifest_source)), model, settings, spec)
+    return PreparedExplain(config, manifest, str(manifest.attrs.get("source", manifest_source)), model, settings, spec)
 
 
 def _say_model(probe: Explainer, asked: str | None) -> None:
@@ -180,7 +180,7 @@ def _say_model(probe: Explainer, asked: str | None) -> None:
     )
 
 
-def identifiers_for(config: JobConfig) -> Identifiers:
+def identifiers_for(config: ExplainConfig) -> Identifiers:
     """How DICOM identifiers reach the index: in clear with --keep-identifiers, else pseudonyms under the
     key (asked for only once a DICOM header is found: PNG archives need no key)."""
     if config.keep_identifiers:
@@ -197,7 +197,7 @@ def _say_identifiers(count: int, identifiers: Identifiers) -> None:
     print(f"DICOM: {count} files; patient, study and instance identifiers {said}", file=sys.stderr)
 
 
-def _synthetic_tree(config: JobConfig) -> str:
+def _synthetic_tree(config: ExplainConfig) -> str:
     from densecam_core.data.synth import generate_mura
 
     if is_url(config.store):
@@ -218,7 +218,7 @@ class ExplainShards:
 
     description = "explaining"
 
-    def __init__(self, job: PreparedJob, writer: RunWriter, hook: Hook | None = None) -> None:
+    def __init__(self, job: PreparedExplain, writer: RunWriter, hook: Hook | None = None) -> None:
         self.job, self.writer, self.hook = job, writer, hook
         self.new_run = False
 
@@ -246,7 +246,7 @@ class ExplainShards:
             compact_locked(run)  # a few large index files; run.json gets the counts
 
 
-def run_job(config: JobConfig, *, hook: Hook | None = None) -> JobSummary:
+def run_explain(config: ExplainConfig, *, hook: Hook | None = None) -> ExplainSummary:
     """Run the whole job and return its summary; raises before any work on bad input."""
     started = time.perf_counter()
     job = prepare(config)
@@ -256,7 +256,7 @@ def run_job(config: JobConfig, *, hook: Hook | None = None) -> JobSummary:
     work, counters = run_shard_job(shards, writer.run_url, config)
     if config.input_cache == "readwrite":  # even when this job cached nothing: one killed before may have
         _catalog_input_cache(config)
-    summary = JobSummary(
+    summary = ExplainSummary(
         run_id=job.spec.run_id,
         store=config.store,
         images_total=len(job.manifest),
@@ -270,7 +270,7 @@ def run_job(config: JobConfig, *, hook: Hook | None = None) -> JobSummary:
     return summary
 
 
-def _launch(job: PreparedJob, writer: RunWriter, ray: Any, resources: Resources) -> Launch:
+def _launch(job: PreparedExplain, writer: RunWriter, ray: Any, resources: Resources) -> Launch:
     """The explain actors for these resources: settings per device, the weights put once, a shard per call."""
     config, spec = job.config, job.spec
     settings = dataclasses.replace(
@@ -305,12 +305,12 @@ def _launch(job: PreparedJob, writer: RunWriter, ray: Any, resources: Resources)
     return Launch(resources, make_actor, submit)
 
 
-def _input_cache(config: JobConfig) -> InputCache:
+def _input_cache(config: ExplainConfig) -> InputCache:
     """The input cache this job's preprocessing reads and writes (size, resize mode, DICOM window)."""
     return InputCache(config.store, config.size, config.resize, config.dicom_window, identity=config.cache_identity)
 
 
-def _say_input_cache(config: JobConfig) -> None:
+def _say_input_cache(config: ExplainConfig) -> None:
     """Tell the user when there is no cache to read yet (every image is then decoded)."""
     if config.input_cache == "off":
         return
@@ -323,7 +323,7 @@ def _say_input_cache(config: JobConfig) -> None:
         )
 
 
-def _catalog_input_cache(config: JobConfig) -> None:
+def _catalog_input_cache(config: ExplainConfig) -> None:
     """Catalog the segments committed since the last catalog (this job's, or a killed job's), so the next
     job's actors find them in one read (store/inputs/catalog.py). Writes nothing when the catalog is
     current. The work is done: a catalog that cannot be written only costs speed."""

@@ -23,7 +23,7 @@ GPU_ACTOR_FALLBACK_CPUS = 4.0
 
 
 class ActorRequest(Protocol):
-    """The settings actor sizing reads (``JobConfig`` and the evaluation's ``EvaluateConfig`` have them)."""
+    """The settings actor sizing reads (``ExplainConfig`` and the evaluation's ``EvaluateConfig`` have them)."""
 
     workers: int | None
     gpus_per_worker: float

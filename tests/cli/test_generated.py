@@ -35,7 +35,7 @@ from jobs.cli.train import build_parser as train_parser
 from jobs.cli.verify import VerifyConfig
 from jobs.cli.verify import build_parser as verify_parser
 from jobs.evaluate.config import EvaluateConfig
-from jobs.explain.config import JobConfig
+from jobs.explain.config import ExplainConfig
 from jobs.localise.config import LocaliseConfig
 from jobs.runtime.options import RuntimeOptions
 
@@ -48,7 +48,7 @@ def options(parser) -> dict[str, object]:
 @pytest.mark.parametrize(
     "config, parser",
     [
-        (JobConfig, explain_parser),
+        (ExplainConfig, explain_parser),
         (EvaluateConfig, evaluate_parser),
         (AuditConfig, audit_parser),
         (LocaliseConfig, localise_parser),

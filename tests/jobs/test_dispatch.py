@@ -9,7 +9,7 @@ from collections import deque
 import pandas as pd
 
 from densecam_core.store.layout import Shard
-from jobs.explain.config import JobConfig
+from jobs.explain.config import ExplainConfig
 from jobs.runtime.dispatch import Dispatcher, _task_error_text
 from jobs.runtime.resources import Resources
 
@@ -78,7 +78,7 @@ def test_a_shard_that_hangs_past_the_deadline_is_retried_on_a_new_actor():
         hangs = shard.index == 1 and calls[1] == 1  # a FIFO, a dead NFS mount: no answer, ever
         return Task(Result(shard.index), hangs=hangs)
 
-    config = JobConfig(shard_timeout=0.2, retries=2, progress=False)
+    config = ExplainConfig(shard_timeout=0.2, retries=2, progress=False)
     started = time.monotonic()
     counters = Dispatcher(ray, config, Resources(1, 1.0, 0.0, 1), Actor, submit, work(3), NoLock()).run()
     assert counters.shards_done == 3 and not counters.shards_failed
@@ -94,7 +94,7 @@ def test_a_failed_shard_reports_the_workers_own_exception():
 
     assert _task_error_text(TaskError()) == "ValueError: shard 3 holds rows 12..15; got rows [12, 14]"
     ray = FakeRay()
-    config = JobConfig(retries=0, progress=False)
+    config = ExplainConfig(retries=0, progress=False)
     counters = Dispatcher(
         ray,
         config,

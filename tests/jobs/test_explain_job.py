@@ -21,7 +21,7 @@ from densecam_core import Explainer, fileio, generate_mura, load_densenet169, op
 from densecam_core.data.loader import BatchLoader
 from densecam_core.store import layout
 from densecam_core.store.lock import RunLock
-from jobs.explain.job import JobConfig, JobSummary, run_job
+from jobs.explain.job import ExplainConfig, ExplainSummary, run_explain
 
 pytestmark = pytest.mark.slow  # Ray, the demo or a notebook kernel: see `pytest -m "not slow"`
 
@@ -48,19 +48,19 @@ def tree(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def finished(local_ray, tree, tmp_path_factory) -> tuple[Path, JobSummary]:
+def finished(local_ray, tree, tmp_path_factory) -> tuple[Path, ExplainSummary]:
     """One job over the tree: the start of every test that goes on from a finished run, each on a copy."""
     store = tmp_path_factory.mktemp("finished") / "store"
-    return store, run_job(config(tree, store))
+    return store, run_explain(config(tree, store))
 
 
-def copy_of(finished: tuple[Path, JobSummary], tmp_path: Path) -> tuple[Path, JobSummary]:
+def copy_of(finished: tuple[Path, ExplainSummary], tmp_path: Path) -> tuple[Path, ExplainSummary]:
     store, summary = finished
     shutil.copytree(store, tmp_path / "store")
     return tmp_path / "store", summary
 
 
-def config(tree: Path, store: Path, **overrides) -> JobConfig:
+def config(tree: Path, store: Path, **overrides) -> ExplainConfig:
     base = dict(
         manifest=str(tree),
         store=str(store),
@@ -73,7 +73,7 @@ def config(tree: Path, store: Path, **overrides) -> JobConfig:
         methods=("gradcam", "hirescam"),
     )
     base.update(overrides)
-    return JobConfig(**base)
+    return ExplainConfig(**base)
 
 
 def assert_same_maps(stored: np.ndarray, expected: np.ndarray) -> None:
@@ -102,9 +102,9 @@ def test_job_completes_with_error_rows_and_maps_equal_in_process(finished, tree,
     assert np.allclose(ok["logit"], expected.logits[:, 0].numpy(), atol=1e-5)
     assert np.isnan(run.maps("cam", image_ids=[errors.index[0]])).all()
     # the same job again skips everything; --force recomputes and gives the same store
-    again = run_job(config(tree, store))
+    again = run_explain(config(tree, store))
     assert again.shards_skipped == again.shards_total and again.images_done == 0
-    forced = run_job(config(tree, store, force=True))
+    forced = run_explain(config(tree, store, force=True))
     assert forced.shards_done == forced.shards_total
     assert np.array_equal(
         run.maps("gradcam", 4, rows=index["row"].tolist()),
@@ -128,7 +128,7 @@ def test_killed_actor_is_replaced_and_every_row_lands_once(local_ray, tree, tmp_
 
     # 2-image shards: 11 of them, so the killed actor still has work queued when it dies (with
     # nothing left for it, no replacement would be needed and none would happen)
-    summary = run_job(config(tree, tmp_path / "store", shard_size=2), hook=kill_once)
+    summary = run_explain(config(tree, tmp_path / "store", shard_size=2), hook=kill_once)
     assert killed and summary.actors_replaced >= 1 and not summary.shards_failed
     index = assert_every_row_once(tmp_path / "store", tree)
     assert (index["status"] == "ok").sum() == 19
@@ -144,7 +144,7 @@ def test_new_checkpoint_makes_a_second_run_and_leaves_the_first(finished, tree, 
     assert catalog["rows"] == first.ok > 0  # the images that decoded; the error rows' files did not
     checkpoint = tmp_path / "other.pt"
     torch.save(load_densenet169(seed=9).state_dict(), checkpoint)
-    second = run_job(config(tree, store, checkpoint=str(checkpoint)))
+    second = run_explain(config(tree, store, checkpoint=str(checkpoint)))
     assert second.run_id != first.run_id and second.new_run
     assert (second.images_from_cache, second.images_decoded) == (first.ok, first.errors)
     runs = open_store(str(store)).runs
@@ -158,7 +158,7 @@ def test_second_concurrent_job_is_refused(finished, tree, tmp_path):
     lock.acquire()  # a live job holds the run
     try:
         with pytest.raises(layout.StoreError, match=r"another job \(host"):
-            run_job(config(tree, store))
+            run_explain(config(tree, store))
     finally:
         lock.release()
 
@@ -169,9 +169,9 @@ def test_bad_checkpoint_and_manifest_stop_before_any_work(tree, tmp_path):
     from densecam_core import CheckpointError, ManifestError
 
     with pytest.raises(CheckpointError, match="bad.pt"):
-        run_job(config(tree, tmp_path / "store", checkpoint=str(bad)))
+        run_explain(config(tree, tmp_path / "store", checkpoint=str(bad)))
     with pytest.raises(ManifestError):
-        run_job(config(tmp_path / "nothing.csv", tmp_path / "store"))
+        run_explain(config(tmp_path / "nothing.csv", tmp_path / "store"))
     assert not (tmp_path / "store" / "runs").exists()
 
 
@@ -293,7 +293,7 @@ def test_shard_that_keeps_failing_is_reported_and_the_job_exits_non_zero(finishe
 
 def test_actors_that_cannot_be_placed_do_not_block_the_job(local_ray, tree, tmp_path):
     """3 one-CPU actors on a 2-CPU Ray: the third never starts; the other two do all the work."""
-    summary = run_job(config(tree, tmp_path / "store", workers=3))
+    summary = run_explain(config(tree, tmp_path / "store", workers=3))
     assert summary.shards_done == summary.shards_total and not summary.shards_failed
     assert_every_row_once(tmp_path / "store", tree)
     # no actor outlives the job: a pending one left alive would take a freed CPU and keep it
@@ -309,7 +309,7 @@ def test_no_actor_starting_stops_the_job_with_a_clear_error(local_ray, tree, tmp
 
     started = time.monotonic()
     with pytest.raises(ActorStartError, match=r"within 2 s: each needs 1 GPU.*0 GPUs"):
-        run_job(config(tree, tmp_path / "store", workers=1, gpus_per_worker=1, start_timeout=2))
+        run_explain(config(tree, tmp_path / "store", workers=1, gpus_per_worker=1, start_timeout=2))
     assert time.monotonic() - started < 60
     assert not open_store(str(tmp_path / "store")).run("latest").index.shape[0]
 
@@ -317,7 +317,7 @@ def test_no_actor_starting_stops_the_job_with_a_clear_error(local_ray, tree, tmp
 def test_bad_start_timeout_or_retries_stop_before_any_work(tree, tmp_path):
     for bad in (dict(start_timeout=0), dict(retries=-1)):
         with pytest.raises(ValueError, match="--start-timeout must be > 0 and --retries >= 0"):
-            run_job(config(tree, tmp_path / "store", **bad))
+            run_explain(config(tree, tmp_path / "store", **bad))
     assert not (tmp_path / "store").exists()
 
 
@@ -327,8 +327,8 @@ def test_redo_errors_explains_an_image_that_came_back(finished, tree, tmp_path):
     missing = index[index["error"].str.contains("missing file", na=False)].iloc[0]
     shutil.copy(index[index["status"] == "ok"]["path"].iloc[0], missing["path"])  # the file is back
     try:
-        assert run_job(config(tree, store)).images_done == 0  # a plain rerun keeps the error row
-        again = run_job(config(tree, store, redo_errors=True))
+        assert run_explain(config(tree, store)).images_done == 0  # a plain rerun keeps the error row
+        again = run_explain(config(tree, store, redo_errors=True))
         assert 0 < again.shards_done < again.shards_total  # only shards holding error rows
         after = open_store(str(store)).run(first.run_id).index.set_index("image_id")
         assert after.loc[missing["image_id"], "status"] == "ok"
@@ -354,6 +354,6 @@ def test_a_recompute_keeps_the_old_rows_visible_until_each_shard_is_replaced(fin
             raise Killed  # the driver dies with 2 shards recomputed
 
     with pytest.raises(Killed):
-        run_job(config(tree, store, force=True, workers=1), hook=look_then_die)
+        run_explain(config(tree, store, force=True, workers=1), hook=look_then_die)
     assert len(seen) == 2 and all(rows == before for rows in seen)  # never fewer rows, never twice
     assert sorted(open_store(str(store)).run(first.run_id).index["image_id"]) == before

@@ -274,7 +274,7 @@ class FakeActor:
 @pytest.mark.slow  # seconds of whole shards; the fast loop keeps a smaller test of this path
 def test_injected_out_of_memory_is_retried_by_the_driver_and_never_committed(tree, tmp_path, monkeypatch):
     """A real worker behind the real Dispatcher (fake Ray): one OOM, one retry, every row ok."""
-    from jobs.explain.config import JobConfig
+    from jobs.explain.config import ExplainConfig
     from jobs.runtime.dispatch import Dispatcher
     from jobs.runtime.resources import Resources
 
@@ -304,7 +304,7 @@ def test_injected_out_of_memory_is_retried_by_the_driver_and_never_committed(tre
         def heartbeat(self):
             pass
 
-    config = JobConfig(retries=2, progress=False)
+    config = ExplainConfig(retries=2, progress=False)
     counters = Dispatcher(
         FakeRay(), config, Resources(1, 1.0, 0.0, 1), lambda: FakeActor(worker), submit, todo, NoLock()
     ).run()
@@ -633,7 +633,7 @@ def test_a_linked_image_leading_out_of_the_walked_folder_is_an_error_row(tmp_pat
     refuses the link: an error row saying why, the outside file never read."""
     from PIL import Image
 
-    from jobs.explain.job import JobConfig, prepare
+    from jobs.explain.job import ExplainConfig, prepare
 
     archive, elsewhere = tmp_path / "archive", tmp_path / "elsewhere"
     archive.mkdir()
@@ -642,7 +642,7 @@ def test_a_linked_image_leading_out_of_the_walked_folder_is_an_error_row(tmp_pat
         Image.fromarray(np.full((48, 48), 90, np.uint8)).save(archive / name)
     Image.fromarray(np.full((48, 48), 200, np.uint8)).save(elsewhere / "secret.png")
     (archive / "linked.png").symlink_to(elsewhere / "secret.png")
-    job = prepare(JobConfig(manifest=str(archive), store=str(tmp_path / "store"), size=SIZE, methods=METHODS))
+    job = prepare(ExplainConfig(manifest=str(archive), store=str(tmp_path / "store"), size=SIZE, methods=METHODS))
     assert job.settings.source_root == str(archive) and "linked.png" in set(job.manifest["image_id"])
     state, fingerprint = weights(0)
     settings = job.settings.__class__(**{**job.settings.__dict__, "batch_size": 4, "input_cache": "off"})

@@ -84,12 +84,12 @@ def test_the_evaluation_refuses_a_model_it_cannot_perturb(explained):
 @pytest.mark.slow  # seconds end to end; the fast loop keeps a smaller test of this path
 def test_the_job_reads_the_architecture_and_input_convention_from_the_checkpoint(tmp_path, capsys):
     """Before any work: the run's spec names the architecture, and the inferred normalisation is said."""
-    from jobs.explain.job import JobConfig, prepare
+    from jobs.explain.job import ExplainConfig, prepare
 
     generate_mura(tmp_path / "tree", images=4, seed=1, min_side=48, max_side=64)
     _, checkpoint = xrv_shaped(tmp_path)
     job = prepare(
-        JobConfig(
+        ExplainConfig(
             manifest=str(tmp_path / "tree"),
             store=str(tmp_path / "s"),
             checkpoint=str(checkpoint),
@@ -105,7 +105,7 @@ def test_the_job_reads_the_architecture_and_input_convention_from_the_checkpoint
         in said
     )
     asked = prepare(
-        JobConfig(
+        ExplainConfig(
             manifest=str(tmp_path / "tree"),
             store=str(tmp_path / "s"),
             checkpoint=str(checkpoint),

@@ -22,7 +22,7 @@ from densecam_core.store.layout import EVALUATION_JSON, METRICS_DIR
 from densecam_core.store.writer import RunSpec, RunWriter
 from densecam_core.testing import randomise_batchnorm
 from densecam_core.vocabulary import block_grid
-from jobs.explain.config import JobConfig
+from jobs.explain.config import ExplainConfig
 from jobs.explain.job import prepare
 from jobs.explain.settings import ExplainSettings
 from jobs.explain.worker import ExplainWorker
@@ -81,7 +81,7 @@ def _prepared(chest, **overrides):
         methods=("gradcam", "hirescam"),
         progress=False,
     )
-    return prepare(JobConfig(**{**base, **overrides}))
+    return prepare(ExplainConfig(**{**base, **overrides}))
 
 
 def test_names_choose_the_targets_and_are_recorded_with_the_activation(chest, capsys):

@@ -82,10 +82,10 @@ def test_a_resumed_evaluation_refuses_a_sample_that_differs_from_the_scored_one(
 def test_max_image_pixels_reaches_the_decoder_and_bad_values_are_refused(tmp_path):
     """--max-image-pixels is the cap a DICOM or PNG header is checked against before any pixel is decoded."""
     from jobs.cli.explain import build_parser, config_from
-    from jobs.explain.config import JobConfig
+    from jobs.explain.config import ExplainConfig
 
     with pytest.raises(ValueError, match=r"--max-image-pixels must be >= 1"):
-        JobConfig(max_image_pixels=0).validate()
+        ExplainConfig(max_image_pixels=0).validate()
     config = config_from(build_parser().parse_args(["--max-image-pixels", "1000", "--store", str(tmp_path / "s")]))
     assert config.max_image_pixels == 1000
     tree = tmp_path / "tree"

@@ -107,7 +107,7 @@ def test_verify_rechecks_cached_inputs_against_their_files(tree, tmp_path, capsy
 
 
 def test_an_unknown_cache_identity_is_refused():
-    from jobs.explain.config import JobConfig
+    from jobs.explain.config import ExplainConfig
 
     with pytest.raises(ValueError, match=r"`cache_identity` must be one of stat, content"):
-        JobConfig(cache_identity="mtime").validate()
+        ExplainConfig(cache_identity="mtime").validate()

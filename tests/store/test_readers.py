@@ -26,7 +26,7 @@ METHODS = ("gradcam", "hirescam")
 def job_store(tmp_path_factory) -> dict:
     """Two runs (two checkpoints) of the Ray job over a small synthetic tree."""
     ray = pytest.importorskip("ray")
-    from jobs.explain.job import JobConfig, run_job
+    from jobs.explain.job import ExplainConfig, run_explain
 
     root = tmp_path_factory.mktemp("readers")
     generate_mura(root / "tree", images=12, seed=4, min_side=48, max_side=96)
@@ -35,8 +35,8 @@ def job_store(tmp_path_factory) -> dict:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         runs = [
-            run_job(
-                JobConfig(
+            run_explain(
+                ExplainConfig(
                     manifest=str(root / "tree"),
                     store=str(root / "store"),
                     size=64,

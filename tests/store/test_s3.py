@@ -198,7 +198,7 @@ def test_server_going_away_mid_job_fails_shards_and_a_rerun_completes(s3):
 
     import ray
 
-    from jobs.explain.job import JobConfig, run_job
+    from jobs.explain.job import ExplainConfig, run_explain
 
     endpoint = os.environ["AWS_ENDPOINT_URL"]
     port = int(endpoint.rsplit(":", 1)[1])
@@ -219,7 +219,7 @@ def test_server_going_away_mid_job_fails_shards_and_a_rerun_completes(s3):
 
         threading.Thread(target=restart, daemon=True).start()
 
-    config = JobConfig(
+    config = ExplainConfig(
         manifest=s3["manifest"],
         store=store,
         size=64,
@@ -232,13 +232,13 @@ def test_server_going_away_mid_job_fails_shards_and_a_rerun_completes(s3):
     )
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        first = run_job(config, hook=stop_once)
+        first = run_explain(config, hook=stop_once)
         assert outage  # the server did go away mid-job
         # either the S3 client's own retries outlasted the outage and every shard landed, or shards failed:
         # then they were retried by the driver (and possibly given up), never committed half-written
         assert first.shard_attempts_failed > 0 or first.shards_done == first.shards_total
         time.sleep(5)  # the server is back
-        second = run_job(config)
+        second = run_explain(config)
     finally:
         ray.shutdown()
     assert not second.shards_failed
