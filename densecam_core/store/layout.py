@@ -81,7 +81,8 @@ RUN_ID_SETTINGS = ("methods", "size", "resize", "precision", "targets")
 OPTIONAL_RUN_ID_SETTINGS = ("dicom_window", "input_norm", "activation", "class_names")
 """Settings hashed into the run id only when present (they are left out at their defaults), so runs
 made before them keep their ids."""
-ARRAY_NAME = re.compile(r"^(logits|targets|cam|[a-z]+/block[1-4])$")
+ARRAY_NAME = re.compile(r"^(logits|targets|cam|[a-z][a-z0-9]{0,31}/block[1-4])$")
+"""The arrays a run may name: a method is a lower-case letter then letters or digits (``gradcam2``), never a path."""
 
 
 class StoreError(ValueError):

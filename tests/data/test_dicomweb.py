@@ -378,3 +378,19 @@ def test_tls_with_a_private_authority_and_a_client_certificate_and_netrc_credent
         monkeypatch.setenv("DENSECAM_DICOMWEB_CLIENT_KEY", str(certificates.client_key))
         frame = read_manifest(query, pacs_cache=tmp_path / "cache")
     assert frame.attrs["pacs"] == {"pulled": 6, "cached": 0, "failed": 0}
+
+
+def test_an_instance_that_cannot_be_pulled_is_an_error_row_with_its_reason_in_the_run(
+    pacs: Pacs, seeded: Seeded, logged_in: Path, tmp_path: Path
+):
+    busy = _uid(seeded.good[0])
+    upstream = pacs.url.split("/dicom-web")[0]
+    always = lambda method, path, seen: "503" if path.endswith(f"/instances/{busy}") else None  # noqa: E731
+    with faulty_proxy(upstream, always) as (proxy, _):
+        run_id = explain(
+            f"dicomweb+{proxy}/dicom-web{QUERY}", tmp_path / "store", str(logged_in), pacs_cache=tmp_path / "cache"
+        )
+    index = open_store(str(tmp_path / "store")).run(run_id).index
+    assert "source_error" not in index.columns  # the reason became the row's error, not a column
+    errors = index.loc[index["status"] == "error", "error"].tolist()
+    assert errors.count("WADO-RS answered HTTP 503 after 4 tries") == 1 and len(errors) == 4  # + the 3 broken files
