@@ -17,7 +17,7 @@ from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW
 from densecam_core.data.errors import ManifestError
 from densecam_core.data.mura import BODY_PARTS, MURA_DIR, MuraFields, parse_mura_path
 from densecam_core.data.pseudonyms import Identifiers, load_identifiers
-from densecam_core.data.rows import COLUMNS
+from densecam_core.data.rows import COLUMNS, finish
 from densecam_core.data.sources import SourceOptions, open_source
 
 __all__ = ["BODY_PARTS", "COLUMNS", "MURA_DIR", "MuraFields", "parse_mura_path", "read_manifest", "read_source"]
@@ -68,8 +68,6 @@ def _as_callable(identifiers: Identifiers | Callable[[], Identifiers] | None) ->
 
 def read_source(text: str, options: SourceOptions) -> tuple[pd.DataFrame, str]:
     """The finished rows of the source that reads ``text``, and what a run records of that source."""
-    from densecam_core.data.rows import finish
-
     try:
         source = open_source(text, options)
         return finish(source.rows(), text), source.recorded()

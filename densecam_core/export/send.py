@@ -6,13 +6,12 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pandas as pd
 import pydicom
 
 from densecam_core import fileio
-from densecam_core.data.sources.dicomweb.address import DicomwebAddressError, parse_address
+from densecam_core.data.sources.dicomweb.address import DicomwebAddress, DicomwebAddressError, parse_address
 from densecam_core.data.sources.dicomweb.credentials import credentials_from_environment
 from densecam_core.data.sources.dicomweb.session import DicomwebRequestError, open_session, refuse_unusable
 from densecam_core.data.sources.dicomweb.stow import is_stored, store_instance
@@ -31,17 +30,18 @@ class SendSummary:
         return f"sent {self.stored + self.failed} objects: {self.stored} stored, {self.failed} not (see {SEND_SUMMARY})"
 
 
-def destination_base(url: str) -> str:
+def destination(url: str) -> DicomwebAddress:
     """The server of ``--send dicomweb+https://host/path`` (filters make no sense there and are refused)."""
     address = parse_address(url)
     if address.filters:
         raise DicomwebAddressError("`send` takes the server's address only (no ?filters)")
-    return address.base
+    return address
 
 
 def send_objects(folder: Path, objects: list[tuple[str, str]], url: str, *, verify: bool = False) -> SendSummary:
     """POST each ``(image_id, file name)`` of ``folder`` to the study it belongs to, and record the answers."""
-    base = destination_base(url)
+    address = destination(url)
+    base = address.base
     credentials = credentials_from_environment()
     rows = []
     with open_session(credentials, connections=1) as session:
@@ -50,8 +50,8 @@ def send_objects(folder: Path, objects: list[tuple[str, str]], url: str, *, veri
             header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
             study, sop = str(header.StudyInstanceUID), str(header.SOPInstanceUID)
             stored = store_instance(session, base, study, sop, data)
-            if position == 0 and not stored.ok:
-                _refuse_if_unusable(stored.reason, url, credentials)
+            if position == 0 and stored.error is not None and stored.error.unusable:  # all others would fail alike
+                refuse_unusable(stored.error, address.server, credentials)
             status, reason = ("stored", "") if stored.ok else ("failed", stored.reason)
             if stored.ok and verify:
                 try:
@@ -67,12 +67,3 @@ def send_objects(folder: Path, objects: list[tuple[str, str]], url: str, *, veri
     fileio.write_bytes_atomic(fs, fileio.join(root, SEND_SUMMARY), table.to_csv(index=False).encode())
     failed = int((table["status"] == "failed").sum())
     return SendSummary(len(table) - failed, failed, table)
-
-
-def _refuse_if_unusable(reason: str, url: str, credentials: object) -> None:
-    """A refused login or a server that cannot be reached, on the first object, stops the send naming the server
-    (every other object would fail alike)."""
-    status = next((code for code in (401, 403) if f"HTTP {code}" in reason), None)
-    if status is not None or "connection failed" in reason:
-        server = "{0.scheme}://{0.netloc}".format(urlsplit(parse_address(url).base))
-        refuse_unusable(DicomwebRequestError(reason, status), server, credentials)  # type: ignore[arg-type]

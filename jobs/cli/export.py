@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from densecam_core.data.pseudonyms import PseudonymKeyError
     from densecam_core.export.run_export import ExportRequest, export_run, run_identifiers
-    from densecam_core.export.send import destination_base, send_objects
+    from densecam_core.export.send import destination, send_objects
     from densecam_core.store.reader import open_store
 
     config = config_from_args(ExportConfig, build_parser().parse_args(argv))
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         if config.send is not None:
             if config.to != "dicom":
                 raise ValueError("--send sends DICOM objects: it needs --to dicom")
-            destination_base(config.send)  # a bad address is refused before any file is written
+            destination(config.send)  # a bad address is refused before any file is written
         identifiers = run_identifiers(run, config.pseudonym_key) if config.to == "dicom" else None
         summary = export_run(
             run, config.out, request, identifiers=identifiers, progress=config.progress, workers=config.workers

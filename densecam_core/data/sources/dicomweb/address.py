@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
 from densecam_core.data.errors import ManifestError
+from densecam_core.data.sources.locations import scheme_of
 
 SCHEMES = {"dicomweb+https": "https", "dicomweb+http": "http"}
 STUDY_FILTERS = ("StudyDate", "ModalitiesInStudy", "StudyDescription")
@@ -53,6 +54,12 @@ class DicomwebAddress:
             return None  # an open range cannot be split
         return _date(first), _date(last or first)
 
+    @property
+    def server(self) -> str:
+        """``scheme://host:port``: what messages name."""
+        parts = urlsplit(self.base)
+        return f"{parts.scheme}://{parts.netloc}"
+
     def recorded(self) -> str:
         """What a run records: scheme, host, path and the (non-identifying) filters."""
         query = "&".join(f"{k}={v}" for k, v in self.filters)
@@ -67,7 +74,7 @@ def _date(text: str) -> dt.date:
 
 
 def is_dicomweb(text: str) -> bool:
-    return text.split("://", 1)[0].lower() in SCHEMES
+    return scheme_of(text) in SCHEMES
 
 
 def parse_address(text: str) -> DicomwebAddress:

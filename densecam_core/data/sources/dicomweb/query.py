@@ -48,9 +48,24 @@ class Listing:
     unlisted: list[tuple[str, str]] = field(default_factory=list)  # (study UID, why its instances are unknown)
 
 
-def _value(item: dict[str, Any], tag: str) -> str | None:
+def first_value(item: dict[str, Any], tag: str) -> str | None:
+    """The first value of ``tag`` in a DICOM JSON dataset, as text; None when it has none."""
     values = item.get(tag, {}).get("Value") or [None]
     return None if values[0] is None else str(values[0])
+
+
+def qido_json(session: requests.Session, url: str, params: dict[str, str]) -> list[dict[str, Any]]:
+    """One QIDO-RS answer: its datasets (none for 204 or an empty body); anything else is a DicomwebRequestError."""
+    response = request(session, "GET", url, "QIDO-RS", params=params, headers={"Accept": "application/dicom+json"})
+    if response.status_code == 204 or not response.content:
+        return []
+    try:
+        answer = response.json()
+    except ValueError:
+        raise DicomwebRequestError("QIDO-RS answered something that is not JSON") from None
+    if not isinstance(answer, list) or not all(isinstance(item, dict) for item in answer):
+        raise DicomwebRequestError("QIDO-RS answered JSON that is not a list of datasets")
+    return answer
 
 
 class Qido:
@@ -65,7 +80,10 @@ class Qido:
         seen: set[tuple[str | None, ...]] = set()
         while True:
             answer = self._page(path, {**params, "limit": str(self.page), "offset": str(len(found))})
-            keys = {(_value(item, STUDY_UID), _value(item, SERIES_UID), _value(item, SOP_UID)) for item in answer}
+            keys = {
+                (first_value(item, STUDY_UID), first_value(item, SERIES_UID), first_value(item, SOP_UID))
+                for item in answer
+            }
             if found and keys and keys <= seen:
                 raise DicomwebRequestError("QIDO-RS: the server repeated a page (it ignores offset); paging stopped")
             seen |= keys
@@ -75,19 +93,7 @@ class Qido:
 
     def _page(self, path: str, params: dict[str, str]) -> list[dict[str, Any]]:
         self.listing.queries += 1
-        response = request(
-            self.session, "GET", f"{self.address.base}/{path}", "QIDO-RS", params=params,
-            headers={"Accept": "application/dicom+json"},
-        )  # fmt: skip
-        if response.status_code == 204 or not response.content:
-            return []
-        try:
-            answer = response.json()
-        except ValueError:
-            raise DicomwebRequestError("QIDO-RS answered something that is not JSON") from None
-        if not isinstance(answer, list) or not all(isinstance(item, dict) for item in answer):
-            raise DicomwebRequestError("QIDO-RS answered JSON that is not a list of datasets")
-        return answer
+        return qido_json(self.session, f"{self.address.base}/{path}", params)
 
     def studies(self) -> list[dict[str, Any]]:
         """The studies the filters select; a closed date range in windows, split while splitting finds more."""
@@ -98,7 +104,7 @@ class Qido:
         found: dict[str, dict[str, Any]] = {}
         for first, last in _windows(*dates, MAX_WINDOW_DAYS):
             for item in self._window(filters, first, last, self._count_window(filters, first, last)):
-                found.setdefault(_value(item, STUDY_UID) or "", item)
+                found.setdefault(first_value(item, STUDY_UID) or "", item)
         return [found[k] for k in sorted(found)]
 
     def _count_window(self, filters: dict[str, str], first: dt.date, last: dt.date) -> list[dict[str, Any]]:
@@ -138,11 +144,11 @@ class Qido:
 
     def instances(self, study: dict[str, Any], pseudonym: Callable[[str], str]) -> list[Instance]:
         """The image instances of one study that the instance filters select."""
-        uid = _value(study, STUDY_UID)
+        uid = first_value(study, STUDY_UID)
         if uid is None:
             return []
         answer = self.find(f"studies/{uid}/instances", self.address.instance_filters)
-        related = _value(study, RELATED)
+        related = first_value(study, RELATED)
         if related is not None and not self.address.instance_filters and len(answer) < int(float(related)):
             self.listing.warnings.append(
                 f"QIDO-RS: study {pseudonym(uid)} lists {len(answer)} of its {related} instances; the server may "
@@ -150,8 +156,8 @@ class Qido:
             )
         images = []
         for item in answer:
-            sop, series = _value(item, SOP_UID), _value(item, SERIES_UID)
-            if _value(item, SOP_CLASS) in IMAGE_CLASSES and sop and series:
+            sop, series = first_value(item, SOP_UID), first_value(item, SERIES_UID)
+            if first_value(item, SOP_CLASS) in IMAGE_CLASSES and sop and series:
                 images.append(Instance(uid, series, sop))
             else:
                 self.listing.other_objects += 1
@@ -191,6 +197,6 @@ def list_instances(
         try:
             qido.listing.instances.extend(qido.instances(study, pseudonym))
         except DicomwebRequestError as exc:  # one study's listing failed: a row says so, the others go on
-            qido.listing.unlisted.append((_value(study, STUDY_UID) or "", exc.reason))
+            qido.listing.unlisted.append((first_value(study, STUDY_UID) or "", exc.reason))
     qido.listing.instances.sort(key=lambda i: (i.study, i.series, i.sop))
     return qido.listing

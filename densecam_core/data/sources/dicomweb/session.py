@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from typing import Any, NoReturn
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -38,9 +38,14 @@ class DicomwebUnreachable(ManifestError):
 class DicomwebRequestError(Exception):
     """One request failed; ``reason`` is safe to store (no URL, no UID, no secret)."""
 
-    def __init__(self, reason: str, status: int | None = None) -> None:
+    def __init__(self, reason: str, status: int | None = None, *, connection: bool = False) -> None:
         super().__init__(reason)
-        self.reason, self.status = reason, status
+        self.reason, self.status, self.connection = reason, status, connection
+
+    @property
+    def unusable(self) -> bool:
+        """The server cannot be used at all (login refused, not reachable): every other request would fail alike."""
+        return self.status in (401, 403) or self.connection
 
 
 class _CappedRetry(Retry):
@@ -100,7 +105,7 @@ def request(session: requests.Session, method: str, url: str, what: str, **kwarg
     except requests.exceptions.RetryError as exc:
         raise DicomwebRequestError(f"{what} failed after {TRIES} tries ({_status_of(exc)})") from None
     except requests.exceptions.ConnectionError as exc:
-        raise DicomwebRequestError(f"{what}: the connection failed ({_kind(exc)})") from None
+        raise DicomwebRequestError(f"{what}: the connection failed ({_kind(exc)})", connection=True) from None
     except requests.exceptions.Timeout:
         raise DicomwebRequestError(f"{what}: no answer within {TIMEOUT_SECONDS[1]:.0f} s") from None
     except requests.exceptions.RequestException as exc:
@@ -125,8 +130,8 @@ def _status_of(exc: Exception) -> str:
     return f"HTTP {match.group(1)}" if match else "too many errors"
 
 
-def refuse_unusable(error: DicomwebRequestError, server: str, credentials: Credentials) -> None:
-    """Raise DicomwebUnreachable when ``error`` means the server cannot be used at all."""
+def refuse_unusable(error: DicomwebRequestError, server: str, credentials: Credentials) -> NoReturn:
+    """Raise DicomwebUnreachable naming the server and what ``error`` says of it."""
     if error.status == 401:
         raise DicomwebUnreachable(
             f"the DICOMweb server {server} answered HTTP 401 (not authorised) to {credentials.described}; {HOW}"

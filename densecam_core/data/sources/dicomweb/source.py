@@ -8,7 +8,6 @@ import sys
 import time
 from pathlib import Path
 from typing import ClassVar
-from urllib.parse import urlsplit
 
 import pandas as pd
 
@@ -42,7 +41,6 @@ class DicomwebSource:
     def __init__(self, text: str, options: SourceOptions) -> None:
         self.address = parse_address(text)
         self.options = options
-        self.server = "{0.scheme}://{0.netloc}".format(urlsplit(self.address.base))
         self.targeted: int | None = None  # how many studies a targeted pull named
 
     def recorded(self) -> str:
@@ -62,8 +60,7 @@ class DicomwebSource:
             try:
                 listing = list_instances(session, self.address, lambda uid: names("study", uid) or "", studies=studies)
             except DicomwebRequestError as exc:
-                refuse_unusable(exc, self.server, credentials)
-                raise  # refuse_unusable always raises
+                refuse_unusable(exc, self.address.server, credentials)
 
             def name(instance: Instance) -> tuple[str, str]:
                 return names("study", instance.study) or "", names("instance", instance.sop) or ""
@@ -73,10 +70,11 @@ class DicomwebSource:
             print(f"warning: {warning}", file=sys.stderr)
         fetched = sum(p.fetched and p.error is None for p in pulled)
         failed = sum(p.error is not None for p in pulled)
+        cached = len(pulled) - fetched - failed
         print(
-            f"PACS {self.server}: {len(pulled)} image instances "
+            f"PACS {self.address.server}: {len(pulled)} image instances "
             f"({listing.queries} queries, {listing.other_objects} other objects not pulled); {fetched} pulled, "
-            f"{len(pulled) - fetched - failed} already cached, {failed} failed, in {time.perf_counter() - started:.1f} s",
+            f"{cached} already cached, {failed} failed, in {time.perf_counter() - started:.1f} s",
             file=sys.stderr,
         )
         unlisted = [
@@ -88,7 +86,7 @@ class DicomwebSource:
         frame = rows_from_relative_paths([p.relative for p in pulled + unlisted], root)
         frame[SOURCE_ERROR] = pd.array([p.error for p in pulled + unlisted], dtype="string")
         frame.attrs["walked_folder"] = str(root)  # readers refuse links out of the cache
-        frame.attrs["pacs"] = {"pulled": fetched, "cached": len(pulled) - fetched - failed, "failed": failed}
+        frame.attrs["pacs"] = {"pulled": fetched, "cached": cached, "failed": failed}
         return frame
 
 

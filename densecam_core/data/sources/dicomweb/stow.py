@@ -10,7 +10,7 @@ from typing import Any
 
 import requests
 
-from densecam_core.data.sources.dicomweb.query import SOP_UID
+from densecam_core.data.sources.dicomweb.query import SOP_UID, first_value, qido_json
 from densecam_core.data.sources.dicomweb.session import DicomwebRequestError, request
 
 REFERENCED, FAILED, FAILURE_REASON = "00081199", "00081198", "00081197"
@@ -21,6 +21,7 @@ REFERENCED_SOP_INSTANCE = "00081155"
 class Stored:
     ok: bool
     reason: str  # empty when stored
+    error: DicomwebRequestError | None = None  # the request's own failure, when the request failed
 
 
 def store_instance(session: requests.Session, base: str, study: str, sop: str, data: bytes) -> Stored:
@@ -41,13 +42,13 @@ def store_instance(session: requests.Session, base: str, study: str, sop: str, d
         response = request(session, "POST", f"{base}/studies/{study}", "STOW-RS", data=body, headers=headers)
     except DicomwebRequestError as exc:
         hint = " (the study does not accept it: another study's object?)" if exc.status == 409 else ""
-        return Stored(False, exc.reason + hint)
+        return Stored(False, exc.reason + hint, exc)
     answer = _json(response)
     failed = answer.get(FAILED, {}).get("Value") or []
     if failed:
-        reasons = sorted({str(_first(item, FAILURE_REASON)) for item in failed})
+        reasons = sorted({str(first_value(item, FAILURE_REASON)) for item in failed})
         return Stored(False, f"STOW-RS refused it (failure reason {', '.join(reasons)})")
-    referenced = {_first(item, REFERENCED_SOP_INSTANCE) for item in answer.get(REFERENCED, {}).get("Value") or []}
+    referenced = {first_value(item, REFERENCED_SOP_INSTANCE) for item in answer.get(REFERENCED, {}).get("Value") or []}
     if sop not in referenced:
         return Stored(False, f"STOW-RS answered HTTP {response.status_code} without referencing the object")
     return Stored(True, "")
@@ -61,21 +62,7 @@ def _json(response: requests.Response) -> dict[str, Any]:
     return answer if isinstance(answer, dict) else {}
 
 
-def _first(item: dict[str, Any], tag: str) -> Any:
-    values = item.get(tag, {}).get("Value") or [None]
-    return values[0]
-
-
 def is_stored(session: requests.Session, base: str, study: str, sop: str) -> bool:
     """Whether QIDO-RS finds the object in the study."""
-    response = request(
-        session, "GET", f"{base}/studies/{study}/instances", "QIDO-RS",
-        params={"SOPInstanceUID": sop}, headers={"Accept": "application/dicom+json"},
-    )  # fmt: skip
-    if response.status_code == 204 or not response.content:
-        return False
-    try:
-        answer = response.json()
-    except ValueError:
-        return False
-    return any(_first(item, SOP_UID) == sop for item in answer if isinstance(item, dict))
+    answer = qido_json(session, f"{base}/studies/{study}/instances", {"SOPInstanceUID": sop})
+    return any(first_value(item, SOP_UID) == sop for item in answer)
