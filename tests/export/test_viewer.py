@@ -42,17 +42,29 @@ def _browser():
     return webdriver.Chrome(service=Service(executable_path=driver), options=options)
 
 
-def _viewport(browser) -> np.ndarray:
+def _viewport(browser, seconds: float = 30.0) -> np.ndarray:
     """The pixels of the viewer's largest canvas, as shown on screen (RGB), its tour and banner dismissed first
-    (they may appear late)."""
+    (they may appear late). While a display set is being swapped in, the viewport has no canvas for a moment (or
+    the one found is replaced before it is read): it is looked for again, up to ``seconds``."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
-    _dismiss(browser)
-    shot = Image.open(io.BytesIO(browser.get_screenshot_as_png())).convert("RGB")
-    canvas = max(browser.find_elements(By.TAG_NAME, "canvas"), key=lambda c: c.rect["width"] * c.rect["height"])
-    box = canvas.rect
-    crop = shot.crop((int(box["x"]), int(box["y"]), int(box["x"] + box["width"]), int(box["y"] + box["height"])))
-    return np.asarray(crop).astype(int)
+    deadline = time.monotonic() + seconds
+    while True:
+        _dismiss(browser)
+        shot = Image.open(io.BytesIO(browser.get_screenshot_as_png())).convert("RGB")
+        try:
+            boxes = [c.rect for c in browser.find_elements(By.TAG_NAME, "canvas")]
+        except StaleElementReferenceException:
+            boxes = []
+        if boxes:
+            box = max(boxes, key=lambda b: b["width"] * b["height"])
+            crop = shot.crop(
+                (int(box["x"]), int(box["y"]), int(box["x"] + box["width"]), int(box["y"] + box["height"]))
+            )
+            return np.asarray(crop).astype(int)
+        assert time.monotonic() < deadline, f"the viewer showed no viewport within {seconds:.0f} s"
+        time.sleep(0.5)
 
 
 def coloured(pixels: np.ndarray) -> float:
