@@ -46,7 +46,7 @@ def main() -> None:
         EvaluateConfig(
             store=store,
             run=explained.run_id,
-            metrics=("deletion", "insertion", "randomization", "stability", "localization"),
+            metrics=("deletion", "insertion", "randomisation", "stability", "localisation"),
             boxes=os.path.join(tree, "lesion_boxes.csv") if not boxes.empty else None,
             steps=args.steps,
             batch_size=args.batch_size,

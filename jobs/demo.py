@@ -213,7 +213,7 @@ def _evaluate(paths: DemoPaths, config: DemoConfig, valid_rows: Any, run_id: str
             store=str(paths.store),
             run=run_id,
             checkpoint=str(paths.checkpoint_a),
-            metrics=("deletion", "insertion", "randomization", "stability", "localization"),
+            metrics=("deletion", "insertion", "randomisation", "stability", "localisation"),
             boxes=str(valid_boxes),
             steps=config.evaluate_steps,
             sample=min(config.evaluate_images, len(valid_rows)),

@@ -37,7 +37,7 @@ def score(batch: Any, rows: Any) -> None:
     from densecam_core.analysis.regions import box_mask
 
     if batch.geometries is None:
-        raise ValueError("localization needs each image's geometry (its original size)")
+        raise ValueError("localisation needs each image's geometry (its original size)")
     boxes = batch.boxes
     masks = [
         box_mask(boxes[i], g.orig_height, g.orig_width) if i in boxes else None

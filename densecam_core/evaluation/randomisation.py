@@ -79,5 +79,5 @@ def score(batch: Any, rows: Any) -> None:
         for key, trained in original.items():
             a, b = trained.abs(), randomised[key].abs()
             # a randomised map left flat (no structure at all) shares nothing with a structured one
-            rows.add(key, "randomization_spearman", spearman(a, b, flat_value=0.0), stage)
-            rows.add(key, "randomization_ssim", ssim(a, b, size, flat_value=0.0), stage)
+            rows.add(key, "randomisation_spearman", spearman(a, b, flat_value=0.0), stage)
+            rows.add(key, "randomisation_ssim", ssim(a, b, size, flat_value=0.0), stage)

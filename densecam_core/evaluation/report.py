@@ -191,7 +191,7 @@ def plot_table(table: pd.DataFrame, path: str | os.PathLike) -> str:
         if "random" in rows and rows["random"].notna().any():
             ax.plot(x, rows["random"], "k--", lw=1, label="random map")
             ax.legend(loc="best", fontsize=8)
-        stage = f" (stage {int(last_stage)})" if metric.startswith("randomization") and last_stage else ""
+        stage = f" (stage {int(last_stage)})" if metric.startswith("randomisation") and last_stage else ""
         ax.set_title(f"{metric}{stage}", fontsize=10)
         ax.set_xticks(x, labels, rotation=60, fontsize=7, ha="right")
     fig.tight_layout()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -79,6 +80,14 @@ class BatchScorer:
         )
 
     def score(
+        self, pixels: torch.Tensor, stored: Mapping[MapKey, torch.Tensor], image_ids: Sequence[str], **options: Any
+    ) -> pd.DataFrame:
+        """Every family's long-form scores of a batch in one frame (``options``: those of ``score_families``)."""
+        frames = self.score_families(pixels, stored, image_ids, **options)
+        parts = [f for f in frames.values() if not f.empty]
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+    def score_families(
         self,
         pixels: torch.Tensor,
         stored: Mapping[MapKey, torch.Tensor],
@@ -86,9 +95,11 @@ class BatchScorer:
         *,
         geometries: Sequence[Geometry] | None = None,
         boxes: Mapping[str, np.ndarray] | None = None,
-    ) -> pd.DataFrame:
-        """Long-form scores of a batch: ``pixels`` (B, 3, S, S) uint8, ``stored`` the run's maps (B, h, w)."""
-        rows = Rows(image_ids)
+        families: Sequence[str] | None = None,
+    ) -> dict[str, pd.DataFrame]:
+        """Each family's long-form scores of a batch: ``pixels`` (B, 3, S, S) uint8, ``stored`` the run's maps
+        (B, h, w); ``families`` a subset of the scorer's (default all). Each is stored on its own, so a family can
+        be added to a scored run."""
         size = pixels.shape[-1]
         pixels = pixels.to(self.device)
         baselines = {
@@ -97,9 +108,13 @@ class BatchScorer:
             if self.settings.random_baseline
         }
         batch = Batch(self, pixels, {**stored, **baselines}, image_ids, geometries, boxes or {})
+        frames = {}
         for family in self.families:
-            family.score(batch, rows)
-        return rows.frame()
+            if families is None or family.name in families:
+                rows = Rows(image_ids)
+                family.score(batch, rows)
+                frames[family.name] = rows.frame()
+        return frames
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The model's no-grad forward of perturbed inputs (the families' faithfulness curves)."""

@@ -253,6 +253,30 @@ METRICS_DIR = "metrics"
 EVALUATION_JSON = "_evaluation.json"
 
 
+FAMILY_FOLDER = re.compile(r"^family=([a-z][a-z0-9_]{0,31})$")
+"""A metric family's scores, ``metrics/family=<name>/`` (hive-style: pyarrow, pandas, DuckDB and Spark read
+``metrics/`` as one dataset with a ``family`` column). Scores of evaluations made before families had folders
+lie in ``metrics/`` itself; both are read."""
+
+
+FORMER_FAMILY_NAMES = {"randomization": "randomisation", "localization": "localisation"}
+"""Family names evaluations recorded before the house's one spelling (British): read, and accepted, as the current."""
+
+
+FORMER_METRIC_NAMES = {"randomization_spearman": "randomisation_spearman", "randomization_ssim": "randomisation_ssim"}
+"""Metric names parts written before the one spelling hold: read as the current names."""
+
+
+def current_family_name(name: str) -> str:
+    return FORMER_FAMILY_NAMES.get(name, name)
+
+
+def family_folder(family: str) -> str:
+    if not FAMILY_FOLDER.match(f"family={family}"):
+        raise StoreError(f"metric family {family!r} is not a name the store can hold (a lower-case word)")
+    return f"family={family}"
+
+
 METRIC_FIELDS: tuple[pa.Field, ...] = (
     pa.field("image_id", pa.string()),
     pa.field("row", pa.int64()),

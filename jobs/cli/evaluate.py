@@ -1,7 +1,7 @@
 """``densecam evaluate``: score a run's maps (faithfulness, randomisation, stability, localisation) as a
 Ray job, or, with ``--boxes`` alone, the quick pointing game of the stored maps.
 
-    densecam evaluate STORE --run RUN --checkpoint CKPT --metrics deletion,insertion,randomization,stability
+    densecam evaluate STORE --run RUN --checkpoint CKPT --metrics deletion,insertion,randomisation,stability
     densecam evaluate STORE --boxes lesion_boxes.csv            # pointing game only (no model, no Ray)
 """
 

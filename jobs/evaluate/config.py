@@ -9,7 +9,7 @@ from densecam_core.options import option
 from jobs.runtime.options import RuntimeOptions
 
 EVALUATE_INPUT_CACHE_MODES = ("read", "off")
-DEFAULT_METRICS = ("deletion", "insertion", "randomization", "stability")
+DEFAULT_METRICS = ("deletion", "insertion", "randomisation", "stability")
 
 
 @dataclass(kw_only=True)
@@ -20,8 +20,8 @@ class EvaluateConfig(RuntimeOptions):
     run: str = option("latest", "run id, model fingerprint (prefixes work) or 'latest'")
     metrics: tuple[str, ...] = option(
         DEFAULT_METRICS,
-        f"comma-separated: {', '.join(FAMILIES)} (needs --boxes); omitted with --boxes: the pointing game of "
-        "the stored maps only",
+        f"comma-separated: {', '.join(FAMILIES)} (needs --boxes); a family the run already holds is kept, "
+        "one it lacks is added; omitted with --boxes: the pointing game of the stored maps only",
         parse=validate_families,
         cli_default=None,
     )
@@ -42,7 +42,11 @@ class EvaluateConfig(RuntimeOptions):
         "runs that explain several classes: the one to score, by class name or by position along the run's "
         "target axis (default: its first); one target's scores per run at a time (--force to switch)",
     )
-    force: bool = option(False, "drop the run's metrics and score afresh")
+    force: bool = option(
+        False,
+        "score the asked families afresh (every family's scores go when the others were made on another sample, "
+        "model or target)",
+    )
 
     def validate(self) -> None:
         self.metrics = validate_families(self.metrics)

@@ -1,6 +1,6 @@
 """The evaluation job: a run's maps -> sampled shards -> Ray actors -> metrics parts -> the quality table.
 
-    densecam evaluate STORE --run RUN --checkpoint CKPT --metrics deletion,insertion,randomization,stability
+    densecam evaluate STORE --run RUN --checkpoint CKPT --metrics deletion,insertion,randomisation,stability
 
 The explanation job's sibling: the same driver loop (``jobs/runtime/dispatch.py``), actor sizing, run lock,
 resume (a shard whose metrics part is committed is skipped) and ``--summary-json``; the actors run
@@ -15,13 +15,14 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import pandas as pd
 
 from densecam_core import fileio
 from densecam_core.analysis.pointing import boxes_by_image, boxes_for_target, read_boxes
 from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW
+from densecam_core.evaluation.families import FAMILIES, shared_settings
 from densecam_core.evaluation.report import quality_table
 from densecam_core.evaluation.sampling import stratified_sample
 from densecam_core.evaluation.scorer import ScoreSettings
@@ -50,11 +51,10 @@ class PreparedEvaluation:
     boxes: dict[str, Any] = field(default_factory=dict)
 
     def recorded(self) -> dict[str, Any]:
-        """What the metrics parts depend on: a resume must match it."""
+        """What the metrics parts depend on: a resume must match it (each family its part of it)."""
         c = self.config
         return {
             "fingerprint": self.run.fingerprint,
-            "metrics": list(c.metrics),
             "steps": c.steps,
             "seed": c.seed,
             "sample": c.sample,
@@ -79,11 +79,16 @@ class EvaluationSummary(RunSummary):
     """What the driver loop counted, and the size of the sample it scored."""
 
     images_sampled: int
+    families_kept: list[str]  # asked, and already scored for the whole sample: not scored again
+    families_scored: list[str]
 
     def render(self) -> str:
+        kept = f"{', '.join(self.families_kept)} already scored (kept)" if self.families_kept else ""
+        scored = f"{', '.join(self.families_scored)} scored now" if self.families_scored else ""
         return "\n".join(
             [
                 f"run id           {self.run_id}",
+                f"families         {'; '.join(p for p in (kept, scored) if p)}",
                 f"images           {self.images_done} scored now ({self.ok} ok, {self.errors} error rows); "
                 f"{self.images_sampled} in the sample",
                 self.inputs_line(),
@@ -168,44 +173,75 @@ def prepare(config: EvaluateConfig) -> PreparedEvaluation:
     return PreparedEvaluation(config, run, sample, model, settings, boxes)
 
 
-def _settle_recorded(job: PreparedEvaluation) -> None:
-    """Refuse to mix scores of other settings into the run's metrics (``--force`` starts afresh)."""
-    run_url = job.run.url
-    recorded = store_metrics.read_evaluation(run_url)
-    wanted = job.recorded()
-    if recorded is not None and recorded != wanted and not job.config.force:
-        differ = sorted(k for k in wanted if recorded.get(k) != wanted[k])
-        if differ == ["sample_digest"] or (differ and set(differ) <= {"sample_digest", "images"}):
-            raise ValueError(
-                f"run {job.run.run_id} holds metrics of another sample of images (the run changed since: images "
-                f"were added or recomputed{', or the scores predate recorded samples' if 'sample_digest' not in recorded else ''}); "
-                "pass --force to score the sample drawn now afresh"
-            )
+def _settle_recorded(job: PreparedEvaluation) -> tuple[str, ...]:
+    """Refuse to mix scores of other settings into the run's metrics (``--force`` replaces them), record what
+    each asked family's scores depend on, and return the asked families that already hold scores."""
+    run_url, recorded = job.run.url, job.recorded()
+    if job.config.force:
+        _clear_for_force(job, recorded)
+    held = store_metrics.scored_families(run_url)
+    for name, settings in held.items():
+        if name in job.config.metrics:  # resumed or complete: the same settings as this evaluation's
+            theirs, ours = FAMILIES[name].depends_on(settings), FAMILIES[name].depends_on(recorded)
+        else:  # kept beside the asked ones: the same model, sample and target
+            theirs, ours = shared_settings(settings), shared_settings(recorded)
+        if theirs != ours:
+            _refuse_mixing(job, name, theirs, ours)
+    for name in job.config.metrics:
+        if name not in held:
+            store_metrics.write_evaluation(run_url, name, FAMILIES[name].depends_on(recorded))
+    return tuple(name for name in job.config.metrics if name in held)
+
+
+def _clear_for_force(job: PreparedEvaluation, recorded: dict[str, Any]) -> None:
+    """``--force``: the asked families' scores go; every score goes when the others were made on another sample,
+    model or target (or by an evaluation that kept every family in one part)."""
+    held = store_metrics.scored_families(job.run.url)
+    others_differ = any(shared_settings(s) != shared_settings(recorded) for s in held.values())
+    if others_differ or store_metrics.holds_legacy_scores(job.run.url):
+        store_metrics.clear_metrics(job.run.url)
+    else:
+        store_metrics.clear_metrics(job.run.url, job.config.metrics)
+
+
+def _refuse_mixing(job: PreparedEvaluation, family: str, theirs: dict[str, Any], ours: dict[str, Any]) -> NoReturn:
+    run_id = job.run.run_id
+    differ = sorted(k for k in {*theirs, *ours} if theirs.get(k) != ours.get(k))
+    if set(differ) <= {"sample_digest", "images"}:
         raise ValueError(
-            f"run {job.run.run_id} holds metrics scored with other settings ({', '.join(differ)}: "
-            f"{ {k: recorded.get(k) for k in differ} }); pass the same settings to resume, or --force to replace them"
+            f"run {run_id} holds {family} metrics of another sample of images (the run changed since: images "
+            f"were added or recomputed{', or the scores predate recorded samples' if 'sample_digest' not in theirs else ''}); "
+            "pass --force to score the sample drawn now afresh"
         )
-    if job.config.force and recorded is not None:
-        store_metrics.clear_metrics(run_url)
-    store_metrics.write_evaluation(run_url, wanted)
+    raise ValueError(
+        f"run {run_id} holds {family} metrics scored with other settings ({', '.join(differ)}: "
+        f"{ {k: theirs.get(k) for k in differ} }); pass the same settings to resume, or --force to replace them"
+    )
 
 
 class EvaluateShards:
-    """The evaluation job on the runtime (``ShardJob``): plans the sample's shards that hold no scores yet,
-    launches scoring actors."""
+    """The evaluation job on the runtime (``ShardJob``): plans the sample's shards that lack a part of an asked
+    family, launches scoring actors for the families that are not complete."""
 
     description = "scoring"
 
     def __init__(self, job: PreparedEvaluation, hook: Hook | None = None) -> None:
         self.job, self.hook = job, hook
+        self.complete: tuple[str, ...] = ()  # asked families already scored for every shard of the sample
 
     def plan(self) -> ShardPlan:
         _settle_recorded(self.job)
-        run = self.job.run
-        return shard_work(self.job.sample, int(run.meta["shard_size"]), set(store_metrics.metric_parts(run.url)))
+        run, asked = self.job.run, self.job.config.metrics
+        size = int(run.meta["shard_size"])
+        shards = set((self.job.sample["row"] // size).astype(int))
+        parts = {name: set(store_metrics.family_parts(run.url, name)) for name in asked}
+        self.complete = tuple(name for name in asked if shards <= parts[name])
+        return shard_work(self.job.sample, size, set.intersection(*parts.values()))
 
     def launch(self, ray: Any, resources: Resources) -> Launch:
-        return _launch(self.job, ray, resources)
+        to_score = tuple(name for name in self.job.config.metrics if name not in self.complete)
+        score = dataclasses.replace(self.job.settings.score, metrics=to_score)
+        return _launch(self.job, dataclasses.replace(self.job.settings, score=score), ray, resources)
 
     def committed(self, state: JobState, result: ShardResult) -> None:
         if self.hook is not None:
@@ -220,11 +256,14 @@ def run_evaluation(config: EvaluateConfig, *, hook: Hook | None = None) -> tuple
     started = time.perf_counter()
     job = prepare(config)
     run = job.run
-    work, counters = run_shard_job(EvaluateShards(job, hook), run.url, config)
+    shards = EvaluateShards(job, hook)
+    work, counters = run_shard_job(shards, run.url, config)
     summary = EvaluationSummary(
         run_id=run.run_id,
         store=config.store,
         images_sampled=len(job.sample),
+        families_kept=list(shards.complete),
+        families_scored=[name for name in config.metrics if name not in shards.complete],
         shards_total=work.total,
         shards_skipped=work.skipped,
         seconds=time.perf_counter() - started,
@@ -234,10 +273,10 @@ def run_evaluation(config: EvaluateConfig, *, hook: Hook | None = None) -> tuple
     return summary, quality_table(run, resamples=config.resamples, seed=config.seed)
 
 
-def _launch(job: PreparedEvaluation, ray: Any, resources: Resources) -> Launch:
+def _launch(job: PreparedEvaluation, settings: EvaluateSettings, ray: Any, resources: Resources) -> Launch:
     """The evaluation actors: one shard at a time each, the weights put once, a shard and its boxes per call."""
     config = job.config
-    settings = dataclasses.replace(job.settings, decode_threads=resources.threads)
+    settings = dataclasses.replace(settings, decode_threads=resources.threads)
     make_actor = model_actors(
         ray,
         EvaluateWorker,

@@ -22,7 +22,7 @@ from densecam_core.store.inputs.lookup import cached_model_inputs
 from densecam_core.store.layout import Shard
 from densecam_core.store.reader import open_store
 from densecam_core.store.run import Run
-from densecam_core.store.scores import write_metrics_part
+from densecam_core.store.scores import family_parts, write_metrics_part
 from densecam_core.vocabulary import map_keys
 from jobs.runtime.contract import ShardResult
 from jobs.runtime.replica import load_replica
@@ -113,10 +113,11 @@ class EvaluateWorker:
             cached=cached,
             dicom_window=self.settings.dicom_window,
         )
-        frames: list[pd.DataFrame] = []
+        families = self._unscored(run_url, shard)
+        frames: dict[str, list[pd.DataFrame]] = {name: [] for name in families}
         errors: dict[int, str] = {}
         compute = 0.0
-        for batch in loader:
+        for batch in loader if families else ():
             usable, pixels = [], []
             for record, one in zip(batch.ok_records, batch.images if batch.images is not None else []):
                 expected = (int(rows.at[record.position, "orig_height"]), int(rows.at[record.position, "orig_width"]))
@@ -131,21 +132,20 @@ class EvaluateWorker:
                 continue
             positions = [r.position for r in usable]
             tick = time.perf_counter()
-            frame = self.scorer.score(
+            scored = self.scorer.score_families(
                 torch.stack(pixels),
                 {key: torch.from_numpy(values[positions]) for key, values in stored.items()},
                 rows.loc[positions, "image_id"].tolist(),
                 geometries=[r.geometry for r in usable],  # type: ignore[misc]
                 boxes=boxes,
+                families=families,
             )
             compute += time.perf_counter() - tick
-            frames.append(frame)
-        frames.append(self._error_rows(rows, errors))
-        scores = pd.concat([f for f in frames if not f.empty], ignore_index=True)
-        scores["row"] = scores["image_id"].map(dict(zip(rows["image_id"], rows["row"]))).astype("int64")
-        scores["shard"] = shard.index
+            for name, frame in scored.items():
+                frames[name].append(frame)
         tick = time.perf_counter()
-        write_metrics_part(run_url, shard.index, scores)
+        for name, parts in frames.items():  # each family's part whole, an image's error row in each
+            self._commit(run_url, shard, name, [*parts, self._error_rows(rows, errors)], rows)
         write = time.perf_counter() - tick
         total = time.perf_counter() - started
         return ShardResult(
@@ -158,6 +158,17 @@ class EvaluateWorker:
             images_from_cache=len(cached),
             cache_damaged=damaged,
         )
+
+    def _unscored(self, run_url: str, shard: Shard) -> list[str]:
+        """The asked families with no committed part for this shard (a retried shard scores only what it lacks)."""
+        return [name for name in self.settings.score.metrics if shard.index not in family_parts(run_url, name)]
+
+    @staticmethod
+    def _commit(run_url: str, shard: Shard, family: str, frames: list[pd.DataFrame], rows: pd.DataFrame) -> None:
+        scores = pd.concat([f for f in frames if not f.empty], ignore_index=True)
+        scores["row"] = scores["image_id"].map(dict(zip(rows["image_id"], rows["row"]))).astype("int64")
+        scores["shard"] = shard.index
+        write_metrics_part(run_url, shard.index, scores, family=family)
 
     def _stored(self, key: MapKey, rows: np.ndarray) -> np.ndarray:
         """The run's map for ``rows`` of the scored target: (n, h, w) float32."""

@@ -19,16 +19,19 @@ from densecam_core import Explainer
 from densecam_core.testing import randomise_batchnorm
 from densecam_core.vocabulary import METHODS
 
-grad_cam = pytest.importorskip("pytorch_grad_cam")
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 
-LIBRARY = {
-    "gradcam": grad_cam.GradCAM,
-    "hirescam": grad_cam.HiResCAM,
-    "gradcampp": grad_cam.GradCAMPlusPlus,
-    "layercam": grad_cam.LayerCAM,
-    "xgradcam": grad_cam.XGradCAM,
-}
+def _library() -> dict[str, type]:
+    """pytorch-grad-cam's classes, imported by the tests that use them (its import takes seconds, which every
+    process of the fast loop would pay at collection)."""
+    import pytorch_grad_cam as grad_cam
+
+    return {
+        "gradcam": grad_cam.GradCAM,
+        "hirescam": grad_cam.HiResCAM,
+        "gradcampp": grad_cam.GradCAMPlusPlus,
+        "layercam": grad_cam.LayerCAM,
+        "xgradcam": grad_cam.XGradCAM,
+    }
 
 
 def _as_layers(model: nn.Module) -> tuple[nn.Module, list[nn.Module]]:
@@ -41,10 +44,13 @@ def _as_layers(model: nn.Module) -> tuple[nn.Module, list[nn.Module]]:
 
 def library_maps(model: nn.Module, x: torch.Tensor, target: int) -> dict[str, list[torch.Tensor]]:
     """pytorch-grad-cam's maps (after its ReLU, before its min-max scaling and resize) per method, per layer."""
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
     wrapped, layers = _as_layers(model)
-    maps: dict[str, list[torch.Tensor]] = {method: [] for method in LIBRARY}
+    library = _library()
+    maps: dict[str, list[torch.Tensor]] = {method: [] for method in library}
     for layer in layers:
-        cams = {method: kind(model=wrapped, target_layers=[layer]) for method, kind in LIBRARY.items()}
+        cams = {method: kind(model=wrapped, target_layers=[layer]) for method, kind in library.items()}
         capture = cams["gradcam"].activations_and_grads
         outputs = capture(x)
         targets = [ClassifierOutputTarget(target)] * x.shape[0]
@@ -99,6 +105,7 @@ def test_eigencam_at_every_block_equals_pytorch_grad_cams_up_to_the_stated_sign(
     float32 rounding of the activations and of an SVD against an eigendecomposition in float64, 1e-4 of the
     map's largest value (measured: under 1e-6)."""
     import torchvision
+    from pytorch_grad_cam import EigenCAM
     from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 
     torch.manual_seed(0)
@@ -109,7 +116,7 @@ def test_eigencam_at_every_block_equals_pytorch_grad_cams_up_to_the_stated_sign(
     network, laid_out = explained_network(explainer, x)
     wrapped, layers = _as_layers(network)
     for block, layer in zip((1, 2, 3, 4), layers):
-        cam = grad_cam.EigenCAM(model=wrapped, target_layers=[layer])
+        cam = EigenCAM(model=wrapped, target_layers=[layer])
         with torch.no_grad():
             cam.activations_and_grads(laid_out)
         activations = cam.activations_and_grads.activations[0].numpy()

@@ -202,7 +202,7 @@ def test_the_evaluation_scores_a_dicom_run_from_its_cache_with_the_pointing_game
     sample = stratified_sample(ok, count=3, seed=0)
     assert len(sample) == 3 and sample["image_id"].is_unique
     settings = EvaluateSettings(
-        score=ScoreSettings(metrics=("deletion", "localization"), steps=2),
+        score=ScoreSettings(metrics=("deletion", "localisation"), steps=2),
         methods=("gradcam",),
         size=SIZE,
         resize="stretch",

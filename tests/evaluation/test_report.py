@@ -49,8 +49,8 @@ def _scores(images: int = 40) -> tuple[pd.DataFrame, pd.DataFrame]:
             (i, "random", 4, "deletion_auc", None, 0.5 + rng.normal(0, 0.02)),
             (i, "gradcam", 4, "insertion_auc", None, 0.5 + rng.normal(0, 0.02)),
             (i, "random", 4, "insertion_auc", None, 0.5 + rng.normal(0, 0.02)),
-            (i, "gradcam", 4, "randomization_spearman", 1, 0.1),
-            (i, "gradcam", 4, "randomization_spearman", 5, 0.9),
+            (i, "gradcam", 4, "randomisation_spearman", 1, 0.1),
+            (i, "gradcam", 4, "randomisation_spearman", 5, 0.9),
             (i, "gradcam", 4, "stability_r", None, 0.95),
         ]
     scores = pd.DataFrame(rows, columns=["image_id", "method", "block", "metric", "stage", "value"])
@@ -69,12 +69,12 @@ def test_table_means_random_baseline_and_verdicts():
     )
     assert deletion["vs_random_high"] < 0
     assert deletion["ci_low"] <= deletion["mean"] <= deletion["ci_high"]
-    stages = table[table["metric"] == "randomization_spearman"]["stage"].tolist()
+    stages = table[table["metric"] == "randomisation_spearman"]["stage"].tolist()
     assert stages == [1, 5]
     (verdict,) = [v for v in verdicts(table).to_dict("records") if (v["method"], v["block"]) == ("gradcam", 4)]
     assert verdict["deletion_beats_random"] is True
     assert verdict["insertion_beats_random"] is False  # equal to random within noise
-    assert verdict["passes_randomization"] is False  # 0.9 at the last stage
+    assert verdict["passes_randomisation"] is False  # 0.9 at the last stage
     assert verdict["stable"] is True
 
 

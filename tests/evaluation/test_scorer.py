@@ -99,9 +99,9 @@ def test_stability_equals_a_plain_reference(model):
         assert got["stability_max_change"] == pytest.approx(max(changes), rel=1e-3, abs=1e-6)
 
 
-def test_localization_rows_per_map(model):
+def test_localisation_rows_per_map(model):
     pixels = _pixels(2, seed=7)
-    scorer = BatchScorer(model, ScoreSettings(metrics=("localization",)), methods=("gradcam",))
+    scorer = BatchScorer(model, ScoreSettings(metrics=("localisation",)), methods=("gradcam",))
     stored = {("cam", 4): torch.zeros(2, 2, 2)}
     stored[("cam", 4)][:, 0, 0] = 1.0  # the top-left quarter of each image
     geometries = [Geometry(40, 40, SIZE, "stretch")] * 2
@@ -114,9 +114,9 @@ def test_localization_rows_per_map(model):
     assert np.isnan(cam[("b", "pointing_game")])  # no box: not a localisation case
 
 
-def test_localization_of_a_batch_without_any_box_is_nan_not_missing(model):
+def test_localisation_of_a_batch_without_any_box_is_nan_not_missing(model):
     """A shard of the sample with no box used to give no rows at all, and its part failed on every retry."""
-    scorer = BatchScorer(model, ScoreSettings(metrics=("localization",)), methods=("gradcam",))
+    scorer = BatchScorer(model, ScoreSettings(metrics=("localisation",)), methods=("gradcam",))
     stored = {("cam", 4): torch.ones(2, 2, 2)}
     rows = scorer.score(_pixels(2, seed=7), stored, ["a", "b"], geometries=[Geometry(40, 40, SIZE, "stretch")] * 2)
     assert len(rows) > 0 and rows["value"].isna().all()
@@ -174,7 +174,7 @@ def _sobel(pixels: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.slow  # seconds of whole shards; the fast loop keeps a smaller test of this path
-def test_a_map_that_ignores_the_weights_fails_the_randomization_test_and_cam_passes(model):
+def test_a_map_that_ignores_the_weights_fails_the_randomisation_test_and_cam_passes(model):
     """Adebayo et al.'s test through the product's code: cascade, Explainer, Spearman of |maps|, verdicts."""
     pixels = _pixels(6, seed=11)
     for n in range(6):  # structure for edges to find: a bright square
@@ -187,8 +187,8 @@ def test_a_map_that_ignores_the_weights_fails_the_randomization_test_and_cam_pas
         cam = Explainer(randomised, methods=("gradcam",))(pixels).cam[:, 0]
         for method, a, b in (("cam", trained_cam, cam), ("edges", edges, _sobel(pixels))):
             for image_id, value in zip(ids, spearman(a.abs(), b.abs()).tolist()):
-                rows.append((image_id, method, 4, "randomization_spearman", stage, value))
+                rows.append((image_id, method, 4, "randomisation_spearman", stage, value))
     scores = pd.DataFrame(rows, columns=["image_id", "method", "block", "metric", "stage", "value"])
     table = metrics_table(scores, pd.DataFrame({"image_id": ids, "study_id": ids}), resamples=100)
-    verdict = {r["method"]: r["passes_randomization"] for r in verdicts(table).to_dict("records")}
+    verdict = {r["method"]: r["passes_randomisation"] for r in verdicts(table).to_dict("records")}
     assert verdict == {"cam": True, "edges": False}

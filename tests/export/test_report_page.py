@@ -202,9 +202,11 @@ def test_the_quality_grid_says_what_the_scores_say(tmp_path):
         rows.append({**base, "method": "random", "metric": "deletion_auc", "value": 0.6 + 0.01 * (n % 2)})
         rows.append({**base, "method": "gradcam", "metric": "stability_r", "value": 0.5})
         rows += [
-            {**base, "method": "gradcam", "metric": "randomization_spearman", "stage": s, "value": 0.9} for s in (1, 2)
+            {**base, "method": "gradcam", "metric": "randomisation_spearman", "stage": s, "value": 0.9} for s in (1, 2)
         ]
-    write_metrics_part(run.url, 0, pd.DataFrame(rows))
+    frame = pd.DataFrame(rows)
+    for family, part in frame.groupby(frame["metric"].str.split("_").str[0]):
+        write_metrics_part(run.url, 0, part, family=str(family))
     result = write_report(run, tmp_path / "report", ReportRequest())
     parser = _Tags()
     parser.feed(Path(result.page).read_text())
@@ -212,7 +214,7 @@ def test_the_quality_grid_says_what_the_scores_say(tmp_path):
     assert [b["class"] for b in badges] == ["verdict yes", "verdict na", "verdict no", "verdict no"]
     mean = pd.DataFrame(rows).query("method == 'gradcam' and metric == 'deletion_auc'")["value"].mean()
     assert badges[0]["title"].startswith(f"beats random on deletion; deletion_auc {mean:.3f} [")
-    assert badges[2]["title"].startswith("fails randomisation; randomization_spearman 0.900")
+    assert badges[2]["title"].startswith("fails randomisation; randomisation_spearman 0.900")
     assert badges[3]["title"].startswith("not stable; stability_r 0.500")
 
 
@@ -243,7 +245,7 @@ def test_an_evaluation_that_scored_no_image_leaves_the_grid_empty_not_the_page(t
             "shard": 0,
         }
     )
-    write_metrics_part(run.url, 0, errors)
+    write_metrics_part(run.url, 0, errors, family="deletion")
     page = Path(write_report(run, tmp_path / "report", ReportRequest()).page).read_text()
     assert "No map-quality scores" in page and 'id="quality"' not in page
 

@@ -57,12 +57,12 @@ def test_demo_produces_its_summary_and_files(demo_result):
         assert run.fingerprint == model_fingerprint(load_densenet169(checkpoint))
     # the map-quality evaluation of run A: every map scored, its per-image scores stored beside the maps
     quality = pd.DataFrame(summary["quality"])
-    assert len(quality) == 21 and {"deletion_auc", "insertion_auc", "randomization_spearman", "stability_r"} <= set(
+    assert len(quality) == 21 and {"deletion_auc", "insertion_auc", "randomisation_spearman", "stability_r"} <= set(
         quality.columns
     )
     scores = store.run(summary["runs"][0]).metrics()
     assert scores["image_id"].nunique() == 4 and "error" not in set(scores["metric"])  # the fixture's sample
-    assert set(scores.loc[scores["metric"].str.startswith("randomization"), "stage"]) == {1, 2, 3, 4, 5}
+    assert set(scores.loc[scores["metric"].str.startswith("randomisation"), "stage"]) == {1, 2, 3, 4, 5}
     assert store.run(summary["runs"][1]).metrics().empty, "only run A is scored"
     # the printed table is the library's pointing game over the stored run
     again = pointing_game(store.run(summary["runs"][0]), work / "data" / "lesion_boxes.csv")

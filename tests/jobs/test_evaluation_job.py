@@ -43,8 +43,8 @@ def test_bad_input_is_refused_before_any_work(explained, tmp_path):
     base = dict(store=str(store), run=run_id, metrics=("deletion",))
     with pytest.raises(ValueError, match="unknown metrics"):
         prepare(EvaluateConfig(**{**base, "metrics": ("deletion", "faithfulness")}))
-    with pytest.raises(ValueError, match="localization needs --boxes"):
-        prepare(EvaluateConfig(**{**base, "metrics": ("localization",)}))
+    with pytest.raises(ValueError, match="localisation needs --boxes"):
+        prepare(EvaluateConfig(**{**base, "metrics": ("localisation",)}))
     other = tmp_path / "other.pt"
     torch.save(load_densenet169(seed=7).state_dict(), other)
     with pytest.raises(ValueError, match=r"model fingerprint .* but run .* was explained with"):
@@ -54,14 +54,14 @@ def test_bad_input_is_refused_before_any_work(explained, tmp_path):
         boxes, index=False
     )
     with pytest.raises(ValueError, match=r"1 image ids of .* are not in run"):
-        prepare(EvaluateConfig(**{**base, "metrics": ("localization",)}, boxes=str(boxes)))
+        prepare(EvaluateConfig(**{**base, "metrics": ("localisation",)}, boxes=str(boxes)))
     with pytest.raises(ValueError, match="larger than the run's"):
         prepare(EvaluateConfig(**base, sample=1000))
     empty = tmp_path / "empty-store"
     empty_run = explain_tree(tree, empty, shards=False)
     with pytest.raises(StoreError, match="no committed shards"):
         prepare(EvaluateConfig(store=str(empty), run=empty_run, metrics=("deletion",)))
-    assert not store_metrics.metric_parts(str(store / "runs" / run_id)), "nothing was written"
+    assert not (store / "runs" / run_id / "metrics").exists(), "nothing was written"
 
 
 def test_cli_names_the_problem(explained, capsys):
@@ -98,6 +98,7 @@ def test_worker_reads_the_cache_and_writes_error_rows_for_unreadable_or_changed_
     from PIL import Image
 
     Image.new("L", (33, 41), 128).save(rows.at[1, "path"])
+    store_metrics.clear_metrics(run.url)  # a committed part is never scored again: score the shard afresh
     second = worker.process_shard(run.url, Shard(0, 0, 4), rows)
     assert second.errors == 2 and second.ok == len(rows) - 2
     scores = run.metrics()
@@ -115,7 +116,7 @@ def test_damaged_metrics_part_is_named(explained, tmp_path):
     run = open_store(str(store)).run(run_id)
     rows = run.index[run.index["shard"] == 1].reset_index(drop=True)
     _worker(store, run_id, metrics=("deletion",)).process_shard(run.url, Shard(1, 4, 8), rows)
-    part = Path(store_metrics.metric_parts(run.url)[1])
+    part = Path(store_metrics.family_parts(run.url, "deletion")[1])
     part.write_bytes(part.read_bytes()[:100])
     with pytest.raises(StoreError, match="metrics part .* cannot be read"):
         run.metrics()
@@ -131,7 +132,7 @@ def test_interrupted_evaluation_resumes_and_equals_a_clean_one(explained, tmp_pa
     interrupted, clean = tmp_path / "a", tmp_path / "b"
     shutil.copytree(store, interrupted)
     shutil.copytree(store, clean)
-    settings = dict(run=run_id, metrics=("deletion", "randomization"), steps=2, workers=1, progress=False, resamples=50)
+    settings = dict(run=run_id, metrics=("deletion", "randomisation"), steps=2, workers=1, progress=False, resamples=50)
 
     class Stop(Exception):
         pass

@@ -25,12 +25,13 @@ from jobs.explain.job import ExplainConfig, ExplainSummary, run_explain
 
 pytestmark = pytest.mark.slow  # Ray, the demo or a notebook kernel: see `pytest -m "not slow"`
 
-ray = pytest.importorskip("ray")
 SIZE = 64
 
 
 @pytest.fixture(scope="module")
 def local_ray():
+    import ray  # here, not at the top: the fast loop collects this module without running it
+
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
@@ -121,9 +122,9 @@ def test_killed_actor_is_replaced_and_every_row_lands_once(local_ray, tree, tmp_
         if not killed:
             actor = state.actors[0]
             if how == "ray.kill":
-                ray.kill(actor, no_restart=True)
+                local_ray.kill(actor, no_restart=True)
             else:
-                os.kill(ray.get(actor.pid.remote()), signal.SIGKILL)
+                os.kill(local_ray.get(actor.pid.remote()), signal.SIGKILL)
             killed.append(how)
 
     # 2-image shards: 11 of them, so the killed actor still has work queued when it dies (with
@@ -298,10 +299,10 @@ def test_actors_that_cannot_be_placed_do_not_block_the_job(local_ray, tree, tmp_
     assert_every_row_once(tmp_path / "store", tree)
     # no actor outlives the job: a pending one left alive would take a freed CPU and keep it
     deadline = time.monotonic() + 30
-    while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+    while local_ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
         time.sleep(0.5)
     time.sleep(3)
-    assert ray.available_resources().get("CPU", 0) == 2
+    assert local_ray.available_resources().get("CPU", 0) == 2
 
 
 def test_no_actor_starting_stops_the_job_with_a_clear_error(local_ray, tree, tmp_path):

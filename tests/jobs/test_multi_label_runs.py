@@ -244,7 +244,7 @@ def test_the_job_explains_every_finding_and_the_evaluation_scores_one_by_name(ch
     effusion_class = torch.full((len(ids),), CHEXNET.index("Effusion"))
     want = deletion_insertion(model, pixels, maps, effusion_class, steps=2, activation="sigmoid").deletion_auc
     np.testing.assert_allclose(got, want.numpy(), atol=1e-5)  # Effusion's maps, scored on Effusion's sigmoid
-    recorded = json.loads((store / "runs" / run.run_id / METRICS_DIR / EVALUATION_JSON).read_text())
+    recorded = json.loads((store / "runs" / run.run_id / METRICS_DIR / "family=deletion" / EVALUATION_JSON).read_text())
     assert recorded["target"] == CHEXNET.index("Effusion")
     assert main([*evaluate, "--metrics", "deletion", "--steps", "2", "--target", "Mass", *common]) == 2
     assert "other settings (target" in capsys.readouterr().err

@@ -18,8 +18,6 @@ import pytest
 from densecam_core import generate_mura, open_store, read_manifest
 
 pytestmark = pytest.mark.slow
-moto_server = pytest.importorskip("moto.server")
-pytest.importorskip("s3fs")
 REPO = Path(__file__).resolve().parents[2]
 BUCKET = "densecam-test"
 
@@ -28,6 +26,7 @@ BUCKET = "densecam-test"
 def s3(tmp_path_factory):
     """A moto S3 server on 127.0.0.1 with a synthetic tree uploaded, and this process pointed at it."""
     import fsspec
+    from moto import server as moto_server  # here, not at the top: the fast loop collects this module only
 
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
     server.start()
@@ -145,7 +144,8 @@ def test_job_on_s3_completes_and_reads_back(s3, clean_runs):
         "stability_max_change",
     }
     (scored,) = connection.sql(
-        f"SELECT count(DISTINCT image_id) FROM read_parquet('{store}/runs/*/metrics/part-*.parquet')"
+        f"SELECT count(DISTINCT image_id) FROM read_parquet('{store}/runs/*/metrics/family=*/part-*.parquet', "
+        "hive_partitioning=true) WHERE family = 'stability'"
     ).fetchall()[0]
     assert scored == 4 and s3["fs"].exists(f"{BUCKET}/store-a/runs/{run.run_id}/metrics/_summary.csv")
 
@@ -212,8 +212,10 @@ def test_server_going_away_mid_job_fails_shards_and_a_rerun_completes(s3):
         s3["server"].stop()  # every request now fails: connection refused
 
         def restart() -> None:
+            from moto.server import ThreadedMotoServer
+
             time.sleep(4)
-            server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+            server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
             server.start()  # moto keeps its buckets in this process: the data is still there
             s3["server"] = server
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import pandas as pd
 
+from densecam_core.store.layout import current_family_name, family_folder
+
 NEEDS = ("model", "maps", "cascade", "boxes")
 """What a family may need: the model's forwards, fresh maps of the trained model, the randomised cascade's maps,
 lesion boxes."""
@@ -39,6 +41,13 @@ class MetricFamily:
     needs: frozenset[str] = frozenset()
     verdicts: tuple[Verdict, ...] = ()
     summary_columns: tuple[str, ...] = field(default=())  # its columns' order in the summary grid
+    settings: frozenset[str] = frozenset()  # evaluation settings only its scores depend on ("steps")
+
+    def depends_on(self, recorded: dict[str, Any]) -> dict[str, Any]:
+        """What of an evaluation's ``recorded`` settings this family's scores depend on: every shared setting
+        (model, sample, seed, target) and its own (a family needing boxes depends on the boxes)."""
+        own = self.settings | ({"boxes"} if "boxes" in self.needs else set())
+        return {k: v for k, v in recorded.items() if k not in FAMILY_SETTINGS or k in own}
 
     def score(self, batch: Any, rows: Any) -> None:
         """Add this family's scores of ``batch`` (``evaluation.scorer.Batch``) to ``rows``."""
@@ -47,9 +56,13 @@ class MetricFamily:
 
 
 FAMILIES: dict[str, MetricFamily] = {}
+FAMILY_SETTINGS = frozenset({"metrics", "steps", "boxes"})
+"""Recorded evaluation settings that only some families depend on (the others are shared by every family)."""
 
 
 def register_family(family: MetricFamily) -> MetricFamily:
+    """Add a family to the registry; its name becomes a folder of every store that holds its scores."""
+    family_folder(family.name)  # refuses a name the store cannot hold
     unknown = set(family.needs) - set(NEEDS)
     if unknown:
         raise ValueError(f"metric family {family.name!r} needs {sorted(unknown)}; a family may need {NEEDS}")
@@ -57,9 +70,15 @@ def register_family(family: MetricFamily) -> MetricFamily:
     return family
 
 
+def shared_settings(recorded: dict[str, Any]) -> dict[str, Any]:
+    """What of an evaluation's recorded settings every family's scores depend on (model, sample, seed, target)."""
+    return {k: v for k, v in recorded.items() if k not in FAMILY_SETTINGS}
+
+
 def validate_families(names: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
     """Family names in the order given, once each; unknown names raise a ValueError listing the registered ones."""
     given = [m.strip() for m in (names.split(",") if isinstance(names, str) else names) if m.strip()]
+    given = [current_family_name(m) for m in given]  # the names before the one spelling still run
     unknown = [m for m in given if m not in FAMILIES]
     if unknown or not given:
         raise ValueError(f"unknown metrics {unknown or given}; choose from {', '.join(FAMILIES)}")

@@ -11,6 +11,7 @@ FAMILY = MetricFamily(
     scorer="densecam_core.evaluation.faithfulness:score_deletion",
     lower_is_better=frozenset({"deletion_auc"}),
     needs=frozenset({"model"}),
+    settings=frozenset({"steps"}),
     verdicts=(
         Verdict(
             "deletion_beats_random",

@@ -10,6 +10,7 @@ FAMILY = MetricFamily(
     metrics=("insertion_auc",),
     scorer="densecam_core.evaluation.faithfulness:score_insertion",
     needs=frozenset({"model"}),
+    settings=frozenset({"steps"}),
     verdicts=(
         Verdict(
             "insertion_beats_random",

@@ -1,12 +1,11 @@
-"""Localisation against lesion boxes: the pointing game, relevance mass and Otsu IoU (docs/METRICS.md); its
-stored name keeps its first spelling, ``localization``."""
+"""Localisation against lesion boxes: the pointing game, relevance mass and Otsu IoU (docs/METRICS.md)."""
 
 from __future__ import annotations
 
 from densecam_core.evaluation.families import MetricFamily
 
 FAMILY = MetricFamily(
-    name="localization",
+    name="localisation",
     metrics=("pointing_game", "relevance_mass", "otsu_iou"),
     scorer="densecam_core.evaluation.localisation:score",
     needs=frozenset({"boxes"}),

@@ -1,6 +1,6 @@
 """Cascading model randomisation (Adebayo et al. 2018): how much the maps of ever more randomised models resemble
 the trained model's; lower is better, and a map passes when its Spearman r at the last stage is below
-``PASS_BELOW`` (docs/METRICS.md). The family's stored name keeps its first spelling, ``randomization``."""
+``PASS_BELOW`` (docs/METRICS.md)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ PASS_BELOW = 0.5
 
 
 def passes(rows: pd.DataFrame) -> bool | None:
-    spearman = rows[rows["metric"] == "randomization_spearman"]
+    spearman = rows[rows["metric"] == "randomisation_spearman"]
     if spearman.empty:
         return None
     last = spearman.sort_values("stage").iloc[-1]
@@ -20,15 +20,15 @@ def passes(rows: pd.DataFrame) -> bool | None:
 
 
 FAMILY = MetricFamily(
-    name="randomization",
-    metrics=("randomization_spearman", "randomization_ssim"),
+    name="randomisation",
+    metrics=("randomisation_spearman", "randomisation_ssim"),
     scorer="densecam_core.evaluation.randomisation:score",
-    lower_is_better=frozenset({"randomization_spearman", "randomization_ssim"}),
+    lower_is_better=frozenset({"randomisation_spearman", "randomisation_ssim"}),
     needs=frozenset({"maps", "cascade"}),
     verdicts=(
         Verdict(
-            "passes_randomization", "R", "passes randomisation", "fails randomisation", "randomization_spearman", passes
+            "passes_randomisation", "R", "passes randomisation", "fails randomisation", "randomisation_spearman", passes
         ),
     ),
-    summary_columns=("randomization_spearman", "randomization_ssim"),
+    summary_columns=("randomisation_spearman", "randomisation_ssim"),
 )
