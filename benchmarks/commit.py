@@ -54,7 +54,7 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="densecam-commit-")
     manifest = generated_manifest(work, args.shards * shard_size, 0.2)
     settings = ExplainSettings(methods=METHODS, size=args.size)
-    spec = RunSpec("a" * 16, "x.pt", settings.for_run_id(), 1, 1, block_grid(args.size), shard_size)
+    spec = RunSpec("a" * 16, "x.pt", settings.run_settings(), 1, 1, block_grid(args.size), shard_size)
     store = os.path.join(work, "store")
     writer = RunWriter(store, spec)
     writer.create_or_open("benchmark")

@@ -26,7 +26,7 @@ from densecam_core.evaluation.faithfulness import gaussian_blurred
 from densecam_core.evaluation.scorer import BatchScorer, ScoreSettings
 from densecam_core.model.precision import native_bf16
 from densecam_core.testing import randomise_batchnorm
-from densecam_core.vocabulary import BLOCKS, METHODS
+from densecam_core.vocabulary import BLOCKS, METHODS, MapKey
 
 MEAN = torch.tensor(IMAGENET_MEAN).reshape(1, 3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).reshape(1, 3, 1, 1)
@@ -34,10 +34,10 @@ STD = torch.tensor(IMAGENET_STD).reshape(1, 3, 1, 1)
 
 def all_maps(explainer: Explainer, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
     out = explainer(pixels)
-    maps = {("cam", 4): out.cam[:, 0]}
+    maps = {MapKey("cam"): out.cam[:, 0]}
     for method in METHODS:
         for block in BLOCKS:
-            maps[(method, block)] = out.maps[method][block][:, 0]
+            maps[MapKey(method, block)] = out.maps[method][block][:, 0]
     return maps
 
 
@@ -103,7 +103,7 @@ def main() -> None:
         ids = [f"image{n}" for n in range(args.images)]
         maps = all_maps(explainer, pixels)
         warm = ScoreSettings(metrics=("deletion",), steps=2, forward_batch=args.batch, random_baseline=False)
-        BatchScorer(model, warm, methods=()).score(pixels[:1], {("cam", 4): maps[("cam", 4)][:1]}, ids[:1])
+        BatchScorer(model, warm, methods=()).score(pixels[:1], {MapKey("cam"): maps[MapKey("cam")][:1]}, ids[:1])
         _sync(args.device)
         start = time.perf_counter()
         rows = scorer.score(pixels, maps, ids)
@@ -116,7 +116,7 @@ def main() -> None:
         for method, block in names:
             for b in range(args.images):
                 deletion, insertion = reference_one(
-                    model, pixels[b].float() / 255, maps[(method, block)][b], args.steps
+                    model, pixels[b].float() / 255, maps[MapKey(method, block)][b], args.steps
                 )
                 worst = max(
                     worst,

@@ -18,7 +18,7 @@ import torch
 from machine import describe_cpu  # benchmarks/machine.py
 
 from densecam_core import generate_mura
-from densecam_core.evaluation.report import format_grid, summary_grid
+from densecam_core.evaluation.quality import format_grid, summary_grid
 from densecam_core.model.precision import native_bf16
 from jobs.evaluate.job import EvaluateConfig, run_evaluation
 from jobs.explain.job import ExplainConfig, run_explain

@@ -33,7 +33,7 @@ from densecam_core.data.preprocess import IMAGENET_STD, load_for_model
 from densecam_core.model.checkpoint import load_densenet
 from densecam_core.model.precision import native_bf16
 from densecam_core.testing import randomise_batchnorm
-from densecam_core.vocabulary import ALL_METHODS
+from densecam_core.vocabulary import method_names
 
 
 def map_correlations(ref: Explanation, other: Explanation) -> dict[str, np.ndarray]:
@@ -176,8 +176,8 @@ def build_variants(
     targets = "all" if k > 1 else None  # every output in one forward and one backward
     fp32 = Explainer(copy.deepcopy(base), precision="fp32", targets=targets)
     variants["Explainer, all methods, fp32" + (f", {k} targets in one pass" if k > 1 else "")] = synced(fp32)
-    every = Explainer(copy.deepcopy(base), precision="fp32", targets=targets, methods=ALL_METHODS)
-    variants[f"Explainer, every method with Eigen-CAM ({_map_count(ALL_METHODS)} maps), fp32"] = synced(every)
+    every = Explainer(copy.deepcopy(base), precision="fp32", targets=targets, methods=method_names())
+    variants[f"Explainer, every method with Eigen-CAM ({_map_count(method_names())} maps), fp32"] = synced(every)
     if k > 1:  # what a loop over the targets would cost: one Explainer pass per target
         singles = [Explainer(copy.deepcopy(base), precision="fp32", targets=[t]) for t in range(k)]
         variants[f"Explainer, all methods, fp32, {k} single-target passes"] = synced(

@@ -105,7 +105,7 @@ def run(
         precision=args.precision,
         cuda_graphs=args.cuda_graphs,
     )
-    spec = RunSpec(fingerprint, "x.pt", settings.for_run_id(), 1, 1, block_grid(args.size), args.shard_size)
+    spec = RunSpec(fingerprint, "x.pt", settings.run_settings(), 1, 1, block_grid(args.size), args.shard_size)
     writer = RunWriter(store, spec)
     writer.create_or_open("benchmark")
     planned = writer.plan(manifest)

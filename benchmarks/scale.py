@@ -30,6 +30,7 @@ from densecam_core.data.manifest import BODY_PARTS
 from densecam_core.store import layout
 from densecam_core.store.compact import compact_run
 from densecam_core.store.reader import open_store
+from densecam_core.store.record import RunSettings
 from densecam_core.store.shard import ShardCommit, commit_shard, write_index_part
 from densecam_core.store.writer import RunSpec, RunWriter
 from densecam_core.vocabulary import block_grid
@@ -65,7 +66,7 @@ def index_rows(planned: pd.DataFrame, run_id: str) -> pd.DataFrame:
 
 
 def build(store: str, n: int, fingerprint: str, sample: np.ndarray) -> RunWriter:
-    settings = {"methods": ["gradcam"], "size": SIZE, "resize": "stretch", "precision": "fp32", "targets": None}
+    settings = RunSettings(("gradcam",), SIZE)
     writer = RunWriter(store, RunSpec(fingerprint, "scale.pt", settings, 1, 1, block_grid(SIZE), SHARD))
     manifest = fabricated_manifest(n)
     writer.create_or_open("scale", manifest)

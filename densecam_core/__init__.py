@@ -42,8 +42,8 @@ _EXPORTS = {
     "compare_runs": "densecam_core.analysis.comparison",
     "StoreError": "densecam_core.store.layout",
     "pointing_game": "densecam_core.analysis.pointing",
-    "quality_table": "densecam_core.evaluation.report",
-    "verdicts": "densecam_core.evaluation.report",
+    "quality_table": "densecam_core.evaluation.quality",
+    "verdicts": "densecam_core.evaluation.quality",
     "deletion_insertion": "densecam_core.evaluation.faithfulness",
 }
 

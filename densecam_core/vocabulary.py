@@ -1,4 +1,5 @@
-"""densecam's vocabulary: methods, blocks, precisions, block taps and grid sizes. No torch import.
+"""densecam's vocabulary: the method registry, map keys, blocks, precisions, block taps and grid sizes. No torch
+import.
 
 Why one torch-free place: the Explainer's forward, its architecture check, its precision casts,
 the store's format and ``run.json`` all speak of the same four taps; notebooks and the store
@@ -7,29 +8,129 @@ reader read the same names without loading a deep-learning framework.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-METHODS: tuple[str, ...] = ("gradcam", "gradcampp", "layercam", "xgradcam", "hirescam")
-"""The methods a run computes unless told otherwise: the gradient methods."""
-ALL_METHODS: tuple[str, ...] = (*METHODS, "eigencam")
-"""Every method the Explainer knows, in canonical order; Eigen-CAM (activations only, the same map for every
-target) is computed when asked for."""
-"""The gradient methods, in canonical order; CAM (block 4 only) is always computed besides."""
 BLOCKS: tuple[int, ...] = (1, 2, 3, 4)
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 RESIZE_MODES: tuple[str, ...] = ("stretch", "pad")
 CPU_BATCH = 8
 GPU_BATCHES: tuple[int, ...] = (128, 64, 32, 16, 8)
 """Candidates for a GPU's batch, largest first: small batches leave a GPU waiting on kernel launches."""
-CAM_KEY: tuple[str, int] = ("cam", 4)
-"""CAM's (method, block): the last dense block's class activation map."""
+CAM_BLOCK = 4
+"""CAM exists only where the classifier reads: the last block."""
 
 
-def map_keys(methods: Sequence[str], blocks: Sequence[int] = BLOCKS) -> list[tuple[str, int]]:
-    """Every map a run holds, in the store's order: CAM first, then each method at each block."""
-    return [CAM_KEY] + [(m, b) for m in methods for b in blocks]
+@dataclass(frozen=True)
+class Method:
+    """An explanation method the one-pass Explainer computes at every block: ``function`` (``module:function``,
+    imported when explaining: it needs torch) maps a block's activations, and with ``gradients`` the gradients of
+    one target's logit, to maps. Without gradients a method gives one map for every target (Eigen-CAM). A method
+    that needs passes of its own (Score-CAM, integrated gradients) is not one of these (docs/ARCHITECTURE.md)."""
+
+    name: str  # what runs record and the store names its arrays by (``<name>/block<b>``): never renamed
+    function: str
+    title: str
+    gradients: bool = True
+    default: bool = True  # computed unless a run names its methods
+
+
+METHOD_NAME = re.compile(r"^[a-z][a-z0-9]{0,31}$")
+"""A method's name: a lower-case letter, then letters or digits (``gradcam2``); never a path."""
+NOT_METHODS = ("cam", "logits", "targets", "random")
+"""Names of a run's other arrays and of the evaluation's random baseline."""
+METHOD_REGISTRY: dict[str, Method] = {}
+"""Every method, in canonical order: the Explainer, run settings, the store's names and its readers use this."""
+
+
+def register_method(method: Method) -> Method:
+    """Add a method (its name becomes part of stored array names, so it must be one the store can hold)."""
+    if not METHOD_NAME.match(method.name) or method.name in NOT_METHODS:
+        raise ValueError(
+            f"method name {method.name!r}: a lower-case letter then letters or digits, none of {NOT_METHODS}"
+        )
+    METHOD_REGISTRY[method.name] = method
+    return method
+
+
+for _method in (
+    Method("gradcam", "densecam_core.cam.methods:gradcam", "Grad-CAM"),
+    Method("gradcampp", "densecam_core.cam.methods:gradcampp", "Grad-CAM++"),
+    Method("layercam", "densecam_core.cam.methods:layercam", "LayerCAM"),
+    Method("xgradcam", "densecam_core.cam.methods:xgradcam", "XGrad-CAM"),
+    Method("hirescam", "densecam_core.cam.methods:hirescam", "HiResCAM"),
+    Method("eigencam", "densecam_core.cam.methods:eigencam", "Eigen-CAM", gradients=False, default=False),
+):
+    register_method(_method)
+
+
+def method_names() -> tuple[str, ...]:
+    """Every registered method, in canonical order."""
+    return tuple(METHOD_REGISTRY)
+
+
+METHODS: tuple[str, ...] = tuple(m.name for m in METHOD_REGISTRY.values() if m.default)
+"""The built-in methods a run computes unless told otherwise (the gradient methods); CAM is always computed besides."""
+
+
+@dataclass(frozen=True, order=True)
+class MapKey:
+    """One map of a run: a method at a block, for a position along the run's target axis. CAM is
+    ``MapKey("cam")`` (block 4 only); ``random`` is the evaluation's baseline."""
+
+    method: str
+    block: int = CAM_BLOCK
+    target: int = 0
+
+    def __post_init__(self) -> None:
+        if not METHOD_NAME.match(self.method):
+            raise ValueError(f"method {self.method!r} is not a method name")
+        if self.block not in BLOCKS or (self.method == "cam" and self.block != CAM_BLOCK):
+            allowed = (CAM_BLOCK,) if self.method == "cam" else BLOCKS
+            raise ValueError(f"block must be one of {allowed} for {self.method!r}, got {self.block!r}")
+
+    @property
+    def array_name(self) -> str:
+        """Where a run stores it (``heatmaps.zarr/<array_name>``): ``cam`` or ``<method>/block<b>``."""
+        return "cam" if self.method == "cam" else f"{self.method}/block{self.block}"
+
+    @property
+    def label(self) -> str:
+        """How pages and captions name it: ``CAM``, ``Grad-CAM block 3``."""
+        if self.method == "cam":
+            return "CAM"
+        known = METHOD_REGISTRY.get(self.method)
+        return f"{known.title if known else self.method} block {self.block}"
+
+    @classmethod
+    def of(cls, method: str, block: int | None = None, target: int = 0) -> MapKey:
+        """The key of a (method, block) as the readers take them: CAM's block may be left out (None)."""
+        return cls(method, CAM_BLOCK if method == "cam" and block is None else block, target)  # type: ignore[arg-type]
+
+    def for_target(self, target: int) -> MapKey:
+        return MapKey(self.method, self.block, target)
+
+    @classmethod
+    def from_array_name(cls, name: str, target: int = 0) -> MapKey:
+        """The key of a stored map array (a ValueError for any other name: the store's name check)."""
+        method, _, block = name.partition("/block")
+        if method == "cam" and not block:
+            return cls("cam", CAM_BLOCK, target)
+        if not block.isdigit() or name != f"{method}/block{block}":
+            raise ValueError(f"{name!r} is not the name of a stored map")
+        return cls(method, int(block), target)
+
+
+def map_keys(methods: Sequence[str], blocks: Sequence[int] = BLOCKS, target: int = 0) -> list[MapKey]:
+    """Every map a run holds for one target, in the store's order: CAM first, then each method at each block."""
+    return [MapKey("cam", CAM_BLOCK, target)] + [MapKey(m, b, target) for m in methods for b in blocks]
+
+
+def chosen_keys(methods: Sequence[str], blocks: Sequence[int] = BLOCKS, target: int = 0) -> list[MapKey]:
+    """The maps a user names by methods (``cam`` among them or not) and blocks: CAM once, at its block."""
+    return [MapKey(m, b, target) for m in methods for b in ((CAM_BLOCK,) if m == "cam" else blocks)]
 
 
 STEM: tuple[str, ...] = ("features.conv0", "features.norm0", "features.relu0", "features.pool0")
@@ -133,8 +234,6 @@ def validate_input_norm(name: str) -> str:
 
 
 TAPS: dict[int, BlockTap] = {tap.block: tap for tap in BLOCK_TAPS}
-CAM_BLOCK = 4
-"""CAM exists only where the classifier reads: the last block."""
 
 
 def required_modules() -> tuple[str, ...]:
@@ -169,10 +268,10 @@ def validate_methods(methods: str | list[str] | tuple[str, ...] | None) -> tuple
         return METHODS
     if isinstance(methods, str):
         methods = [m.strip() for m in methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in ALL_METHODS]
+    unknown = [m for m in methods if m not in METHOD_REGISTRY]
     if unknown or not methods:
-        raise ValueError(f"unknown method(s) {unknown or list(methods)!r}; valid methods: {', '.join(ALL_METHODS)}")
-    return tuple(m for m in ALL_METHODS if m in methods)
+        raise ValueError(f"unknown method(s) {unknown or list(methods)!r}; valid methods: {', '.join(METHOD_REGISTRY)}")
+    return tuple(m for m in METHOD_REGISTRY if m in methods)
 
 
 def validate_precision(precision: str) -> str:

@@ -198,7 +198,7 @@ def _explain_twice(paths: DemoPaths, config: DemoConfig, valid_rows: Any, steps:
 def _evaluate(paths: DemoPaths, config: DemoConfig, valid_rows: Any, run_id: str) -> Any:
     """Step 5: map quality of run A on a stratified sample of the valid images, localisation included."""
     from densecam_core.analysis.pointing import read_boxes
-    from densecam_core.evaluation.report import format_grid
+    from densecam_core.evaluation.quality import format_grid
     from jobs.evaluate.job import EvaluateConfig, run_evaluation
 
     valid_boxes = paths.work / "valid_boxes.csv"
@@ -229,7 +229,7 @@ def _evaluate(paths: DemoPaths, config: DemoConfig, valid_rows: Any, run_id: str
 
 
 def _quality_grid(quality: Any) -> Any:
-    from densecam_core.evaluation.report import summary_grid
+    from densecam_core.evaluation.quality import summary_grid
 
     return summary_grid(quality)
 

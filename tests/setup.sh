@@ -7,13 +7,20 @@
 # (no apt-get, not root and no password-less sudo), it stops naming the one command to run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SYSTEM_PACKAGES="dicom3tools chromium chromium-driver orthanc orthanc-dicomweb orthanc-gdcm npm"
 PLUGINS=/usr/share/orthanc/plugins
-missing() {
-    ! { command -v dciodvfy && command -v chromium && command -v chromedriver && command -v npm && [ -x /usr/sbin/Orthanc ] &&
-        [ -f $PLUGINS/libOrthancDicomWeb.so ] && [ -f $PLUGINS/libOrthancGdcm.so ]; } >/dev/null
+# the Debian packages still missing, each named by the file that shows it is there (a machine whose Node.js
+# already brings npm, e.g. nodesource's nodejs, which conflicts with Debian's npm, is asked for no npm)
+missing_packages() {
+    command -v dciodvfy >/dev/null || echo dicom3tools
+    command -v chromium >/dev/null || echo chromium
+    command -v chromedriver >/dev/null || echo chromium-driver
+    [ -x /usr/sbin/Orthanc ] || echo orthanc
+    [ -f $PLUGINS/libOrthancDicomWeb.so ] || echo orthanc-dicomweb
+    [ -f $PLUGINS/libOrthancGdcm.so ] || echo orthanc-gdcm
+    command -v npm >/dev/null || echo npm
 }
-if missing; then
+SYSTEM_PACKAGES="$(missing_packages | tr '\n' ' ')"
+if [ -n "$SYSTEM_PACKAGES" ]; then
     if [ "$(id -u)" = 0 ]; then sudo=""; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; else sudo=none; fi
     if [ "$sudo" = none ] || ! command -v apt-get >/dev/null; then
         echo "tests/setup.sh: the tests need Debian's $SYSTEM_PACKAGES; install them with:" >&2

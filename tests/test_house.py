@@ -120,7 +120,7 @@ TORCH_FREE = [
     "jobs.localise.command",
     "densecam_core.evaluation.localisation",
     "densecam_core.analysis.pointing",
-    "densecam_core.evaluation.report",
+    "densecam_core.evaluation.quality",
     "densecam_core.evaluation.families",
     "densecam_core.evaluation.sampling",
     "densecam_core.analysis.comparison",

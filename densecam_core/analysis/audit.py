@@ -36,7 +36,7 @@ from densecam_core.analysis.spatial import (
 from densecam_core.store.layout import StoreError, map_label
 from densecam_core.store.run import Run
 from densecam_core.store.targets import target_labels, with_target_probability
-from densecam_core.vocabulary import BLOCKS
+from densecam_core.vocabulary import BLOCKS, MapKey, chosen_keys
 
 CHUNK_IMAGES = 2048
 MIN_PART_GROUP = 200
@@ -93,11 +93,11 @@ def audit_run(run: Run, request: AuditRequest = AuditRequest(), *, control: Run 
     atlases: list[pd.DataFrame] = []
     arrays: dict[str, list[np.ndarray]] = {}
     messages: list[str] = [why] if why else []
-    for method, block in _maps(run, request):
-        label = map_label(method, block)
-        for target in request.targets or tuple(range(int(run.meta.get("num_targets", 1)))):
-            rows = with_target_probability(index, run.meta, target)
-            part = _audit_map(run, rows, method, block, target, request, control, control_index, masks)
+    for map_key in _maps(run, request):
+        label = map_label(map_key)
+        for target in request.targets or tuple(range(run.record.num_targets)):
+            rows = with_target_probability(index, run.record, target)
+            part = _audit_map(run, rows, map_key.for_target(target), request, control, control_index, masks)
             # each table row's slice of its map's arrays: clusters of every target, one after the other
             done = {kind: sum(len(a) for a in arrays.get(f"{kind}/{label}", [])) for kind in part.arrays}
             images.append(part.images)
@@ -114,11 +114,16 @@ def audit_run(run: Run, request: AuditRequest = AuditRequest(), *, control: Run 
         atlases=pd.concat(atlases, ignore_index=True),
         arrays={name: np.concatenate(parts) for name, parts in arrays.items()},
         messages=messages,
-        settings={**request.as_json(), "target_labels": target_labels(run.meta)},
+        settings={**request.as_json(), "target_labels": target_labels(run.record)},
     )
 
 
-def _maps(run: Run, request: AuditRequest) -> list[tuple[str, int | None]]:
+def key_columns(key: MapKey) -> dict[str, Any]:
+    """A map's key as the analyses' tables hold it: ``method``, ``block`` (4 for CAM) and ``target``."""
+    return {"method": key.method, "block": key.block, "target": key.target}
+
+
+def _maps(run: Run, request: AuditRequest) -> list[MapKey]:
     methods = request.methods or ("cam", *run.methods)
     unknown = [m for m in methods if m != "cam" and m not in run.methods]
     if unknown:
@@ -126,10 +131,7 @@ def _maps(run: Run, request: AuditRequest) -> list[tuple[str, int | None]]:
     bad = [b for b in request.blocks if b not in BLOCKS]
     if bad:
         raise ValueError(f"blocks must be among {BLOCKS}; got {bad}")
-    out: list[tuple[str, int | None]] = []
-    for method in methods:
-        out += [("cam", None)] if method == "cam" else [(method, b) for b in request.blocks]
-    return out
+    return chosen_keys(methods, request.blocks)
 
 
 def _control_rows(run: Run, control: Run, index: pd.DataFrame) -> pd.DataFrame:
@@ -188,9 +190,7 @@ def choose_grouping(rows: pd.DataFrame, asked: bool | None) -> tuple[bool, str |
 def _read_scores(
     run: Run,
     rows: pd.DataFrame,
-    method: str,
-    block: int | None,
-    target: int,
+    key: MapKey,
     groups: pd.Series,
     masks: np.ndarray | None = None,
 ):
@@ -202,7 +202,7 @@ def _read_scores(
     codes, names = pd.factorize(groups, sort=True)
     positions = rows["row"].to_numpy()
     for start in range(0, len(rows), CHUNK_IMAGES):
-        maps = run.maps(method, block, rows=positions[start : start + CHUNK_IMAGES], target=target)
+        maps = run.read_maps(key, rows=positions[start : start + CHUNK_IMAGES])
         atlas = atlas or AtlasAccumulator(len(names), maps.shape[1:])
         atlas.add(maps, codes[start : start + CHUNK_IMAGES])
         for name, values in spatial_scores(maps).items():
@@ -223,7 +223,7 @@ def _read_scores(
 class _MapData:
     """One map and target's per-image data, as the groups are clustered."""
 
-    key: dict[str, Any]  # method, block, target
+    key: MapKey
     rows: pd.DataFrame
     groups: np.ndarray  # what each image is clustered within
     strata: np.ndarray  # what its group's clusters are judged against
@@ -236,18 +236,16 @@ class _MapData:
 def _audit_map(
     run: Run,
     rows: pd.DataFrame,
-    method: str,
-    block: int | None,
-    target: int,
+    key: MapKey,
     request: AuditRequest,
     control: Run | None,
     control_rows: pd.DataFrame | None,
     masks: np.ndarray | None = None,
 ) -> _MapPart:
-    label = map_label(method, block)
+    label = map_label(key)
     by_part = bool(request.by_body_part)
     atlas_groups = _groups(rows, True)
-    scores, vectors, frames, atlas, atlas_names = _read_scores(run, rows, method, block, target, atlas_groups, masks)
+    scores, vectors, frames, atlas, atlas_names = _read_scores(run, rows, key, atlas_groups, masks)
     h, w = atlas.shape
     flaggable = min(h, w) >= MIN_FLAG_SIDE
     messages = (
@@ -259,9 +257,9 @@ def _audit_map(
     )
     reference = None
     if control is not None and control_rows is not None:
-        control_scores = _read_scores(control, control_rows, method, block, target, _groups(control_rows, True))[0]
+        control_scores = _read_scores(control, control_rows, key, _groups(control_rows, True))[0]
         reference = (control.run_id, _strata(control_rows, by_part).to_numpy(), control_scores[request.rule.score])
-    key = {"method": method, "block": 4 if block is None else block, "target": target}
+    columns = key_columns(key)
     groups = _groups(rows, by_part)
     strata = _strata(rows, by_part).to_numpy()
     data = _MapData(key, rows, groups.to_numpy(), strata, scores, vectors, frames, flaggable)
@@ -270,7 +268,7 @@ def _audit_map(
         {
             "image_id": rows["image_id"].astype(str).to_numpy(),
             "row": rows["row"].to_numpy(),
-            **key,
+            **columns,
             "label": rows["label"].to_numpy(),
             "body_part": rows["body_part"].to_numpy() if "body_part" in rows.columns else None,
             "prob": rows["prob"].astype(float).to_numpy(),
@@ -291,7 +289,7 @@ def _audit_map(
         "vectors": vectors[None],  # (target, image, d): targets one after the other
     }
     clusters = pd.DataFrame.from_records(assigned.records, columns=CLUSTER_COLUMNS)
-    atlases = atlas.table(atlas_names).assign(**key)
+    atlases = atlas.table(atlas_names).assign(**columns)
     return _MapPart(images, clusters, atlases, arrays, messages + assigned.messages)
 
 
@@ -315,12 +313,12 @@ def _cluster_groups(
     labels = data.rows["label"].astype("Float64").to_numpy(dtype=float, na_value=np.nan)
     probs = data.rows["prob"].astype(float).to_numpy()
     score = data.scores[request.rule.score]
-    name = map_label(data.key["method"], data.key["block"])
+    name = map_label(data.key)
     for group in group_names:
         members = np.flatnonzero(data.groups == group)
         if members.size < MIN_IMAGES:
             out.messages.append(
-                f"{name}, target {data.key['target']}, {group}: {members.size} images, too few to cluster (at least {MIN_IMAGES})"
+                f"{name}, target {data.key.target}, {group}: {members.size} images, too few to cluster (at least {MIN_IMAGES})"
             )
             continue
         clustering = spectral_clusters(data.frames[members], seed=request.seed)
@@ -346,7 +344,7 @@ def _cluster_groups(
             out.flagged[inside] = flagged
             out.records.append(
                 _cluster_record(data.rows, data.scores, inside, members, labels, probs)
-                | data.key
+                | key_columns(data.key)
                 | {
                     "group": group,
                     "cluster": cluster,
@@ -396,4 +394,6 @@ def audit_targets(run: Run, names: Sequence[str | int] | None) -> tuple[int, ...
     """Target positions from class names or positions (``--target``); None for all."""
     from densecam_core.store.targets import target_position
 
-    return None if not names else tuple(target_position(run.meta, n if not str(n).isdigit() else int(n)) for n in names)
+    return (
+        None if not names else tuple(target_position(run.record, n if not str(n).isdigit() else int(n)) for n in names)
+    )

@@ -81,14 +81,12 @@ def body_masks(run: object, paths: Sequence[str], threads: int = 4) -> np.ndarra
     be read: 4 KB an image), from the input cache where it holds them, else decoded as the run decoded them."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW
     from densecam_core.data.preprocess import load_or_reason
     from densecam_core.store.inputs.cache import InputCache
     from densecam_core.store.inputs.lookup import cached_model_inputs
 
     settings = run.settings  # type: ignore[attr-defined]
-    size, resize = int(settings["size"]), str(settings["resize"])
-    window = str(settings.get("dicom_window", DEFAULT_DICOM_WINDOW))
+    size, resize, window = settings.size, settings.resize, settings.dicom_window
     cache = InputCache(run.store_url, size, resize, window)  # type: ignore[attr-defined]
     cached = cached_model_inputs(cache if cache.exists() else None, list(paths), threads=threads).inputs
     out = np.full((len(paths), MASK_SIDE, MASK_SIDE), UNKNOWN, dtype=np.uint8)

@@ -47,7 +47,7 @@ def compare_runs(
     ``flat_a`` / ``flat_b`` mark constant maps (typically all zero after ReLU: no positive
     evidence); their correlation is undefined (NaN).
     """
-    if run_a.settings["size"] != run_b.settings["size"]:
+    if run_a.settings.size != run_b.settings.size:
         raise ValueError("runs explained at different input sizes cannot be compared map to map")
     a = _ok_with_target_prob(run_a, target)
     b = _ok_with_target_prob(run_b, target)[["image_id", "row", "prob"]]
@@ -71,4 +71,4 @@ def compare_runs(
 
 def _ok_with_target_prob(run: Run, target: int | str) -> pd.DataFrame:
     """The run's ok rows, ``prob`` that of ``target``."""
-    return with_target_probability(run.index[run.index["status"] == "ok"], run.meta, target)
+    return with_target_probability(run.index[run.index["status"] == "ok"], run.record, target)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from densecam_core.analysis.audit_changes import describe_changes, flagged_changes
+from densecam_core.vocabulary import MapKey
 
 SUMMARY_COLUMNS = (
     "images",
@@ -119,10 +120,11 @@ def report_changes(
     run_a, run_b = store.run(key_a), store.run(key_b)
     if run_a.run_id == run_b.run_id:
         raise ValueError(f"RUN_A and RUN_B are the same run ({run_a.run_id}); pass two different runs")
-    per_image = compare_runs(run_a, run_b, method, None if method == "cam" else block, target=target)
+    key = MapKey.of(method, block)
+    per_image = compare_runs(run_a, run_b, key.method, key.block, target=target)
     summary = summarise_changes(per_image)
     changed = most_changed(per_image, top)
-    what = ("cam" if method == "cam" else f"{method} block {block}") + (f", target {target}" if target != 0 else "")
+    what = key.label + (f", target {target}" if target != 0 else "")
     plot = plot or f"compare-{run_a.run_id[:8]}-{run_b.run_id[:8]}.png"
     Path(plot).parent.mkdir(parents=True, exist_ok=True)
     plot_changes(per_image, plot, f"{run_a.run_id[:12]} -> {run_b.run_id[:12]} ({what})")

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from densecam_core.data.decode import as_rgb
-from densecam_core.vocabulary import BLOCKS
+from densecam_core.vocabulary import BLOCKS, MapKey
 
 
 def headless_pyplot():
@@ -92,7 +92,7 @@ def contact_sheet(
         _draw_boxes(axis, None if boxes is None else boxes.get(image_id))
         study = image_id.rsplit("/", 2)
         axis.set_title(f"{'/'.join(study[-2:])[-28:]}\nP={float(index.loc[image_id, 'prob']):.2f}", fontsize=7)
-    what = "CAM" if method == "cam" else f"{method} block {block}"
+    what = MapKey.of(method, block).label
     figure.suptitle(f"{what} - run {run.run_id[:12]}", fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=90)

@@ -25,7 +25,7 @@ from densecam_core.data.geometry import Geometry
 from densecam_core.store.layout import StoreError
 from densecam_core.store.run import Run
 from densecam_core.store.targets import class_names, fixed_classes, with_target_probability
-from densecam_core.vocabulary import BLOCKS
+from densecam_core.vocabulary import BLOCKS, MapKey, chosen_keys
 
 CHUNK_IMAGES = 512
 BASELINE = "centre_baseline"
@@ -59,13 +59,18 @@ class LocaliseRequest:
 
 
 @dataclass(frozen=True)
-class MapKey:
-    """One scored map: a method at a block (CAM and the baseline have one) and a target position."""
+class ScoredMap:
+    """One scored map at a target position, with the target's name: a stored map, or the centred baseline."""
 
     method: str
     block: int
     target: int
     target_name: str
+
+    @property
+    def stored(self) -> MapKey:
+        """The run's map this is (not the baseline's)."""
+        return MapKey(self.method, self.block, self.target)
 
     @property
     def name(self) -> str:
@@ -81,23 +86,23 @@ class LocaliseResult:
     by_size: pd.DataFrame
     images: pd.DataFrame
     levels: dict[str, tuple[int, int | None]]  # map name -> (box level, mask level or None for Otsu)
-    maps: list[MapKey]
+    maps: list[ScoredMap]
     split: Split
     settings: dict[str, Any] = field(default_factory=dict)
 
 
 def target_names(run: Run) -> list[str]:
     """A name per target position: the class name, else ``abnormal`` for a one-output model, else ``class<id>``."""
-    classes = fixed_classes(run.meta)
+    classes = fixed_classes(run.record)
     if classes is None:
         raise StoreError(f"run {run.run_id} explains each image's predicted class: its maps have no fixed target")
-    names = class_names(run.meta)
+    names = class_names(run.record)
     if names is not None:
         return [names[c] for c in classes]
-    return ["abnormal"] if int(run.meta.get("num_classes", 1)) == 1 else [f"class{c}" for c in classes]
+    return ["abnormal"] if run.record.num_classes == 1 else [f"class{c}" for c in classes]
 
 
-def chosen_maps(run: Run, request: LocaliseRequest) -> list[MapKey]:
+def chosen_maps(run: Run, request: LocaliseRequest) -> list[ScoredMap]:
     """The maps and targets the request names; refused naming what the run has."""
     methods = request.methods or ("cam", *run.methods)
     unknown = [m for m in methods if m != "cam" and m not in run.methods]
@@ -117,11 +122,7 @@ def chosen_maps(run: Run, request: LocaliseRequest) -> list[MapKey]:
                 positions.append(int(wanted))
             else:
                 raise ValueError(f"run {run.run_id} has no target {wanted!r}; its targets are: {', '.join(names)}")
-    keys = []
-    for method in methods:
-        for block in (4,) if method == "cam" else request.blocks:
-            keys += [MapKey(method, block, p, names[p]) for p in positions]
-    return keys
+    return [ScoredMap(k.method, k.block, p, names[p]) for k in chosen_keys(methods, request.blocks) for p in positions]
 
 
 def working_geometry(row: Any, size: int, grid_side: int) -> Geometry:
@@ -137,31 +138,30 @@ def centre_map(cells: int = 16, sigma: float = 0.25) -> np.ndarray:
     return np.exp(-(centres[:, None] ** 2 + centres[None, :] ** 2) / (2 * sigma**2)).astype(np.float32)
 
 
-def _map_chunks(run: Run, key: MapKey, rows: pd.DataFrame) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
+def _map_chunks(run: Run, key: ScoredMap, rows: pd.DataFrame) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
     positions = rows["row"].to_numpy()
     for start in range(0, len(rows), CHUNK_IMAGES):
         part = rows.iloc[start : start + CHUNK_IMAGES]
         if key.method == BASELINE:
             yield part, np.broadcast_to(centre_map(), (len(part), 16, 16))
         else:
-            block = None if key.method == "cam" else key.block
-            yield part, run.maps(key.method, block, rows=positions[start : start + CHUNK_IMAGES], target=key.target)
+            yield part, run.read_maps(key.stored, rows=positions[start : start + CHUNK_IMAGES])
 
 
 def score_map(
     run: Run,
-    key: MapKey,
+    key: ScoredMap,
     rows: pd.DataFrame,
     boxes: dict[str, np.ndarray],
     request: LocaliseRequest,
     masks_folder: str | None,
 ) -> MapScores:
     """Every image of ``rows`` (each with a box) scored at every threshold on its working grid."""
-    steps, size = request.steps, int(run.settings["size"])
+    steps, size = request.steps, run.settings.size
     n = len(rows)
     largest = request.box_rule == "largest"
     scores = MapScores.empty(n, steps, largest=largest)
-    rows = with_target_probability(rows, run.meta, key.target)
+    rows = with_target_probability(rows, run.record, key.target)
     shown = (
         np.ones(n, dtype=bool)
         if request.min_probability is None
@@ -257,7 +257,7 @@ TASK_IMAGES = 2048
 
 @dataclass(frozen=True)
 class _Task:
-    key: MapKey
+    key: ScoredMap
     rows: pd.DataFrame
     boxes: dict[str, np.ndarray]
 
@@ -282,7 +282,7 @@ def _score_tasks(
 def score_task(
     store_url: str,
     run_id: str,
-    key: MapKey,
+    key: ScoredMap,
     rows: pd.DataFrame,
     boxes: dict[str, np.ndarray],
     request: LocaliseRequest,
@@ -300,7 +300,7 @@ def _open_run(store_url: str, run_id: str) -> Run:
 
 
 def _assemble(
-    keys: list[MapKey], tasks: list[_Task], scored: list[MapScores], split: Split, request: LocaliseRequest
+    keys: list[ScoredMap], tasks: list[_Task], scored: list[MapScores], split: Split, request: LocaliseRequest
 ) -> LocaliseResult:
     """Each map's tasks joined, its thresholds chosen and its rows written; baselines beside their maps."""
     tables, bands, images, chosen = [], [], [], {}
@@ -335,15 +335,15 @@ def _assemble(
 _BASELINE_COLUMNS = ("maxboxacc_v2", "box_acc_50", "pxap", "miou")
 
 
-def _with_baselines(keys: list[MapKey]) -> list[MapKey]:
+def _with_baselines(keys: list[ScoredMap]) -> list[ScoredMap]:
     """The baseline of each target first (its scores go beside every map of that target), then the maps."""
-    seen: dict[int, MapKey] = {}
+    seen: dict[int, ScoredMap] = {}
     for key in keys:
-        seen.setdefault(key.target, MapKey(BASELINE, 0, key.target, key.target_name))
+        seen.setdefault(key.target, ScoredMap(BASELINE, 0, key.target, key.target_name))
     return list(seen.values()) + keys
 
 
-def _boxes_of(boxes: pd.DataFrame, key: MapKey, has_target_column: bool) -> dict[str, np.ndarray]:
+def _boxes_of(boxes: pd.DataFrame, key: ScoredMap, has_target_column: bool) -> dict[str, np.ndarray]:
     """``image_id -> (n, 4)`` boxes outlining ``key``'s target (every box when the file names no target)."""
     if has_target_column:
         wanted = {key.target_name, str(key.target)}

@@ -116,9 +116,9 @@ def pointing_game(
     position along the run's target axis; boxes with a ``target`` column count for their class only.
     """
     boxes = read_boxes(boxes)
-    classes = fixed_classes(run.meta)
+    classes, position = fixed_classes(run.record), target_position(run.record, target)
     if classes is not None:
-        boxes = boxes_for_target(boxes, classes[target_position(run.meta, target)], class_names(run.meta))
+        boxes = boxes_for_target(boxes, classes[position], class_names(run.record))
     index = run.index[run.index["status"] == "ok"]
     scored = index[index["image_id"].isin(boxes["image_id"])]
     if scored.empty:
@@ -127,23 +127,22 @@ def pointing_game(
             f"({len(boxes)} boxes, e.g. {boxes['image_id'].iloc[0] if len(boxes) else '-'})"
         )
     grouped = boxes_by_image(boxes)
-    size = int(run.settings["size"])
+    size = run.settings.size
     geometries = [
         Geometry(int(r.orig_height), int(r.orig_width), size, str(r.resize_mode)) for r in scored.itertuples()
     ]
     areas = [box_area_fraction(grouped[i], g.orig_height, g.orig_width) for i, g in zip(scored["image_id"], geometries)]
     rows = scored["row"].to_numpy()
-    maps_wanted = map_keys(methods or run.methods, blocks)
     records = []
-    for method, block in maps_wanted:
-        raw = run.maps(method, None if method == "cam" else block, rows=rows, target=target)
+    for key in map_keys(methods or run.methods, blocks, target=position):
+        raw = run.read_maps(key, rows=rows)
         for image_id, geometry, area, one in zip(scored["image_id"], geometries, areas, raw):
             point = peak(geometry.to_original(one))
             records.append(
                 {
                     "image_id": image_id,
-                    "method": method,
-                    "block": block,
+                    "method": key.method,
+                    "block": key.block,
                     "hit": is_hit(point, grouped[image_id], tolerance),
                     "flat": point is None,
                     "box_fraction": area,

@@ -8,6 +8,7 @@ parameter, stem or input gradients), and evaluate every method as a small functi
 
 from __future__ import annotations
 
+import importlib
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,7 +17,6 @@ import torch
 import torch.nn.functional as F
 
 from densecam_core.cam.cuda_graphs import Capture, CapturedPass, GraphCaptureWarning, cuda_capture
-from densecam_core.cam.methods import METHOD_FUNCTIONS
 from densecam_core.model.architecture import ArchitectureError, Recognised, architecture_of
 from densecam_core.model.conventions import default_input_norm, imagenet_statistics, luma_weights, pixels_to_input
 from densecam_core.model.fusion import ChannelAffine, fused_densenet
@@ -24,6 +24,7 @@ from densecam_core.model.precision import reduced_dtype, warn_if_emulated
 from densecam_core.vocabulary import (
     BLOCKS,
     CAM_BLOCK,
+    METHOD_REGISTRY,
     METHODS,
     STEM,
     BlockTap,
@@ -38,6 +39,12 @@ from densecam_core.vocabulary import (
 __all__ = ["BLOCKS", "METHODS", "Explainer", "Explanation", "block_grid", "validate_methods"]
 
 FP16_GRAD_SCALE = 1024.0
+
+
+def method_function(name: str) -> Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]:
+    """A registered method's function (``vocabulary.METHOD_REGISTRY``): (activations, gradients) -> maps."""
+    module, _, function = METHOD_REGISTRY[name].function.partition(":")
+    return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -108,6 +115,7 @@ class Explainer:
     ) -> None:
         self.model = model  # left exactly as given: mode, weights and requires_grad untouched
         self.methods = validate_methods(methods)
+        self._functions = {m: method_function(m) for m in self.methods}
         found = self._check_architecture()
         self.architecture, self.in_channels = found.architecture, found.in_channels
         self.taps = taps_for(self.architecture.name)
@@ -356,7 +364,10 @@ class Explainer:
             maps: dict[str, dict[int, torch.Tensor]] = {m: {} for m in self.methods}
             for index, block in enumerate(BLOCKS):
                 grads = [per_target[k][index].float() / grad_scale for k in range(k_count)]
-                for method in self.methods:
-                    fn = METHOD_FUNCTIONS[method]
-                    maps[method][block] = torch.stack([fn(acts32[index], g) for g in grads], dim=1).contiguous()
+                for method, fn in self._functions.items():
+                    if METHOD_REGISTRY[method].gradients:
+                        target_maps = [fn(acts32[index], g) for g in grads]
+                    else:  # one map for every target
+                        target_maps = [fn(acts32[index], None)] * k_count
+                    maps[method][block] = torch.stack(target_maps, dim=1).contiguous()
         return Explanation(logits.detach(), cam.contiguous(), maps, target_ids), finite

@@ -2,12 +2,11 @@
 gradient methods, and Eigen-CAM, which reads the activations alone.
 
 Why pure functions: what a method computes is separate from how the activations and gradients were
-obtained (the Explainer's one pass), so each is read, tested and added on its own.
+obtained (the Explainer's one pass), so each is read, tested and added on its own. Each is registered by name in
+``vocabulary.METHOD_REGISTRY`` (a ``Method`` naming this module's function), which the Explainer reads.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -69,13 +68,3 @@ def eigencam(a: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
     activity = activity - activity.mean(dim=1, keepdim=True)
     sign = torch.where((projection * activity).sum(dim=1, keepdim=True) < 0, -1.0, 1.0)
     return F.relu(projection * sign).reshape(b, h, w).float()
-
-
-METHOD_FUNCTIONS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "gradcam": gradcam,
-    "gradcampp": gradcampp,
-    "layercam": layercam,
-    "xgradcam": xgradcam,
-    "hirescam": hirescam,
-    "eigencam": eigencam,
-}

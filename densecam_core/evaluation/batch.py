@@ -14,9 +14,7 @@ import torch
 
 from densecam_core.cam.explainer import Explanation
 from densecam_core.data.geometry import Geometry
-from densecam_core.vocabulary import CAM_KEY
-
-MapKey = tuple[str, int]  # (method, block); CAM is CAM_KEY
+from densecam_core.vocabulary import MapKey
 
 
 def image_seed(seed: int, image_id: str, purpose: str) -> int:
@@ -25,11 +23,11 @@ def image_seed(seed: int, image_id: str, purpose: str) -> int:
 
 
 def explanation_maps(result: Explanation) -> dict[MapKey, torch.Tensor]:
-    """Each map of the first explained target, (B, h, w), keyed by (method, block)."""
-    maps: dict[MapKey, torch.Tensor] = {CAM_KEY: result.cam[:, 0]}
+    """Each map of the first explained target, (B, h, w), keyed by its ``MapKey``."""
+    maps: dict[MapKey, torch.Tensor] = {MapKey("cam"): result.cam[:, 0]}
     for method, per_block in result.maps.items():
         for block, values in per_block.items():
-            maps[(method, block)] = values[:, 0]
+            maps[MapKey(method, block)] = values[:, 0]
     return maps
 
 
@@ -46,8 +44,8 @@ class Rows:
             pd.DataFrame(
                 {
                     "image_id": self.image_ids,
-                    "method": key[0],
-                    "block": key[1],
+                    "method": key.method,
+                    "block": key.block,
                     "metric": metric,
                     "stage": stage,
                     "value": array.astype(np.float64),

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-RANDOMIZATION_STAGES: tuple[tuple[str, ...], ...] = (
+RANDOMISATION_STAGES: tuple[tuple[str, ...], ...] = (
     ("classifier",),
     ("features.denseblock4", "features.norm5"),
     ("features.transition3", "features.denseblock3"),
@@ -40,22 +40,22 @@ def reinitialise(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def cascade(model: nn.Module, stages: int = len(RANDOMIZATION_STAGES), *, seed: int = 0) -> list[nn.Module]:
+def cascade(model: nn.Module, stages: int = len(RANDOMISATION_STAGES), *, seed: int = 0) -> list[nn.Module]:
     """Copies of ``model`` randomised through stage 1, 2, ..., ``stages`` (``model`` itself is untouched).
 
     Each stage starts from the previous stage's copy, so the layers randomised at stage 1 keep the
     same random weights at every later stage; each stage's new weights come from ``seed + stage``.
     """
-    if not 1 <= stages <= len(RANDOMIZATION_STAGES):
-        raise ValueError(f"stages must be 1..{len(RANDOMIZATION_STAGES)}, got {stages}")
+    if not 1 <= stages <= len(RANDOMISATION_STAGES):
+        raise ValueError(f"stages must be 1..{len(RANDOMISATION_STAGES)}, got {stages}")
     named = dict(model.named_modules())
-    missing = [n for stage in RANDOMIZATION_STAGES[:stages] for n in stage if n not in named]
+    missing = [n for stage in RANDOMISATION_STAGES[:stages] for n in stage if n not in named]
     if missing:
         raise ValueError(f"the model has no modules {missing}: randomisation expects torchvision's densenet169")
     device = next(model.parameters()).device
     copies: list[nn.Module] = []
     current = copy.deepcopy(model).cpu()  # drawn on the CPU: the same random weights on every device
-    for stage, names in enumerate(RANDOMIZATION_STAGES[:stages], start=1):
+    for stage, names in enumerate(RANDOMISATION_STAGES[:stages], start=1):
         current = copy.deepcopy(current)
         modules = dict(current.named_modules())
         with torch.random.fork_rng(devices=[]):

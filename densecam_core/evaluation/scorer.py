@@ -20,7 +20,7 @@ from densecam_core.cam.explainer import Explainer
 from densecam_core.data.geometry import Geometry
 from densecam_core.evaluation.batch import Batch, MapKey, Rows, explanation_maps, image_seed
 from densecam_core.evaluation.families import FAMILIES, validate_families
-from densecam_core.evaluation.randomisation import RANDOMIZATION_STAGES, cascade
+from densecam_core.evaluation.randomisation import RANDOMISATION_STAGES, cascade
 from densecam_core.evaluation.stability import NOISE_AMPLITUDE, NOISE_SAMPLES
 from densecam_core.model.fusion import fused_densenet
 from densecam_core.vocabulary import block_grid
@@ -103,7 +103,7 @@ class BatchScorer:
         size = pixels.shape[-1]
         pixels = pixels.to(self.device)
         baselines = {
-            (RANDOM_METHOD, block): random_maps(image_ids, grid, self.settings.seed, block)
+            MapKey(RANDOM_METHOD, block): random_maps(image_ids, grid, self.settings.seed, block)
             for block, grid in block_grid(size).items()
             if self.settings.random_baseline
         }
@@ -128,7 +128,7 @@ def _classes(model: torch.nn.Module) -> int:
 __all__ = [
     "NOISE_AMPLITUDE",
     "NOISE_SAMPLES",
-    "RANDOMIZATION_STAGES",
+    "RANDOMISATION_STAGES",
     "RANDOM_METHOD",
     "BatchScorer",
     "MapKey",

@@ -19,7 +19,7 @@ TARGETED = "(a targeted pull"
 def refetch_missing_sources(run: Run, rows: pd.DataFrame, identifiers: object) -> int:
     """Pull again the instances of ``rows`` missing from a DICOMweb run's cache; how many were missing. A targeted
     pull (its list of studies is not recorded) and other runs are left alone: their rows say the file is gone."""
-    source = str(run.meta.get("manifest_source") or "")
+    source = run.record.manifest_source
     if not is_dicomweb(source) or TARGETED in source or not isinstance(identifiers, Identifiers | None):
         return 0
     missing = [str(path) for path in rows["path"] if not os.path.exists(str(path))]

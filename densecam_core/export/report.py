@@ -78,7 +78,7 @@ def write_report(run: Run, out: str | os.PathLike, request: ReportRequest, compa
     """Write ``run``'s report page into the folder ``out``; with ``compare``, a gallery of the images whose
     explanation changed most between the two runs (maps of both side by side)."""
     _check_request(run, request, compare)
-    index = with_target_probability(run.index, run.meta, request.target)
+    index = with_target_probability(run.index, run.record, request.target)
     quality = _quality(run)
     pointing = _pointing(run, request)
     changed = _changed(run, compare, index, request)
@@ -89,8 +89,8 @@ def write_report(run: Run, out: str | os.PathLike, request: ReportRequest, compa
     page = PageContent(
         audit=audit_section(run, folder, request.thumb_size),
         localisation=localise_section(run),
-        meta=run.meta,
-        target_title=content.target_title(run.meta, request.target),
+        record=run.record,
+        target_title=content.target_title(run.record, request.target),
         index=index,
         errors=content.error_reasons(index),
         body_parts=content.body_part_table(index),
@@ -138,7 +138,7 @@ def _check_request(run: Run, request: ReportRequest, compare: Run | None) -> Non
 
 def _quality(run: Run) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     """The evaluation's grid (verdicts per map) and its table (intervals) when the run has been scored."""
-    from densecam_core.evaluation.report import metrics_table, summary_grid
+    from densecam_core.evaluation.quality import metrics_table, summary_grid
 
     scores = run.metrics()
     if scores.empty or (scores["metric"] == "error").all():  # not evaluated, or no image could be scored
@@ -255,7 +255,7 @@ def _card_pictures(
         else:
             geometry = panel.run.geometry(image_id)
             grid = Geometry(shape[0], shape[1], geometry.size, geometry.mode)
-            raw = maps[(panel.key, image_id)][target_position(panel.run.meta, target)]
+            raw = maps[(panel.key, image_id)][target_position(panel.run.record, target)]
             write_jpeg(folder, name, blend_map(radiograph, raw, grid))
         out[panel.key] = (panel.caption, name)
     return out

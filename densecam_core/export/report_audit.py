@@ -76,7 +76,7 @@ def _flagged(run: Run, audit: Audit, cluster: pd.Series, folder: Path, size: int
     sheet = []
     maps = run.maps(
         method,
-        None if method == "cam" else block,
+        block,
         image_ids=members["image_id"].head(CONTACT_IMAGES).tolist(),
         target=int(cluster["target"]),
     )

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 
 from densecam_core.analysis.flagging import auroc
-from densecam_core.store.targets import class_names, target_position
+from densecam_core.store.record import RunRecord
+from densecam_core.store.targets import class_names, fixed_classes, target_position
 
 UNCERTAIN_AROUND = 0.5
 """A probability's distance to this threshold ranks the "most uncertain" gallery; it is also the
@@ -29,15 +30,14 @@ class Gallery:
     rows: pd.DataFrame
 
 
-def target_title(meta: dict, target: int | str) -> str:
+def target_title(record: RunRecord, target: int | str) -> str:
     """How the page names the explained class: the run's class name, else "abnormal" for a one-output model."""
-    names = class_names(meta)
-    position = target_position(meta, target)
-    if names is not None:
-        targets = meta["settings"].get("targets")
-        if isinstance(targets, list) and position < len(targets) and 0 <= int(targets[position]) < len(names):
-            return str(names[int(targets[position])])
-    return "abnormal" if meta.get("num_classes", 1) == 1 else f"target {position}"
+    names = class_names(record)
+    position = target_position(record, target)
+    classes = fixed_classes(record)
+    if names is not None and classes is not None and 0 <= classes[position] < len(names):
+        return str(names[classes[position]])
+    return "abnormal" if record.num_classes == 1 else f"target {position}"
 
 
 def label_names(labels: pd.Series) -> pd.Series:

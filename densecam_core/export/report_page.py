@@ -22,6 +22,7 @@ import pandas as pd
 
 from densecam_core.evaluation.families import all_verdicts
 from densecam_core.export.report_content import Gallery, label_names
+from densecam_core.store.record import RunRecord
 from densecam_core.vocabulary import BLOCKS
 
 SCRIPT = """
@@ -83,7 +84,7 @@ class Card:
 
 @dataclass(frozen=True)
 class PageContent:
-    meta: dict[str, Any]
+    record: RunRecord
     target_title: str
     index: pd.DataFrame
     errors: pd.DataFrame
@@ -106,7 +107,7 @@ def script_policy() -> str:
 
 
 def render_page(page: PageContent) -> str:
-    run_id = escape(page.meta.get("run_id"))
+    run_id = escape(page.record.run_id)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -134,13 +135,13 @@ def _section(title: str, body: str | None) -> str:
 
 
 def _overview(page: PageContent) -> str:
-    meta, index = page.meta, page.index
+    record, index = page.record, page.index
     ok = int((index["status"] == "ok").sum())
     facts = [
-        ("model fingerprint", meta.get("model_fingerprint")),
-        ("architecture", meta.get("architecture", "densenet169")),
-        ("checkpoint", meta.get("checkpoint")),
-        ("created", meta.get("created")),
+        ("model fingerprint", record.model_fingerprint),
+        ("architecture", record.architecture),
+        ("checkpoint", record.checkpoint or None),
+        ("created", record.created),
         ("images", f"{len(index)} ({ok} ok, {len(index) - ok} error rows)"),
         ("explained class", page.target_title),
     ]
@@ -149,7 +150,7 @@ def _overview(page: PageContent) -> str:
     rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in facts if v is not None)
     settings = "".join(
         f"<tr><th>{escape(k)}</th><td>{escape(json.dumps(v, default=str))}</td></tr>"
-        for k, v in sorted(meta.get("settings", {}).items())
+        for k, v in sorted(record.settings.recorded().items())
     )
     return (
         f'<h2>The run</h2>\n<table id="overview">{rows}</table>'

@@ -27,7 +27,7 @@ from densecam_core.data.decode import DEFAULT_MAX_BYTES
 from densecam_core.data.dicom import parse_dataset
 from densecam_core.data.errors import ImageError
 from densecam_core.data.overlay import blend
-from densecam_core.data.sources.dicomweb.cache import in_pacs_cache
+from densecam_core.data.sources.dicomweb.pacs_cache import in_pacs_cache
 from densecam_core.export.dicom_objects import (
     MapLabel,
     SourceProblem,
@@ -219,7 +219,7 @@ def run_identifiers(run: Run, key_path: str | None) -> Any:
     identifiers in clear, else the key whose id the run recorded (refused when ``key_path`` is another)."""
     from densecam_core.data.pseudonyms import load_identifiers
 
-    recorded = run.meta.get("identifiers") or {}
+    recorded = run.record.identifiers
     if recorded.get("identifiers") != "pseudonymised":
         return None
     identifiers = load_identifiers(key_path)
@@ -257,7 +257,7 @@ def _export_one(
     if request.to == "png":
         return [_png_panel(run, image_id, folder / f"{stem}.png", request)]
     source = read_source(run, row, identifiers)
-    raw = run.heatmap(image_id, request.method, request.block, target=request.target, normalize=False)
+    raw = run.heatmap(image_id, request.method, request.block, target=request.target, normalise=False)
     low, high = float(np.nanmin(raw)), float(np.nanmax(raw))
     heat01 = (raw - low) / (high - low) if high > low else np.zeros_like(raw)
     label = MapLabel(
@@ -266,7 +266,7 @@ def _export_one(
         request.method,
         request.block,
         _target_name(run, request.target),
-        str(run.meta.get("architecture", "densenet169")),
+        run.record.architecture,
     )
     overlay = burned_overlay(blend(run.image(image_id), heat01, request.alpha), label)  # the map read once
     variant = "" if request.alpha == DEFAULT_ALPHA else f"alpha={request.alpha}"
@@ -329,7 +329,7 @@ def _target_name(run: Run, target: int | str) -> str:
     if isinstance(target, str):
         return target
     names = run.class_names
-    return "" if names is None or int(run.meta.get("num_targets", 1)) == 1 else f"target {target}"
+    return "" if names is None or run.record.num_targets == 1 else f"target {target}"
 
 
 def _png_panel(run: Run, image_id: str, path: Path, request: ExportRequest) -> str:

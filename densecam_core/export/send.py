@@ -12,8 +12,8 @@ import pydicom
 
 from densecam_core import fileio
 from densecam_core.data.sources.dicomweb.address import DicomwebAddress, DicomwebAddressError, parse_address
+from densecam_core.data.sources.dicomweb.connection import DicomwebRequestError, open_session, refuse_unusable
 from densecam_core.data.sources.dicomweb.credentials import credentials_from_environment
-from densecam_core.data.sources.dicomweb.session import DicomwebRequestError, open_session, refuse_unusable
 from densecam_core.data.sources.dicomweb.stow import is_stored, store_instance
 
 SEND_SUMMARY = "send-summary.csv"

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from densecam_core import fileio
-from densecam_core.analysis.localise import LocaliseResult, MapKey
+from densecam_core.analysis.localise import LocaliseResult, ScoredMap
 from densecam_core.analysis.regions import mask_at, regions
 from densecam_core.data.geometry import Geometry
 from densecam_core.export.coco import ChexlocalizeStream, CocoStream
@@ -99,13 +99,13 @@ def export_weak_labels(
     return summary
 
 
-def _thresholds(result: LocaliseResult, key: MapKey) -> dict[str, Any]:
+def _thresholds(result: LocaliseResult, key: ScoredMap) -> dict[str, Any]:
     box, mask = result.levels[key.name]
     steps = result.settings["steps"]
     return {"tau": box / steps, "tau_mask": None if mask is None else mask / steps}
 
 
-def map_file_name(key: MapKey) -> str:
+def map_file_name(key: ScoredMap) -> str:
     """The CheXlocalize file of a map (every target of it): ``cam_block4``."""
     return f"{key.method}_block{key.block}"
 
@@ -115,24 +115,24 @@ def _chunk(
     result: LocaliseResult,
     part: pd.DataFrame,
     offset: int,
-    keys: list[MapKey],
+    keys: list[ScoredMap],
     coco: CocoStream,
     chex: dict[str, ChexlocalizeStream],
 ) -> dict[str, list[tuple[str, np.ndarray]]]:
     """One chunk's regions and masks of every map, written to the streams (per map: image by image, its targets
     together); each image's masks returned for its Segmentation."""
     per_image: dict[str, list[tuple[str, np.ndarray]]] = {str(i): [] for i in part["image_id"]}
-    by_map: dict[str, list[tuple[int, MapKey]]] = {}
+    by_map: dict[str, list[tuple[int, ScoredMap]]] = {}
     for category, key in enumerate(keys, start=1):
         by_map.setdefault(map_file_name(key), []).append((category, key))
     for name, members in by_map.items():
-        method, block = members[0][1].method, members[0][1].block
-        maps = run.maps(method, None if method == "cam" else block, rows=part["row"].to_numpy())
+        stored = members[0][1].stored  # every target of the map at once: (n, K, h, w)
+        maps = run.maps(stored.method, stored.block, rows=part["row"].to_numpy())
         probs = {
-            k.target: with_target_probability(part, run.meta, k.target)["prob"].to_numpy(float) for _, k in members
+            k.target: with_target_probability(part, run.record, k.target)["prob"].to_numpy(float) for _, k in members
         }
         for number, (record, raw) in enumerate(zip(part.itertuples(), maps)):
-            geometry = Geometry(int(record.orig_height), int(record.orig_width), int(run.settings["size"]),
+            geometry = Geometry(int(record.orig_height), int(record.orig_width), run.settings.size,
                                 str(record.resize_mode))  # fmt: skip
             for category, key in members:
                 values = geometry.to_original(raw[key.target])
@@ -148,7 +148,7 @@ def _chunk(
 
 
 def _cut(
-    values: np.ndarray, result: LocaliseResult, key: MapKey, coco: CocoStream, image: int, category: int
+    values: np.ndarray, result: LocaliseResult, key: ScoredMap, coco: CocoStream, image: int, category: int
 ) -> np.ndarray:
     """An image's regions of one map and target into ``coco``; returns its mask. A map below the probability
     cutoff comes as zeros: no region, an empty mask."""
@@ -169,7 +169,7 @@ def _segmentations(
     identifiers: Callable[[str, object], str | None] | None,
     summary: WeakLabelSummary,
 ) -> None:
-    label = MapLabel(run.run_id, run.fingerprint, "weak labels", None, "", str(run.meta.get("architecture", "")))
+    label = MapLabel(run.run_id, run.fingerprint, "weak labels", None, "", run.record.architecture)
     content = repr(sorted((name, result.levels[name]) for name in result.levels)) + repr(
         sorted(fileio.strict_json(result.settings).items())
     )

@@ -22,6 +22,7 @@ from fsspec.implementations.local import LocalFileSystem
 from densecam_core import fileio
 from densecam_core.store import layout
 from densecam_core.store.confined import zarr_store_for_reading
+from densecam_core.vocabulary import MapKey
 
 TABLES = {"images": layout.AUDIT_IMAGES, "clusters": layout.AUDIT_CLUSTERS, "atlases": layout.AUDIT_ATLASES}
 
@@ -179,7 +180,9 @@ class Audit(StoredAnalysis):
         """The mean normalised map of a cluster: a row of ``clusters``, or its position there."""
         row = self.clusters.iloc[cluster] if isinstance(cluster, (int, np.integer)) else cluster
         return np.asarray(
-            self._array("cluster_mean", layout.map_label(row["method"], int(row["block"])))[int(row["array_index"])]
+            self._array("cluster_mean", layout.map_label(MapKey(row["method"], int(row["block"]))))[
+                int(row["array_index"])
+            ]
         )
 
     def atlas(self, row: int | pd.Series, *, peaks: bool = False) -> np.ndarray:
@@ -188,12 +191,12 @@ class Audit(StoredAnalysis):
         row = self.atlases.iloc[row] if isinstance(row, (int, np.integer)) else row
         kind = "atlas_peaks" if peaks else "atlas_mean"
         return np.asarray(
-            self._array(kind, layout.map_label(row["method"], int(row["block"])))[int(row["array_index"])]
+            self._array(kind, layout.map_label(MapKey(row["method"], int(row["block"]))))[int(row["array_index"])]
         )
 
     def _of_map(self, method: str, block: int | None) -> pd.DataFrame:
-        shown = 4 if method == "cam" else block
-        return self.images[(self.images["method"] == method) & (self.images["block"] == shown)]
+        key = MapKey.of(method, block)
+        return self.images[(self.images["method"] == key.method) & (self.images["block"] == key.block)]
 
     def has_map(self, method: str, block: int | None, target: int = 0) -> bool:
         return bool((self._of_map(method, block)["target"] == target).any())
@@ -203,7 +206,9 @@ class Audit(StoredAnalysis):
         images = self._of_map(method, block)
         targets = sorted(images["target"].unique())
         ids = images.loc[images["target"] == target, "image_id"].reset_index(drop=True)
-        return ids, np.asarray(self._array("vectors", layout.map_label(method, block))[targets.index(target)])
+        return ids, np.asarray(
+            self._array("vectors", layout.map_label(MapKey.of(method, block)))[targets.index(target)]
+        )
 
 
 def read_table(store_url: str, fs: Any, path: str) -> pd.DataFrame:

@@ -27,6 +27,7 @@ from fsspec.implementations.local import LocalFileSystem
 from densecam_core import fileio
 from densecam_core.store import layout
 from densecam_core.store.index import IndexFiles, read_state
+from densecam_core.store.index_reader import IndexReader
 from densecam_core.store.layout import COMPACT_NAME, COMPACTED_JSON
 from densecam_core.store.lock import RunLock
 from densecam_core.store.run import Run
@@ -72,7 +73,9 @@ def compact_locked(
         _clean(fs, index_dir, read_state(fs, index_dir))
         counts = record_counts(run)
         return Compaction(run.run_id, counts["images"], before, run.index_files().file_count, 0)
-    table = run._read_tables(files, None, None)  # every committed row, Arrow types as written
+    table = IndexReader(run.run_id, fs, run.root, run.store_url).tables(
+        files, None, None
+    )  # every committed row, Arrow types as written
     assert table is not None
     table = table.sort_by("row")
     if isinstance(fs, LocalFileSystem):

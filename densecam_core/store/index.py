@@ -20,6 +20,7 @@ A reader therefore sees every committed row exactly once, whatever moment it ope
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -176,10 +177,11 @@ def cast_extra(name: str, values: pd.Series, target: pa.DataType) -> pa.Array:
         ) from None
 
 
-def recorded_extra_types(run_meta: dict[str, Any]) -> dict[str, pa.DataType]:
-    """The extra columns' types a run recorded at creation (types that carry no constraint left out)."""
+def recorded_extra_types(aliases: Mapping[str, str]) -> dict[str, pa.DataType]:
+    """The extra columns' types a run recorded at creation (``RunRecord.index_extra_types``; types that carry no
+    constraint left out)."""
     out = {}
-    for name, alias in run_meta.get("index_extra_types", {}).items():
+    for name, alias in aliases.items():
         try:
             kind = pa.type_for_alias(alias)
         except ValueError:

@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow as pa
 
 from densecam_core.fileio import TMP_PREFIX as TMP_PREFIX  # the name of files being written, named here too
-from densecam_core.vocabulary import BLOCKS, DICOM_WINDOWS, RESIZE_MODES
+from densecam_core.vocabulary import DICOM_WINDOWS, RESIZE_MODES, MapKey
 
 FORMAT_NAME = "densecam-heatmap-store"
 FORMAT_VERSION = 2
@@ -67,7 +67,7 @@ def dimension_names(name: str) -> tuple[str, ...]:
         return ("image", "class")
     if name == TARGETS_ARRAY:
         return ("image", "target")
-    block = 4 if name == "cam" else int(name.rsplit("/block", 1)[1])
+    block = MapKey.from_array_name(name).block
     return ("image", "target", f"y_b{block}", f"x_b{block}")
 
 
@@ -77,12 +77,18 @@ PENDING_PART_NAME = re.compile(r"^_part-(\d{6})\.parquet\.pending$")
 tools skip it (pyarrow, pandas and Spark skip ``_`` names; a ``*.parquet`` glob, as DuckDB's, does not
 match it), so they read the old rows once until the next compaction merges the new ones."""
 RUN_ID = re.compile(r"^run-[0-9a-f]{16}$")
-RUN_ID_SETTINGS = ("methods", "size", "resize", "precision", "targets")
-OPTIONAL_RUN_ID_SETTINGS = ("dicom_window", "input_norm", "activation", "class_names")
-"""Settings hashed into the run id only when present (they are left out at their defaults), so runs
-made before them keep their ids."""
-ARRAY_NAME = re.compile(r"^(logits|targets|cam|[a-z][a-z0-9]{0,31}/block[1-4])$")
-"""The arrays a run may name: a method is a lower-case letter then letters or digits (``gradcam2``), never a path."""
+
+
+def is_array_name(name: str) -> bool:
+    """Whether a run may name this array: ``logits``, ``targets`` or a map's (``MapKey.array_name``: a method name,
+    as the method registry allows them, then its block), never a path."""
+    if name in ("logits", TARGETS_ARRAY):
+        return True
+    try:
+        MapKey.from_array_name(name)
+    except ValueError:
+        return False
+    return True
 
 
 class StoreError(ValueError):
@@ -118,9 +124,9 @@ def analysis_pattern(kind: str) -> re.Pattern[str]:
     return re.compile(rf"^{kind}-[0-9a-f]{{12}}$")
 
 
-def map_label(method: str, block: int | None) -> str:
+def map_label(key: MapKey) -> str:
     """A map's name in analyses' tables and arrays: ``cam_block4``, ``gradcam_block3`` ..."""
-    return f"{method}_block{4 if method == 'cam' else block}"
+    return f"{key.method}_block{key.block}"
 
 
 def part_name(shard_index: int, pending: bool = False) -> str:
@@ -134,19 +140,14 @@ def part_shard(name: str) -> int | None:
 
 
 def array_name(method: str, block: int | None = None) -> str:
-    """Zarr path of one array inside heatmaps.zarr: ``cam``, ``logits``, ``targets`` or ``<method>/block<b>``."""
-    if method in ("cam", "logits", TARGETS_ARRAY):
+    """Zarr path of one array inside heatmaps.zarr: ``cam``, ``logits``, ``targets`` or ``<method>/block<b>``
+    (``MapKey.array_name``; CAM's block may be left out)."""
+    if method in ("logits", TARGETS_ARRAY):
         return method
-    if block not in BLOCKS:
-        raise StoreError(f"block must be one of {BLOCKS} for method {method!r}, got {block!r}")
-    return f"{method}/block{block}"
-
-
-def run_id_for(fingerprint: str, settings: dict[str, Any]) -> str:
-    """Deterministic: the same weights and explanation settings always name the same run."""
-    key = {"fingerprint": fingerprint, **{k: settings[k] for k in RUN_ID_SETTINGS}}
-    key.update({k: settings[k] for k in OPTIONAL_RUN_ID_SETTINGS if k in settings})
-    return "run-" + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    try:
+        return MapKey.of(method, block).array_name
+    except ValueError as exc:
+        raise StoreError(str(exc)) from None
 
 
 def check_version(found: int, where: str) -> None:
@@ -228,7 +229,7 @@ def run_meta_problem(meta: dict[str, Any]) -> str | None:
         for name, shape in arrays.items()
     ):
         return "run.json is damaged: arrays (array name -> per-image shape)"
-    unsafe = [name for name in arrays if not ARRAY_NAME.match(name)]
+    unsafe = [name for name in arrays if not is_array_name(name)]
     if unsafe:
         return f"run.json is damaged: array names {unsafe[:3]} are not the store's (a path outside the run?)"
     settings = meta.get("settings")

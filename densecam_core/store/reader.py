@@ -12,6 +12,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from densecam_core import fileio
 from densecam_core.store import layout
+from densecam_core.store.record import RunRecord, RunSettings
 from densecam_core.store.run import Run
 
 
@@ -104,7 +105,7 @@ class Store:
             "run_id",
             "model_fingerprint",
             "checkpoint",
-            *layout.RUN_ID_SETTINGS,
+            *RunSettings.listed(),
             "created",
             "images_committed",
             "ok",
@@ -113,14 +114,15 @@ class Store:
         ]
         records = []
         for run_id, meta in self.run_metadata().items():
-            counts = meta.get("counts") or {}
+            record = RunRecord.parse(meta)
+            counts, settings = record.counts, record.settings.recorded()
             records.append(
                 {
                     "run_id": run_id,
-                    "model_fingerprint": meta["model_fingerprint"],
-                    "checkpoint": meta["checkpoint"],
-                    **{k: meta["settings"][k] for k in layout.RUN_ID_SETTINGS},
-                    "created": meta["created"],
+                    "model_fingerprint": record.model_fingerprint,
+                    "checkpoint": record.checkpoint,
+                    **{k: settings[k] for k in RunSettings.listed()},
+                    "created": record.created,
                     "images_committed": counts.get("images"),
                     "ok": counts.get("ok"),
                     "errors": counts.get("errors"),

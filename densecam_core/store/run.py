@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import stat
+import warnings
 from collections.abc import Sequence
 from functools import cached_property
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 import zarr
-from fsspec.implementations.local import LocalFileSystem
 
 from densecam_core import fileio
 from densecam_core.data.geometry import Geometry
@@ -25,9 +19,11 @@ from densecam_core.store.analyses import Audit, latest_audit, similar_images
 from densecam_core.store.confined import zarr_store_for_reading
 from densecam_core.store.format1 import format1_dataset
 from densecam_core.store.index import IndexFiles, list_index
+from densecam_core.store.index_reader import IndexReader
 from densecam_core.store.localisations import Localisation, latest_localisation
+from densecam_core.store.record import RunRecord, RunSettings
 from densecam_core.store.targets import class_names, target_labels, target_position
-from densecam_core.vocabulary import BLOCKS
+from densecam_core.vocabulary import BLOCKS, MapKey
 
 
 class Run:
@@ -36,26 +32,28 @@ class Run:
     def __init__(self, store_url: str, run_id: str, meta: dict[str, Any]) -> None:
         self.store_url = store_url
         self.run_id = run_id
-        self.meta = meta
+        self.meta = meta  # run.json as written (fields this version does not know included)
+        self.record = RunRecord.parse(meta)
         self.url = fileio.url_join(store_url, layout.RUNS_DIR, run_id)
         self.fs, self.root = fileio.filesystem(self.url)
 
     def __repr__(self) -> str:
-        counts = self.meta.get("counts") or {}
+        counts = self.record.counts
         images = f", images={counts['images']} ({counts['ok']} ok)" if counts else ""
-        return f"Run({self.run_id!r}, fingerprint={self.fingerprint[:12]}…{images}, settings={self.settings})"
+        settings = self.settings.recorded()
+        return f"Run({self.run_id!r}, fingerprint={self.fingerprint[:12]}…{images}, settings={settings})"
 
     @property
     def fingerprint(self) -> str:
-        return self.meta["model_fingerprint"]
+        return self.record.model_fingerprint
 
     @property
-    def settings(self) -> dict[str, Any]:
-        return self.meta["settings"]
+    def settings(self) -> RunSettings:
+        return self.record.settings
 
     @property
     def methods(self) -> list[str]:
-        return list(self.settings["methods"])
+        return list(self.settings.methods)
 
     def index_files(self) -> IndexFiles:
         """The committed index files: compacted ones (and the shards they cover) and per-shard parts."""
@@ -67,91 +65,7 @@ class Run:
         Each index file is opened once (its schema comes from the first file); compacted files are
         read only for the shards they cover, with row-group statistics skipping the rest.
         """
-        expression = pq.filters_to_expression(filters) if isinstance(filters, list) else filters
-        for _ in range(3):
-            files = self.index_files()
-            try:
-                table = self._read_tables(files, expression, list(columns) if columns else None)
-            except FileNotFoundError:
-                missing = [p for p in files.compacted if not self.fs.exists(p)]
-                if missing and self.index_files().compacted == files.compacted:  # listed, and still gone
-                    raise layout.StoreError(
-                        f"run {self.run_id}: the compacted index file {missing[0].rsplit('/', 1)[-1]} that "
-                        f"{layout.INDEX_DIR}/_compacted.json lists is missing: run `densecam verify STORE --repair` "
-                        "(the shards it held are then recomputed by the next job)"
-                    ) from None
-                continue  # a compaction replaced the files while we read them: read the new ones
-            if table is None:
-                return pd.DataFrame(columns=list(columns or layout.CORE_INDEX_COLUMNS))
-            frame = table.to_pandas()
-            if "row" in frame and not frame["row"].is_monotonic_increasing:  # compacted files are sorted already
-                frame = frame.sort_values("row").reset_index(drop=True)
-            return frame
-        raise layout.StoreError(
-            f"run {self.run_id}: the index kept changing while it was read (compactions); try again"
-        )
-
-    def _read_tables(self, files: IndexFiles, expression: Any, columns: list[str] | None) -> pa.Table | None:
-        self._refuse_links_out([*files.compacted, *files.parts.values()])
-        tables = []
-        if files.compacted:
-            where = expression
-            if not files.complete:  # some compacted rows belong to shards recomputed since: leave them out
-                covered = ds.field("shard").isin(sorted(files.covered))
-                where = covered if expression is None else covered & expression
-            tables.append(self._scan(files.compacted, where, columns))
-        if files.parts:
-            tables.append(self._scan(list(files.parts.values()), expression, columns))
-        if not tables:
-            return None
-        return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
-
-    def _scan(self, paths: list[str], where: Any, columns: list[str] | None) -> pa.Table:
-        try:  # one open per file: the schema comes from the first (one schema per run since format 2)
-            return ds.dataset(paths, filesystem=self.fs, format="parquet").to_table(filter=where, columns=columns)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-            # parts written before runs recorded their schema may disagree (int64 then double): unify them
-            schemas = [self._schema(p) for p in paths]
-            schema = pa.unify_schemas(schemas, promote_options="permissive")
-            dataset = ds.dataset(paths, filesystem=self.fs, format="parquet", schema=schema)
-            try:
-                return dataset.to_table(filter=where, columns=columns)
-            except (pa.ArrowInvalid, OSError) as exc:
-                raise self._damaged("an index file", exc) from None
-
-    def _refuse_links_out(self, paths: list[str]) -> None:
-        """A local index file linked outside the store, or that is no regular file (a FIFO would block the
-        read forever), is refused, never read (one stat per file)."""
-        if not isinstance(self.fs, LocalFileSystem):
-            return
-        store = fileio.filesystem(self.store_url)[1]
-        for path in paths:
-            with contextlib.suppress(FileNotFoundError):
-                if not stat.S_ISREG(os.stat(path).st_mode):
-                    raise layout.StoreError(
-                        f"run {self.run_id}: the index file {path.rsplit('/', 1)[-1]} is not a regular file (a FIFO, "
-                        "socket or device): remove it, then run `densecam verify STORE --repair`"
-                    )
-            outside = fileio.link_outside(path, store)
-            if outside:
-                raise layout.StoreError(
-                    f"run {self.run_id}: the index file {path.rsplit('/', 1)[-1]} is a symbolic link to "
-                    f"{outside}, outside the store: not followed; remove the link"
-                )
-
-    def _schema(self, path: str) -> pa.Schema:
-        try:
-            return pq.read_schema(path, filesystem=self.fs)
-        except FileNotFoundError:
-            raise
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise self._damaged(f"the index file {path.rsplit('/', 1)[-1]}", exc) from None
-
-    def _damaged(self, what: str, exc: Exception) -> layout.StoreError:
-        return layout.StoreError(
-            f"run {self.run_id}: {what} is damaged ({exc}): run `densecam verify STORE --repair`, then the "
-            "job again (it recomputes what the damaged file held)"
-        )
+        return IndexReader(self.run_id, self.fs, self.root, self.store_url).read(filters, columns)
 
     @cached_property
     def index(self) -> pd.DataFrame:
@@ -217,7 +131,13 @@ class Run:
         out = np.empty_like(values)
         out[order] = values
         self._check_ok_rows_finite(array.path, wanted, out)
-        return out if target is None else out[:, target_position(self.meta, target)]
+        return out if target is None else out[:, target_position(self.record, target)]
+
+    def read_maps(
+        self, key: MapKey, image_ids: Sequence[str] | str | None = None, rows: Sequence[int] | np.ndarray | None = None
+    ) -> np.ndarray:
+        """One map per image asked, ``(n, h, w)``: ``key``'s method and block at its target position."""
+        return self.maps(key.method, key.block, image_ids=image_ids, rows=rows, target=key.target)
 
     @cached_property
     def _ok_rows(self) -> np.ndarray:
@@ -241,7 +161,7 @@ class Run:
         return Geometry(
             int(record["orig_height"]),
             int(record["orig_width"]),
-            int(self.settings["size"]),
+            self.settings.size,
             str(record["resize_mode"]),
         )
 
@@ -252,13 +172,15 @@ class Run:
         block: int | None = 4,
         *,
         target: int | str = 0,
-        normalize: bool = True,
+        normalise: bool = True,
+        **former: bool,
     ) -> np.ndarray:
-        """A map resampled (bilinear) onto the original image's pixel grid, resize mode undone exactly;
-        ``target``: a class name, or a position along the target axis."""
+        """A map resampled (bilinear) onto the original image's pixel grid, resize mode undone exactly, scaled to
+        [0, 1] unless ``normalise=False``; ``target``: a class name, or a position along the target axis."""
+        normalise = _former_normalise(former, normalise)
         raw = self.maps(method, block, image_ids=[image_id], target=target)[0]
         mapped = self.geometry(image_id).to_original(raw)
-        if normalize:
+        if normalise:
             low, high = float(np.nanmin(mapped)), float(np.nanmax(mapped))
             mapped = (mapped - low) / (high - low) if high > low else np.zeros_like(mapped)
         return mapped
@@ -282,15 +204,15 @@ class Run:
         from densecam_core.data.overlay import blend
 
         image = self.image(image_id, allow_remote=allow_remote)
-        return blend(image, self.heatmap(image_id, method, block, target=target, normalize=True), alpha, colormap)
+        return blend(image, self.heatmap(image_id, method, block, target=target, normalise=True), alpha, colormap)
 
     def image(self, image_id: str, *, allow_remote: bool = False) -> np.ndarray:
         """The 8-bit image the model input was made from (``read_image`` with this run's DICOM window):
         uint8, (H, W) grey or (H, W, 3) colour, on the grid ``heatmap`` maps onto."""
         from densecam_core.data.decode import read_image
 
-        window = str(self.settings.get("dicom_window", "first"))
-        return read_image(self.source_path(image_id, allow_remote=allow_remote), dicom_window=window)
+        path = self.source_path(image_id, allow_remote=allow_remote)
+        return read_image(path, dicom_window=self.settings.dicom_window)
 
     def source_path(self, image_id: str, *, allow_remote: bool = False) -> str:
         """The image file an index row names; URLs only with ``allow_remote=True``."""
@@ -309,12 +231,12 @@ class Run:
 
     @property
     def class_names(self) -> list[str] | None:
-        """The classifier's outputs by name, when the run was given them (``--labels``)."""
-        return class_names(self.meta)
+        """The classifier's outputs by name, when the run was given them (``labels``)."""
+        return class_names(self.record)
 
     @property
     def format_version(self) -> int:
-        return int(self.meta.get("format_version", 1))
+        return self.record.format_version
 
     def targets(
         self, image_ids: Sequence[str] | str | None = None, rows: Sequence[int] | np.ndarray | None = None
@@ -322,7 +244,7 @@ class Run:
         """The class ids each map explains, ``(n, K)`` int (-1 where a row has no maps)."""
         if self.format_version >= 2:
             return self.maps(layout.TARGETS_ARRAY, image_ids=image_ids, rows=rows).astype(np.int64)
-        if self.settings.get("targets") is None and int(self.meta.get("num_classes", 1)) == 1:
+        if self.settings.targets is None and self.record.num_classes == 1:
             count = len(self._rows_for(image_ids, rows))
             return np.zeros((count, 1), dtype=np.int64)  # one output, one target: class 0
         raise layout.StoreError(f"run {self.run_id} is format 1, which did not record the explained class ids")
@@ -363,7 +285,7 @@ class Run:
         for column in index.columns:
             if column != "image_id":
                 coords[column] = ("image", index[column].to_numpy())
-        labels = target_labels(self.meta)
+        labels = target_labels(self.record)
         if labels is not None:  # a class name (or id) per target position: ds.sel(target="Effusion")
             coords["target"] = labels
         dataset = dataset.assign_coords(coords)
@@ -396,3 +318,14 @@ def _ranges(rows: np.ndarray) -> str:
     stops = np.concatenate([values[breaks], [values[-1]]])
     parts = [f"{a}" if a == b else f"{a}-{b}" for a, b in zip(starts, stops)]
     return ", ".join(parts[:5]) + (f", … ({len(parts)} ranges)" if len(parts) > 5 else "")
+
+
+def _former_normalise(former: dict[str, bool], normalise: bool) -> bool:
+    """``normalize=``, the keyword's spelling before the house's one spelling, still works (with a warning)."""
+    unknown = set(former) - {"normalize"}
+    if unknown:
+        raise TypeError(f"heatmap() got unexpected keyword arguments {sorted(unknown)}")
+    if "normalize" in former:
+        warnings.warn("`normalize` is now spelt `normalise`", DeprecationWarning, stacklevel=3)
+        return bool(former["normalize"])
+    return normalise

@@ -12,27 +12,28 @@ from typing import Any
 import pandas as pd
 
 from densecam_core.store.layout import StoreError
+from densecam_core.store.record import RunRecord
 
 
-def class_names(meta: dict[str, Any]) -> list[str] | None:
-    """The classifier's outputs by name, when the run was given them (``--labels``, torchxrayvision's)."""
-    names = meta.get("settings", {}).get("class_names")
-    return [str(name) for name in names] if isinstance(names, list) else None
+def class_names(record: RunRecord) -> list[str] | None:
+    """The classifier's outputs by name, when the run was given them (``labels``, torchxrayvision's)."""
+    names = record.settings.class_names
+    return [str(name) for name in names] if names is not None else None
 
 
-def fixed_classes(meta: dict[str, Any]) -> list[int] | None:
+def fixed_classes(record: RunRecord) -> list[int] | None:
     """The class id at each target position, or None where it differs per image (the predicted class)."""
-    targets, count = meta.get("settings", {}).get("targets"), int(meta.get("num_classes", 1))
+    targets, count = record.settings.targets, record.num_classes
     if targets == "all":
         return list(range(count))
-    if isinstance(targets, list):
+    if isinstance(targets, tuple):
         return [int(t) for t in targets]
     return [0] if targets is None and count == 1 else None
 
 
-def target_position(meta: dict[str, Any], target: int | str) -> int:
+def target_position(record: RunRecord, target: int | str) -> int:
     """The position along the ``target`` axis of a class name, or of a position given as an int (checked)."""
-    run, fixed, names = meta.get("run_id", "?"), fixed_classes(meta), class_names(meta)
+    run, fixed, names = record.run_id, fixed_classes(record), class_names(record)
     if isinstance(target, str):
         if fixed is None:
             raise StoreError(
@@ -53,18 +54,18 @@ def target_position(meta: dict[str, Any], target: int | str) -> int:
     return int(target)
 
 
-def target_labels(meta: dict[str, Any]) -> list[Any] | None:
+def target_labels(record: RunRecord) -> list[Any] | None:
     """Labels for xarray's ``target`` coordinate: the class names of the fixed targets, else their ids."""
-    fixed, names = fixed_classes(meta), class_names(meta)
+    fixed, names = fixed_classes(record), class_names(record)
     if fixed is None:
         return None
     return [names[c] for c in fixed] if names is not None else fixed
 
 
-def with_target_probability(index: pd.DataFrame, meta: dict[str, Any], target: int | str) -> pd.DataFrame:
+def with_target_probability(index: pd.DataFrame, record: RunRecord, target: int | str) -> pd.DataFrame:
     """The index with ``prob`` that of ``target`` (a class name, or a target position): ``probs`` holds every
     explained class's probability where a run explains several; error rows keep their missing one."""
-    position = target_position(meta, target)
+    position = target_position(record, target)
     if position == 0 or "probs" not in index.columns:
         return index
     return index.assign(prob=[float(v[position]) if v is not None else float("nan") for v in index["probs"]])

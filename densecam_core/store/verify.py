@@ -22,6 +22,7 @@ from densecam_core.store import layout
 from densecam_core.store.index import read_state, uncover
 from densecam_core.store.layout import COMPACT_NAME, COMPACTED_JSON
 from densecam_core.store.run import Run
+from densecam_core.vocabulary import MapKey
 
 
 @dataclass(frozen=True)
@@ -42,16 +43,16 @@ class Damage:
 def verify_run(run: Run) -> list[Damage]:
     """Every problem of every committed shard of ``run`` (an empty list: the run is sound)."""
     damages: list[Damage] = _links_out(run)
-    shard_size = int(run.meta["shard_size"])
+    shard_size = run.record.shard_size
     arrays = {}
-    for name in run.meta["arrays"]:
-        method, _, block = name.partition("/block")
+    for name, shape in run.record.arrays.items():
+        key = None if name in ("logits", layout.TARGETS_ARRAY) else MapKey.from_array_name(name)
         try:
-            arrays[name] = run.array(method, int(block) if block else None)
+            arrays[name] = run.array(name) if key is None else run.array(key.method, key.block)
         except Exception as exc:  # a deleted or unreadable array: every shard is damaged
             damages.append(Damage(run.run_id, -1, f"array {name!r} cannot be opened: {exc}"))
             continue
-        problem = _array_problem(arrays[name], run.meta["arrays"][name], shard_size)
+        problem = _array_problem(arrays[name], shape, shard_size)
         if problem:
             damages.append(Damage(run.run_id, -1, f"array {name!r}: {problem}"))
             del arrays[name]
@@ -114,7 +115,7 @@ def _shard_damage(run: Run, shard: int, frame: pd.DataFrame, arrays: dict, shard
     return damages
 
 
-def _array_problem(array: Any, shape: list[int], shard_size: int) -> str | None:
+def _array_problem(array: Any, shape: tuple[int, ...], shard_size: int) -> str | None:
     """The Zarr metadata against run.json: a zarr.json edited to another dtype would read bit patterns as maps."""
     expected = np.dtype("int32") if array.path.endswith("targets") else np.dtype("float32")
     if np.dtype(array.dtype) != expected:

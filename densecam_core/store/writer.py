@@ -32,7 +32,8 @@ from densecam_core.store.index import (
     uncover,
     write_parquet_atomic,
 )
-from densecam_core.vocabulary import BLOCKS, DEFAULT_ARCHITECTURE, taps_for
+from densecam_core.store.record import RunRecord, RunSettings, run_id_for
+from densecam_core.vocabulary import DEFAULT_ARCHITECTURE, map_keys, taps_for
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class RunSpec:
 
     fingerprint: str
     checkpoint: str
-    settings: dict[str, Any]  # methods, size, resize, precision, targets
+    settings: RunSettings
     num_classes: int
     num_targets: int
     grid: dict[int, tuple[int, int]]  # block -> (h, w)
@@ -51,7 +52,7 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        return layout.run_id_for(self.fingerprint, self.settings)
+        return run_id_for(self.fingerprint, self.settings)
 
     def array_shapes(self) -> dict[str, tuple[int, ...]]:
         """Per-image shape of every array (without the leading ``image`` axis)."""
@@ -61,9 +62,8 @@ class RunSpec:
             layout.TARGETS_ARRAY: (k,),
             "cam": (k, *self.grid[4]),
         }
-        for method in self.settings["methods"]:
-            for block in BLOCKS:
-                shapes[layout.array_name(method, block)] = (k, *self.grid[block])
+        for key in map_keys(self.settings.methods)[1:]:
+            shapes[key.array_name] = (k, *self.grid[key.block])
         return shapes
 
 
@@ -119,17 +119,18 @@ class RunWriter:
         if fs.exists(run_json):
             recorded = fileio.read_json(fs, run_json)
             layout.check_version(recorded.get("format_version", 0), f"run {self.spec.run_id}")
-            if recorded["shard_size"] != self.spec.shard_size:
+            record = RunRecord.parse(recorded)
+            if record.shard_size != self.spec.shard_size:
                 raise layout.StoreError(
-                    f"run {self.spec.run_id} was written with shard size {recorded['shard_size']}, "
-                    f"not {self.spec.shard_size}: pass `shard_size` {recorded['shard_size']} (or omit it)"
+                    f"run {self.spec.run_id} was written with shard size {record.shard_size}, "
+                    f"not {self.spec.shard_size}: pass `shard_size` {record.shard_size} (or omit it)"
                 )
-            _check_identifiers(recorded.get("identifiers"), self.spec.identifiers, self.spec.run_id)
-            if recorded.get("identifiers") is None and self.spec.identifiers:
+            _check_identifiers(dict(record.identifiers) or None, self.spec.identifiers, self.spec.run_id)
+            if not record.identifiers and self.spec.identifiers:
                 # the first job with identifying rows fixes the run's mode: a later job with the other is refused
                 fileio.write_json_atomic(fs, run_json, {**recorded, "identifiers": self.spec.identifiers})
             if manifest is not None:  # refuse now, not in every shard
-                types = recorded_extra_types(recorded)
+                types = recorded_extra_types(record.index_extra_types)
                 for name in set(types) & set(map(str, manifest.columns)):
                     cast_extra(name, manifest[name], types[name])
             return False
@@ -156,7 +157,7 @@ class RunWriter:
                 "run_id": self.spec.run_id,
                 "model_fingerprint": self.spec.fingerprint,
                 "checkpoint": self.spec.checkpoint,
-                "settings": self.spec.settings,
+                "settings": self.spec.settings.recorded(),
                 "num_classes": self.spec.num_classes,
                 "num_targets": self.spec.num_targets,
                 "grid": {str(b): list(hw) for b, hw in self.spec.grid.items()},
@@ -224,7 +225,7 @@ class RunWriter:
         size = self.spec.shard_size
         target = -(-rows // size) * size
         fs, root = fileio.filesystem(self.run_url)
-        names = fileio.read_json(fs, fileio.join(root, layout.RUN_JSON))["arrays"]  # the run's own (format 1 runs too)
+        names = RunRecord.parse(fileio.read_json(fs, fileio.join(root, layout.RUN_JSON))).arrays  # format 1 runs' too
         group = zarr.open_group(store=self.zarr_url, mode="r+", zarr_format=3, use_consolidated=False)
         grown = False
         for name in names:

@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 
 from densecam_core.analysis.paste import bootstrap_mean, paste_pairs, region_of
-from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW
 from densecam_core.store.analyses import (
     Audit,
     confirmation_parts,
@@ -62,13 +61,9 @@ def flagged_pairs(run: Run, audit: Audit, count: int, seed: int) -> list[tuple[p
 def confirm_flagged(config: AuditConfig, run: Run, audit: Audit, model: Any) -> pd.DataFrame:
     """Run the paste test for every flagged cluster of ``audit`` (resuming), merge and return its summary."""
     work = flagged_pairs(run, audit, config.paste_images, config.seed)
-    fixed = fixed_classes(run.meta) or [0]
-    settings = PasteSettings(
-        size=int(run.settings["size"]),
-        resize=str(run.settings["resize"]),
-        input_norm=str(run.settings.get("input_norm") or "imagenet"),
-        dicom_window=str(run.settings.get("dicom_window", DEFAULT_DICOM_WINDOW)),
-    )
+    fixed = fixed_classes(run.record) or [0]
+    recorded = run.settings
+    settings = PasteSettings(recorded.size, recorded.resize, recorded.input_norm, recorded.dicom_window)
     run_shard_job(PasteShards(config, run, audit, model, settings, work, fixed), run.url, config)
     return summarise(work, read_confirmation_pairs(audit.url), audit, config.seed)
 

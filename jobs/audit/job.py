@@ -64,7 +64,7 @@ def _checked_model(config: AuditConfig, run: Run) -> Any:
     from densecam_core.store.targets import fixed_classes
     from jobs.runtime.replica import load_run_model
 
-    if fixed_classes(run.meta) is None:
+    if fixed_classes(run.record) is None:
         raise ValueError(
             f"run {run.run_id} explains each image's predicted class, so a pasted region has no one class whose logit "
             "to measure: --confirm needs a run with fixed targets (explain with --targets)"

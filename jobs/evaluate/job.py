@@ -21,9 +21,8 @@ import pandas as pd
 
 from densecam_core import fileio
 from densecam_core.analysis.pointing import boxes_by_image, boxes_for_target, read_boxes
-from densecam_core.data.dicom import DEFAULT_DICOM_WINDOW
 from densecam_core.evaluation.families import FAMILIES, shared_settings
-from densecam_core.evaluation.report import quality_table
+from densecam_core.evaluation.quality import quality_table
 from densecam_core.evaluation.sampling import stratified_sample
 from densecam_core.evaluation.scorer import ScoreSettings
 from densecam_core.store import scores as store_metrics
@@ -102,7 +101,7 @@ class EvaluationSummary(RunSummary):
 def _target(run: Run, asked: str | None) -> tuple[int, int]:
     """The class scored and its position along the run's target axis: ``asked`` (a class name, or a
     position), else the run's first target."""
-    fixed, classes = fixed_classes(run.meta), int(run.meta.get("num_classes", 1))
+    fixed, classes = fixed_classes(run.record), run.record.num_classes
     if fixed is None:
         raise ValueError(
             f"run {run.run_id} explains each image's predicted class of a {classes}-class model, which differs per "
@@ -110,14 +109,14 @@ def _target(run: Run, asked: str | None) -> tuple[int, int]:
         )
     if asked is None:
         return fixed[0], 0
-    position = target_position(run.meta, int(asked) if asked.isdigit() else asked)
+    position = target_position(run.record, int(asked) if asked.isdigit() else asked)
     return fixed[position], position
 
 
 def _refuse_other_inputs(run: Run, model: Any) -> None:
     """The faithfulness and stability metrics perturb three ImageNet-normalised channels; a model that reads
     one grey channel or another normalisation would be scored on inputs it never sees."""
-    norm = run.settings.get("input_norm", "imagenet")
+    norm = run.settings.input_norm
     channels = int(model.features.conv0.in_channels)
     if norm != "imagenet" or channels != 3:
         raise ValueError(
@@ -144,7 +143,7 @@ def prepare(config: EvaluateConfig) -> PreparedEvaluation:
     target, position = _target(run, config.target)
     boxes: dict[str, Any] = {}
     if config.boxes:
-        frame = boxes_for_target(read_boxes(config.boxes), target, class_names(run.meta))
+        frame = boxes_for_target(read_boxes(config.boxes), target, class_names(run.record))
         unknown = sorted(set(frame["image_id"]) - set(run.index["image_id"]))
         if unknown:
             raise ValueError(
@@ -159,13 +158,13 @@ def prepare(config: EvaluateConfig) -> PreparedEvaluation:
     settings = EvaluateSettings(
         score=ScoreSettings(metrics=config.metrics, steps=config.steps, seed=config.seed),
         methods=tuple(run.methods),
-        size=int(run.settings["size"]),
-        resize=str(run.settings["resize"]),
-        dicom_window=str(run.settings.get("dicom_window", DEFAULT_DICOM_WINDOW)),
-        precision=str(run.settings.get("precision", "fp32")),
+        size=run.settings.size,
+        resize=run.settings.resize,
+        dicom_window=run.settings.dicom_window,
+        precision=run.settings.precision,
         target=target,
         target_position=position,
-        activation=run.settings.get("activation"),
+        activation=run.settings.activation,
         batch_size=config.batch_size,
         input_cache=config.input_cache,
         max_image_bytes=config.max_image_bytes,
@@ -232,7 +231,7 @@ class EvaluateShards:
     def plan(self) -> ShardPlan:
         _settle_recorded(self.job)
         run, asked = self.job.run, self.job.config.metrics
-        size = int(run.meta["shard_size"])
+        size = run.record.shard_size
         shards = set((self.job.sample["row"] // size).astype(int))
         parts = {name: set(store_metrics.family_parts(run.url, name)) for name in asked}
         self.complete = tuple(name for name in asked if shards <= parts[name])
@@ -296,7 +295,7 @@ def _launch(job: PreparedEvaluation, settings: EvaluateSettings, ray: Any, resou
 
 
 def main_job(config: EvaluateConfig, *, csv: str | None = None, plot: str | None = None) -> int:
-    from densecam_core.evaluation.report import format_grid, format_table, plot_table, summary_grid
+    from densecam_core.evaluation.quality import format_grid, format_table, plot_table, summary_grid
 
     summary, table = run_evaluation(config)
     print(summary.render())

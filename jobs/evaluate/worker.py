@@ -172,9 +172,7 @@ class EvaluateWorker:
 
     def _stored(self, key: MapKey, rows: np.ndarray) -> np.ndarray:
         """The run's map for ``rows`` of the scored target: (n, h, w) float32."""
-        method, block = key
-        block_or_none = None if method == "cam" else block
-        return self.run.maps(method, block_or_none, rows=rows, target=self.settings.target_position)
+        return self.run.read_maps(key.for_target(self.settings.target_position), rows=rows)
 
     @staticmethod
     def _error_rows(rows: pd.DataFrame, errors: dict[int, str]) -> pd.DataFrame:

@@ -10,6 +10,7 @@ from densecam_core.model.labels import ACTIVATIONS
 from densecam_core.options import option
 from densecam_core.store.inputs.identity import CACHE_IDENTITIES, validate_cache_identity
 from densecam_core.store.layout import StoreError
+from densecam_core.store.record import RunRecord
 from densecam_core.vocabulary import CPU_BATCH, INPUT_NORMS, METHODS, PRECISIONS, RESIZE_MODES, validate_methods
 from jobs.runtime.options import RuntimeOptions
 
@@ -204,5 +205,5 @@ def _existing_shard_size(store: str) -> int | None:
         runs = open_store(store).run_metadata()
     except (StoreError, FileNotFoundError, OSError):
         return None
-    sizes = {meta["shard_size"] for meta in runs.values()}
+    sizes = {RunRecord.parse(meta).shard_size for meta in runs.values()}
     return sizes.pop() if len(sizes) == 1 else None

@@ -133,28 +133,25 @@ def prepare(config: ExplainConfig) -> PreparedExplain:
             input_norm=config.input_norm,
         )
     _say_model(probe, config.input_norm)
+    same_names = {
+        f.name: getattr(config, f.name) for f in dataclasses.fields(ExplainSettings) if hasattr(config, f.name)
+    }
     settings = ExplainSettings(
-        methods=methods,
-        size=config.size,
-        resize=config.resize,
-        precision=config.precision,
-        targets=classes.targets,
-        batch_size=batch_size_for(config, gpus_per_worker=0.0),
-        input_cache=config.input_cache,
-        max_image_bytes=config.max_image_bytes,
-        max_image_pixels=config.max_image_pixels,
-        cuda_graphs=config.cuda_graphs,
-        dicom_window=config.dicom_window,
-        input_norm=probe.input_norm,
-        cache_identity=config.cache_identity,
-        activation=classes.recorded_activation,
-        class_names=classes.names,
-        source_root=manifest.attrs.get("walked_folder"),
-    )  # batch size and threads: set per device at dispatch
+        **same_names
+        | {  # what the checks above resolved; batch size and threads are set per device at dispatch
+            "methods": methods,
+            "targets": classes.targets,
+            "batch_size": batch_size_for(config, gpus_per_worker=0.0),
+            "input_norm": probe.input_norm,
+            "activation": classes.recorded_activation,
+            "class_names": classes.names,
+            "source_root": manifest.attrs.get("walked_folder"),
+        }
+    )
     spec = RunSpec(
         fingerprint=model_fingerprint(model),
         checkpoint=os.path.basename(config.checkpoint) if config.checkpoint else "<random init>",
-        settings=settings.for_run_id(),
+        settings=settings.run_settings(),
         num_classes=probe.num_classes,
         num_targets=probe.num_targets,
         grid=block_grid(config.size),
@@ -242,7 +239,7 @@ class ExplainShards:
 
     def finish(self, counters: DispatchCounters) -> None:
         run = self.writer.open_run()
-        if counters.shards_done or "counts" not in run.meta:
+        if counters.shards_done or not run.record.counts:
             compact_locked(run)  # a few large index files; run.json gets the counts
 
 

@@ -28,6 +28,7 @@ from densecam_core.store.inputs.cache import InputCache
 from densecam_core.store.inputs.identity import SourceIdentity
 from densecam_core.store.inputs.lookup import cached_model_inputs
 from densecam_core.store.layout import Shard
+from densecam_core.store.record import RunRecord
 from densecam_core.store.shard import CacheTarget, ShardCommit
 from densecam_core.vocabulary import CPU_BATCH, GPU_BATCHES
 from jobs.explain.host import HostProcesses
@@ -136,8 +137,8 @@ class ExplainWorker:
                 f"shard {shard.index} holds rows {shard.row_start}..{shard.row_stop - 1}; got rows "
                 f"{rows['row'].tolist()[:8]} (must be unique and inside it)"
             )
-        meta = self._run_meta(run_url)  # read once per shard: the run's arrays and index schema
-        recorded = {name: (span, *shape) for name, shape in meta["arrays"].items()}  # format 1: no targets
+        record = self._run_record(run_url)  # read once per shard: the run's arrays and index schema
+        recorded = {name: (span, *shape) for name, shape in record.arrays.items()}  # format 1: no targets
         # a writer process reads the maps from shared memory: they are written once and never pickled
         specs = {name: (shape, array_dtype(name)) for name, shape in recorded.items()}
         block = self.host.shared(specs)
@@ -160,9 +161,9 @@ class ExplainWorker:
                 shard,
                 shard_size,
                 self._index(rows, run_id, shard, filled),
-                recorded_extra_types(meta),
+                recorded_extra_types(record.index_extra_types),
                 cache,
-                meta.get("created"),
+                record.created,
             )
             shared = pixels[0] if pixels else None
             self.host.commit(commit, outputs if block is None else block, filled.decoded, filled.decoded_at, shared)
@@ -313,6 +314,6 @@ class ExplainWorker:
         index["run_id"] = run_id
         return index
 
-    def _run_meta(self, run_url: str) -> dict:
+    def _run_record(self, run_url: str) -> RunRecord:
         fs, root = fileio.filesystem(run_url)
-        return fileio.read_json(fs, fileio.join(root, layout.RUN_JSON))
+        return RunRecord.parse(fileio.read_json(fs, fileio.join(root, layout.RUN_JSON)))

@@ -31,7 +31,7 @@ def load_run_model(checkpoint: str | None, run: Any) -> torch.nn.Module:
     if fingerprint != run.fingerprint:
         raise ValueError(
             f"the checkpoint {checkpoint or '<random init>'} has model fingerprint {fingerprint[:16]}, "
-            f"but run {run.run_id} was explained with {run.fingerprint[:16]} ({run.meta.get('checkpoint')}): "
+            f"but run {run.run_id} was explained with {run.fingerprint[:16]} ({run.record.checkpoint}): "
             "pass the run's checkpoint"
         )
     return model

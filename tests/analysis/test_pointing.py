@@ -7,6 +7,8 @@ import pandas as pd
 import pytest
 
 from densecam_core.analysis.pointing import box_area_fraction, is_hit, peak, pointing_game, read_boxes
+from densecam_core.store.record import RunRecord, RunSettings
+from densecam_core.vocabulary import MapKey
 
 
 def one_hot(x: int, y: int, size: int = 4) -> np.ndarray:
@@ -55,8 +57,8 @@ class FakeRun:
 
     run_id = "run-fake"
     methods = ["gradcam"]
-    settings = {"size": 4}
-    meta = {"run_id": run_id, "settings": settings, "num_classes": 1}
+    record = RunRecord(run_id, "f" * 64, "now", 4, {}, RunSettings(("gradcam",), size=4))
+    settings = record.settings
 
     def __init__(self, maps: dict[tuple[str, int | None], np.ndarray], status: list[str]) -> None:
         self._maps = maps
@@ -72,16 +74,15 @@ class FakeRun:
             }
         )
 
-    def maps(self, method: str, block: int | None, rows: np.ndarray, target: int | None = None) -> np.ndarray:
-        stored = self._maps[(method, block)][np.asarray(rows)][:, None]  # (n, K=1, h, w)
-        return stored if target is None else stored[:, target]
+    def read_maps(self, key: MapKey, rows: np.ndarray) -> np.ndarray:
+        return self._maps[(key.method, key.block)][np.asarray(rows)]  # one target: (n, h, w)
 
 
 def test_pointing_game_counts_hits_per_map_against_a_plain_count():
     # original 4x4 images explained at size 4 with 4x4 maps: the map is the heatmap, pixel for pixel
     cam = np.stack([one_hot(2, 2), one_hot(0, 3), one_hot(1, 0), np.zeros((4, 4)), one_hot(0, 0)])
     grad = np.stack([one_hot(3, 3), one_hot(1, 1), one_hot(1, 3), one_hot(2, 2), one_hot(0, 0)])
-    maps = {("cam", None): cam, **{("gradcam", b): grad for b in (1, 2, 3, 4)}}
+    maps = {("cam", 4): cam, **{("gradcam", b): grad for b in (1, 2, 3, 4)}}
     run = FakeRun(maps, ["ok", "ok", "ok", "ok", "error"])
     boxes = pd.DataFrame(
         {
@@ -106,6 +107,6 @@ def test_pointing_game_counts_hits_per_map_against_a_plain_count():
 
 
 def test_pointing_game_without_any_boxed_image_says_so():
-    run = FakeRun({("cam", None): np.zeros((1, 4, 4))}, ["ok"])
+    run = FakeRun({("cam", 4): np.zeros((1, 4, 4))}, ["ok"])
     with pytest.raises(ValueError, match="has a box"):
         pointing_game(run, pd.DataFrame({"image_id": ["other"], "x0": [0], "y0": [0], "x1": [1], "y1": [1]}))

@@ -65,7 +65,7 @@ def explain(archive: Path, store: Path, key: str, window: str = "first") -> tupl
         methods=("gradcam",), size=SIZE, batch_size=4, input_cache="readwrite", dicom_window=window
     )
     identifiers = load_identifiers(key)
-    spec = RunSpec(fingerprint, "x.pt", settings.for_run_id(), 1, 1, block_grid(SIZE), 4, identifiers.as_json())
+    spec = RunSpec(fingerprint, "x.pt", settings.run_settings(), 1, 1, block_grid(SIZE), 4, identifiers.as_json())
     manifest = read_manifest(archive, identifiers=identifiers, dicom_window=window)
     writer = RunWriter(str(store), spec)
     writer.create_or_open(str(archive), manifest)
@@ -175,17 +175,16 @@ def test_the_input_cache_is_keyed_by_the_dicom_window(explained, archive):
 
 
 def test_the_dicom_window_is_part_of_the_run_id_and_the_default_keeps_earlier_ids():
-    from densecam_core.store import layout
+    from densecam_core.store.record import RunSettings, run_id_for
     from jobs.explain.settings import ExplainSettings
 
-    default = ExplainSettings(methods=("gradcam",)).for_run_id()
-    assert "dicom_window" not in default
-    before = layout.run_id_for(
-        "f" * 64, {"methods": ["gradcam"], "size": 320, "resize": "stretch", "precision": "fp32", "targets": None}
-    )
-    assert layout.run_id_for("f" * 64, default) == before
-    other = ExplainSettings(methods=("gradcam",), dicom_window="percentile").for_run_id()
-    assert layout.run_id_for("f" * 64, other) != before
+    default = ExplainSettings(methods=("gradcam",)).run_settings()
+    assert "dicom_window" not in default.recorded()
+    recorded = {"methods": ["gradcam"], "size": 320, "resize": "stretch", "precision": "fp32", "targets": None}
+    before = run_id_for("f" * 64, RunSettings.from_recorded(recorded))
+    assert run_id_for("f" * 64, default) == before
+    other = ExplainSettings(methods=("gradcam",), dicom_window="percentile").run_settings()
+    assert run_id_for("f" * 64, other) != before
 
 
 @pytest.mark.slow  # seconds of whole shards; the fast loop keeps a smaller test of this path

@@ -302,9 +302,9 @@ def test_a_server_that_ignores_offset_is_refused_and_one_that_stays_busy_gives_a
     pacs: Pacs, seeded: Seeded, logged_in: Path, tmp_path: Path
 ):
     from densecam_core.data.sources.dicomweb.address import parse_address
+    from densecam_core.data.sources.dicomweb.connection import DicomwebRequestError, open_session
     from densecam_core.data.sources.dicomweb.credentials import credentials_from_environment
     from densecam_core.data.sources.dicomweb.query import list_instances
-    from densecam_core.data.sources.dicomweb.session import DicomwebRequestError, open_session
 
     upstream = pacs.url.split("/dicom-web")[0]
     no_offset = lambda method, path, seen: "swap:" + re.sub(r"&?offset=\d+", "", path)  # noqa: E731

@@ -10,8 +10,9 @@ import torch
 
 from densecam_core.cam.explainer import Explainer
 from densecam_core.evaluation.families import FAMILIES, MetricFamily, Verdict, register_family, validate_families
-from densecam_core.evaluation.report import metrics_table, summary_grid, verdicts
+from densecam_core.evaluation.quality import metrics_table, summary_grid, verdicts
 from densecam_core.evaluation.scorer import BatchScorer, ScoreSettings
+from densecam_core.vocabulary import MapKey
 from jobs.evaluate.config import EvaluateConfig
 
 
@@ -44,7 +45,10 @@ def test_a_toy_family_is_scored_tabled_and_judged_end_to_end(model, toy_family):
     g = torch.Generator().manual_seed(0)
     pixels = torch.randint(0, 256, (3, 1, 64, 64), generator=g, dtype=torch.uint8).expand(-1, 3, -1, -1).clone()
     result = Explainer(model, methods=("gradcam",))(pixels)
-    stored = {("cam", 4): result.cam[:, 0], **{("gradcam", b): v[:, 0] for b, v in result.maps["gradcam"].items()}}
+    stored = {
+        MapKey("cam"): result.cam[:, 0],
+        **{MapKey("gradcam", b): v[:, 0] for b, v in result.maps["gradcam"].items()},
+    }
     rows = BatchScorer(model, ScoreSettings(metrics=("peakiness",)), methods=("gradcam",)).score(
         pixels, stored, ["a", "b", "c"]
     )
@@ -52,7 +56,7 @@ def test_a_toy_family_is_scored_tabled_and_judged_end_to_end(model, toy_family):
     for key, maps in stored.items():  # a plain reference, map by map
         plain = maps.clamp(min=0).flatten(1).double()
         want = [float(m.max() / m.sum()) if m.sum() > 0 else float("nan") for m in plain]
-        got = rows[(rows["method"] == key[0]) & (rows["block"] == key[1])].set_index("image_id")["value"]
+        got = rows[(rows["method"] == key.method) & (rows["block"] == key.block)].set_index("image_id")["value"]
         assert [got[i] for i in "abc"] == pytest.approx(want, rel=1e-5, nan_ok=True)
     assert rows["value"].notna().sum() >= 6, "most maps are not flat: the comparison compared numbers"
     index = pd.DataFrame({"image_id": list("abc"), "study_id": list("abc")})

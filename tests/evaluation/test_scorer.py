@@ -11,10 +11,11 @@ import torch.nn.functional as F
 from densecam_core.cam.explainer import Explainer
 from densecam_core.data.geometry import Geometry
 from densecam_core.evaluation.faithfulness import deletion_insertion
-from densecam_core.evaluation.randomisation import RANDOMIZATION_STAGES, cascade
-from densecam_core.evaluation.report import metrics_table, verdicts
+from densecam_core.evaluation.quality import metrics_table, verdicts
+from densecam_core.evaluation.randomisation import RANDOMISATION_STAGES, cascade
 from densecam_core.evaluation.scorer import BatchScorer, ScoreSettings, image_seed, random_maps, validate_families
 from densecam_core.evaluation.similarity import spearman
+from densecam_core.vocabulary import MapKey
 
 SIZE = 64
 
@@ -27,9 +28,9 @@ def _pixels(count: int, seed: int = 0) -> torch.Tensor:
 
 def _stored(explainer: Explainer, pixels: torch.Tensor) -> dict:
     result = explainer(pixels)
-    stored = {("cam", 4): result.cam[:, 0]}
+    stored = {MapKey("cam"): result.cam[:, 0]}
     for method, per_block in result.maps.items():
-        stored.update({(method, b): v[:, 0] for b, v in per_block.items()})
+        stored.update({MapKey(method, b): v[:, 0] for b, v in per_block.items()})
     return stored
 
 
@@ -47,10 +48,16 @@ def test_deletion_rows_equal_the_library_function_on_the_plain_model(model):
     assert set(zip(rows["method"], rows["block"])) == {("cam", 4), *(("gradcam", b) for b in (1, 2, 3, 4))} | {
         ("random", b) for b in (1, 2, 3, 4)
     }
-    for key in [("cam", 4), ("gradcam", 2), ("random", 3)]:
-        maps = stored[key] if key[0] != "random" else random_maps(["a", "b"], stored[("gradcam", 3)].shape[-2:], 0, 3)
+    for key in [MapKey("cam"), MapKey("gradcam", 2), MapKey("random", 3)]:
+        maps = (
+            stored[key]
+            if key.method != "random"
+            else random_maps(["a", "b"], stored[MapKey("gradcam", 3)].shape[-2:], 0, 3)
+        )
         want = deletion_insertion(model.eval(), pixels, maps, steps=4)  # the unfused model, NCHW: plain
-        got = rows[(rows["method"] == key[0]) & (rows["block"] == key[1])].set_index(["metric", "image_id"])["value"]
+        got = rows[(rows["method"] == key.method) & (rows["block"] == key.block)].set_index(["metric", "image_id"])[
+            "value"
+        ]
         for n, image_id in enumerate(["a", "b"]):
             assert got[("deletion_auc", image_id)] == pytest.approx(float(want.deletion_auc[n]), abs=1e-5, nan_ok=True)
             assert got[("insertion_auc", image_id)] == pytest.approx(
@@ -102,8 +109,8 @@ def test_stability_equals_a_plain_reference(model):
 def test_localisation_rows_per_map(model):
     pixels = _pixels(2, seed=7)
     scorer = BatchScorer(model, ScoreSettings(metrics=("localisation",)), methods=("gradcam",))
-    stored = {("cam", 4): torch.zeros(2, 2, 2)}
-    stored[("cam", 4)][:, 0, 0] = 1.0  # the top-left quarter of each image
+    stored = {MapKey("cam"): torch.zeros(2, 2, 2)}
+    stored[MapKey("cam")][:, 0, 0] = 1.0  # the top-left quarter of each image
     geometries = [Geometry(40, 40, SIZE, "stretch")] * 2
     boxes = {"a": np.array([[0, 0, 20, 20]])}  # image a: its box is the top-left quarter; b has none
     rows = scorer.score(pixels, stored, ["a", "b"], geometries=geometries, boxes=boxes)
@@ -117,7 +124,7 @@ def test_localisation_rows_per_map(model):
 def test_localisation_of_a_batch_without_any_box_is_nan_not_missing(model):
     """A shard of the sample with no box used to give no rows at all, and its part failed on every retry."""
     scorer = BatchScorer(model, ScoreSettings(metrics=("localisation",)), methods=("gradcam",))
-    stored = {("cam", 4): torch.ones(2, 2, 2)}
+    stored = {MapKey("cam"): torch.ones(2, 2, 2)}
     rows = scorer.score(_pixels(2, seed=7), stored, ["a", "b"], geometries=[Geometry(40, 40, SIZE, "stretch")] * 2)
     assert len(rows) > 0 and rows["value"].isna().all()
     assert set(rows["metric"]) == {"pointing_game", "relevance_mass", "otsu_iou"}
@@ -150,7 +157,7 @@ def test_otsu_threshold_equals_scikit_image():
 def test_cascade_reinitialises_top_down_and_leaves_the_model(model):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     stages = cascade(model, seed=4)
-    assert len(stages) == len(RANDOMIZATION_STAGES)
+    assert len(stages) == len(RANDOMISATION_STAGES)
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
     first, last = stages[0].state_dict(), stages[-1].state_dict()

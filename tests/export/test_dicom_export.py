@@ -55,7 +55,7 @@ def test_the_segmentation_holds_the_runs_map_on_the_source_grid_and_references_i
         seg = highdicom.seg.segread(tmp_path / "out" / f"{stem}.seg.dcm")
         source = pydicom.dcmread(run.source_path(image_id))
         values = seg.get_pixels_by_source_instance(source_sop_instance_uids=[source.SOPInstanceUID]).squeeze()
-        heat = run.heatmap(image_id, "gradcam", 3, normalize=True)
+        heat = run.heatmap(image_id, "gradcam", 3, normalise=True)
         assert values.shape == heat.shape == (source.Rows, source.Columns)
         assert np.abs(values - heat).max() <= 1 / 255 + 1e-6, "within one 8-bit step"
         assert seg.SegmentationType == "FRACTIONAL" and seg.SegmentationFractionalType == "PROBABILITY"

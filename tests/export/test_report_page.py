@@ -284,12 +284,19 @@ def _browser():
 
 
 def _loaded(browser, images, timeout: float = 15.0) -> bool:
-    """Whether every image has its pixels within ``timeout`` s: lazy images may load after the page's load event."""
+    """Whether every image has its pixels within ``timeout`` s: lazy images load after the page's load event, and
+    only near the viewport (a loaded machine's Chromium may not have reached those below it)."""
     from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
+    def every_one_loaded(_) -> bool:
+        waiting = [i for i in images if int(i.get_attribute("naturalWidth")) == 0]
+        for image in waiting:  # a lazy image loads once near the viewport: bring each one there
+            browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", image)
+        return not waiting
+
     try:
-        WebDriverWait(browser, timeout).until(lambda _: all(int(i.get_attribute("naturalWidth")) > 0 for i in images))
+        WebDriverWait(browser, timeout, poll_frequency=0.2).until(every_one_loaded)
     except TimeoutException:
         return False
     return True

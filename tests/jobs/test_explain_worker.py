@@ -57,7 +57,7 @@ def run_worker(
     """Explain every shard of the tree into ``store`` with one worker; returns it, the run id and the results."""
     state, fingerprint = weights(seed)
     settings = ExplainSettings(methods=METHODS, size=SIZE, resize=resize, batch_size=4, input_cache=cache)
-    spec = RunSpec(fingerprint, "x.pt", settings.for_run_id(), 1, 1, block_grid(SIZE), 4)
+    spec = RunSpec(fingerprint, "x.pt", settings.run_settings(), 1, 1, block_grid(SIZE), 4)
     writer = RunWriter(str(store), spec)
     writer.create_or_open("test")
     planned = writer.plan(tree if isinstance(tree, pd.DataFrame) else read_manifest(tree))
@@ -280,7 +280,7 @@ def test_injected_out_of_memory_is_retried_by_the_driver_and_never_committed(tre
 
     model = load_densenet169()
     settings = ExplainSettings(methods=METHODS, size=SIZE, batch_size=4)
-    spec = RunSpec(model_fingerprint(model), "x.pt", settings.for_run_id(), 1, 1, block_grid(SIZE), 4)
+    spec = RunSpec(model_fingerprint(model), "x.pt", settings.run_settings(), 1, 1, block_grid(SIZE), 4)
     writer = RunWriter(str(tmp_path / "store"), spec)
     writer.create_or_open("test")
     planned = writer.plan(read_manifest(tree))
@@ -381,7 +381,7 @@ def test_concurrent_shards_in_one_worker_equal_sequential_ones(tree, tmp_path):
     stores = {}
     for name, threads in (("sequential", 1), ("concurrent", 3)):
         store = tmp_path / name
-        spec = RunSpec(fingerprint, "x.pt", settings.for_run_id(), 1, 1, block_grid(SIZE), 4)
+        spec = RunSpec(fingerprint, "x.pt", settings.run_settings(), 1, 1, block_grid(SIZE), 4)
         writer = RunWriter(str(store), spec)
         writer.create_or_open("test")
         planned = writer.plan(read_manifest(tree))
@@ -410,7 +410,7 @@ def test_images_removed_from_the_manifest_do_not_wedge_the_run(tree, tmp_path):
         RunSpec(
             weights(0)[1],
             "x.pt",
-            ExplainSettings(methods=METHODS, size=SIZE, batch_size=4, input_cache="readwrite").for_run_id(),
+            ExplainSettings(methods=METHODS, size=SIZE, batch_size=4, input_cache="readwrite").run_settings(),
             1,
             1,
             block_grid(SIZE),
@@ -447,7 +447,7 @@ def test_appending_to_a_format_1_run_writes_only_the_arrays_it_has(tree, tmp_pat
     old = open_store(str(store)).run("latest")
     state, _ = weights(0)
     settings = ExplainSettings(methods=("gradcam",), size=SIZE, batch_size=4)
-    spec = RunSpec(old.fingerprint, "v1.pt", settings.for_run_id(), 1, 1, block_grid(SIZE), 4)
+    spec = RunSpec(old.fingerprint, "v1.pt", settings.run_settings(), 1, 1, block_grid(SIZE), 4)
     assert spec.run_id == old.run_id
     writer = RunWriter(str(store), spec)
     assert not writer.create_or_open("test")  # the existing format 1 run
@@ -646,7 +646,7 @@ def test_a_linked_image_leading_out_of_the_walked_folder_is_an_error_row(tmp_pat
     assert job.settings.source_root == str(archive) and "linked.png" in set(job.manifest["image_id"])
     state, fingerprint = weights(0)
     settings = job.settings.__class__(**{**job.settings.__dict__, "batch_size": 4, "input_cache": "off"})
-    spec = RunSpec(fingerprint, "x.pt", settings.for_run_id(), 1, 1, block_grid(SIZE), 4)
+    spec = RunSpec(fingerprint, "x.pt", settings.run_settings(), 1, 1, block_grid(SIZE), 4)
     writer = RunWriter(str(tmp_path / "store"), spec)
     writer.create_or_open("test")
     planned = writer.plan(job.manifest)
@@ -657,4 +657,4 @@ def test_a_linked_image_leading_out_of_the_walked_folder_is_an_error_row(tmp_pat
     assert index.loc["linked.png", "status"] == "error"
     assert "a symbolic link leading outside the folder" in index.loc["linked.png", "error"]
     assert (index.loc[["a.png", "b.png"], "status"] == "ok").all()
-    assert settings.for_run_id() == ExplainSettings(**{**settings.__dict__, "source_root": None}).for_run_id()
+    assert settings.run_settings() == ExplainSettings(**{**settings.__dict__, "source_root": None}).run_settings()

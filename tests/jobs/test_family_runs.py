@@ -38,7 +38,7 @@ def explained(tmp_path):
     spec = RunSpec(
         model_fingerprint(model),
         "xrv.pt",
-        settings.for_run_id(),
+        settings.run_settings(),
         18,
         3,
         block_grid(SIZE),
@@ -62,7 +62,7 @@ def test_a_one_channel_multi_output_densenet121_run_records_what_it_explained(ex
     assert (
         [t["channels"] for t in meta["taps"]] == [t.channels for t in taps_for("densenet121")] == [128, 256, 512, 1024]
     )
-    assert run.settings["input_norm"] == "xrv" and spec.settings["targets"] == [0, 7, 17]
+    assert run.settings.input_norm == "xrv" and spec.settings.targets == (0, 7, 17)
     assert (run.index["status"] == "ok").all() and len(run.index) == 6
     maps = run.maps("gradcam", 4, image_ids=run.index["image_id"].tolist())
     assert maps.shape[:2] == (6, 3) and float(abs(maps).sum()) > 0
@@ -98,7 +98,7 @@ def test_the_job_reads_the_architecture_and_input_convention_from_the_checkpoint
         )
     )
     assert job.spec.architecture == "densenet121" and job.spec.num_targets == 18
-    assert job.settings.input_norm == "xrv" and job.spec.settings["input_norm"] == "xrv"
+    assert job.settings.input_norm == "xrv" and job.spec.settings.input_norm == "xrv"
     said = capsys.readouterr().err
     assert (
         "model: DenseNet121, 1 input channel (RGB sources are read as their grey), 18 outputs; input normalisation xrv (inferred"
@@ -113,5 +113,5 @@ def test_the_job_reads_the_architecture_and_input_convention_from_the_checkpoint
             input_norm="imagenet",
         )
     )
-    assert "input_norm" not in asked.spec.settings and asked.spec.run_id != job.spec.run_id
+    assert "input_norm" not in asked.spec.settings.recorded() and asked.spec.run_id != job.spec.run_id
     ExplainWorker(state_dict_bytes(job.model), job.settings, warm_up=True)  # a blank RGB batch becomes grey

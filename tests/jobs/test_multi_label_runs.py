@@ -87,7 +87,7 @@ def _prepared(chest, **overrides):
 def test_names_choose_the_targets_and_are_recorded_with_the_activation(chest, capsys):
     job = _prepared(chest, target_names=("Effusion", "Mass"), activation="sigmoid")
     assert job.settings.targets == (2, 4) and job.spec.num_targets == 2 and job.spec.architecture == "densenet121"
-    assert job.spec.settings["class_names"] == CHEXNET and job.spec.settings["activation"] == "sigmoid"
+    assert job.spec.settings.class_names == tuple(CHEXNET) and job.spec.settings.activation == "sigmoid"
     assert "probabilities: sigmoid over the 14 outputs" in capsys.readouterr().err
     names_dropped = _prepared(chest, targets=(2, 4), activation="sigmoid", labels=None)
     assert names_dropped.spec.run_id != job.spec.run_id  # the names are part of what the run holds
@@ -123,7 +123,7 @@ def _explain(chest, targets, store_name: str) -> tuple[Path, str]:
     spec = RunSpec(
         model_fingerprint(model),
         "chexnet.pt",
-        settings.for_run_id(),
+        settings.run_settings(),
         14,
         count,
         block_grid(SIZE),
@@ -194,7 +194,7 @@ def test_fewer_targets_give_the_same_maps_and_compare_and_point_per_finding(ches
     for finding in ("Mass", "Edema"):
         hits = 0
         for image_id in ids[:2]:
-            heat = a.heatmap(image_id, "gradcam", 4, target=finding, normalize=False)
+            heat = a.heatmap(image_id, "gradcam", 4, target=finding, normalise=False)
             y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
             hits += int(x < 8 and y < 8 and heat.max() > heat.min())  # a flat map points nowhere
         expected.append(hits)

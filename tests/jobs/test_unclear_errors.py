@@ -102,7 +102,7 @@ def test_max_image_pixels_reaches_the_decoder_and_bad_values_are_refused(tmp_pat
 
     model = load_densenet169()
     settings = ExplainSettings(methods=("gradcam",), size=32, batch_size=4, max_image_pixels=1000)
-    spec = RunSpec(model_fingerprint(model), "x.pt", settings.for_run_id(), 1, 1, block_grid(32), 4)
+    spec = RunSpec(model_fingerprint(model), "x.pt", settings.run_settings(), 1, 1, block_grid(32), 4)
     writer = RunWriter(str(tmp_path / "store"), spec)
     writer.create_or_open("test")
     rows = writer.plan(read_manifest(tree))

@@ -13,6 +13,7 @@ from densecam_core.model.labels import (
     targets_from_names,
 )
 from densecam_core.store.layout import StoreError
+from densecam_core.store.record import RunRecord
 from densecam_core.store.targets import fixed_classes, target_labels, target_position
 
 
@@ -40,15 +41,21 @@ def test_torchxrayvisions_models_have_their_pathologies_and_sigmoids_by_default(
     assert targets_from_names(["Effusion", "Atelectasis"], XRV_PATHOLOGIES) == (7, 0)
 
 
+def _record(run_id: str, settings: dict) -> RunRecord:
+    """The record of a run.json as a four-output model's run writes it."""
+    meta = {"run_id": run_id, "num_classes": 4, "model_fingerprint": "f" * 64, "created": "now", "shard_size": 4}
+    return RunRecord.parse({**meta, "arrays": {}, "settings": {"methods": ["gradcam"], **settings}})
+
+
 def test_positions_follow_the_explained_classes():
-    meta = {"run_id": "run-x", "num_classes": 4, "settings": {"targets": [3, 1], "class_names": list("abcd")}}
+    meta = _record("run-x", {"targets": [3, 1], "class_names": list("abcd")})
     assert fixed_classes(meta) == [3, 1] and target_labels(meta) == ["d", "b"]
     assert target_position(meta, "b") == 1 and target_position(meta, 0) == 0
     with pytest.raises(StoreError, match="does not explain 'a'; it explains: d, b"):
         target_position(meta, "a")
     with pytest.raises(StoreError, match="has 2 target position"):
         target_position(meta, 2)
-    predicted = {"run_id": "run-y", "num_classes": 4, "settings": {"targets": "predicted"}}
+    predicted = _record("run-y", {"targets": "predicted"})
     assert fixed_classes(predicted) is None and target_labels(predicted) is None
     with pytest.raises(StoreError, match="predicted class"):
         target_position(predicted, "b")

@@ -35,7 +35,7 @@ def explain(tree: Path, store: Path, identity: str, cache: str = "readwrite") ->
     settings = ExplainSettings(
         methods=("gradcam",), size=SIZE, batch_size=4, input_cache=cache, cache_identity=identity
     )
-    spec = RunSpec(fingerprint, "x.pt", settings.for_run_id(), 1, 1, block_grid(SIZE), 4)
+    spec = RunSpec(fingerprint, "x.pt", settings.run_settings(), 1, 1, block_grid(SIZE), 4)
     writer = RunWriter(str(store), spec)
     writer.create_or_open("test")
     planned = writer.plan(read_manifest(tree))

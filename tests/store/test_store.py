@@ -177,8 +177,12 @@ def test_heatmap_peaks_inside_a_known_lesion_of_a_non_square_image(tmp_path, mod
     assert heat.shape == (height, width) and np.isclose(heat.max(), 1.0) and np.isclose(heat.min(), 0.0)
     y, x = np.unravel_index(np.argmax(heat), heat.shape)
     assert box[0] <= x < box[2] and box[1] <= y < box[3], (x, y)
-    raw = run.heatmap("img000.png", "gradcam", 1, normalize=False)
+    raw = run.heatmap("img000.png", "gradcam", 1, normalise=False)
     assert raw.max() <= bump.max() + 1e-6
+    with pytest.warns(DeprecationWarning, match="now spelt `normalise`"):  # the keyword's former spelling
+        assert np.array_equal(run.heatmap("img000.png", "gradcam", 1, normalize=False), raw)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        run.heatmap("img000.png", "gradcam", 1, normalised=False)
 
 
 def test_compare_runs_reports_changes(tmp_path):
@@ -326,7 +330,7 @@ def test_one_index_schema_per_run_so_no_append_makes_a_store_unreadable(tmp_path
     writer = RunWriter(str(tmp_path / "store"), spec())
     writer.create_or_open("m", first)
     meta = json.loads((tmp_path / "store" / "runs" / writer.spec.run_id / "run.json").read_text())
-    types = recorded_extra_types(meta)
+    types = recorded_extra_types(meta["index_extra_types"])
     assert str(types["age"]) == "int64" and str(types["hospital"]) in ("string", "large_string")
     planned = writer.plan(first)
     for _, rows in planned.groupby("shard"):

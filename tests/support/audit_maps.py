@@ -10,6 +10,7 @@ import pandas as pd
 
 from densecam_core import block_grid, open_store
 from densecam_core.store.layout import plan_shards
+from densecam_core.store.record import RunSettings
 from densecam_core.store.run import Run
 from densecam_core.store.shard import ShardCommit, commit_shard
 from densecam_core.store.writer import RunSpec, RunWriter
@@ -46,8 +47,7 @@ def write_constructed_run(
     """A committed run (cam and gradcam at every block) whose arrays for the rows of each shard are
     ``arrays_for(rows, shapes)`` (map arrays only; logits and targets are filled here)."""
     grid = block_grid(size)
-    settings = {"methods": ["gradcam"], "size": size, "resize": "stretch", "precision": "fp32", "targets": None}
-    spec = RunSpec(fingerprint, "constructed.pt", settings, 1, 1, grid, shard_size)
+    spec = RunSpec(fingerprint, "constructed.pt", RunSettings(("gradcam",), size), 1, 1, grid, shard_size)
     n = len(labels)
     digits = max(5, len(str(n)))
     manifest = pd.DataFrame(

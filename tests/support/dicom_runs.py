@@ -33,7 +33,7 @@ def explain(
     spec = RunSpec(
         model_fingerprint(model),
         "x.pt",
-        settings.for_run_id(),
+        settings.run_settings(),
         1,
         1,
         block_grid(SIZE),

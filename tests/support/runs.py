@@ -22,7 +22,7 @@ def explain_tree(tree: Path, store: Path, *, shards: bool = True) -> str:
     """The seeded-init model (no checkpoint) explains the tree into ``store``, shard size 4; returns the run id."""
     model = load_densenet169()
     settings = ExplainSettings(methods=METHODS, size=SIZE, batch_size=4, input_cache="readwrite")
-    spec = RunSpec(model_fingerprint(model), "<random init>", settings.for_run_id(), 1, 1, block_grid(SIZE), 4)
+    spec = RunSpec(model_fingerprint(model), "<random init>", settings.run_settings(), 1, 1, block_grid(SIZE), 4)
     writer = RunWriter(str(store), spec)
     writer.create_or_open("test")
     planned = writer.plan(read_manifest(tree))

@@ -8,6 +8,7 @@ import pandas as pd
 from densecam_core import block_grid, open_store
 from densecam_core.store import layout
 from densecam_core.store.layout import Shard, plan_shards
+from densecam_core.store.record import RunSettings
 from densecam_core.store.shard import ShardCommit, commit_shard
 from densecam_core.store.writer import RunSpec, RunWriter
 
@@ -16,8 +17,7 @@ GRID = block_grid(SIZE)
 
 
 def spec(fingerprint: str = "f" * 64, shard_size: int = 4, methods=("gradcam",)) -> RunSpec:
-    settings = {"methods": list(methods), "size": SIZE, "resize": "stretch", "precision": "fp32", "targets": None}
-    return RunSpec(fingerprint, "test.pt", settings, 1, 1, GRID, shard_size)
+    return RunSpec(fingerprint, "test.pt", RunSettings(tuple(methods), SIZE), 1, 1, GRID, shard_size)
 
 
 def manifest(n: int, start: int = 0) -> pd.DataFrame:

@@ -14,7 +14,7 @@ from typing import Any
 import requests
 
 from densecam_core.data.sources.dicomweb.address import DATE_FORMAT, DicomwebAddress
-from densecam_core.data.sources.dicomweb.session import DicomwebRequestError, request
+from densecam_core.data.sources.dicomweb.connection import DicomwebRequestError, request
 
 PAGE = 1000
 MAX_WINDOW_DAYS = 31

@@ -14,9 +14,9 @@ import pydicom
 import requests
 from requests_toolbelt.multipart.decoder import MultipartDecoder
 
-from densecam_core.data.sources.dicomweb.cache import cached_path, write_whole
+from densecam_core.data.sources.dicomweb.connection import DicomwebRequestError, request
+from densecam_core.data.sources.dicomweb.pacs_cache import cached_path, write_whole
 from densecam_core.data.sources.dicomweb.query import Instance
-from densecam_core.data.sources.dicomweb.session import DicomwebRequestError, request
 
 ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 THREADS = 4

@@ -15,11 +15,11 @@ from densecam_core.data.errors import ManifestError
 from densecam_core.data.pseudonyms import Identifiers, load_identifiers
 from densecam_core.data.rows import SOURCE_ERROR, rows_from_relative_paths
 from densecam_core.data.sources.dicomweb.address import is_dicomweb, parse_address
-from densecam_core.data.sources.dicomweb.cache import open_cache
+from densecam_core.data.sources.dicomweb.connection import DicomwebRequestError, open_session, refuse_unusable
 from densecam_core.data.sources.dicomweb.credentials import credentials_from_environment
+from densecam_core.data.sources.dicomweb.pacs_cache import open_cache
 from densecam_core.data.sources.dicomweb.query import Instance, list_instances
 from densecam_core.data.sources.dicomweb.retrieve import THREADS, Pulled, pull
-from densecam_core.data.sources.dicomweb.session import DicomwebRequestError, open_session, refuse_unusable
 from densecam_core.data.sources.registry import SourceOptions
 
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")

@@ -10,8 +10,8 @@ from typing import Any
 
 import requests
 
+from densecam_core.data.sources.dicomweb.connection import DicomwebRequestError, request
 from densecam_core.data.sources.dicomweb.query import SOP_UID, first_value, qido_json
-from densecam_core.data.sources.dicomweb.session import DicomwebRequestError, request
 
 REFERENCED, FAILED, FAILURE_REASON = "00081199", "00081198", "00081197"
 REFERENCED_SOP_INSTANCE = "00081155"

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from densecam_core.evaluation.report import bootstrap_means, metrics_table, verdicts
+from densecam_core.evaluation.quality import bootstrap_means, metrics_table, verdicts
 from densecam_core.evaluation.sampling import stratified_sample
 
 
