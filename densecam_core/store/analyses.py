@@ -127,7 +127,7 @@ def _dimensions(kind: str, label: str, ndim: int) -> tuple[str, ...]:
 
 
 class StoredAnalysis:
-    """One analysis folder of a run: its ``settings``, ``messages`` and Parquet tables (``_table``)."""
+    """One analysis folder of a run: its ``settings``, ``messages`` and Parquet tables (``table(file_name)``)."""
 
     def __init__(self, store_url: str, run_url: str, folder: str, meta: dict[str, Any]) -> None:
         self.store_url, self.folder, self.meta = store_url, folder, meta
@@ -142,7 +142,8 @@ class StoredAnalysis:
     def messages(self) -> list[str]:
         return list(self.meta.get("messages", []))
 
-    def _table(self, file_name: str) -> pd.DataFrame:
+    def table(self, file_name: str) -> pd.DataFrame:
+        """One of the analysis's Parquet tables, by its file name."""
         return read_table(self.store_url, self.fs, fileio.join(self.root, file_name))
 
 
@@ -155,22 +156,22 @@ class Audit(StoredAnalysis):
 
     @cached_property
     def images(self) -> pd.DataFrame:
-        return self._table(layout.AUDIT_IMAGES)
+        return self.table(layout.AUDIT_IMAGES)
 
     @cached_property
     def clusters(self) -> pd.DataFrame:
-        return self._table(layout.AUDIT_CLUSTERS)
+        return self.table(layout.AUDIT_CLUSTERS)
 
     @cached_property
     def atlases(self) -> pd.DataFrame:
-        return self._table(layout.AUDIT_ATLASES)
+        return self.table(layout.AUDIT_ATLASES)
 
     @cached_property
     def confirmations(self) -> pd.DataFrame:
         """The paste test's results, one row per flagged cluster confirmed (empty until one ran)."""
         if not self.fs.exists(fileio.join(self.root, layout.AUDIT_CONFIRMATIONS)):
             return pd.DataFrame(columns=["method", "block", "target", "group", "cluster", "logit_change"])
-        return self._table(layout.AUDIT_CONFIRMATIONS)
+        return self.table(layout.AUDIT_CONFIRMATIONS)
 
     def _array(self, kind: str, label: str) -> Any:
         store = zarr_store_for_reading(fileio.url_join(self.url, layout.AUDIT_ARRAYS), self.store_url)
@@ -194,21 +195,19 @@ class Audit(StoredAnalysis):
             self._array(kind, layout.map_label(MapKey(row["method"], int(row["block"]))))[int(row["array_index"])]
         )
 
-    def _of_map(self, method: str, block: int | None) -> pd.DataFrame:
-        key = MapKey.of(method, block)
+    def _of_map(self, key: MapKey) -> pd.DataFrame:
         return self.images[(self.images["method"] == key.method) & (self.images["block"] == key.block)]
 
-    def has_map(self, method: str, block: int | None, target: int = 0) -> bool:
-        return bool((self._of_map(method, block)["target"] == target).any())
+    def has_map(self, key: MapKey) -> bool:
+        """Whether this audit covered ``key`` (its method, block and target position)."""
+        return bool((self._of_map(key)["target"] == key.target).any())
 
-    def vectors(self, method: str, block: int | None, target: int = 0) -> tuple[pd.Series, np.ndarray]:
+    def vectors(self, key: MapKey) -> tuple[pd.Series, np.ndarray]:
         """(image ids, their normalised map vectors (n, d)) of one map and target position."""
-        images = self._of_map(method, block)
+        images = self._of_map(key)
         targets = sorted(images["target"].unique())
-        ids = images.loc[images["target"] == target, "image_id"].reset_index(drop=True)
-        return ids, np.asarray(
-            self._array("vectors", layout.map_label(MapKey.of(method, block)))[targets.index(target)]
-        )
+        ids = images.loc[images["target"] == key.target, "image_id"].reset_index(drop=True)
+        return ids, np.asarray(self._array("vectors", layout.map_label(key))[targets.index(key.target)])
 
 
 def read_table(store_url: str, fs: Any, path: str) -> pd.DataFrame:
@@ -311,17 +310,18 @@ def list_audits(store_url: str, run_url: str) -> list[Audit]:
     ]
 
 
-def latest_audit(run: Any, of_map: tuple[str, int | None, int] | None = None) -> Audit:
-    """The run's newest audit (of ``of_map``, (method, block, target), when given); a ``StoreError`` naming
-    the command that makes one when there is none."""
-    audits = [a for a in list_audits(run.store_url, run.url) if of_map is None or a.has_map(*of_map)]
+def latest_audit(run: Any, of_map: MapKey | None = None) -> Audit:
+    """The run's newest audit (of ``of_map`` when given); a ``StoreError`` naming the command that makes one when
+    there is none."""
+    audits = [a for a in list_audits(run.store_url, run.url) if of_map is None or a.has_map(of_map)]
     if audits:
         return audits[-1]
-    what = "" if of_map is None else f" of {of_map[0]} block {of_map[1]} (target {of_map[2]})"
-    command = f"densecam audit STORE --run {run.run_id}"
-    if of_map is not None:
-        command = f"densecam audit STORE --run {run.run_id} --methods {of_map[0]}"
-    raise layout.StoreError(f"run {run.run_id} has no audit{what} yet: run `{command}`")
+    if of_map is None:
+        raise layout.StoreError(f"run {run.run_id} has no audit yet: run `densecam audit STORE --run {run.run_id}`")
+    raise layout.StoreError(
+        f"run {run.run_id} has no audit of {of_map.method} block {of_map.block} (target {of_map.target}) yet: "
+        f"run `densecam audit STORE --run {run.run_id} --methods {of_map.method}`"
+    )
 
 
 def similar_images(ids: pd.Series, vectors: np.ndarray, image_id: str, k: int) -> pd.DataFrame:

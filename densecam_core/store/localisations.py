@@ -20,15 +20,15 @@ class Localisation(StoredAnalysis):
 
     @cached_property
     def metrics(self) -> pd.DataFrame:
-        return self._table(layout.LOCALISE_METRICS)
+        return self.table(layout.LOCALISE_METRICS)
 
     @cached_property
     def by_size(self) -> pd.DataFrame:
-        return self._table(layout.LOCALISE_BY_SIZE)
+        return self.table(layout.LOCALISE_BY_SIZE)
 
     @cached_property
     def images(self) -> pd.DataFrame:
-        return self._table(layout.LOCALISE_IMAGES)
+        return self.table(layout.LOCALISE_IMAGES)
 
 
 def list_localisations(store_url: str, run_url: str) -> list[Localisation]:

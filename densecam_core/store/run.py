@@ -305,7 +305,8 @@ class Run:
     def similar(self, image_id: str, method: str = "gradcam", block: int | None = 4, k: int = 10, target: int = 0):
         """The ``k`` images whose maps are most like ``image_id``'s (a DataFrame: ``image_id``, ``similarity``):
         exact cosine similarity of the normalised maps (pooled to at most 16x16) the latest audit keeps."""
-        return similar_images(*latest_audit(self, (method, block, target)).vectors(method, block, target), image_id, k)
+        key = MapKey.of(method, block, target)
+        return similar_images(*latest_audit(self, key).vectors(key), image_id, k)
 
 
 def _ranges(rows: np.ndarray) -> str:

@@ -38,7 +38,7 @@ def test_a_toy_analysis_is_one_function_behind_the_door(tmp_path):
         found = dict(list_analyses(run.store_url, run.url, KIND))
         assert set(found) == {first, second}
         stored = StoredAnalysis(run.store_url, run.url, first, found[first])
-        peaks = stored._table("peaks.parquet")
+        peaks = stored.table("peaks.parquet")
         assert stored.settings == {"block": 3} and len(peaks) == int((run.index["status"] == "ok").sum())
         assert peaks[["peak_y", "peak_x"]].stack().between(0, 1).all()
     finally:
