@@ -34,13 +34,24 @@ class Method:
     function: str
     title: str
     gradients: bool = True
-    default: bool = True  # computed unless a run names its methods
+    default: bool = False  # a built-in computed unless a run names its methods (``METHODS``)
 
 
 METHOD_NAME = re.compile(r"^[a-z][a-z0-9]{0,31}$")
 """A method's name: a lower-case letter, then letters or digits (``gradcam2``); never a path."""
 NOT_METHODS = ("cam", "logits", "targets", "random")
 """Names of a run's other arrays and of the evaluation's random baseline."""
+BUILT_IN_METHODS: tuple[Method, ...] = (
+    Method("gradcam", "densecam_core.cam.methods:gradcam", "Grad-CAM", default=True),
+    Method("gradcampp", "densecam_core.cam.methods:gradcampp", "Grad-CAM++", default=True),
+    Method("layercam", "densecam_core.cam.methods:layercam", "LayerCAM", default=True),
+    Method("xgradcam", "densecam_core.cam.methods:xgradcam", "XGrad-CAM", default=True),
+    Method("hirescam", "densecam_core.cam.methods:hirescam", "HiResCAM", default=True),
+    Method("eigencam", "densecam_core.cam.methods:eigencam", "Eigen-CAM", gradients=False),
+)
+METHODS: tuple[str, ...] = tuple(m.name for m in BUILT_IN_METHODS if m.default)
+"""The methods a run computes unless told otherwise (the gradient methods); CAM is always computed besides. Fixed
+here, as configs take it for their default: a method registered later is computed when a run names it."""
 METHOD_REGISTRY: dict[str, Method] = {}
 """Every method, in canonical order: the Explainer, run settings, the store's names and its readers use this."""
 
@@ -51,28 +62,22 @@ def register_method(method: Method) -> Method:
         raise ValueError(
             f"method name {method.name!r}: a lower-case letter then letters or digits, none of {NOT_METHODS}"
         )
+    if method.default and method.name not in METHODS:
+        raise ValueError(
+            f"method {method.name!r}: only the built-in methods are computed by default; register it with "
+            "default=False and name it in a run's methods"
+        )
     METHOD_REGISTRY[method.name] = method
     return method
 
 
-for _method in (
-    Method("gradcam", "densecam_core.cam.methods:gradcam", "Grad-CAM"),
-    Method("gradcampp", "densecam_core.cam.methods:gradcampp", "Grad-CAM++"),
-    Method("layercam", "densecam_core.cam.methods:layercam", "LayerCAM"),
-    Method("xgradcam", "densecam_core.cam.methods:xgradcam", "XGrad-CAM"),
-    Method("hirescam", "densecam_core.cam.methods:hirescam", "HiResCAM"),
-    Method("eigencam", "densecam_core.cam.methods:eigencam", "Eigen-CAM", gradients=False, default=False),
-):
+for _method in BUILT_IN_METHODS:
     register_method(_method)
 
 
 def method_names() -> tuple[str, ...]:
     """Every registered method, in canonical order."""
     return tuple(METHOD_REGISTRY)
-
-
-METHODS: tuple[str, ...] = tuple(m.name for m in METHOD_REGISTRY.values() if m.default)
-"""The built-in methods a run computes unless told otherwise (the gradient methods); CAM is always computed besides."""
 
 
 @dataclass(frozen=True, order=True)

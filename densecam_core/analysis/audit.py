@@ -118,11 +118,6 @@ def audit_run(run: Run, request: AuditRequest = AuditRequest(), *, control: Run 
     )
 
 
-def key_columns(key: MapKey) -> dict[str, Any]:
-    """A map's key as the analyses' tables hold it: ``method``, ``block`` (4 for CAM) and ``target``."""
-    return {"method": key.method, "block": key.block, "target": key.target}
-
-
 def _maps(run: Run, request: AuditRequest) -> list[MapKey]:
     methods = request.methods or ("cam", *run.methods)
     unknown = [m for m in methods if m != "cam" and m not in run.methods]
@@ -259,7 +254,7 @@ def _audit_map(
     if control is not None and control_rows is not None:
         control_scores = _read_scores(control, control_rows, key, _groups(control_rows, True))[0]
         reference = (control.run_id, _strata(control_rows, by_part).to_numpy(), control_scores[request.rule.score])
-    columns = key_columns(key)
+    columns = asdict(key)  # method, block (4 for CAM), target: the key columns of the audit's tables
     groups = _groups(rows, by_part)
     strata = _strata(rows, by_part).to_numpy()
     data = _MapData(key, rows, groups.to_numpy(), strata, scores, vectors, frames, flaggable)
@@ -344,7 +339,7 @@ def _cluster_groups(
             out.flagged[inside] = flagged
             out.records.append(
                 _cluster_record(data.rows, data.scores, inside, members, labels, probs)
-                | key_columns(data.key)
+                | asdict(data.key)
                 | {
                     "group": group,
                     "cluster": cluster,

@@ -180,20 +180,18 @@ class Audit(StoredAnalysis):
     def mean_map(self, cluster: int | pd.Series) -> np.ndarray:
         """The mean normalised map of a cluster: a row of ``clusters``, or its position there."""
         row = self.clusters.iloc[cluster] if isinstance(cluster, (int, np.integer)) else cluster
-        return np.asarray(
-            self._array("cluster_mean", layout.map_label(MapKey(row["method"], int(row["block"]))))[
-                int(row["array_index"])
-            ]
-        )
+        return self._row_array("cluster_mean", row)
 
     def atlas(self, row: int | pd.Series, *, peaks: bool = False) -> np.ndarray:
         """A group's mean normalised map (or, with ``peaks``, its histogram of peak locations): a row of
         ``atlases``, or its position there."""
         row = self.atlases.iloc[row] if isinstance(row, (int, np.integer)) else row
-        kind = "atlas_peaks" if peaks else "atlas_mean"
-        return np.asarray(
-            self._array(kind, layout.map_label(MapKey(row["method"], int(row["block"]))))[int(row["array_index"])]
-        )
+        return self._row_array("atlas_peaks" if peaks else "atlas_mean", row)
+
+    def _row_array(self, kind: str, row: pd.Series) -> np.ndarray:
+        """The ``kind`` array a table row points at: its map's array, at the row's ``array_index``."""
+        label = layout.map_label(MapKey(row["method"], int(row["block"])))
+        return np.asarray(self._array(kind, label)[int(row["array_index"])])
 
     def _of_map(self, key: MapKey) -> pd.DataFrame:
         return self.images[(self.images["method"] == key.method) & (self.images["block"] == key.block)]

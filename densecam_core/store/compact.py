@@ -73,9 +73,8 @@ def compact_locked(
         _clean(fs, index_dir, read_state(fs, index_dir))
         counts = record_counts(run)
         return Compaction(run.run_id, counts["images"], before, run.index_files().file_count, 0)
-    table = IndexReader(run.run_id, fs, run.root, run.store_url).tables(
-        files, None, None
-    )  # every committed row, Arrow types as written
+    reader = IndexReader(run.run_id, fs, run.root, run.store_url)
+    table = reader.tables(files, None, None)  # every committed row, Arrow types as written
     assert table is not None
     table = table.sort_by("row")
     if isinstance(fs, LocalFileSystem):

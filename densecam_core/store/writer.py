@@ -33,7 +33,7 @@ from densecam_core.store.index import (
     write_parquet_atomic,
 )
 from densecam_core.store.record import RunRecord, RunSettings, run_id_for
-from densecam_core.vocabulary import DEFAULT_ARCHITECTURE, map_keys, taps_for
+from densecam_core.vocabulary import DEFAULT_ARCHITECTURE, chosen_keys, taps_for
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class RunSpec:
             layout.TARGETS_ARRAY: (k,),
             "cam": (k, *self.grid[4]),
         }
-        for key in map_keys(self.settings.methods)[1:]:
+        for key in chosen_keys(self.settings.methods):  # every method at every block (CAM is above)
             shapes[key.array_name] = (k, *self.grid[key.block])
         return shapes
 

@@ -61,3 +61,6 @@ def test_a_registered_method_is_known_to_the_explainer_settings_and_the_store():
         register_method(Method("random", "m:f", "Random"))
     with pytest.raises(ValueError, match="lower-case letter"):
         register_method(Method("a/b", "m:f", "Path"))
+    with pytest.raises(ValueError, match="only the built-in methods are computed by default"):
+        register_method(Method("mine", "m:f", "Mine", default=True))  # METHODS, configs' default, is fixed
+    assert "mine" not in METHOD_REGISTRY
